@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages SFS needs to build and test. Idempotent:
+# packages already installed are left alone, and `apt-get update` runs only
+# when something is missing. Runs apt as root, or through sudo otherwise.
+#
+#   build: librocksdb-dev (linked instead of compiling RocksDB, see
+#          .cargo/config.toml), libibverbs-dev librdmacm-dev libclang-dev clang
+#          (rdma-sys bindings), pkg-config
+#   tests: fio sqlite3 python3
+set -euo pipefail
+
+packages=(
+    librocksdb-dev libibverbs-dev librdmacm-dev libclang-dev clang pkg-config
+    fio sqlite3 python3
+)
+
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+    echo "setup.sh: this script needs a Debian-like system (dpkg-query, apt-get);" >&2
+    echo "setup.sh: install by hand: ${packages[*]}" >&2
+    exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "installed" ]] || missing+=("$p")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "setup.sh: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+if ((EUID == 0)); then
+    as_root=(env DEBIAN_FRONTEND=noninteractive)
+elif command -v sudo >/dev/null; then
+    # Without a terminal (CI) sudo must fail at once instead of waiting for a
+    # password nobody can type.
+    sudo_flags=()
+    [[ -t 0 ]] || sudo_flags=(-n)
+    as_root=(sudo "${sudo_flags[@]}" env DEBIAN_FRONTEND=noninteractive)
+else
+    echo "setup.sh: missing packages: ${missing[*]}" >&2
+    echo "setup.sh: not root and no sudo: install them as root and rerun" >&2
+    exit 1
+fi
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# Runs an apt command quietly; on failure shows its output and stops.
+apt_quiet() {
+    if ! "${as_root[@]}" "$@" >"$log" 2>&1; then
+        echo "setup.sh: FAILED: $*" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+}
+
+echo "setup.sh: installing: ${missing[*]}"
+apt_quiet apt-get update -q
+apt_quiet apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "setup.sh: installed: ${missing[*]}"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# THE test command of SFS (CI runs it through .ci/run):
+#   1. scripts/setup.sh       system packages
+#   2. cargo fmt --check      formatting
+#   3. cargo clippy           lints, warnings are errors
+#   4. tests                  cargo nextest (+ doctests) when installed,
+#                             else cargo test
+# Works from any directory. The target directory defaults to
+# ~/.cache/sfs/target so a build survives between runs; set CARGO_TARGET_DIR
+# to use another one. The last lines printed are the test runner's summary.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sfs/target}"
+
+started_all=$SECONDS
+
+# Runs one step and prints how long it took.
+step() {
+    local name=$1
+    shift
+    echo "==> $name: $*"
+    local started=$SECONDS
+    "$@"
+    echo "==> $name: ok in $((SECONDS - started)) s"
+}
+
+step setup bash scripts/setup.sh
+
+if ! command -v cargo >/dev/null; then
+    echo "test.sh: cargo not found: install Rust (https://rustup.rs) and rerun" >&2
+    exit 1
+fi
+echo "==> target dir: $CARGO_TARGET_DIR"
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest does not run doctests: run them first, so that nextest's
+    # summary stays the last thing printed.
+    step doctests cargo test --workspace --doc
+    echo "==> tests: cargo nextest run --workspace (before tests: $((SECONDS - started_all)) s)"
+    exec cargo nextest run --workspace --no-fail-fast
+else
+    echo "==> tests: cargo test --workspace (before tests: $((SECONDS - started_all)) s)"
+    exec cargo test --workspace --no-fail-fast
+fi

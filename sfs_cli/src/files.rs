@@ -1,0 +1,220 @@
+//! File tools on the SFS namespace through the client library: usable
+//! before (and without) the LD_PRELOAD shim.
+
+use crate::Setup;
+use anyhow::{bail, Context, Result};
+use sfs_client::{Client, FileKind, Metadata};
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Transfer size of put/get: a few chunks, so every server is busy.
+const COPY_BUFFER: usize = 8 << 20;
+
+fn client(setup: &Setup) -> Result<Client> {
+    Ok(Client::new(setup.config.clone(), setup.hostfile.clone())?)
+}
+
+fn type_char(md: &Metadata) -> char {
+    match md.kind() {
+        FileKind::Directory => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::File => '-',
+    }
+}
+
+fn mode_string(md: &Metadata) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(type_char(md));
+    for shift in [6, 3, 0] {
+        let bits = (md.mode >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn long_line(name: &str, md: &Metadata) -> String {
+    let secs = md.mtime_ns.div_euclid(1_000_000_000);
+    let link = if md.kind() == FileKind::Symlink {
+        format!(" -> {}", md.link_target)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {:>5} {:>5} {:>12} {:>11} {name}{link}",
+        mode_string(md),
+        md.uid,
+        md.gid,
+        md.size,
+        secs
+    )
+}
+
+pub fn ls(setup: &Setup, path: &str, long: bool) -> Result<()> {
+    let client = client(setup)?;
+    let md = client.lstat(path).with_context(|| format!("ls {path}"))?;
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    if !md.is_dir() {
+        writeln!(
+            out,
+            "{}",
+            if long {
+                long_line(path, &md)
+            } else {
+                path.to_string()
+            }
+        )?;
+        return Ok(());
+    }
+    let mut entries: Vec<_> = client.read_dir(path)?.collect::<Result<_, _>>()?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in entries {
+        writeln!(
+            out,
+            "{}",
+            if long {
+                long_line(&e.name, &e.metadata)
+            } else {
+                e.name
+            }
+        )?;
+    }
+    Ok(())
+}
+
+pub fn put(setup: &Setup, local: &Path, path: &str) -> Result<()> {
+    let client = client(setup)?;
+    let mut src =
+        std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
+    let fd = client
+        .open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644)
+        .with_context(|| format!("creating {path}"))?;
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let copied = (|| -> Result<()> {
+        loop {
+            let n = src.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            client.write(fd, &buf[..n])?;
+        }
+    })();
+    let synced = copied.and_then(|()| Ok(client.fsync(fd)?));
+    client.close(fd)?;
+    synced.with_context(|| format!("copying {} to {path}", local.display()))
+}
+
+pub fn get(setup: &Setup, path: &str, local: &Path) -> Result<()> {
+    let client = client(setup)?;
+    let fd = client
+        .open(path, libc::O_RDONLY, 0)
+        .with_context(|| format!("opening {path}"))?;
+    let mut dst =
+        std::fs::File::create(local).with_context(|| format!("creating {}", local.display()))?;
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let copied = (|| -> Result<()> {
+        loop {
+            let n = client.read(fd, &mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            dst.write_all(&buf[..n])?;
+        }
+    })();
+    client.close(fd)?;
+    copied.with_context(|| format!("copying {path} to {}", local.display()))
+}
+
+fn remove_tree(client: &Client, path: &str) -> Result<()> {
+    let md = client.lstat(path)?;
+    if md.is_dir() {
+        let children: Vec<_> = client.read_dir(path)?.collect::<Result<_, _>>()?;
+        for child in children {
+            remove_tree(client, &sfs_global::path::join(path, &child.name))?;
+        }
+        client.rmdir(path)?;
+    } else {
+        client.unlink(path)?;
+    }
+    Ok(())
+}
+
+pub fn rm(setup: &Setup, paths: &[String], recursive: bool) -> Result<()> {
+    let client = client(setup)?;
+    for path in paths {
+        let path = sfs_global::path::normalize(path)?;
+        let md = client.lstat(&path).with_context(|| format!("rm {path}"))?;
+        if md.is_dir() && !recursive {
+            bail!("rm {path}: is a directory (use -r)");
+        }
+        remove_tree(&client, &path).with_context(|| format!("rm {path}"))?;
+    }
+    Ok(())
+}
+
+pub fn mkdir(setup: &Setup, paths: &[String], parents: bool) -> Result<()> {
+    let client = client(setup)?;
+    for path in paths {
+        let path = sfs_global::path::normalize(path)?;
+        if !parents {
+            client
+                .mkdir(&path, 0o755)
+                .with_context(|| format!("mkdir {path}"))?;
+            continue;
+        }
+        let mut current = String::new();
+        for part in path.split('/').filter(|p| !p.is_empty()) {
+            current.push('/');
+            current.push_str(part);
+            match client.mkdir(&current, 0o755) {
+                Ok(()) => {}
+                Err(e)
+                    if e.errno == sfs_client::Errno::EEXIST && client.stat(&current)?.is_dir() => {}
+                Err(e) => return Err(e).with_context(|| format!("mkdir -p {current}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn stat(setup: &Setup, path: &str) -> Result<()> {
+    let client = client(setup)?;
+    let md = client.lstat(path).with_context(|| format!("stat {path}"))?;
+    let kind = match md.kind() {
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symbolic link",
+        FileKind::File => "regular file",
+    };
+    println!(
+        "  File: {path}{}",
+        if md.link_target.is_empty() {
+            String::new()
+        } else {
+            format!(" -> {}", md.link_target)
+        }
+    );
+    println!("  Size: {:<12} Type: {kind}", md.size);
+    println!(
+        "  Mode: {:04o}/{}  Uid: {}  Gid: {}  Links: {}",
+        md.mode & 0o7777,
+        mode_string(&md),
+        md.uid,
+        md.gid,
+        md.nlink
+    );
+    println!("    Id: {}", md.id);
+    for (name, ns) in [
+        ("Access", md.atime_ns),
+        ("Modify", md.mtime_ns),
+        ("Change", md.ctime_ns),
+    ] {
+        println!(
+            "{name}: {}.{:09}",
+            ns.div_euclid(1_000_000_000),
+            ns.rem_euclid(1_000_000_000)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! A real SFS cluster for integration tests: N `sfs server` processes on
+//! 127.0.0.1 with ports picked from the system, state in a temp dir, started
+//! and awaited through their ready files, and killed when the test ends,
+//! whether it passed or panicked.
+
+#![allow(dead_code)]
+
+use sfs_client::Client;
+use sfs_global::config::Config;
+use sfs_global::hostfile::Hostfile;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SFS: &str = env!("CARGO_BIN_EXE_sfs");
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub hostfile: Hostfile,
+    pub hostfile_path: PathBuf,
+    servers: Vec<Option<Child>>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    /// Starts `n` servers with the default config, adjusted by `tune`.
+    pub fn start_with(n: usize, tune: impl FnOnce(&mut Config)) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config {
+            rootdir: dir.path().join("root").display().to_string(),
+            mountdir: "/sfs".into(),
+            data_port_offset: 0,
+            connect_timeout_ms: 2000,
+            request_timeout_ms: 6000,
+            ..Config::default()
+        };
+        tune(&mut config);
+        let config_path = dir.path().join("config.json");
+        std::fs::write(&config_path, config.to_json_pretty()).unwrap();
+        let hosts: String = (0..n)
+            .map(|i| format!("s{i} 127.0.0.1:{}\n", free_port()))
+            .collect();
+        let hostfile_path = dir.path().join("hostfile");
+        std::fs::write(&hostfile_path, &hosts).unwrap();
+        let hostfile = Hostfile::parse(&hosts, "hostfile").unwrap();
+        let mut cluster = Cluster {
+            dir,
+            config,
+            config_path,
+            hostfile,
+            hostfile_path,
+            servers: (0..n).map(|_| None).collect(),
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i);
+        }
+        cluster
+    }
+
+    pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, |_| {})
+    }
+
+    fn ready_file(&self, i: usize) -> PathBuf {
+        self.config
+            .run_dir(&self.hostfile.hosts[i].name)
+            .join("ready")
+    }
+
+    pub fn log_file(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("server{i}.log"))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let _ = std::fs::remove_file(self.ready_file(i));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(i))
+            .unwrap();
+        let child = Command::new(SFS)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--hostfile")
+            .arg(&self.hostfile_path)
+            .args(["server", "--id", &self.hostfile.hosts[i].name])
+            .env("SFS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawning sfs server");
+        self.servers[i] = Some(child);
+    }
+
+    fn wait_ready(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = self.ready_file(i);
+        loop {
+            let child = self.servers[i].as_mut().expect("server spawned");
+            if std::fs::read_to_string(&ready)
+                .map(|t| {
+                    t.contains(&format!("\"pid\":{}", child.id()))
+                        || t.contains(&format!("\"pid\": {}", child.id()))
+                })
+                .unwrap_or(false)
+            {
+                return;
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "server {i} exited during start-up ({status}):\n{}",
+                    std::fs::read_to_string(self.log_file(i)).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "server {i} not ready in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A fresh client of this cluster.
+    pub fn client(&self) -> Client {
+        Client::new(self.config.clone(), self.hostfile.clone()).expect("client")
+    }
+
+    /// SIGKILL: the server dies without any chance to clean up.
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path; asserts exit status 0.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            let status = child.wait().unwrap();
+            assert!(
+                status.success(),
+                "server {i} exited with {status}:\n{}",
+                std::fs::read_to_string(self.log_file(i)).unwrap_or_default()
+            );
+        }
+    }
+
+    pub fn stop_all(&mut self) {
+        for i in 0..self.servers.len() {
+            self.stop(i);
+        }
+    }
+
+    /// Starts every stopped server again on the same directories and ports.
+    pub fn restart_stopped(&mut self) {
+        let stopped: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| self.servers[i].is_none())
+            .collect();
+        for &i in &stopped {
+            self.spawn(i);
+        }
+        for &i in &stopped {
+            self.wait_ready(i);
+        }
+    }
+
+    /// Runs the `sfs` binary against this cluster.
+    pub fn sfs(&self, args: &[&str]) -> std::process::Output {
+        Command::new(SFS)
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--hostfile")
+            .arg(&self.hostfile_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running sfs")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.servers.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,471 @@
+//! Open files and their data: the open-file table, read/write/seek/sync.
+//!
+//! A write is split by chunk (`sfs_global::chunk::split`), every piece goes
+//! to its chunk's owner at the same time, and only when all are placed does
+//! the client send "size is at least my end" to the metadata owner, which
+//! merges it without a lock. So a reader that sees the new size also sees the
+//! data. `O_APPEND` first reserves its range atomically on the owner. A read
+//! asks the owner for the size, then fetches the pieces in parallel; bytes
+//! no chunk holds (holes) read as zeros.
+
+use crate::servers::rpc_error;
+use crate::Client;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use sfs_global::chunk::{split, MAX_FILE_SIZE};
+use sfs_global::path::normalize;
+use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
+use sfs_rdma::ChunkRef;
+use sfs_rpc::pb;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Chunk pieces of one call in flight at once (across all servers).
+const PIECES_IN_FLIGHT: usize = 32;
+
+/// `open(2)` flags as the C library defines them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFlags(pub i32);
+
+impl OpenFlags {
+    fn access(self) -> i32 {
+        self.0 & libc::O_ACCMODE
+    }
+    fn readable(self) -> bool {
+        self.access() == libc::O_RDONLY || self.access() == libc::O_RDWR
+    }
+    fn writable(self) -> bool {
+        self.access() == libc::O_WRONLY || self.access() == libc::O_RDWR
+    }
+    fn has(self, flag: i32) -> bool {
+        self.0 & flag != 0
+    }
+}
+
+/// `lseek(2)` origins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whence {
+    Set,
+    Current,
+    End,
+    /// Next offset holding data (SFS reports the whole file as data).
+    Data,
+    /// Next hole (SFS reports only the end of the file).
+    Hole,
+}
+
+impl Whence {
+    /// From the C constants; EINVAL for anything else.
+    pub fn from_raw(whence: i32) -> SfsResult<Whence> {
+        match whence {
+            libc::SEEK_SET => Ok(Whence::Set),
+            libc::SEEK_CUR => Ok(Whence::Current),
+            libc::SEEK_END => Ok(Whence::End),
+            libc::SEEK_DATA => Ok(Whence::Data),
+            libc::SEEK_HOLE => Ok(Whence::Hole),
+            other => Err(SfsError::invalid(format!("lseek: bad whence {other}"))),
+        }
+    }
+}
+
+/// One open file description (shared by `dup`ed descriptors).
+pub(crate) struct OpenFile {
+    pub path: String,
+    pub id: FileId,
+    pub kind: FileKind,
+    pub flags: OpenFlags,
+    pub offset: Mutex<u64>,
+}
+
+/// The client's open files by descriptor number; safe for many threads.
+pub struct FileTable {
+    files: RwLock<HashMap<i32, Arc<OpenFile>>>,
+    next_fd: AtomicI32,
+}
+
+impl Default for FileTable {
+    fn default() -> Self {
+        FileTable {
+            files: RwLock::new(HashMap::new()),
+            next_fd: AtomicI32::new(3),
+        }
+    }
+}
+
+impl FileTable {
+    fn insert(&self, file: Arc<OpenFile>) -> SfsResult<i32> {
+        let mut files = self.files.write().expect("file table lock");
+        for _ in 0..i32::MAX {
+            let fd = self.next_fd.fetch_add(1, Ordering::Relaxed);
+            if fd < 3 {
+                self.next_fd.store(3, Ordering::Relaxed);
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(v) = files.entry(fd) {
+                v.insert(file);
+                return Ok(fd);
+            }
+        }
+        Err(SfsError::new(Errno::EMFILE, "no free SFS descriptor"))
+    }
+
+    pub(crate) fn get(&self, fd: i32) -> SfsResult<Arc<OpenFile>> {
+        self.files
+            .read()
+            .expect("file table lock")
+            .get(&fd)
+            .cloned()
+            .ok_or_else(|| SfsError::bad_fd(fd.into()))
+    }
+
+    fn remove(&self, fd: i32) -> SfsResult<Arc<OpenFile>> {
+        self.files
+            .write()
+            .expect("file table lock")
+            .remove(&fd)
+            .ok_or_else(|| SfsError::bad_fd(fd.into()))
+    }
+
+    /// Number of open descriptors.
+    pub fn len(&self) -> usize {
+        self.files.read().expect("file table lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Client {
+    /// `open(2)`: returns an SFS descriptor. Honours O_CREAT, O_EXCL, O_TRUNC,
+    /// O_APPEND, O_DIRECTORY and O_NOFOLLOW; a directory opens read-only.
+    pub fn open(&self, path: &str, flags: i32, mode: u32) -> SfsResult<i32> {
+        let path = normalize(path)?;
+        let flags = OpenFlags(flags);
+        let (path, md) = self.block_on(self.open_entry(&path, flags, mode))?;
+        if md.is_dir() && flags.writable() {
+            return Err(SfsError::is_dir(&path));
+        }
+        if flags.has(libc::O_DIRECTORY) && !md.is_dir() {
+            return Err(SfsError::not_dir(&path));
+        }
+        if flags.has(libc::O_TRUNC)
+            && flags.writable()
+            && md.kind() == FileKind::File
+            && md.size > 0
+        {
+            self.block_on(self.truncate_resolved(&path, 0))?;
+        }
+        self.files.insert(Arc::new(OpenFile {
+            path,
+            id: md.id,
+            kind: md.kind(),
+            flags,
+            offset: Mutex::new(0),
+        }))
+    }
+
+    async fn open_entry(
+        &self,
+        path: &str,
+        flags: OpenFlags,
+        mode: u32,
+    ) -> SfsResult<(String, Metadata)> {
+        if flags.has(libc::O_CREAT) {
+            let exclusive = flags.has(libc::O_EXCL);
+            match self
+                .create_entry(path, FileKind::File, mode, exclusive, "")
+                .await
+            {
+                Ok((md, _)) if md.kind() != FileKind::Symlink => return Ok((path.to_string(), md)),
+                Ok(_) if flags.has(libc::O_NOFOLLOW) => {
+                    return Err(SfsError::new(
+                        Errno::ELOOP,
+                        format!("{path}: is a symbolic link (O_NOFOLLOW)"),
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let md = self.lookup(path).await?;
+        if md.kind() == FileKind::Symlink {
+            if flags.has(libc::O_NOFOLLOW) {
+                return Err(SfsError::new(
+                    Errno::ELOOP,
+                    format!("{path}: is a symbolic link (O_NOFOLLOW)"),
+                ));
+            }
+            return self.resolve(path).await;
+        }
+        Ok((path.to_string(), md))
+    }
+
+    /// `close(2)`.
+    pub fn close(&self, fd: i32) -> SfsResult<()> {
+        self.files.remove(fd).map(|_| ())
+    }
+
+    /// `dup(2)`: a new descriptor sharing the open file and its offset.
+    pub fn dup(&self, fd: i32) -> SfsResult<i32> {
+        let file = self.files.get(fd)?;
+        self.files.insert(file)
+    }
+
+    /// The SFS path an open descriptor was opened with.
+    pub fn fd_path(&self, fd: i32) -> SfsResult<String> {
+        Ok(self.files.get(fd)?.path.clone())
+    }
+
+    /// `write(2)` at the descriptor's offset (or at the end with O_APPEND).
+    pub fn write(&self, fd: i32, buf: &[u8]) -> SfsResult<usize> {
+        let file = self.writable_file(fd)?;
+        let mut offset = file.offset.lock().expect("offset lock");
+        let at = if file.flags.has(libc::O_APPEND) {
+            self.block_on(self.reserve_append(&file.path, buf.len() as u64))?
+        } else {
+            *offset
+        };
+        let n = self.block_on(self.write_data(&file, at, buf, !file.flags.has(libc::O_APPEND)))?;
+        *offset = at + n as u64;
+        Ok(n)
+    }
+
+    /// `pwrite(2)`.
+    pub fn pwrite(&self, fd: i32, buf: &[u8], offset: u64) -> SfsResult<usize> {
+        let file = self.writable_file(fd)?;
+        self.block_on(self.write_data(&file, offset, buf, true))
+    }
+
+    /// `read(2)` at the descriptor's offset.
+    pub fn read(&self, fd: i32, buf: &mut [u8]) -> SfsResult<usize> {
+        let file = self.readable_file(fd)?;
+        let mut offset = file.offset.lock().expect("offset lock");
+        let n = self.block_on(self.read_data(&file, *offset, buf))?;
+        *offset += n as u64;
+        Ok(n)
+    }
+
+    /// `pread(2)`.
+    pub fn pread(&self, fd: i32, buf: &mut [u8], offset: u64) -> SfsResult<usize> {
+        let file = self.readable_file(fd)?;
+        self.block_on(self.read_data(&file, offset, buf))
+    }
+
+    /// `lseek(2)`.
+    pub fn lseek(&self, fd: i32, offset: i64, whence: Whence) -> SfsResult<u64> {
+        let file = self.files.get(fd)?;
+        let mut current = file.offset.lock().expect("offset lock");
+        let size = || -> SfsResult<i64> { Ok(self.block_on(self.lookup(&file.path))?.size as i64) };
+        let target = match whence {
+            Whence::Set => Some(offset),
+            Whence::Current => (*current as i64).checked_add(offset),
+            Whence::End => size()?.checked_add(offset),
+            Whence::Data | Whence::Hole => {
+                let size = size()?;
+                if offset < 0 || offset >= size {
+                    return Err(SfsError::new(
+                        Errno(libc::ENXIO),
+                        format!("lseek: offset {offset} is past the end"),
+                    ));
+                }
+                Some(if whence == Whence::Data { offset } else { size })
+            }
+        };
+        match target {
+            Some(t) if t >= 0 => {
+                *current = t as u64;
+                Ok(t as u64)
+            }
+            _ => Err(SfsError::invalid(format!(
+                "lseek: resulting offset is negative or overflows ({offset})"
+            ))),
+        }
+    }
+
+    /// `fstat(2)`.
+    pub fn fstat(&self, fd: i32) -> SfsResult<Metadata> {
+        let file = self.files.get(fd)?;
+        self.block_on(self.lookup(&file.path))
+    }
+
+    /// `ftruncate(2)`: EINVAL unless open for writing.
+    pub fn ftruncate(&self, fd: i32, size: u64) -> SfsResult<()> {
+        let file = self.files.get(fd)?;
+        if !file.flags.writable() || file.kind != FileKind::File {
+            return Err(SfsError::invalid(format!(
+                "ftruncate: descriptor {fd} is not open for writing a file"
+            )));
+        }
+        self.block_on(self.truncate_resolved(&file.path, size))
+    }
+
+    /// `fsync(2)`: when it returns, the file's chunks on every server and the
+    /// metadata on its owner are durable.
+    pub fn fsync(&self, fd: i32) -> SfsResult<()> {
+        let file = self.files.get(fd)?;
+        self.block_on(async {
+            let id = file.id;
+            if file.kind == FileKind::File {
+                self.on_all_servers(|mut h| async move {
+                    h.chunks
+                        .sync_chunks(pb::FileRequest {
+                            id_hi: id.hi(),
+                            id_lo: id.lo(),
+                        })
+                        .await
+                })
+                .await?;
+            }
+            let mut owner = self.owner(&file.path).await?.clone();
+            owner
+                .meta
+                .sync_metadata(pb::Empty {})
+                .await
+                .map_err(|s| rpc_error(&owner.name, s))?;
+            Ok(())
+        })
+    }
+
+    /// `fdatasync(2)`: as [`Client::fsync`] (SFS has no cheaper subset).
+    pub fn fdatasync(&self, fd: i32) -> SfsResult<()> {
+        self.fsync(fd)
+    }
+
+    /// `sync(2)` for SFS: every server makes all its metadata durable.
+    pub fn sync_all(&self) -> SfsResult<()> {
+        self.block_on(async {
+            self.on_all_servers(|mut h| async move { h.meta.sync_metadata(pb::Empty {}).await })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn writable_file(&self, fd: i32) -> SfsResult<Arc<OpenFile>> {
+        let file = self.files.get(fd)?;
+        if !file.flags.writable() {
+            return Err(SfsError::bad_fd(fd.into()));
+        }
+        if file.kind == FileKind::Directory {
+            return Err(SfsError::is_dir(&file.path));
+        }
+        Ok(file)
+    }
+
+    fn readable_file(&self, fd: i32) -> SfsResult<Arc<OpenFile>> {
+        let file = self.files.get(fd)?;
+        if !file.flags.readable() {
+            return Err(SfsError::bad_fd(fd.into()));
+        }
+        if file.kind == FileKind::Directory {
+            return Err(SfsError::is_dir(&file.path));
+        }
+        Ok(file)
+    }
+
+    async fn reserve_append(&self, path: &str, len: u64) -> SfsResult<u64> {
+        let mut h = self.owner(path).await?.clone();
+        Ok(h.meta
+            .reserve_append(pb::ReserveAppendRequest {
+                path: path.to_string(),
+                len,
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner()
+            .offset)
+    }
+
+    /// Places `buf` at `offset` on the chunk owners, then (if `grow`) merges
+    /// the new end into the size on the metadata owner.
+    async fn write_data(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        buf: &[u8],
+        grow: bool,
+    ) -> SfsResult<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or_else(|| {
+                SfsError::new(
+                    Errno::EFBIG,
+                    format!("write past the largest file size at offset {offset}"),
+                )
+            })?;
+        let chunk_size = self.config.chunk_size;
+        stream::iter(split(offset, buf.len() as u64, chunk_size))
+            .map(|piece| async move {
+                let server = self.distributor.chunk_server(file.id, piece.index);
+                let data = &buf[piece.buf_offset as usize..(piece.buf_offset + piece.len) as usize];
+                let chunk = ChunkRef {
+                    id: file.id,
+                    index: piece.index,
+                    offset: piece.offset_in_chunk,
+                    len: piece.len,
+                };
+                self.server(server)
+                    .await?
+                    .data
+                    .write_chunk(chunk, data)
+                    .await
+            })
+            .buffer_unordered(PIECES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        if grow {
+            let mut h = self.owner(&file.path).await?.clone();
+            h.meta
+                .grow_size(pb::GrowSizeRequest {
+                    path: file.path.clone(),
+                    end,
+                })
+                .await
+                .map_err(|s| rpc_error(&h.name, s))?;
+        }
+        Ok(buf.len())
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset`, short at the end of file.
+    async fn read_data(&self, file: &OpenFile, offset: u64, buf: &mut [u8]) -> SfsResult<usize> {
+        let size = self.lookup(&file.path).await?.size;
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let len = (size - offset).min(buf.len() as u64) as usize;
+        let chunk_size = self.config.chunk_size;
+        let mut rest = &mut buf[..len];
+        let mut jobs = Vec::new();
+        for piece in split(offset, len as u64, chunk_size) {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
+            rest = tail;
+            jobs.push((piece, head));
+        }
+        stream::iter(jobs)
+            .map(|(piece, out)| async move {
+                let server = self.distributor.chunk_server(file.id, piece.index);
+                let chunk = ChunkRef {
+                    id: file.id,
+                    index: piece.index,
+                    offset: piece.offset_in_chunk,
+                    len: piece.len,
+                };
+                let held = self
+                    .server(server)
+                    .await?
+                    .data
+                    .read_chunk(chunk, out)
+                    .await?;
+                out[held..].fill(0); // a hole, or a chunk shorter than the file
+                Ok::<(), SfsError>(())
+            })
+            .buffer_unordered(PIECES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(len)
+    }
+}

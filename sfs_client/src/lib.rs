@@ -1,0 +1,196 @@
+//! The SFS client library: POSIX-shaped calls on the SFS namespace.
+//!
+//! A [`Client`] knows every server of the hostfile and talks to them over
+//! gRPC for metadata (`sfs_rpc`) and over a data transport for chunk bytes
+//! (`sfs_rdma`). Paths are SFS paths (`/` is the root of the mount); the
+//! LD_PRELOAD shim maps host paths onto them. Every call is blocking (it runs
+//! on the client's own small tokio runtime), thread-safe, bounded in time by
+//! the config's timeouts, and fails with an [`SfsError`] whose errno is what
+//! the POSIX call would set.
+//!
+//! - [`io`]: open-file table, read/write/seek/sync.
+//! - [`namespace`]: stat, mkdir, unlink, rename, symlinks, attributes.
+//! - [`dir`]: streamed directory listings.
+//! - [`capi`]: the C ABI (`include/sfs.h`).
+
+pub mod capi;
+pub mod dir;
+pub mod io;
+pub mod namespace;
+pub mod servers;
+
+use futures::future::join_all;
+use servers::{rpc_error, ConnectOptions, ServerHandle, ServerSlot};
+use sfs_global::config::Config;
+use sfs_global::distributor::Distributor;
+use sfs_global::hostfile::Hostfile;
+use std::future::Future;
+use std::time::Duration;
+
+pub use dir::{DirEntry, ReadDir};
+pub use io::{OpenFlags, Whence};
+pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
+
+/// Totals of the chunk stores of all servers (for `statfs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FsStats {
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub used_bytes: u64,
+    pub entries: u64,
+    pub servers: usize,
+    pub chunk_size: u64,
+}
+
+/// A client of one SFS instance. Cheap to share between threads (`Arc`).
+pub struct Client {
+    pub(crate) config: Config,
+    pub(crate) distributor: Distributor,
+    pub(crate) servers: Vec<ServerSlot>,
+    pub(crate) options: ConnectOptions,
+    pub(crate) files: io::FileTable,
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// A client for the servers of `hostfile` using `config`. Connects lazily:
+    /// no server is contacted until the first call that needs it.
+    pub fn new(config: Config, hostfile: Hostfile) -> SfsResult<Client> {
+        config
+            .validate()
+            .map_err(|e| SfsError::invalid(e.to_string()))?;
+        let options = ConnectOptions {
+            connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            data_connections: config.tcp_connections_per_server as usize,
+            chunk_size: config.chunk_size,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sfs-client")
+            .enable_all()
+            .build()
+            .map_err(|e| SfsError::io(format!("cannot start the client runtime: {e}")))?;
+        let servers = {
+            let _guard = runtime.enter();
+            hostfile
+                .hosts
+                .iter()
+                .map(|h| ServerSlot::new(h.clone(), &options))
+                .collect::<SfsResult<Vec<_>>>()?
+        };
+        Ok(Client {
+            distributor: Distributor::new(servers.len()),
+            config,
+            servers,
+            options,
+            files: io::FileTable::default(),
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            runtime,
+        })
+    }
+
+    /// A client from a config file and a hostfile on disk.
+    pub fn from_files(config: &std::path::Path, hostfile: &std::path::Path) -> SfsResult<Client> {
+        let config = Config::load(config).map_err(|e| SfsError::invalid(e.to_string()))?;
+        let hostfile = Hostfile::load(hostfile).map_err(|e| SfsError::invalid(e.to_string()))?;
+        Client::new(config, hostfile)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn server_count(&self) -> usize {
+        self.servers.len()
+    }
+
+    /// Runs a future to completion on the client's runtime.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Handles of server `index`, connecting if needed.
+    pub(crate) async fn server(&self, index: usize) -> SfsResult<&ServerHandle> {
+        self.servers[index].handle(&self.options).await
+    }
+
+    /// Handles of the server owning `path`'s metadata.
+    pub(crate) async fn owner(&self, path: &str) -> SfsResult<&ServerHandle> {
+        self.server(self.distributor.metadata_server(path)).await
+    }
+
+    /// Runs `call` against every server at once; the first error wins.
+    pub(crate) async fn on_all_servers<T, F, Fut>(&self, call: F) -> SfsResult<Vec<T>>
+    where
+        F: Fn(ServerHandle) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let calls = (0..self.servers.len()).map(|i| {
+            let call = &call;
+            async move {
+                let handle = self.server(i).await?.clone();
+                let name = handle.name.clone();
+                call(handle).await.map_err(|s| rpc_error(&name, s))
+            }
+        });
+        join_all(calls).await.into_iter().collect()
+    }
+
+    /// Capacity and usage summed over all servers.
+    pub fn statfs(&self) -> SfsResult<FsStats> {
+        self.block_on(async {
+            let stats = self
+                .on_all_servers(|mut h| async move { h.control.stats(sfs_rpc::pb::Empty {}).await })
+                .await?;
+            let mut total = FsStats {
+                servers: stats.len(),
+                chunk_size: self.config.chunk_size,
+                ..FsStats::default()
+            };
+            for s in stats {
+                let s = s.into_inner();
+                total.capacity_bytes += s.capacity_bytes;
+                total.free_bytes += s.free_bytes;
+                total.used_bytes += s.chunk_bytes;
+                total.entries += s.entries;
+            }
+            Ok(total)
+        })
+    }
+
+    /// Per-server statistics, in hostfile order; an unreachable server is an
+    /// `Err` in its slot rather than failing the whole call.
+    pub fn server_stats(&self) -> Vec<(String, String, SfsResult<sfs_rpc::pb::StatsResponse>)> {
+        self.block_on(async {
+            let calls = self.servers.iter().enumerate().map(|(i, slot)| async move {
+                let result = async {
+                    let mut h = self.server(i).await?.clone();
+                    h.control
+                        .stats(sfs_rpc::pb::Empty {})
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|s| rpc_error(&h.name, s))
+                }
+                .await;
+                (slot.entry().name.clone(), slot.entry().endpoint(), result)
+            });
+            join_all(calls).await
+        })
+    }
+
+    /// Asks server `index` to shut down gracefully.
+    pub fn shutdown_server(&self, index: usize) -> SfsResult<()> {
+        self.block_on(async {
+            let mut h = self.server(index).await?.clone();
+            h.control
+                .shutdown(sfs_rpc::pb::Empty {})
+                .await
+                .map(|_| ())
+                .map_err(|s| rpc_error(&h.name, s))
+        })
+    }
+}

@@ -1,0 +1,451 @@
+//! Namespace operations: stat, mkdir, rmdir, unlink, rename, symlinks,
+//! attributes and truncate.
+//!
+//! The namespace is flat: each entry lives on the server that owns its path,
+//! so most calls are one RPC to one owner. Calls that concern a directory's
+//! contents (rmdir, directory rename) ask every server, and removing a file's
+//! data asks every server to drop its chunks. Symlinks are followed at the
+//! last component only (paths are otherwise taken lexically).
+
+use crate::servers::rpc_error;
+use crate::Client;
+use sfs_global::path::{is_within, normalize, split_parent, strip_mount};
+use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
+use sfs_rpc::pb;
+
+/// Symlinks followed in one lookup before ELOOP, as Linux's MAXSYMLINKS.
+const MAX_SYMLINK_HOPS: usize = 40;
+
+impl Client {
+    /// The entry of a normalised path, not following a final symlink.
+    pub(crate) async fn lookup(&self, path: &str) -> SfsResult<Metadata> {
+        let mut h = self.owner(path).await?.clone();
+        let entry = h
+            .meta
+            .stat(pb::PathRequest {
+                path: path.to_string(),
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        Ok(Metadata::from(&entry))
+    }
+
+    /// Resolves a final symlink chain: returns the path reached and its entry.
+    pub(crate) async fn resolve(&self, path: &str) -> SfsResult<(String, Metadata)> {
+        let mut current = path.to_string();
+        for _ in 0..MAX_SYMLINK_HOPS {
+            let md = self.lookup(&current).await?;
+            if md.kind() != FileKind::Symlink {
+                return Ok((current, md));
+            }
+            current = self.link_destination(&current, &md.link_target)?;
+        }
+        Err(SfsError::new(
+            Errno::ELOOP,
+            format!("{path}: too many levels of symbolic links"),
+        ))
+    }
+
+    /// Where a symlink at `link` pointing to `target` leads, as an SFS path.
+    fn link_destination(&self, link: &str, target: &str) -> SfsResult<String> {
+        if target.starts_with('/') {
+            // Absolute targets are host paths (what `ln -s` through the shim writes).
+            strip_mount(target, &self.config.mountdir).ok_or_else(|| {
+                SfsError::new(
+                    Errno::EXDEV,
+                    format!("{link}: symlink leads outside the SFS mount ({target})"),
+                )
+            })
+        } else {
+            let parent = split_parent(link).map_or("/", |(p, _)| p);
+            normalize(&format!("{parent}/{target}"))
+        }
+    }
+
+    /// Fails unless `path`'s parent exists and is a directory.
+    pub(crate) async fn check_parent(&self, path: &str) -> SfsResult<()> {
+        let Some((parent, _)) = split_parent(path) else {
+            return Err(SfsError::exists(path));
+        };
+        let (_, md) = self.resolve(parent).await?;
+        if md.is_dir() {
+            Ok(())
+        } else {
+            Err(SfsError::not_dir(parent))
+        }
+    }
+
+    /// `stat(2)`: follows a final symlink.
+    pub fn stat(&self, path: &str) -> SfsResult<Metadata> {
+        let path = normalize(path)?;
+        self.block_on(async { self.resolve(&path).await.map(|(_, md)| md) })
+    }
+
+    /// `lstat(2)`: does not follow a final symlink.
+    pub fn lstat(&self, path: &str) -> SfsResult<Metadata> {
+        let path = normalize(path)?;
+        self.block_on(self.lookup(&path))
+    }
+
+    /// `access(2)` with F_OK semantics: permissions are stored, not enforced.
+    pub fn exists(&self, path: &str) -> SfsResult<()> {
+        self.stat(path).map(|_| ())
+    }
+
+    pub(crate) async fn create_entry(
+        &self,
+        path: &str,
+        kind: FileKind,
+        perm: u32,
+        exclusive: bool,
+        link_target: &str,
+    ) -> SfsResult<(Metadata, bool)> {
+        self.check_parent(path).await?;
+        let mut h = self.owner(path).await?.clone();
+        let r = h
+            .meta
+            .create(pb::CreateRequest {
+                path: path.to_string(),
+                mode: kind.type_bits() | (perm & 0o7777),
+                uid: self.uid,
+                gid: self.gid,
+                exclusive,
+                link_target: link_target.to_string(),
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        let entry = r
+            .entry
+            .ok_or_else(|| SfsError::io("server sent a create reply without an entry"))?;
+        Ok((Metadata::from(&entry), r.created))
+    }
+
+    /// `mkdir(2)`.
+    pub fn mkdir(&self, path: &str, mode: u32) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(self.create_entry(&path, FileKind::Directory, mode, true, ""))
+            .map(|_| ())
+    }
+
+    /// True if any server holds an entry below `dir`.
+    async fn has_children(&self, dir: &str) -> SfsResult<bool> {
+        let answers = self
+            .on_all_servers(|mut h| {
+                let dir = dir.to_string();
+                async move { h.meta.has_children(pb::PathRequest { path: dir }).await }
+            })
+            .await?;
+        Ok(answers.into_iter().any(|r| r.into_inner().has_children))
+    }
+
+    /// `rmdir(2)`: ENOTEMPTY if any server holds an entry in it.
+    pub fn rmdir(&self, path: &str) -> SfsResult<()> {
+        let path = normalize(path)?;
+        if path == "/" {
+            return Err(SfsError::new(
+                Errno::EBUSY,
+                "/: cannot remove the root of the mount",
+            ));
+        }
+        self.block_on(async {
+            let md = self.lookup(&path).await?;
+            if !md.is_dir() {
+                return Err(SfsError::not_dir(&path));
+            }
+            if self.has_children(&path).await? {
+                return Err(SfsError::not_empty(&path));
+            }
+            self.remove_entry(&path, pb::RemoveKind::RemoveDirectory, None)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    async fn remove_entry(
+        &self,
+        path: &str,
+        kind: pb::RemoveKind,
+        if_id: Option<sfs_global::FileId>,
+    ) -> SfsResult<Metadata> {
+        let mut h = self.owner(path).await?.clone();
+        let removed = h
+            .meta
+            .remove(pb::RemoveRequest {
+                path: path.to_string(),
+                kind: kind as i32,
+                if_id: if_id.is_some(),
+                id_hi: if_id.map_or(0, |i| i.hi()),
+                id_lo: if_id.map_or(0, |i| i.lo()),
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        Ok(Metadata::from(&removed))
+    }
+
+    /// Drops every chunk of a file on every server.
+    pub(crate) async fn remove_chunks(&self, id: sfs_global::FileId) -> SfsResult<()> {
+        self.on_all_servers(|mut h| async move {
+            h.chunks
+                .remove_chunks(pb::FileRequest {
+                    id_hi: id.hi(),
+                    id_lo: id.lo(),
+                })
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `unlink(2)`: removes the entry, then the file's chunks.
+    pub fn unlink(&self, path: &str) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(async {
+            let removed = self
+                .remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, None)
+                .await?;
+            if removed.kind() == FileKind::File {
+                self.remove_chunks(removed.id).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `symlink(2)`: creates `linkpath` pointing to `target` (stored verbatim).
+    pub fn symlink(&self, target: &str, linkpath: &str) -> SfsResult<()> {
+        let path = normalize(linkpath)?;
+        if target.is_empty() {
+            return Err(SfsError::new(Errno::ENOENT, "symlink target is empty"));
+        }
+        self.block_on(self.create_entry(&path, FileKind::Symlink, 0o777, true, target))
+            .map(|_| ())
+    }
+
+    /// `readlink(2)`: EINVAL if the entry is not a symlink.
+    pub fn readlink(&self, path: &str) -> SfsResult<String> {
+        let md = self.lstat(path)?;
+        if md.kind() != FileKind::Symlink {
+            return Err(SfsError::invalid(format!("{path}: not a symbolic link")));
+        }
+        Ok(md.link_target)
+    }
+
+    async fn set_attr(&self, path: &str, req: pb::SetAttrRequest) -> SfsResult<Metadata> {
+        let mut h = self.owner(path).await?.clone();
+        let e = h
+            .meta
+            .set_attr(req)
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        Ok(Metadata::from(&e))
+    }
+
+    /// `chmod(2)` (follows symlinks).
+    pub fn chmod(&self, path: &str, mode: u32) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(async {
+            let (target, _) = self.resolve(&path).await?;
+            let req = pb::SetAttrRequest {
+                path: target.clone(),
+                mode: Some(mode & 0o7777),
+                ..Default::default()
+            };
+            self.set_attr(&target, req).await.map(|_| ())
+        })
+    }
+
+    /// `chown(2)` (follows symlinks); `None` leaves an id unchanged.
+    pub fn chown(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(async {
+            let (target, _) = self.resolve(&path).await?;
+            let req = pb::SetAttrRequest {
+                path: target.clone(),
+                uid,
+                gid,
+                ..Default::default()
+            };
+            self.set_attr(&target, req).await.map(|_| ())
+        })
+    }
+
+    /// `utimensat(2)` (follows symlinks); `None` leaves a time unchanged.
+    pub fn utimens(
+        &self,
+        path: &str,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+    ) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(async {
+            let (target, _) = self.resolve(&path).await?;
+            let req = pb::SetAttrRequest {
+                path: target.clone(),
+                atime_ns,
+                mtime_ns,
+                ..Default::default()
+            };
+            self.set_attr(&target, req).await.map(|_| ())
+        })
+    }
+
+    /// Sets a resolved file's size on its owner, then trims chunks past it.
+    pub(crate) async fn truncate_resolved(&self, path: &str, size: u64) -> SfsResult<()> {
+        if size > sfs_global::chunk::MAX_FILE_SIZE {
+            return Err(SfsError::new(
+                Errno::EFBIG,
+                format!("size {size} is beyond the largest file"),
+            ));
+        }
+        let mut h = self.owner(path).await?.clone();
+        let e = h
+            .meta
+            .truncate(pb::TruncateRequest {
+                path: path.to_string(),
+                size,
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        let id = e.file_id();
+        self.on_all_servers(|mut h| async move {
+            h.chunks
+                .truncate_chunks(pb::TruncateChunksRequest {
+                    id_hi: id.hi(),
+                    id_lo: id.lo(),
+                    size,
+                })
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// `truncate(2)` (follows symlinks).
+    pub fn truncate(&self, path: &str, size: u64) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(async {
+            let (target, md) = self.resolve(&path).await?;
+            if md.is_dir() {
+                return Err(SfsError::is_dir(&path));
+            }
+            self.truncate_resolved(&target, size).await
+        })
+    }
+
+    /// `rename(2)`: replaces an existing target under rename(2)'s type rules.
+    /// A file moves as one entry; a directory moves entry by entry (see
+    /// docs/semantics.md); data never moves.
+    pub fn rename(&self, old: &str, new: &str) -> SfsResult<()> {
+        let old = normalize(old)?;
+        let new = normalize(new)?;
+        if old == "/" || new == "/" {
+            return Err(SfsError::new(
+                Errno::EBUSY,
+                "cannot rename the root of the mount",
+            ));
+        }
+        self.block_on(async {
+            let md = self.lookup(&old).await?;
+            if old == new {
+                return Ok(());
+            }
+            self.check_parent(&new).await?;
+            if md.is_dir() {
+                if is_within(&new, &old) {
+                    return Err(SfsError::invalid(format!(
+                        "cannot move {old} into itself ({new})"
+                    )));
+                }
+                self.rename_directory(&old, &new, md).await
+            } else {
+                self.put_entry(&new, &md, true).await?;
+                self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
+                    .await?;
+                Ok(())
+            }
+        })
+    }
+
+    /// Places `md` at `path` on its owner; drops the data of a replaced file.
+    async fn put_entry(&self, path: &str, md: &Metadata, replace: bool) -> SfsResult<()> {
+        if replace && md.is_dir() {
+            if let Ok(existing) = self.lookup(path).await {
+                if existing.is_dir() && self.has_children(path).await? {
+                    return Err(SfsError::not_empty(path));
+                }
+            }
+        }
+        let mut h = self.owner(path).await?.clone();
+        let r = h
+            .meta
+            .put_entry(pb::PutEntryRequest {
+                path: path.to_string(),
+                entry: Some(md.into()),
+                replace,
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        if let Some(replaced) = r.replaced {
+            let replaced = Metadata::from(&replaced);
+            if replaced.kind() == FileKind::File && replaced.id != md.id {
+                self.remove_chunks(replaced.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn rename_directory(&self, old: &str, new: &str, md: Metadata) -> SfsResult<()> {
+        let mut subtree = self.list_subtree(old).await?;
+        // Parents before children when placing, children first when removing.
+        subtree.sort_by_key(|(p, _)| p.matches('/').count());
+        self.put_entry(new, &md, true).await?;
+        for (path, entry) in &subtree {
+            let moved = format!("{new}{}", &path[old.len()..]);
+            self.put_entry(&moved, entry, false).await?;
+        }
+        for (path, entry) in subtree.iter().rev() {
+            let kind = if entry.is_dir() {
+                pb::RemoveKind::RemoveDirectory
+            } else {
+                pb::RemoveKind::RemoveNotDirectory
+            };
+            self.remove_entry(path, kind, Some(entry.id)).await?;
+        }
+        self.remove_entry(old, pb::RemoveKind::RemoveDirectory, Some(md.id))
+            .await?;
+        Ok(())
+    }
+
+    /// Every entry below `dir` on every server.
+    async fn list_subtree(&self, dir: &str) -> SfsResult<Vec<(String, Metadata)>> {
+        let mut all = Vec::new();
+        for i in 0..self.servers.len() {
+            let mut h = self.server(i).await?.clone();
+            let mut stream = h
+                .meta
+                .list_subtree(pb::ReaddirRequest {
+                    dir: dir.to_string(),
+                    page_size: self.config.readdir_page_size,
+                })
+                .await
+                .map_err(|s| rpc_error(&h.name, s))?
+                .into_inner();
+            while let Some(page) = stream.message().await.map_err(|s| rpc_error(&h.name, s))? {
+                for e in page.entries {
+                    let md = e
+                        .entry
+                        .as_ref()
+                        .map(Metadata::from)
+                        .ok_or_else(|| SfsError::io("subtree entry without metadata"))?;
+                    all.push((e.path, md));
+                }
+            }
+        }
+        Ok(all)
+    }
+}

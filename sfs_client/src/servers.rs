@@ -1,0 +1,165 @@
+//! Connections from a client to every server of the hostfile.
+//!
+//! Each server gets one lazily created gRPC channel (HTTP/2 multiplexes all
+//! metadata calls on it) and, after a `Hello` handshake that checks the
+//! protocol version and chunk size and learns the data endpoint, one data
+//! channel. A failed handshake is not cached: the next call tries again, so
+//! a restarted server is picked up without restarting the client.
+
+use sfs_global::hostfile::HostEntry;
+use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_rdma::tcp::TcpChannel;
+use sfs_rdma::DataChannel;
+use sfs_rpc::pb;
+use sfs_rpc::pb::chunk_control_client::ChunkControlClient;
+use sfs_rpc::pb::control_client::ControlClient;
+use sfs_rpc::pb::metadata_client::MetadataClient;
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// Timeouts and sizes a client needs to reach servers.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub data_connections: usize,
+    pub chunk_size: u64,
+}
+
+/// The gRPC clients and data channel of one server, ready to use.
+#[derive(Clone)]
+pub struct ServerHandle {
+    pub name: String,
+    pub meta: MetadataClient<Channel>,
+    pub chunks: ChunkControlClient<Channel>,
+    pub control: ControlClient<Channel>,
+    pub data: Arc<dyn DataChannel>,
+}
+
+/// A server of the hostfile, connected on first use.
+pub struct ServerSlot {
+    entry: HostEntry,
+    channel: Channel,
+    ready: tokio::sync::OnceCell<ServerHandle>,
+}
+
+impl ServerSlot {
+    pub fn new(entry: HostEntry, options: &ConnectOptions) -> SfsResult<Self> {
+        let uri = format!("http://{}", entry.endpoint());
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| {
+                SfsError::invalid(format!("server {}: bad address {uri}: {e}", entry.name))
+            })?
+            .connect_timeout(options.connect_timeout)
+            .timeout(options.request_timeout)
+            .tcp_nodelay(true);
+        Ok(ServerSlot {
+            entry,
+            channel: endpoint.connect_lazy(),
+            ready: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub fn entry(&self) -> &HostEntry {
+        &self.entry
+    }
+
+    /// The server's handles, performing the handshake if not done yet.
+    pub async fn handle(&self, options: &ConnectOptions) -> SfsResult<&ServerHandle> {
+        self.ready.get_or_try_init(|| self.handshake(options)).await
+    }
+
+    async fn handshake(&self, options: &ConnectOptions) -> SfsResult<ServerHandle> {
+        let limit = sfs_rpc::MAX_MESSAGE_BYTES;
+        let mut control = ControlClient::new(self.channel.clone())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let hello = control
+            .hello(pb::HelloRequest {
+                protocol_version: sfs_global::PROTOCOL_VERSION,
+            })
+            .await
+            .map_err(|s| {
+                let e = sfs_rpc::error_from_status(&s);
+                SfsError::new(
+                    e.errno,
+                    format!(
+                        "server {} ({}): {}",
+                        self.entry.name,
+                        self.entry.endpoint(),
+                        e.message
+                    ),
+                )
+            })?
+            .into_inner();
+        if hello.protocol_version != sfs_global::PROTOCOL_VERSION {
+            return Err(SfsError::new(
+                Errno::EPROTO,
+                format!(
+                    "server {} speaks protocol {}, this client {}",
+                    self.entry.name,
+                    hello.protocol_version,
+                    sfs_global::PROTOCOL_VERSION
+                ),
+            ));
+        }
+        if hello.chunk_size != options.chunk_size {
+            return Err(SfsError::invalid(format!(
+                "server {} uses chunk_size {} but this client's config says {}: use one config.json for the whole job",
+                self.entry.name, hello.chunk_size, options.chunk_size
+            )));
+        }
+        let data_addr = hello
+            .data_endpoint
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                SfsError::new(
+                    Errno::EPROTO,
+                    format!(
+                        "server {} reported a bad data endpoint {:?}",
+                        self.entry.name, hello.data_endpoint
+                    ),
+                )
+            })?;
+        let data: Arc<dyn DataChannel> = match hello.data_transport.as_str() {
+            "tcp" => Arc::new(TcpChannel::new(
+                data_addr,
+                options.data_connections,
+                options.connect_timeout,
+                options.request_timeout,
+            )),
+            other => {
+                return Err(SfsError::not_supported(format!(
+                    "server {} offers data transport {other:?}, which this client does not speak",
+                    self.entry.name
+                )))
+            }
+        };
+        tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
+        Ok(ServerHandle {
+            name: self.entry.name.clone(),
+            meta: MetadataClient::new(self.channel.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            chunks: ChunkControlClient::new(self.channel.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            control,
+            data,
+        })
+    }
+}
+
+/// Converts a gRPC failure into an errno-carrying error naming the server.
+pub fn rpc_error(server: &str, status: tonic::Status) -> SfsError {
+    let e = sfs_rpc::error_from_status(&status);
+    if status.metadata().get(sfs_rpc::ERRNO_HEADER).is_some() {
+        e
+    } else {
+        SfsError::new(e.errno, format!("server {server}: {}", e.message))
+    }
+}

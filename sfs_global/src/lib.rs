@@ -1,0 +1,24 @@
+//! Shared vocabulary of SFS: everything that both servers and clients must agree
+//! on bit for bit, and nothing that knows about networks.
+//!
+//! - [`config`]: the one typed `config.json`, with defaults and validation.
+//! - [`hostfile`]: the list of servers of a job.
+//! - [`path`]: normalisation of paths inside the mount.
+//! - [`distributor`]: which server owns a path's metadata and which owns a chunk.
+//! - [`chunk`]: splitting byte ranges into per-chunk pieces.
+//! - [`metadata`]: the versioned metadata entry and its update operations.
+//! - [`error`]: the error type every layer converts into, and its errno.
+
+pub mod chunk;
+pub mod config;
+pub mod distributor;
+pub mod error;
+pub mod hostfile;
+pub mod metadata;
+pub mod path;
+
+pub use error::{Errno, SfsError, SfsResult};
+pub use metadata::{FileId, FileKind, Metadata};
+
+/// Version of the SFS wire protocols; servers and clients refuse a mismatch.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,547 @@
+//! The metadata entry of a file, directory or symlink, its on-disk encoding,
+//! its key, and the update operations that servers merge into it.
+//!
+//! Updates are *merge operands* rather than read-modify-write: concurrent
+//! writers of one file each send "size is at least my end" and the owner
+//! folds them with [`apply_updates`] (a RocksDB merge operator on the
+//! server), so N-to-1 writes need no lock and size never goes backwards
+//! except through an explicit truncate. Every encoding starts with a version
+//! byte so that it can evolve.
+
+use crate::error::{SfsError, SfsResult};
+use std::fmt;
+
+/// Stable 128-bit identity of a file (two u64 halves, like a Motr object id).
+/// Data chunks are keyed by it, so renames never move data.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct FileId(pub u128);
+
+impl FileId {
+    pub fn from_parts(hi: u64, lo: u64) -> Self {
+        FileId((u128::from(hi) << 64) | u128::from(lo))
+    }
+    pub fn hi(self) -> u64 {
+        (self.0 >> 64) as u64
+    }
+    pub fn lo(self) -> u64 {
+        self.0 as u64
+    }
+    /// Fixed-width hex, used for chunk directory and object names.
+    pub fn to_hex(self) -> String {
+        format!("{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}:{:016x}", self.hi(), self.lo())
+    }
+}
+
+impl fmt::Display for FileId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Type of an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+    Symlink,
+}
+
+impl FileKind {
+    /// The `S_IFMT` bits of this kind.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            FileKind::File => libc::S_IFREG,
+            FileKind::Directory => libc::S_IFDIR,
+            FileKind::Symlink => libc::S_IFLNK,
+        }
+    }
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => Some(FileKind::File),
+            libc::S_IFDIR => Some(FileKind::Directory),
+            libc::S_IFLNK => Some(FileKind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// A metadata entry. Times are nanoseconds since the Unix epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    /// Full `st_mode`: type bits and permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub id: FileId,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    /// Target of a symlink; empty otherwise.
+    pub link_target: String,
+}
+
+const ENCODING_V1: u8 = 1;
+const FIXED_V1: usize = 1 + 4 * 4 + 8 + 16 + 8 * 3 + 4;
+
+impl Metadata {
+    /// A new entry of `kind` with permission bits `perm`, all times `now_ns`.
+    pub fn new(kind: FileKind, perm: u32, id: FileId, now_ns: i64) -> Self {
+        Metadata {
+            mode: kind.type_bits() | (perm & 0o7777),
+            uid: 0,
+            gid: 0,
+            nlink: if kind == FileKind::Directory { 2 } else { 1 },
+            size: 0,
+            id,
+            atime_ns: now_ns,
+            mtime_ns: now_ns,
+            ctime_ns: now_ns,
+            link_target: String::new(),
+        }
+    }
+
+    pub fn kind(&self) -> FileKind {
+        FileKind::from_mode(self.mode).unwrap_or(FileKind::File)
+    }
+    pub fn is_dir(&self) -> bool {
+        self.kind() == FileKind::Directory
+    }
+
+    /// Versioned little-endian encoding (what RocksDB stores).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(FIXED_V1 + self.link_target.len());
+        out.push(ENCODING_V1);
+        for v in [self.mode, self.uid, self.gid, self.nlink] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&self.size.to_le_bytes());
+        out.extend_from_slice(&self.id.0.to_le_bytes());
+        for t in [self.atime_ns, self.mtime_ns, self.ctime_ns] {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.link_target.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.link_target.as_bytes());
+        out
+    }
+
+    /// Decodes [`Metadata::encode`]'s output; refuses anything else with EIO.
+    pub fn decode(bytes: &[u8]) -> SfsResult<Metadata> {
+        let corrupt = |why: &str| SfsError::io(format!("corrupt metadata entry: {why}"));
+        if bytes.first() != Some(&ENCODING_V1) {
+            return Err(corrupt("unknown encoding version"));
+        }
+        if bytes.len() < FIXED_V1 {
+            return Err(corrupt("too short"));
+        }
+        let mut r = Reader { bytes, pos: 1 };
+        let mode = r.u32();
+        let uid = r.u32();
+        let gid = r.u32();
+        let nlink = r.u32();
+        let size = r.u64();
+        let id = FileId(r.u128());
+        let atime_ns = r.u64() as i64;
+        let mtime_ns = r.u64() as i64;
+        let ctime_ns = r.u64() as i64;
+        let target_len = r.u32() as usize;
+        if bytes.len() != FIXED_V1 + target_len {
+            return Err(corrupt("length does not match its link target"));
+        }
+        let link_target = String::from_utf8(bytes[FIXED_V1..].to_vec())
+            .map_err(|_| corrupt("link target is not UTF-8"))?;
+        Ok(Metadata {
+            mode,
+            uid,
+            gid,
+            nlink,
+            size,
+            id,
+            atime_ns,
+            mtime_ns,
+            ctime_ns,
+            link_target,
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.bytes[self.pos..self.pos + N]);
+        self.pos += N;
+        a
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+    fn u128(&mut self) -> u128 {
+        u128::from_le_bytes(self.take())
+    }
+}
+
+/// A change to an existing entry, merged on the entry's owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaUpdate {
+    /// A write ended at `end`: size = max(size, end); mtime/ctime advance.
+    GrowSize { end: u64, time_ns: i64 },
+    /// Truncate (or extend) to exactly `size`.
+    SetSize { size: u64, time_ns: i64 },
+    /// chmod/chown/utimens; `None` fields stay. ctime becomes `ctime_ns`.
+    SetAttr {
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime_ns: Option<i64>,
+        mtime_ns: Option<i64>,
+        ctime_ns: i64,
+    },
+}
+
+const TAG_GROW: u8 = 1;
+const TAG_SET_SIZE: u8 = 2;
+const TAG_SET_ATTR: u8 = 3;
+
+impl MetaUpdate {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(48);
+        match self {
+            MetaUpdate::GrowSize { end, time_ns } => {
+                out.push(TAG_GROW);
+                out.extend_from_slice(&end.to_le_bytes());
+                out.extend_from_slice(&time_ns.to_le_bytes());
+            }
+            MetaUpdate::SetSize { size, time_ns } => {
+                out.push(TAG_SET_SIZE);
+                out.extend_from_slice(&size.to_le_bytes());
+                out.extend_from_slice(&time_ns.to_le_bytes());
+            }
+            MetaUpdate::SetAttr {
+                mode,
+                uid,
+                gid,
+                atime_ns,
+                mtime_ns,
+                ctime_ns,
+            } => {
+                out.push(TAG_SET_ATTR);
+                let present = u8::from(mode.is_some())
+                    | u8::from(uid.is_some()) << 1
+                    | u8::from(gid.is_some()) << 2
+                    | u8::from(atime_ns.is_some()) << 3
+                    | u8::from(mtime_ns.is_some()) << 4;
+                out.push(present);
+                for v in [mode.unwrap_or(0), uid.unwrap_or(0), gid.unwrap_or(0)] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                for t in [atime_ns.unwrap_or(0), mtime_ns.unwrap_or(0), *ctime_ns] {
+                    out.extend_from_slice(&t.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> SfsResult<MetaUpdate> {
+        let corrupt = || SfsError::io("corrupt metadata update");
+        let (&tag, rest) = bytes.split_first().ok_or_else(corrupt)?;
+        let mut r = Reader {
+            bytes: rest,
+            pos: 0,
+        };
+        match tag {
+            TAG_GROW | TAG_SET_SIZE if rest.len() == 16 => {
+                let a = r.u64();
+                let t = r.u64() as i64;
+                Ok(if tag == TAG_GROW {
+                    MetaUpdate::GrowSize { end: a, time_ns: t }
+                } else {
+                    MetaUpdate::SetSize {
+                        size: a,
+                        time_ns: t,
+                    }
+                })
+            }
+            TAG_SET_ATTR if rest.len() == 1 + 12 + 24 => {
+                let present = rest[0];
+                r.pos = 1;
+                let (mode, uid, gid) = (r.u32(), r.u32(), r.u32());
+                let (at, mt, ct) = (r.u64() as i64, r.u64() as i64, r.u64() as i64);
+                let has = |bit: u8| present & (1 << bit) != 0;
+                Ok(MetaUpdate::SetAttr {
+                    mode: has(0).then_some(mode),
+                    uid: has(1).then_some(uid),
+                    gid: has(2).then_some(gid),
+                    atime_ns: has(3).then_some(at),
+                    mtime_ns: has(4).then_some(mt),
+                    ctime_ns: ct,
+                })
+            }
+            _ => Err(corrupt()),
+        }
+    }
+
+    /// Applies this update to an entry.
+    pub fn apply(&self, md: &mut Metadata) {
+        match *self {
+            MetaUpdate::GrowSize { end, time_ns } => {
+                md.size = md.size.max(end);
+                md.mtime_ns = md.mtime_ns.max(time_ns);
+                md.ctime_ns = md.ctime_ns.max(time_ns);
+            }
+            MetaUpdate::SetSize { size, time_ns } => {
+                md.size = size;
+                md.mtime_ns = time_ns;
+                md.ctime_ns = time_ns;
+            }
+            MetaUpdate::SetAttr {
+                mode,
+                uid,
+                gid,
+                atime_ns,
+                mtime_ns,
+                ctime_ns,
+            } => {
+                if let Some(m) = mode {
+                    md.mode = (md.mode & libc::S_IFMT) | (m & 0o7777);
+                }
+                if let Some(u) = uid {
+                    md.uid = u;
+                }
+                if let Some(g) = gid {
+                    md.gid = g;
+                }
+                if let Some(t) = atime_ns {
+                    md.atime_ns = t;
+                }
+                if let Some(t) = mtime_ns {
+                    md.mtime_ns = t;
+                }
+                md.ctime_ns = ctime_ns;
+            }
+        }
+    }
+}
+
+/// Folds encoded updates into an encoded entry (the server's full merge).
+///
+/// An absent or empty base means the entry was removed while updates were in
+/// flight: the result is the empty value, which readers treat as "no entry",
+/// so a late size update can never resurrect a removed file. Undecodable
+/// operands are skipped (they cannot come from a valid client; the server
+/// validates updates before merging).
+pub fn apply_updates<'a>(
+    base: Option<&[u8]>,
+    operands: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let Some(base) = base.filter(|b| !b.is_empty()) else {
+        return Vec::new();
+    };
+    let Ok(mut md) = Metadata::decode(base) else {
+        return base.to_vec();
+    };
+    for op in operands {
+        if let Ok(update) = MetaUpdate::decode(op) {
+            update.apply(&mut md);
+        }
+    }
+    md.encode()
+}
+
+/// Combines a run of operands into one when all are size growths (the
+/// common N-to-1 case); `None` when they cannot be combined.
+pub fn combine_updates<'a>(operands: impl IntoIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    let mut end = 0u64;
+    let mut time = i64::MIN;
+    for op in operands {
+        match MetaUpdate::decode(op).ok()? {
+            MetaUpdate::GrowSize { end: e, time_ns } => {
+                end = end.max(e);
+                time = time.max(time_ns);
+            }
+            _ => return None,
+        }
+    }
+    Some(MetaUpdate::GrowSize { end, time_ns: time }.encode())
+}
+
+/// Key of a path's entry: `parent \0 name`, so the children of a directory
+/// are exactly the keys with prefix [`children_prefix`]. The root's key is `\0`.
+pub fn entry_key(path: &str) -> Vec<u8> {
+    match crate::path::split_parent(path) {
+        None => vec![0],
+        Some((parent, name)) => {
+            let mut k = Vec::with_capacity(path.len() + 1);
+            k.extend_from_slice(parent.as_bytes());
+            k.push(0);
+            k.extend_from_slice(name.as_bytes());
+            k
+        }
+    }
+}
+
+/// Prefix shared by the keys of the direct children of `dir`.
+pub fn children_prefix(dir: &str) -> Vec<u8> {
+    let mut k = dir.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Prefix shared by the keys of entries two or more levels below `dir`
+/// (their parent path starts with `dir/`). For the root this is `/`.
+pub fn deep_descendants_prefix(dir: &str) -> Vec<u8> {
+    if dir == "/" {
+        b"/".to_vec()
+    } else {
+        let mut k = dir.as_bytes().to_vec();
+        k.push(b'/');
+        k
+    }
+}
+
+/// The path a key names (inverse of [`entry_key`]); `None` if malformed.
+pub fn path_of_key(key: &[u8]) -> Option<String> {
+    if key == [0] {
+        return Some("/".to_string());
+    }
+    let sep = key.iter().position(|&b| b == 0)?;
+    let parent = std::str::from_utf8(&key[..sep]).ok()?;
+    let name = std::str::from_utf8(&key[sep + 1..]).ok()?;
+    Some(crate::path::join(parent, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Metadata {
+        let mut m = Metadata::new(FileKind::Symlink, 0o777, FileId::from_parts(1, 2), 99);
+        m.link_target = "../target".into();
+        m.size = 9;
+        m
+    }
+
+    #[test]
+    fn encoding_round_trips_and_refuses_garbage() {
+        let m = sample();
+        assert_eq!(Metadata::decode(&m.encode()).unwrap(), m);
+        assert!(Metadata::decode(&[]).is_err());
+        assert!(Metadata::decode(&[2, 0, 0]).is_err());
+        let mut truncated = m.encode();
+        truncated.pop();
+        assert!(Metadata::decode(&truncated).is_err());
+        assert_eq!(m.kind(), FileKind::Symlink);
+        assert_eq!(
+            FileId::from_parts(1, 2).to_hex(),
+            format!("{:016x}{:016x}", 1, 2)
+        );
+    }
+
+    #[test]
+    fn keys_group_children() {
+        assert_eq!(entry_key("/"), vec![0]);
+        assert_eq!(entry_key("/a"), b"/\0a".to_vec());
+        assert_eq!(entry_key("/a/b"), b"/a\0b".to_vec());
+        assert!(entry_key("/a/b").starts_with(&children_prefix("/a")));
+        assert!(!entry_key("/a/b/c").starts_with(&children_prefix("/a")));
+        assert!(entry_key("/a/b/c").starts_with(&deep_descendants_prefix("/a")));
+        assert!(!entry_key("/ab/c").starts_with(&deep_descendants_prefix("/a")));
+        for p in ["/", "/a", "/a/b/c"] {
+            assert_eq!(path_of_key(&entry_key(p)).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn removed_entries_stay_removed() {
+        let grow = MetaUpdate::GrowSize { end: 5, time_ns: 1 }.encode();
+        assert!(apply_updates(None, [grow.as_slice()]).is_empty());
+        assert!(apply_updates(Some(&[]), [grow.as_slice()]).is_empty());
+    }
+
+    #[test]
+    fn attrs_keep_the_type() {
+        let mut m = Metadata::new(FileKind::File, 0o644, FileId(1), 0);
+        MetaUpdate::SetAttr {
+            mode: Some(0o100_700 | libc::S_IFDIR),
+            uid: Some(7),
+            gid: None,
+            atime_ns: None,
+            mtime_ns: Some(5),
+            ctime_ns: 6,
+        }
+        .apply(&mut m);
+        assert_eq!(m.mode, libc::S_IFREG | 0o700);
+        assert_eq!((m.uid, m.gid, m.mtime_ns, m.ctime_ns), (7, 0, 5, 6));
+    }
+
+    fn update() -> impl Strategy<Value = MetaUpdate> {
+        prop_oneof![
+            (0u64..1 << 40, 0i64..1000)
+                .prop_map(|(end, time_ns)| MetaUpdate::GrowSize { end, time_ns }),
+            (0u64..1 << 40, 0i64..1000)
+                .prop_map(|(size, time_ns)| MetaUpdate::SetSize { size, time_ns }),
+            (
+                proptest::option::of(0u32..0o7777),
+                proptest::option::of(0u32..10),
+                0i64..1000
+            )
+                .prop_map(|(mode, uid, c)| MetaUpdate::SetAttr {
+                    mode,
+                    uid,
+                    gid: None,
+                    atime_ns: None,
+                    mtime_ns: None,
+                    ctime_ns: c
+                }),
+        ]
+    }
+
+    proptest! {
+        /// Concurrent writers: whatever order their size updates arrive in,
+        /// and however RocksDB groups them, the size is the largest end.
+        #[test]
+        fn size_merge_is_order_independent(ends in proptest::collection::vec(0u64..1 << 40, 1..20), split_at in 0usize..20) {
+            let base = Metadata::new(FileKind::File, 0o644, FileId(1), 0).encode();
+            let ops: Vec<Vec<u8>> = ends.iter().map(|&end| MetaUpdate::GrowSize { end, time_ns: 1 }.encode()).collect();
+            let forward = apply_updates(Some(&base), ops.iter().map(Vec::as_slice));
+            let backward = apply_updates(Some(&base), ops.iter().rev().map(Vec::as_slice));
+            let k = split_at.min(ops.len());
+            let combined = combine_updates(ops[..k].iter().map(Vec::as_slice));
+            let grouped: Vec<Vec<u8>> = combined.into_iter().chain(ops[k..].iter().cloned()).collect();
+            let grouped = apply_updates(Some(&base), grouped.iter().map(Vec::as_slice));
+            let want = *ends.iter().max().unwrap();
+            for result in [forward, backward, grouped] {
+                prop_assert_eq!(Metadata::decode(&result).unwrap().size, want);
+            }
+        }
+
+        #[test]
+        fn updates_round_trip(u in update()) {
+            prop_assert_eq!(MetaUpdate::decode(&u.encode()).unwrap(), u);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = Metadata::decode(&bytes);
+            let _ = MetaUpdate::decode(&bytes);
+            let _ = path_of_key(&bytes);
+            let _ = apply_updates(Some(&bytes), [bytes.as_slice()]);
+        }
+    }
+}

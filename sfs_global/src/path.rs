@@ -1,0 +1,240 @@
+//! Normalisation of paths inside the SFS namespace.
+//!
+//! SFS names every entry by its normalised absolute path inside the mount
+//! (`/dir/file`, no `.`/`..`, no doubled or trailing `/`). Two spellings of
+//! one file must map to one key on one server, so every component that takes a
+//! path from outside calls [`normalize`] first. Paths are taken lexically, as
+//! GekkoFS does: symlinks inside SFS are not followed by normalisation.
+
+use crate::error::{Errno, SfsError, SfsResult};
+
+/// Longest path SFS accepts (bytes), as Linux's PATH_MAX.
+pub const PATH_MAX: usize = 4096;
+/// Longest single name SFS accepts (bytes), as Linux's NAME_MAX.
+pub const NAME_MAX: usize = 255;
+
+/// Normalises an absolute path inside the mount (`/` is the mount's root).
+///
+/// Refuses relative paths and embedded NULs (EINVAL), names longer than
+/// NAME_MAX and paths longer than PATH_MAX (ENAMETOOLONG), and `..` that would
+/// climb above the root of the mount (EINVAL: the path escapes the mount).
+pub fn normalize(path: &str) -> SfsResult<String> {
+    if !path.starts_with('/') {
+        return Err(SfsError::invalid(format!("{path:?}: not an absolute path")));
+    }
+    if path.contains('\0') {
+        return Err(SfsError::invalid("path contains a NUL byte"));
+    }
+    if path.len() > PATH_MAX {
+        return Err(SfsError::new(
+            Errno::ENAMETOOLONG,
+            format!("path of {} bytes is longer than {PATH_MAX}", path.len()),
+        ));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(SfsError::invalid(format!(
+                        "{path:?}: `..` escapes the mount"
+                    )));
+                }
+            }
+            name => {
+                if name.len() > NAME_MAX {
+                    return Err(SfsError::new(
+                        Errno::ENAMETOOLONG,
+                        format!("name of {} bytes is longer than {NAME_MAX}", name.len()),
+                    ));
+                }
+                parts.push(name)
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Ok("/".to_string());
+    }
+    let mut out = String::with_capacity(path.len());
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    Ok(out)
+}
+
+/// Normalises a host path lexically (no symlinks resolved) without the
+/// escape check: `/a/../..` is `/`, as the kernel treats it.
+pub fn normalize_host(path: &str) -> Option<String> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    Some(if parts.is_empty() {
+        "/".to_string()
+    } else {
+        parts.iter().fold(String::new(), |mut s, p| {
+            s.push('/');
+            s.push_str(p);
+            s
+        })
+    })
+}
+
+/// Maps a host path to the SFS path inside `mountdir`, or `None` when the
+/// path is outside the mount (after lexical normalisation, so
+/// `/mnt/sfs/../etc` is outside).
+pub fn strip_mount(host_path: &str, mountdir: &str) -> Option<String> {
+    let host = normalize_host(host_path)?;
+    let mount = normalize_host(mountdir)?;
+    if host == mount {
+        return Some("/".to_string());
+    }
+    let rest = host.strip_prefix(&mount)?;
+    if mount == "/" {
+        return Some(host);
+    }
+    if rest.starts_with('/') {
+        Some(rest.to_string())
+    } else {
+        None
+    }
+}
+
+/// Splits a normalised path into (parent, name); the root has no parent.
+pub fn split_parent(path: &str) -> Option<(&str, &str)> {
+    if path == "/" {
+        return None;
+    }
+    let idx = path.rfind('/')?;
+    let parent = if idx == 0 { "/" } else { &path[..idx] };
+    Some((parent, &path[idx + 1..]))
+}
+
+/// Joins a normalised directory and a name.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir == "/" {
+        format!("/{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// True if `path` is `dir` itself or lies below it (both normalised).
+pub fn is_within(path: &str, dir: &str) -> bool {
+    dir == "/"
+        || path == dir
+        || (path.starts_with(dir) && path.as_bytes().get(dir.len()) == Some(&b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn normalises_the_usual_spellings() {
+        for (input, want) in [
+            ("/", "/"),
+            ("//", "/"),
+            ("/a/", "/a"),
+            ("/a//b/./c/", "/a/b/c"),
+            ("/a/b/../c", "/a/c"),
+            ("/a/..", "/"),
+            ("/./.", "/"),
+        ] {
+            assert_eq!(normalize(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_escapes_and_bad_names() {
+        assert_eq!(normalize("/..").unwrap_err().errno, Errno::EINVAL);
+        assert_eq!(normalize("/a/../..").unwrap_err().errno, Errno::EINVAL);
+        assert_eq!(normalize("rel").unwrap_err().errno, Errno::EINVAL);
+        assert_eq!(normalize("/a\0b").unwrap_err().errno, Errno::EINVAL);
+        let long = format!("/{}", "x".repeat(256));
+        assert_eq!(normalize(&long).unwrap_err().errno, Errno::ENAMETOOLONG);
+        let deep = "/abc".repeat(1100);
+        assert_eq!(normalize(&deep).unwrap_err().errno, Errno::ENAMETOOLONG);
+    }
+
+    #[test]
+    fn strips_the_mount() {
+        assert_eq!(strip_mount("/mnt/sfs", "/mnt/sfs").as_deref(), Some("/"));
+        assert_eq!(
+            strip_mount("/mnt/sfs/a/b", "/mnt/sfs/").as_deref(),
+            Some("/a/b")
+        );
+        assert_eq!(strip_mount("/mnt/sfs/../etc", "/mnt/sfs"), None);
+        assert_eq!(strip_mount("/mnt/sfsx/a", "/mnt/sfs"), None);
+        assert_eq!(
+            strip_mount("/mnt/other/../sfs/x", "/mnt/sfs").as_deref(),
+            Some("/x")
+        );
+        assert_eq!(strip_mount("relative", "/mnt/sfs"), None);
+    }
+
+    #[test]
+    fn parents_and_joins() {
+        assert_eq!(split_parent("/a"), Some(("/", "a")));
+        assert_eq!(split_parent("/a/b/c"), Some(("/a/b", "c")));
+        assert_eq!(split_parent("/"), None);
+        assert_eq!(join("/", "x"), "/x");
+        assert_eq!(join("/a", "x"), "/a/x");
+        assert!(is_within("/a/b", "/a"));
+        assert!(is_within("/a", "/a"));
+        assert!(!is_within("/ab", "/a"));
+        assert!(is_within("/ab", "/"));
+    }
+
+    fn component() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(".".to_string()),
+            Just("..".to_string()),
+            Just("".to_string()),
+            "[a-c]{1,3}",
+        ]
+    }
+
+    proptest! {
+        /// Normalisation is idempotent, yields a canonical form, and agrees
+        /// with a straightforward stack model of the path.
+        #[test]
+        fn normalisation_matches_a_stack_model(parts in proptest::collection::vec(component(), 0..12)) {
+            let path = format!("/{}", parts.join("/"));
+            let mut stack: Vec<&str> = Vec::new();
+            let mut escaped = false;
+            for p in &parts {
+                match p.as_str() {
+                    "" | "." => {}
+                    ".." => if stack.pop().is_none() { escaped = true; break; },
+                    n => stack.push(n),
+                }
+            }
+            match normalize(&path) {
+                Err(e) => { prop_assert!(escaped); prop_assert_eq!(e.errno, Errno::EINVAL); }
+                Ok(n) => {
+                    prop_assert!(!escaped);
+                    let want = format!("/{}", stack.join("/"));
+                    prop_assert_eq!(&n, &want);
+                    prop_assert_eq!(normalize(&n).unwrap(), n.clone());
+                    prop_assert!(!n.contains("//") && (n == "/" || !n.ends_with('/')));
+                    if let Some((parent, name)) = split_parent(&n) {
+                        prop_assert_eq!(join(parent, name), n);
+                    }
+                }
+            }
+        }
+    }
+}

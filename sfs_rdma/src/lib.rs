@@ -1,0 +1,67 @@
+//! Bulk chunk data between SFS clients and servers.
+//!
+//! Metadata travels over gRPC (`sfs_rpc`); chunk bytes travel here, over one
+//! of two transports behind the same interface:
+//!
+//! - [`tcp`]: persistent TCP connections, many requests in flight on each
+//!   (request ids, one reader task per connection), the default wherever no
+//!   RDMA device exists.
+//! - [`rdma`]: device discovery through ibverbs (`rdma-sys`), used by
+//!   `transport: "auto"` to choose RDMA when a device serves the server.
+//!
+//! The interface is shaped for one-sided RDMA: a request names a chunk
+//! ([`ChunkRef`]) and a client buffer; the server *pulls* a write's bytes from
+//! that buffer and *pushes* a read's bytes into it. Over TCP "pull" is the
+//! payload that follows the request header and "push" the payload of the
+//! response, so the server-side [`ChunkHandler`] is identical for both.
+
+pub mod rdma;
+pub mod tcp;
+pub mod wire;
+
+use futures::future::BoxFuture;
+use sfs_global::{FileId, SfsResult};
+
+/// A byte range inside one chunk of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRef {
+    pub id: FileId,
+    /// Chunk index within the file.
+    pub index: u64,
+    /// Offset inside the chunk.
+    pub offset: u64,
+    /// Length in bytes; `offset + len` never exceeds the chunk size.
+    pub len: u64,
+}
+
+/// The server side of the data path: the chunk store. Called from blocking
+/// threads, so implementations may use plain file I/O.
+pub trait ChunkHandler: Send + Sync + 'static {
+    /// Stores `data` at `chunk.offset` of chunk `(chunk.id, chunk.index)`.
+    /// `data.len() == chunk.len`. ENOSPC when the store is full.
+    fn write_chunk(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()>;
+
+    /// Reads up to `chunk.len` bytes at `chunk.offset` into `buf`
+    /// (`buf.len() == chunk.len`); returns how many bytes the chunk holds there
+    /// (fewer when the chunk is shorter or absent: the caller treats the rest
+    /// as a hole of zeros).
+    fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize>;
+}
+
+/// The client side of the data path to one server.
+pub trait DataChannel: Send + Sync {
+    /// "tcp" or "rdma", for logs and `sfs status`.
+    fn transport_name(&self) -> &'static str;
+
+    /// Writes `data` into a chunk; resolves when the server has placed it
+    /// (visible to every later read; durable only after a sync).
+    fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>>;
+
+    /// Reads a chunk range into `buf` (`buf.len() == chunk.len`); returns the
+    /// bytes the server held. Bytes past that are left untouched.
+    fn read_chunk<'a>(
+        &'a self,
+        chunk: ChunkRef,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, SfsResult<usize>>;
+}

@@ -1,0 +1,132 @@
+//! RDMA device discovery through ibverbs (`rdma-sys`) and the choice of the
+//! bulk-data transport.
+//!
+//! `transport: "auto"` asks the verbs library for devices. This build has no
+//! RDMA data path yet (it is its own piece of work), so "auto" always settles
+//! on TCP and says why, and "rdma" is refused at start with a message instead
+//! of silently falling back.
+
+use sfs_global::config::TransportKind;
+use sfs_global::{Errno, SfsError, SfsResult};
+use std::ffi::CStr;
+
+/// Names of the RDMA devices the verbs library reports; empty when there are
+/// none or the kernel has no RDMA support (then `ibv_get_device_list` returns
+/// NULL with ENOSYS, which is handled like an empty list).
+pub fn rdma_devices() -> Vec<String> {
+    let mut count: i32 = 0;
+    // SAFETY: `ibv_get_device_list` only writes the count through the valid
+    // pointer we pass; it returns NULL or an array of `count` device pointers
+    // that stays valid until `ibv_free_device_list`, which we call exactly once.
+    let list = unsafe { rdma_sys::ibv_get_device_list(&mut count) };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let mut names = Vec::new();
+    for i in 0..usize::try_from(count).unwrap_or(0) {
+        // SAFETY: `i < count`, so the element is inside the array returned above.
+        let device = unsafe { *list.add(i) };
+        if device.is_null() {
+            continue;
+        }
+        // SAFETY: `device` is a valid device pointer from the list; the name it
+        // returns is a NUL-terminated string owned by the device, which we copy
+        // before freeing the list.
+        let name = unsafe { rdma_sys::ibv_get_device_name(device) };
+        if !name.is_null() {
+            // SAFETY: non-null, NUL-terminated, valid until the list is freed.
+            names.push(
+                unsafe { CStr::from_ptr(name) }
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    // SAFETY: `list` came from `ibv_get_device_list` and is freed only here.
+    unsafe { rdma_sys::ibv_free_device_list(list) };
+    names
+}
+
+/// The transport a server or client uses and the reason, for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportChoice {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+/// Chooses the data transport for a configured kind, given the RDMA devices
+/// present; refuses `rdma` with a message naming the cause.
+pub fn choose_transport(kind: TransportKind, devices: &[String]) -> SfsResult<TransportChoice> {
+    match kind {
+        TransportKind::Tcp => Ok(TransportChoice {
+            name: "tcp",
+            reason: "config.json asks for transport \"tcp\"".into(),
+        }),
+        TransportKind::Auto if devices.is_empty() => Ok(TransportChoice {
+            name: "tcp",
+            reason: "no RDMA device found; using TCP".into(),
+        }),
+        TransportKind::Auto => Ok(TransportChoice {
+            name: "tcp",
+            reason: format!(
+                "RDMA device(s) {} found, but this build has no RDMA data path yet; using TCP",
+                devices.join(", ")
+            ),
+        }),
+        TransportKind::Rdma if devices.is_empty() => Err(SfsError::new(
+            Errno::ENOTSUP,
+            "config.json: field `transport` is \"rdma\" but no RDMA device was found; use \"auto\" or \"tcp\"",
+        )),
+        TransportKind::Rdma => Err(SfsError::new(
+            Errno::ENOTSUP,
+            "config.json: field `transport` is \"rdma\" but this build has no RDMA data path yet; use \"auto\" or \"tcp\"",
+        )),
+    }
+}
+
+/// [`choose_transport`] with the devices of this machine.
+pub fn select_transport(kind: TransportKind) -> SfsResult<TransportChoice> {
+    let devices = if kind == TransportKind::Tcp {
+        Vec::new()
+    } else {
+        rdma_devices()
+    };
+    choose_transport(kind, &devices)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_probe_does_not_crash_without_rdma() {
+        // On a machine without RDMA support this is empty; either way it returns.
+        let _ = rdma_devices();
+    }
+
+    #[test]
+    fn auto_falls_back_to_tcp_and_rdma_is_refused_clearly() {
+        let none: Vec<String> = Vec::new();
+        let some = vec!["rxe0".to_string()];
+        assert_eq!(
+            choose_transport(TransportKind::Auto, &none).unwrap().name,
+            "tcp"
+        );
+        assert!(choose_transport(TransportKind::Auto, &some)
+            .unwrap()
+            .reason
+            .contains("rxe0"));
+        assert_eq!(
+            choose_transport(TransportKind::Tcp, &some).unwrap().name,
+            "tcp"
+        );
+        let e = choose_transport(TransportKind::Rdma, &none).unwrap_err();
+        assert!(e.message.contains("transport"), "{e}");
+        assert_eq!(
+            choose_transport(TransportKind::Rdma, &some)
+                .unwrap_err()
+                .errno,
+            Errno::ENOTSUP
+        );
+    }
+}

@@ -1,0 +1,430 @@
+//! The TCP data transport.
+//!
+//! Client: [`TcpChannel`] keeps a few persistent connections to one server
+//! (`tcp_connections_per_server`) and multiplexes many requests on each: a
+//! request registers a one-shot slot under a fresh request id, writes its
+//! frame, and a per-connection reader task completes the slot when the
+//! response arrives. A broken connection fails every waiting request with EIO
+//! at once (so a killed server is noticed immediately, not at a timeout) and is
+//! replaced on the next request.
+//!
+//! Server: [`serve`] accepts connections and runs each request's chunk I/O on
+//! the blocking pool, at most [`MAX_IN_FLIGHT_PER_CONNECTION`] at a time per
+//! connection, answering in completion order.
+
+use crate::wire::{Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN};
+use crate::{ChunkHandler, ChunkRef, DataChannel};
+use futures::future::BoxFuture;
+use sfs_global::{Errno, SfsError, SfsResult};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Largest payload of any frame (the largest chunk size config allows).
+const MAX_CHUNK_BYTES: u64 = 64 << 20;
+
+/// Requests of one connection whose chunk I/O runs at the same time.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+/// Serves the data path on `listener` until `shutdown` resolves; then stops
+/// accepting, lets every connection finish the requests it has read, and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<dyn ChunkHandler>,
+    chunk_size: u64,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracing::debug!(%peer, "data connection accepted");
+                    connections.spawn(serve_connection(stream, peer, handler.clone(), chunk_size, stop_rx.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: keep serving the connections we have.
+                    tracing::warn!("data listener: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+type Reply = (ResponseHeader, Option<Vec<u8>>);
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<dyn ChunkHandler>,
+    chunk_size: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let (mut reader, writer) = stream.into_split();
+    let (reply_tx, reply_rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let writer_task = tokio::spawn(write_replies(writer, reply_rx));
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
+    let mut in_flight = JoinSet::new();
+    loop {
+        let mut raw = [0u8; REQUEST_HEADER_LEN];
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            read = reader.read_exact(&mut raw) => if read.is_err() { break },
+        }
+        let header = match RequestHeader::decode(&raw, chunk_size) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%peer, "dropping data connection: {e}");
+                break;
+            }
+        };
+        let mut payload = vec![0u8; header.chunk.len as usize];
+        if header.op == Op::Write && reader.read_exact(&mut payload).await.is_err() {
+            break;
+        }
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let handler = handler.clone();
+        let reply_tx = reply_tx.clone();
+        in_flight.spawn(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let r = match header.op {
+                    Op::Write => handler.write_chunk(&header.chunk, &payload).map(|()| 0),
+                    Op::Read => handler.read_chunk(&header.chunk, &mut payload),
+                };
+                (r, payload)
+            })
+            .await;
+            let reply = match result {
+                Ok((Ok(n), mut payload)) if header.op == Op::Read => {
+                    payload.truncate(n);
+                    (
+                        ResponseHeader {
+                            status: 0,
+                            request_id: header.request_id,
+                            len: n as u64,
+                        },
+                        Some(payload),
+                    )
+                }
+                Ok((Ok(_), _)) => (
+                    ResponseHeader {
+                        status: 0,
+                        request_id: header.request_id,
+                        len: 0,
+                    },
+                    None,
+                ),
+                Ok((Err(e), _)) => (
+                    ResponseHeader {
+                        status: e.errno.0,
+                        request_id: header.request_id,
+                        len: 0,
+                    },
+                    None,
+                ),
+                Err(_) => (
+                    ResponseHeader {
+                        status: Errno::EIO.0,
+                        request_id: header.request_id,
+                        len: 0,
+                    },
+                    None,
+                ),
+            };
+            let _ = reply_tx.send(reply).await;
+            drop(permit);
+        });
+        while in_flight.try_join_next().is_some() {}
+    }
+    while in_flight.join_next().await.is_some() {}
+    drop(reply_tx);
+    let _ = writer_task.await;
+}
+
+async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<Reply>) {
+    while let Some((header, payload)) = replies.recv().await {
+        if writer.write_all(&header.encode()).await.is_err() {
+            return;
+        }
+        if let Some(p) = payload {
+            if writer.write_all(&p).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+type Waiter = oneshot::Sender<SfsResult<(ResponseHeader, Vec<u8>)>>;
+
+/// One multiplexed connection of a [`TcpChannel`].
+struct Connection {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// Waiting requests: id → (largest payload accepted, completion slot).
+    pending: Mutex<HashMap<u64, (u64, Waiter)>>,
+    broken: AtomicBool,
+    next_id: AtomicU64,
+}
+
+impl Connection {
+    fn fail_all(&self, why: &str) {
+        self.broken.store(true, Ordering::SeqCst);
+        let waiters: Vec<_> = self.pending.lock().expect("pending lock").drain().collect();
+        for (_, (_, tx)) in waiters {
+            let _ = tx.send(Err(SfsError::io(why.to_string())));
+        }
+    }
+}
+
+async fn read_responses(conn: Arc<Connection>, mut reader: OwnedReadHalf, peer: SocketAddr) {
+    let why = loop {
+        let mut raw = [0u8; RESPONSE_HEADER_LEN];
+        if let Err(e) = reader.read_exact(&mut raw).await {
+            break format!("data connection to {peer} lost: {e}");
+        }
+        let header = match ResponseHeader::decode(&raw) {
+            Ok(h) => h,
+            Err(e) => break format!("data connection to {peer}: {e}"),
+        };
+        let waiter = conn
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&header.request_id);
+        let max = waiter.as_ref().map_or(0, |(max, _)| *max);
+        // A response whose waiter gave up (timeout) is read and dropped, but
+        // never one larger than any chunk can be.
+        if (waiter.is_some() && header.len > max) || header.len > MAX_CHUNK_BYTES {
+            break format!("data connection to {peer}: response larger than requested");
+        }
+        let mut payload = vec![0u8; header.len as usize];
+        if header.len > 0 {
+            if let Err(e) = reader.read_exact(&mut payload).await {
+                break format!("data connection to {peer} lost: {e}");
+            }
+        }
+        if let Some((_, tx)) = waiter {
+            let _ = tx.send(Ok((header, payload)));
+        }
+    };
+    tracing::debug!("{why}");
+    conn.fail_all(&why);
+}
+
+/// Marks a connection broken if a frame write is abandoned half-way.
+struct PoisonOnDrop<'a>(Option<&'a AtomicBool>);
+
+impl Drop for PoisonOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(flag) = self.0 {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Removes a request's slot if it is abandoned (timeout, cancellation).
+struct PendingGuard<'a> {
+    conn: &'a Connection,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.conn
+            .pending
+            .lock()
+            .expect("pending lock")
+            .remove(&self.id);
+    }
+}
+
+/// Client side of the TCP transport to one server.
+pub struct TcpChannel {
+    addr: SocketAddr,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Connection>>>>,
+    next_slot: AtomicUsize,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl TcpChannel {
+    /// A channel of `connections` lazily opened connections to `addr`.
+    pub fn new(
+        addr: SocketAddr,
+        connections: usize,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        TcpChannel {
+            addr,
+            slots: (0..connections.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next_slot: AtomicUsize::new(0),
+            connect_timeout,
+            request_timeout,
+        }
+    }
+
+    async fn connection(&self) -> SfsResult<Arc<Connection>> {
+        let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        let mut slot = slot.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.broken.load(Ordering::SeqCst) {
+                return Ok(conn.clone());
+            }
+        }
+        let stream =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    return Err(SfsError::new(
+                        Errno::EIO,
+                        format!("cannot connect to data server {}: {e}", self.addr),
+                    ))
+                }
+                Err(_) => {
+                    return Err(SfsError::timed_out(format!(
+                        "connecting to data server {} timed out after {:?}",
+                        self.addr, self.connect_timeout
+                    )))
+                }
+            };
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let conn = Arc::new(Connection {
+            writer: tokio::sync::Mutex::new(writer),
+            pending: Mutex::new(HashMap::new()),
+            broken: AtomicBool::new(false),
+            next_id: AtomicU64::new(1),
+        });
+        tokio::spawn(read_responses(conn.clone(), reader, self.addr));
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn call(
+        &self,
+        op: Op,
+        chunk: ChunkRef,
+        payload: Option<&[u8]>,
+    ) -> SfsResult<(ResponseHeader, Vec<u8>)> {
+        let conn = self.connection().await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let max = if op == Op::Read { chunk.len } else { 0 };
+        conn.pending
+            .lock()
+            .expect("pending lock")
+            .insert(id, (max, tx));
+        let _guard = PendingGuard { conn: &conn, id };
+        if conn.broken.load(Ordering::SeqCst) {
+            return Err(SfsError::io(format!(
+                "data connection to {} lost",
+                self.addr
+            )));
+        }
+        let header = RequestHeader {
+            op,
+            request_id: id,
+            chunk,
+        }
+        .encode();
+        let exchange = async {
+            {
+                let mut writer = conn.writer.lock().await;
+                let mut poison = PoisonOnDrop(Some(&conn.broken));
+                let sent = async {
+                    writer.write_all(&header).await?;
+                    if let Some(p) = payload {
+                        writer.write_all(p).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                }
+                .await;
+                if let Err(e) = sent {
+                    drop(writer);
+                    conn.fail_all(&format!("data connection to {} lost: {e}", self.addr));
+                    return Err(SfsError::io(format!(
+                        "sending to data server {}: {e}",
+                        self.addr
+                    )));
+                }
+                poison.0 = None;
+            }
+            rx.await.unwrap_or_else(|_| {
+                Err(SfsError::io(format!(
+                    "data connection to {} lost",
+                    self.addr
+                )))
+            })
+        };
+        let (header, data) = tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| {
+                SfsError::timed_out(format!(
+                    "data server {} did not answer within {:?}",
+                    self.addr, self.request_timeout
+                ))
+            })??;
+        if header.status != 0 {
+            return Err(SfsError::new(
+                Errno(header.status),
+                format!(
+                    "data server {} refused chunk {} of {}",
+                    self.addr, chunk.index, chunk.id
+                ),
+            ));
+        }
+        Ok((header, data))
+    }
+}
+
+impl DataChannel for TcpChannel {
+    fn transport_name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {
+        Box::pin(async move {
+            debug_assert_eq!(data.len() as u64, chunk.len);
+            self.call(Op::Write, chunk, Some(data)).await.map(|_| ())
+        })
+    }
+
+    fn read_chunk<'a>(
+        &'a self,
+        chunk: ChunkRef,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, SfsResult<usize>> {
+        Box::pin(async move {
+            let (_, data) = self.call(Op::Read, chunk, None).await?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            Ok(n)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

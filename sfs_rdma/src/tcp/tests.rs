@@ -1,0 +1,181 @@
+use super::*;
+use sfs_global::FileId;
+use std::collections::HashMap as Map;
+
+/// An in-memory chunk store for transport tests.
+#[derive(Default)]
+struct MemoryChunks {
+    chunks: Mutex<Map<(FileId, u64), Vec<u8>>>,
+    full: AtomicBool,
+}
+
+impl ChunkHandler for MemoryChunks {
+    fn write_chunk(&self, c: &ChunkRef, data: &[u8]) -> SfsResult<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(SfsError::no_space("full"));
+        }
+        let mut chunks = self.chunks.lock().unwrap();
+        let chunk = chunks.entry((c.id, c.index)).or_default();
+        let end = (c.offset + c.len) as usize;
+        if chunk.len() < end {
+            chunk.resize(end, 0);
+        }
+        chunk[c.offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+    fn read_chunk(&self, c: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
+        let chunks = self.chunks.lock().unwrap();
+        let Some(chunk) = chunks.get(&(c.id, c.index)) else {
+            return Ok(0);
+        };
+        let start = (c.offset as usize).min(chunk.len());
+        let n = (chunk.len() - start).min(buf.len());
+        buf[..n].copy_from_slice(&chunk[start..start + n]);
+        Ok(n)
+    }
+}
+
+const CHUNK: u64 = 64 * 1024;
+
+async fn start(
+    store: Arc<MemoryChunks>,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, store, CHUNK, async move {
+        let _ = stop_rx.await;
+    }));
+    (addr, stop_tx, task)
+}
+
+fn chunk(index: u64, offset: u64, len: u64) -> ChunkRef {
+    ChunkRef {
+        id: FileId(77),
+        index,
+        offset,
+        len,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_in_flight_round_trip() {
+    let store = Arc::new(MemoryChunks::default());
+    let (addr, stop, task) = start(store.clone()).await;
+    let channel = Arc::new(TcpChannel::new(
+        addr,
+        2,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    ));
+    let mut writes = JoinSet::new();
+    for i in 0..64u64 {
+        let channel = channel.clone();
+        writes.spawn(async move {
+            let data = vec![i as u8; CHUNK as usize];
+            channel.write_chunk(chunk(i, 0, CHUNK), &data).await
+        });
+    }
+    while let Some(r) = writes.join_next().await {
+        r.unwrap().unwrap();
+    }
+    for i in 0..64u64 {
+        let mut buf = vec![0xffu8; 100];
+        let n = channel
+            .read_chunk(chunk(i, 1000, 100), &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(n, 100);
+        assert!(buf.iter().all(|&b| b == i as u8));
+    }
+    // A chunk never written reads as zero bytes held.
+    let mut buf = vec![0u8; 10];
+    assert_eq!(
+        channel
+            .read_chunk(chunk(999, 0, 10), &mut buf)
+            .await
+            .unwrap(),
+        0
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn server_errors_keep_their_errno() {
+    let store = Arc::new(MemoryChunks::default());
+    store.full.store(true, Ordering::SeqCst);
+    let (addr, stop, _task) = start(store).await;
+    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(5));
+    let e = channel
+        .write_chunk(chunk(0, 0, 4), b"abcd")
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ENOSPC);
+    // The connection stays usable after a refused request.
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        channel.read_chunk(chunk(0, 0, 4), &mut buf).await.unwrap(),
+        0
+    );
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn dead_server_gives_an_errno_not_a_hang() {
+    // Nothing listens here (bound, then closed).
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(2));
+    let e = channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap_err();
+    assert_eq!(e.errno, Errno::EIO);
+
+    // A server that accepts but never answers: ETIMEDOUT after the timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_millis(300));
+    let e = channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap_err();
+    assert_eq!(e.errno, Errno::ETIMEDOUT);
+
+    // A server whose connection drops mid-request: EIO at once, then reconnect.
+    let store = Arc::new(MemoryChunks::default());
+    let (addr, stop, task) = start(store).await;
+    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(5));
+    channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap();
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let e = channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap_err();
+    assert!(e.errno == Errno::EIO, "{e}");
+}
+
+#[tokio::test]
+async fn hostile_frames_drop_the_connection_only() {
+    let store = Arc::new(MemoryChunks::default());
+    let (addr, stop, _task) = start(store).await;
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    let mut bad = RequestHeader {
+        op: Op::Write,
+        request_id: 1,
+        chunk: chunk(0, 0, 1),
+    }
+    .encode();
+    bad[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+    raw.write_all(&bad).await.unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        raw.read(&mut buf).await.unwrap(),
+        0,
+        "server closes the connection"
+    );
+    // The server still serves others.
+    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(5));
+    channel.write_chunk(chunk(0, 0, 1), b"y").await.unwrap();
+    let _ = stop.send(());
+}

@@ -1,0 +1,350 @@
+//! The chunk store: the data chunks this server owns, as plain local files.
+//!
+//! Chunk `(id, index)` lives at `chunk_dir/<id as 32 hex digits>/<index>`, so
+//! a file's chunks on this server are one directory (removed in one sweep)
+//! and a rename never touches data. A chunk file is as long as the highest
+//! byte written into it; bytes never written read back as a hole (the client
+//! zero-fills), which is what sparse POSIX files do.
+//!
+//! Capacity is enforced *before* writing: usage (the sum of chunk file
+//! lengths, scanned at start-up) is an atomic counter, and a write reserves
+//! its growth with a compare-and-swap, so a full store refuses with ENOSPC
+//! instead of half-writing. A per-chunk striped lock keeps "read length,
+//! reserve growth, write" consistent when two requests hit one chunk.
+
+use sfs_global::chunk::truncation_point;
+use sfs_global::{Errno, FileId, SfsError, SfsResult};
+use sfs_rdma::{ChunkHandler, ChunkRef};
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Striped per-chunk locks: enough that unrelated chunks rarely wait.
+const CHUNK_LOCK_STRIPES: usize = 256;
+
+/// Chunks of this server, stored as files under one directory.
+pub struct ChunkStore {
+    root: PathBuf,
+    chunk_size: u64,
+    /// Byte limit; 0 means "whatever the device holds".
+    capacity: u64,
+    /// Sum of the lengths of all chunk files.
+    used: AtomicU64,
+    stripes: Box<[Mutex<()>]>,
+}
+
+/// Adds the operation and path to an I/O error, keeping its errno (a full
+/// device stays ENOSPC, a missing file ENOENT).
+fn io_error(e: std::io::Error, what: &str, path: &Path) -> SfsError {
+    let errno = match e.raw_os_error() {
+        Some(n) => Errno(n),
+        None => SfsError::from(std::io::Error::from(e.kind())).errno,
+    };
+    SfsError::new(
+        errno,
+        format!("chunk store: cannot {what} {}: {e}", path.display()),
+    )
+}
+
+/// Size of every file in `dir` (one file's chunks), for the start-up scan.
+fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store at `root` and counts its usage.
+    pub fn open(root: &Path, chunk_size: u64, capacity: u64) -> SfsResult<Self> {
+        std::fs::create_dir_all(root).map_err(|e| io_error(e, "create directory", root))?;
+        let mut used = 0;
+        for entry in std::fs::read_dir(root).map_err(|e| io_error(e, "list", root))? {
+            let entry = entry.map_err(|e| io_error(e, "list", root))?;
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                used += directory_bytes(&entry.path())
+                    .map_err(|e| io_error(e, "scan", &entry.path()))?;
+            }
+        }
+        if capacity > 0 && used > capacity {
+            tracing::warn!(
+                "chunk store {} holds {used} bytes, more than its capacity of {capacity}: new data will be refused",
+                root.display()
+            );
+        }
+        Ok(ChunkStore {
+            root: root.to_path_buf(),
+            chunk_size,
+            capacity,
+            used: AtomicU64::new(used),
+            stripes: (0..CHUNK_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+        })
+    }
+
+    fn file_dir(&self, id: FileId) -> PathBuf {
+        self.root.join(id.to_hex())
+    }
+
+    fn chunk_path(&self, id: FileId, index: u64) -> PathBuf {
+        self.file_dir(id).join(index.to_string())
+    }
+
+    /// Locks the stripe of one chunk; the data is `()`, so poisoning is moot.
+    fn lock(&self, id: FileId, index: u64) -> MutexGuard<'_, ()> {
+        let mut key = [0u8; 24];
+        key[..16].copy_from_slice(&id.0.to_le_bytes());
+        key[16..].copy_from_slice(&index.to_le_bytes());
+        let stripe = (xxh3_64(&key) % CHUNK_LOCK_STRIPES as u64) as usize;
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_range(&self, chunk: &ChunkRef, buf_len: usize) -> SfsResult<()> {
+        let in_chunk = chunk
+            .offset
+            .checked_add(chunk.len)
+            .is_some_and(|end| end <= self.chunk_size);
+        if !in_chunk || buf_len as u64 != chunk.len {
+            return Err(SfsError::invalid(format!(
+                "chunk {} of {}: range {}+{} (buffer {buf_len}) does not fit a chunk of {} bytes",
+                chunk.index, chunk.id, chunk.offset, chunk.len, self.chunk_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reserves `growth` more bytes of capacity, or refuses with ENOSPC.
+    fn reserve(&self, growth: u64) -> SfsResult<()> {
+        if growth == 0 {
+            return Ok(());
+        }
+        let capacity = self.capacity;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                let after = used.checked_add(growth)?;
+                (capacity == 0 || after <= capacity).then_some(after)
+            })
+            .map(|_| ())
+            .map_err(|used| {
+                SfsError::no_space(format!(
+                    "chunk store {} is full: {used} of {capacity} bytes used, {growth} more needed",
+                    self.root.display()
+                ))
+            })
+    }
+
+    fn release(&self, bytes: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+
+    /// Removes every chunk of `id` held here.
+    pub fn remove_chunks(&self, id: FileId) -> SfsResult<()> {
+        self.drop_chunks_from(id, 0, None)?;
+        let dir = self.file_dir(id);
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            // A write recreated a chunk meanwhile: its data stays, as it would
+            // for a write racing with unlink on any file system.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+            Err(e) => Err(io_error(e, "remove", &dir)),
+        }
+    }
+
+    /// Cuts the chunks of `id` held here to a file size of `size`.
+    pub fn truncate_chunks(&self, id: FileId, size: u64) -> SfsResult<()> {
+        let (first_removed, partial) = truncation_point(size, self.chunk_size);
+        self.drop_chunks_from(id, first_removed, partial)
+    }
+
+    /// Removes chunk files with index >= `first_removed` and shortens the
+    /// `partial` chunk `(index, length)` if it is longer.
+    fn drop_chunks_from(
+        &self,
+        id: FileId,
+        first_removed: u64,
+        partial: Option<(u64, u64)>,
+    ) -> SfsResult<()> {
+        for (index, path) in self.chunk_files(id)? {
+            let _guard = self.lock(id, index);
+            let len = match std::fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(e, "stat", &path)),
+            };
+            if index >= first_removed {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => self.release(len),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_error(e, "remove", &path)),
+                }
+            } else if let Some((_, keep)) = partial.filter(|&(i, keep)| i == index && len > keep) {
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_error(e, "open", &path))?;
+                file.set_len(keep)
+                    .map_err(|e| io_error(e, "truncate", &path))?;
+                self.release(len - keep);
+            }
+        }
+        Ok(())
+    }
+
+    /// The chunk files of `id` held here, as (index, path); foreign names
+    /// in the directory are ignored.
+    fn chunk_files(&self, id: FileId) -> SfsResult<Vec<(u64, PathBuf)>> {
+        let dir = self.file_dir(id);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(e, "list", &dir)),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(e, "list", &dir))?;
+            if let Some(index) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                files.push((index, entry.path()));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Makes the chunks of `id` held here durable: every chunk file, their
+    /// directory, and the store directory that names it.
+    pub fn sync_chunks(&self, id: FileId) -> SfsResult<()> {
+        let files = self.chunk_files(id)?;
+        if files.is_empty() {
+            return Ok(());
+        }
+        for (_, path) in &files {
+            match File::open(path) {
+                Ok(f) => f.sync_all().map_err(|e| io_error(e, "sync", path))?,
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(e, "open", path)),
+            }
+        }
+        for dir in [self.file_dir(id), self.root.clone()] {
+            let f = File::open(&dir).map_err(|e| io_error(e, "open", &dir))?;
+            f.sync_all().map_err(|e| io_error(e, "sync", &dir))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held (sum of chunk file lengths).
+    pub fn usage(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The configured limit, or the device's size when unlimited.
+    pub fn capacity(&self) -> u64 {
+        if self.capacity > 0 {
+            return self.capacity;
+        }
+        rustix::fs::statvfs(&self.root)
+            .map(|s| s.f_blocks.saturating_mul(s.f_frsize))
+            .unwrap_or(0)
+    }
+
+    /// Bytes that may still be written: capacity minus usage, or the
+    /// device's free space when unlimited.
+    pub fn free(&self) -> u64 {
+        if self.capacity > 0 {
+            return self.capacity.saturating_sub(self.usage());
+        }
+        rustix::fs::statvfs(&self.root)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .unwrap_or(0)
+    }
+
+    fn open_for_write(&self, path: &Path) -> SfsResult<File> {
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        };
+        match open() {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // First chunk of this file on this server: create its directory.
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| io_error(e, "create directory", dir))?;
+                }
+                open().map_err(|e| io_error(e, "create", path))
+            }
+            Err(e) => Err(io_error(e, "open", path)),
+        }
+    }
+}
+
+impl ChunkHandler for ChunkStore {
+    fn write_chunk(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()> {
+        self.check_range(chunk, data.len())?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let path = self.chunk_path(chunk.id, chunk.index);
+        let _guard = self.lock(chunk.id, chunk.index);
+        let file = self.open_for_write(&path)?;
+        let old_len = file
+            .metadata()
+            .map_err(|e| io_error(e, "stat", &path))?
+            .len();
+        let growth = (chunk.offset + chunk.len).saturating_sub(old_len);
+        self.reserve(growth)?;
+        if let Err(e) = file.write_all_at(data, chunk.offset) {
+            // Keep the count honest: charge only what the file really grew.
+            let new_len = file.metadata().map(|m| m.len()).unwrap_or(old_len);
+            self.release(growth.saturating_sub(new_len.saturating_sub(old_len)));
+            let err = io_error(e, "write", &path);
+            if err.errno == Errno::ENOSPC {
+                tracing::warn!("{}", err.message);
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
+        self.check_range(chunk, buf.len())?;
+        let path = self.chunk_path(chunk.id, chunk.index);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error(e, "open", &path)),
+        };
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], chunk.offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_error(e, "read", &path)),
+            }
+        }
+        Ok(filled)
+    }
+}
+
+#[cfg(test)]
+mod tests;

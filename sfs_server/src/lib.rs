@@ -1,0 +1,17 @@
+//! The SFS server daemon, as a library (the `sfs` binary calls [`run`]).
+//!
+//! One server holds the metadata entries whose paths hash to it (in
+//! RocksDB, [`meta_rocks`]) and the data chunks that hash to it (as files
+//! in a local directory, [`chunk_store`]). Clients reach it over gRPC
+//! ([`service`]) for metadata and control, and over `sfs_rdma`'s data
+//! transport for chunk bytes. [`server`] wires everything together and
+//! owns start-up, readiness and graceful shutdown.
+
+pub mod chunk_store;
+pub mod meta_rocks;
+pub mod meta_store;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+
+pub use server::{run, run_blocking, run_until, ServerOptions};

@@ -1,0 +1,297 @@
+//! Tests of the metadata rules, written against the [`MetadataStore`] trait.
+
+use super::RocksMetadataStore;
+use crate::meta_store::{MetadataStore, RemoveKind};
+use sfs_global::metadata::MetaUpdate;
+use sfs_global::{Errno, FileId, FileKind, Metadata};
+use std::sync::Arc;
+
+fn open() -> (tempfile::TempDir, Arc<dyn MetadataStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksMetadataStore::open(&dir.path().join("meta")).unwrap();
+    (dir, Arc::new(store))
+}
+
+fn file(id: u128) -> Metadata {
+    Metadata::new(FileKind::File, 0o644, FileId(id), 1)
+}
+
+fn dir_entry() -> Metadata {
+    Metadata::new(FileKind::Directory, 0o755, FileId(0), 1)
+}
+
+#[test]
+fn exclusive_create_has_exactly_one_winner() {
+    let (_dir, store) = open();
+    let threads: Vec<_> = (0..8u128)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || store.create("/race", file(i + 1), true))
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let winners = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(winners, 1);
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.errno, Errno::EEXIST);
+    }
+    let (existing, created) = store.create("/race", file(99), false).unwrap();
+    assert!(!created);
+    assert_ne!(existing.id, FileId(99));
+}
+
+#[test]
+fn concurrent_size_updates_end_at_the_largest() {
+    let (_dir, store) = open();
+    store.create("/shared", file(1), true).unwrap();
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..200u64 {
+                    let end = (i * 8 + t) * 4096;
+                    store
+                        .update("/shared", MetaUpdate::GrowSize { end, time_ns: 2 })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        store.get("/shared").unwrap().unwrap().size,
+        (199 * 8 + 7) * 4096
+    );
+    assert_eq!(store.truncate("/shared", 10, 3).unwrap().size, 10);
+    assert_eq!(store.reserve_append("/shared", 5, 4).unwrap(), 10);
+    assert_eq!(store.reserve_append("/shared", 5, 4).unwrap(), 15);
+    assert_eq!(store.get("/shared").unwrap().unwrap().size, 20);
+}
+
+#[test]
+fn updates_racing_with_remove_leave_no_entry() {
+    let (_dir, store) = open();
+    for round in 0..20u128 {
+        store.create("/victim", file(round + 1), true).unwrap();
+        let writer = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for end in 0..500 {
+                    // ENOENT once the remove wins: that is the expected outcome.
+                    let _ = store.update("/victim", MetaUpdate::GrowSize { end, time_ns: 1 });
+                }
+            })
+        };
+        store
+            .remove("/victim", RemoveKind::NotDirectory, None)
+            .unwrap();
+        writer.join().unwrap();
+        assert_eq!(store.get("/victim").unwrap(), None);
+        assert!(!store.has_children("/").unwrap());
+        let err = store
+            .update("/victim", MetaUpdate::GrowSize { end: 1, time_ns: 1 })
+            .unwrap_err();
+        assert_eq!(err.errno, Errno::ENOENT);
+    }
+    // A tombstone does not block re-creating the path.
+    assert!(store.create("/victim", file(7), true).unwrap().1);
+}
+
+#[test]
+fn remove_follows_unlink_and_rmdir_rules() {
+    let (_dir, store) = open();
+    store.create("/d", dir_entry(), true).unwrap();
+    store.create("/d/f", file(5), true).unwrap();
+    let e = |r: sfs_global::SfsResult<Metadata>| r.unwrap_err().errno;
+    assert_eq!(
+        e(store.remove("/d", RemoveKind::NotDirectory, None)),
+        Errno::EISDIR
+    );
+    assert_eq!(
+        e(store.remove("/d/f", RemoveKind::Directory, None)),
+        Errno::ENOTDIR
+    );
+    assert_eq!(
+        e(store.remove("/d", RemoveKind::Directory, None)),
+        Errno::ENOTEMPTY
+    );
+    assert_eq!(
+        e(store.remove("/missing", RemoveKind::NotDirectory, None)),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        e(store.remove("/", RemoveKind::Directory, None)),
+        Errno::EBUSY
+    );
+    assert_eq!(
+        e(store.remove("/d/f", RemoveKind::NotDirectory, Some(FileId(6)))),
+        Errno::ENOENT
+    );
+    assert_eq!(
+        store
+            .remove("/d/f", RemoveKind::NotDirectory, Some(FileId(5)))
+            .unwrap()
+            .id,
+        FileId(5)
+    );
+    store.remove("/d", RemoveKind::Directory, None).unwrap();
+    assert_eq!(store.get("/d").unwrap(), None);
+    assert_eq!(e(store.truncate("/d", 0, 1)), Errno::ENOENT);
+}
+
+#[test]
+fn children_page_through_ten_thousand_entries() {
+    let (_dir, store) = open();
+    store.create("/big", dir_entry(), true).unwrap();
+    store.create("/big/sub", dir_entry(), true).unwrap();
+    store.create("/big/sub/deep", file(1), true).unwrap();
+    store.create("/bigger", file(2), true).unwrap();
+    for i in 0..10_000u128 {
+        store
+            .create(&format!("/big/f{i:05}"), file(i + 10), true)
+            .unwrap();
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.children("/big", after.as_deref(), 777).unwrap();
+        assert!(page.len() <= 777);
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().0.clone());
+        names.extend(page.into_iter().map(|(n, _)| n));
+    }
+    assert_eq!(names.len(), 10_001);
+    assert_eq!(names[0], "f00000");
+    assert_eq!(names.last().unwrap(), "sub");
+    assert!(names.windows(2).all(|w| w[0] < w[1]));
+    assert!(store.has_children("/big").unwrap());
+    assert!(!store.has_children("/big/sub/deep").unwrap());
+    assert!(store.entry_count().unwrap() > 0);
+}
+
+#[test]
+fn subtree_lists_everything_below_and_nothing_beside() {
+    let (_dir, store) = open();
+    for d in ["/", "/a", "/a/b", "/ab", "/a!"] {
+        store.create(d, dir_entry(), true).unwrap();
+    }
+    for f in ["/a/x", "/a/b/y", "/a/b/z", "/ab/no", "/a!/no", "/top"] {
+        store.create(f, file(1), true).unwrap();
+    }
+    let page_all = |dir: &str, limit: usize| {
+        let mut all = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.subtree(dir, after.as_deref(), limit).unwrap();
+            if page.is_empty() {
+                return all;
+            }
+            after = Some(page.last().unwrap().0.clone());
+            all.extend(page.into_iter().map(|(p, _)| p));
+        }
+    };
+    let mut below_a = page_all("/a", 1);
+    below_a.sort();
+    assert_eq!(below_a, ["/a/b", "/a/b/y", "/a/b/z", "/a/x"]);
+    let mut everything = page_all("/", 2);
+    everything.sort();
+    assert_eq!(everything.len(), 10);
+    assert!(!everything.contains(&"/".to_string()));
+    assert!(page_all("/top", 5).is_empty());
+}
+
+#[test]
+fn put_entry_follows_rename_rules() {
+    let (_dir, store) = open();
+    store.create("/d", dir_entry(), true).unwrap();
+    store.create("/empty", dir_entry(), true).unwrap();
+    store.create("/d/child", file(1), true).unwrap();
+    store.create("/f", file(2), true).unwrap();
+    let e = |r: sfs_global::SfsResult<Option<Metadata>>| r.unwrap_err().errno;
+    assert_eq!(store.put_entry("/new", file(3), false).unwrap(), None);
+    assert_eq!(e(store.put_entry("/new", file(4), false)), Errno::EEXIST);
+    assert_eq!(
+        store.put_entry("/new", file(4), true).unwrap().unwrap().id,
+        FileId(3)
+    );
+    assert_eq!(e(store.put_entry("/d", file(5), true)), Errno::EISDIR);
+    assert_eq!(e(store.put_entry("/f", dir_entry(), true)), Errno::ENOTDIR);
+    assert_eq!(
+        e(store.put_entry("/d", dir_entry(), true)),
+        Errno::ENOTEMPTY
+    );
+    assert!(store
+        .put_entry("/empty", dir_entry(), true)
+        .unwrap()
+        .unwrap()
+        .is_dir());
+    assert_eq!(e(store.put_entry("/", dir_entry(), true)), Errno::EBUSY);
+    assert_eq!(store.get("/new").unwrap().unwrap().id, FileId(4));
+}
+
+#[test]
+fn attributes_and_kinds() {
+    let (_dir, store) = open();
+    store.create("/d", dir_entry(), true).unwrap();
+    store.create("/f", file(1), true).unwrap();
+    assert_eq!(store.truncate("/d", 1, 1).unwrap_err().errno, Errno::EISDIR);
+    assert_eq!(
+        store.reserve_append("/d", 1, 1).unwrap_err().errno,
+        Errno::EISDIR
+    );
+    let set = MetaUpdate::SetAttr {
+        mode: Some(0o600),
+        uid: Some(42),
+        gid: None,
+        atime_ns: None,
+        mtime_ns: Some(77),
+        ctime_ns: 88,
+    };
+    let md = store.set_attr("/f", set).unwrap();
+    assert_eq!(
+        (md.mode, md.uid, md.mtime_ns, md.ctime_ns),
+        (libc::S_IFREG | 0o600, 42, 77, 88)
+    );
+    let grow = MetaUpdate::GrowSize { end: 1, time_ns: 1 };
+    assert_eq!(store.set_attr("/f", grow).unwrap_err().errno, Errno::EINVAL);
+    store
+        .update(
+            "/f",
+            MetaUpdate::GrowSize {
+                end: sfs_global::chunk::MAX_FILE_SIZE,
+                time_ns: 1,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        store.reserve_append("/f", 1, 1).unwrap_err().errno,
+        Errno::EFBIG
+    );
+}
+
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta");
+    {
+        let store = RocksMetadataStore::open(&path).unwrap();
+        store.create("/kept", file(9), true).unwrap();
+        store
+            .update(
+                "/kept",
+                MetaUpdate::GrowSize {
+                    end: 1234,
+                    time_ns: 5,
+                },
+            )
+            .unwrap();
+        store.sync().unwrap();
+    }
+    let store = RocksMetadataStore::open(&path).unwrap();
+    let md = store.get("/kept").unwrap().unwrap();
+    assert_eq!((md.id, md.size), (FileId(9), 1234));
+}

@@ -1,0 +1,95 @@
+//! The metadata store of one server: the entries whose paths hash to it.
+//!
+//! The services talk to a [`MetadataStore`] trait rather than to RocksDB so
+//! that the POSIX rules live in one readable place and the engine can be
+//! swapped or faked (the TiKV `engine_traits` shape). The one engine today is
+//! [`crate::meta_rocks::RocksMetadataStore`].
+//!
+//! Every method takes a *normalised* path (the services validate input before
+//! calling) and reports failures as [`SfsError`]s with the errno the
+//! application must see.
+
+use sfs_global::metadata::MetaUpdate;
+use sfs_global::{FileId, Metadata, SfsResult};
+
+/// Which kinds of entry a remove accepts (unlink vs rmdir).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveKind {
+    /// unlink(2): anything but a directory; EISDIR for a directory.
+    NotDirectory,
+    /// rmdir(2): only a directory; ENOTDIR for anything else.
+    Directory,
+}
+
+/// Storage of metadata entries keyed by normalised path.
+///
+/// Methods are blocking (they may touch the disk): async callers run them on
+/// a blocking thread.
+pub trait MetadataStore: Send + Sync + 'static {
+    /// The entry at `path`, if any.
+    fn get(&self, path: &str) -> SfsResult<Option<Metadata>>;
+
+    /// Creates `path` with `entry` unless it exists. Returns the entry now at
+    /// `path` and whether this call created it. With `exclusive` (O_EXCL) an
+    /// existing entry is EEXIST. Atomic per path.
+    fn create(&self, path: &str, entry: Metadata, exclusive: bool) -> SfsResult<(Metadata, bool)>;
+
+    /// Removes `path` and returns the removed entry. ENOENT if absent (or if
+    /// `if_id` is given and the entry has another id), EISDIR/ENOTDIR when the
+    /// kind does not match, ENOTEMPTY when a directory has children here,
+    /// EBUSY for the root.
+    fn remove(&self, path: &str, kind: RemoveKind, if_id: Option<FileId>) -> SfsResult<Metadata>;
+
+    /// Merges `update` into the existing entry without reading it back
+    /// (ENOENT if absent). Concurrent updates never lose each other.
+    fn update(&self, path: &str, update: MetaUpdate) -> SfsResult<()>;
+
+    /// Atomically reserves `len` bytes at the end of a file (O_APPEND): grows
+    /// the size by `len` and returns the old size, the offset to write at.
+    fn reserve_append(&self, path: &str, len: u64, time_ns: i64) -> SfsResult<u64>;
+
+    /// Sets the size of a file to exactly `size`; EISDIR on a directory.
+    fn truncate(&self, path: &str, size: u64, time_ns: i64) -> SfsResult<Metadata>;
+
+    /// Applies a [`MetaUpdate::SetAttr`] and returns the resulting entry.
+    fn set_attr(&self, path: &str, update: MetaUpdate) -> SfsResult<Metadata>;
+
+    /// Places `entry` at `path` (the target half of a rename) following
+    /// rename(2)'s rules, and returns the entry it replaced.
+    fn put_entry(&self, path: &str, entry: Metadata, replace: bool) -> SfsResult<Option<Metadata>>;
+
+    /// Up to `limit` direct children of `dir` held here, in name order,
+    /// starting after the name `start_after`.
+    fn children(
+        &self,
+        dir: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> SfsResult<Vec<(String, Metadata)>>;
+
+    /// Whether this store holds any direct child of `dir`.
+    fn has_children(&self, dir: &str) -> SfsResult<bool>;
+
+    /// Up to `limit` entries anywhere below `dir` (not `dir` itself) held
+    /// here, in key order, starting after the entry at path `start_after`.
+    fn subtree(
+        &self,
+        dir: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> SfsResult<Vec<(String, Metadata)>>;
+
+    /// Makes every acknowledged change durable.
+    fn sync(&self) -> SfsResult<()>;
+
+    /// Approximate number of entries held.
+    fn entry_count(&self) -> SfsResult<u64>;
+}
+
+/// Now, in nanoseconds since the Unix epoch (the unit of entry times).
+pub fn now_ns() -> i64 {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    }
+}

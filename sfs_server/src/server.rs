@@ -1,0 +1,368 @@
+//! Start-up, readiness and shutdown of one SFS server.
+//!
+//! [`run`] turns a config and a hostfile into a serving daemon, in an order
+//! chosen so that every failure is reported before anything is served and
+//! names its cause: find our hostfile entry, choose the data transport, lock
+//! the run directory (one server per directory), open the metadata and chunk
+//! stores, create the root directory if we own it, bind both listeners, and
+//! only then announce readiness with the `ready` file. On SIGTERM, SIGINT or
+//! the `Shutdown` RPC it stops accepting, lets in-flight requests finish,
+//! syncs the metadata WAL, removes the `ready` file and returns `Ok`.
+
+use crate::chunk_store::ChunkStore;
+use crate::meta_rocks::RocksMetadataStore;
+use crate::meta_store::{now_ns, MetadataStore};
+use crate::service::chunk_control::ChunkControlService;
+use crate::service::control::ControlService;
+use crate::service::metadata::MetadataService;
+use crate::service::ServerState;
+use crate::shutdown::Shutdown;
+use anyhow::{anyhow, bail, Context};
+use sfs_global::config::Config;
+use sfs_global::distributor::Distributor;
+use sfs_global::hostfile::{HostEntry, Hostfile};
+use sfs_global::{FileId, FileKind, Metadata};
+use sfs_rpc::pb::{
+    chunk_control_server::ChunkControlServer, control_server::ControlServer,
+    metadata_server::MetadataServer,
+};
+use sfs_rpc::MAX_MESSAGE_BYTES;
+use std::future::Future;
+use std::io::{Read, Seek, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// How long shutdown waits for in-flight requests and open listings.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a server needs to start.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// The job's configuration (validated again at start).
+    pub config: Config,
+    /// The job's servers; this server is one of its entries.
+    pub hostfile: Hostfile,
+    /// This server's hostfile name (`--id`); `None` picks the one entry whose
+    /// address is on this machine.
+    pub server_name: Option<String>,
+}
+
+/// Runs a server until SIGTERM, SIGINT or a `Shutdown` RPC; `Ok` after a
+/// clean stop.
+pub async fn run(options: ServerOptions) -> anyhow::Result<()> {
+    run_until(options, std::future::pending()).await
+}
+
+/// [`run`] on a new multi-threaded tokio runtime, for a synchronous `main`.
+pub fn run_blocking(options: ServerOptions) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sfs-server")
+        .build()
+        .context("cannot start the tokio runtime")?
+        .block_on(run(options))
+}
+
+/// [`run`], also stopping when `stop` resolves (for embedding and tests).
+pub async fn run_until(
+    options: ServerOptions,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let ServerOptions {
+        config,
+        hostfile,
+        server_name,
+    } = options;
+    config.validate()?;
+    let entry = own_entry(&hostfile, server_name.as_deref())?;
+    let name = entry.name.clone();
+    let transport =
+        sfs_rdma::rdma::select_transport(config.transport).map_err(|e| anyhow!("{}", e.message))?;
+    tracing::info!(
+        "server {name}: data transport {} ({})",
+        transport.name,
+        transport.reason
+    );
+
+    // Installed before anything is served, so a signal is never missed.
+    let mut terminate =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut interrupt =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+
+    let run_dir = config.run_dir(&name);
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    let lock = RunDirLock::acquire(&run_dir)?;
+    let ready_file = run_dir.join("ready");
+    remove_if_present(&ready_file)?;
+
+    let meta_dir = config.meta_dir(&name);
+    let meta: Arc<dyn MetadataStore> =
+        Arc::new(tokio::task::spawn_blocking(move || RocksMetadataStore::open(&meta_dir)).await??);
+    let (chunk_dir, chunk_size, capacity) = (
+        config.chunk_dir(&name),
+        config.chunk_size,
+        config.chunk_store_capacity,
+    );
+    let chunks = Arc::new(
+        tokio::task::spawn_blocking(move || ChunkStore::open(&chunk_dir, chunk_size, capacity))
+            .await??,
+    );
+    if Distributor::new(hostfile.len()).metadata_server("/") == entry.index {
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || create_root(meta.as_ref())).await??;
+    }
+
+    let grpc_addr = bind_address(&config, &entry)?;
+    let grpc_listener = TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("server {name}: cannot bind the gRPC address {grpc_addr}"))?;
+    let data_port = match config.data_port_offset {
+        0 => 0,
+        offset => entry.port.checked_add(offset).ok_or_else(|| {
+            anyhow!("config.json: field `data_port_offset` {offset} plus port {} of server {name} exceeds 65535", entry.port)
+        })?,
+    };
+    let data_addr = SocketAddr::new(grpc_addr.ip(), data_port);
+    let data_listener = TcpListener::bind(data_addr)
+        .await
+        .with_context(|| format!("server {name}: cannot bind the data address {data_addr}"))?;
+    let data_endpoint = HostEntry {
+        port: data_listener.local_addr()?.port(),
+        ..entry.clone()
+    }
+    .endpoint();
+
+    let shutdown = Shutdown::new();
+    let state = Arc::new(ServerState::new(
+        config.clone(),
+        name.clone(),
+        entry.index,
+        hostfile.len(),
+        meta.clone(),
+        chunks.clone(),
+        transport.name,
+        data_endpoint.clone(),
+        shutdown.clone(),
+    ));
+
+    let data_task = tokio::spawn(sfs_rdma::tcp::serve(
+        data_listener,
+        chunks,
+        chunk_size,
+        shutdown.wait(),
+    ));
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            MetadataServer::new(MetadataService::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ChunkControlServer::new(ChunkControlService::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ControlServer::new(ControlService::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.wait());
+    let mut grpc_task = tokio::spawn(grpc);
+
+    let address = entry.endpoint();
+    write_ready_file(&ready_file, &name, &address, transport.name, &data_endpoint)?;
+    tracing::info!(
+        "sfs server {name} ready on {address} (data: {} {data_endpoint})",
+        transport.name
+    );
+
+    let failure = tokio::select! {
+        _ = shutdown.wait() => None,
+        _ = stop => None,
+        _ = terminate.recv() => {
+            tracing::info!("server {name}: SIGTERM received, shutting down");
+            None
+        }
+        _ = interrupt.recv() => {
+            tracing::info!("server {name}: SIGINT received, shutting down");
+            None
+        }
+        result = &mut grpc_task => Some(match result {
+            Ok(Ok(())) => anyhow!("the gRPC server stopped unexpectedly"),
+            Ok(Err(e)) => anyhow!("the gRPC server failed: {e}"),
+            Err(e) => anyhow!("the gRPC server task failed: {e}"),
+        }),
+    };
+    shutdown.trigger();
+    if failure.is_none() {
+        match tokio::time::timeout(DRAIN_TIMEOUT, &mut grpc_task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("server {name}: gRPC server ended with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("server {name}: gRPC server task failed: {e}"),
+            Err(_) => tracing::warn!(
+                "server {name}: requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"
+            ),
+        }
+    }
+    match tokio::time::timeout(DRAIN_TIMEOUT, data_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("server {name}: data listener ended with an error: {e}"),
+        Ok(Err(e)) => tracing::warn!("server {name}: data listener task failed: {e}"),
+        Err(_) => tracing::warn!(
+            "server {name}: data transfers still running after {DRAIN_TIMEOUT:?}; stopping anyway"
+        ),
+    }
+    let sync = tokio::task::spawn_blocking(move || meta.sync()).await?;
+    remove_if_present(&ready_file)?;
+    drop(state);
+    drop(lock);
+    sync.map_err(|e| anyhow!("server {name}: final metadata sync failed: {e}"))?;
+    match failure {
+        Some(e) => Err(e.context(format!("server {name}"))),
+        None => {
+            tracing::info!("sfs server {name} stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Finds this server's hostfile entry: by name, else the one local entry.
+fn own_entry(hostfile: &Hostfile, name: Option<&str>) -> anyhow::Result<HostEntry> {
+    if let Some(name) = name {
+        return hostfile.by_name(name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = hostfile.hosts.iter().map(|h| h.name.as_str()).collect();
+            anyhow!(
+                "server name {name:?} is not in the hostfile (it lists: {})",
+                names.join(", ")
+            )
+        });
+    }
+    match hostfile.local_entries().as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => {
+            bail!("no hostfile entry has an address of this machine; pass --id NAME to choose one")
+        }
+        several => {
+            let names: Vec<&str> = several.iter().map(|h| h.name.as_str()).collect();
+            bail!(
+                "several hostfile entries are on this machine ({}); pass --id NAME to choose which server to start",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+/// The gRPC address: the hostfile's, or `config.listen` with its port.
+fn bind_address(config: &Config, entry: &HostEntry) -> anyhow::Result<SocketAddr> {
+    if config.listen.is_empty() {
+        return entry.socket_addr().with_context(|| {
+            format!(
+                "server {}: cannot resolve its hostfile address {}",
+                entry.name,
+                entry.endpoint()
+            )
+        });
+    }
+    let ip = config.listen.parse().with_context(|| {
+        format!(
+            "config.json: field `listen` is not an IP address: {:?}",
+            config.listen
+        )
+    })?;
+    Ok(SocketAddr::new(ip, entry.port))
+}
+
+/// Creates the root directory entry if it does not exist yet.
+fn create_root(meta: &dyn MetadataStore) -> sfs_global::SfsResult<()> {
+    let mut root = Metadata::new(
+        FileKind::Directory,
+        0o755,
+        FileId(rand::random::<u128>() | 1),
+        now_ns(),
+    );
+    root.uid = rustix::process::getuid().as_raw();
+    root.gid = rustix::process::getgid().as_raw();
+    if meta.create("/", root, false)?.1 {
+        tracing::info!("created the root directory");
+        meta.sync()?;
+    }
+    Ok(())
+}
+
+fn remove_if_present(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+/// Writes the `ready` file atomically (temporary file, then rename), so a
+/// reader never sees half of it.
+fn write_ready_file(
+    path: &Path,
+    name: &str,
+    address: &str,
+    transport: &str,
+    data_endpoint: &str,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "name": name,
+        "address": address,
+        "data_transport": transport,
+        "data_endpoint": data_endpoint,
+    });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{body}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+/// An exclusive lock on `run_dir/lock`, held for the server's lifetime, so
+/// two servers never share one metadata database or chunk directory. The
+/// holder's pid is written into the file for the message of the loser.
+struct RunDirLock {
+    _file: std::fs::File,
+}
+
+impl RunDirLock {
+    fn acquire(run_dir: &Path) -> anyhow::Result<Self> {
+        let path: PathBuf = run_dir.join("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open lock file {}", path.display()))?;
+        if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() { "unknown" } else { holder };
+            bail!(
+                "another SFS server (pid {holder}) holds the lock file {}: stop it, or give this server its own rootdir/name",
+                path.display()
+            );
+        }
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .with_context(|| format!("cannot write lock file {}", path.display()))?;
+        Ok(RunDirLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests;

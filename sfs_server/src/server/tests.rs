@@ -1,0 +1,326 @@
+//! A whole server on loopback, driven through its real gRPC and data ports.
+
+use super::{own_entry, run_until, ServerOptions};
+use sfs_global::config::{Config, TransportKind};
+use sfs_global::hostfile::Hostfile;
+use sfs_global::{Errno, FileId, PROTOCOL_VERSION};
+use sfs_rdma::{ChunkRef, DataChannel};
+use sfs_rpc::error_from_status;
+use sfs_rpc::pb::{self, control_client::ControlClient, metadata_client::MetadataClient};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A server running in this process on a free loopback port, with its
+/// directories in a temporary directory removed on drop (also on failure).
+struct TestServer {
+    _dir: tempfile::TempDir,
+    options: ServerOptions,
+    endpoint: String,
+    ready_file: PathBuf,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let hostfile = Hostfile::parse(&format!("s0 127.0.0.1:{port}\n"), "test hostfile").unwrap();
+        let config = Config {
+            rootdir: dir.path().join("root").display().to_string(),
+            transport: TransportKind::Tcp,
+            data_port_offset: 0,
+            readdir_page_size: 3,
+            ..Config::default()
+        };
+        let options = ServerOptions {
+            config: config.clone(),
+            hostfile,
+            server_name: Some("s0".into()),
+        };
+        let task = tokio::spawn(run_until(options.clone(), std::future::pending()));
+        let ready_file = config.run_dir("s0").join("ready");
+        let server = TestServer {
+            _dir: dir,
+            options,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            ready_file,
+            task,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits for the ready file (the server's own readiness signal), failing
+    /// early with the server's error if it stops first.
+    async fn wait_ready(&self) {
+        for _ in 0..2000 {
+            if self.ready_file.exists() {
+                return;
+            }
+            assert!(
+                !self.task.is_finished(),
+                "server stopped before it was ready"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server not ready after 20 s");
+    }
+
+    async fn metadata(&self) -> MetadataClient<Channel> {
+        MetadataClient::connect(self.endpoint.clone())
+            .await
+            .unwrap()
+    }
+
+    async fn control(&self) -> ControlClient<Channel> {
+        ControlClient::connect(self.endpoint.clone()).await.unwrap()
+    }
+}
+
+fn errno<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Errno {
+    error_from_status(&result.unwrap_err()).errno
+}
+
+fn create(path: &str, mode: u32, exclusive: bool) -> pb::CreateRequest {
+    pb::CreateRequest {
+        path: path.into(),
+        mode,
+        exclusive,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_metadata_and_data_then_shuts_down_cleanly() {
+    let server = TestServer::start().await;
+    let mut control = server.control().await;
+    let mut meta = server.metadata().await;
+
+    let hello = control
+        .hello(pb::HelloRequest {
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            hello.server_name.as_str(),
+            hello.server_index,
+            hello.server_count
+        ),
+        ("s0", 0, 1)
+    );
+    assert_eq!(hello.data_transport, "tcp");
+    assert!(
+        hello.data_endpoint.starts_with("127.0.0.1:"),
+        "{}",
+        hello.data_endpoint
+    );
+    let old_client = control
+        .hello(pb::HelloRequest {
+            protocol_version: 999,
+        })
+        .await;
+    assert_eq!(errno(old_client), Errno::EPROTO);
+
+    let root = meta
+        .stat(pb::PathRequest { path: "/".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(root.mode & libc::S_IFMT, libc::S_IFDIR);
+
+    let file_mode = libc::S_IFREG | 0o644;
+    let made = meta
+        .create(create("/f", file_mode, true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(made.created);
+    let file = made.entry.unwrap();
+    assert_ne!(file.file_id(), FileId(0));
+    assert_eq!(
+        errno(meta.create(create("/f", file_mode, true)).await),
+        Errno::EEXIST
+    );
+    meta.grow_size(pb::GrowSizeRequest {
+        path: "/f".into(),
+        end: 100,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        meta.stat(pb::PathRequest { path: "/f".into() })
+            .await
+            .unwrap()
+            .into_inner()
+            .size,
+        100
+    );
+
+    meta.create(create("/d", libc::S_IFDIR | 0o755, true))
+        .await
+        .unwrap();
+    for i in 0..10 {
+        meta.create(create(&format!("/d/x{i}"), file_mode, true))
+            .await
+            .unwrap();
+    }
+    let mut pages = meta
+        .readdir(pb::ReaddirRequest {
+            dir: "/d".into(),
+            page_size: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names = Vec::new();
+    while let Some(page) = pages.message().await.unwrap() {
+        assert!(
+            page.entries.len() <= 3,
+            "pages are capped by readdir_page_size"
+        );
+        names.extend(page.entries.into_iter().map(|e| e.name));
+    }
+    assert_eq!(names.len(), 10);
+    let mut subtree = meta
+        .list_subtree(pb::ReaddirRequest {
+            dir: "/".into(),
+            page_size: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut below_root = 0;
+    while let Some(page) = subtree.message().await.unwrap() {
+        below_root += page.entries.len();
+    }
+    assert_eq!(below_root, 12);
+
+    // Hostile and malformed requests get errnos, not panics.
+    assert_eq!(
+        errno(meta.create(create("../x", file_mode, false)).await),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(meta.create(create("a", file_mode, false)).await),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(meta.create(create("/a/../b", file_mode, false)).await),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(
+            meta.create(create("/fifo", libc::S_IFIFO | 0o644, false))
+                .await
+        ),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(
+            meta.create(create("/link", libc::S_IFLNK | 0o777, false))
+                .await
+        ),
+        Errno::EINVAL
+    );
+    let huge = pb::GrowSizeRequest {
+        path: "/f".into(),
+        end: u64::MAX,
+    };
+    assert_eq!(errno(meta.grow_size(huge).await), Errno::EFBIG);
+    let huge = pb::TruncateRequest {
+        path: "/f".into(),
+        size: u64::MAX,
+    };
+    assert_eq!(errno(meta.truncate(huge).await), Errno::EFBIG);
+    let odd_kind = pb::RemoveRequest {
+        path: "/f".into(),
+        kind: 7,
+        ..Default::default()
+    };
+    assert_eq!(errno(meta.remove(odd_kind).await), Errno::EINVAL);
+    let no_entry = pb::PutEntryRequest {
+        path: "/g".into(),
+        entry: None,
+        replace: false,
+    };
+    assert_eq!(errno(meta.put_entry(no_entry).await), Errno::EINVAL);
+    assert_eq!(
+        errno(
+            meta.stat(pb::PathRequest {
+                path: "/missing".into()
+            })
+            .await
+        ),
+        Errno::ENOENT
+    );
+    let rmdir = pb::RemoveRequest {
+        path: "/d".into(),
+        kind: pb::RemoveKind::RemoveDirectory as i32,
+        ..Default::default()
+    };
+    assert_eq!(errno(meta.remove(rmdir).await), Errno::ENOTEMPTY);
+
+    // The data path serves chunks of the same store.
+    let data_addr = hello.data_endpoint.parse().unwrap();
+    let channel = sfs_rdma::tcp::TcpChannel::new(
+        data_addr,
+        1,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let chunk = ChunkRef {
+        id: file.file_id(),
+        index: 0,
+        offset: 10,
+        len: 5,
+    };
+    channel.write_chunk(chunk, b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    assert_eq!(channel.read_chunk(chunk, &mut buf).await.unwrap(), 5);
+    assert_eq!(&buf, b"hello");
+    meta.sync_metadata(pb::Empty {}).await.unwrap();
+
+    let stats = control.stats(pb::Empty {}).await.unwrap().into_inner();
+    assert_eq!(stats.chunk_bytes, 15);
+    assert!(stats.requests > 20 && stats.entries > 0 && stats.capacity_bytes > 0);
+
+    // A second server on the same directories is refused, naming the lock.
+    let second = run_until(server.options.clone(), std::future::pending())
+        .await
+        .unwrap_err();
+    let message = format!("{second:#}");
+    assert!(
+        message.contains("lock") && message.contains(&std::process::id().to_string()),
+        "{message}"
+    );
+
+    control.shutdown(pb::Empty {}).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(40), server.task).await;
+    outcome.expect("server stops").unwrap().unwrap();
+    assert!(
+        !server.ready_file.exists(),
+        "the ready file is removed on shutdown"
+    );
+}
+
+#[test]
+fn several_local_entries_need_an_id() {
+    let hostfile = Hostfile::parse("a 127.0.0.1:7001\nb 127.0.0.1:7002\n", "h").unwrap();
+    let e = own_entry(&hostfile, None).unwrap_err().to_string();
+    assert!(e.contains("--id"), "{e}");
+    assert_eq!(own_entry(&hostfile, Some("b")).unwrap().index, 1);
+    let e = own_entry(&hostfile, Some("zz")).unwrap_err().to_string();
+    assert!(e.contains("zz") && e.contains("a, b"), "{e}");
+    let single = Hostfile::parse("only 127.0.0.1:7001\n", "h").unwrap();
+    assert_eq!(own_entry(&single, None).unwrap().name, "only");
+}

@@ -1,0 +1,83 @@
+//! The `Control` gRPC service: the handshake a client starts with (protocol
+//! version, server identity, chunk size, where the data path listens),
+//! statistics for `sfs status`, and the graceful `Shutdown`.
+
+use super::{blocking, refuse, ServerState};
+use sfs_global::{Errno, SfsError, PROTOCOL_VERSION};
+use sfs_rpc::pb::{self, control_server};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Serves the `Control` service from the shared server state.
+pub struct ControlService {
+    state: Arc<ServerState>,
+}
+
+impl ControlService {
+    pub fn new(state: Arc<ServerState>) -> Self {
+        ControlService { state }
+    }
+}
+
+#[tonic::async_trait]
+impl control_server::Control for ControlService {
+    async fn hello(
+        &self,
+        request: Request<pb::HelloRequest>,
+    ) -> Result<Response<pb::HelloResponse>, Status> {
+        self.state.served();
+        let version = request.into_inner().protocol_version;
+        if version != PROTOCOL_VERSION {
+            return Err(refuse(SfsError::new(
+                Errno::EPROTO,
+                format!(
+                    "server {} speaks SFS protocol {PROTOCOL_VERSION}, the client speaks {version}: run the same SFS version on both",
+                    self.state.name
+                ),
+            )));
+        }
+        let state = &self.state;
+        Ok(Response::new(pb::HelloResponse {
+            protocol_version: PROTOCOL_VERSION,
+            server_name: state.name.clone(),
+            server_index: u32::try_from(state.index).unwrap_or(u32::MAX),
+            server_count: u32::try_from(state.count).unwrap_or(u32::MAX),
+            chunk_size: state.config.chunk_size,
+            data_transport: state.data_transport.to_string(),
+            data_endpoint: state.data_endpoint.clone(),
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
+        self.state.served();
+        let state = self.state.clone();
+        let (entries, capacity_bytes, free_bytes) = blocking(move || {
+            Ok((
+                state.meta.entry_count()?,
+                state.chunks.capacity(),
+                state.chunks.free(),
+            ))
+        })
+        .await?;
+        let state = &self.state;
+        Ok(Response::new(pb::StatsResponse {
+            server_name: state.name.clone(),
+            entries,
+            chunk_bytes: state.chunks.usage(),
+            capacity_bytes,
+            free_bytes,
+            requests: state.requests(),
+            uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }))
+    }
+
+    async fn shutdown(&self, _request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+        self.state.served();
+        tracing::info!("shutdown requested over gRPC");
+        self.state.shutdown.trigger();
+        Ok(Response::new(pb::Empty {}))
+    }
+}

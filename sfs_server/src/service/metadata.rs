@@ -1,0 +1,307 @@
+//! The `Metadata` gRPC service: the namespace entries this server owns.
+//!
+//! Each handler validates its request, runs the store call on the blocking
+//! pool and maps the result to a message. Cross-server rules (a parent must
+//! exist, a directory must be empty on *every* server before rmdir, rename
+//! spans two owners) are the client's: this server enforces what it alone can
+//! see, atomically.
+
+use super::{
+    blocking, check_entry, check_link_target, check_mode, check_path, check_size, page_size,
+    refuse, ServerState,
+};
+use crate::meta_store::{now_ns, RemoveKind};
+use sfs_global::metadata::MetaUpdate;
+use sfs_global::{FileId, Metadata, SfsError, SfsResult};
+use sfs_rpc::pb::{self, metadata_server};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+/// Pages buffered ahead of a slow reader of a listing.
+const PAGES_AHEAD: usize = 2;
+
+/// Serves the `Metadata` service from the shared server state.
+pub struct MetadataService {
+    state: Arc<ServerState>,
+}
+
+impl MetadataService {
+    pub fn new(state: Arc<ServerState>) -> Self {
+        MetadataService { state }
+    }
+
+    /// Checks and counts a request naming one path.
+    fn accept(&self, path: &str) -> Result<(), Status> {
+        self.state.served();
+        check_path(path).map_err(refuse)
+    }
+}
+
+/// A fresh random non-zero file id: ids are never reused, so a stale chunk
+/// of a removed file can never be mistaken for a new file's data.
+fn new_file_id() -> FileId {
+    loop {
+        let id = FileId(rand::random::<u128>());
+        if id.0 != 0 {
+            return id;
+        }
+    }
+}
+
+/// Streams pages produced by `next_page(cursor)` until one comes back short.
+/// Only one page is in memory at a time, however large the listing.
+fn stream_pages<P>(
+    limit: usize,
+    next_page: impl Fn(Option<&str>, usize) -> SfsResult<Vec<(String, Metadata)>>
+        + Send
+        + Sync
+        + 'static,
+    to_message: impl Fn(Vec<(String, Metadata)>) -> P + Send + 'static,
+) -> ReceiverStream<Result<P, Status>>
+where
+    P: Send + 'static,
+{
+    let (sender, receiver) = mpsc::channel(PAGES_AHEAD);
+    let next_page = Arc::new(next_page);
+    tokio::spawn(async move {
+        let mut cursor: Option<String> = None;
+        loop {
+            let fetch = next_page.clone();
+            let after = cursor.clone();
+            let page = match blocking(move || fetch(after.as_deref(), limit)).await {
+                Ok(page) => page,
+                Err(status) => {
+                    let _ = sender.send(Err(status)).await;
+                    return;
+                }
+            };
+            let last_page = page.len() < limit;
+            cursor = page.last().map(|(name, _)| name.clone());
+            if !page.is_empty() && sender.send(Ok(to_message(page))).await.is_err() {
+                return; // the client went away
+            }
+            if last_page {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(receiver)
+}
+
+#[tonic::async_trait]
+impl metadata_server::Metadata for MetadataService {
+    async fn create(
+        &self,
+        request: Request<pb::CreateRequest>,
+    ) -> Result<Response<pb::CreateResponse>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let kind = check_mode(req.mode).map_err(refuse)?;
+        check_link_target(kind, &req.link_target).map_err(refuse)?;
+        let mut entry = Metadata::new(kind, req.mode, new_file_id(), now_ns());
+        entry.uid = req.uid;
+        entry.gid = req.gid;
+        entry.size = req.link_target.len() as u64;
+        entry.link_target = req.link_target;
+        let meta = self.state.meta.clone();
+        let (entry, created) =
+            blocking(move || meta.create(&req.path, entry, req.exclusive)).await?;
+        Ok(Response::new(pb::CreateResponse {
+            entry: Some(pb::Entry::from(&entry)),
+            created,
+        }))
+    }
+
+    async fn stat(&self, request: Request<pb::PathRequest>) -> Result<Response<pb::Entry>, Status> {
+        let path = request.into_inner().path;
+        self.accept(&path)?;
+        let meta = self.state.meta.clone();
+        let entry =
+            blocking(move || meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path))).await?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let kind = match pb::RemoveKind::try_from(req.kind) {
+            Ok(pb::RemoveKind::RemoveNotDirectory) => RemoveKind::NotDirectory,
+            Ok(pb::RemoveKind::RemoveDirectory) => RemoveKind::Directory,
+            Err(_) => {
+                return Err(refuse(SfsError::invalid(format!(
+                    "unknown remove kind {}",
+                    req.kind
+                ))))
+            }
+        };
+        let if_id = req.if_id.then(|| FileId::from_parts(req.id_hi, req.id_lo));
+        let meta = self.state.meta.clone();
+        let removed = blocking(move || meta.remove(&req.path, kind, if_id)).await?;
+        Ok(Response::new(pb::Entry::from(&removed)))
+    }
+
+    async fn grow_size(
+        &self,
+        request: Request<pb::GrowSizeRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        check_size("end of write", req.end).map_err(refuse)?;
+        let meta = self.state.meta.clone();
+        let update = MetaUpdate::GrowSize {
+            end: req.end,
+            time_ns: now_ns(),
+        };
+        blocking(move || meta.update(&req.path, update)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn reserve_append(
+        &self,
+        request: Request<pb::ReserveAppendRequest>,
+    ) -> Result<Response<pb::ReserveAppendResponse>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        check_size("append length", req.len).map_err(refuse)?;
+        let meta = self.state.meta.clone();
+        let offset = blocking(move || meta.reserve_append(&req.path, req.len, now_ns())).await?;
+        Ok(Response::new(pb::ReserveAppendResponse { offset }))
+    }
+
+    async fn truncate(
+        &self,
+        request: Request<pb::TruncateRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        check_size("truncate size", req.size).map_err(refuse)?;
+        let meta = self.state.meta.clone();
+        let entry = blocking(move || meta.truncate(&req.path, req.size, now_ns())).await?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+
+    async fn set_attr(
+        &self,
+        request: Request<pb::SetAttrRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        if let Some(mode) = req.mode {
+            if mode & !(libc::S_IFMT | 0o7777) != 0 {
+                return Err(refuse(SfsError::invalid(format!(
+                    "mode {mode:#o} has unknown bits"
+                ))));
+            }
+        }
+        let update = MetaUpdate::SetAttr {
+            mode: req.mode,
+            uid: req.uid,
+            gid: req.gid,
+            atime_ns: req.atime_ns,
+            mtime_ns: req.mtime_ns,
+            ctime_ns: now_ns(),
+        };
+        let meta = self.state.meta.clone();
+        let entry = blocking(move || meta.set_attr(&req.path, update)).await?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+
+    type ReaddirStream = ReceiverStream<Result<pb::ReaddirPage, Status>>;
+
+    async fn readdir(
+        &self,
+        request: Request<pb::ReaddirRequest>,
+    ) -> Result<Response<Self::ReaddirStream>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.dir)?;
+        let limit = page_size(req.page_size, &self.state.config);
+        let meta = self.state.meta.clone();
+        let dir = req.dir;
+        let stream = stream_pages(
+            limit,
+            move |after, limit| meta.children(&dir, after, limit),
+            |page| pb::ReaddirPage {
+                entries: page
+                    .into_iter()
+                    .map(|(name, md)| pb::DirEntry {
+                        name,
+                        entry: Some(pb::Entry::from(&md)),
+                    })
+                    .collect(),
+            },
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn has_children(
+        &self,
+        request: Request<pb::PathRequest>,
+    ) -> Result<Response<pb::HasChildrenResponse>, Status> {
+        let path = request.into_inner().path;
+        self.accept(&path)?;
+        let meta = self.state.meta.clone();
+        let has_children = blocking(move || meta.has_children(&path)).await?;
+        Ok(Response::new(pb::HasChildrenResponse { has_children }))
+    }
+
+    async fn put_entry(
+        &self,
+        request: Request<pb::PutEntryRequest>,
+    ) -> Result<Response<pb::PutEntryResponse>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let entry = req
+            .entry
+            .as_ref()
+            .map(Metadata::from)
+            .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
+        check_entry(&entry).map_err(refuse)?;
+        let meta = self.state.meta.clone();
+        let replaced = blocking(move || meta.put_entry(&req.path, entry, req.replace)).await?;
+        Ok(Response::new(pb::PutEntryResponse {
+            replaced: replaced.as_ref().map(pb::Entry::from),
+        }))
+    }
+
+    type ListSubtreeStream = ReceiverStream<Result<pb::SubtreePage, Status>>;
+
+    async fn list_subtree(
+        &self,
+        request: Request<pb::ReaddirRequest>,
+    ) -> Result<Response<Self::ListSubtreeStream>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.dir)?;
+        let limit = page_size(req.page_size, &self.state.config);
+        let meta = self.state.meta.clone();
+        let dir = req.dir;
+        let stream = stream_pages(
+            limit,
+            move |after, limit| meta.subtree(&dir, after, limit),
+            |page| pb::SubtreePage {
+                entries: page
+                    .into_iter()
+                    .map(|(path, md)| pb::SubtreeEntry {
+                        path,
+                        entry: Some(pb::Entry::from(&md)),
+                    })
+                    .collect(),
+            },
+        );
+        Ok(Response::new(stream))
+    }
+
+    async fn sync_metadata(
+        &self,
+        _request: Request<pb::Empty>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.state.served();
+        let meta = self.state.meta.clone();
+        blocking(move || meta.sync()).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}
