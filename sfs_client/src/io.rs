@@ -109,6 +109,25 @@ impl FileTable {
         Err(SfsError::new(Errno::EMFILE, "no free SFS descriptor"))
     }
 
+    /// Places `file` at descriptor `fd` (chosen by the caller), replacing
+    /// whatever was there.
+    pub(crate) fn insert_at(&self, fd: i32, file: Arc<OpenFile>) {
+        self.files
+            .write()
+            .expect("file table lock")
+            .insert(fd, file);
+    }
+
+    /// Every open descriptor with its open file, in no particular order.
+    pub(crate) fn snapshot(&self) -> Vec<(i32, Arc<OpenFile>)> {
+        self.files
+            .read()
+            .expect("file table lock")
+            .iter()
+            .map(|(fd, f)| (*fd, f.clone()))
+            .collect()
+    }
+
     pub(crate) fn get(&self, fd: i32) -> SfsResult<Arc<OpenFile>> {
         self.files
             .read()
@@ -140,6 +159,12 @@ impl Client {
     /// `open(2)`: returns an SFS descriptor. Honours O_CREAT, O_EXCL, O_TRUNC,
     /// O_APPEND, O_DIRECTORY and O_NOFOLLOW; a directory opens read-only.
     pub fn open(&self, path: &str, flags: i32, mode: u32) -> SfsResult<i32> {
+        let file = self.open_file(path, flags, mode)?;
+        self.files.insert(file)
+    }
+
+    /// The open file description `open` would create, not yet in the table.
+    pub(crate) fn open_file(&self, path: &str, flags: i32, mode: u32) -> SfsResult<Arc<OpenFile>> {
         let path = normalize(path)?;
         let flags = OpenFlags(flags);
         let (path, md) = self.block_on(self.open_entry(&path, flags, mode))?;
@@ -156,7 +181,7 @@ impl Client {
         {
             self.block_on(self.truncate_resolved(&path, 0))?;
         }
-        self.files.insert(Arc::new(OpenFile {
+        Ok(Arc::new(OpenFile {
             path,
             id: md.id,
             kind: md.kind(),

@@ -12,9 +12,12 @@
 //! - [`namespace`]: stat, mkdir, unlink, rename, symlinks, attributes.
 //! - [`dir`]: streamed directory listings.
 //! - [`capi`]: the C ABI (`include/sfs.h`).
+//! - [`embed`]: what the LD_PRELOAD shim needs beyond POSIX: descriptors at
+//!   numbers it chooses, and a fresh runtime in a forked child.
 
 pub mod capi;
 pub mod dir;
+pub mod embed;
 pub mod io;
 pub mod namespace;
 pub mod servers;

@@ -232,7 +232,11 @@ impl Client {
         Ok(md.link_target)
     }
 
-    async fn set_attr(&self, path: &str, req: pb::SetAttrRequest) -> SfsResult<Metadata> {
+    pub(crate) async fn set_attr(
+        &self,
+        path: &str,
+        req: pb::SetAttrRequest,
+    ) -> SfsResult<Metadata> {
         let mut h = self.owner(path).await?.clone();
         let e = h
             .meta

@@ -1,0 +1,175 @@
+//! The working directory inside the mount: chdir/fchdir/getcwd/
+//! get_current_dir_name, and realpath/canonicalize_file_name.
+//!
+//! The kernel cannot enter an SFS directory, so the shim keeps its own
+//! working directory while it is inside the mount: relative paths and
+//! AT_FDCWD resolve against it, getcwd reports it, and `exec` passes it on
+//! (`SFS_CWD`). The kernel's working directory stays where it was.
+
+use crate::paths::{c_str, sfs_path};
+use crate::state::{self, err, run, sfs_fd, with_client};
+use libc::{c_char, c_int, size_t};
+use redhook::{hook, real};
+use sfs_global::path::{normalize_host, split_parent, strip_mount};
+use sfs_global::SfsResult;
+
+fn enter_dir(path: String) -> SfsResult<c_int> {
+    let md = with_client(|c| c.stat(&path))?;
+    if !md.is_dir() {
+        return Err(err(libc::ENOTDIR, format!("{path}: not a directory")));
+    }
+    state::set_cwd(Some(path));
+    Ok(0)
+}
+
+hook! {
+    unsafe fn chdir(path: *const c_char) -> c_int => sfs_chdir {
+        if let Some((_inside, p)) = sfs_path(libc::AT_FDCWD, path) {
+            return run("chdir", || enter_dir(p));
+        }
+        // Leaving the mount with a relative path: it is relative to the
+        // shim's directory, not the kernel's.
+        let absolute = match (state::cwd(), c_str(path)) {
+            (Some(cwd), Some(rel)) if !rel.starts_with('/') => state::settings()
+                .and_then(|s| normalize_host(&format!("{}/{rel}", state::host_path(s, &cwd))))
+                .and_then(|p| std::ffi::CString::new(p).ok()),
+            _ => None,
+        };
+        let r = match &absolute {
+            Some(p) => real!(chdir)(p.as_ptr()),
+            None => real!(chdir)(path),
+        };
+        if r == 0 {
+            state::set_cwd(None);
+        }
+        r
+    }
+}
+
+hook! {
+    unsafe fn fchdir(fd: c_int) -> c_int => sfs_fchdir {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fchdir", || enter_dir(with_client(|c| c.fd_path(fd))?)),
+            None => {
+                let r = real!(fchdir)(fd);
+                if r == 0 {
+                    state::set_cwd(None);
+                }
+                r
+            }
+        }
+    }
+}
+
+/// The shim's working directory as a host path, if inside the mount.
+fn cwd_host_path() -> Option<String> {
+    let cwd = state::cwd()?;
+    let _inside = state::enter()?;
+    Some(state::host_path(state::settings()?, &cwd))
+}
+
+/// Copies `s` into a caller buffer or a malloc'ed one (glibc's getcwd
+/// extension: NULL buffer).
+unsafe fn to_c_buffer(s: &str, buf: *mut c_char, size: size_t) -> SfsResult<*mut c_char> {
+    let need = s.len() + 1;
+    let out = if buf.is_null() {
+        let n = if size == 0 { need } else { size };
+        if n < need {
+            return Err(err(libc::ERANGE, "buffer too small"));
+        }
+        let p = libc::malloc(n).cast::<c_char>();
+        if p.is_null() {
+            return Err(err(libc::ENOMEM, "getcwd"));
+        }
+        p
+    } else {
+        if size < need {
+            return Err(err(libc::ERANGE, "buffer too small"));
+        }
+        buf
+    };
+    std::ptr::copy_nonoverlapping(s.as_ptr(), out.cast::<u8>(), s.len());
+    *out.add(s.len()) = 0;
+    Ok(out)
+}
+
+hook! {
+    unsafe fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char => sfs_getcwd {
+        match cwd_host_path() {
+            Some(p) => run("getcwd", || to_c_buffer(&p, buf, size)),
+            None => real!(getcwd)(buf, size),
+        }
+    }
+}
+
+hook! {
+    unsafe fn get_current_dir_name() -> *mut c_char => sfs_get_current_dir_name {
+        match cwd_host_path() {
+            Some(p) => run("get_current_dir_name", || to_c_buffer(&p, std::ptr::null_mut(), 0)),
+            None => real!(get_current_dir_name)(),
+        }
+    }
+}
+
+/// realpath of an SFS path: follows symlinks at the last component (SFS
+/// takes inner components lexically), fails like realpath if it does not
+/// exist. `Err(host)` when a symlink leads out of the mount.
+fn realpath_sfs(path: &str) -> SfsResult<Result<String, String>> {
+    let settings = state::settings().ok_or_else(|| err(libc::EIO, "no settings"))?;
+    let mut current = path.to_string();
+    for _ in 0..40 {
+        let md = with_client(|c| c.lstat(&current))?;
+        if md.kind() != sfs_global::FileKind::Symlink {
+            return Ok(Ok(state::host_path(settings, &current)));
+        }
+        let target = md.link_target;
+        let host = if target.starts_with('/') {
+            target
+        } else {
+            let parent = split_parent(&current).map_or("/", |(p, _)| p);
+            format!("{}/{target}", state::host_path(settings, parent))
+        };
+        match strip_mount(&host, &settings.mount) {
+            Some(inside) => current = inside,
+            None => return Ok(Err(host)),
+        }
+    }
+    Err(err(
+        libc::ELOOP,
+        format!("{path}: too many levels of symbolic links"),
+    ))
+}
+
+hook! {
+    unsafe fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char => sfs_realpath {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((inside, p)) => {
+                let r = realpath_sfs(&p);
+                match r {
+                    Ok(Ok(host)) => run("realpath", || to_c_buffer(&host, resolved, if resolved.is_null() { 0 } else { libc::PATH_MAX as usize })),
+                    Ok(Err(outside)) => {
+                        drop(inside);
+                        match std::ffi::CString::new(outside) {
+                            Ok(c) => real!(realpath)(c.as_ptr(), resolved),
+                            Err(_) => { state::set_errno(libc::EINVAL); std::ptr::null_mut() }
+                        }
+                    }
+                    Err(e) => run("realpath", || Err(e)),
+                }
+            }
+            None => real!(realpath)(path, resolved),
+        }
+    }
+}
+
+hook! {
+    unsafe fn canonicalize_file_name(path: *const c_char) -> *mut c_char => sfs_canonicalize_file_name {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("realpath", || match realpath_sfs(&p)? {
+                Ok(host) => to_c_buffer(&host, std::ptr::null_mut(), 0),
+                Err(_outside) => Err(err(libc::EXDEV, "symlink leads out of the mount")),
+            }),
+            None => real!(canonicalize_file_name)(path),
+        }
+    }
+}

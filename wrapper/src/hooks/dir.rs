@@ -1,0 +1,417 @@
+//! Directory streams on SFS directories: opendir/fdopendir/readdir(64)/
+//! readdir_r/closedir/rewinddir/telldir/seekdir/dirfd, scandir(64), and
+//! getdents64 on an SFS directory descriptor.
+//!
+//! An SFS `DIR*` is a shim-owned object (glibc's `DIR` is opaque, so no
+//! program looks inside), registered so that the hooks tell it apart from
+//! glibc's streams. Its entries are read in full when the stream is opened
+//! or rewound (`.` and `..` first), so telldir/seekdir positions are stable
+//! indexes and readdir never waits on the network; the returned `dirent`
+//! lives in the stream until the next readdir or closedir.
+
+use crate::hooks::fd::forget;
+use crate::hooks::open::open_sfs;
+use crate::paths::sfs_path;
+use crate::state::{self, err, run, sfs_fd, with_client};
+use libc::{c_char, c_int, c_long, c_void, dirent, dirent64, size_t, ssize_t, DIR};
+use redhook::{hook, real};
+use sfs_global::path::split_parent;
+use sfs_global::{FileKind, Metadata, SfsResult};
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+const _: () = assert!(std::mem::size_of::<dirent>() == std::mem::size_of::<dirent64>());
+
+struct Entry {
+    name: CString,
+    ino: u64,
+    kind: u8,
+}
+
+struct ShimDir {
+    fd: c_int,
+    path: String,
+    entries: Vec<Entry>,
+    pos: usize,
+    current: dirent64,
+}
+
+static DIRS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
+static DIRS_OPEN: AtomicUsize = AtomicUsize::new(0);
+
+fn d_type(kind: FileKind) -> u8 {
+    match kind {
+        FileKind::File => libc::DT_REG,
+        FileKind::Directory => libc::DT_DIR,
+        FileKind::Symlink => libc::DT_LNK,
+    }
+}
+
+fn ino(md: &Metadata) -> u64 {
+    md.id.lo() ^ md.id.hi()
+}
+
+/// Every entry of an SFS directory, `.` and `..` first.
+fn list(path: &str) -> SfsResult<Vec<Entry>> {
+    with_client(|c| {
+        let this = c.stat(path)?;
+        if !this.is_dir() {
+            return Err(err(libc::ENOTDIR, format!("{path}: not a directory")));
+        }
+        let parent = split_parent(path).map_or(Ok(this.clone()), |(p, _)| c.stat(p))?;
+        let mut entries = vec![
+            Entry {
+                name: c".".into(),
+                ino: ino(&this),
+                kind: libc::DT_DIR,
+            },
+            Entry {
+                name: c"..".into(),
+                ino: ino(&parent),
+                kind: libc::DT_DIR,
+            },
+        ];
+        for e in c.read_dir(path)? {
+            let e = e?;
+            let Ok(name) = CString::new(e.name) else {
+                continue;
+            };
+            entries.push(Entry {
+                name,
+                ino: ino(&e.metadata),
+                kind: d_type(e.metadata.kind()),
+            });
+        }
+        Ok(entries)
+    })
+}
+
+fn is_shim_dir(dir: *mut DIR) -> bool {
+    if DIRS_OPEN.load(Ordering::Acquire) == 0 || dir.is_null() {
+        return false;
+    }
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .is_some_and(|s| s.contains(&(dir as usize)))
+}
+
+/// The shim's directory behind a registered `DIR*`.
+///
+/// # Safety
+/// `dir` was returned by [`new_stream`] and not yet closed; the caller uses
+/// it from one thread at a time (as POSIX requires of a DIR).
+unsafe fn shim_dir<'a>(dir: *mut DIR) -> &'a mut ShimDir {
+    // SAFETY: per the contract above.
+    unsafe { &mut *dir.cast::<ShimDir>() }
+}
+
+/// A `DIR*` over SFS descriptor `fd` (which the stream then owns).
+fn new_stream(fd: c_int) -> SfsResult<*mut DIR> {
+    let path = with_client(|c| {
+        if !c.fd_is_dir(fd)? {
+            return Err(err(libc::ENOTDIR, "fdopendir of a non-directory"));
+        }
+        c.fd_path(fd)
+    })?;
+    let entries = list(&path)?;
+    let dir = Box::into_raw(Box::new(ShimDir {
+        fd,
+        path,
+        entries,
+        pos: 0,
+        // SAFETY: all-zero is a valid dirent64.
+        current: unsafe { std::mem::zeroed() },
+    }));
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(dir as usize);
+    DIRS_OPEN.fetch_add(1, Ordering::AcqRel);
+    Ok(dir.cast())
+}
+
+hook! {
+    unsafe fn opendir(path: *const c_char) -> *mut DIR => sfs_opendir {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("opendir", || {
+                let fd = open_sfs(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+                new_stream(fd).inspect_err(|_| {
+                    forget(fd);
+                    state::release_fd(fd);
+                })
+            }),
+            None => real!(opendir)(path),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fdopendir(fd: c_int) -> *mut DIR => sfs_fdopendir {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fdopendir", || new_stream(fd)),
+            None => real!(fdopendir)(fd),
+        }
+    }
+}
+
+/// The next entry of a shim stream, in its `dirent64` slot, or NULL.
+unsafe fn next_entry(dir: *mut DIR) -> *mut dirent64 {
+    // SAFETY: registered stream (checked by the caller).
+    let d = unsafe { shim_dir(dir) };
+    let Some(e) = d.entries.get(d.pos) else {
+        return std::ptr::null_mut();
+    };
+    d.pos += 1;
+    let name = e.name.as_bytes_with_nul();
+    let out = &mut d.current;
+    out.d_ino = e.ino;
+    out.d_off = d.pos as i64;
+    out.d_type = e.kind;
+    let n = name.len().min(out.d_name.len());
+    for (dst, src) in out.d_name[..n].iter_mut().zip(name) {
+        *dst = *src as c_char;
+    }
+    out.d_name[out.d_name.len() - 1] = 0;
+    out.d_reclen = std::mem::size_of::<dirent64>() as u16;
+    out
+}
+
+hook! {
+    unsafe fn readdir(dir: *mut DIR) -> *mut dirent => sfs_readdir {
+        if is_shim_dir(dir) { next_entry(dir).cast() } else { real!(readdir)(dir) }
+    }
+}
+
+hook! {
+    unsafe fn readdir64(dir: *mut DIR) -> *mut dirent64 => sfs_readdir64 {
+        if is_shim_dir(dir) { next_entry(dir) } else { real!(readdir64)(dir) }
+    }
+}
+
+hook! {
+    unsafe fn readdir_r(dir: *mut DIR, entry: *mut dirent, result: *mut *mut dirent) -> c_int => sfs_readdir_r {
+        if !is_shim_dir(dir) {
+            return real!(readdir_r)(dir, entry, result);
+        }
+        let next = next_entry(dir);
+        if next.is_null() {
+            *result = std::ptr::null_mut();
+        } else {
+            std::ptr::copy_nonoverlapping(next.cast::<dirent>(), entry, 1);
+            *result = entry;
+        }
+        0
+    }
+}
+
+hook! {
+    unsafe fn readdir64_r(dir: *mut DIR, entry: *mut dirent64, result: *mut *mut dirent64) -> c_int => sfs_readdir64_r {
+        if !is_shim_dir(dir) {
+            return real!(readdir64_r)(dir, entry, result);
+        }
+        let next = next_entry(dir);
+        if next.is_null() {
+            *result = std::ptr::null_mut();
+        } else {
+            std::ptr::copy_nonoverlapping(next, entry, 1);
+            *result = entry;
+        }
+        0
+    }
+}
+
+hook! {
+    unsafe fn closedir(dir: *mut DIR) -> c_int => sfs_closedir {
+        if !is_shim_dir(dir) {
+            return real!(closedir)(dir);
+        }
+        DIRS.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(|s| s.remove(&(dir as usize)));
+        DIRS_OPEN.fetch_sub(1, Ordering::AcqRel);
+        let d = Box::from_raw(dir.cast::<ShimDir>());
+        if let Some(_inside) = sfs_fd(d.fd) {
+            forget(d.fd);
+        }
+        state::release_fd(d.fd);
+        0
+    }
+}
+
+hook! {
+    unsafe fn rewinddir(dir: *mut DIR) => sfs_rewinddir {
+        if !is_shim_dir(dir) {
+            return real!(rewinddir)(dir);
+        }
+        let d = shim_dir(dir);
+        d.pos = 0;
+        if let Some(_inside) = state::enter() {
+            if let Ok(entries) = list(&d.path) {
+                d.entries = entries;
+            }
+        }
+    }
+}
+
+hook! {
+    unsafe fn telldir(dir: *mut DIR) -> c_long => sfs_telldir {
+        if is_shim_dir(dir) { shim_dir(dir).pos as c_long } else { real!(telldir)(dir) }
+    }
+}
+
+hook! {
+    unsafe fn seekdir(dir: *mut DIR, pos: c_long) => sfs_seekdir {
+        if is_shim_dir(dir) { shim_dir(dir).pos = pos.max(0) as usize } else { real!(seekdir)(dir, pos) }
+    }
+}
+
+hook! {
+    unsafe fn dirfd(dir: *mut DIR) -> c_int => sfs_dirfd {
+        if is_shim_dir(dir) { shim_dir(dir).fd } else { real!(dirfd)(dir) }
+    }
+}
+
+type Filter = Option<unsafe extern "C" fn(*const dirent) -> c_int>;
+type Compare = Option<unsafe extern "C" fn(*mut *const dirent, *mut *const dirent) -> c_int>;
+
+/// scandir(3) on an SFS directory: malloc'ed entries, as glibc's.
+unsafe fn scandir_sfs(
+    path: &str,
+    namelist: *mut *mut *mut dirent,
+    filter: Filter,
+    compare: Compare,
+) -> SfsResult<c_int> {
+    let entries = list(path)?;
+    let mut out: Vec<*mut dirent> = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let d = libc::calloc(1, std::mem::size_of::<dirent>()).cast::<dirent>();
+        if d.is_null() {
+            for p in out {
+                libc::free(p.cast());
+            }
+            return Err(err(libc::ENOMEM, "scandir"));
+        }
+        (*d).d_ino = e.ino;
+        (*d).d_type = e.kind;
+        (*d).d_reclen = std::mem::size_of::<dirent>() as u16;
+        let name = e.name.as_bytes();
+        let n = name.len().min(255);
+        std::ptr::copy_nonoverlapping(name.as_ptr(), (*d).d_name.as_mut_ptr().cast::<u8>(), n);
+        if let Some(f) = filter {
+            if f(d) == 0 {
+                libc::free(d.cast());
+                continue;
+            }
+        }
+        out.push(d);
+    }
+    let list =
+        libc::malloc(out.len().max(1) * std::mem::size_of::<*mut dirent>()).cast::<*mut dirent>();
+    if list.is_null() {
+        for p in out {
+            libc::free(p.cast());
+        }
+        return Err(err(libc::ENOMEM, "scandir"));
+    }
+    std::ptr::copy_nonoverlapping(out.as_ptr(), list, out.len());
+    if let Some(cmp) = compare {
+        // SAFETY: qsort's comparator receives pointers to elements, which are
+        // `*mut dirent`; scandir's comparator takes `const struct dirent **`.
+        let cmp: unsafe extern "C" fn(*const c_void, *const c_void) -> c_int =
+            std::mem::transmute(cmp);
+        libc::qsort(
+            list.cast(),
+            out.len(),
+            std::mem::size_of::<*mut dirent>(),
+            Some(cmp),
+        );
+    }
+    *namelist = list;
+    Ok(out.len() as c_int)
+}
+
+hook! {
+    unsafe fn scandir(path: *const c_char, namelist: *mut *mut *mut dirent, filter: Filter, compare: Compare) -> c_int => sfs_scandir {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
+            None => real!(scandir)(path, namelist, filter, compare),
+        }
+    }
+}
+
+hook! {
+    unsafe fn scandir64(path: *const c_char, namelist: *mut *mut *mut dirent, filter: Filter, compare: Compare) -> c_int => sfs_scandir64 {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
+            None => real!(scandir64)(path, namelist, filter, compare),
+        }
+    }
+}
+
+/// Entries of directory descriptors read with getdents64, by descriptor.
+/// The position is the descriptor's file offset (an entry index), so
+/// `lseek(fd, 0, SEEK_SET)` rewinds as on a local file system.
+static GETDENTS: Mutex<Option<HashMap<c_int, Vec<Entry>>>> = Mutex::new(None);
+
+pub fn forget_fd(fd: c_int) {
+    let mut cache = GETDENTS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(m) = cache.as_mut() {
+        m.remove(&fd);
+    }
+}
+
+fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
+    let (pos, path) = with_client(|c| {
+        if !c.fd_is_dir(fd)? {
+            return Err(err(libc::ENOTDIR, "getdents on a non-directory"));
+        }
+        Ok((
+            c.lseek(fd, 0, sfs_client::Whence::Current)? as usize,
+            c.fd_path(fd)?,
+        ))
+    })?;
+    let mut cache = GETDENTS.lock().unwrap_or_else(|p| p.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if pos == 0 || !cache.contains_key(&fd) {
+        cache.insert(fd, list(&path)?);
+    }
+    let entries = &cache[&fd];
+    let header = std::mem::offset_of!(dirent64, d_name);
+    let mut used = 0usize;
+    let mut next = pos;
+    while let Some(e) = entries.get(next) {
+        let name = e.name.as_bytes_with_nul();
+        let reclen = (header + name.len()).div_ceil(8) * 8;
+        if used + reclen > len {
+            if used == 0 {
+                return Err(err(libc::EINVAL, "getdents buffer too small"));
+            }
+            break;
+        }
+        // SAFETY: `buf` is valid for `len` bytes and `used + reclen <= len`;
+        // records are written field by field (unaligned-safe).
+        unsafe {
+            let rec = buf.add(used);
+            std::ptr::write_bytes(rec, 0, reclen);
+            std::ptr::write_unaligned(rec.cast::<u64>(), e.ino);
+            std::ptr::write_unaligned(rec.add(8).cast::<i64>(), (next + 1) as i64);
+            std::ptr::write_unaligned(rec.add(16).cast::<u16>(), reclen as u16);
+            *rec.add(18) = e.kind;
+            std::ptr::copy_nonoverlapping(name.as_ptr(), rec.add(header), name.len());
+        }
+        used += reclen;
+        next += 1;
+    }
+    with_client(|c| c.lseek(fd, next as i64, sfs_client::Whence::Set))?;
+    Ok(used as ssize_t)
+}
+
+hook! {
+    unsafe fn getdents64(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t => sfs_getdents64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("getdents64", || getdents_sfs(fd, buf.cast(), len)),
+            None => real!(getdents64)(fd, buf, len),
+        }
+    }
+}

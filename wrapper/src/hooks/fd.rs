@@ -1,0 +1,272 @@
+//! Calls on descriptors as such: close (and close_range/closefrom), the
+//! dup family, fcntl, fsync/fdatasync/syncfs, ftruncate.
+//!
+//! The SFS descriptor's kernel placeholder carries the descriptor flags
+//! (FD_CLOEXEC), so `dup2` clearing it, `dup3(O_CLOEXEC)` setting it and
+//! `F_GETFD`/`F_SETFD` are the kernel's own behaviour. The open file
+//! description (offset, status flags) lives in the client's table, shared
+//! by all duplicates.
+
+use crate::hooks::lock;
+use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
+use crate::stdio;
+use libc::{c_int, c_uint, c_ulong, off_t};
+use redhook::{hook, real};
+use sfs_global::SfsResult;
+
+/// Drops SFS descriptor `fd` from the shim (the kernel number stays until
+/// the caller closes or replaces it).
+pub fn forget(fd: c_int) {
+    stdio::before_std_fd_changes(fd);
+    SFS_FDS.remove(fd);
+    crate::hooks::dir::forget_fd(fd);
+    lock::on_close(fd);
+    let _ = with_client(|c| {
+        c.forget_fd(fd);
+        Ok(())
+    });
+}
+
+hook! {
+    unsafe fn close(fd: c_int) -> c_int => sfs_close {
+        match sfs_fd(fd) {
+            Some(_inside) => {
+                forget(fd);
+                real!(close)(fd)
+            }
+            None => real!(close)(fd),
+        }
+    }
+}
+
+fn forget_range(first: c_uint, last: c_uint) {
+    for fd in SFS_FDS.in_range(first, last) {
+        if let Some(_inside) = sfs_fd(fd) {
+            forget(fd);
+        }
+    }
+}
+
+hook! {
+    unsafe fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int => sfs_close_range {
+        if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
+            forget_range(first, last);
+        }
+        real!(close_range)(first, last, flags)
+    }
+}
+
+hook! {
+    unsafe fn closefrom(low: c_int) => sfs_closefrom {
+        forget_range(low.max(0) as c_uint, c_uint::MAX);
+        real!(closefrom)(low)
+    }
+}
+
+/// Registers `newfd`, just made by the kernel as a copy of SFS `fd`'s
+/// placeholder, as sharing `fd`'s open file.
+fn adopt_duplicate(fd: c_int, newfd: c_int) -> SfsResult<c_int> {
+    if SFS_FDS.contains(newfd) && newfd != fd {
+        forget(newfd);
+    }
+    with_client(|c| c.dup_to(fd, newfd))?;
+    SFS_FDS.insert(newfd);
+    stdio::after_std_fd_became_sfs(newfd);
+    Ok(newfd)
+}
+
+fn kernel_result(r: c_int) -> SfsResult<c_int> {
+    if r < 0 {
+        Err(err(state::errno(), "duplicating the descriptor"))
+    } else {
+        Ok(r)
+    }
+}
+
+hook! {
+    unsafe fn dup(fd: c_int) -> c_int => sfs_dup {
+        match sfs_fd(fd) {
+            Some(_inside) => run("dup", || adopt_duplicate(fd, kernel_result(real!(dup)(fd))?)),
+            None => real!(dup)(fd),
+        }
+    }
+}
+
+/// dup2/dup3 when `newfd` or `oldfd` is SFS.
+unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c_int> {
+    let old_sfs = SFS_FDS.contains(oldfd);
+    if !old_sfs && !SFS_FDS.contains(newfd) {
+        return None;
+    }
+    let _inside = state::enter()?;
+    Some(run("dup2", || {
+        if oldfd == newfd {
+            return match flags {
+                Some(_) => Err(err(libc::EINVAL, "dup3 onto itself")),
+                None => Ok(newfd),
+            };
+        }
+        // Buffered data of a standard stream belongs to the old descriptor.
+        stdio::before_std_fd_changes(newfd);
+        let r = match flags {
+            None => real!(dup2)(oldfd, newfd),
+            Some(f) => real!(dup3)(oldfd, newfd, f),
+        };
+        let r = kernel_result(r)?;
+        if old_sfs {
+            adopt_duplicate(oldfd, r)
+        } else {
+            forget(newfd);
+            Ok(r)
+        }
+    }))
+}
+
+hook! {
+    unsafe fn dup2(oldfd: c_int, newfd: c_int) -> c_int => sfs_dup2 {
+        dup_onto(oldfd, newfd, None).unwrap_or_else(|| real!(dup2)(oldfd, newfd))
+    }
+}
+
+hook! {
+    unsafe fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int => sfs_dup3 {
+        dup_onto(oldfd, newfd, Some(flags)).unwrap_or_else(|| real!(dup3)(oldfd, newfd, flags))
+    }
+}
+
+/// Status flags F_GETFL reports.
+const STATUS_FLAGS: c_int = libc::O_ACCMODE
+    | libc::O_APPEND
+    | libc::O_NONBLOCK
+    | libc::O_DIRECT
+    | libc::O_SYNC
+    | libc::O_DSYNC
+    | libc::O_NOATIME;
+
+unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
+    match cmd {
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let newfd = kernel_result(real!(fcntl)(fd, cmd, arg))?;
+            adopt_duplicate(fd, newfd)
+        }
+        libc::F_GETFD | libc::F_SETFD => kernel_result(real!(fcntl)(fd, cmd, arg)),
+        libc::F_GETFL => with_client(|c| c.fd_flags(fd)).map(|f| f & STATUS_FLAGS),
+        libc::F_SETFL => {
+            let current = with_client(|c| c.fd_flags(fd))?;
+            if (current ^ arg as c_int) & libc::O_APPEND != 0 {
+                Err(err(
+                    libc::EOPNOTSUPP,
+                    "changing O_APPEND on an open SFS file",
+                ))
+            } else {
+                // O_NONBLOCK, O_ASYNC, O_NOATIME, O_DIRECT: no effect on SFS I/O.
+                Ok(0)
+            }
+        }
+        libc::F_GETLK
+        | libc::F_SETLK
+        | libc::F_SETLKW
+        | libc::F_OFD_GETLK
+        | libc::F_OFD_SETLK
+        | libc::F_OFD_SETLKW => lock::fcntl_lock(fd, cmd, arg as *mut libc::flock),
+        _ => Err(err(
+            libc::EINVAL,
+            format!("fcntl command {cmd} is not supported on SFS descriptors"),
+        )),
+    }
+}
+
+hook! {
+    unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int => sfs_fcntl {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
+            None => real!(fcntl)(fd, cmd, arg),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int => sfs_fcntl64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
+            None => real!(fcntl64)(fd, cmd, arg),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fsync(fd: c_int) -> c_int => sfs_fsync {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fsync", || with_client(|c| c.fsync(fd)).map(|()| 0)),
+            None => real!(fsync)(fd),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fdatasync(fd: c_int) -> c_int => sfs_fdatasync {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fdatasync", || with_client(|c| c.fdatasync(fd)).map(|()| 0)),
+            None => real!(fdatasync)(fd),
+        }
+    }
+}
+
+hook! {
+    unsafe fn syncfs(fd: c_int) -> c_int => sfs_syncfs {
+        match sfs_fd(fd) {
+            Some(_inside) => run("syncfs", || with_client(|c| c.sync_all()).map(|()| 0)),
+            None => real!(syncfs)(fd),
+        }
+    }
+}
+
+fn ftruncate_sfs(fd: c_int, len: off_t) -> SfsResult<c_int> {
+    let len = u64::try_from(len).map_err(|_| err(libc::EINVAL, "negative length"))?;
+    with_client(|c| c.ftruncate(fd, len)).map(|()| 0)
+}
+
+hook! {
+    unsafe fn ftruncate(fd: c_int, len: off_t) -> c_int => sfs_ftruncate {
+        match sfs_fd(fd) {
+            Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
+            None => real!(ftruncate)(fd, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn ftruncate64(fd: c_int, len: off_t) -> c_int => sfs_ftruncate64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
+            None => real!(ftruncate64)(fd, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn flock(fd: c_int, op: c_int) -> c_int => sfs_flock {
+        match sfs_fd(fd) {
+            Some(_inside) => run("flock", || lock::flock(fd, op)),
+            None => real!(flock)(fd, op),
+        }
+    }
+}
+
+hook! {
+    unsafe fn lockf(fd: c_int, cmd: c_int, len: off_t) -> c_int => sfs_lockf {
+        match sfs_fd(fd) {
+            Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
+            None => real!(lockf)(fd, cmd, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn lockf64(fd: c_int, cmd: c_int, len: off_t) -> c_int => sfs_lockf64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
+            None => real!(lockf64)(fd, cmd, len),
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Data calls on SFS descriptors: read/write, positional and vectored
+//! variants, the fortified `_chk` variants, and lseek.
+
+use crate::state::{err, run, sfs_fd, with_client};
+use libc::{c_int, c_void, iovec, off_t, size_t, ssize_t};
+use redhook::{hook, real};
+use sfs_client::Whence;
+use sfs_global::SfsResult;
+
+/// A C buffer as a slice (empty when `len` is 0, whatever the pointer).
+///
+/// # Safety
+/// `buf` is valid for `len` bytes of writes.
+unsafe fn out_buf<'a>(buf: *mut c_void, len: usize) -> &'a mut [u8] {
+    if len == 0 || buf.is_null() {
+        &mut []
+    } else {
+        // SAFETY: per the contract above.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+    }
+}
+
+/// # Safety
+/// `buf` is valid for `len` bytes of reads.
+unsafe fn in_buf<'a>(buf: *const c_void, len: usize) -> &'a [u8] {
+    if len == 0 || buf.is_null() {
+        &[]
+    } else {
+        // SAFETY: per the contract above.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+    }
+}
+
+fn offset(off: i64) -> SfsResult<u64> {
+    u64::try_from(off).map_err(|_| err(libc::EINVAL, format!("negative offset {off}")))
+}
+
+pub fn read_sfs(fd: c_int, buf: &mut [u8], at: Option<i64>) -> SfsResult<usize> {
+    with_client(|c| match at {
+        None => c.read(fd, buf),
+        Some(off) => c.pread(fd, buf, offset(off)?),
+    })
+}
+
+pub fn write_sfs(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> {
+    with_client(|c| match at {
+        None => c.write(fd, buf),
+        Some(off) => c.pwrite(fd, buf, offset(off)?),
+    })
+}
+
+/// The iovecs of a vectored call.
+///
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for its length.
+unsafe fn iovecs<'a>(iov: *const iovec, count: c_int) -> SfsResult<&'a [iovec]> {
+    if !(0..=libc::UIO_MAXIOV).contains(&count) {
+        return Err(err(libc::EINVAL, "bad iovec count"));
+    }
+    if count == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: per the contract above.
+    Ok(unsafe { std::slice::from_raw_parts(iov, count as usize) })
+}
+
+/// Vectored read: one SFS read of the total length, scattered.
+///
+/// # Safety
+/// As [`iovecs`].
+unsafe fn readv_sfs(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    at: Option<i64>,
+) -> SfsResult<usize> {
+    // SAFETY: forwarded contract.
+    let iov = unsafe { iovecs(iov, count) }?;
+    let total: usize = iov.iter().map(|v| v.iov_len).sum();
+    let mut data = vec![0u8; total];
+    let n = read_sfs(fd, &mut data, at)?;
+    let mut rest = &data[..n];
+    for v in iov {
+        if rest.is_empty() {
+            break;
+        }
+        let take = rest.len().min(v.iov_len);
+        // SAFETY: each iovec is valid for `iov_len` bytes.
+        unsafe { out_buf(v.iov_base, take) }.copy_from_slice(&rest[..take]);
+        rest = &rest[take..];
+    }
+    Ok(n)
+}
+
+/// Vectored write: gathered into one SFS write (so it stays one write, as
+/// writev is atomic with respect to other writers of the file).
+///
+/// # Safety
+/// As [`iovecs`].
+unsafe fn writev_sfs(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    at: Option<i64>,
+) -> SfsResult<usize> {
+    // SAFETY: forwarded contract.
+    let iov = unsafe { iovecs(iov, count) }?;
+    let mut data = Vec::with_capacity(iov.iter().map(|v| v.iov_len).sum());
+    for v in iov {
+        // SAFETY: each iovec is valid for `iov_len` bytes.
+        data.extend_from_slice(unsafe { in_buf(v.iov_base, v.iov_len) });
+    }
+    write_sfs(fd, &data, at)
+}
+
+fn to_ssize(r: SfsResult<usize>) -> SfsResult<ssize_t> {
+    r.map(|n| n as ssize_t)
+}
+
+hook! {
+    unsafe fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t => sfs_read {
+        match sfs_fd(fd) {
+            Some(_inside) => run("read", || to_ssize(read_sfs(fd, out_buf(buf, count), None))),
+            None => real!(read)(fd, buf, count),
+        }
+    }
+}
+
+hook! {
+    unsafe fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t => sfs_read_chk {
+        match sfs_fd(fd) {
+            Some(_inside) => run("read", || to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), None))),
+            None => real!(__read_chk)(fd, buf, count, buflen),
+        }
+    }
+}
+
+hook! {
+    unsafe fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t => sfs_write {
+        match sfs_fd(fd) {
+            Some(_inside) => run("write", || to_ssize(write_sfs(fd, in_buf(buf, count), None))),
+            None => real!(write)(fd, buf, count),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t => sfs_pread {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))),
+            None => real!(pread)(fd, buf, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pread64(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t => sfs_pread64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))),
+            None => real!(pread64)(fd, buf, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn __pread_chk(fd: c_int, buf: *mut c_void, count: size_t, off: off_t, buflen: size_t) -> ssize_t => sfs_pread_chk {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))),
+            None => real!(__pread_chk)(fd, buf, count, off, buflen),
+        }
+    }
+}
+
+hook! {
+    unsafe fn __pread64_chk(fd: c_int, buf: *mut c_void, count: size_t, off: off_t, buflen: size_t) -> ssize_t => sfs_pread64_chk {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))),
+            None => real!(__pread64_chk)(fd, buf, count, off, buflen),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t => sfs_pwrite {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pwrite", || to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))),
+            None => real!(pwrite)(fd, buf, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t => sfs_pwrite64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pwrite", || to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))),
+            None => real!(pwrite64)(fd, buf, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t => sfs_readv {
+        match sfs_fd(fd) {
+            Some(_inside) => run("readv", || to_ssize(readv_sfs(fd, iov, count, None))),
+            None => real!(readv)(fd, iov, count),
+        }
+    }
+}
+
+hook! {
+    unsafe fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t => sfs_writev {
+        match sfs_fd(fd) {
+            Some(_inside) => run("writev", || to_ssize(writev_sfs(fd, iov, count, None))),
+            None => real!(writev)(fd, iov, count),
+        }
+    }
+}
+
+hook! {
+    unsafe fn preadv(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_preadv {
+        match sfs_fd(fd) {
+            Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
+            None => real!(preadv)(fd, iov, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn preadv64(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_preadv64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
+            None => real!(preadv64)(fd, iov, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pwritev(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_pwritev {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pwritev", || to_ssize(writev_sfs(fd, iov, count, Some(off)))),
+            None => real!(pwritev)(fd, iov, count, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pwritev64(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_pwritev64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pwritev", || to_ssize(writev_sfs(fd, iov, count, Some(off)))),
+            None => real!(pwritev64)(fd, iov, count, off),
+        }
+    }
+}
+
+/// preadv2/pwritev2: offset -1 means "the current offset"; the RWF_ flags
+/// (hints such as RWF_HIPRI/RWF_DSYNC) do not change what SFS does, except
+/// RWF_NOWAIT, which SFS cannot honour.
+fn v2_offset(off: off_t, flags: c_int) -> SfsResult<Option<i64>> {
+    if flags & libc::RWF_NOWAIT != 0 {
+        return Err(err(libc::EOPNOTSUPP, "RWF_NOWAIT is not supported on SFS"));
+    }
+    Ok(if off == -1 { None } else { Some(off) })
+}
+
+hook! {
+    unsafe fn preadv2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_preadv2 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("preadv2", || to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))),
+            None => real!(preadv2)(fd, iov, count, off, flags),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pwritev2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_pwritev2 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pwritev2", || to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))),
+            None => real!(pwritev2)(fd, iov, count, off, flags),
+        }
+    }
+}
+
+pub fn lseek_sfs(fd: c_int, off: off_t, whence: c_int) -> SfsResult<off_t> {
+    let whence = Whence::from_raw(whence)?;
+    with_client(|c| c.lseek(fd, off, whence)).map(|o| o as off_t)
+}
+
+hook! {
+    unsafe fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t => sfs_lseek {
+        match sfs_fd(fd) {
+            Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
+            None => real!(lseek)(fd, off, whence),
+        }
+    }
+}
+
+hook! {
+    unsafe fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t => sfs_lseek64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
+            None => real!(lseek64)(fd, off, whence),
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The rest of the file API on SFS: statfs/statvfs, posix_fadvise,
+//! fallocate/posix_fallocate, copy_file_range/sendfile (done as reads and
+//! writes), splice (refused), ioctl (FICLONE refused so `cp` falls back),
+//! extended attributes (none on SFS).
+
+use crate::hooks::io::{read_sfs, write_sfs};
+use crate::paths::sfs_path;
+use crate::state::{self, err, run, run_errno, sfs_fd, with_client, SFS_FDS};
+use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t, size_t, ssize_t};
+use redhook::{hook, real};
+use sfs_client::FsStats;
+use sfs_global::SfsResult;
+
+/// `f_type` SFS reports ("SFS!").
+pub const SFS_MAGIC: i64 = 0x5346_5321;
+const BLOCK: u64 = 4096;
+const STATFS_NAME_MAX: u64 = 255;
+
+fn stats() -> SfsResult<FsStats> {
+    with_client(|c| c.statfs())
+}
+
+fn fill_statfs(st: &mut libc::statfs, s: &FsStats) {
+    // SAFETY: all-zero is a valid statfs.
+    *st = unsafe { std::mem::zeroed() };
+    st.f_type = SFS_MAGIC as _;
+    st.f_bsize = BLOCK as _;
+    st.f_frsize = BLOCK as _;
+    st.f_blocks = s.capacity_bytes / BLOCK;
+    st.f_bfree = s.free_bytes / BLOCK;
+    st.f_bavail = s.free_bytes / BLOCK;
+    st.f_files = s.entries + (1 << 32);
+    st.f_ffree = 1 << 32;
+    st.f_namelen = STATFS_NAME_MAX as _;
+}
+
+fn fill_statvfs(st: &mut libc::statvfs, s: &FsStats) {
+    // SAFETY: all-zero is a valid statvfs.
+    *st = unsafe { std::mem::zeroed() };
+    st.f_bsize = BLOCK as _;
+    st.f_frsize = BLOCK as _;
+    st.f_blocks = s.capacity_bytes / BLOCK;
+    st.f_bfree = s.free_bytes / BLOCK;
+    st.f_bavail = s.free_bytes / BLOCK;
+    st.f_files = s.entries + (1 << 32);
+    st.f_ffree = 1 << 32;
+    st.f_favail = 1 << 32;
+    st.f_fsid = SFS_MAGIC as _;
+    st.f_namemax = STATFS_NAME_MAX as _;
+}
+
+unsafe fn statfs_into(buf: *mut libc::statfs) -> SfsResult<c_int> {
+    if buf.is_null() {
+        return Err(err(libc::EFAULT, "NULL statfs buffer"));
+    }
+    fill_statfs(&mut *buf, &stats()?);
+    Ok(0)
+}
+
+unsafe fn statvfs_into(buf: *mut libc::statvfs) -> SfsResult<c_int> {
+    if buf.is_null() {
+        return Err(err(libc::EFAULT, "NULL statvfs buffer"));
+    }
+    fill_statvfs(&mut *buf, &stats()?);
+    Ok(0)
+}
+
+// statfs64/statvfs64 are the same structures on LP64 Linux.
+const _: () = assert!(std::mem::size_of::<libc::statfs>() == std::mem::size_of::<libc::statfs64>());
+const _: () =
+    assert!(std::mem::size_of::<libc::statvfs>() == std::mem::size_of::<libc::statvfs64>());
+
+/// Checks that an SFS path exists before answering statfs on it.
+fn exists(path: &str) -> SfsResult<()> {
+    with_client(|c| c.stat(path)).map(|_| ())
+}
+
+hook! {
+    unsafe fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int => sfs_statfs {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("statfs", || { exists(&p)?; statfs_into(buf) }),
+            None => real!(statfs)(path, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn statfs64(path: *const c_char, buf: *mut libc::statfs64) -> c_int => sfs_statfs64 {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("statfs", || { exists(&p)?; statfs_into(buf.cast()) }),
+            None => real!(statfs64)(path, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int => sfs_fstatfs {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fstatfs", || statfs_into(buf)),
+            None => real!(fstatfs)(fd, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int => sfs_fstatfs64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fstatfs", || statfs_into(buf.cast())),
+            None => real!(fstatfs64)(fd, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int => sfs_statvfs {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("statvfs", || { exists(&p)?; statvfs_into(buf) }),
+            None => real!(statvfs)(path, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int => sfs_statvfs64 {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("statvfs", || { exists(&p)?; statvfs_into(buf.cast()) }),
+            None => real!(statvfs64)(path, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int => sfs_fstatvfs {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fstatvfs", || statvfs_into(buf)),
+            None => real!(fstatvfs)(fd, buf),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fstatvfs64(fd: c_int, buf: *mut libc::statvfs64) -> c_int => sfs_fstatvfs64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fstatvfs", || statvfs_into(buf.cast())),
+            None => real!(fstatvfs64)(fd, buf),
+        }
+    }
+}
+
+/// posix_fadvise: advice is a hint; SFS has no page cache to steer, so any
+/// valid advice is accepted (as on file systems that ignore it).
+fn fadvise_sfs(fd: c_int, len: off_t, advice: c_int) -> SfsResult<()> {
+    with_client(|c| c.fd_flags(fd))?;
+    if len < 0 {
+        return Err(err(libc::EINVAL, "negative length"));
+    }
+    match advice {
+        libc::POSIX_FADV_NORMAL
+        | libc::POSIX_FADV_RANDOM
+        | libc::POSIX_FADV_SEQUENTIAL
+        | libc::POSIX_FADV_WILLNEED
+        | libc::POSIX_FADV_DONTNEED
+        | libc::POSIX_FADV_NOREUSE => Ok(()),
+        _ => Err(err(libc::EINVAL, "bad advice")),
+    }
+}
+
+hook! {
+    unsafe fn posix_fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int => sfs_posix_fadvise {
+        match sfs_fd(fd) {
+            Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
+            None => real!(posix_fadvise)(fd, off, len, advice),
+        }
+    }
+}
+
+hook! {
+    unsafe fn posix_fadvise64(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int => sfs_posix_fadvise64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
+            None => real!(posix_fadvise64)(fd, off, len, advice),
+        }
+    }
+}
+
+/// fallocate: mode 0 grows the file to `off + len` (SFS allocates chunks on
+/// write, so space is not reserved: a later write can still hit ENOSPC);
+/// FALLOC_FL_KEEP_SIZE alone changes nothing visible; hole punching,
+/// zeroing, collapsing and inserting ranges are EOPNOTSUPP.
+fn fallocate_sfs(fd: c_int, mode: c_int, off: off_t, len: off_t) -> SfsResult<()> {
+    if off < 0 || len <= 0 {
+        return Err(err(libc::EINVAL, "bad range"));
+    }
+    let end = off
+        .checked_add(len)
+        .ok_or_else(|| err(libc::EFBIG, "range overflows"))? as u64;
+    match mode {
+        0 => with_client(|c| {
+            if c.fstat(fd)?.size < end {
+                c.ftruncate(fd, end)?;
+            }
+            Ok(())
+        }),
+        libc::FALLOC_FL_KEEP_SIZE => with_client(|c| c.fd_flags(fd)).map(|_| ()),
+        _ => Err(err(
+            libc::EOPNOTSUPP,
+            format!("fallocate mode {mode:#x} is not supported on SFS"),
+        )),
+    }
+}
+
+hook! {
+    unsafe fn fallocate(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int => sfs_fallocate {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fallocate", || fallocate_sfs(fd, mode, off, len).map(|()| 0)),
+            None => real!(fallocate)(fd, mode, off, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fallocate64(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int => sfs_fallocate64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fallocate", || fallocate_sfs(fd, mode, off, len).map(|()| 0)),
+            None => real!(fallocate64)(fd, mode, off, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn posix_fallocate(fd: c_int, off: off_t, len: off_t) -> c_int => sfs_posix_fallocate {
+        match sfs_fd(fd) {
+            Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
+            None => real!(posix_fallocate)(fd, off, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn posix_fallocate64(fd: c_int, off: off_t, len: off_t) -> c_int => sfs_posix_fallocate64 {
+        match sfs_fd(fd) {
+            Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
+            None => real!(posix_fallocate64)(fd, off, len),
+        }
+    }
+}
+
+/// Bytes moved per copy_file_range/sendfile call on SFS (callers loop).
+const COPY_STEP: usize = 8 << 20;
+
+/// Reads from either kind of descriptor (positional if `at` is given).
+unsafe fn read_any(fd: c_int, buf: &mut [u8], at: Option<i64>) -> SfsResult<usize> {
+    if SFS_FDS.contains(fd) {
+        return read_sfs(fd, buf, at);
+    }
+    let n = match at {
+        Some(off) => libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off),
+        None => libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()),
+    };
+    if n < 0 {
+        Err(err(state::errno(), "read"))
+    } else {
+        Ok(n as usize)
+    }
+}
+
+unsafe fn write_any(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> {
+    if SFS_FDS.contains(fd) {
+        return write_sfs(fd, buf, at);
+    }
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &buf[done..];
+        let n = match at {
+            Some(off) => libc::syscall(
+                libc::SYS_pwrite64,
+                fd,
+                rest.as_ptr(),
+                rest.len(),
+                off + done as i64,
+            ),
+            None => libc::syscall(libc::SYS_write, fd, rest.as_ptr(), rest.len()),
+        };
+        if n < 0 {
+            if state::errno() == libc::EINTR {
+                continue;
+            }
+            return Err(err(state::errno(), "write"));
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+/// One step of a copy between descriptors, at least one of them SFS.
+unsafe fn copy_step(
+    fd_in: c_int,
+    off_in: *mut i64,
+    fd_out: c_int,
+    off_out: *mut i64,
+    len: usize,
+) -> SfsResult<ssize_t> {
+    let mut buf = vec![0u8; len.min(COPY_STEP)];
+    let at_in = (!off_in.is_null()).then(|| *off_in);
+    let n = read_any(fd_in, &mut buf, at_in)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    let at_out = (!off_out.is_null()).then(|| *off_out);
+    let written = write_any(fd_out, &buf[..n], at_out)?;
+    if !off_in.is_null() {
+        *off_in += written as i64;
+    }
+    if !off_out.is_null() {
+        *off_out += written as i64;
+    }
+    Ok(written as ssize_t)
+}
+
+hook! {
+    unsafe fn copy_file_range(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: size_t, flags: c_uint) -> ssize_t => sfs_copy_file_range {
+        if !SFS_FDS.contains(fd_in) && !SFS_FDS.contains(fd_out) {
+            return real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags);
+        }
+        match state::enter() {
+            Some(_inside) => run("copy_file_range", || {
+                if flags != 0 {
+                    return Err(err(libc::EINVAL, "copy_file_range flags must be 0"));
+                }
+                copy_step(fd_in, off_in, fd_out, off_out, len)
+            }),
+            None => real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags),
+        }
+    }
+}
+
+unsafe fn sendfile_hook(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> Option<ssize_t> {
+    if !SFS_FDS.contains(in_fd) && !SFS_FDS.contains(out_fd) {
+        return None;
+    }
+    let _inside = state::enter()?;
+    Some(run("sendfile", || {
+        copy_step(in_fd, offset, out_fd, std::ptr::null_mut(), count)
+    }))
+}
+
+hook! {
+    unsafe fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t => sfs_sendfile {
+        sendfile_hook(out_fd, in_fd, offset, count).unwrap_or_else(|| real!(sendfile)(out_fd, in_fd, offset, count))
+    }
+}
+
+hook! {
+    unsafe fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t => sfs_sendfile64 {
+        sendfile_hook(out_fd, in_fd, offset, count).unwrap_or_else(|| real!(sendfile64)(out_fd, in_fd, offset, count))
+    }
+}
+
+hook! {
+    unsafe fn splice(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: size_t, flags: c_uint) -> ssize_t => sfs_splice {
+        if SFS_FDS.contains(fd_in) || SFS_FDS.contains(fd_out) {
+            if let Some(_inside) = state::enter() {
+                return run("splice", || Err::<ssize_t, _>(err(libc::EINVAL, "splice to or from an SFS file is not supported")));
+            }
+        }
+        real!(splice)(fd_in, off_in, fd_out, off_out, len, flags)
+    }
+}
+
+/// ioctl on SFS descriptors: FIONREAD answers the bytes left to read;
+/// everything else (FICLONE, FICLONERANGE, FS_IOC_*, terminal requests) is
+/// ENOTTY or EOPNOTSUPP, so callers take their fallback path.
+unsafe fn ioctl_sfs(fd: c_int, request: c_ulong, arg: *mut c_void) -> SfsResult<c_int> {
+    match request {
+        libc::FIONREAD => {
+            let left = with_client(|c| {
+                let size = c.fstat(fd)?.size;
+                let at = c.lseek(fd, 0, sfs_client::Whence::Current)?;
+                Ok(size.saturating_sub(at))
+            })?;
+            if arg.is_null() {
+                return Err(err(libc::EFAULT, "NULL FIONREAD argument"));
+            }
+            *arg.cast::<c_int>() = left.min(c_int::MAX as u64) as c_int;
+            Ok(0)
+        }
+        libc::FICLONE | libc::FICLONERANGE => {
+            Err(err(libc::EOPNOTSUPP, "SFS cannot clone file ranges"))
+        }
+        _ => Err(err(
+            libc::ENOTTY,
+            format!("ioctl {request:#x} is not supported on SFS"),
+        )),
+    }
+}
+
+hook! {
+    unsafe fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int => sfs_ioctl {
+        match sfs_fd(fd) {
+            Some(_inside) => run("ioctl", || ioctl_sfs(fd, request, arg)),
+            None => real!(ioctl)(fd, request, arg),
+        }
+    }
+}
+
+fn no_xattrs<T>() -> SfsResult<T> {
+    Err(err(libc::EOPNOTSUPP, "SFS has no extended attributes"))
+}
+
+macro_rules! xattr_path_hooks {
+    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $answer:expr;)*) => {$(
+        hook! {
+            unsafe fn $name(path: *const c_char, $($arg: $ty),*) -> $ret => $hook {
+                match sfs_path(libc::AT_FDCWD, path) {
+                    Some((_inside, p)) => run(stringify!($name), || { with_client(|c| c.lstat(&p))?; $answer }),
+                    None => real!($name)(path, $($arg),*),
+                }
+            }
+        }
+    )*};
+}
+
+macro_rules! xattr_fd_hooks {
+    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $answer:expr;)*) => {$(
+        hook! {
+            unsafe fn $name(fd: c_int, $($arg: $ty),*) -> $ret => $hook {
+                match sfs_fd(fd) {
+                    Some(_inside) => run(stringify!($name), || $answer),
+                    None => real!($name)(fd, $($arg),*),
+                }
+            }
+        }
+    )*};
+}
+
+// Listing answers "no attributes"; reading, writing and removing one is
+// EOPNOTSUPP (what tools expect from a file system without xattrs).
+xattr_path_hooks! {
+    getxattr => sfs_getxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, no_xattrs();
+    lgetxattr => sfs_lgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, no_xattrs();
+    setxattr => sfs_setxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int, no_xattrs();
+    lsetxattr => sfs_lsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int, no_xattrs();
+    removexattr => sfs_removexattr(name: *const c_char) -> c_int, no_xattrs();
+    lremovexattr => sfs_lremovexattr(name: *const c_char) -> c_int, no_xattrs();
+    listxattr => sfs_listxattr(list: *mut c_char, size: size_t) -> ssize_t, Ok(0);
+    llistxattr => sfs_llistxattr(list: *mut c_char, size: size_t) -> ssize_t, Ok(0);
+}
+
+xattr_fd_hooks! {
+    fgetxattr => sfs_fgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, no_xattrs();
+    fsetxattr => sfs_fsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int, no_xattrs();
+    fremovexattr => sfs_fremovexattr(name: *const c_char) -> c_int, no_xattrs();
+    flistxattr => sfs_flistxattr(list: *mut c_char, size: size_t) -> ssize_t, Ok(0);
+}

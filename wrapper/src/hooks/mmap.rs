@@ -1,0 +1,272 @@
+//! mmap of SFS files.
+//!
+//! The kernel cannot page SFS data, so a mapping of an SFS file is an
+//! anonymous mapping filled with the file's bytes when it is made
+//! (`MAP_PRIVATE`: a private copy, exactly its semantics; `MAP_SHARED`: an
+//! anonymous shared mapping, so a forked child shares it). A writable
+//! `MAP_SHARED` mapping is written back to the file (within its current
+//! size) at `msync`, at `munmap` and at `exit`; writes are not visible to
+//! other processes' mappings or reads before that. Bytes past the end of the
+//! file read as zeros instead of raising SIGBUS.
+
+use crate::hooks::io::{read_sfs, write_sfs};
+use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
+use libc::{c_int, c_void, off_t, size_t};
+use redhook::{hook, real};
+use sfs_global::SfsResult;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+
+/// A writable shared mapping of an SFS file, written back later.
+struct Mapping {
+    addr: usize,
+    len: usize,
+    /// The shim's own SFS descriptor of the file (the application may close
+    /// its descriptor right after mmap).
+    fd: c_int,
+    offset: i64,
+}
+
+static MAPPINGS: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
+static MAPPINGS_COUNT: AtomicUsize = AtomicUsize::new(0);
+static AT_EXIT: Once = Once::new();
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory effects.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// A private SFS descriptor sharing `fd`'s file, on a reserved number.
+fn own_descriptor(fd: c_int) -> SfsResult<c_int> {
+    let own = state::reserve_fd(true)?;
+    match with_client(|c| c.dup_to(fd, own)) {
+        Ok(()) => {
+            SFS_FDS.insert(own);
+            Ok(own)
+        }
+        Err(e) => {
+            state::release_fd(own);
+            Err(e)
+        }
+    }
+}
+
+unsafe fn mmap_sfs(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> SfsResult<*mut c_void> {
+    if len == 0 || off < 0 || off as usize % page_size() != 0 {
+        return Err(err(libc::EINVAL, "mmap: bad length or offset"));
+    }
+    let shared = flags & libc::MAP_SHARED != 0;
+    let acc = with_client(|c| c.fd_flags(fd))? & libc::O_ACCMODE;
+    if prot & libc::PROT_READ != 0 && acc == libc::O_WRONLY {
+        return Err(err(libc::EACCES, "mmap: descriptor not open for reading"));
+    }
+    let write_back = shared && prot & libc::PROT_WRITE != 0;
+    if write_back && acc != libc::O_RDWR {
+        return Err(err(
+            libc::EACCES,
+            "mmap: shared writable mapping needs O_RDWR",
+        ));
+    }
+    let kind = if shared {
+        libc::MAP_SHARED
+    } else {
+        libc::MAP_PRIVATE
+    };
+    let keep = flags
+        & (libc::MAP_FIXED
+            | libc::MAP_FIXED_NOREPLACE
+            | libc::MAP_POPULATE
+            | libc::MAP_NORESERVE
+            | libc::MAP_LOCKED);
+    let map = real!(mmap)(
+        addr,
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        kind | libc::MAP_ANONYMOUS | keep,
+        -1,
+        0,
+    );
+    if map == libc::MAP_FAILED {
+        return Err(err(state::errno(), "mmap"));
+    }
+    let buf = std::slice::from_raw_parts_mut(map.cast::<u8>(), len);
+    let mut done = 0;
+    while done < len {
+        let n = read_sfs(fd, &mut buf[done..], Some(off + done as i64)).inspect_err(|_| {
+            real!(munmap)(map, len);
+        })?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    if prot != libc::PROT_READ | libc::PROT_WRITE {
+        libc::mprotect(map, len, prot);
+    }
+    if write_back {
+        let own = own_descriptor(fd).inspect_err(|_| {
+            real!(munmap)(map, len);
+        })?;
+        MAPPINGS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Mapping {
+                addr: map as usize,
+                len,
+                fd: own,
+                offset: off,
+            });
+        MAPPINGS_COUNT.fetch_add(1, Ordering::AcqRel);
+        AT_EXIT.call_once(|| {
+            libc::atexit(write_back_all);
+        });
+    }
+    Ok(map)
+}
+
+/// Writes `[addr, addr+len)` of a mapping back, clipped to the file size.
+fn write_back(m: &Mapping, addr: usize, len: usize) -> SfsResult<()> {
+    let start = addr.max(m.addr);
+    let end = (addr + len).min(m.addr + m.len);
+    if start >= end {
+        return Ok(());
+    }
+    let file_offset = m.offset + (start - m.addr) as i64;
+    let size = with_client(|c| c.fstat(m.fd))?.size as i64;
+    let end = end.min(m.addr + (size - m.offset).max(0) as usize);
+    if start >= end {
+        return Ok(());
+    }
+    // SAFETY: the range lies inside a live mapping this module created.
+    let data = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
+    write_sfs(m.fd, data, Some(file_offset)).map(|_| ())
+}
+
+extern "C" fn write_back_all() {
+    let Some(_inside) = state::enter() else {
+        return;
+    };
+    let maps = MAPPINGS.lock().unwrap_or_else(|p| p.into_inner());
+    for m in maps.iter() {
+        let _ = write_back(m, m.addr, m.len);
+    }
+}
+
+/// Writes back (and on munmap forgets) tracked mappings overlapping a range.
+fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
+    let mut maps = MAPPINGS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut result = Ok(());
+    let mut kept = Vec::new();
+    for m in maps.drain(..) {
+        let overlaps = addr < m.addr + m.len && m.addr < addr + len;
+        if !overlaps {
+            kept.push(m);
+            continue;
+        }
+        if let Err(e) = write_back(&m, addr, len) {
+            result = Err(e);
+        }
+        if !unmap {
+            kept.push(m);
+            continue;
+        }
+        // What stays mapped keeps being tracked (before and after the hole).
+        let (end, cut_end) = (m.addr + m.len, addr + len);
+        let mut pieces = Vec::new();
+        if m.addr < addr {
+            pieces.push((m.addr, addr - m.addr, m.offset));
+        }
+        if cut_end < end {
+            pieces.push((cut_end, end - cut_end, m.offset + (cut_end - m.addr) as i64));
+        }
+        let mut pieces = pieces.into_iter();
+        match pieces.next() {
+            None => {
+                let _ = with_client(|c| {
+                    c.forget_fd(m.fd);
+                    Ok(())
+                });
+                SFS_FDS.remove(m.fd);
+                state::release_fd(m.fd);
+                MAPPINGS_COUNT.fetch_sub(1, Ordering::AcqRel);
+            }
+            Some((a, l, o)) => {
+                kept.push(Mapping {
+                    addr: a,
+                    len: l,
+                    fd: m.fd,
+                    offset: o,
+                });
+                if let Some((a, l, o)) = pieces.next() {
+                    if let Ok(fd) = own_descriptor(m.fd) {
+                        kept.push(Mapping {
+                            addr: a,
+                            len: l,
+                            fd,
+                            offset: o,
+                        });
+                        MAPPINGS_COUNT.fetch_add(1, Ordering::AcqRel);
+                    }
+                }
+            }
+        }
+    }
+    *maps = kept;
+    result
+}
+
+hook! {
+    unsafe fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void => sfs_mmap {
+        match sfs_fd(fd) {
+            Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
+                let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
+                if r.is_null() { libc::MAP_FAILED } else { r }
+            }
+            _ => real!(mmap)(addr, len, prot, flags, fd, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void => sfs_mmap64 {
+        match sfs_fd(fd) {
+            Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
+                let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
+                if r.is_null() { libc::MAP_FAILED } else { r }
+            }
+            _ => real!(mmap64)(addr, len, prot, flags, fd, off),
+        }
+    }
+}
+
+hook! {
+    unsafe fn munmap(addr: *mut c_void, len: size_t) -> c_int => sfs_munmap {
+        if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
+            if let Some(_inside) = state::enter() {
+                let _ = sync_range(addr as usize, len, true);
+            }
+        }
+        real!(munmap)(addr, len)
+    }
+}
+
+hook! {
+    unsafe fn msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int => sfs_msync {
+        if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
+            if let Some(_inside) = state::enter() {
+                if let Err(e) = sync_range(addr as usize, len, false) {
+                    state::set_errno(e.errno.0);
+                    return -1;
+                }
+            }
+        }
+        real!(msync)(addr, len, flags)
+    }
+}

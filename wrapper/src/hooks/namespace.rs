@@ -1,0 +1,466 @@
+//! Calls that change the namespace or attributes: mkdir, rmdir, unlink,
+//! rename, truncate, chmod/chown, symlinks, hard links (refused), times.
+
+use crate::hooks::open::umask_value;
+use crate::paths::{c_str, sfs_path, sfs_path_pair};
+use crate::state::{err, run, sfs_fd, with_client};
+use libc::{c_char, c_int, c_uint, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
+use redhook::{hook, real};
+use sfs_global::SfsResult;
+
+fn ok(r: SfsResult<()>) -> SfsResult<c_int> {
+    r.map(|()| 0)
+}
+
+/// # Safety
+/// `path` NULL or NUL-terminated.
+unsafe fn mkdir_hook(dirfd: c_int, path: *const c_char, mode: mode_t) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let (_inside, p) = unsafe { sfs_path(dirfd, path) }?;
+    let mode = mode & !umask_value() & 0o7777;
+    Some(run("mkdir", || ok(with_client(|c| c.mkdir(&p, mode)))))
+}
+
+hook! {
+    unsafe fn mkdir(path: *const c_char, mode: mode_t) -> c_int => sfs_mkdir {
+        mkdir_hook(libc::AT_FDCWD, path, mode).unwrap_or_else(|| real!(mkdir)(path, mode))
+    }
+}
+
+hook! {
+    unsafe fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int => sfs_mkdirat {
+        mkdir_hook(dirfd, path, mode).unwrap_or_else(|| real!(mkdirat)(dirfd, path, mode))
+    }
+}
+
+/// # Safety
+/// `path` NULL or NUL-terminated.
+unsafe fn refuse_special(dirfd: c_int, path: *const c_char, what: &'static str) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let (_inside, p) = unsafe { sfs_path(dirfd, path) }?;
+    Some(run(what, || {
+        Err::<c_int, _>(err(
+            libc::EPERM,
+            format!("{p}: SFS holds only files, directories and symlinks ({what})"),
+        ))
+    }))
+}
+
+hook! {
+    unsafe fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int => sfs_mknod {
+        refuse_special(libc::AT_FDCWD, path, "mknod").unwrap_or_else(|| real!(mknod)(path, mode, dev))
+    }
+}
+
+hook! {
+    unsafe fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int => sfs_mknodat {
+        refuse_special(dirfd, path, "mknod").unwrap_or_else(|| real!(mknodat)(dirfd, path, mode, dev))
+    }
+}
+
+hook! {
+    unsafe fn mkfifo(path: *const c_char, mode: mode_t) -> c_int => sfs_mkfifo {
+        refuse_special(libc::AT_FDCWD, path, "mkfifo").unwrap_or_else(|| real!(mkfifo)(path, mode))
+    }
+}
+
+hook! {
+    unsafe fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int => sfs_mkfifoat {
+        refuse_special(dirfd, path, "mkfifo").unwrap_or_else(|| real!(mkfifoat)(dirfd, path, mode))
+    }
+}
+
+hook! {
+    unsafe fn rmdir(path: *const c_char) -> c_int => sfs_rmdir {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("rmdir", || ok(with_client(|c| c.rmdir(&p)))),
+            None => real!(rmdir)(path),
+        }
+    }
+}
+
+hook! {
+    unsafe fn unlink(path: *const c_char) -> c_int => sfs_unlink {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("unlink", || ok(with_client(|c| c.unlink(&p)))),
+            None => real!(unlink)(path),
+        }
+    }
+}
+
+hook! {
+    unsafe fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int => sfs_unlinkat {
+        match sfs_path(dirfd, path) {
+            Some((_inside, p)) if flags & libc::AT_REMOVEDIR != 0 => run("rmdir", || ok(with_client(|c| c.rmdir(&p)))),
+            Some((_inside, p)) => run("unlink", || ok(with_client(|c| c.unlink(&p)))),
+            None => real!(unlinkat)(dirfd, path, flags),
+        }
+    }
+}
+
+fn rename_sfs(old: Option<String>, new: Option<String>, flags: c_uint) -> SfsResult<c_int> {
+    let (Some(old), Some(new)) = (old, new) else {
+        return Err(err(
+            libc::EXDEV,
+            "rename between SFS and another file system",
+        ));
+    };
+    if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
+        return Err(err(
+            libc::EINVAL,
+            "RENAME_EXCHANGE/RENAME_WHITEOUT are not supported on SFS",
+        ));
+    }
+    with_client(|c| {
+        if flags & libc::RENAME_NOREPLACE != 0 && c.lstat(&new).is_ok() {
+            return Err(err(
+                libc::EEXIST,
+                format!("{new}: exists (RENAME_NOREPLACE)"),
+            ));
+        }
+        c.rename(&old, &new)
+    })
+    .map(|()| 0)
+}
+
+hook! {
+    unsafe fn rename(old: *const c_char, new: *const c_char) -> c_int => sfs_rename {
+        match sfs_path_pair(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+            Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
+            None => real!(rename)(old, new),
+        }
+    }
+}
+
+hook! {
+    unsafe fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int => sfs_renameat {
+        match sfs_path_pair(olddirfd, old, newdirfd, new) {
+            Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
+            None => real!(renameat)(olddirfd, old, newdirfd, new),
+        }
+    }
+}
+
+hook! {
+    unsafe fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int => sfs_renameat2 {
+        match sfs_path_pair(olddirfd, old, newdirfd, new) {
+            Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, flags)),
+            None => real!(renameat2)(olddirfd, old, newdirfd, new, flags),
+        }
+    }
+}
+
+fn link_sfs(old: Option<String>, new: Option<String>) -> SfsResult<c_int> {
+    match (old, new) {
+        (Some(_), Some(new)) => Err(err(libc::EPERM, format!("{new}: SFS has no hard links"))),
+        _ => Err(err(libc::EXDEV, "link between SFS and another file system")),
+    }
+}
+
+hook! {
+    unsafe fn link(old: *const c_char, new: *const c_char) -> c_int => sfs_link {
+        match sfs_path_pair(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+            Some((_inside, a, b)) => run("link", || link_sfs(a, b)),
+            None => real!(link)(old, new),
+        }
+    }
+}
+
+hook! {
+    unsafe fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int => sfs_linkat {
+        match sfs_path_pair(olddirfd, old, newdirfd, new) {
+            Some((_inside, a, b)) => run("link", || link_sfs(a, b)),
+            None => real!(linkat)(olddirfd, old, newdirfd, new, flags),
+        }
+    }
+}
+
+fn size_arg(len: off_t) -> SfsResult<u64> {
+    u64::try_from(len).map_err(|_| err(libc::EINVAL, format!("negative length {len}")))
+}
+
+hook! {
+    unsafe fn truncate(path: *const c_char, len: off_t) -> c_int => sfs_truncate {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("truncate", || ok(with_client(|c| c.truncate(&p, size_arg(len)?)))),
+            None => real!(truncate)(path, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn truncate64(path: *const c_char, len: off_t) -> c_int => sfs_truncate64 {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("truncate", || ok(with_client(|c| c.truncate(&p, size_arg(len)?)))),
+            None => real!(truncate64)(path, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn chmod(path: *const c_char, mode: mode_t) -> c_int => sfs_chmod {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("chmod", || ok(with_client(|c| c.chmod(&p, mode)))),
+            None => real!(chmod)(path, mode),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fchmod(fd: c_int, mode: mode_t) -> c_int => sfs_fchmod {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fchmod", || ok(with_client(|c| c.chmod(&c.fd_path(fd)?, mode)))),
+            None => real!(fchmod)(fd, mode),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int => sfs_fchmodat {
+        match sfs_path(dirfd, path) {
+            Some((_inside, p)) => run("chmod", || {
+                if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+                    let md = with_client(|c| c.lstat(&p))?;
+                    if md.kind() == sfs_global::FileKind::Symlink {
+                        return Err(err(libc::EOPNOTSUPP, "chmod of a symlink itself"));
+                    }
+                }
+                ok(with_client(|c| c.chmod(&p, mode)))
+            }),
+            None => real!(fchmodat)(dirfd, path, mode, flags),
+        }
+    }
+}
+
+fn id_arg(id: u32) -> Option<u32> {
+    (id != u32::MAX).then_some(id)
+}
+
+fn chown_sfs(path: &str, uid: uid_t, gid: gid_t, follow: bool) -> SfsResult<c_int> {
+    ok(with_client(|c| {
+        if follow {
+            c.chown(path, id_arg(uid), id_arg(gid))
+        } else {
+            c.lchown(path, id_arg(uid), id_arg(gid))
+        }
+    }))
+}
+
+hook! {
+    unsafe fn chown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int => sfs_chown {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("chown", || chown_sfs(&p, uid, gid, true)),
+            None => real!(chown)(path, uid, gid),
+        }
+    }
+}
+
+hook! {
+    unsafe fn lchown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int => sfs_lchown {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("lchown", || chown_sfs(&p, uid, gid, false)),
+            None => real!(lchown)(path, uid, gid),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fchown(fd: c_int, uid: uid_t, gid: gid_t) -> c_int => sfs_fchown {
+        match sfs_fd(fd) {
+            Some(_inside) => run("fchown", || chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)),
+            None => real!(fchown)(fd, uid, gid),
+        }
+    }
+}
+
+hook! {
+    unsafe fn fchownat(dirfd: c_int, path: *const c_char, uid: uid_t, gid: gid_t, flags: c_int) -> c_int => sfs_fchownat {
+        match crate::hooks::stat::at_target(dirfd, path, flags) {
+            Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => run("chown", || chown_sfs(&p, uid, gid, follow)),
+            Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("fchown", || chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)),
+            None => real!(fchownat)(dirfd, path, uid, gid, flags),
+        }
+    }
+}
+
+/// # Safety
+/// `target` NULL or NUL-terminated.
+unsafe fn symlink_sfs(target: *const c_char, linkpath: &str) -> SfsResult<c_int> {
+    // SAFETY: forwarded contract.
+    let target =
+        unsafe { c_str(target) }.ok_or_else(|| err(libc::EINVAL, "symlink target is not UTF-8"))?;
+    ok(with_client(|c| c.symlink(target, linkpath)))
+}
+
+hook! {
+    unsafe fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int => sfs_symlink {
+        match sfs_path(libc::AT_FDCWD, linkpath) {
+            Some((_inside, p)) => run("symlink", || symlink_sfs(target, &p)),
+            None => real!(symlink)(target, linkpath),
+        }
+    }
+}
+
+hook! {
+    unsafe fn symlinkat(target: *const c_char, dirfd: c_int, linkpath: *const c_char) -> c_int => sfs_symlinkat {
+        match sfs_path(dirfd, linkpath) {
+            Some((_inside, p)) => run("symlink", || symlink_sfs(target, &p)),
+            None => real!(symlinkat)(target, dirfd, linkpath),
+        }
+    }
+}
+
+/// readlink(2): copies at most `len` bytes, no NUL.
+///
+/// # Safety
+/// `buf` valid for `len` bytes.
+unsafe fn readlink_sfs(path: &str, buf: *mut c_char, len: size_t) -> SfsResult<ssize_t> {
+    let target = with_client(|c| c.readlink(path))?;
+    let n = target.len().min(len);
+    if n > 0 {
+        // SAFETY: `buf` is valid for `len` >= `n` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(target.as_ptr(), buf.cast::<u8>(), n) };
+    }
+    Ok(n as ssize_t)
+}
+
+hook! {
+    unsafe fn readlink(path: *const c_char, buf: *mut c_char, len: size_t) -> ssize_t => sfs_readlink {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+            None => real!(readlink)(path, buf, len),
+        }
+    }
+}
+
+hook! {
+    unsafe fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: size_t) -> ssize_t => sfs_readlinkat {
+        match sfs_path(dirfd, path) {
+            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+            None => real!(readlinkat)(dirfd, path, buf, len),
+        }
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// (atime, mtime) in ns from a `timespec[2]` (NULL = both now).
+///
+/// # Safety
+/// `times` NULL or valid for two timespecs.
+unsafe fn times_from_timespec(
+    times: *const libc::timespec,
+) -> SfsResult<(Option<i64>, Option<i64>)> {
+    if times.is_null() {
+        let now = now_ns();
+        return Ok((Some(now), Some(now)));
+    }
+    // SAFETY: per the contract above.
+    let ts = unsafe { std::slice::from_raw_parts(times, 2) };
+    let one = |t: &libc::timespec| -> SfsResult<Option<i64>> {
+        match t.tv_nsec {
+            libc::UTIME_OMIT => Ok(None),
+            libc::UTIME_NOW => Ok(Some(now_ns())),
+            ns if (0..1_000_000_000).contains(&ns) => Ok(Some(t.tv_sec * 1_000_000_000 + ns)),
+            _ => Err(err(libc::EINVAL, "tv_nsec out of range")),
+        }
+    };
+    Ok((one(&ts[0])?, one(&ts[1])?))
+}
+
+/// # Safety
+/// `times` NULL or valid for two timevals.
+unsafe fn times_from_timeval(times: *const libc::timeval) -> SfsResult<(Option<i64>, Option<i64>)> {
+    if times.is_null() {
+        let now = now_ns();
+        return Ok((Some(now), Some(now)));
+    }
+    // SAFETY: per the contract above.
+    let tv = unsafe { std::slice::from_raw_parts(times, 2) };
+    let one = |t: &libc::timeval| Some(t.tv_sec * 1_000_000_000 + t.tv_usec * 1000);
+    Ok((one(&tv[0]), one(&tv[1])))
+}
+
+fn utimens_sfs(path: &str, times: (Option<i64>, Option<i64>), follow: bool) -> SfsResult<c_int> {
+    ok(with_client(|c| {
+        if follow {
+            c.utimens(path, times.0, times.1)
+        } else {
+            c.lutimens(path, times.0, times.1)
+        }
+    }))
+}
+
+hook! {
+    unsafe fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int => sfs_utimensat {
+        // A NULL path means the descriptor itself (what futimens does).
+        if path.is_null() && crate::state::SFS_FDS.contains(dirfd) {
+            if let Some(_inside) = sfs_fd(dirfd) {
+                return run("futimens", || utimens_sfs(&with_client(|c| c.fd_path(dirfd))?, times_from_timespec(times)?, true));
+            }
+        }
+        match crate::hooks::stat::at_target(dirfd, path, flags) {
+            Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => run("utimensat", || utimens_sfs(&p, times_from_timespec(times)?, follow)),
+            Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("utimensat", || utimens_sfs(&with_client(|c| c.fd_path(fd))?, times_from_timespec(times)?, true)),
+            None => real!(utimensat)(dirfd, path, times, flags),
+        }
+    }
+}
+
+hook! {
+    unsafe fn futimens(fd: c_int, times: *const libc::timespec) -> c_int => sfs_futimens {
+        match sfs_fd(fd) {
+            Some(_inside) => run("futimens", || utimens_sfs(&with_client(|c| c.fd_path(fd))?, times_from_timespec(times)?, true)),
+            None => real!(futimens)(fd, times),
+        }
+    }
+}
+
+hook! {
+    unsafe fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int => sfs_utimes {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("utimes", || utimens_sfs(&p, times_from_timeval(times)?, true)),
+            None => real!(utimes)(path, times),
+        }
+    }
+}
+
+hook! {
+    unsafe fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int => sfs_lutimes {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("lutimes", || utimens_sfs(&p, times_from_timeval(times)?, false)),
+            None => real!(lutimes)(path, times),
+        }
+    }
+}
+
+hook! {
+    unsafe fn futimes(fd: c_int, times: *const libc::timeval) -> c_int => sfs_futimes {
+        match sfs_fd(fd) {
+            Some(_inside) => run("futimes", || utimens_sfs(&with_client(|c| c.fd_path(fd))?, times_from_timeval(times)?, true)),
+            None => real!(futimes)(fd, times),
+        }
+    }
+}
+
+hook! {
+    unsafe fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int => sfs_utime {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("utime", || {
+                let t = if times.is_null() {
+                    let now = now_ns();
+                    (Some(now), Some(now))
+                } else {
+                    let t = &*times;
+                    (Some(t.actime * 1_000_000_000), Some(t.modtime * 1_000_000_000))
+                };
+                utimens_sfs(&p, t, true)
+            }),
+            None => real!(utime)(path, times),
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The stat family: stat/lstat/fstat/fstatat (+64), the old `__xstat`
+//! entry points that binaries built against glibc < 2.33 call, and statx;
+//! access/faccessat/euidaccess.
+
+use crate::paths::{c_bytes, sfs_path};
+use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
+use libc::{c_char, c_int, c_uint};
+use redhook::{hook, real};
+use sfs_client::capi::{fill_stat, SFS_DEVICE};
+use sfs_global::{Metadata, SfsResult};
+
+// glibc's `struct stat64` is `struct stat` on LP64 Linux (x86_64, aarch64).
+const _: () = assert!(std::mem::size_of::<libc::stat>() == std::mem::size_of::<libc::stat64>());
+
+/// What to look up for a stat-like call.
+pub enum Target {
+    Path { path: String, follow: bool },
+    Fd(c_int),
+}
+
+pub fn metadata(target: &Target) -> SfsResult<(Metadata, u64)> {
+    with_client(|c| {
+        let chunk = c.config().chunk_size;
+        let md = match target {
+            Target::Path { path, follow: true } => c.stat(path)?,
+            Target::Path {
+                path,
+                follow: false,
+            } => c.lstat(path)?,
+            Target::Fd(fd) => c.fstat(*fd)?,
+        };
+        Ok((md, chunk))
+    })
+}
+
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct stat`.
+unsafe fn stat_into(target: Target, buf: *mut libc::stat) -> SfsResult<c_int> {
+    if buf.is_null() {
+        return Err(err(libc::EFAULT, "NULL stat buffer"));
+    }
+    let (md, chunk) = metadata(&target)?;
+    // SAFETY: checked non-NULL; the caller guarantees it is writable.
+    let st = unsafe { &mut *buf };
+    // SAFETY: all-zero is a valid `struct stat`.
+    *st = unsafe { std::mem::zeroed() };
+    fill_stat(&md, chunk, st);
+    Ok(0)
+}
+
+/// The target of an `*at` stat call, if it is SFS: handles AT_EMPTY_PATH
+/// (the descriptor itself) and AT_SYMLINK_NOFOLLOW.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated.
+pub unsafe fn at_target(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+) -> Option<(state::Inside, Target)> {
+    // SAFETY: forwarded contract.
+    let empty = unsafe { c_bytes(path) }.is_none_or(|b| b.is_empty());
+    if empty && flags & libc::AT_EMPTY_PATH != 0 {
+        if SFS_FDS.contains(dirfd) {
+            return Some((state::enter()?, Target::Fd(dirfd)));
+        }
+        if dirfd == libc::AT_FDCWD {
+            let inside = state::enter()?;
+            let cwd = state::cwd()?;
+            return Some((
+                inside,
+                Target::Path {
+                    path: cwd,
+                    follow: true,
+                },
+            ));
+        }
+        return None;
+    }
+    // SAFETY: forwarded contract.
+    let (inside, path) = unsafe { sfs_path(dirfd, path) }?;
+    let follow = flags & libc::AT_SYMLINK_NOFOLLOW == 0;
+    Some((inside, Target::Path { path, follow }))
+}
+
+/// # Safety
+/// `path` NULL or NUL-terminated; `buf` writable.
+unsafe fn path_stat(path: *const c_char, buf: *mut libc::stat, follow: bool) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let (_inside, path) = unsafe { sfs_path(libc::AT_FDCWD, path) }?;
+    // SAFETY: forwarded contract.
+    Some(run("stat", || unsafe {
+        stat_into(Target::Path { path, follow }, buf)
+    }))
+}
+
+/// # Safety
+/// `buf` writable.
+unsafe fn fd_stat(fd: c_int, buf: *mut libc::stat) -> Option<c_int> {
+    let _inside = sfs_fd(fd)?;
+    // SAFETY: forwarded contract.
+    Some(run("fstat", || unsafe { stat_into(Target::Fd(fd), buf) }))
+}
+
+/// # Safety
+/// `path` NULL or NUL-terminated; `buf` writable.
+unsafe fn at_stat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let (_inside, target) = unsafe { at_target(dirfd, path, flags) }?;
+    // SAFETY: forwarded contract.
+    Some(run("fstatat", || unsafe { stat_into(target, buf) }))
+}
+
+hook! {
+    unsafe fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_stat {
+        path_stat(path, buf, true).unwrap_or_else(|| real!(stat)(path, buf))
+    }
+}
+
+hook! {
+    unsafe fn stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_stat64 {
+        path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(stat64)(path, buf))
+    }
+}
+
+hook! {
+    unsafe fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_lstat {
+        path_stat(path, buf, false).unwrap_or_else(|| real!(lstat)(path, buf))
+    }
+}
+
+hook! {
+    unsafe fn lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_lstat64 {
+        path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(lstat64)(path, buf))
+    }
+}
+
+hook! {
+    unsafe fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int => sfs_fstat {
+        fd_stat(fd, buf).unwrap_or_else(|| real!(fstat)(fd, buf))
+    }
+}
+
+hook! {
+    unsafe fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int => sfs_fstat64 {
+        fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(fstat64)(fd, buf))
+    }
+}
+
+hook! {
+    unsafe fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int => sfs_fstatat {
+        at_stat(dirfd, path, buf, flags).unwrap_or_else(|| real!(fstatat)(dirfd, path, buf, flags))
+    }
+}
+
+hook! {
+    unsafe fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int => sfs_fstatat64 {
+        at_stat(dirfd, path, buf.cast(), flags).unwrap_or_else(|| real!(fstatat64)(dirfd, path, buf, flags))
+    }
+}
+
+hook! {
+    unsafe fn __xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_xstat {
+        path_stat(path, buf, true).unwrap_or_else(|| real!(__xstat)(ver, path, buf))
+    }
+}
+
+hook! {
+    unsafe fn __xstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_xstat64 {
+        path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(__xstat64)(ver, path, buf))
+    }
+}
+
+hook! {
+    unsafe fn __lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_lxstat {
+        path_stat(path, buf, false).unwrap_or_else(|| real!(__lxstat)(ver, path, buf))
+    }
+}
+
+hook! {
+    unsafe fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_lxstat64 {
+        path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(__lxstat64)(ver, path, buf))
+    }
+}
+
+hook! {
+    unsafe fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int => sfs_fxstat {
+        fd_stat(fd, buf).unwrap_or_else(|| real!(__fxstat)(ver, fd, buf))
+    }
+}
+
+hook! {
+    unsafe fn __fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int => sfs_fxstat64 {
+        fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(__fxstat64)(ver, fd, buf))
+    }
+}
+
+hook! {
+    unsafe fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int => sfs_fxstatat {
+        at_stat(dirfd, path, buf, flags).unwrap_or_else(|| real!(__fxstatat)(ver, dirfd, path, buf, flags))
+    }
+}
+
+hook! {
+    unsafe fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int => sfs_fxstatat64 {
+        at_stat(dirfd, path, buf.cast(), flags).unwrap_or_else(|| real!(__fxstatat64)(ver, dirfd, path, buf, flags))
+    }
+}
+
+fn timestamp(ns: i64) -> libc::statx_timestamp {
+    // SAFETY: all-zero is a valid statx_timestamp (it has padding fields).
+    let mut t: libc::statx_timestamp = unsafe { std::mem::zeroed() };
+    t.tv_sec = ns.div_euclid(1_000_000_000);
+    t.tv_nsec = ns.rem_euclid(1_000_000_000) as u32;
+    t
+}
+
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct statx`.
+unsafe fn statx_into(target: Target, buf: *mut libc::statx) -> SfsResult<c_int> {
+    if buf.is_null() {
+        return Err(err(libc::EFAULT, "NULL statx buffer"));
+    }
+    let (md, chunk) = metadata(&target)?;
+    // SAFETY: checked non-NULL; the caller guarantees it is writable, and
+    // all-zero is a valid `struct statx`.
+    let stx = unsafe {
+        std::ptr::write_bytes(buf, 0, 1);
+        &mut *buf
+    };
+    stx.stx_mask = libc::STATX_BASIC_STATS;
+    stx.stx_blksize = chunk as u32;
+    stx.stx_nlink = md.nlink;
+    stx.stx_uid = md.uid;
+    stx.stx_gid = md.gid;
+    stx.stx_mode = md.mode as u16;
+    stx.stx_ino = md.id.lo() ^ md.id.hi();
+    stx.stx_size = md.size;
+    stx.stx_blocks = md.size.div_ceil(512);
+    stx.stx_atime = timestamp(md.atime_ns);
+    stx.stx_mtime = timestamp(md.mtime_ns);
+    stx.stx_ctime = timestamp(md.ctime_ns);
+    stx.stx_dev_major = libc::major(SFS_DEVICE);
+    stx.stx_dev_minor = libc::minor(SFS_DEVICE);
+    Ok(0)
+}
+
+hook! {
+    unsafe fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int => sfs_statx {
+        match at_target(dirfd, path, flags) {
+            Some((_inside, target)) => run("statx", || statx_into(target, buf)),
+            None => real!(statx)(dirfd, path, flags, mask, buf),
+        }
+    }
+}
+
+/// access(2) on SFS: permissions are stored but not enforced by SFS, so the
+/// answer is "exists", except that X_OK on a file without any execute bit
+/// is EACCES (shells use it to search PATH).
+fn access_sfs(path: &str, mode: c_int, follow: bool) -> SfsResult<c_int> {
+    let (md, _) = metadata(&Target::Path {
+        path: path.to_string(),
+        follow,
+    })?;
+    if mode & libc::X_OK != 0 && !md.is_dir() && md.mode & 0o111 == 0 {
+        return Err(err(libc::EACCES, format!("{path}: not executable")));
+    }
+    Ok(0)
+}
+
+/// # Safety
+/// `path` NULL or NUL-terminated.
+unsafe fn access_hook(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_int,
+    flags: c_int,
+) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let (_inside, target) = unsafe {
+        at_target(
+            dirfd,
+            path,
+            flags & (libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW),
+        )
+    }?;
+    Some(run("access", || match target {
+        Target::Path { path, follow } => access_sfs(&path, mode, follow),
+        Target::Fd(fd) => metadata(&Target::Fd(fd)).map(|_| 0),
+    }))
+}
+
+hook! {
+    unsafe fn access(path: *const c_char, mode: c_int) -> c_int => sfs_access {
+        access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(access)(path, mode))
+    }
+}
+
+hook! {
+    unsafe fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int => sfs_faccessat {
+        access_hook(dirfd, path, mode, flags).unwrap_or_else(|| real!(faccessat)(dirfd, path, mode, flags))
+    }
+}
+
+hook! {
+    unsafe fn euidaccess(path: *const c_char, mode: c_int) -> c_int => sfs_euidaccess {
+        access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(euidaccess)(path, mode))
+    }
+}
+
+hook! {
+    unsafe fn eaccess(path: *const c_char, mode: c_int) -> c_int => sfs_eaccess {
+        access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(eaccess)(path, mode))
+    }
+}

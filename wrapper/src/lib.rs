@@ -1,0 +1,46 @@
+//! The SFS LD_PRELOAD shim: `libsfs_wrapper.so`.
+//!
+//! Loaded with `LD_PRELOAD` (or through `sfs exec`), it interposes the libc
+//! file API. A call on a path under the mount directory (`SFS_MOUNTDIR`), or
+//! on a descriptor the shim handed out, goes to the SFS servers through
+//! [`sfs_client`]; everything else goes to the real libc function untouched.
+//!
+//! How it holds together:
+//!
+//! - [`state`]: settings from the environment, the lazily created client,
+//!   the re-entrancy guard, the table of SFS descriptors, fork handling.
+//! - [`paths`]: host path (+ dirfd, + the shim's working directory) → SFS path.
+//! - [`hooks`]: the interposed functions, one file per family.
+//! - [`stdio`]: `FILE*` streams on SFS files through `fopencookie`.
+//! - [`exec`]: passing open SFS descriptors and the working directory across
+//!   `exec`.
+//!
+//! Rules every hook follows: a call made while the thread is already inside
+//! the shim, or on a path/descriptor that is not SFS, goes to the real
+//! function; an SFS call never panics across the FFI boundary (a panic
+//! becomes EIO); nothing (no thread, no socket, no file) is created before
+//! the first SFS path is seen. See docs/shim.md.
+
+// redhook's `hook!` keeps the real function's address in a `static mut`.
+#![allow(static_mut_refs)]
+// Hook bodies are `unsafe fn` (redhook's shape); the operations inside are
+// documented at the helper functions they call.
+#![allow(clippy::missing_safety_doc)]
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+pub mod exec;
+pub mod hooks;
+pub mod paths;
+pub mod state;
+pub mod stdio;
+
+/// Runs when the library is loaded. Costs one `getenv` unless the process
+/// was exec'ed by a shim process that passed SFS descriptors or a working
+/// directory inside the mount (see [`exec`]).
+extern "C" fn on_load() {
+    exec::restore_from_environment();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -1,0 +1,201 @@
+//! Host paths → SFS paths.
+//!
+//! A path argument is SFS if, made absolute (against the shim's working
+//! directory inside the mount, against an SFS directory descriptor, or
+//! against the kernel's working directory / a real directory descriptor when
+//! `..` could climb into the mount) and normalised lexically, it lies under
+//! the mount directory. The common case — an absolute path that does not
+//! start with the mount directory and has no `.`/`..` components — is decided
+//! by one prefix comparison, without allocating.
+
+use crate::state::{self, Inside, Settings};
+use sfs_global::path::strip_mount;
+use std::ffi::{c_char, c_int, CStr};
+
+/// The bytes of a C string argument, or `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives the returned slice.
+pub unsafe fn c_bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: per the contract above.
+        Some(unsafe { CStr::from_ptr(p) }.to_bytes())
+    }
+}
+
+/// The string of a C string argument, if it is UTF-8 (SFS names are).
+///
+/// # Safety
+/// As [`c_bytes`].
+pub unsafe fn c_str<'a>(p: *const c_char) -> Option<&'a str> {
+    // SAFETY: forwarded contract.
+    std::str::from_utf8(unsafe { c_bytes(p) }?).ok()
+}
+
+fn has_dot_components(path: &str) -> bool {
+    path.contains("//") || path.split('/').any(|c| c == "." || c == "..")
+}
+
+fn could_be_inside(path: &str, mount: &str) -> bool {
+    match path.strip_prefix(mount) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => has_dot_components(path),
+    }
+}
+
+/// The kernel's working directory, with a raw system call (no hooks).
+fn kernel_cwd() -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if n <= 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf.truncate(end);
+    String::from_utf8(buf).ok()
+}
+
+/// Where a real descriptor points, from /proc/self/fd (no hooks).
+fn kernel_fd_path(fd: c_int) -> Option<String> {
+    let link = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `link` is NUL-terminated and `buf` valid for its length.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD,
+            link.as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    String::from_utf8(buf).ok()
+}
+
+/// The directory a relative path is taken against, as a host path; `None`
+/// when the result cannot be inside the mount.
+fn base_dir(settings: &Settings, dirfd: c_int, path: &str) -> Option<String> {
+    if dirfd == libc::AT_FDCWD {
+        if let Some(cwd) = state::cwd() {
+            return Some(state::host_path(settings, &cwd));
+        }
+        return if has_dot_components(path) {
+            kernel_cwd()
+        } else {
+            None
+        };
+    }
+    if state::SFS_FDS.contains(dirfd) {
+        let sfs = state::with_client(|c| c.fd_path(dirfd)).ok()?;
+        return Some(state::host_path(settings, &sfs));
+    }
+    if has_dot_components(path) {
+        kernel_fd_path(dirfd)
+    } else {
+        None
+    }
+}
+
+/// The SFS path of `path` (taken against `dirfd`), or `None` if it is not
+/// under the mount. Empty paths are never SFS here (callers handle
+/// `AT_EMPTY_PATH` themselves).
+pub fn resolve(settings: &Settings, dirfd: c_int, path: &str) -> Option<String> {
+    if path.is_empty() {
+        return None;
+    }
+    if path.starts_with('/') {
+        if !could_be_inside(path, &settings.mount) {
+            return None;
+        }
+        return strip_mount(path, &settings.mount);
+    }
+    let base = base_dir(settings, dirfd, path)?;
+    strip_mount(&format!("{base}/{path}"), &settings.mount)
+}
+
+/// Enters the shim for a path argument if it is SFS: the guard and the SFS
+/// path; `None` means "call the real function".
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string valid for the call.
+pub unsafe fn sfs_path(dirfd: c_int, path: *const c_char) -> Option<(Inside, String)> {
+    // SAFETY: forwarded contract.
+    let text = unsafe { c_str(path) }?;
+    let inside = state::enter()?;
+    let settings = state::settings()?;
+    let sfs = resolve(settings, dirfd, text)?;
+    Some((inside, sfs))
+}
+
+/// Like [`sfs_path`] for calls with two paths (rename, link): `Some` if
+/// either is SFS, with each side's SFS path if it has one.
+///
+/// # Safety
+/// Both paths are NULL or NUL-terminated strings valid for the call.
+pub unsafe fn sfs_path_pair(
+    dirfd1: c_int,
+    path1: *const c_char,
+    dirfd2: c_int,
+    path2: *const c_char,
+) -> Option<(Inside, Option<String>, Option<String>)> {
+    // SAFETY: forwarded contract.
+    let (a, b) = unsafe { (c_str(path1), c_str(path2)) };
+    let inside = state::enter()?;
+    let settings = state::settings()?;
+    let a = a.and_then(|p| resolve(settings, dirfd1, p));
+    let b = b.and_then(|p| resolve(settings, dirfd2, p));
+    if a.is_none() && b.is_none() {
+        return None;
+    }
+    Some((inside, a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            mount: "/mnt/sfs".into(),
+            config_path: None,
+            hostfile_path: None,
+        }
+    }
+
+    #[test]
+    fn absolute_paths_map_into_the_mount() {
+        let s = settings();
+        assert_eq!(resolve(&s, libc::AT_FDCWD, "/mnt/sfs"), Some("/".into()));
+        assert_eq!(resolve(&s, libc::AT_FDCWD, "/mnt/sfs/"), Some("/".into()));
+        assert_eq!(
+            resolve(&s, libc::AT_FDCWD, "/mnt/sfs/a/b"),
+            Some("/a/b".into())
+        );
+        assert_eq!(
+            resolve(&s, libc::AT_FDCWD, "/mnt/sfs//a/./b/../c"),
+            Some("/a/c".into())
+        );
+        assert_eq!(
+            resolve(&s, libc::AT_FDCWD, "/mnt/x/../sfs/a"),
+            Some("/a".into())
+        );
+    }
+
+    #[test]
+    fn paths_outside_stay_outside() {
+        let s = settings();
+        assert_eq!(resolve(&s, libc::AT_FDCWD, "/mnt/sfsx/a"), None);
+        assert_eq!(resolve(&s, libc::AT_FDCWD, "/mnt/sfs/../etc"), None);
+        assert_eq!(resolve(&s, libc::AT_FDCWD, "/etc/passwd"), None);
+        assert_eq!(resolve(&s, libc::AT_FDCWD, ""), None);
+        // Relative, no `..`, kernel cwd: decided without any system call.
+        assert_eq!(resolve(&s, libc::AT_FDCWD, "a/b"), None);
+    }
+}
