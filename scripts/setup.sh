@@ -7,11 +7,13 @@
 #          .cargo/config.toml), libibverbs-dev librdmacm-dev libclang-dev clang
 #          (rdma-sys bindings), pkg-config
 #   tests: fio sqlite3 python3
+#   RDMA in a VM (scripts/rdma-vm-test.sh): qemu-system-x86 cpio xz-utils
 set -euo pipefail
 
 packages=(
     librocksdb-dev libibverbs-dev librdmacm-dev libclang-dev clang pkg-config
     fio sqlite3 python3
+    qemu-system-x86 cpio xz-utils
 )
 
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then

@@ -69,6 +69,8 @@ impl Client {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             data_connections: config.tcp_connections_per_server as usize,
             chunk_size: config.chunk_size,
+            transport: config.transport,
+            rdma: config.rdma.clone(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -6,8 +6,10 @@
 //! channel. A failed handshake is not cached: the next call tries again, so
 //! a restarted server is picked up without restarting the client.
 
+use sfs_global::config::{RdmaConfig, TransportKind};
 use sfs_global::hostfile::HostEntry;
 use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_rdma::rdma::RdmaChannel;
 use sfs_rdma::tcp::TcpChannel;
 use sfs_rdma::DataChannel;
 use sfs_rpc::pb;
@@ -26,6 +28,10 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     pub data_connections: usize,
     pub chunk_size: u64,
+    /// The configured data transport: "tcp" makes a client use TCP even
+    /// with a server that offers RDMA.
+    pub transport: TransportKind,
+    pub rdma: RdmaConfig,
 }
 
 /// The gRPC clients and data channel of one server, ready to use.
@@ -132,6 +138,32 @@ impl ServerSlot {
                 options.connect_timeout,
                 options.request_timeout,
             )),
+            // A server offering RDMA serves TCP on the same endpoint too, so
+            // a client that cannot (or is told not to) use RDMA still works.
+            "rdma" if options.transport == TransportKind::Tcp => Arc::new(TcpChannel::new(
+                data_addr,
+                options.data_connections,
+                options.connect_timeout,
+                options.request_timeout,
+            )),
+            "rdma" => match sfs_rdma::rdma::select_transport(options.transport)?.name {
+                "rdma" => Arc::new(RdmaChannel::new(
+                    data_addr,
+                    options.rdma.clone(),
+                    options.chunk_size,
+                    options.connect_timeout,
+                    options.request_timeout,
+                )),
+                _ => {
+                    tracing::info!(server = %self.entry.name, "server offers RDMA but this client has no RDMA device; using TCP");
+                    Arc::new(TcpChannel::new(
+                        data_addr,
+                        options.data_connections,
+                        options.connect_timeout,
+                        options.request_timeout,
+                    ))
+                }
+            },
             other => {
                 return Err(SfsError::not_supported(format!(
                     "server {} offers data transport {other:?}, which this client does not speak",

@@ -35,6 +35,131 @@ pub enum ConfigError {
     },
 }
 
+/// Tunables of the RDMA data path (`"rdma": {...}` in config.json), in the
+/// spirit of librpma's and Hartebeest's knobs. Connection and request
+/// timeouts are the top-level `connect_timeout_ms` / `request_timeout_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RdmaConfig {
+    /// Requests in flight per connection; also the number of pre-registered
+    /// chunk buffers on each side of a connection.
+    pub queue_depth: u32,
+    /// Scatter/gather entries per work request (QP capability).
+    pub max_sge: u32,
+    /// Bytes a send may carry inline in its work request (QP capability).
+    pub max_inline_data: u32,
+    /// Payloads up to this size travel inside the request or response
+    /// message instead of by RDMA READ/WRITE (see docs/performance.md).
+    pub eager_threshold: u32,
+    /// Completion-queue entries; 0 sizes it from the queue depth.
+    pub cq_size: u32,
+    /// Largest path MTU (256, 512, 1024, 2048 or 4096); the port's active
+    /// MTU wins when smaller.
+    pub path_mtu: u32,
+    /// Time allowed to resolve a server's address and route.
+    pub resolve_timeout_ms: u64,
+    /// Local ACK timeout exponent: 4.096 µs × 2^n before a retry.
+    pub ack_timeout: u8,
+    /// Transport retries before a QP gives up on a silent peer (0–7).
+    pub retry_count: u8,
+    /// Retries after receiver-not-ready NAKs (0–7, 7 = forever).
+    pub rnr_retry_count: u8,
+}
+
+impl Default for RdmaConfig {
+    fn default() -> Self {
+        RdmaConfig {
+            queue_depth: 16,
+            max_sge: 1,
+            max_inline_data: 128,
+            eager_threshold: 4096,
+            cq_size: 0,
+            path_mtu: 4096,
+            resolve_timeout_ms: 2000,
+            ack_timeout: 14,
+            retry_count: 7,
+            rnr_retry_count: 7,
+        }
+    }
+}
+
+impl RdmaConfig {
+    /// Checks the tunables against the chunk size; names the field.
+    pub fn validate(&self, chunk_size: u64) -> Result<(), ConfigError> {
+        let bad =
+            |field: &'static str, problem: String| Err(ConfigError::BadValue { field, problem });
+        if !(1..=1024).contains(&self.queue_depth) {
+            return bad(
+                "rdma.queue_depth",
+                format!("must be from 1 to 1024, got {}", self.queue_depth),
+            );
+        }
+        if !(1..=32).contains(&self.max_sge) {
+            return bad(
+                "rdma.max_sge",
+                format!("must be from 1 to 32, got {}", self.max_sge),
+            );
+        }
+        if self.max_inline_data > 4096 {
+            return bad(
+                "rdma.max_inline_data",
+                format!("must be at most 4096, got {}", self.max_inline_data),
+            );
+        }
+        if u64::from(self.eager_threshold) > chunk_size.min(1 << 20) {
+            return bad(
+                "rdma.eager_threshold",
+                format!(
+                    "must be at most the chunk size and 1 MiB ({}), got {}",
+                    chunk_size.min(1 << 20),
+                    self.eager_threshold
+                ),
+            );
+        }
+        if self.cq_size != 0 && !(3 * self.queue_depth..=1 << 20).contains(&self.cq_size) {
+            return bad(
+                "rdma.cq_size",
+                format!(
+                    "must be 0 (automatic) or from 3 × queue_depth ({}) to 1048576, got {}",
+                    3 * self.queue_depth,
+                    self.cq_size
+                ),
+            );
+        }
+        if ![256, 512, 1024, 2048, 4096].contains(&self.path_mtu) {
+            return bad(
+                "rdma.path_mtu",
+                format!(
+                    "must be 256, 512, 1024, 2048 or 4096, got {}",
+                    self.path_mtu
+                ),
+            );
+        }
+        if !(1..=600_000).contains(&self.resolve_timeout_ms) {
+            return bad(
+                "rdma.resolve_timeout_ms",
+                format!("must be from 1 to 600000, got {}", self.resolve_timeout_ms),
+            );
+        }
+        if !(1..=31).contains(&self.ack_timeout) {
+            return bad(
+                "rdma.ack_timeout",
+                format!("must be from 1 to 31, got {}", self.ack_timeout),
+            );
+        }
+        if self.retry_count > 7 || self.rnr_retry_count > 7 {
+            return bad(
+                "rdma.retry_count",
+                format!(
+                    "retry_count and rnr_retry_count must be from 0 to 7, got {} and {}",
+                    self.retry_count, self.rnr_retry_count
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Settings of a whole SFS instance; servers and clients read the same file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -71,6 +196,8 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Directory entries per message of a streamed directory listing.
     pub readdir_page_size: u32,
+    /// Tunables of the RDMA data path (used when the transport is RDMA).
+    pub rdma: RdmaConfig,
     /// Log filter of the servers (tracing `EnvFilter` syntax); `SFS_LOG` wins.
     pub log_level: String,
 }
@@ -91,6 +218,7 @@ impl Default for Config {
             connect_timeout_ms: 3000,
             request_timeout_ms: 8000,
             readdir_page_size: 1024,
+            rdma: RdmaConfig::default(),
             log_level: "info".into(),
         }
     }
@@ -200,7 +328,7 @@ impl Config {
                 format!("must be from 1 to 100000, got {}", self.readdir_page_size),
             );
         }
-        Ok(())
+        self.rdma.validate(self.chunk_size)
     }
 
     /// Directory of one server's chunk store.
@@ -279,6 +407,16 @@ mod tests {
             ),
             (r#"{"request_timeout_ms": 0}"#, "request_timeout_ms"),
             (r#"{"readdir_page_size": 0}"#, "readdir_page_size"),
+            (r#"{"rdma": {"queue_depth": 0}}"#, "rdma.queue_depth"),
+            (r#"{"rdma": {"path_mtu": 1500}}"#, "rdma.path_mtu"),
+            (r#"{"rdma": {"cq_size": 5}}"#, "rdma.cq_size"),
+            (r#"{"rdma": {"retry_count": 8}}"#, "rdma.retry_count"),
+            (r#"{"rdma": {"ack_timeout": 0}}"#, "rdma.ack_timeout"),
+            (
+                r#"{"chunk_size": 4096, "rdma": {"eager_threshold": 8192}}"#,
+                "rdma.eager_threshold",
+            ),
+            (r#"{"rdma": {"queu_depth": 4}}"#, "queu_depth"),
         ] {
             let e = Config::parse(json, "c").unwrap_err().to_string();
             assert!(e.contains(field), "{json}: {e}");

@@ -18,7 +18,7 @@ use crate::service::metadata::MetadataService;
 use crate::service::ServerState;
 use crate::shutdown::Shutdown;
 use anyhow::{anyhow, bail, Context};
-use sfs_global::config::Config;
+use sfs_global::config::{Config, TransportKind};
 use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::{HostEntry, Hostfile};
 use sfs_global::{FileId, FileKind, Metadata};
@@ -29,13 +29,12 @@ use sfs_rpc::pb::{
 use sfs_rpc::MAX_MESSAGE_BYTES;
 use std::future::Future;
 use std::io::{Read, Seek, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// How long shutdown waits for in-flight requests and open listings.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -81,13 +80,8 @@ pub async fn run_until(
     config.validate()?;
     let entry = own_entry(&hostfile, server_name.as_deref())?;
     let name = entry.name.clone();
-    let transport =
+    let mut transport =
         sfs_rdma::rdma::select_transport(config.transport).map_err(|e| anyhow!("{}", e.message))?;
-    tracing::info!(
-        "server {name}: data transport {} ({})",
-        transport.name,
-        transport.reason
-    );
 
     // Installed before anything is served, so a signal is never missed.
     let mut terminate =
@@ -138,6 +132,39 @@ pub async fn run_until(
         ..entry.clone()
     }
     .endpoint();
+    // RDMA listens on the same address and port (rdmacm's own port space)
+    // when a device serves it; TCP is served regardless, for clients
+    // without a device.
+    let rdma_listener = if transport.name == "rdma" {
+        let rdma_addr = data_endpoint
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                anyhow!("server {name}: cannot resolve data endpoint {data_endpoint}")
+            })?;
+        match sfs_rdma::rdma::RdmaListener::bind(rdma_addr) {
+            Ok(listener) => Some(listener),
+            Err(e) if config.transport == TransportKind::Rdma => bail!(
+                "server {name}: config.json asks for transport \"rdma\" but {}; use \"auto\" or \"tcp\"",
+                e.message
+            ),
+            Err(e) => {
+                transport = sfs_rdma::rdma::TransportChoice {
+                    name: "tcp",
+                    reason: format!("{}, but {}; using TCP", transport.reason, e.message),
+                };
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(
+        "server {name}: data transport {} ({})",
+        transport.name,
+        transport.reason
+    );
 
     let shutdown = Shutdown::new();
     let state = Arc::new(ServerState::new(
@@ -154,10 +181,18 @@ pub async fn run_until(
 
     let data_task = tokio::spawn(sfs_rdma::tcp::serve(
         data_listener,
-        chunks,
+        chunks.clone(),
         chunk_size,
         shutdown.wait(),
     ));
+    let rdma_task = rdma_listener.map(|listener| {
+        tokio::spawn(listener.serve(
+            chunks.clone(),
+            chunk_size,
+            config.rdma.clone(),
+            shutdown.wait(),
+        ))
+    });
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(
@@ -175,7 +210,13 @@ pub async fn run_until(
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), shutdown.wait());
+        // `Server::tcp_nodelay` only reaches listeners tonic binds itself; an
+        // incoming stream must set it per connection, or Nagle holds the
+        // second of two pipelined replies for a delayed ACK (40 ms).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            shutdown.wait(),
+        );
     let mut grpc_task = tokio::spawn(grpc);
 
     let address = entry.endpoint();
@@ -220,6 +261,16 @@ pub async fn run_until(
         Err(_) => tracing::warn!(
             "server {name}: data transfers still running after {DRAIN_TIMEOUT:?}; stopping anyway"
         ),
+    }
+    if let Some(task) = rdma_task {
+        match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("server {name}: RDMA listener ended with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("server {name}: RDMA listener task failed: {e}"),
+            Err(_) => tracing::warn!(
+                "server {name}: RDMA transfers still running after {DRAIN_TIMEOUT:?}; stopping anyway"
+            ),
+        }
     }
     let sync = tokio::task::spawn_blocking(move || meta.sync()).await?;
     remove_if_present(&ready_file)?;

@@ -1,10 +1,28 @@
-//! RDMA device discovery through ibverbs (`rdma-sys`) and the choice of the
-//! bulk-data transport.
+//! The RDMA transport (ibverbs + rdmacm through `rdma-sys`) and the choice
+//! between it and TCP.
 //!
-//! `transport: "auto"` asks the verbs library for devices. This build has no
-//! RDMA data path yet (it is its own piece of work), so "auto" always settles
-//! on TCP and says why, and "rdma" is refused at start with a message instead
-//! of silently falling back.
+//! - [`proto`]: messages and the 21-byte buffer descriptor;
+//! - [`pool`]: queue-depth accounting over pre-registered buffers;
+//! - [`verbs`]: the FFI edge (owned verbs objects, `AsyncFd`-driven event
+//!   and completion channels);
+//! - [`server`]: [`RdmaListener`], the server pulling writes (RDMA READ) and
+//!   pushing reads (RDMA WRITE);
+//! - [`client`]: [`RdmaChannel`], the [`crate::DataChannel`] over RDMA.
+//!
+//! `transport: "auto"` asks the verbs library for devices: with none, TCP;
+//! with some, the server tries to listen on its data address with rdmacm and
+//! uses RDMA when a device serves that address, TCP otherwise, and logs which.
+//! `"rdma"` refuses to start instead of falling back. A server always serves
+//! TCP as well, so a client without a device can still reach it.
+
+pub mod client;
+pub mod pool;
+pub mod proto;
+pub mod server;
+pub mod verbs;
+
+pub use client::RdmaChannel;
+pub use server::RdmaListener;
 
 use sfs_global::config::TransportKind;
 use sfs_global::{Errno, SfsError, SfsResult};
@@ -55,7 +73,9 @@ pub struct TransportChoice {
 }
 
 /// Chooses the data transport for a configured kind, given the RDMA devices
-/// present; refuses `rdma` with a message naming the cause.
+/// present; refuses `rdma` without a device, with a message naming the cause.
+/// "rdma" here is a candidate: the server confirms that a device serves its
+/// address ([`RdmaListener::bind`]) and falls back under "auto" if not.
 pub fn choose_transport(kind: TransportKind, devices: &[String]) -> SfsResult<TransportChoice> {
     match kind {
         TransportKind::Tcp => Ok(TransportChoice {
@@ -66,20 +86,13 @@ pub fn choose_transport(kind: TransportKind, devices: &[String]) -> SfsResult<Tr
             name: "tcp",
             reason: "no RDMA device found; using TCP".into(),
         }),
-        TransportKind::Auto => Ok(TransportChoice {
-            name: "tcp",
-            reason: format!(
-                "RDMA device(s) {} found, but this build has no RDMA data path yet; using TCP",
-                devices.join(", ")
-            ),
+        TransportKind::Auto | TransportKind::Rdma if !devices.is_empty() => Ok(TransportChoice {
+            name: "rdma",
+            reason: format!("RDMA device(s) {} found", devices.join(", ")),
         }),
-        TransportKind::Rdma if devices.is_empty() => Err(SfsError::new(
+        _ => Err(SfsError::new(
             Errno::ENOTSUP,
             "config.json: field `transport` is \"rdma\" but no RDMA device was found; use \"auto\" or \"tcp\"",
-        )),
-        TransportKind::Rdma => Err(SfsError::new(
-            Errno::ENOTSUP,
-            "config.json: field `transport` is \"rdma\" but this build has no RDMA data path yet; use \"auto\" or \"tcp\"",
         )),
     }
 }
@@ -112,21 +125,19 @@ mod tests {
             choose_transport(TransportKind::Auto, &none).unwrap().name,
             "tcp"
         );
-        assert!(choose_transport(TransportKind::Auto, &some)
-            .unwrap()
-            .reason
-            .contains("rxe0"));
+        let auto = choose_transport(TransportKind::Auto, &some).unwrap();
+        assert_eq!(auto.name, "rdma");
+        assert!(auto.reason.contains("rxe0"));
+        assert_eq!(
+            choose_transport(TransportKind::Rdma, &some).unwrap().name,
+            "rdma"
+        );
         assert_eq!(
             choose_transport(TransportKind::Tcp, &some).unwrap().name,
             "tcp"
         );
         let e = choose_transport(TransportKind::Rdma, &none).unwrap_err();
         assert!(e.message.contains("transport"), "{e}");
-        assert_eq!(
-            choose_transport(TransportKind::Rdma, &some)
-                .unwrap_err()
-                .errno,
-            Errno::ENOTSUP
-        );
+        assert_eq!(e.errno, Errno::ENOTSUP);
     }
 }

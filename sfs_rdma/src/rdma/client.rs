@@ -1,0 +1,528 @@
+//! The client side of the RDMA transport: [`RdmaChannel`], one rdmacm
+//! connection per client–server pair, reused by every request and
+//! re-established on the next request after any error.
+//!
+//! A connection pre-registers `queue_depth` chunk buffers (the region the
+//! server may READ and WRITE, announced once in the connect hello) plus a
+//! send and a receive buffer per slot. A request takes a slot (the
+//! queue-depth accounting), puts its bytes into the slot's chunk buffer (or
+//! into the message when at most `eager_threshold`), sends an 88-byte request
+//! with the buffer's descriptor and waits for the response, which a poller
+//! task matches to the slot by request id. Completions arrive through the
+//! completion channel's fd (tokio `AsyncFd`); the rdmacm channel is watched
+//! by the same task, so a vanished server fails every waiting request at
+//! once (ECONNRESET / ETIMEDOUT) instead of leaving it hanging.
+
+use super::pool::SlotPool;
+use super::proto::{
+    decode_response, Descriptor, Hello, Payload, RdmaRequest, Region, ACCESS_READ, ACCESS_WRITE,
+    RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN,
+};
+use super::server::{WR_INDEX, WR_RECV, WR_SEND};
+use super::verbs::{cm_event_errno, cm_event_name, CmId, EventChannel, QueuePair, QueueSizes};
+use crate::wire::{Op, RequestHeader, ResponseHeader};
+use crate::{ChunkRef, DataChannel};
+use futures::future::BoxFuture;
+use rdma_sys::ibv_wr_opcode::IBV_WR_SEND;
+use rdma_sys::rdma_cm_event_type::*;
+use sfs_global::config::RdmaConfig;
+use sfs_global::{Errno, SfsError, SfsResult};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+
+const DATA: usize = 0;
+const RECV: usize = 1;
+const SEND: usize = 2;
+
+type Response = SfsResult<(ResponseHeader, Vec<u8>)>;
+
+struct Pending {
+    dead: Option<SfsError>,
+    slots: Vec<Option<(u64, oneshot::Sender<Response>)>>,
+}
+
+/// One established connection.
+struct ClientConnection {
+    // Field order is drop order: the QP goes before its id and channel.
+    qp: QueuePair,
+    id: CmId,
+    channel: Arc<EventChannel>,
+    slots: Arc<SlotPool>,
+    pending: Mutex<Pending>,
+    broken: AtomicBool,
+    stop: Notify,
+    next_sequence: AtomicU64,
+    chunk_size: usize,
+    eager: usize,
+    recv_size: usize,
+    send_size: usize,
+    peer: SocketAddr,
+}
+
+impl ClientConnection {
+    /// Marks the connection broken and fails every waiting request.
+    fn fail(&self, error: SfsError) {
+        self.broken.store(true, Ordering::SeqCst);
+        let waiters: Vec<_> = {
+            let mut p = self.pending.lock().expect("pending");
+            if p.dead.is_none() {
+                p.dead = Some(error.clone());
+            }
+            p.slots.iter_mut().filter_map(Option::take).collect()
+        };
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(error.clone()));
+        }
+        self.slots.close();
+        self.stop.notify_one();
+    }
+}
+
+async fn connect(
+    peer: SocketAddr,
+    config: &RdmaConfig,
+    chunk_size: usize,
+) -> SfsResult<Arc<ClientConnection>> {
+    let channel = EventChannel::new()?;
+    let id = CmId::new(&channel)?;
+    id.resolve_addr(peer, config.resolve_timeout_ms)?;
+    channel
+        .expect(RDMA_CM_EVENT_ADDR_RESOLVED, &format!("resolving {peer}"))
+        .await?;
+    id.resolve_route(config.resolve_timeout_ms)?;
+    channel
+        .expect(RDMA_CM_EVENT_ROUTE_RESOLVED, &format!("route to {peer}"))
+        .await?;
+    let depth = config.queue_depth as usize;
+    let eager = config.eager_threshold as usize;
+    let recv_size = RDMA_RESPONSE_LEN + eager;
+    let send_size = RDMA_REQUEST_LEN + eager;
+    let sizes = QueueSizes {
+        send: 2 * config.queue_depth,
+        recv: config.queue_depth,
+        cq: (3 * config.queue_depth).max(config.cq_size),
+    };
+    let mut qp = QueuePair::new(&id, sizes, config)?;
+    let started = std::time::Instant::now();
+    qp.register(depth * chunk_size, true)?;
+    qp.register(depth * recv_size, false)?;
+    qp.register(depth * send_size, false)?;
+    tracing::debug!(
+        bytes = depth * (chunk_size + recv_size + send_size),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "RDMA buffers registered"
+    );
+    let data = qp.buffer(DATA);
+    let hello = Hello {
+        queue_depth: config.queue_depth,
+        eager_threshold: config.eager_threshold,
+        chunk_size: chunk_size as u64,
+        region: Region {
+            addr: data.addr(),
+            len: data.len() as u64,
+            rkey: data.rkey(),
+        },
+    };
+    id.connect(&qp, config, &hello.encode())?;
+    let event = channel.next().await?;
+    if event.kind != RDMA_CM_EVENT_CONNECT_RESPONSE {
+        return Err(SfsError::new(
+            cm_event_errno(event.kind),
+            format!("{} (status {})", cm_event_name(event.kind), event.status),
+        ));
+    }
+    qp.ready(&id, config)?;
+    for i in 0..depth {
+        qp.post_recv(WR_RECV | i as u64, RECV, i * recv_size, recv_size)?;
+    }
+    id.establish()?;
+    let conn = Arc::new(ClientConnection {
+        qp,
+        id,
+        channel,
+        slots: Arc::new(SlotPool::new(depth)),
+        pending: Mutex::new(Pending {
+            dead: None,
+            slots: (0..depth).map(|_| None).collect(),
+        }),
+        broken: AtomicBool::new(false),
+        stop: Notify::new(),
+        next_sequence: AtomicU64::new(1),
+        chunk_size,
+        eager,
+        recv_size,
+        send_size,
+        peer,
+    });
+    tokio::spawn(poll_connection(conn.clone()));
+    Ok(conn)
+}
+
+/// Delivers responses to their slots and watches for the peer leaving.
+async fn poll_connection(conn: Arc<ClientConnection>) {
+    let mut completions = Vec::new();
+    let error = 'run: loop {
+        tokio::select! {
+            _ = conn.stop.notified() => break 'run None,
+            event = conn.channel.next() => match event {
+                Ok(e) if e.kind == RDMA_CM_EVENT_DISCONNECTED || e.kind == RDMA_CM_EVENT_DEVICE_REMOVAL => {
+                    break 'run Some(SfsError::new(cm_event_errno(e.kind), format!("RDMA data server {} {}", conn.peer, cm_event_name(e.kind))));
+                }
+                Ok(_) => {}
+                Err(e) => break 'run Some(e),
+            },
+            polled = conn.qp.completions(&mut completions) => {
+                if let Err(e) = polled {
+                    break 'run Some(e);
+                }
+                for wc in completions.drain(..) {
+                    if wc.status != rdma_sys::ibv_wc_status::IBV_WC_SUCCESS {
+                        break 'run Some(SfsError::new(
+                            super::verbs::wc_status_errno(wc.status),
+                            format!("RDMA connection to {} failed (completion status {})", conn.peer, wc.status),
+                        ));
+                    }
+                    if wc.wr_id & !WR_INDEX == WR_RECV {
+                        if let Err(e) = deliver(&conn, (wc.wr_id & WR_INDEX) as usize, wc.byte_len as usize) {
+                            break 'run Some(e);
+                        }
+                    }
+                    // A SEND completing is no news: the response says more.
+                }
+            }
+        }
+    };
+    let error = error.unwrap_or_else(|| {
+        SfsError::new(
+            Errno(libc::ECONNRESET),
+            format!("RDMA connection to {} closed", conn.peer),
+        )
+    });
+    tracing::debug!("{error}");
+    conn.fail(error);
+    conn.qp.to_error();
+    conn.id.disconnect();
+}
+
+fn deliver(conn: &ClientConnection, index: usize, len: usize) -> SfsResult<()> {
+    if index >= conn.slots.capacity() || len > conn.recv_size {
+        return Err(SfsError::new(Errno::EPROTO, "RDMA response out of range"));
+    }
+    // SAFETY: the device completed this receive; it is re-posted only after
+    // the copy.
+    let msg = unsafe { conn.qp.buffer(RECV).range_mut(index * conn.recv_size, len) }.to_vec();
+    conn.qp.post_recv(
+        WR_RECV | index as u64,
+        RECV,
+        index * conn.recv_size,
+        conn.recv_size,
+    )?;
+    let header = decode_response(&msg)?;
+    let slot = (header.request_id & 0xffff) as usize;
+    let waiter = {
+        let mut p = conn.pending.lock().expect("pending");
+        match p.slots.get_mut(slot) {
+            Some(entry)
+                if entry
+                    .as_ref()
+                    .is_some_and(|(id, _)| *id == header.request_id) =>
+            {
+                entry.take()
+            }
+            _ => None,
+        }
+    };
+    match waiter {
+        Some((_, tx)) => {
+            let _ = tx.send(Ok((header, msg[RDMA_RESPONSE_LEN..].to_vec())));
+            Ok(())
+        }
+        None => Err(SfsError::new(
+            Errno::EPROTO,
+            format!("RDMA response for unknown request {:#x}", header.request_id),
+        )),
+    }
+}
+
+/// Fails the connection if a request is dropped before its response.
+struct AbandonGuard<'a>(Option<&'a ClientConnection>);
+
+impl Drop for AbandonGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0 {
+            conn.fail(SfsError::new(
+                Errno(libc::ECONNRESET),
+                "RDMA request abandoned before its response",
+            ));
+        }
+    }
+}
+
+/// Client side of the RDMA transport to one server.
+pub struct RdmaChannel {
+    peer: SocketAddr,
+    config: RdmaConfig,
+    chunk_size: usize,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    connection: tokio::sync::Mutex<Option<Arc<ClientConnection>>>,
+}
+
+impl RdmaChannel {
+    /// A channel to `peer` (an address served by an RDMA device); connects
+    /// on first use.
+    pub fn new(
+        peer: SocketAddr,
+        config: RdmaConfig,
+        chunk_size: u64,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        RdmaChannel {
+            peer,
+            config,
+            chunk_size: chunk_size as usize,
+            connect_timeout,
+            request_timeout,
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn connection(&self) -> SfsResult<Arc<ClientConnection>> {
+        let mut slot = self.connection.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            if !conn.broken.load(Ordering::SeqCst) {
+                return Ok(conn.clone());
+            }
+        }
+        *slot = None;
+        let conn = tokio::time::timeout(
+            self.connect_timeout,
+            connect(self.peer, &self.config, self.chunk_size),
+        )
+        .await
+        .map_err(|_| {
+            SfsError::timed_out(format!(
+                "RDMA connection to {} timed out after {:?}",
+                self.peer, self.connect_timeout
+            ))
+        })?
+        .map_err(|e| {
+            SfsError::new(
+                e.errno,
+                format!("RDMA connection to {}: {}", self.peer, e.message),
+            )
+        })?;
+        tracing::debug!(peer = %self.peer, "RDMA connection established");
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// One request. `forge` rewrites the descriptor (tests of the server's
+    /// checks only).
+    async fn call(
+        &self,
+        op: Op,
+        chunk: ChunkRef,
+        write: Option<&[u8]>,
+        read: Option<&mut [u8]>,
+        forge: Option<&(dyn Fn(Descriptor) -> Descriptor + Sync)>,
+    ) -> SfsResult<usize> {
+        if chunk.len == 0 || chunk.len as usize > self.chunk_size {
+            return Err(SfsError::new(
+                Errno::EINVAL,
+                format!("chunk range of {} bytes", chunk.len),
+            ));
+        }
+        let conn = self.connection().await?;
+        let lost = || {
+            conn.pending
+                .lock()
+                .expect("pending")
+                .dead
+                .clone()
+                .unwrap_or_else(|| SfsError::io(format!("RDMA connection to {} lost", self.peer)))
+        };
+        let slot = conn.slots.acquire().await.ok_or_else(lost)?;
+        let index = slot.index();
+        let request_id = (conn.next_sequence.fetch_add(1, Ordering::Relaxed) << 16) | index as u64;
+        let len = chunk.len as usize;
+        let data_offset = index * conn.chunk_size;
+        let data = conn.qp.buffer(DATA);
+        let payload = if len <= conn.eager && forge.is_none() {
+            Payload::Eager
+        } else {
+            let access = if op == Op::Write {
+                ACCESS_READ
+            } else {
+                ACCESS_WRITE
+            };
+            let desc = Descriptor {
+                addr: data.addr() + data_offset as u64,
+                len: chunk.len,
+                rkey: data.rkey(),
+                access,
+            };
+            Payload::Remote(forge.map_or(desc, |f| f(desc)))
+        };
+        let send_offset = index * conn.send_size;
+        // SAFETY: the slot's send buffer is ours until the slot drops; the
+        // previous SEND from it was answered, so the device is done with it.
+        let msg = unsafe { conn.qp.buffer(SEND).range_mut(send_offset, conn.send_size) };
+        RdmaRequest {
+            header: RequestHeader {
+                op,
+                request_id,
+                chunk,
+            },
+            payload,
+        }
+        .encode_into(msg);
+        let mut msg_len = RDMA_REQUEST_LEN;
+        if let Some(bytes) = write {
+            match payload {
+                Payload::Eager => {
+                    msg[RDMA_REQUEST_LEN..RDMA_REQUEST_LEN + len].copy_from_slice(bytes);
+                    msg_len += len;
+                }
+                Payload::Remote(_) => {
+                    // SAFETY: the slot's chunk buffer is ours; the server
+                    // reads it only after our SEND below.
+                    unsafe { data.range_mut(data_offset, len) }.copy_from_slice(bytes);
+                }
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        // Until the response arrives the server may still RDMA into this
+        // slot: a request abandoned half-way (cancelled future) takes the
+        // connection down with it rather than reuse a buffer in flight.
+        let mut abandoned = AbandonGuard(Some(&conn));
+        {
+            let mut p = conn.pending.lock().expect("pending");
+            if let Some(e) = &p.dead {
+                return Err(e.clone());
+            }
+            p.slots[index] = Some((request_id, tx));
+        }
+        if let Err(e) = conn.qp.post_send(
+            WR_SEND | index as u64,
+            IBV_WR_SEND,
+            SEND,
+            send_offset,
+            msg_len,
+            None,
+            true,
+        ) {
+            conn.fail(e.clone());
+            return Err(e);
+        }
+        let (header, eager_bytes) = match tokio::time::timeout(self.request_timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(lost()),
+            Err(_) => {
+                // The server may still RDMA into this slot: the connection
+                // (and with it the buffers' registration) must go.
+                let e = SfsError::timed_out(format!(
+                    "RDMA data server {} did not answer within {:?}",
+                    self.peer, self.request_timeout
+                ));
+                conn.fail(e.clone());
+                return Err(e);
+            }
+        };
+        abandoned.0 = None;
+        if header.status != 0 {
+            return Err(SfsError::new(
+                Errno(header.status),
+                format!(
+                    "RDMA data server {} refused chunk {} of {}",
+                    self.peer, chunk.index, chunk.id
+                ),
+            ));
+        }
+        let n = header.len as usize;
+        if let Some(buf) = read {
+            if n > len {
+                conn.fail(SfsError::new(
+                    Errno::EPROTO,
+                    "response longer than requested",
+                ));
+                return Err(SfsError::new(
+                    Errno::EPROTO,
+                    "RDMA response longer than requested",
+                ));
+            }
+            match payload {
+                Payload::Eager => {
+                    if eager_bytes.len() != n {
+                        return Err(SfsError::new(
+                            Errno::EPROTO,
+                            "eager response length mismatch",
+                        ));
+                    }
+                    buf[..n].copy_from_slice(&eager_bytes);
+                }
+                Payload::Remote(_) => {
+                    // SAFETY: the server's RDMA WRITE into the slot's chunk
+                    // buffer was placed before its response (RC ordering).
+                    buf[..n].copy_from_slice(unsafe { data.range_mut(data_offset, n) });
+                }
+            }
+        }
+        drop(slot);
+        Ok(n)
+    }
+
+    /// Writes with a rewritten descriptor: for tests that the server refuses
+    /// descriptors outside the client's registered region.
+    #[doc(hidden)]
+    pub async fn write_chunk_with_forged_descriptor(
+        &self,
+        chunk: ChunkRef,
+        data: &[u8],
+        forge: &(dyn Fn(Descriptor) -> Descriptor + Sync),
+    ) -> SfsResult<()> {
+        self.call(Op::Write, chunk, Some(data), None, Some(forge))
+            .await
+            .map(|_| ())
+    }
+}
+
+impl Drop for RdmaChannel {
+    fn drop(&mut self) {
+        if let Ok(slot) = self.connection.try_lock() {
+            if let Some(conn) = slot.as_ref() {
+                conn.fail(SfsError::new(
+                    Errno(libc::ECONNRESET),
+                    "RDMA channel closed",
+                ));
+            }
+        }
+    }
+}
+
+impl DataChannel for RdmaChannel {
+    fn transport_name(&self) -> &'static str {
+        "rdma"
+    }
+
+    fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {
+        Box::pin(async move {
+            debug_assert_eq!(data.len() as u64, chunk.len);
+            self.call(Op::Write, chunk, Some(data), None, None)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn read_chunk<'a>(
+        &'a self,
+        chunk: ChunkRef,
+        buf: &'a mut [u8],
+    ) -> BoxFuture<'a, SfsResult<usize>> {
+        Box::pin(async move { self.call(Op::Read, chunk, None, Some(buf), None).await })
+    }
+}

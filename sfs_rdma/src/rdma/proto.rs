@@ -1,0 +1,386 @@
+//! Messages of the RDMA data path, carried by two-sided SEND/RECV on the
+//! connection's queue pair; the bulk bytes move one-sided.
+//!
+//! ```text
+//! request  (88 bytes + eager payload):
+//!     wire::RequestHeader (56) | mode u8 | 7 pad | descriptor (21) | 3 pad
+//!     mode 0 = eager: a write's bytes follow the header, a read's come back
+//!              in the response;
+//!     mode 1 = remote: the descriptor names the client's registered buffer;
+//!              the server RDMA-READs a write's bytes from it and RDMA-WRITEs
+//!              a read's bytes into it before it sends the response.
+//! response (24 bytes + eager read payload): wire::ResponseHeader
+//! descriptor (21 bytes, librpma's layout): addr u64 | len u64 | rkey u32 |
+//!     access u8 (1 = server may read, 2 = server may write)
+//! hello    (client → server in the rdmacm private data, 44 bytes, within
+//!           the 56 an RC connect request carries):
+//!     magic "SFSH" | version u16 | pad u16 | queue depth u32 |
+//!     eager threshold u32 | chunk size u64 | region: addr u64 | len u64 |
+//!     rkey u32
+//! ```
+//!
+//! The server trusts nothing in a request: a descriptor must lie inside the
+//! region the client announced when it connected, carry that region's rkey,
+//! and be exactly as long as the chunk range; an eager message must hold
+//! exactly the bytes its header announces.
+
+use crate::wire::{RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN};
+use sfs_global::{Errno, SfsError, SfsResult};
+
+pub const DESCRIPTOR_LEN: usize = 21;
+pub const RDMA_REQUEST_LEN: usize = REQUEST_HEADER_LEN + 8 + DESCRIPTOR_LEN + 3;
+pub const RDMA_RESPONSE_LEN: usize = RESPONSE_HEADER_LEN;
+pub const HELLO_LEN: usize = 44;
+pub const HELLO_MAGIC: [u8; 4] = *b"SFSH";
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The server may RDMA-READ the region (a write's source).
+pub const ACCESS_READ: u8 = 1;
+/// The server may RDMA-WRITE the region (a read's destination).
+pub const ACCESS_WRITE: u8 = 2;
+
+/// A client buffer the server may access one-sided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    pub addr: u64,
+    pub len: u64,
+    pub rkey: u32,
+    pub access: u8,
+}
+
+impl Descriptor {
+    pub fn encode(&self) -> [u8; DESCRIPTOR_LEN] {
+        let mut b = [0u8; DESCRIPTOR_LEN];
+        b[0..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..20].copy_from_slice(&self.rkey.to_le_bytes());
+        b[20] = self.access;
+        b
+    }
+
+    pub fn decode(b: &[u8; DESCRIPTOR_LEN]) -> Descriptor {
+        Descriptor {
+            addr: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
+            len: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
+            rkey: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
+            access: b[20],
+        }
+    }
+
+    /// Checks a descriptor from a request against the client's announced
+    /// region: inside it, with its rkey, the access the operation needs, and
+    /// exactly `len` bytes long. EINVAL otherwise (never touches the QP).
+    pub fn check(&self, region: &Region, len: u64, access: u8) -> SfsResult<()> {
+        let bad = |why: &str| {
+            Err(SfsError::new(
+                Errno::EINVAL,
+                format!("bad RDMA descriptor: {why}"),
+            ))
+        };
+        if self.rkey != region.rkey {
+            return bad("rkey not of this connection's region");
+        }
+        if self.len != len {
+            return bad("length differs from the request");
+        }
+        if self.access & access != access {
+            return bad("access not granted");
+        }
+        let end = self.addr.checked_add(self.len);
+        match end {
+            Some(end) if self.addr >= region.addr && end <= region.addr + region.len => Ok(()),
+            _ => bad("outside the registered region"),
+        }
+    }
+}
+
+/// The client's registered region, as announced in the hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub addr: u64,
+    pub len: u64,
+    pub rkey: u32,
+}
+
+/// How a request's payload travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// In the messages themselves.
+    Eager,
+    /// One-sided, through the client's buffer.
+    Remote(Descriptor),
+}
+
+/// A decoded RDMA request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RdmaRequest {
+    pub header: RequestHeader,
+    pub payload: Payload,
+}
+
+impl RdmaRequest {
+    /// Writes the request into `out` (at least [`RDMA_REQUEST_LEN`] bytes).
+    pub fn encode_into(&self, out: &mut [u8]) {
+        out[..REQUEST_HEADER_LEN].copy_from_slice(&self.header.encode());
+        let rest = &mut out[REQUEST_HEADER_LEN..RDMA_REQUEST_LEN];
+        rest.fill(0);
+        if let Payload::Remote(d) = self.payload {
+            rest[0] = 1;
+            rest[8..8 + DESCRIPTOR_LEN].copy_from_slice(&d.encode());
+        }
+    }
+
+    /// Decodes a received message of `msg.len()` bytes; the eager payload
+    /// (if any) is `msg[RDMA_REQUEST_LEN..]` and must match the header.
+    pub fn decode(msg: &[u8], chunk_size: u64, eager_threshold: u64) -> SfsResult<RdmaRequest> {
+        let proto = |why: String| SfsError::new(Errno::EPROTO, format!("bad RDMA request: {why}"));
+        if msg.len() < RDMA_REQUEST_LEN {
+            return Err(proto(format!("{} bytes, shorter than a header", msg.len())));
+        }
+        let header = RequestHeader::decode(
+            msg[..REQUEST_HEADER_LEN].try_into().expect("header"),
+            chunk_size,
+        )?;
+        let rest = &msg[REQUEST_HEADER_LEN..RDMA_REQUEST_LEN];
+        let payload = match rest[0] {
+            0 => {
+                if header.chunk.len > eager_threshold {
+                    return Err(proto(format!(
+                        "eager payload of {} bytes above the threshold {eager_threshold}",
+                        header.chunk.len
+                    )));
+                }
+                let expected = match header.op {
+                    crate::wire::Op::Write => header.chunk.len as usize,
+                    crate::wire::Op::Read => 0,
+                };
+                if msg.len() - RDMA_REQUEST_LEN != expected {
+                    return Err(proto(format!(
+                        "message carries {} payload bytes, header says {expected}",
+                        msg.len() - RDMA_REQUEST_LEN
+                    )));
+                }
+                Payload::Eager
+            }
+            1 => {
+                if msg.len() != RDMA_REQUEST_LEN {
+                    return Err(proto("remote request with trailing bytes".into()));
+                }
+                Payload::Remote(Descriptor::decode(
+                    rest[8..8 + DESCRIPTOR_LEN].try_into().expect("descriptor"),
+                ))
+            }
+            other => return Err(proto(format!("unknown payload mode {other}"))),
+        };
+        Ok(RdmaRequest { header, payload })
+    }
+}
+
+/// Decodes a response message; the eager payload is `msg[RDMA_RESPONSE_LEN..]`.
+pub fn decode_response(msg: &[u8]) -> SfsResult<ResponseHeader> {
+    if msg.len() < RDMA_RESPONSE_LEN {
+        return Err(SfsError::new(
+            Errno::EPROTO,
+            format!("bad RDMA response: {} bytes", msg.len()),
+        ));
+    }
+    ResponseHeader::decode(msg[..RDMA_RESPONSE_LEN].try_into().expect("header"))
+}
+
+/// What a client announces when it connects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub queue_depth: u32,
+    pub eager_threshold: u32,
+    pub chunk_size: u64,
+    pub region: Region,
+}
+
+impl Hello {
+    pub fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[0..4].copy_from_slice(&HELLO_MAGIC);
+        b[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        b[8..12].copy_from_slice(&self.queue_depth.to_le_bytes());
+        b[12..16].copy_from_slice(&self.eager_threshold.to_le_bytes());
+        b[16..24].copy_from_slice(&self.chunk_size.to_le_bytes());
+        b[24..32].copy_from_slice(&self.region.addr.to_le_bytes());
+        b[32..40].copy_from_slice(&self.region.len.to_le_bytes());
+        b[40..44].copy_from_slice(&self.region.rkey.to_le_bytes());
+        b
+    }
+
+    /// Decodes a hello (private data may carry padding after it).
+    pub fn decode(b: &[u8]) -> SfsResult<Hello> {
+        let refuse = |why: &str| SfsError::new(Errno::EPROTO, format!("bad RDMA hello: {why}"));
+        if b.len() < HELLO_LEN {
+            return Err(refuse("too short"));
+        }
+        if b[0..4] != HELLO_MAGIC {
+            return Err(refuse("wrong magic"));
+        }
+        let version = u16::from_le_bytes([b[4], b[5]]);
+        if version != PROTOCOL_VERSION {
+            return Err(refuse(&format!(
+                "protocol version {version}, this server speaks {PROTOCOL_VERSION}"
+            )));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4"));
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8"));
+        Ok(Hello {
+            queue_depth: u32_at(8),
+            eager_threshold: u32_at(12),
+            chunk_size: u64_at(16),
+            region: Region {
+                addr: u64_at(24),
+                len: u64_at(32),
+                rkey: u32_at(40),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Op;
+    use crate::ChunkRef;
+    use sfs_global::FileId;
+
+    fn header(op: Op, len: u64) -> RequestHeader {
+        RequestHeader {
+            op,
+            request_id: 9,
+            chunk: ChunkRef {
+                id: FileId(5),
+                index: 2,
+                offset: 100,
+                len,
+            },
+        }
+    }
+
+    const REGION: Region = Region {
+        addr: 0x1000,
+        len: 0x10000,
+        rkey: 77,
+    };
+
+    #[test]
+    fn descriptor_round_trips_in_21_bytes() {
+        let d = Descriptor {
+            addr: 0xdead_beef_0000,
+            len: 1 << 20,
+            rkey: 0x1234_5678,
+            access: ACCESS_READ | ACCESS_WRITE,
+        };
+        assert_eq!(d.encode().len(), 21);
+        assert_eq!(Descriptor::decode(&d.encode()), d);
+    }
+
+    #[test]
+    fn descriptor_check_refuses_anything_outside_the_region() {
+        let ok = Descriptor {
+            addr: 0x2000,
+            len: 4096,
+            rkey: 77,
+            access: ACCESS_READ,
+        };
+        ok.check(&REGION, 4096, ACCESS_READ).unwrap();
+        let last = Descriptor {
+            addr: 0x11000 - 4096,
+            ..ok
+        };
+        last.check(&REGION, 4096, ACCESS_READ).unwrap();
+        for (d, len, access) in [
+            (Descriptor { rkey: 78, ..ok }, 4096, ACCESS_READ),
+            (ok, 4095, ACCESS_READ),
+            (ok, 4096, ACCESS_WRITE),
+            (Descriptor { addr: 0xfff, ..ok }, 4096, ACCESS_READ),
+            (
+                Descriptor {
+                    addr: 0x11000 - 4095,
+                    ..ok
+                },
+                4096,
+                ACCESS_READ,
+            ),
+            (
+                Descriptor {
+                    addr: u64::MAX - 10,
+                    ..ok
+                },
+                4096,
+                ACCESS_READ,
+            ),
+        ] {
+            let e = d.check(&REGION, len, access).unwrap_err();
+            assert_eq!(e.errno, Errno::EINVAL, "{d:?} {len} {access}");
+        }
+    }
+
+    #[test]
+    fn requests_round_trip_and_lengths_are_checked() {
+        let mut buf = vec![0u8; RDMA_REQUEST_LEN + 50];
+        let eager = RdmaRequest {
+            header: header(Op::Write, 50),
+            payload: Payload::Eager,
+        };
+        eager.encode_into(&mut buf);
+        assert_eq!(RdmaRequest::decode(&buf, 4096, 64).unwrap(), eager);
+        // Payload shorter or longer than announced, or above the threshold.
+        assert!(RdmaRequest::decode(&buf[..RDMA_REQUEST_LEN + 49], 4096, 64).is_err());
+        assert!(RdmaRequest::decode(&buf, 4096, 32).is_err());
+        let remote = RdmaRequest {
+            header: header(Op::Read, 3000),
+            payload: Payload::Remote(Descriptor {
+                addr: 1,
+                len: 3000,
+                rkey: 2,
+                access: ACCESS_WRITE,
+            }),
+        };
+        remote.encode_into(&mut buf);
+        assert_eq!(
+            RdmaRequest::decode(&buf[..RDMA_REQUEST_LEN], 4096, 64).unwrap(),
+            remote
+        );
+        assert!(
+            RdmaRequest::decode(&buf, 4096, 64).is_err(),
+            "trailing bytes"
+        );
+        buf[REQUEST_HEADER_LEN] = 7;
+        assert!(RdmaRequest::decode(&buf[..RDMA_REQUEST_LEN], 4096, 64).is_err());
+        assert!(RdmaRequest::decode(&buf[..10], 4096, 64).is_err());
+        let eager_read = RdmaRequest {
+            header: header(Op::Read, 10),
+            payload: Payload::Eager,
+        };
+        eager_read.encode_into(&mut buf);
+        assert_eq!(
+            RdmaRequest::decode(&buf[..RDMA_REQUEST_LEN], 4096, 64).unwrap(),
+            eager_read
+        );
+    }
+
+    #[test]
+    fn hello_round_trips_and_refuses_strangers() {
+        let h = Hello {
+            queue_depth: 16,
+            eager_threshold: 4096,
+            chunk_size: 512 * 1024,
+            region: REGION,
+        };
+        let b = h.encode();
+        assert!(b.len() <= 56, "fits an RC connect's private data");
+        assert_eq!(Hello::decode(&b).unwrap(), h);
+        assert!(Hello::decode(&b[..20]).is_err());
+        let mut bad = b;
+        bad[0] = b'X';
+        assert!(Hello::decode(&bad).is_err());
+        let mut old = b;
+        old[4] = 9;
+        assert_eq!(Hello::decode(&old).unwrap_err().errno, Errno::EPROTO);
+        assert!(decode_response(&[0u8; 3]).is_err());
+    }
+}

@@ -1,0 +1,495 @@
+//! The server side of the RDMA transport.
+//!
+//! [`RdmaListener`] listens with rdmacm on the server's data address. Each
+//! connect request gets its own protection domain, queue pair and
+//! pre-registered buffers (one chunk buffer, one receive and one send buffer
+//! per slot of the queue depth the client announced), and a task that drives
+//! the completion queue. A request takes a slot: a write's bytes are pulled
+//! from the client's buffer with RDMA READ (or taken from the message when
+//! eager), handed to the [`ChunkHandler`] on the blocking pool, and
+//! acknowledged; a read's bytes are pushed with RDMA WRITE followed by the
+//! response SEND (RC ordering places the data before the response).
+//!
+//! Nothing from a client is trusted: the hello must match our chunk size and
+//! limits, descriptors must lie inside the region announced in the hello
+//! (EINVAL otherwise, the QP is never pointed outside it), and a client that
+//! overruns its queue depth or sends a malformed message is disconnected.
+
+use super::pool::{Slot, SlotPool};
+use super::proto::{
+    Hello, Payload, RdmaRequest, Region, ACCESS_READ, ACCESS_WRITE, RDMA_REQUEST_LEN,
+    RDMA_RESPONSE_LEN,
+};
+use super::verbs::{
+    cm_event_name, wc_status_errno, CmEvent, CmId, EventChannel, QueuePair, QueueSizes,
+};
+use crate::wire::{Op, ResponseHeader};
+use crate::ChunkHandler;
+use rdma_sys::ibv_wr_opcode::{IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND};
+use rdma_sys::rdma_cm_event_type::*;
+use sfs_global::config::RdmaConfig;
+use sfs_global::{Errno, SfsError, SfsResult};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinSet;
+
+/// wr_id kinds (top byte); the low bits are the slot or receive index.
+pub(crate) const WR_RECV: u64 = 1 << 56;
+pub(crate) const WR_SEND: u64 = 2 << 56;
+pub(crate) const WR_READ: u64 = 3 << 56;
+pub(crate) const WR_WRITE: u64 = 4 << 56;
+pub(crate) const WR_INDEX: u64 = (1 << 56) - 1;
+
+const DATA: usize = 0;
+const RECV: usize = 1;
+const SEND: usize = 2;
+
+/// Completion waiters by slot; `dead` once the connection is torn down, so
+/// a late request fails at once instead of waiting for a completion that
+/// nobody will poll.
+pub(crate) struct Waiters {
+    dead: bool,
+    slots: Vec<Option<oneshot::Sender<u32>>>,
+}
+
+impl Waiters {
+    pub(crate) fn new(count: usize) -> Mutex<Waiters> {
+        Mutex::new(Waiters {
+            dead: false,
+            slots: (0..count).map(|_| None).collect(),
+        })
+    }
+}
+
+/// Registers a waiter for slot `index` (before posting its work request).
+pub(crate) fn wait_for(
+    waiters: &Mutex<Waiters>,
+    index: usize,
+) -> SfsResult<oneshot::Receiver<u32>> {
+    let mut w = waiters.lock().expect("waiters");
+    if w.dead {
+        return Err(SfsError::new(
+            Errno(libc::ECONNRESET),
+            "RDMA connection closed",
+        ));
+    }
+    let (tx, rx) = oneshot::channel();
+    w.slots[index] = Some(tx);
+    Ok(rx)
+}
+
+/// Fails every waiter and refuses new ones.
+pub(crate) fn fail_all(waiters: &Mutex<Waiters>) {
+    let mut w = waiters.lock().expect("waiters");
+    w.dead = true;
+    for slot in w.slots.iter_mut() {
+        if let Some(tx) = slot.take() {
+            let _ = tx.send(rdma_sys::ibv_wc_status::IBV_WC_WR_FLUSH_ERR);
+        }
+    }
+}
+
+/// Awaits a completion status; an error status becomes its errno.
+pub(crate) async fn completed(rx: oneshot::Receiver<u32>, what: &str) -> SfsResult<()> {
+    let status = rx
+        .await
+        .unwrap_or(rdma_sys::ibv_wc_status::IBV_WC_WR_FLUSH_ERR);
+    if status == rdma_sys::ibv_wc_status::IBV_WC_SUCCESS {
+        Ok(())
+    } else {
+        Err(SfsError::new(
+            wc_status_errno(status),
+            format!("RDMA {what} failed (completion status {status})"),
+        ))
+    }
+}
+
+/// A bound rdmacm listener.
+pub struct RdmaListener {
+    channel: Arc<EventChannel>,
+    id: CmId,
+    addr: SocketAddr,
+}
+
+impl RdmaListener {
+    /// Binds `addr`; fails (ENOTSUP) when no RDMA device serves it.
+    pub fn bind(addr: SocketAddr) -> SfsResult<RdmaListener> {
+        let channel = EventChannel::new()?;
+        let id = CmId::new(&channel)?;
+        id.bind(addr)?;
+        if id.verbs().is_null() {
+            return Err(SfsError::new(
+                Errno::ENOTSUP,
+                format!("no RDMA device serves {addr}"),
+            ));
+        }
+        id.listen(128)?;
+        Ok(RdmaListener { channel, id, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then disconnects every client and
+    /// waits for their requests to finish.
+    pub async fn serve(
+        self,
+        handler: Arc<dyn ChunkHandler>,
+        chunk_size: u64,
+        config: RdmaConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> SfsResult<()> {
+        tokio::pin!(shutdown);
+        let mut connections: HashMap<usize, Arc<Notify>> = HashMap::new();
+        let mut tasks: JoinSet<usize> = JoinSet::new();
+        tracing::info!(addr = %self.addr, "RDMA data listener ready");
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                event = self.channel.next() => {
+                    let event = event?;
+                    match event.kind {
+                        RDMA_CM_EVENT_CONNECT_REQUEST => {
+                            let key = event.id as usize;
+                            match accept(&self.channel, event, handler.clone(), chunk_size, &config) {
+                                Ok((conn, stop)) => {
+                                    connections.insert(key, stop.clone());
+                                    tasks.spawn(async move {
+                                        run_connection(conn, stop).await;
+                                        key
+                                    });
+                                }
+                                Err(e) => tracing::warn!("refusing an RDMA connection: {e}"),
+                            }
+                        }
+                        RDMA_CM_EVENT_DISCONNECTED | RDMA_CM_EVENT_DEVICE_REMOVAL => {
+                            if let Some(stop) = connections.get(&(event.id as usize)) {
+                                stop.notify_one();
+                            }
+                        }
+                        other => tracing::debug!("RDMA listener: {}", cm_event_name(other)),
+                    }
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(key) = done {
+                        connections.remove(&key);
+                    }
+                }
+            }
+        }
+        for stop in connections.values() {
+            stop.notify_one();
+        }
+        while tasks.join_next().await.is_some() {}
+        drop(self.id);
+        Ok(())
+    }
+}
+
+/// One accepted connection.
+struct ServerConnection {
+    qp: QueuePair,
+    id: CmId,
+    handler: Arc<dyn ChunkHandler>,
+    region: Region,
+    chunk_size: u64,
+    eager: u64,
+    recv_size: usize,
+    send_size: usize,
+    slots: Arc<SlotPool>,
+    waiters: Mutex<Waiters>,
+}
+
+fn accept(
+    channel: &Arc<EventChannel>,
+    event: CmEvent,
+    handler: Arc<dyn ChunkHandler>,
+    chunk_size: u64,
+    config: &RdmaConfig,
+) -> SfsResult<(Arc<ServerConnection>, Arc<Notify>)> {
+    let id = CmId::adopt(event.id, channel);
+    let refuse = |id: &CmId, why: String| {
+        id.reject();
+        Err(SfsError::new(Errno::EPROTO, why))
+    };
+    let hello = match Hello::decode(&event.private_data) {
+        Ok(h) => h,
+        Err(e) => return refuse(&id, e.message),
+    };
+    if hello.chunk_size != chunk_size {
+        return refuse(
+            &id,
+            format!(
+                "client chunk size {} differs from ours ({chunk_size}): clients and servers must read the same config.json",
+                hello.chunk_size
+            ),
+        );
+    }
+    if hello.queue_depth == 0 || hello.queue_depth > config.queue_depth {
+        return refuse(
+            &id,
+            format!(
+                "client queue depth {} outside 1..={}",
+                hello.queue_depth, config.queue_depth
+            ),
+        );
+    }
+    if hello.eager_threshold > config.eager_threshold {
+        return refuse(
+            &id,
+            format!(
+                "client eager threshold {} above ours ({})",
+                hello.eager_threshold, config.eager_threshold
+            ),
+        );
+    }
+    let depth = hello.queue_depth as usize;
+    let sizes = QueueSizes {
+        send: 3 * hello.queue_depth,
+        recv: hello.queue_depth,
+        cq: (4 * hello.queue_depth).max(config.cq_size),
+    };
+    let eager = u64::from(hello.eager_threshold);
+    let recv_size = RDMA_REQUEST_LEN + eager as usize;
+    let send_size = RDMA_RESPONSE_LEN + eager as usize;
+    let setup = || -> SfsResult<QueuePair> {
+        let mut qp = QueuePair::new(&id, sizes, config)?;
+        qp.register(depth * chunk_size as usize, false)?;
+        qp.register(depth * recv_size, false)?;
+        qp.register(depth * send_size, false)?;
+        qp.ready(&id, config)?;
+        for i in 0..depth {
+            qp.post_recv(WR_RECV | i as u64, RECV, i * recv_size, recv_size)?;
+        }
+        Ok(qp)
+    };
+    let qp = match setup() {
+        Ok(qp) => qp,
+        Err(e) => {
+            id.reject();
+            return Err(e);
+        }
+    };
+    id.accept(&qp, config)?;
+    tracing::debug!(
+        queue_depth = depth,
+        eager,
+        "RDMA connection accepted (region {} bytes)",
+        hello.region.len
+    );
+    Ok((
+        Arc::new(ServerConnection {
+            qp,
+            id,
+            handler,
+            region: hello.region,
+            chunk_size,
+            eager,
+            recv_size,
+            send_size,
+            slots: Arc::new(SlotPool::new(depth)),
+            waiters: Waiters::new(depth),
+        }),
+        Arc::new(Notify::new()),
+    ))
+}
+
+/// Drives one connection's completion queue until it fails or is stopped.
+async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
+    let mut requests = JoinSet::new();
+    let mut completions = Vec::new();
+    let why = 'run: loop {
+        tokio::select! {
+            _ = stop.notified() => break 'run "disconnected".to_string(),
+            polled = conn.qp.completions(&mut completions) => {
+                if let Err(e) = polled {
+                    break 'run e.to_string();
+                }
+                for wc in completions.drain(..) {
+                    let index = (wc.wr_id & WR_INDEX) as usize;
+                    if wc.status != rdma_sys::ibv_wc_status::IBV_WC_SUCCESS {
+                        break 'run format!("completion error status {} on wr {:#x}", wc.status, wc.wr_id);
+                    }
+                    if wc.wr_id & !WR_INDEX == WR_RECV {
+                        // A slot is freed when its response SEND completes,
+                        // which the client may see answered (and reuse)
+                        // slightly earlier: a request may wait briefly for
+                        // a slot, but a client keeping more than twice its
+                        // queue depth outstanding is cut off.
+                        if requests.len() >= 2 * conn.slots.capacity() {
+                            break 'run "client exceeded its announced queue depth".to_string();
+                        }
+                        match take_request(&conn, index, wc.byte_len as usize) {
+                            Ok((request, eager)) => {
+                                let conn = conn.clone();
+                                requests.spawn(async move {
+                                    if let Some(slot) = conn.slots.clone().acquire().await {
+                                        serve_request(conn, request, eager, slot).await;
+                                    }
+                                });
+                            }
+                            Err(e) => break 'run e.message,
+                        }
+                    } else if let Some(tx) = conn.waiters.lock().expect("waiters").slots[index].take() {
+                        let _ = tx.send(wc.status);
+                    }
+                }
+            }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+        }
+    };
+    tracing::debug!("RDMA connection closing: {why}");
+    conn.qp.to_error();
+    conn.id.disconnect();
+    fail_all(&conn.waiters);
+    conn.slots.close();
+    while requests.join_next().await.is_some() {}
+}
+
+/// Copies a received request out of its receive buffer and re-posts the
+/// buffer.
+fn take_request(
+    conn: &ServerConnection,
+    index: usize,
+    len: usize,
+) -> SfsResult<(RdmaRequest, Vec<u8>)> {
+    if index >= conn.slots.capacity() || len > conn.recv_size {
+        return Err(SfsError::new(Errno::EPROTO, "receive index out of range"));
+    }
+    // SAFETY: receive buffer `index` was just completed by the device and is
+    // not re-posted until after this copy.
+    let msg = unsafe { conn.qp.buffer(RECV).range_mut(index * conn.recv_size, len) }.to_vec();
+    conn.qp.post_recv(
+        WR_RECV | index as u64,
+        RECV,
+        index * conn.recv_size,
+        conn.recv_size,
+    )?;
+    let request = RdmaRequest::decode(&msg, conn.chunk_size, conn.eager)?;
+    Ok((request, msg[RDMA_REQUEST_LEN..].to_vec()))
+}
+
+/// Carries out one request and sends its response.
+async fn serve_request(
+    conn: Arc<ServerConnection>,
+    request: RdmaRequest,
+    eager: Vec<u8>,
+    slot: Slot,
+) {
+    let index = slot.index();
+    let chunk = request.header.chunk;
+    let len = chunk.len as usize;
+    let data_offset = index * conn.chunk_size as usize;
+    let result: SfsResult<usize> = async {
+        match (request.header.op, request.payload) {
+            (Op::Write, Payload::Eager) => {
+                let handler = conn.handler.clone();
+                tokio::task::spawn_blocking(move || handler.write_chunk(&chunk, &eager))
+                    .await
+                    .map_err(|e| SfsError::io(format!("chunk write task: {e}")))??;
+                Ok(0)
+            }
+            (Op::Write, Payload::Remote(desc)) => {
+                desc.check(&conn.region, chunk.len, ACCESS_READ)?;
+                let rx = wait_for(&conn.waiters, index)?;
+                conn.qp.post_send(
+                    WR_READ | index as u64,
+                    IBV_WR_RDMA_READ,
+                    DATA,
+                    data_offset,
+                    len,
+                    Some((desc.addr, desc.rkey)),
+                    true,
+                )?;
+                completed(rx, "READ of a write's data").await?;
+                let c = conn.clone();
+                tokio::task::spawn_blocking(move || {
+                    // SAFETY: this slot's chunk buffer is ours until the slot
+                    // is dropped, and the RDMA READ into it has completed.
+                    let data = unsafe { c.qp.buffer(DATA).range_mut(data_offset, len) };
+                    c.handler.write_chunk(&chunk, data)
+                })
+                .await
+                .map_err(|e| SfsError::io(format!("chunk write task: {e}")))??;
+                Ok(0)
+            }
+            (Op::Read, payload) => {
+                if let Payload::Remote(desc) = payload {
+                    desc.check(&conn.region, chunk.len, ACCESS_WRITE)?;
+                }
+                let c = conn.clone();
+                let n = tokio::task::spawn_blocking(move || {
+                    // SAFETY: as above; no RDMA targets this buffer now.
+                    let data = unsafe { c.qp.buffer(DATA).range_mut(data_offset, len) };
+                    c.handler.read_chunk(&chunk, data)
+                })
+                .await
+                .map_err(|e| SfsError::io(format!("chunk read task: {e}")))??;
+                let n = n.min(len);
+                if let Payload::Remote(desc) = payload {
+                    if n > 0 {
+                        // Unsignalled: the response SEND behind it completes
+                        // only after it, and an error still completes.
+                        conn.qp.post_send(
+                            WR_WRITE | index as u64,
+                            IBV_WR_RDMA_WRITE,
+                            DATA,
+                            data_offset,
+                            n,
+                            Some((desc.addr, desc.rkey)),
+                            false,
+                        )?;
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+    .await;
+    let send_offset = index * conn.send_size;
+    // SAFETY: this slot's send buffer is ours until the slot is dropped
+    // (after the SEND below completes).
+    let out = unsafe { conn.qp.buffer(SEND).range_mut(send_offset, conn.send_size) };
+    let (status, n) = match result {
+        Ok(n) => (0, n),
+        Err(e) => {
+            tracing::debug!("RDMA request failed: {e}");
+            (e.errno.0, 0)
+        }
+    };
+    let header = ResponseHeader {
+        status,
+        request_id: request.header.request_id,
+        len: n as u64,
+    };
+    out[..RDMA_RESPONSE_LEN].copy_from_slice(&header.encode());
+    let mut msg_len = RDMA_RESPONSE_LEN;
+    if status == 0 && request.header.op == Op::Read && request.payload == Payload::Eager {
+        // SAFETY: the chunk buffer of this slot, filled by the read above.
+        let data = unsafe { conn.qp.buffer(DATA).range_mut(data_offset, n) };
+        out[RDMA_RESPONSE_LEN..RDMA_RESPONSE_LEN + n].copy_from_slice(data);
+        msg_len += n;
+    }
+    let sent = async {
+        let rx = wait_for(&conn.waiters, index)?;
+        conn.qp.post_send(
+            WR_SEND | index as u64,
+            IBV_WR_SEND,
+            SEND,
+            send_offset,
+            msg_len,
+            None,
+            true,
+        )?;
+        completed(rx, "response SEND").await
+    }
+    .await;
+    if let Err(e) = sent {
+        tracing::debug!("RDMA response not sent: {e}");
+    }
+    drop(slot);
+}
