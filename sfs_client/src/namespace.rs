@@ -101,25 +101,47 @@ impl Client {
         exclusive: bool,
         link_target: &str,
     ) -> SfsResult<(Metadata, bool)> {
-        self.check_parent(path).await?;
-        let mut h = self.owner(path).await?.clone();
-        let r = h
-            .meta
-            .create(pb::CreateRequest {
-                path: path.to_string(),
-                mode: kind.type_bits() | (perm & 0o7777),
-                uid: self.uid,
-                gid: self.gid,
-                exclusive,
-                link_target: link_target.to_string(),
-            })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
-        let entry = r
-            .entry
-            .ok_or_else(|| SfsError::io("server sent a create reply without an entry"))?;
-        Ok((Metadata::from(&entry), r.created))
+        // The parent check and the create go out together: a create costs one
+        // round trip, not two. If the parent turns out to be missing, an entry
+        // this call made is taken back (only that entry: `if_id`).
+        let create = async {
+            let mut h = self.owner(path).await?.clone();
+            let r = h
+                .meta
+                .create(pb::CreateRequest {
+                    path: path.to_string(),
+                    mode: kind.type_bits() | (perm & 0o7777),
+                    uid: self.uid,
+                    gid: self.gid,
+                    exclusive,
+                    link_target: link_target.to_string(),
+                })
+                .await
+                .map_err(|s| rpc_error(&h.name, s))?
+                .into_inner();
+            let entry = r
+                .entry
+                .ok_or_else(|| SfsError::io("server sent a create reply without an entry"))?;
+            Ok::<_, SfsError>((Metadata::from(&entry), r.created))
+        };
+        let (parent, created) = futures::join!(self.check_parent(path), create);
+        match (parent, created) {
+            (Ok(()), created) => created,
+            (Err(e), Ok((md, true))) => {
+                let kind = if md.is_dir() {
+                    pb::RemoveKind::RemoveDirectory
+                } else {
+                    pb::RemoveKind::RemoveNotDirectory
+                };
+                if let Err(undo) = self.remove_entry(path, kind, Some(md.id)).await {
+                    tracing::warn!(
+                        "{path}: cannot take back an entry made without a parent: {undo}"
+                    );
+                }
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
+        }
     }
 
     /// `mkdir(2)`.
@@ -206,7 +228,11 @@ impl Client {
             let removed = self
                 .remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, None)
                 .await?;
-            if removed.kind() == FileKind::File {
+            // An empty file has no chunks (truncation drops them), so its
+            // removal is one round trip. The exception is a write racing the
+            // unlink from another client: its chunks stay behind unreferenced
+            // (docs/semantics.md).
+            if removed.kind() == FileKind::File && removed.size > 0 {
                 self.remove_chunks(removed.id).await?;
             }
             Ok(())

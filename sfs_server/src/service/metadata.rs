@@ -1,13 +1,14 @@
 //! The `Metadata` gRPC service: the namespace entries this server owns.
 //!
-//! Each handler validates its request, runs the store call on the blocking
-//! pool and maps the result to a message. Cross-server rules (a parent must
+//! Each handler validates its request, runs the store call (inline when it
+//! is a point operation, on the blocking pool when it is long)
+//! and maps the result to a message. Cross-server rules (a parent must
 //! exist, a directory must be empty on *every* server before rmdir, rename
 //! spans two owners) are the client's: this server enforces what it alone can
 //! see, atomically.
 
 use super::{
-    blocking, check_entry, check_link_target, check_mode, check_path, check_size, page_size,
+    blocking, check_entry, check_link_target, check_mode, check_path, check_size, page_size, quick,
     refuse, ServerState,
 };
 use crate::meta_store::{now_ns, RemoveKind};
@@ -106,8 +107,7 @@ impl metadata_server::Metadata for MetadataService {
         entry.size = req.link_target.len() as u64;
         entry.link_target = req.link_target;
         let meta = self.state.meta.clone();
-        let (entry, created) =
-            blocking(move || meta.create(&req.path, entry, req.exclusive)).await?;
+        let (entry, created) = quick(move || meta.create(&req.path, entry, req.exclusive))?;
         Ok(Response::new(pb::CreateResponse {
             entry: Some(pb::Entry::from(&entry)),
             created,
@@ -118,8 +118,7 @@ impl metadata_server::Metadata for MetadataService {
         let path = request.into_inner().path;
         self.accept(&path)?;
         let meta = self.state.meta.clone();
-        let entry =
-            blocking(move || meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path))).await?;
+        let entry = quick(move || meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path)))?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
@@ -141,7 +140,7 @@ impl metadata_server::Metadata for MetadataService {
         };
         let if_id = req.if_id.then(|| FileId::from_parts(req.id_hi, req.id_lo));
         let meta = self.state.meta.clone();
-        let removed = blocking(move || meta.remove(&req.path, kind, if_id)).await?;
+        let removed = quick(move || meta.remove(&req.path, kind, if_id))?;
         Ok(Response::new(pb::Entry::from(&removed)))
     }
 
@@ -157,7 +156,7 @@ impl metadata_server::Metadata for MetadataService {
             end: req.end,
             time_ns: now_ns(),
         };
-        blocking(move || meta.update(&req.path, update)).await?;
+        quick(move || meta.update(&req.path, update))?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -169,7 +168,7 @@ impl metadata_server::Metadata for MetadataService {
         self.accept(&req.path)?;
         check_size("append length", req.len).map_err(refuse)?;
         let meta = self.state.meta.clone();
-        let offset = blocking(move || meta.reserve_append(&req.path, req.len, now_ns())).await?;
+        let offset = quick(move || meta.reserve_append(&req.path, req.len, now_ns()))?;
         Ok(Response::new(pb::ReserveAppendResponse { offset }))
     }
 
@@ -181,7 +180,7 @@ impl metadata_server::Metadata for MetadataService {
         self.accept(&req.path)?;
         check_size("truncate size", req.size).map_err(refuse)?;
         let meta = self.state.meta.clone();
-        let entry = blocking(move || meta.truncate(&req.path, req.size, now_ns())).await?;
+        let entry = quick(move || meta.truncate(&req.path, req.size, now_ns()))?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
@@ -207,7 +206,7 @@ impl metadata_server::Metadata for MetadataService {
             ctime_ns: now_ns(),
         };
         let meta = self.state.meta.clone();
-        let entry = blocking(move || meta.set_attr(&req.path, update)).await?;
+        let entry = quick(move || meta.set_attr(&req.path, update))?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
@@ -245,7 +244,7 @@ impl metadata_server::Metadata for MetadataService {
         let path = request.into_inner().path;
         self.accept(&path)?;
         let meta = self.state.meta.clone();
-        let has_children = blocking(move || meta.has_children(&path)).await?;
+        let has_children = quick(move || meta.has_children(&path))?;
         Ok(Response::new(pb::HasChildrenResponse { has_children }))
     }
 
@@ -262,7 +261,7 @@ impl metadata_server::Metadata for MetadataService {
             .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
         check_entry(&entry).map_err(refuse)?;
         let meta = self.state.meta.clone();
-        let replaced = blocking(move || meta.put_entry(&req.path, entry, req.replace)).await?;
+        let replaced = quick(move || meta.put_entry(&req.path, entry, req.replace))?;
         Ok(Response::new(pb::PutEntryResponse {
             replaced: replaced.as_ref().map(pb::Entry::from),
         }))

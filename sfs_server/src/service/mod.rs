@@ -84,8 +84,20 @@ impl ServerState {
     }
 }
 
-/// Runs a blocking store call on the blocking pool and turns its error into
-/// a status carrying the errno.
+/// Runs a short store call (a RocksDB point lookup or write without a WAL
+/// sync: microseconds) inline on the worker, turning its error into a status
+/// carrying the errno. Handing such calls to the blocking pool cost two
+/// thread switches per request, more than the call itself (see
+/// docs/performance.md).
+pub fn quick<T, F>(call: F) -> Result<T, Status>
+where
+    F: FnOnce() -> SfsResult<T>,
+{
+    call().map_err(|e| status_from_error(&e))
+}
+
+/// Runs a long store call (file system work, syncs, scans) on the blocking
+/// pool and turns its error into a status carrying the errno.
 pub async fn blocking<T, F>(call: F) -> Result<T, Status>
 where
     T: Send + 'static,
