@@ -3,9 +3,11 @@
 //! `sfs start` / `sfs stop` / `sfs status` manage the servers of a hostfile
 //! that live on this machine; `sfs ls/put/get/rm/mkdir/stat` work on the SFS
 //! namespace through the client library; `sfs server` is the daemon itself
-//! (what `sfs start` launches in the background).
+//! (what `sfs start` launches in the background); `sfs exec -- PROGRAM` runs
+//! an unmodified program with the LD_PRELOAD shim.
 
 mod bench;
+mod exec;
 mod files;
 mod servers;
 
@@ -72,6 +74,15 @@ enum Command {
     /// Measure throughput and metadata rates through the client library.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run PROGRAM with the SFS shim preloaded: its file calls under the mount directory go to SFS.
+    Exec {
+        /// The shim library (default: libsfs_wrapper.so next to this `sfs` binary).
+        #[arg(long, env = "SFS_PRELOAD")]
+        preload: Option<PathBuf>,
+        /// The program and its arguments (after `--`).
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Print the default configuration (what config.example.json holds).
     ConfigExample,
     /// Run one server in the foreground (what `sfs start` launches).
@@ -159,6 +170,7 @@ fn main() {
             Command::Rm { recursive, paths } => files::rm(&setup, paths, *recursive),
             Command::Mkdir { parents, paths } => files::mkdir(&setup, paths, *parents),
             Command::Stat { path } => files::stat(&setup, path),
+            Command::Exec { preload, command } => exec::run(&setup, preload.as_deref(), command),
             Command::Bench(BenchCommand::Data {
                 size_mib,
                 block_kib,

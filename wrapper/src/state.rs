@@ -91,13 +91,11 @@ pub fn settings() -> Option<&'static Settings> {
 
 fn read_settings() -> Option<Settings> {
     let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Some(level) = std::env::var("SFS_LOG").ok() {
+    if let Ok(level) = std::env::var("SFS_LOG") {
         let level = level.to_ascii_lowercase();
         let value = if level.contains("trace") || level.contains("debug") {
             LOG_DEBUG
-        } else if level.contains("off") {
-            LOG_OFF
-        } else if level.is_empty() {
+        } else if level.contains("off") || level.is_empty() {
             LOG_OFF
         } else {
             LOG_WARN
@@ -282,6 +280,66 @@ pub fn sfs_fd(fd: i32) -> Option<Inside> {
     } else {
         None
     }
+}
+
+/// Descriptors the shim itself uses (the client's sockets, epoll and event
+/// descriptors): kept at high numbers, out of the application's way.
+pub static INTERNAL_FDS: SfsFds = SfsFds {
+    bits: [const { AtomicU64::new(0) }; MAX_FDS / 64],
+};
+
+/// True while this thread runs shim code.
+pub fn inside_now() -> bool {
+    INSIDE.try_with(|i| i.get()).unwrap_or(true)
+}
+
+/// Lowest number for the shim's own descriptors: programs pick low numbers
+/// themselves (`exec 3>` in a shell, dup2 onto 3..9, bash's 255), so the
+/// shim moves its descriptors up near the descriptor limit.
+fn internal_base() -> i32 {
+    static BASE: OnceLock<i32> = OnceLock::new();
+    *BASE.get_or_init(|| {
+        // SAFETY: `limit` is written by getrlimit.
+        let soft = unsafe {
+            let mut limit: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur.min(MAX_FDS as u64) as i32
+            } else {
+                1024
+            }
+        };
+        if soft >= 2048 {
+            soft - 1024
+        } else if soft > 512 {
+            soft - 256
+        } else {
+            soft / 2
+        }
+    })
+}
+
+/// Moves a descriptor the shim just created to a high number and records
+/// it as internal. On failure (no free high number) the original stays.
+pub fn relocate_internal(fd: i32) -> i32 {
+    if fd < 0 {
+        return fd;
+    }
+    let base = internal_base();
+    let moved = if fd >= base {
+        fd
+    } else {
+        // SAFETY: F_DUPFD_CLOEXEC and close have no memory effects.
+        let high =
+            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, base) } as i32;
+        if high < 0 {
+            fd
+        } else {
+            release_fd(fd);
+            high
+        }
+    };
+    INTERNAL_FDS.insert(moved);
+    moved
 }
 
 /// Reserves a kernel descriptor for a new SFS descriptor. Raw system

@@ -29,6 +29,15 @@ pub fn forget(fd: c_int) {
 
 hook! {
     unsafe fn close(fd: c_int) -> c_int => sfs_close {
+        if state::INTERNAL_FDS.contains(fd) {
+            if state::inside_now() {
+                state::INTERNAL_FDS.remove(fd);
+            } else {
+                // The shim's own descriptor: not the application's to close.
+                state::set_errno(libc::EBADF);
+                return -1;
+            }
+        }
         match sfs_fd(fd) {
             Some(_inside) => {
                 forget(fd);
@@ -268,5 +277,29 @@ hook! {
             Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
             None => real!(lockf64)(fd, cmd, len),
         }
+    }
+}
+
+// The client's own descriptors are created inside the shim; they move to
+// high numbers (see `state::relocate_internal`).
+
+hook! {
+    unsafe fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int => sfs_socket {
+        let fd = real!(socket)(domain, kind, protocol);
+        if state::inside_now() { state::relocate_internal(fd) } else { fd }
+    }
+}
+
+hook! {
+    unsafe fn epoll_create1(flags: c_int) -> c_int => sfs_epoll_create1 {
+        let fd = real!(epoll_create1)(flags);
+        if state::inside_now() { state::relocate_internal(fd) } else { fd }
+    }
+}
+
+hook! {
+    unsafe fn eventfd(initval: c_uint, flags: c_int) -> c_int => sfs_eventfd {
+        let fd = real!(eventfd)(initval, flags);
+        if state::inside_now() { state::relocate_internal(fd) } else { fd }
     }
 }

@@ -59,7 +59,7 @@ unsafe fn mmap_sfs(
     fd: c_int,
     off: off_t,
 ) -> SfsResult<*mut c_void> {
-    if len == 0 || off < 0 || off as usize % page_size() != 0 {
+    if len == 0 || off < 0 || !(off as usize).is_multiple_of(page_size()) {
         return Err(err(libc::EINVAL, "mmap: bad length or offset"));
     }
     let shared = flags & libc::MAP_SHARED != 0;
