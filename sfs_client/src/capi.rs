@@ -292,11 +292,11 @@ pub unsafe extern "C" fn sfs_rename(
     old: *const c_char,
     new: *const c_char,
 ) -> c_int {
-    // SAFETY: caller guarantees valid strings.
-    status(with_client!(c, |cl| unsafe { arg(old) }.and_then(|o| {
-        // SAFETY: caller guarantees valid strings.
-        unsafe { arg(new) }.and_then(|n| cl.rename(o, n))
-    })))
+    status(with_client!(c, |cl| {
+        // SAFETY: the caller guarantees both are valid NUL-terminated strings.
+        let (o, n) = unsafe { (arg(old), arg(new)) };
+        o.and_then(|o| n.and_then(|n| cl.rename(o, n)))
+    }))
 }
 
 /// `symlink(2)`: 0 or -errno.
@@ -309,11 +309,11 @@ pub unsafe extern "C" fn sfs_symlink(
     target: *const c_char,
     linkpath: *const c_char,
 ) -> c_int {
-    // SAFETY: caller guarantees valid strings.
-    status(with_client!(c, |cl| unsafe { arg(target) }.and_then(|t| {
-        // SAFETY: caller guarantees valid strings.
-        unsafe { arg(linkpath) }.and_then(|l| cl.symlink(t, l))
-    })))
+    status(with_client!(c, |cl| {
+        // SAFETY: the caller guarantees both are valid NUL-terminated strings.
+        let (t, l) = unsafe { (arg(target), arg(linkpath)) };
+        t.and_then(|t| l.and_then(|l| cl.symlink(t, l)))
+    }))
 }
 
 /// `readlink(2)`: bytes placed in `buf` (not NUL-terminated), or -errno.
