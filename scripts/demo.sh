@@ -15,8 +15,8 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 say "setup"
 bash scripts/setup.sh
 
-say "build: cargo build --release -p sfs_cli"
-cargo build --release -p sfs_cli
+say "build: cargo build --release -p sfs_cli -p wrapper"
+cargo build --release -p sfs_cli -p wrapper
 sfs_bin="$CARGO_TARGET_DIR/release/sfs"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sfs-demo.XXXXXX")
@@ -109,14 +109,19 @@ echo "\$ cmp $source_file gpl.out"
 cmp "$source_file" "$work/gpl.out"
 echo "identical: $(stat -c %s "$source_file") bytes"
 
-# ---------------------------------------------------------------------------
-# UNMODIFIED PROGRAM THROUGH THE LD_PRELOAD SHIM -- pending (wrapper/ is a
-# separate open issue and does not exist yet). When it lands, this is where
-# the demo runs an ordinary program on the mount, e.g.
-#   LD_PRELOAD=<the shim's .so> sh -c "wc -c $work/mnt/demo/data/gpl;
-#       cp /etc/services $work/mnt/demo/; ls -l $work/mnt/demo"
-# ($work/mnt is the `mountdir` written into config.json above.)
-# ---------------------------------------------------------------------------
+say "an unmodified program through the LD_PRELOAD shim: sfs exec -- sh -c ..."
+mnt="$work/mnt"   # the `mountdir` of config.json: nothing is mounted, the shim knows the paths
+"$sfs_bin" exec -- sh -c "
+    set -e
+    echo '\$ wc -c $mnt/demo/data/gpl'; wc -c $mnt/demo/data/gpl
+    echo '\$ cp /etc/services $mnt/demo/'; cp /etc/services $mnt/demo/
+    echo '\$ cd $mnt/demo && ls -l && grep -c tcp services'; cd $mnt/demo && ls -l && grep -c tcp services
+    echo '\$ python3 -c ... (json round trip in the mount)'
+    python3 -c \"import json; json.dump({'ok': True}, open('$mnt/demo/x.json', 'w')); print(json.load(open('$mnt/demo/x.json')))\"
+"
+sfs get /demo/services "$work/services.out"
+echo "\$ cmp /etc/services services.out"
+cmp /etc/services "$work/services.out"
 
 say "servers"
 sfs status
