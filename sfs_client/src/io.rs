@@ -423,7 +423,7 @@ impl Client {
                 )
             })?;
         let chunk_size = self.config.chunk_size;
-        stream::iter(split(offset, buf.len() as u64, chunk_size))
+        let place = stream::iter(split(offset, buf.len() as u64, chunk_size))
             .map(|piece| async move {
                 let server = self.distributor.chunk_server(file.id, piece.index);
                 let data = &buf[piece.buf_offset as usize..(piece.buf_offset + piece.len) as usize];
@@ -440,9 +440,15 @@ impl Client {
                     .await
             })
             .buffer_unordered(PIECES_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
-        if grow {
+            .try_collect::<Vec<()>>();
+        // The size update travels with the data instead of after it: one
+        // round trip less per write. If placing the data fails the size may
+        // still have grown; the range then reads as a hole (zeros) and the
+        // caller gets the error (docs/semantics.md).
+        let grow_size = async {
+            if !grow {
+                return Ok(());
+            }
             let mut h = self.owner(&file.path).await?.clone();
             h.meta
                 .grow_size(pb::GrowSizeRequest {
@@ -450,27 +456,33 @@ impl Client {
                     end,
                 })
                 .await
-                .map_err(|s| rpc_error(&h.name, s))?;
-        }
+                .map(|_| ())
+                .map_err(|s| rpc_error(&h.name, s))
+        };
+        let (placed, grown) = futures::join!(place, grow_size);
+        placed?;
+        grown?;
         Ok(buf.len())
     }
 
     /// Reads up to `buf.len()` bytes at `offset`, short at the end of file.
+    ///
+    /// The size lookup and the chunk reads go out together (one round trip,
+    /// not two); bytes fetched past the end of file are not reported.
     async fn read_data(&self, file: &OpenFile, offset: u64, buf: &mut [u8]) -> SfsResult<usize> {
-        let size = self.lookup(&file.path).await?.size;
-        if offset >= size || buf.is_empty() {
+        if buf.is_empty() {
             return Ok(0);
         }
-        let len = (size - offset).min(buf.len() as u64) as usize;
+        let want = (buf.len() as u64).min(MAX_FILE_SIZE.saturating_sub(offset));
         let chunk_size = self.config.chunk_size;
-        let mut rest = &mut buf[..len];
+        let mut rest = &mut buf[..want as usize];
         let mut jobs = Vec::new();
-        for piece in split(offset, len as u64, chunk_size) {
+        for piece in split(offset, want, chunk_size) {
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
             rest = tail;
             jobs.push((piece, head));
         }
-        stream::iter(jobs)
+        let fetch = stream::iter(jobs)
             .map(|(piece, out)| async move {
                 let server = self.distributor.chunk_server(file.id, piece.index);
                 let chunk = ChunkRef {
@@ -489,8 +501,13 @@ impl Client {
                 Ok::<(), SfsError>(())
             })
             .buffer_unordered(PIECES_IN_FLIGHT)
-            .try_collect::<Vec<()>>()
-            .await?;
-        Ok(len)
+            .try_collect::<Vec<()>>();
+        let (size, fetched) = futures::join!(self.lookup(&file.path), fetch);
+        let size = size?.size;
+        if offset >= size {
+            return Ok(0);
+        }
+        fetched?;
+        Ok((size - offset).min(want) as usize)
     }
 }
