@@ -176,14 +176,16 @@ fn human(bytes: u64) -> String {
 pub fn status(setup: &Setup) -> Result<()> {
     let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
     println!(
-        "{:<12} {:<22} {:<4} {:>10} {:>12} {:>12}",
-        "SERVER", "ADDRESS", "UP", "ENTRIES", "BYTES", "CAPACITY"
+        "{:<12} {:<22} {:<4} {:<5} {:>10} {:>12} {:>12}",
+        "SERVER", "ADDRESS", "UP", "DATA", "ENTRIES", "BYTES", "CAPACITY"
     );
     let mut down = 0;
-    for (name, address, stats) in client.server_stats() {
+    let transports = client.data_transports();
+    for ((name, address, stats), data) in client.server_stats().into_iter().zip(transports) {
+        let data = data.unwrap_or("-");
         match stats {
             Ok(s) => println!(
-                "{name:<12} {address:<22} {:<4} {:>10} {:>12} {:>12}",
+                "{name:<12} {address:<22} {:<4} {data:<5} {:>10} {:>12} {:>12}",
                 "yes",
                 s.entries,
                 human(s.chunk_bytes),
@@ -192,7 +194,7 @@ pub fn status(setup: &Setup) -> Result<()> {
             Err(e) => {
                 down += 1;
                 println!(
-                    "{name:<12} {address:<22} {:<4} {:>10} {:>12} {:>12}  ({})",
+                    "{name:<12} {address:<22} {:<4} {data:<5} {:>10} {:>12} {:>12}  ({})",
                     "no", "-", "-", "-", e.errno
                 );
             }

@@ -86,6 +86,13 @@ fn start_put_get_ls_status_stop() {
     );
     let (ok, out, _) = sfs(&["status"]);
     assert!(ok && out.contains("yes"), "{out}");
+    // Each server's row names the data transport this client uses with it.
+    let rows: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for row in rows {
+        let data = row.split_whitespace().nth(3);
+        assert!(matches!(data, Some("tcp" | "rdma")), "{out}");
+    }
     let (ok, _, err) = sfs(&["rm", "/x"]);
     assert!(!ok && err.contains("is a directory"), "{err}");
     assert!(sfs(&["rm", "-r", "/x"]).0);

@@ -191,6 +191,17 @@ impl Client {
         })
     }
 
+    /// The data transport this client uses with each server ("tcp" or
+    /// "rdma"), in hostfile order; `None` for a server it cannot reach.
+    /// Connects to every server (the handshake decides the transport).
+    pub fn data_transports(&self) -> Vec<Option<&'static str>> {
+        self.block_on(async {
+            let calls = (0..self.servers.len())
+                .map(|i| async move { self.server(i).await.ok().map(|h| h.data.transport_name()) });
+            join_all(calls).await
+        })
+    }
+
     /// Asks server `index` to shut down gracefully.
     pub fn shutdown_server(&self, index: usize) -> SfsResult<()> {
         self.block_on(async {
