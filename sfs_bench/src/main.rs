@@ -1,0 +1,384 @@
+//! `sfs_bench`: IOR/mdtest/find-style workloads against SFS (through the
+//! LD_PRELOAD shim and through the client library) and against local
+//! directories (tmpfs and the local disk), side by side, in one invocation.
+//!
+//! Client processes are real processes: this binary re-executes itself as
+//! `sfs_bench __worker SPEC` once per rank and phase; for the shim rows the
+//! worker runs under `LD_PRELOAD=libsfs_wrapper.so` and makes plain std::fs
+//! calls on paths under the mount directory, exactly as an application does.
+//! Every run reads its data back and compares it; a mismatch is an error.
+
+mod cluster;
+mod fsapi;
+mod pattern;
+mod report;
+mod runner;
+mod spec;
+mod worker;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use cluster::SfsInstance;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use runner::{PhaseStats, Target};
+use spec::{Access, Params, Workload};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Via {
+    /// Worker processes under LD_PRELOAD of libsfs_wrapper.so (what users run).
+    Shim,
+    /// Worker processes calling sfs_client directly (no shim).
+    Lib,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Baseline {
+    Tmpfs,
+    Disk,
+    None,
+}
+
+#[derive(Parser)]
+#[command(
+    name = "sfs_bench",
+    version,
+    about = "IOR/mdtest-style benchmarks of SFS through the shim and the client library, next to tmpfs and the local disk"
+)]
+struct Cli {
+    /// config.json of running servers (not needed with --servers).
+    #[arg(long, env = "SFS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Hostfile of running servers (not needed with --servers).
+    #[arg(long, env = "SFS_HOSTFILE")]
+    hostfile: Option<PathBuf>,
+    /// Start this many servers on 127.0.0.1 (state on tmpfs) for each run, e.g. `1,2,4`.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<usize>,
+    /// Client processes.
+    #[arg(long, short = 'n', default_value_t = 2)]
+    nprocs: usize,
+    /// How the SFS workers reach SFS: `shim`, `lib`, or both (`shim,lib`).
+    #[arg(long, value_delimiter = ',', default_value = "shim")]
+    via: Vec<Via>,
+    /// Local baselines: `tmpfs`, `disk`, or `none`.
+    #[arg(long, value_delimiter = ',', default_value = "tmpfs,disk")]
+    baselines: Vec<Baseline>,
+    /// Directory on tmpfs for the tmpfs baseline.
+    #[arg(long, default_value = "/dev/shm")]
+    tmpfs_dir: PathBuf,
+    /// Directory on the local disk for the disk baseline.
+    #[arg(long, default_value = "/var/tmp")]
+    disk_dir: PathBuf,
+    /// Where servers started with --servers keep their state (tmpfs).
+    #[arg(long, default_value = "/dev/shm")]
+    state_dir: PathBuf,
+    /// Workloads to run (default: all).
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<Workload>,
+    /// IOR-easy: MiB each process writes.
+    #[arg(long, default_value_t = 512)]
+    easy_mib: u64,
+    /// IOR-hard: 47,008-byte transfers per process.
+    #[arg(long, default_value_t = 5000)]
+    hard_transfers: u64,
+    /// Random 4 KiB I/O: size of the file in MiB.
+    #[arg(long, default_value_t = 1024)]
+    random_file_mib: u64,
+    /// Random 4 KiB I/O: writes, and as many reads, per process.
+    #[arg(long, default_value_t = 10_000)]
+    random_ops: u64,
+    /// mdtest-easy: files per process.
+    #[arg(long, default_value_t = 10_000)]
+    files: u64,
+    /// mdtest-hard: files per process.
+    #[arg(long, default_value_t = 10_000)]
+    hard_files: u64,
+    /// find / ls -l: entries of the tree (files and directories).
+    #[arg(long, default_value_t = 100_000)]
+    tree_entries: u64,
+    /// Seed of the data pattern and random offsets (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The `sfs` binary used for --servers (default: next to this binary).
+    #[arg(long)]
+    sfs: Option<PathBuf>,
+    /// The shim (default: libsfs_wrapper.so next to this binary).
+    #[arg(long, env = "SFS_PRELOAD")]
+    preload: Option<PathBuf>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn next_to_me(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the sfs_bench binary")?;
+    Ok(exe.with_file_name(name))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = if args.get(1).map(String::as_str) == Some("__worker") {
+        match args.get(2) {
+            Some(spec) => worker::main(spec),
+            None => Err(anyhow::anyhow!("usage: sfs_bench __worker SPEC_JSON")),
+        }
+    } else {
+        run(Cli::parse())
+    };
+    if let Err(e) = result {
+        eprintln!("sfs_bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The SFS configurations of the run: started per server count, or the running ones.
+enum SfsSource {
+    Start(Vec<usize>),
+    Existing(PathBuf, PathBuf),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if cli.nprocs == 0 {
+        bail!("--nprocs must be at least 1");
+    }
+    let load_start = report::load_average();
+    let exe = std::env::current_exe().context("locating the sfs_bench binary")?;
+    let pid = std::process::id();
+    let workloads = if cli.workloads.is_empty() {
+        Workload::ALL.to_vec()
+    } else {
+        Workload::ALL
+            .into_iter()
+            .filter(|w| cli.workloads.contains(w))
+            .collect()
+    };
+    let params = Params {
+        nprocs: cli.nprocs,
+        easy_bytes: cli.easy_mib << 20,
+        easy_transfer: 1 << 20,
+        hard_transfer: 47_008,
+        hard_transfers: cli.hard_transfers.max(1),
+        random_file_bytes: (cli.random_file_mib << 20).max(4096 * cli.nprocs as u64),
+        random_ops: cli.random_ops,
+        easy_files: cli.files,
+        hard_files: cli.hard_files,
+        hard_file_bytes: 3901,
+        tree_entries: cli.tree_entries.max(2),
+        seed: cli
+            .seed
+            .unwrap_or_else(|| worker::monotonic_ns() ^ pid as u64),
+    };
+    if params.easy_bytes < params.easy_transfer {
+        bail!("--easy-mib must be at least 1");
+    }
+    let source = if !cli.servers.is_empty() {
+        if cli.servers.contains(&0) {
+            bail!("--servers: counts must be at least 1");
+        }
+        SfsSource::Start(cli.servers.clone())
+    } else {
+        match (&cli.config, &cli.hostfile) {
+            (Some(c), Some(h)) => SfsSource::Existing(c.clone(), h.clone()),
+            _ => bail!(
+                "no SFS servers: give --servers 1[,2,4] to start them, or --config and --hostfile (SFS_CONFIG, SFS_HOSTFILE) of running servers"
+            ),
+        }
+    };
+    let preload = match &cli.preload {
+        Some(p) => p.clone(),
+        None => next_to_me("libsfs_wrapper.so")?,
+    };
+    if cli.via.contains(&Via::Shim) && !preload.exists() {
+        bail!(
+            "the shim {} does not exist: build it (`cargo build --release -p wrapper`) or give --preload",
+            preload.display()
+        );
+    }
+    let sfs = match &cli.sfs {
+        Some(p) => p.clone(),
+        None => next_to_me("sfs")?,
+    };
+    if matches!(source, SfsSource::Start(_)) && !sfs.exists() {
+        bail!(
+            "the sfs binary {} does not exist: build it (`cargo build --release -p sfs_cli`) or give --sfs",
+            sfs.display()
+        );
+    }
+
+    let scratch = std::env::temp_dir().join(format!("sfs_bench.{pid}"));
+    std::fs::create_dir_all(&scratch)?;
+    let _scratch_guard = RemoveOnDrop(scratch.clone());
+
+    let mut baselines: Vec<Target> = Vec::new();
+    for b in &cli.baselines {
+        let (name, dir) = match b {
+            Baseline::Tmpfs => ("tmpfs", &cli.tmpfs_dir),
+            Baseline::Disk => ("disk", &cli.disk_dir),
+            Baseline::None => continue,
+        };
+        if baselines.iter().any(|t| t.name == name) {
+            continue;
+        }
+        baselines.push(Target {
+            name: name.into(),
+            root: format!("{}/sfs_bench.{pid}", absolute(dir)?.display()),
+            access: Access::Posix,
+            env: Vec::new(),
+            server_pids: Vec::new(),
+            servers: None,
+        });
+    }
+    let sfs_configs = match &source {
+        SfsSource::Start(counts) => counts.len(),
+        SfsSource::Existing(..) => 1,
+    };
+    let phases_per_target: usize = workloads.iter().map(|w| w.phases().len()).sum();
+    let steps = (baselines.len() + sfs_configs * cli.via.len()) * phases_per_target;
+    let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
+    progress.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+
+    let mut all: Vec<PhaseStats> = Vec::new();
+    let run_target = |target: &Target, all: &mut Vec<PhaseStats>| -> Result<()> {
+        for &workload in &workloads {
+            for &phase in workload.phases() {
+                progress.set_message(format!(
+                    "{}{} {} {}",
+                    target.name,
+                    target.servers.map_or(String::new(), |n| format!("@{n}")),
+                    workload.name(),
+                    phase.name()
+                ));
+                let stats = runner::run_phase(&exe, target, workload, phase, &params, &scratch)?;
+                all.push(stats);
+                progress.inc(1);
+            }
+        }
+        Ok(())
+    };
+    for target in &baselines {
+        run_target(target, &mut all)?;
+    }
+    let counts: Vec<Option<usize>> = match &source {
+        SfsSource::Start(counts) => counts.iter().copied().map(Some).collect(),
+        SfsSource::Existing(..) => vec![None],
+    };
+    for count in counts {
+        let instance = match (count, &source) {
+            (Some(n), _) => {
+                progress.set_message(format!("starting {n} server(s)"));
+                let state = absolute(&cli.state_dir)?.join(format!("sfs_bench.{pid}.{n}servers"));
+                SfsInstance::start(&sfs, n, &state)?
+            }
+            (None, SfsSource::Existing(config, hostfile)) => {
+                SfsInstance::existing(config, hostfile)?
+            }
+            (None, SfsSource::Start(_)) => unreachable!("started instances have a count"),
+        };
+        for via in &cli.via {
+            let target = sfs_target(&instance, *via, &preload, pid);
+            run_target(&target, &mut all)?;
+        }
+    }
+    progress.finish_and_clear();
+
+    let rows = report::rows(&all);
+    let goals = report::goals(&rows, &params);
+    let mut data_bytes_checked = 0;
+    let mut entries_checked = 0;
+    for s in &all {
+        if Workload::ALL
+            .iter()
+            .any(|w| w.name() == s.workload && w.is_data())
+        {
+            data_bytes_checked += s.verified;
+        } else {
+            entries_checked += s.verified;
+        }
+    }
+    let mut targets: Vec<String> = Vec::new();
+    for s in &all {
+        let name = match s.servers {
+            Some(n) => format!("{}@{n}", s.target),
+            None => s.target.clone(),
+        };
+        if !targets.contains(&name) {
+            targets.push(name);
+        }
+    }
+    let report = report::Report {
+        machine: report::machine(load_start),
+        params,
+        targets,
+        verification: report::Verification {
+            status: "passed",
+            data_bytes_checked,
+            entries_checked,
+        },
+        results: rows,
+        goals,
+    };
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report::print_text(&report);
+    }
+    Ok(())
+}
+
+fn sfs_target(instance: &SfsInstance, via: Via, preload: &Path, pid: u32) -> Target {
+    let servers = Some(instance.server_count());
+    let server_pids = instance.server_pids();
+    match via {
+        Via::Shim => Target {
+            name: "sfs-shim".into(),
+            root: format!(
+                "{}/sfs_bench.{pid}",
+                instance.config.mountdir.trim_end_matches('/')
+            ),
+            access: Access::Posix,
+            env: vec![
+                ("LD_PRELOAD".into(), preload.display().to_string()),
+                (
+                    "SFS_CONFIG".into(),
+                    instance.config_path.display().to_string(),
+                ),
+                (
+                    "SFS_HOSTFILE".into(),
+                    instance.hostfile_path.display().to_string(),
+                ),
+                ("SFS_MOUNTDIR".into(), instance.config.mountdir.clone()),
+            ],
+            server_pids,
+            servers,
+        },
+        Via::Lib => Target {
+            name: "sfs-lib".into(),
+            root: format!("/sfs_bench.{pid}"),
+            access: Access::Lib {
+                config: instance.config_path.clone(),
+                hostfile: instance.hostfile_path.clone(),
+            },
+            env: Vec::new(),
+            server_pids,
+            servers,
+        },
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// Removes the scratch directory (histogram files, worker stderr) at the end.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

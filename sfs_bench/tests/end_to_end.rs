@@ -1,0 +1,292 @@
+//! Runs `sfs_bench` end to end at a tiny scale against real servers (started
+//! with `sfs start` from a temp config and hostfile on ephemeral 127.0.0.1
+//! ports, stopped on drop, also when the test fails), through the shim and
+//! the client library, next to a tmpfs baseline, and checks the JSON report.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const BENCH: &str = env!("CARGO_BIN_EXE_sfs_bench");
+
+/// The build directory of this test (target/debug or target/release).
+fn build_dir() -> PathBuf {
+    Path::new(BENCH).parent().expect("bin dir").to_path_buf()
+}
+
+/// The `sfs` binary and the preload library, built on demand when the
+/// workspace was not built before this test (`cargo test -p sfs_bench`).
+fn artifacts() -> (PathBuf, PathBuf) {
+    let dir = build_dir();
+    let sfs = dir.join("sfs");
+    let find_shim = || {
+        [
+            dir.join("libsfs_wrapper.so"),
+            dir.join("deps/libsfs_wrapper.so"),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+    };
+    if !sfs.exists() || find_shim().is_none() {
+        let profile = if dir.ends_with("release") {
+            vec!["--release"]
+        } else {
+            vec![]
+        };
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "sfs_cli", "-p", "wrapper"])
+            .args(profile)
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "building sfs and the shim failed");
+    }
+    let shim = find_shim().expect("libsfs_wrapper.so was built");
+    (sfs, shim)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Servers started with `sfs start`; `sfs stop` (then SIGKILL) on drop.
+struct Servers {
+    dir: tempfile::TempDir,
+    sfs: PathBuf,
+}
+
+impl Servers {
+    fn start(sfs: &Path, n: usize) -> Servers {
+        let dir = tempfile::tempdir().unwrap();
+        let config = serde_json::json!({
+            "rootdir": dir.path().join("root"),
+            "mountdir": "/sfs_bench_test",
+            "data_port_offset": 0,
+        });
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let hosts: String = (0..n)
+            .map(|i| format!("s{i} 127.0.0.1:{}\n", free_port()))
+            .collect();
+        std::fs::write(dir.path().join("hostfile"), hosts).unwrap();
+        let servers = Servers {
+            dir,
+            sfs: sfs.to_path_buf(),
+        };
+        let out = servers.sfs("start");
+        assert!(
+            out.status.success(),
+            "sfs start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        servers
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("config.json")
+    }
+
+    fn hostfile(&self) -> PathBuf {
+        self.dir.path().join("hostfile")
+    }
+
+    fn sfs(&self, command: &str) -> std::process::Output {
+        Command::new(&self.sfs)
+            .arg("--config")
+            .arg(self.config())
+            .arg("--hostfile")
+            .arg(self.hostfile())
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running sfs")
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let root = self.dir.path().join("root");
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let ready = entry.path().join("run/ready");
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                if let Some(pid) = json["pid"].as_i64() {
+                    pids.push(pid as i32);
+                }
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let pids = self.pids();
+        if !self.sfs("stop").status.success() {
+            for pid in pids {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
+        }
+    }
+}
+
+const TINY: &[&str] = &[
+    "--nprocs",
+    "2",
+    "--easy-mib",
+    "2",
+    "--hard-transfers",
+    "20",
+    "--random-file-mib",
+    "4",
+    "--random-ops",
+    "100",
+    "--files",
+    "100",
+    "--hard-files",
+    "50",
+    "--tree-entries",
+    "500",
+    "--json",
+];
+
+fn run_bench(args: &[&str], extra: &[(&str, &Path)]) -> Value {
+    let mut command = Command::new(BENCH);
+    command.args(TINY).args(args);
+    for (flag, path) in extra {
+        command.arg(flag).arg(path);
+    }
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("running sfs_bench");
+    assert!(
+        out.status.success(),
+        "sfs_bench failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "sfs_bench --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+const WORKLOADS: &[(&str, &[&str])] = &[
+    ("ior-easy-nn", &["write", "read"]),
+    ("ior-easy-n1", &["write", "read"]),
+    ("ior-hard", &["write", "read"]),
+    ("random-4k", &["prefill", "rand-write", "rand-read"]),
+    ("mdtest-easy", &["create", "stat", "remove"]),
+    ("mdtest-hard", &["create", "stat", "read", "remove"]),
+    ("find", &["create", "walk"]),
+];
+
+fn check_rows(report: &Value, targets: &[&str]) {
+    let rows = report["results"].as_array().expect("results array");
+    for (workload, phases) in WORKLOADS {
+        for phase in *phases {
+            for target in targets {
+                let row = rows
+                    .iter()
+                    .find(|r| {
+                        r["workload"] == *workload && r["phase"] == *phase && r["target"] == *target
+                    })
+                    .unwrap_or_else(|| panic!("no row for {workload} {phase} on {target}"));
+                let positive = |field: &str| {
+                    let v = row[field].as_f64().unwrap_or(-1.0);
+                    assert!(v > 0.0, "{workload} {phase} {target}: {field} = {v}");
+                };
+                positive("ops");
+                positive("seconds");
+                positive("ops_per_s");
+                assert!(row["latency_us"]["p50"].as_f64().unwrap() > 0.0);
+                assert!(
+                    row["latency_us"]["p99_9"].as_f64().unwrap()
+                        >= row["latency_us"]["p50"].as_f64().unwrap()
+                );
+                if workload.starts_with("ior") || *workload == "random-4k" {
+                    positive("mb_per_s");
+                }
+                if target.starts_with("sfs") {
+                    assert!(row["servers"].as_u64().unwrap() >= 1);
+                    assert!(
+                        row["server_cpu_s"].as_f64().is_some(),
+                        "server CPU measured"
+                    );
+                    assert!(row["vs_tmpfs"].as_f64().unwrap() > 0.0);
+                }
+            }
+        }
+    }
+    // Verification read back every byte and entry the workloads wrote.
+    let v = &report["verification"];
+    assert_eq!(v["status"], "passed");
+    let per_target_bytes = 2 * (2 << 20) * 2 + 2 * 20 * 47_008 + (4 << 20);
+    assert!(
+        v["data_bytes_checked"].as_u64().unwrap() >= per_target_bytes * targets.len() as u64,
+        "{v}"
+    );
+    let per_target_entries = 2 * 100 + 2 * 50 + 500;
+    assert!(v["entries_checked"].as_u64().unwrap() >= per_target_entries * targets.len() as u64);
+    assert!(!report["goals"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn tiny_run_against_running_servers_via_shim_and_library() {
+    let (sfs, shim) = artifacts();
+    let servers = Servers::start(&sfs, 1);
+    let report = run_bench(
+        &["--via", "shim,lib", "--baselines", "tmpfs"],
+        &[
+            ("--config", &servers.config()),
+            ("--hostfile", &servers.hostfile()),
+            ("--preload", &shim),
+        ],
+    );
+    check_rows(&report, &["sfs-shim", "sfs-lib", "tmpfs"]);
+    drop(servers);
+}
+
+#[test]
+fn servers_started_by_the_tool_scale_from_one_to_two() {
+    let (sfs, shim) = artifacts();
+    let state = tempfile::tempdir().unwrap();
+    let report = run_bench(
+        &[
+            "--via",
+            "lib",
+            "--baselines",
+            "tmpfs",
+            "--servers",
+            "1,2",
+            "--workloads",
+            "ior-easy-nn,mdtest-easy",
+        ],
+        &[
+            ("--sfs", &sfs),
+            ("--preload", &shim),
+            ("--state-dir", state.path()),
+        ],
+    );
+    let rows = report["results"].as_array().unwrap();
+    for servers in [1, 2] {
+        for (workload, phase) in [("ior-easy-nn", "read"), ("mdtest-easy", "stat")] {
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r["servers"] == servers && r["workload"] == workload && r["phase"] == phase
+                })
+                .unwrap_or_else(|| panic!("no {workload} {phase} row with {servers} servers"));
+            assert!(row["ops_per_s"].as_f64().unwrap() > 0.0);
+            assert!(row["cpu_us_per_op"].as_f64().unwrap() > 0.0);
+        }
+    }
+    // The tool stopped its servers and removed their state.
+    let left: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+    assert!(left.is_empty(), "state left behind: {left:?}");
+}
