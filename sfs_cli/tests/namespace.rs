@@ -174,6 +174,23 @@ fn rename_replaces_files_and_moves_whole_directories() {
     assert_eq!(&buf[..n], b"new contents");
     client.close(fd).unwrap();
 
+    // A file held open while another is renamed over its path: calls through
+    // the descriptor fail with ESTALE instead of touching the newcomer.
+    let held = client
+        .open("/held", libc::O_RDWR | libc::O_CREAT, 0o644)
+        .unwrap();
+    client.write(held, b"held data").unwrap();
+    client.rename("/b", "/held").unwrap();
+    assert_eq!(client.write(held, b"x").unwrap_err().errno, Errno::ESTALE);
+    assert_eq!(client.fstat(held).unwrap_err().errno, Errno::ESTALE);
+    assert_eq!(
+        client.read(held, &mut buf).unwrap_err().errno,
+        Errno::ESTALE
+    );
+    client.close(held).unwrap();
+    assert_eq!(client.stat("/held").unwrap().size, 12, "newcomer untouched");
+    client.rename("/held", "/b").unwrap();
+
     // A non-empty directory tree, three levels deep, with data.
     client.mkdir("/src", 0o755).unwrap();
     client.mkdir("/src/sub", 0o700).unwrap();

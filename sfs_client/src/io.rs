@@ -247,7 +247,7 @@ impl Client {
         let file = self.writable_file(fd)?;
         let mut offset = file.offset.lock().expect("offset lock");
         let at = if file.flags.has(libc::O_APPEND) {
-            self.block_on(self.reserve_append(&file.path, buf.len() as u64))?
+            self.block_on(self.reserve_append(&file.path, file.id, buf.len() as u64))?
         } else {
             *offset
         };
@@ -281,7 +281,9 @@ impl Client {
     pub fn lseek(&self, fd: i32, offset: i64, whence: Whence) -> SfsResult<u64> {
         let file = self.files.get(fd)?;
         let mut current = file.offset.lock().expect("offset lock");
-        let size = || -> SfsResult<i64> { Ok(self.block_on(self.lookup(&file.path))?.size as i64) };
+        let size = || -> SfsResult<i64> {
+            Ok(self.block_on(self.lookup_open(&file.path, file.id))?.size as i64)
+        };
         let target = match whence {
             Whence::Set => Some(offset),
             Whence::Current => (*current as i64).checked_add(offset),
@@ -311,7 +313,7 @@ impl Client {
     /// `fstat(2)`.
     pub fn fstat(&self, fd: i32) -> SfsResult<Metadata> {
         let file = self.files.get(fd)?;
-        self.block_on(self.lookup(&file.path))
+        self.block_on(self.lookup_open(&file.path, file.id))
     }
 
     /// `ftruncate(2)`: EINVAL unless open for writing.
@@ -388,12 +390,16 @@ impl Client {
         Ok(file)
     }
 
-    async fn reserve_append(&self, path: &str, len: u64) -> SfsResult<u64> {
+    async fn reserve_append(&self, path: &str, id: FileId, len: u64) -> SfsResult<u64> {
         let mut h = self.owner(path).await?.clone();
+        let (id_hi, id_lo) = (id.hi(), id.lo());
         Ok(h.meta
             .reserve_append(pb::ReserveAppendRequest {
                 path: path.to_string(),
                 len,
+                check_id: true,
+                id_hi,
+                id_lo,
             })
             .await
             .map_err(|s| rpc_error(&h.name, s))?
@@ -454,6 +460,9 @@ impl Client {
                 .grow_size(pb::GrowSizeRequest {
                     path: file.path.clone(),
                     end,
+                    check_id: true,
+                    id_hi: file.id.hi(),
+                    id_lo: file.id.lo(),
                 })
                 .await
                 .map(|_| ())
@@ -502,7 +511,7 @@ impl Client {
             })
             .buffer_unordered(PIECES_IN_FLIGHT)
             .try_collect::<Vec<()>>();
-        let (size, fetched) = futures::join!(self.lookup(&file.path), fetch);
+        let (size, fetched) = futures::join!(self.lookup_open(&file.path, file.id), fetch);
         let size = size?.size;
         if offset >= size {
             return Ok(0);

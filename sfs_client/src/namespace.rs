@@ -24,6 +24,31 @@ impl Client {
             .meta
             .stat(pb::PathRequest {
                 path: path.to_string(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| rpc_error(&h.name, s))?
+            .into_inner();
+        Ok(Metadata::from(&entry))
+    }
+
+    /// The entry of an open file, by its path and checked against its id:
+    /// ESTALE if the path now names another file (the open one was renamed
+    /// away or replaced), rather than that other file's metadata.
+    pub(crate) async fn lookup_open(
+        &self,
+        path: &str,
+        id: sfs_global::FileId,
+    ) -> SfsResult<Metadata> {
+        let mut h = self.owner(path).await?.clone();
+        let (id_hi, id_lo) = (id.hi(), id.lo());
+        let entry = h
+            .meta
+            .stat(pb::PathRequest {
+                path: path.to_string(),
+                check_id: true,
+                id_hi,
+                id_lo,
             })
             .await
             .map_err(|s| rpc_error(&h.name, s))?
@@ -156,7 +181,14 @@ impl Client {
         let answers = self
             .on_all_servers(|mut h| {
                 let dir = dir.to_string();
-                async move { h.meta.has_children(pb::PathRequest { path: dir }).await }
+                async move {
+                    h.meta
+                        .has_children(pb::PathRequest {
+                            path: dir,
+                            ..Default::default()
+                        })
+                        .await
+                }
             })
             .await?;
         Ok(answers.into_iter().any(|r| r.into_inner().has_children))

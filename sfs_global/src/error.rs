@@ -36,6 +36,7 @@ impl Errno {
     pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
     pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
     pub const EPROTO: Errno = Errno(libc::EPROTO);
+    pub const ESTALE: Errno = Errno(libc::ESTALE);
 
     /// The symbolic name, for messages (`ENOENT`), or the number if unknown.
     pub fn name(self) -> String {

@@ -120,6 +120,15 @@ impl RocksMetadataStore {
             .ok_or_else(|| SfsError::not_found(path))
     }
 
+    /// The entry at `key`; with `if_id`, ESTALE unless it is that file.
+    fn existing_as(&self, key: &[u8], path: &str, if_id: Option<FileId>) -> SfsResult<Metadata> {
+        let md = self.existing(key, path)?;
+        match if_id {
+            Some(id) if md.id != id => Err(stale(path, id)),
+            _ => Ok(md),
+        }
+    }
+
     fn put(&self, key: &[u8], entry: &Metadata, path: &str) -> SfsResult<()> {
         self.db
             .put(key, entry.encode())
@@ -225,18 +234,25 @@ impl MetadataStore for RocksMetadataStore {
         Ok(old)
     }
 
-    fn update(&self, path: &str, update: MetaUpdate) -> SfsResult<()> {
+    fn update(&self, path: &str, update: MetaUpdate, if_id: Option<FileId>) -> SfsResult<()> {
         let key = entry_key(path);
-        // A cheap existence check so a stray update reports ENOENT; if a
-        // remove wins the race after it, the merge folds into a tombstone.
-        self.existing(&key, path)?;
+        // A cheap existence check so a stray update reports ENOENT (ESTALE
+        // for another file); if a remove wins the race after it, the merge
+        // folds into a tombstone.
+        self.existing_as(&key, path, if_id)?;
         self.merge(&key, &update, path)
     }
 
-    fn reserve_append(&self, path: &str, len: u64, time_ns: i64) -> SfsResult<u64> {
+    fn reserve_append(
+        &self,
+        path: &str,
+        len: u64,
+        time_ns: i64,
+        if_id: Option<FileId>,
+    ) -> SfsResult<u64> {
         let key = entry_key(path);
         let _guard = self.lock(&key);
-        let md = self.existing(&key, path)?;
+        let md = self.existing_as(&key, path, if_id)?;
         if md.is_dir() {
             return Err(SfsError::is_dir(path));
         }
@@ -372,3 +388,11 @@ impl MetadataStore for RocksMetadataStore {
 
 #[cfg(test)]
 mod tests;
+
+/// The error for an open file whose path now names another file.
+pub(crate) fn stale(path: &str, id: FileId) -> SfsError {
+    SfsError::new(
+        Errno::ESTALE,
+        format!("{path}: the open file (id {id}) was renamed away or replaced"),
+    )
+}

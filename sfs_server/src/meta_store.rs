@@ -42,11 +42,19 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Merges `update` into the existing entry without reading it back
     /// (ENOENT if absent). Concurrent updates never lose each other.
-    fn update(&self, path: &str, update: MetaUpdate) -> SfsResult<()>;
+    /// With `if_id`, ESTALE unless the entry is that file.
+    fn update(&self, path: &str, update: MetaUpdate, if_id: Option<FileId>) -> SfsResult<()>;
 
     /// Atomically reserves `len` bytes at the end of a file (O_APPEND): grows
     /// the size by `len` and returns the old size, the offset to write at.
-    fn reserve_append(&self, path: &str, len: u64, time_ns: i64) -> SfsResult<u64>;
+    /// With `if_id`, ESTALE unless the entry is that file.
+    fn reserve_append(
+        &self,
+        path: &str,
+        len: u64,
+        time_ns: i64,
+        if_id: Option<FileId>,
+    ) -> SfsResult<u64>;
 
     /// Sets the size of a file to exactly `size`; EISDIR on a directory.
     fn truncate(&self, path: &str, size: u64, time_ns: i64) -> SfsResult<Metadata>;

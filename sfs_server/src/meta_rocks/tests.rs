@@ -51,7 +51,7 @@ fn concurrent_size_updates_end_at_the_largest() {
                 for i in 0..200u64 {
                     let end = (i * 8 + t) * 4096;
                     store
-                        .update("/shared", MetaUpdate::GrowSize { end, time_ns: 2 })
+                        .update("/shared", MetaUpdate::GrowSize { end, time_ns: 2 }, None)
                         .unwrap();
                 }
             })
@@ -65,8 +65,8 @@ fn concurrent_size_updates_end_at_the_largest() {
         (199 * 8 + 7) * 4096
     );
     assert_eq!(store.truncate("/shared", 10, 3).unwrap().size, 10);
-    assert_eq!(store.reserve_append("/shared", 5, 4).unwrap(), 10);
-    assert_eq!(store.reserve_append("/shared", 5, 4).unwrap(), 15);
+    assert_eq!(store.reserve_append("/shared", 5, 4, None).unwrap(), 10);
+    assert_eq!(store.reserve_append("/shared", 5, 4, None).unwrap(), 15);
     assert_eq!(store.get("/shared").unwrap().unwrap().size, 20);
 }
 
@@ -80,7 +80,7 @@ fn updates_racing_with_remove_leave_no_entry() {
             std::thread::spawn(move || {
                 for end in 0..500 {
                     // ENOENT once the remove wins: that is the expected outcome.
-                    let _ = store.update("/victim", MetaUpdate::GrowSize { end, time_ns: 1 });
+                    let _ = store.update("/victim", MetaUpdate::GrowSize { end, time_ns: 1 }, None);
                 }
             })
         };
@@ -91,7 +91,7 @@ fn updates_racing_with_remove_leave_no_entry() {
         assert_eq!(store.get("/victim").unwrap(), None);
         assert!(!store.has_children("/").unwrap());
         let err = store
-            .update("/victim", MetaUpdate::GrowSize { end: 1, time_ns: 1 })
+            .update("/victim", MetaUpdate::GrowSize { end: 1, time_ns: 1 }, None)
             .unwrap_err();
         assert_eq!(err.errno, Errno::ENOENT);
     }
@@ -240,7 +240,7 @@ fn attributes_and_kinds() {
     store.create("/f", file(1), true).unwrap();
     assert_eq!(store.truncate("/d", 1, 1).unwrap_err().errno, Errno::EISDIR);
     assert_eq!(
-        store.reserve_append("/d", 1, 1).unwrap_err().errno,
+        store.reserve_append("/d", 1, 1, None).unwrap_err().errno,
         Errno::EISDIR
     );
     let set = MetaUpdate::SetAttr {
@@ -265,10 +265,11 @@ fn attributes_and_kinds() {
                 end: sfs_global::chunk::MAX_FILE_SIZE,
                 time_ns: 1,
             },
+            None,
         )
         .unwrap();
     assert_eq!(
-        store.reserve_append("/f", 1, 1).unwrap_err().errno,
+        store.reserve_append("/f", 1, 1, None).unwrap_err().errno,
         Errno::EFBIG
     );
 }
@@ -287,6 +288,7 @@ fn data_survives_reopen() {
                     end: 1234,
                     time_ns: 5,
                 },
+                None,
             )
             .unwrap();
         store.sync().unwrap();

@@ -132,7 +132,10 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
     assert_eq!(errno(old_client), Errno::EPROTO);
 
     let root = meta
-        .stat(pb::PathRequest { path: "/".into() })
+        .stat(pb::PathRequest {
+            path: "/".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -151,18 +154,64 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         errno(meta.create(create("/f", file_mode, true)).await),
         Errno::EEXIST
     );
-    meta.grow_size(pb::GrowSizeRequest {
+    let f = meta
+        .grow_size(pb::GrowSizeRequest {
+            path: "/f".into(),
+            end: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    drop(f);
+    // A caller holding another file open under this path gets ESTALE and
+    // changes nothing; the right id passes.
+    let id = meta
+        .stat(pb::PathRequest {
+            path: "/f".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let wrong = pb::GrowSizeRequest {
         path: "/f".into(),
-        end: 100,
-    })
-    .await
-    .unwrap();
+        end: 5000,
+        check_id: true,
+        id_hi: id.id_hi,
+        id_lo: id.id_lo ^ 1,
+    };
+    assert_eq!(errno(meta.grow_size(wrong).await), Errno::ESTALE);
+    let wrong = pb::ReserveAppendRequest {
+        path: "/f".into(),
+        len: 10,
+        check_id: true,
+        id_hi: id.id_hi ^ 1,
+        id_lo: id.id_lo,
+    };
+    assert_eq!(errno(meta.reserve_append(wrong).await), Errno::ESTALE);
+    let wrong = pb::PathRequest {
+        path: "/f".into(),
+        check_id: true,
+        id_hi: id.id_hi,
+        id_lo: id.id_lo ^ 1,
+    };
+    assert_eq!(errno(meta.stat(wrong).await), Errno::ESTALE);
+    let right = pb::PathRequest {
+        path: "/f".into(),
+        check_id: true,
+        id_hi: id.id_hi,
+        id_lo: id.id_lo,
+    };
+    assert_eq!(meta.stat(right).await.unwrap().into_inner().size, 100);
     assert_eq!(
-        meta.stat(pb::PathRequest { path: "/f".into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .size,
+        meta.stat(pb::PathRequest {
+            path: "/f".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .size,
         100
     );
 
@@ -235,6 +284,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
     let huge = pb::GrowSizeRequest {
         path: "/f".into(),
         end: u64::MAX,
+        ..Default::default()
     };
     assert_eq!(errno(meta.grow_size(huge).await), Errno::EFBIG);
     let huge = pb::TruncateRequest {
@@ -257,7 +307,8 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
     assert_eq!(
         errno(
             meta.stat(pb::PathRequest {
-                path: "/missing".into()
+                path: "/missing".into(),
+                ..Default::default()
             })
             .await
         ),

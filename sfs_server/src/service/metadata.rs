@@ -115,10 +115,20 @@ impl metadata_server::Metadata for MetadataService {
     }
 
     async fn stat(&self, request: Request<pb::PathRequest>) -> Result<Response<pb::Entry>, Status> {
-        let path = request.into_inner().path;
-        self.accept(&path)?;
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let if_id = req
+            .check_id
+            .then(|| FileId::from_parts(req.id_hi, req.id_lo));
+        let path = req.path;
         let meta = self.state.meta.clone();
-        let entry = quick(move || meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path)))?;
+        let entry = quick(move || {
+            let md = meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path))?;
+            match if_id {
+                Some(id) if md.id != id => Err(crate::meta_rocks::stale(&path, id)),
+                _ => Ok(md),
+            }
+        })?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
@@ -156,7 +166,10 @@ impl metadata_server::Metadata for MetadataService {
             end: req.end,
             time_ns: now_ns(),
         };
-        quick(move || meta.update(&req.path, update))?;
+        let if_id = req
+            .check_id
+            .then(|| FileId::from_parts(req.id_hi, req.id_lo));
+        quick(move || meta.update(&req.path, update, if_id))?;
         Ok(Response::new(pb::Empty {}))
     }
 
@@ -168,7 +181,10 @@ impl metadata_server::Metadata for MetadataService {
         self.accept(&req.path)?;
         check_size("append length", req.len).map_err(refuse)?;
         let meta = self.state.meta.clone();
-        let offset = quick(move || meta.reserve_append(&req.path, req.len, now_ns()))?;
+        let if_id = req
+            .check_id
+            .then(|| FileId::from_parts(req.id_hi, req.id_lo));
+        let offset = quick(move || meta.reserve_append(&req.path, req.len, now_ns(), if_id))?;
         Ok(Response::new(pb::ReserveAppendResponse { offset }))
     }
 
