@@ -57,6 +57,33 @@ fn random_writes_of_200_mib_read_back_exactly() {
 }
 
 #[test]
+fn a_reader_sees_what_another_client_appended_since_it_opened() {
+    let cluster = Cluster::start(3);
+    let reader = cluster.client();
+    let writer = cluster.client();
+    // The reader opens an empty file: it last saw size 0.
+    let rfd = reader.open("/grown", O_RDWR_CREAT, 0o644).unwrap();
+    let data: Vec<u8> = (0..3_300_000u32).map(|i| (i % 251) as u8).collect();
+    let wfd = writer.open("/grown", libc::O_WRONLY, 0).unwrap();
+    assert_eq!(writer.write(wfd, &data).unwrap(), data.len());
+    // One large read returns every byte the other client wrote (more than
+    // the chunks the reader would fetch before it learns the new size) and
+    // nothing past the end.
+    let mut buf = vec![0x77u8; 8 << 20];
+    assert_eq!(reader.pread(rfd, &mut buf, 0).unwrap(), data.len());
+    assert!(buf[..data.len()] == data[..], "bytes differ");
+    // From the middle of a chunk, and at the end.
+    assert_eq!(reader.pread(rfd, &mut buf, 1_000_000).unwrap(), 2_300_000);
+    assert!(buf[..2_300_000] == data[1_000_000..], "bytes differ");
+    assert_eq!(reader.pread(rfd, &mut buf, data.len() as u64).unwrap(), 0);
+    // After a truncation by the writer, the reader's larger hint does not
+    // leak bytes past the new end.
+    writer.ftruncate(wfd, 10).unwrap();
+    assert_eq!(reader.pread(rfd, &mut buf, 0).unwrap(), 10);
+    assert_eq!(&buf[..10], &data[..10]);
+}
+
+#[test]
 fn holes_read_as_zeros_and_truncate_drops_data() {
     let cluster = Cluster::start(2);
     let client = cluster.client();

@@ -1,12 +1,13 @@
 //! Open files and their data: the open-file table, read/write/seek/sync.
 //!
-//! A write is split by chunk (`sfs_global::chunk::split`), every piece goes
-//! to its chunk's owner at the same time, and only when all are placed does
-//! the client send "size is at least my end" to the metadata owner, which
-//! merges it without a lock. So a reader that sees the new size also sees the
-//! data. `O_APPEND` first reserves its range atomically on the owner. A read
-//! asks the owner for the size, then fetches the pieces in parallel; bytes
-//! no chunk holds (holes) read as zeros.
+//! A write is split by chunk (`sfs_global::chunk::split`); every piece goes
+//! to its chunk's owner and, at the same time, "size is at least my end" goes
+//! to the metadata owner, which merges it. The write returns when both are
+//! done, so a read after a completed write sees its data and size; a reader
+//! running *during* a write may see the new size before the data (zeros).
+//! `O_APPEND` first reserves its range atomically on the owner. A read asks
+//! the owner for the size while it fetches the pieces in parallel; bytes no
+//! chunk holds (holes) read as zeros.
 
 use crate::servers::rpc_error;
 use crate::Client;
@@ -17,7 +18,7 @@ use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rdma::ChunkRef;
 use sfs_rpc::pb;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Chunk pieces of one call in flight at once (across all servers).
@@ -75,6 +76,9 @@ pub(crate) struct OpenFile {
     pub kind: FileKind,
     pub flags: OpenFlags,
     pub offset: Mutex<u64>,
+    /// The last size this description saw (open, read, write): how far a
+    /// read fetches chunks before it knows the current size.
+    pub size_hint: AtomicU64,
 }
 
 /// The client's open files by descriptor number; safe for many threads.
@@ -187,6 +191,7 @@ impl Client {
             kind: md.kind(),
             flags,
             offset: Mutex::new(0),
+            size_hint: AtomicU64::new(if flags.has(libc::O_TRUNC) { 0 } else { md.size }),
         }))
     }
 
@@ -407,8 +412,8 @@ impl Client {
             .offset)
     }
 
-    /// Places `buf` at `offset` on the chunk owners, then (if `grow`) merges
-    /// the new end into the size on the metadata owner.
+    /// Places `buf` at `offset` on the chunk owners and (if `grow`) merges
+    /// the new end into the size on the metadata owner, both at once.
     async fn write_data(
         &self,
         file: &OpenFile,
@@ -469,8 +474,14 @@ impl Client {
                 .map_err(|s| rpc_error(&h.name, s))
         };
         let (placed, grown) = futures::join!(place, grow_size);
-        placed?;
-        grown?;
+        // A definite answer about the file (renamed away, replaced) matters
+        // more than a transient failure placing data.
+        match (placed, grown) {
+            (_, Err(e)) if matches!(e.errno, Errno::ESTALE | Errno::ENOENT) => return Err(e),
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+            _ => {}
+        }
+        file.size_hint.fetch_max(end, Ordering::Relaxed);
         Ok(buf.len())
     }
 
@@ -483,15 +494,59 @@ impl Client {
             return Ok(0);
         }
         let want = (buf.len() as u64).min(MAX_FILE_SIZE.saturating_sub(offset));
+        if want == 0 {
+            return Ok(0);
+        }
+        // First round, together with the size lookup: up to the end of the
+        // chunk holding the size last seen (at least the chunk at `offset`),
+        // so a large buffer on a small file does not ask for chunks that
+        // cannot exist.
         let chunk_size = self.config.chunk_size;
-        let mut rest = &mut buf[..want as usize];
+        let hint = file.size_hint.load(Ordering::Relaxed).max(offset + 1);
+        let first_end = hint.div_ceil(chunk_size).saturating_mul(chunk_size);
+        let first_len = first_end.min(offset + want) - offset;
+        let (head, tail) = buf[..want as usize].split_at_mut(first_len as usize);
+        let (size, fetched) = futures::join!(
+            self.lookup_open(&file.path, file.id),
+            self.fetch(file, offset, head)
+        );
+        let size = size?.size;
+        file.size_hint.store(size, Ordering::Relaxed);
+        if offset >= size {
+            return Ok(0);
+        }
+        let end = size.min(offset + want);
+        // Only pieces holding bytes below the size count: a server that
+        // holds nothing this read returns cannot fail it.
+        if let Some(e) = first_error(fetched, end) {
+            return Err(e);
+        }
+        if end > first_end {
+            // The file grew beyond the size last seen: fetch the rest.
+            let rest = &mut tail[..(end - first_end) as usize];
+            if let Some(e) = first_error(self.fetch(file, first_end, rest).await, end) {
+                return Err(e);
+            }
+        }
+        Ok((end - offset) as usize)
+    }
+
+    /// Reads `buf.len()` bytes at `offset` from the chunk owners, in parallel,
+    /// zero-filling holes; returns each piece's file range and outcome.
+    async fn fetch(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Vec<(u64, SfsResult<()>)> {
+        let mut rest = buf;
         let mut jobs = Vec::new();
-        for piece in split(offset, want, chunk_size) {
+        for piece in split(offset, rest.len() as u64, self.config.chunk_size) {
             let (head, tail) = std::mem::take(&mut rest).split_at_mut(piece.len as usize);
             rest = tail;
             jobs.push((piece, head));
         }
-        let fetch = stream::iter(jobs)
+        stream::iter(jobs)
             .map(|(piece, out)| async move {
                 let server = self.distributor.chunk_server(file.id, piece.index);
                 let chunk = ChunkRef {
@@ -500,23 +555,29 @@ impl Client {
                     offset: piece.offset_in_chunk,
                     len: piece.len,
                 };
-                let held = self
-                    .server(server)
-                    .await?
-                    .data
-                    .read_chunk(chunk, out)
-                    .await?;
-                out[held..].fill(0); // a hole, or a chunk shorter than the file
-                Ok::<(), SfsError>(())
+                let result = async {
+                    let held = self
+                        .server(server)
+                        .await?
+                        .data
+                        .read_chunk(chunk, out)
+                        .await?;
+                    out[held..].fill(0); // a hole, or a chunk shorter than the file
+                    Ok(())
+                }
+                .await;
+                (offset + piece.buf_offset, result)
             })
             .buffer_unordered(PIECES_IN_FLIGHT)
-            .try_collect::<Vec<()>>();
-        let (size, fetched) = futures::join!(self.lookup_open(&file.path, file.id), fetch);
-        let size = size?.size;
-        if offset >= size {
-            return Ok(0);
-        }
-        fetched?;
-        Ok((size - offset).min(want) as usize)
+            .collect()
+            .await
     }
+}
+
+/// The first failure among fetched pieces that start below `end`.
+fn first_error(pieces: Vec<(u64, SfsResult<()>)>, end: u64) -> Option<SfsError> {
+    pieces
+        .into_iter()
+        .filter(|(start, _)| *start < end)
+        .find_map(|(_, r)| r.err())
 }

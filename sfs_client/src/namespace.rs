@@ -150,18 +150,31 @@ impl Client {
             Ok::<_, SfsError>((Metadata::from(&entry), r.created))
         };
         let (parent, created) = futures::join!(self.check_parent(path), create);
+        let parent = match parent {
+            // A transient failure (timeout, lost connection) says nothing
+            // about the parent: ask again, alone, before deciding anything.
+            Err(e) if !parent_is_missing(&e) => self.check_parent(path).await,
+            other => other,
+        };
         match (parent, created) {
             (Ok(()), created) => created,
-            (Err(e), Ok((md, true))) => {
+            (Err(e), Ok((md, true))) if parent_is_missing(&e) => {
+                // The parent is definitely not there: take back the entry this
+                // call made (by id: never an entry another client made).
                 let kind = if md.is_dir() {
                     pb::RemoveKind::RemoveDirectory
                 } else {
                     pb::RemoveKind::RemoveNotDirectory
                 };
-                if let Err(undo) = self.remove_entry(path, kind, Some(md.id)).await {
-                    tracing::warn!(
+                match self.remove_entry(path, kind, Some(md.id)).await {
+                    Ok(removed) if removed.kind() == FileKind::File && removed.size > 0 => {
+                        // Another opener of the same O_CREAT wrote meanwhile.
+                        let _ = self.remove_chunks(removed.id).await;
+                    }
+                    Ok(_) => {}
+                    Err(undo) => tracing::warn!(
                         "{path}: cannot take back an entry made without a parent: {undo}"
-                    );
+                    ),
                 }
                 Err(e)
             }
@@ -510,4 +523,13 @@ impl Client {
         }
         Ok(all)
     }
+}
+
+/// Whether a parent check failed because the parent is really absent (or not
+/// a directory), as opposed to a server that could not answer.
+fn parent_is_missing(e: &SfsError) -> bool {
+    matches!(
+        e.errno,
+        Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::EXDEV
+    )
 }

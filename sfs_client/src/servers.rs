@@ -16,7 +16,6 @@ use sfs_rpc::pb;
 use sfs_rpc::pb::chunk_control_client::ChunkControlClient;
 use sfs_rpc::pb::control_client::ControlClient;
 use sfs_rpc::pb::metadata_client::MetadataClient;
-use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
@@ -117,20 +116,25 @@ impl ServerSlot {
                 self.entry.name, hello.chunk_size, options.chunk_size
             )));
         }
-        let data_addr = hello
-            .data_endpoint
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                SfsError::new(
-                    Errno::EPROTO,
-                    format!(
-                        "server {} reported a bad data endpoint {:?}",
-                        self.entry.name, hello.data_endpoint
-                    ),
-                )
-            })?;
+        // The server names its data endpoint as its hostfile entry does: an
+        // address, or a host name (resolved without blocking the runtime).
+        let bad_endpoint = || {
+            SfsError::new(
+                Errno::EPROTO,
+                format!(
+                    "server {} reported a bad data endpoint {:?}",
+                    self.entry.name, hello.data_endpoint
+                ),
+            )
+        };
+        let data_addr = match hello.data_endpoint.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => tokio::net::lookup_host(hello.data_endpoint.as_str())
+                .await
+                .map_err(|_| bad_endpoint())?
+                .next()
+                .ok_or_else(bad_endpoint)?,
+        };
         let data: Arc<dyn DataChannel> = match hello.data_transport.as_str() {
             "tcp" => Arc::new(TcpChannel::new(
                 data_addr,

@@ -87,6 +87,10 @@ impl RocksMetadataStore {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_merge_operator(MERGE_OPERATOR_NAME, full_merge, partial_merge);
+        // Fold size updates into one value as they arrive instead of keeping
+        // every operand until a flush: a shared file written in small pieces
+        // would otherwise make each read of its entry merge thousands.
+        opts.set_max_successive_merges(64);
         let db = DB::open(&opts, dir).map_err(|e| {
             SfsError::io(format!(
                 "cannot open metadata database {}: {e}",
@@ -236,9 +240,12 @@ impl MetadataStore for RocksMetadataStore {
 
     fn update(&self, path: &str, update: MetaUpdate, if_id: Option<FileId>) -> SfsResult<()> {
         let key = entry_key(path);
-        // A cheap existence check so a stray update reports ENOENT (ESTALE
-        // for another file); if a remove wins the race after it, the merge
-        // folds into a tombstone.
+        // An id check must hold until the merge lands: under the entry's lock,
+        // so no remove + re-create can slip between. Without one, a cheap
+        // existence check reports ENOENT for a stray update, and no lock is
+        // taken (concurrent writers of one file never wait on each other); a
+        // remove that wins the race after it turns the merge into a tombstone.
+        let _guard = if_id.map(|_| self.lock(&key));
         self.existing_as(&key, path, if_id)?;
         self.merge(&key, &update, path)
     }

@@ -150,7 +150,12 @@ impl metadata_server::Metadata for MetadataService {
         };
         let if_id = req.if_id.then(|| FileId::from_parts(req.id_hi, req.id_lo));
         let meta = self.state.meta.clone();
-        let removed = quick(move || meta.remove(&req.path, kind, if_id))?;
+        // A directory removal scans for children: the blocking pool.
+        let removed = if kind == RemoveKind::Directory {
+            blocking(move || meta.remove(&req.path, kind, if_id)).await?
+        } else {
+            quick(move || meta.remove(&req.path, kind, if_id))?
+        };
         Ok(Response::new(pb::Entry::from(&removed)))
     }
 
@@ -260,7 +265,7 @@ impl metadata_server::Metadata for MetadataService {
         let path = request.into_inner().path;
         self.accept(&path)?;
         let meta = self.state.meta.clone();
-        let has_children = quick(move || meta.has_children(&path))?;
+        let has_children = blocking(move || meta.has_children(&path)).await?;
         Ok(Response::new(pb::HasChildrenResponse { has_children }))
     }
 
@@ -277,7 +282,7 @@ impl metadata_server::Metadata for MetadataService {
             .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
         check_entry(&entry).map_err(refuse)?;
         let meta = self.state.meta.clone();
-        let replaced = quick(move || meta.put_entry(&req.path, entry, req.replace))?;
+        let replaced = blocking(move || meta.put_entry(&req.path, entry, req.replace)).await?;
         Ok(Response::new(pb::PutEntryResponse {
             replaced: replaced.as_ref().map(pb::Entry::from),
         }))

@@ -84,11 +84,13 @@ impl ServerState {
     }
 }
 
-/// Runs a short store call (a RocksDB point lookup or write without a WAL
-/// sync: microseconds) inline on the worker, turning its error into a status
-/// carrying the errno. Handing such calls to the blocking pool cost two
-/// thread switches per request, more than the call itself (see
-/// docs/performance.md).
+/// Runs a point store call (one key: a RocksDB lookup, put or merge without
+/// a WAL sync, normally microseconds) inline on the worker, turning its error
+/// into a status carrying the errno. Handing such calls to the blocking pool
+/// cost two thread switches per request, more than the call itself (see
+/// docs/performance.md). A RocksDB write stall can still hold a worker for
+/// its duration; scans (directory checks, listings) and syncs go to
+/// [`blocking`].
 pub fn quick<T, F>(call: F) -> Result<T, Status>
 where
     F: FnOnce() -> SfsResult<T>,
