@@ -143,6 +143,11 @@ pub fn stop(setup: &Setup) -> Result<()> {
             },
         }
     }
+    // Close this client's connections before waiting: a server drains its
+    // open connections before it exits, and an idle one of ours (nobody
+    // drives a current-thread runtime between calls) would hold it until its
+    // drain timeout.
+    drop(client);
     for (name, pid) in waiting {
         let deadline = Instant::now() + STOP_TIMEOUT;
         if let Some(pid) = pid {
