@@ -570,3 +570,7 @@ fn find(ctx: &mut Ctx, phase: Phase) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
