@@ -210,6 +210,10 @@ cat >"$root/bench.sh" <<'BENCH'
 # (A one-second pause lets each perftest server start listening: this is a
 # measurement, not a test.)
 ip=10.77.0.1
+# Milliseconds since boot. Not `date +%s%N`: busybox's date has no %N and
+# prints it literally, which shell arithmetic reads as "modulo N" (N unset,
+# so 0): "divide by zero", the failure once blamed on the 64 KiB eager run.
+now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 for tool in ib_write_bw ib_read_bw; do
     timeout 120 $tool -d rxe0 -R -s 524288 -n 400 -F >/tmp/$tool.server 2>&1 &
     sleep 1
@@ -221,6 +225,7 @@ timeout 300 data_bench rdma $ip:23500 256 512 || exit 1
 timeout 300 data_bench tcp $ip:23501 256 512 || exit 1
 timeout 300 data_bench rdma $ip:23502 64 64 0 || exit 1
 timeout 300 data_bench rdma $ip:23503 64 64 65536 || exit 1
+timeout 600 data_bench rdma $ip:23504 latency 5 || exit 1
 mkdir -p /tmp/b && cd /tmp/b || exit 1
 dd if=/dev/urandom of=input bs=1M count=128 2>/dev/null
 printf 's0 10.77.0.1:7800\ns1 10.77.0.1:7810\n' >hostfile
@@ -229,13 +234,13 @@ for transport in rdma tcp; do
     rm -rf root
     echo "{\"rootdir\": \"/tmp/b/root\", \"mountdir\": \"/tmp/b/mnt\", \"hosts_file\": \"hostfile\", \"transport\": \"$transport\"}" >config.json
     timeout 120 sfs start >/dev/null || exit 1
-    t0=$(date +%s%N)
+    t0=$(now_ms)
     timeout 300 sfs put input /big || exit 1
-    t1=$(date +%s%N)
+    t1=$(now_ms)
     timeout 300 sfs get /big output || exit 1
-    t2=$(date +%s%N)
+    t2=$(now_ms)
     cmp input output || exit 1
-    echo "BENCH sfs $transport: put 128 MiB in $(((t1 - t0) / 1000000)) ms = $((134217728 / ((t1 - t0) / 1000))) MB/s; get in $(((t2 - t1) / 1000000)) ms = $((134217728 / ((t2 - t1) / 1000))) MB/s"
+    echo "BENCH sfs $transport: put 128 MiB in $((t1 - t0)) ms = $((134217728 / ((t1 - t0) * 1000))) MB/s; get in $((t2 - t1)) ms = $((134217728 / ((t2 - t1) * 1000))) MB/s"
     timeout 60 sfs stop >/dev/null
     rm -f output
 done

@@ -78,6 +78,10 @@ impl Server {
 /// What the suite needs of a transport.
 trait Transport: Send + Sync {
     fn name(&self) -> &'static str;
+    /// Payloads up to this size travel inside the messages (RDMA only).
+    fn eager_threshold(&self) -> u64 {
+        u64::from(RdmaConfig::default().eager_threshold)
+    }
     /// Starts a server on `addr` (port 0 = a fresh one).
     fn start(
         &self,
@@ -87,6 +91,10 @@ trait Transport: Send + Sync {
     fn channel(&self, addr: SocketAddr) -> Arc<dyn DataChannel>;
     /// The RDMA channel type, for descriptor tests.
     fn rdma_channel(&self, _addr: SocketAddr) -> Option<RdmaChannel> {
+        None
+    }
+    /// An RDMA channel whose eager threshold differs from the server's.
+    fn rdma_channel_with_eager(&self, _addr: SocketAddr, _threshold: u32) -> Option<RdmaChannel> {
         None
     }
 }
@@ -144,6 +152,9 @@ impl Transport for Rdma {
     fn name(&self) -> &'static str {
         "rdma"
     }
+    fn eager_threshold(&self) -> u64 {
+        u64::from(self.config.eager_threshold)
+    }
     fn start(
         &self,
         store: Arc<MemoryChunks>,
@@ -178,9 +189,15 @@ impl Transport for Rdma {
         Arc::new(self.rdma_channel(addr).expect("rdma"))
     }
     fn rdma_channel(&self, addr: SocketAddr) -> Option<RdmaChannel> {
+        self.rdma_channel_with_eager(addr, self.config.eager_threshold)
+    }
+    fn rdma_channel_with_eager(&self, addr: SocketAddr, threshold: u32) -> Option<RdmaChannel> {
         Some(RdmaChannel::new(
             addr,
-            self.config.clone(),
+            RdmaConfig {
+                eager_threshold: threshold,
+                ..self.config.clone()
+            },
             CHUNK,
             Duration::from_secs(3),
             REQUEST_TIMEOUT,
@@ -221,7 +238,7 @@ fn err<T: std::fmt::Debug>(r: SfsResult<T>) -> Result<SfsError, Failed> {
 async fn write_read_every_size_class(t: &dyn Transport) -> Result<(), Failed> {
     let server = t.start(Arc::new(MemoryChunks::default()), None).await;
     let channel = t.channel(server.addr);
-    let eager = u64::from(RdmaConfig::default().eager_threshold);
+    let eager = t.eager_threshold();
     let sizes = [
         1,
         100,
@@ -458,7 +475,62 @@ async fn bad_descriptor_is_refused(t: &dyn Transport) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A client whose eager threshold is above the server's would send
+/// messages larger than the server's receive buffers: the server refuses the
+/// connection and says why; a client with a smaller threshold is served with
+/// buffers sized for it.
+async fn eager_threshold_mismatch(t: &dyn Transport) -> Result<(), Failed> {
+    let server = t.start(Arc::new(MemoryChunks::default()), None).await;
+    let ours = u32::try_from(t.eager_threshold()).expect("threshold");
+    let greedy = t
+        .rdma_channel_with_eager(server.addr, ours * 2 + 1)
+        .expect("rdma only");
+    let started = Instant::now();
+    let e = err(greedy.write_chunk(chunk(9, 0, 0, 100), &[5; 100]).await)?;
+    check(
+        started.elapsed() < REQUEST_TIMEOUT,
+        "refused without a timeout",
+    )?;
+    check(e.errno == Errno::ECONNREFUSED, format!("errno of {e}"))?;
+    check(
+        e.message.contains("eager threshold"),
+        format!("the refusal names the cause: {e}"),
+    )?;
+    let modest = t
+        .rdma_channel_with_eager(server.addr, ours / 4)
+        .expect("rdma only");
+    for len in [
+        u64::from(ours / 4),
+        u64::from(ours / 4) + 1,
+        u64::from(ours),
+    ] {
+        let data = pattern(len, len as usize);
+        modest.write_chunk(chunk(9, len, 0, len), &data).await?;
+        let mut back = vec![0u8; len as usize];
+        let n = modest.read_chunk(chunk(9, len, 0, len), &mut back).await?;
+        check(n == len as usize && back == data, format!("{len} bytes"))?;
+    }
+    server.stop().await;
+    Ok(())
+}
+
 type Case = fn(&dyn Transport) -> futures::future::BoxFuture<'_, Result<(), Failed>>;
+
+/// A non-default eager threshold: payloads of up to 64 KiB travel inside
+/// the request and response messages, whose buffers on both sides are then
+/// sized for 64 KiB (16 times the default).
+const LARGE_EAGER_THRESHOLD: u32 = 64 * 1024;
+
+/// The cases run again over RDMA with [`LARGE_EAGER_THRESHOLD`].
+fn large_eager_cases() -> Vec<(&'static str, Case)> {
+    vec![
+        ("write_read_every_size_class", |t| {
+            Box::pin(write_read_every_size_class(t))
+        }),
+        ("many_in_flight", |t| Box::pin(many_in_flight(t))),
+        ("concurrent_clients", |t| Box::pin(concurrent_clients(t))),
+    ]
+}
 
 fn cases() -> Vec<(&'static str, Case, bool)> {
     vec![
@@ -498,6 +570,11 @@ fn cases() -> Vec<(&'static str, Case, bool)> {
             |t| Box::pin(bad_descriptor_is_refused(t)),
             true,
         ),
+        (
+            "eager_threshold_mismatch",
+            |t| Box::pin(eager_threshold_mismatch(t)),
+            true,
+        ),
     ]
 }
 
@@ -518,13 +595,20 @@ fn main() {
     let args = Arguments::from_args();
     let devices = rdma_devices();
     let rdma_addr = std::env::var("SFS_RDMA_TEST_ADDR").ok();
-    let rdma: Option<Arc<dyn Transport>> = match (&rdma_addr, devices.is_empty()) {
-        (Some(ip), false) => Some(Arc::new(Rdma {
-            ip: ip.parse().expect("SFS_RDMA_TEST_ADDR is an IP address"),
-            config: RdmaConfig::default(),
-        })),
-        _ => None,
+    let rdma_with = |config: RdmaConfig| -> Option<Arc<dyn Transport>> {
+        match (&rdma_addr, devices.is_empty()) {
+            (Some(ip), false) => Some(Arc::new(Rdma {
+                ip: ip.parse().expect("SFS_RDMA_TEST_ADDR is an IP address"),
+                config,
+            })),
+            _ => None,
+        }
     };
+    let rdma = rdma_with(RdmaConfig::default());
+    let rdma_large_eager = rdma_with(RdmaConfig {
+        eager_threshold: LARGE_EAGER_THRESHOLD,
+        ..RdmaConfig::default()
+    });
     let skip_reason = if devices.is_empty() {
         "skipped: no RDMA device".to_string()
     } else if rdma_addr.is_none() {
@@ -555,6 +639,21 @@ fn main() {
                 trials.push(
                     Trial::test(format!("rdma::{name}"), move || Err(reason.into()))
                         .with_ignored_flag(true),
+                );
+            }
+        }
+    }
+    for (name, case) in large_eager_cases() {
+        let trial_name = format!("rdma_eager_64k::{name}");
+        match &rdma_large_eager {
+            Some(t) => {
+                let t = t.clone();
+                trials.push(Trial::test(trial_name, move || run(t, case)));
+            }
+            None => {
+                let reason = skip_reason.clone();
+                trials.push(
+                    Trial::test(trial_name, move || Err(reason.into())).with_ignored_flag(true),
                 );
             }
         }

@@ -15,11 +15,13 @@
 
 use super::pool::SlotPool;
 use super::proto::{
-    decode_response, Descriptor, Hello, Payload, RdmaRequest, Region, ACCESS_READ, ACCESS_WRITE,
-    RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN,
+    decode_response, Descriptor, Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ,
+    ACCESS_WRITE, RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN,
 };
 use super::server::{WR_INDEX, WR_RECV, WR_SEND};
-use super::verbs::{cm_event_errno, cm_event_name, CmId, EventChannel, QueuePair, QueueSizes};
+use super::verbs::{
+    cm_event_errno, cm_event_name, reject_reason, CmId, EventChannel, QueuePair, QueueSizes,
+};
 use crate::wire::{Op, RequestHeader, ResponseHeader};
 use crate::{ChunkRef, DataChannel};
 use futures::future::BoxFuture;
@@ -60,6 +62,15 @@ struct ClientConnection {
     recv_size: usize,
     send_size: usize,
     peer: SocketAddr,
+    registration: Registration,
+}
+
+/// What registering a connection's buffers cost: time in `ibv_reg_mr` for
+/// the chunk buffers and the message buffers (allocation not included).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub bytes: usize,
+    pub elapsed: Duration,
 }
 
 impl ClientConnection {
@@ -98,21 +109,28 @@ async fn connect(
         .await?;
     let depth = config.queue_depth as usize;
     let eager = config.eager_threshold as usize;
-    let recv_size = RDMA_RESPONSE_LEN + eager;
-    let send_size = RDMA_REQUEST_LEN + eager;
+    // We send requests and receive responses; the server sizes its buffers
+    // the other way round from the same threshold (in our hello).
+    let messages = MessageSizes::for_threshold(config.eager_threshold);
+    let recv_size = messages.response;
+    let send_size = messages.request;
     let sizes = QueueSizes {
         send: 2 * config.queue_depth,
         recv: config.queue_depth,
         cq: (3 * config.queue_depth).max(config.cq_size),
     };
     let mut qp = QueuePair::new(&id, sizes, config)?;
-    let started = std::time::Instant::now();
+    messages.check_device(config.eager_threshold, qp.max_message)?;
     qp.register(depth * chunk_size, true)?;
     qp.register(depth * recv_size, false)?;
     qp.register(depth * send_size, false)?;
+    let registration = Registration {
+        bytes: depth * (chunk_size + recv_size + send_size),
+        elapsed: qp.registration_time,
+    };
     tracing::debug!(
-        bytes = depth * (chunk_size + recv_size + send_size),
-        elapsed_us = started.elapsed().as_micros() as u64,
+        bytes = registration.bytes,
+        elapsed_us = registration.elapsed.as_micros() as u64,
         "RDMA buffers registered"
     );
     let data = qp.buffer(DATA);
@@ -129,9 +147,17 @@ async fn connect(
     id.connect(&qp, config, &hello.encode())?;
     let event = channel.next().await?;
     if event.kind != RDMA_CM_EVENT_CONNECT_RESPONSE {
+        let reason = match reject_reason(&event.private_data) {
+            Some(why) if event.kind == RDMA_CM_EVENT_REJECTED => format!(": {why}"),
+            _ => String::new(),
+        };
         return Err(SfsError::new(
             cm_event_errno(event.kind),
-            format!("{} (status {})", cm_event_name(event.kind), event.status),
+            format!(
+                "{} (status {}){reason}",
+                cm_event_name(event.kind),
+                event.status
+            ),
         ));
     }
     qp.ready(&id, config)?;
@@ -156,6 +182,7 @@ async fn connect(
         recv_size,
         send_size,
         peer,
+        registration,
     });
     tokio::spawn(poll_connection(conn.clone()));
     Ok(conn)
@@ -319,6 +346,13 @@ impl RdmaChannel {
         tracing::debug!(peer = %self.peer, "RDMA connection established");
         *slot = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// What registering the current connection's buffers cost, or `None`
+    /// before the first request connected (for measurements).
+    pub async fn registration(&self) -> Option<Registration> {
+        let slot = self.connection.lock().await;
+        slot.as_ref().map(|conn| conn.registration)
     }
 
     /// One request. `forge` rewrites the descriptor (tests of the server's

@@ -88,6 +88,38 @@ impl SlotPool {
     }
 }
 
+/// The server's count of a client's unanswered requests: received, their
+/// response not yet posted. A client sends on a slot only after the answer
+/// to that slot's previous request arrived, so an honest client never has
+/// more than its announced queue depth unanswered, however late the server
+/// learns that its responses went out (the SEND completions) and however
+/// late it reaps finished request tasks. Counting those instead (once the
+/// length of the task set) cut off honest clients under load.
+pub struct Unanswered {
+    count: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl Unanswered {
+    pub fn new(limit: usize) -> Unanswered {
+        Unanswered {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// A request arrived; false when the client exceeds its queue depth.
+    pub fn received(&self) -> bool {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < self.limit
+    }
+
+    /// The response is about to be posted (call before posting it: the
+    /// client may send its next request as soon as the response lands).
+    pub fn answering(&self) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +154,20 @@ mod tests {
         }
         assert!(peak.load(Ordering::SeqCst) <= 4);
         assert_eq!(pool.in_flight(), 0);
+    }
+
+    #[test]
+    fn unanswered_allows_the_queue_depth_and_no_more() {
+        let u = Unanswered::new(3);
+        assert!(u.received() && u.received() && u.received());
+        // Answers posted, but nothing else known about them yet (SEND
+        // completions and task ends still pending): the client may reuse
+        // those slots at once and must not be refused.
+        for _ in 0..100 {
+            u.answering();
+            assert!(u.received(), "an honest client is refused");
+        }
+        assert!(!u.received(), "a fourth unanswered request is refused");
     }
 
     #[tokio::test]

@@ -34,6 +34,45 @@ pub const HELLO_LEN: usize = 44;
 pub const HELLO_MAGIC: [u8; 4] = *b"SFSH";
 pub const PROTOCOL_VERSION: u16 = 1;
 
+/// Sizes of one slot's message buffers for an eager threshold: the largest
+/// request and response either side may send, so a client's send buffer
+/// matches the server's receive buffer and the other way round. Both sides
+/// size their buffers from here (the server from the client's hello).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageSizes {
+    /// A request with an eager write payload of `eager_threshold` bytes.
+    pub request: usize,
+    /// A response with an eager read payload of `eager_threshold` bytes.
+    pub response: usize,
+}
+
+impl MessageSizes {
+    pub fn for_threshold(eager_threshold: u32) -> MessageSizes {
+        let eager = eager_threshold as usize;
+        MessageSizes {
+            request: RDMA_REQUEST_LEN + eager,
+            response: RDMA_RESPONSE_LEN + eager,
+        }
+    }
+
+    /// Refuses a threshold whose messages the device cannot carry
+    /// (`max_msg_sz` of its port), naming the config field.
+    pub fn check_device(&self, eager_threshold: u32, max_message: u64) -> SfsResult<()> {
+        let largest = self.request.max(self.response) as u64;
+        if largest > max_message {
+            return Err(SfsError::new(
+                Errno::EINVAL,
+                format!(
+                    "config.json: field `rdma.eager_threshold` ({eager_threshold}) makes \
+                     {largest}-byte messages, above the {max_message} bytes this RDMA device \
+                     carries in one message; lower it"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The server may RDMA-READ the region (a write's source).
 pub const ACCESS_READ: u8 = 1;
 /// The server may RDMA-WRITE the region (a read's destination).
@@ -361,6 +400,64 @@ mod tests {
             RdmaRequest::decode(&buf[..RDMA_REQUEST_LEN], 4096, 64).unwrap(),
             eager_read
         );
+    }
+
+    #[test]
+    fn message_buffers_hold_the_largest_eager_payload_for_any_threshold() {
+        for threshold in [0u32, 1, 4096, 65536, 1 << 20] {
+            let sizes = MessageSizes::for_threshold(threshold);
+            let chunk_size = u64::from(threshold).max(4096);
+            // A client's eager write of exactly `threshold` bytes fills its
+            // send buffer, which is the server's receive buffer.
+            let mut send = vec![0u8; sizes.request];
+            let mut request = RdmaRequest {
+                header: header(Op::Write, u64::from(threshold)),
+                payload: Payload::Eager,
+            };
+            request.header.chunk.offset = 0;
+            if threshold > 0 {
+                request.encode_into(&mut send);
+                assert_eq!(
+                    RdmaRequest::decode(&send, chunk_size, u64::from(threshold)).unwrap(),
+                    request,
+                    "threshold {threshold}"
+                );
+                // One byte above the threshold does not travel eagerly.
+                let mut over = request;
+                over.header.chunk.len += 1;
+                let mut big = vec![0u8; sizes.request + 1];
+                over.encode_into(&mut big);
+                assert!(RdmaRequest::decode(&big, chunk_size + 1, u64::from(threshold)).is_err());
+            }
+            // A server's eager read response of `threshold` bytes fills its
+            // send buffer, which is the client's receive buffer.
+            assert_eq!(sizes.response, RDMA_RESPONSE_LEN + threshold as usize);
+            let mut response = vec![0u8; sizes.response];
+            response[..RDMA_RESPONSE_LEN].copy_from_slice(
+                &ResponseHeader {
+                    status: 0,
+                    request_id: 3,
+                    len: u64::from(threshold),
+                }
+                .encode(),
+            );
+            assert_eq!(
+                decode_response(&response).unwrap().len,
+                u64::from(threshold)
+            );
+        }
+    }
+
+    #[test]
+    fn a_threshold_the_device_cannot_carry_is_refused_naming_the_field() {
+        let sizes = MessageSizes::for_threshold(65536);
+        sizes.check_device(65536, 1 << 31).unwrap();
+        sizes
+            .check_device(65536, (RDMA_REQUEST_LEN + 65536) as u64)
+            .unwrap();
+        let e = sizes.check_device(65536, 65536).unwrap_err();
+        assert_eq!(e.errno, Errno::EINVAL);
+        assert!(e.message.contains("rdma.eager_threshold"), "{e}");
     }
 
     #[test]

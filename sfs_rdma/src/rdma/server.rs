@@ -15,9 +15,9 @@
 //! (EINVAL otherwise, the QP is never pointed outside it), and a client that
 //! overruns its queue depth or sends a malformed message is disconnected.
 
-use super::pool::{Slot, SlotPool};
+use super::pool::{Slot, SlotPool, Unanswered};
 use super::proto::{
-    Hello, Payload, RdmaRequest, Region, ACCESS_READ, ACCESS_WRITE, RDMA_REQUEST_LEN,
+    Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ, ACCESS_WRITE, RDMA_REQUEST_LEN,
     RDMA_RESPONSE_LEN,
 };
 use super::verbs::{
@@ -201,6 +201,7 @@ struct ServerConnection {
     recv_size: usize,
     send_size: usize,
     slots: Arc<SlotPool>,
+    unanswered: Unanswered,
     waiters: Mutex<Waiters>,
 }
 
@@ -213,7 +214,7 @@ fn accept(
 ) -> SfsResult<(Arc<ServerConnection>, Arc<Notify>)> {
     let id = CmId::adopt(event.id, channel);
     let refuse = |id: &CmId, why: String| {
-        id.reject();
+        id.reject(&why);
         Err(SfsError::new(Errno::EPROTO, why))
     };
     let hello = match Hello::decode(&event.private_data) {
@@ -254,10 +255,14 @@ fn accept(
         cq: (4 * hello.queue_depth).max(config.cq_size),
     };
     let eager = u64::from(hello.eager_threshold);
-    let recv_size = RDMA_REQUEST_LEN + eager as usize;
-    let send_size = RDMA_RESPONSE_LEN + eager as usize;
+    // The client's threshold (at most ours): we receive its requests and
+    // send it responses, sized as it sized its buffers.
+    let messages = MessageSizes::for_threshold(hello.eager_threshold);
+    let recv_size = messages.request;
+    let send_size = messages.response;
     let setup = || -> SfsResult<QueuePair> {
         let mut qp = QueuePair::new(&id, sizes, config)?;
+        messages.check_device(hello.eager_threshold, qp.max_message)?;
         qp.register(depth * chunk_size as usize, false)?;
         qp.register(depth * recv_size, false)?;
         qp.register(depth * send_size, false)?;
@@ -270,7 +275,7 @@ fn accept(
     let qp = match setup() {
         Ok(qp) => qp,
         Err(e) => {
-            id.reject();
+            id.reject(&e.message);
             return Err(e);
         }
     };
@@ -292,6 +297,7 @@ fn accept(
             recv_size,
             send_size,
             slots: Arc::new(SlotPool::new(depth)),
+            unanswered: Unanswered::new(depth),
             waiters: Waiters::new(depth),
         }),
         Arc::new(Notify::new()),
@@ -318,9 +324,9 @@ async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
                         // A slot is freed when its response SEND completes,
                         // which the client may see answered (and reuse)
                         // slightly earlier: a request may wait briefly for
-                        // a slot, but a client keeping more than twice its
-                        // queue depth outstanding is cut off.
-                        if requests.len() >= 2 * conn.slots.capacity() {
+                        // a slot, but a client with more than its queue
+                        // depth unanswered is cut off.
+                        if !conn.unanswered.received() {
                             break 'run "client exceeded its announced queue depth".to_string();
                         }
                         match take_request(&conn, index, wc.byte_len as usize) {
@@ -339,7 +345,9 @@ async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
                     }
                 }
             }
-            Some(_) = requests.join_next(), if !requests.is_empty() => {}
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                while requests.try_join_next().is_some() {}
+            }
         }
     };
     tracing::debug!("RDMA connection closing: {why}");
@@ -474,6 +482,7 @@ async fn serve_request(
         out[RDMA_RESPONSE_LEN..RDMA_RESPONSE_LEN + n].copy_from_slice(data);
         msg_len += n;
     }
+    conn.unanswered.answering();
     let sent = async {
         let rx = wait_for(&conn.waiters, index)?;
         conn.qp.post_send(

@@ -246,6 +246,21 @@ fn sockaddr_of(addr: SocketAddr) -> libc::sockaddr_storage {
     storage
 }
 
+/// Private data a reject carries on InfiniBand and RoCE (IB CM REJ: 148
+/// bytes).
+pub const REJECT_REASON_MAX: usize = 148;
+
+/// The reason a server put into its reject, if the private data holds one
+/// (the CM pads it with zeros; a reject by the kernel carries none).
+pub fn reject_reason(private_data: &[u8]) -> Option<String> {
+    let end = private_data
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(private_data.len());
+    let text = std::str::from_utf8(&private_data[..end]).ok()?;
+    (!text.is_empty() && !text.chars().any(char::is_control)).then(|| text.to_string())
+}
+
 /// An rdmacm id (a listener or one connection's endpoint).
 pub struct CmId {
     id: *mut rdma_cm_id,
@@ -296,6 +311,12 @@ impl CmId {
     pub fn verbs(&self) -> *mut ibv_context {
         // SAFETY: `id` is valid for our lifetime.
         unsafe { (*self.id).verbs }
+    }
+
+    /// The device port this id is bound to (valid once `verbs` is set).
+    pub fn port_num(&self) -> u8 {
+        // SAFETY: `id` is valid for our lifetime.
+        unsafe { (*self.id).port_num }
     }
 
     pub fn bind(&self, addr: SocketAddr) -> SfsResult<()> {
@@ -379,9 +400,17 @@ impl CmId {
         Ok(())
     }
 
-    pub fn reject(&self) {
-        // SAFETY: an id of a pending connect request; no private data.
-        unsafe { rdma_reject(self.id, ptr::null(), 0) };
+    /// Rejects a pending connect request, telling the client why in the
+    /// reject's private data (cut to [`REJECT_REASON_MAX`] bytes).
+    pub fn reject(&self, reason: &str) {
+        let mut end = reason.len().min(REJECT_REASON_MAX);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let bytes = &reason.as_bytes()[..end];
+        // SAFETY: an id of a pending connect request; rdmacm copies the
+        // `bytes.len()` bytes of private data before returning.
+        unsafe { rdma_reject(self.id, bytes.as_ptr().cast(), bytes.len() as u8) };
     }
 
     pub fn establish(&self) -> SfsResult<()> {
@@ -476,6 +505,11 @@ pub struct QueuePair {
     /// RDMA READs in flight we allow and accept (negotiated with the peer).
     pub rd_atomic: u8,
     pub max_inline: u32,
+    /// The largest message the port carries (`max_msg_sz`): bounds the
+    /// eager threshold.
+    pub max_message: u64,
+    /// Time spent in `ibv_reg_mr` (pinning and mapping the buffers).
+    pub registration_time: std::time::Duration,
 }
 
 // SAFETY: verbs objects are thread-safe (libibverbs serialises post and
@@ -513,6 +547,8 @@ impl QueuePair {
             buffers: Vec::new(),
             rd_atomic: 1,
             max_inline: cfg.max_inline_data,
+            max_message: u64::from(u32::MAX),
+            registration_time: std::time::Duration::ZERO,
         };
         // SAFETY: ibv_device_attr is plain old data; the context is valid.
         let mut attr: ibv_device_attr = unsafe { std::mem::zeroed() };
@@ -525,6 +561,14 @@ impl QueuePair {
             .min(attr.max_qp_init_rd_atom)
             .clamp(1, 16);
         this.rd_atomic = u8::try_from(depth).unwrap_or(1);
+        // SAFETY: ibv_port_attr is plain old data.
+        let mut port: ibv_port_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: valid context and out-pointer; `port_num` is the port rdmacm
+        // bound this id to.
+        if unsafe { ___ibv_query_port(ctx, id.port_num(), &mut port) } != 0 {
+            return Err(os_error("ibv_query_port"));
+        }
+        this.max_message = u64::from(port.max_msg_sz);
         // SAFETY: valid context; the objects below are owned by `this` and
         // released in Drop, also when a later step fails.
         unsafe {
@@ -602,9 +646,11 @@ impl QueuePair {
             access |= ibv_access_flags::IBV_ACCESS_REMOTE_READ.0
                 | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0;
         }
+        let started = std::time::Instant::now();
         // SAFETY: `ptr` covers `len` bytes and lives until the MR is
         // deregistered in Drop.
         let mr = unsafe { ibv_reg_mr(self.pd, ptr.cast(), len, access as i32) };
+        self.registration_time += started.elapsed();
         if mr.is_null() {
             let e = os_error(&format!("ibv_reg_mr of {len} bytes"));
             // SAFETY: allocated above with this layout, not registered.
@@ -870,6 +916,20 @@ mod tests {
         );
         assert_eq!(mtu_enum(1024), ibv_mtu::IBV_MTU_1024);
         assert_eq!(mtu_enum(4096), ibv_mtu::IBV_MTU_4096);
+    }
+
+    #[test]
+    fn reject_reasons_are_read_back_and_noise_is_not() {
+        let mut padded = b"client eager threshold 65536 above ours (4096)".to_vec();
+        padded.resize(REJECT_REASON_MAX, 0);
+        assert_eq!(
+            reject_reason(&padded).as_deref(),
+            Some("client eager threshold 65536 above ours (4096)")
+        );
+        assert_eq!(reject_reason(&[]), None);
+        assert_eq!(reject_reason(&[0; 148]), None);
+        assert_eq!(reject_reason(&[0xff, 0xfe, 1]), None);
+        assert_eq!(reject_reason(b"\x01\x02"), None);
     }
 
     #[test]
