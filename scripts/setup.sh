@@ -6,13 +6,13 @@
 #   build: librocksdb-dev (linked instead of compiling RocksDB, see
 #          .cargo/config.toml), libibverbs-dev librdmacm-dev libclang-dev clang
 #          (rdma-sys bindings), pkg-config
-#   tests: fio sqlite3 python3
+#   tests: fio sqlite3 python3 git make gcc (the shim tests run them)
 #   RDMA in a VM (scripts/rdma-vm-test.sh): qemu-system-x86 cpio xz-utils
 set -euo pipefail
 
 packages=(
     librocksdb-dev libibverbs-dev librdmacm-dev libclang-dev clang pkg-config
-    fio sqlite3 python3
+    fio sqlite3 python3 git make gcc
     qemu-system-x86 cpio xz-utils
 )
 

@@ -36,7 +36,7 @@ pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
         }
     }
     bail!(
-        "cannot find {SHIM_NAME} next to {} (build it with `cargo build -p wrapper`, or pass --preload / set SFS_PRELOAD)",
+        "cannot find {SHIM_NAME} next to {} (build it with `cargo build -p sfs_preload -p wrapper`, or pass --preload / set SFS_PRELOAD)",
         exe.display()
     )
 }

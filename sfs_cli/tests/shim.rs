@@ -4,106 +4,12 @@
 //! outputs must be identical byte for byte.
 
 mod common;
+mod shim_support;
 
-use common::{Cluster, SFS};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// The shim cargo built for these tests (a dev-dependency of sfs_cli, so it
-/// is fresh in `deps/`; the copy next to `sfs` is made by workspace builds).
-fn shim() -> PathBuf {
-    let dir = Path::new(SFS).parent().expect("target dir");
-    let candidates = [
-        dir.join("deps/libsfs_wrapper.so"),
-        dir.join("libsfs_wrapper.so"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("libsfs_wrapper.so is built (wrapper is a dev-dependency of sfs_cli)")
-}
-
-/// Runs `bash -c script` with `args` under `sfs exec`.
-fn under_shim(cluster: &Cluster, script: &str, args: &[&str]) -> Output {
-    Command::new(SFS)
-        .arg("--config")
-        .arg(&cluster.config_path)
-        .arg("--hostfile")
-        .arg(&cluster.hostfile_path)
-        .arg("exec")
-        .arg("--preload")
-        .arg(shim())
-        .args(["--", "bash", "-c", script, "script"])
-        .args(args)
-        .env("SFS_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running sfs exec")
-}
-
-/// Runs `bash -c script` with `args` without the shim.
-fn local(script: &str, args: &[&str]) -> Output {
-    Command::new("bash")
-        .args(["-c", script, "script"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running bash")
-}
-
-fn text(o: &[u8]) -> String {
-    String::from_utf8_lossy(o).into_owned()
-}
-
-fn assert_ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// Runs one script on the mount and on a local directory; both must succeed
-/// with identical output.
-fn same_on_sfs_and_local(cluster: &Cluster, script: &str, extra: &[&str]) -> String {
-    let local_dir = tempfile::tempdir().unwrap();
-    let local_root = local_dir.path().join("root");
-    std::fs::create_dir(&local_root).unwrap();
-    let sfs_root = format!("{}/work", cluster.config.mountdir);
-    let mut sfs_args = vec![sfs_root.as_str()];
-    sfs_args.extend_from_slice(extra);
-    let local_root = local_root.display().to_string();
-    let mut local_args = vec![local_root.as_str()];
-    local_args.extend_from_slice(extra);
-    let prepare = under_shim(cluster, "mkdir \"$1\"", &[&sfs_root]);
-    assert_ok("mkdir on SFS", &prepare);
-    let on_sfs = under_shim(cluster, script, &sfs_args);
-    let on_local = local(script, &local_args);
-    assert_ok("script on local dir", &on_local);
-    assert_ok("script on SFS", &on_sfs);
-    let (a, b) = (text(&on_local.stdout), text(&on_sfs.stdout));
-    if a != b {
-        let diff = a
-            .lines()
-            .zip(b.lines())
-            .enumerate()
-            .find(|(_, (x, y))| x != y)
-            .map(|(i, (x, y))| {
-                format!(
-                    "first difference at line {}:\n local: {x}\n   sfs: {y}",
-                    i + 1
-                )
-            })
-            .unwrap_or_else(|| format!("lengths differ: {} vs {} bytes", a.len(), b.len()));
-        panic!(
-            "outputs differ: {diff}\n--- sfs stderr\n{}",
-            text(&on_sfs.stderr)
-        );
-    }
-    a
-}
+use common::Cluster;
+use shim_support::{assert_ok, same_on_sfs_and_local, text, under_shim};
+use std::path::Path;
+use std::process::Command;
 
 /// A source tree of `files` files with mixed sizes (0 B .. ~1.2 MiB),
 /// some nested, plus a text file for sort.
@@ -168,7 +74,7 @@ find . -type f -exec md5sum {} + | LC_ALL=C sort -k2
 fn coreutils_match_a_local_directory() {
     let cluster = Cluster::start(3);
     let src = tempfile::tempdir().unwrap();
-    make_tree(src.path(), 600);
+    make_tree(src.path(), 2000);
     let src_path = src.path().display().to_string();
     let out = same_on_sfs_and_local(&cluster, COREUTILS, &[&src_path]);
     assert!(out.contains("removed"), "{out}");

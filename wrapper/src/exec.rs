@@ -100,8 +100,23 @@ fn inherited_descriptors() -> Vec<OpenFdInfo> {
     out
 }
 
-/// This library's own path (for putting it back into LD_PRELOAD).
+/// The library to put back into LD_PRELOAD: the preload entry library that
+/// loaded this one (`sfs_preload_path`, libsfs_wrapper.so), or this library
+/// itself when it was preloaded directly.
 fn own_path() -> Option<String> {
+    // SAFETY: dlsym only looks the name up; the entry library defines
+    // `sfs_preload_path` as `extern "C" fn() -> *const c_char` returning NULL
+    // or a NUL-terminated string that lives as long as the process.
+    unsafe {
+        let entry = libc::dlsym(libc::RTLD_DEFAULT, c"sfs_preload_path".as_ptr());
+        if !entry.is_null() {
+            let entry: extern "C" fn() -> *const c_char = std::mem::transmute(entry);
+            let path = entry();
+            if !path.is_null() {
+                return CStr::from_ptr(path).to_str().ok().map(str::to_string);
+            }
+        }
+    }
     // SAFETY: dladdr only reads the address and fills `info`.
     unsafe {
         let mut info: libc::Dl_info = std::mem::zeroed();

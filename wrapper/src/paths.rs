@@ -8,6 +8,7 @@
 //! start with the mount directory and has no `.`/`..` components — is decided
 //! by one prefix comparison, without allocating.
 
+use crate::route::{could_be_inside, has_dot_components, kernel_cwd, kernel_fd_path};
 use crate::state::{self, Inside, Settings};
 use sfs_global::path::strip_mount;
 use std::ffi::{c_char, c_int, CStr};
@@ -32,51 +33,6 @@ pub unsafe fn c_bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
 pub unsafe fn c_str<'a>(p: *const c_char) -> Option<&'a str> {
     // SAFETY: forwarded contract.
     std::str::from_utf8(unsafe { c_bytes(p) }?).ok()
-}
-
-fn has_dot_components(path: &str) -> bool {
-    path.contains("//") || path.split('/').any(|c| c == "." || c == "..")
-}
-
-fn could_be_inside(path: &str, mount: &str) -> bool {
-    match path.strip_prefix(mount) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => has_dot_components(path),
-    }
-}
-
-/// The kernel's working directory, with a raw system call (no hooks).
-fn kernel_cwd() -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: the buffer is valid for its length.
-    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
-    if n <= 0 {
-        return None;
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    buf.truncate(end);
-    String::from_utf8(buf).ok()
-}
-
-/// Where a real descriptor points, from /proc/self/fd (no hooks).
-fn kernel_fd_path(fd: c_int) -> Option<String> {
-    let link = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: `link` is NUL-terminated and `buf` valid for its length.
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_readlinkat,
-            libc::AT_FDCWD,
-            link.as_ptr(),
-            buf.as_mut_ptr(),
-            buf.len(),
-        )
-    };
-    if n <= 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    String::from_utf8(buf).ok()
 }
 
 /// The directory a relative path is taken against, as a host path; `None`

@@ -22,7 +22,6 @@ use sfs_client::embed::{OpenFdInfo, ThreadStart};
 use sfs_client::Client;
 use sfs_global::config::Config;
 use sfs_global::hostfile::Hostfile;
-use sfs_global::path::normalize_host;
 use sfs_global::{Errno, SfsError, SfsResult};
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -104,28 +103,12 @@ fn read_settings() -> Option<Settings> {
     }
     let config_path = env("SFS_CONFIG").map(PathBuf::from);
     let hostfile_path = env("SFS_HOSTFILE").map(PathBuf::from);
-    let mount = match env("SFS_MOUNTDIR") {
-        Some(m) => m.to_string_lossy().into_owned(),
-        None => match &config_path {
-            Some(p) => match Config::load(p) {
-                Ok(c) => c.mountdir,
-                Err(e) => {
-                    log(
-                        LOG_WARN,
-                        &format!("SFS_CONFIG: {e}; the shim stays inactive"),
-                    );
-                    return None;
-                }
-            },
-            None => return None,
-        },
-    };
-    let Some(mount) = normalize_host(&mount).filter(|m| m != "/") else {
-        log(
-            LOG_WARN,
-            &format!("SFS_MOUNTDIR={mount:?} is not an absolute directory other than /; the shim stays inactive"),
-        );
-        return None;
+    let mount = match crate::route::mount_from_environment() {
+        Ok(mount) => mount?,
+        Err(message) => {
+            log(LOG_WARN, &message);
+            return None;
+        }
     };
     Some(Settings {
         mount,

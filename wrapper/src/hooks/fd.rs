@@ -303,3 +303,29 @@ hook! {
         if state::inside_now() { state::relocate_internal(fd) } else { fd }
     }
 }
+
+hook! {
+    // tokio's signal driver keeps a socket pair for the whole process: it
+    // must not sit at a low number the program may dup2() over (bash's
+    // `exec 4>file`), or a forked child's new runtime registers the
+    // program's descriptor instead.
+    unsafe fn socketpair(domain: c_int, kind: c_int, protocol: c_int, sv: *mut c_int) -> c_int => sfs_socketpair {
+        let r = real!(socketpair)(domain, kind, protocol, sv);
+        if r == 0 && state::inside_now() {
+            *sv = state::relocate_internal(*sv);
+            *sv.add(1) = state::relocate_internal(*sv.add(1));
+        }
+        r
+    }
+}
+
+hook! {
+    unsafe fn pipe2(fds: *mut c_int, flags: c_int) -> c_int => sfs_pipe2 {
+        let r = real!(pipe2)(fds, flags);
+        if r == 0 && state::inside_now() {
+            *fds = state::relocate_internal(*fds);
+            *fds.add(1) = state::relocate_internal(*fds.add(1));
+        }
+        r
+    }
+}

@@ -22,3 +22,4 @@ pub mod namespace;
 pub mod open;
 pub mod process;
 pub mod stat;
+pub mod temp;

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Measures the cost of the LD_PRELOAD shim (docs/performance.md, "Shim
+# overhead"):
+#
+# 1. start-up of programs that never touch the mount: 1000 runs of /bin/true
+#    and of `bash -c 'echo x > /dev/null'`, without preload and with
+#    libsfs_wrapper.so (CPU time of all runs from `perf stat`, which is far
+#    less noisy than wall time on a shared machine, and the wall time);
+# 2. per call on an SFS file: stat() of an SFS path and lseek(SEEK_CUR) on an
+#    SFS descriptor through the shim, against sfs_stat/sfs_lseek of the C API
+#    of the client library (libsfs_client.so) in the same process image,
+#    against the same servers.
+#
+# Usage: scripts/shim-overhead.sh [RUNS]   (default 1000)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$(pwd)
+runs=${1:-1000}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sfs/target}"
+cargo build --release -q -p sfs_cli -p wrapper -p sfs_preload -p sfs_client
+release="$CARGO_TARGET_DIR/release"
+shim="$release/libsfs_wrapper.so"
+sfs_bin="$release/sfs"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sfs-overhead.XXXXXX")
+started=0
+cleanup() {
+    if ((started)); then "$sfs_bin" stop >/dev/null 2>&1 || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# --- 1. start-up --------------------------------------------------------------
+
+# CPU milliseconds (task-clock, children included) and wall seconds of $runs
+# runs of "$@", with LD_PRELOAD=$1 (empty: none).
+startup() {
+    local preload=$1
+    shift
+    local out
+    out=$(env ${preload:+LD_PRELOAD=$preload} perf stat -x, -e task-clock -- \
+        bash -c 'start=$(date +%s%N); for ((i = 0; i < '"$runs"'; i++)); do "$@"; done; echo "wall $(( ($(date +%s%N) - start) / 1000000 ))"' _ "$@" 2>&1)
+    printf '%8.0f ms CPU %6s ms wall' "$(awk -F, '/task-clock/ {print $1}' <<<"$out")" \
+        "$(awk '/^wall/ {print $2}' <<<"$out")"
+}
+
+# The floor: what preloading any library costs, an empty one written in C.
+echo 'int sfs_overhead_reference(void) { return 0; }' >"$work/empty.c"
+gcc -shared -fPIC -O2 -o "$work/libempty.so" "$work/empty.c"
+
+export SFS_MOUNTDIR="$work/mnt"
+echo "start-up, $runs runs each: no preload / an empty C library / $shim; three rounds:"
+for round in 1 2 3; do
+    echo "  round $round"
+    for cmd in "/bin/true" "bash -c echo_x"; do
+        if [[ $cmd == /bin/true ]]; then set -- /bin/true; else set -- bash -c 'echo x > /dev/null'; fi
+        echo "    $(printf '%-15s' "$cmd") none: $(startup '' "$@")   empty: $(startup "$work/libempty.so" "$@")   shim: $(startup "$shim" "$@")"
+    done
+done
+
+# --- 2. per call --------------------------------------------------------------
+
+cat >"$work/hostfile" <<EOF
+s0 127.0.0.1:7750
+EOF
+python3 - "$repo/config.example.json" "$work" <<'EOF'
+import json, sys
+config = json.load(open(sys.argv[1]))
+config["rootdir"] = sys.argv[2] + "/root"
+config["mountdir"] = sys.argv[2] + "/mnt"
+config["hosts_file"] = "hostfile"
+json.dump(config, open(sys.argv[2] + "/config.json", "w"), indent=2)
+EOF
+export SFS_HOSTFILE="$work/hostfile" SFS_CONFIG="$work/config.json"
+started=1
+"$sfs_bin" start >/dev/null
+
+cat >"$work/calls.c" <<'EOF'
+/* N stat() and N lseek(SEEK_CUR) calls, through the shim (argv[1] = "shim")
+ * or through the client library's C API (argv[1] = "capi"); prints ns/call. */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    const char *mode = argv[1], *mnt = argv[2];
+    int n = atoi(argv[3]);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/probe", mnt);
+    struct stat st;
+    double t0, t1, t2;
+    if (strcmp(mode, "shim") == 0) {
+        int fd = open(path, O_CREAT | O_RDWR, 0644);
+        if (fd < 0 || stat(path, &st) != 0) { perror("shim open/stat"); return 1; }
+        t0 = now();
+        for (int i = 0; i < n; i++) stat(path, &st);
+        t1 = now();
+        for (int i = 0; i < n; i++) lseek(fd, 0, SEEK_CUR);
+        t2 = now();
+    } else {
+        void *lib = dlopen(argv[4], RTLD_NOW);
+        if (!lib) { fprintf(stderr, "%s\n", dlerror()); return 1; }
+        void *(*connect)(const char *, const char *) = dlsym(lib, "sfs_connect");
+        int (*sopen)(void *, const char *, int, unsigned) = dlsym(lib, "sfs_open");
+        int (*sstat)(void *, const char *, struct stat *, int) = dlsym(lib, "sfs_stat");
+        long (*sseek)(void *, int, long, int) = dlsym(lib, "sfs_lseek");
+        void *c = connect(getenv("SFS_CONFIG"), getenv("SFS_HOSTFILE"));
+        int fd = c ? sopen(c, "/probe", O_CREAT | O_RDWR, 0644) : -1;
+        if (fd < 0 || sstat(c, "/probe", &st, 1) != 0) { fprintf(stderr, "capi open/stat failed\n"); return 1; }
+        t0 = now();
+        for (int i = 0; i < n; i++) sstat(c, "/probe", &st, 1);
+        t1 = now();
+        for (int i = 0; i < n; i++) sseek(c, fd, 0, SEEK_CUR);
+        t2 = now();
+    }
+    printf("%s: stat %.2f us/call, lseek %.3f us/call\n", mode, (t1 - t0) / n / 1e3, (t2 - t1) / n / 1e3);
+    return 0;
+}
+EOF
+gcc -O2 -o "$work/calls" "$work/calls.c" -ldl
+echo "per call (20000 stat + 20000 lseek each, three rounds; one server on loopback):"
+for round in 1 2 3; do
+    echo "  round $round: $(LD_PRELOAD=$shim "$work/calls" shim "$work/mnt" 20000)   $("$work/calls" capi "$work/mnt" 20000 "$release/libsfs_client.so")"
+done

@@ -1,0 +1,226 @@
+//! More real programs under the real shim, against real servers: the entry
+//! library's lazy loading, sort of a 50 MB file, git, sed -i, make + gcc,
+//! fio with verification, and a fork/exec torture test. Where a result can
+//! be compared, the same script also runs on a local directory.
+
+mod common;
+mod shim_support;
+
+use common::Cluster;
+use shim_support::{assert_ok, same_on_sfs_and_local, text, under_shim};
+use std::process::Command;
+
+fn require(program: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{program} is needed (scripts/setup.sh installs it)");
+}
+
+#[test]
+fn the_shim_is_loaded_only_by_programs_that_touch_the_mount() {
+    let cluster = Cluster::start(1);
+    let mount = &cluster.config.mountdir;
+    let parent = std::path::Path::new(mount).parent().unwrap();
+    let leaf = std::path::Path::new(mount)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    // A plain program maps only the entry library; one that opens an SFS
+    // path (absolute, or relative with `.` from the kernel's working
+    // directory) maps the shim too and reads the file.
+    let script = r#"
+set -euo pipefail
+grep -c 'libsfs_shim' /proc/self/maps || true
+echo data > "$1/f"
+cd "$2"
+cat "./$3/f" /proc/self/maps | grep -E '^data$|libsfs_shim' | sed 's/.*libsfs_shim.*/shim mapped/' | uniq
+"#;
+    let o = under_shim(
+        &cluster,
+        script,
+        &[mount, &parent.display().to_string(), leaf],
+    );
+    assert_ok("lazy loading", &o);
+    assert_eq!(text(&o.stdout), "0\ndata\nshim mapped\n");
+}
+
+#[test]
+fn sort_of_a_50_mb_file_matches_local() {
+    let cluster = Cluster::start(2);
+    let src = tempfile::tempdir().unwrap();
+    let input = src.path().join("input.txt");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut lines = String::with_capacity(52 << 20);
+    while lines.len() < 50 << 20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lines.push_str(&format!("{:016x} {}\n", seed, seed % 1000));
+    }
+    std::fs::write(&input, lines).unwrap();
+    let script = r#"
+set -euo pipefail
+cd "$1"
+cp "$2" input.txt
+sort input.txt > sorted.txt
+sort -c sorted.txt
+sort -k2,2n -k1,1 -o numeric.txt input.txt
+wc -l < sorted.txt
+md5sum sorted.txt numeric.txt
+"#;
+    let out = same_on_sfs_and_local(&cluster, script, &[&input.display().to_string()]);
+    assert!(out.contains("sorted.txt"), "{out}");
+}
+
+const GIT: &str = r#"
+set -euo pipefail
+cd "$1"
+export GIT_AUTHOR_DATE='2024-01-01T00:00:00Z' GIT_COMMITTER_DATE='2024-01-01T00:00:00Z'
+git init -q -b main repo
+cd repo
+git config user.email t@example.com; git config user.name tester
+mkdir -p src; for i in 1 2 3 4 5; do echo "file $i" > src/f$i.txt; done
+git add .; git commit -q -m first
+echo more >> src/f1.txt; git rm -q src/f2.txt; git mv src/f3.txt src/g3.txt
+git commit -q -am second
+git log --format='%H %s'
+git status --porcelain
+git show --stat --format=%s HEAD | sort
+git gc -q
+git fsck --full 2>&1
+git cat-file -p HEAD:src/f1.txt
+"#;
+
+#[test]
+fn git_init_add_commit_log_matches_local() {
+    require("git");
+    let cluster = Cluster::start(2);
+    let out = same_on_sfs_and_local(&cluster, GIT, &[]);
+    assert!(out.contains(" second\n"), "{out}");
+}
+
+#[test]
+fn sed_in_place_matches_local() {
+    let cluster = Cluster::start(1);
+    let script = r#"
+set -euo pipefail
+cd "$1"
+seq 1 2000 > numbers
+sed -i 's/^1/one-/' numbers
+sed -i.bak -e '/5$/d' numbers
+ls
+md5sum numbers numbers.bak
+stat -c '%a %s' numbers
+"#;
+    same_on_sfs_and_local(&cluster, script, &[]);
+}
+
+const MAKE: &str = r#"
+set -euo pipefail
+cd "$1"
+mkdir proj; cd proj
+cat > util.h <<'C'
+int triple(int x);
+C
+cat > util.c <<'C'
+#include "util.h"
+int triple(int x) { return 3 * x; }
+C
+cat > main.c <<'C'
+#include <stdio.h>
+#include "util.h"
+int main(void) { printf("triple(14) = %d\n", triple(14)); return 0; }
+C
+cat > Makefile <<'M'
+prog: main.o util.o
+	$(CC) -o $@ main.o util.o
+%.o: %.c util.h
+	$(CC) -O2 -c -o $@ $<
+M
+make -s CC=gcc
+make CC=gcc
+touch -d '+1 minute' util.c
+make CC=gcc
+ls
+cp prog "$2/prog" && "$2/prog"
+"#;
+
+#[test]
+fn make_builds_a_c_program_in_the_mount_like_locally() {
+    require("make");
+    require("gcc");
+    let cluster = Cluster::start(2);
+    let bin = tempfile::tempdir().unwrap();
+    let out = same_on_sfs_and_local(&cluster, MAKE, &[&bin.path().display().to_string()]);
+    assert!(out.contains("triple(14) = 42"), "{out}");
+    assert!(
+        out.contains("Nothing to be done") || out.contains("is up to date"),
+        "{out}"
+    );
+}
+
+#[test]
+fn fio_psync_four_threads_with_crc32c_verification() {
+    require("fio");
+    let cluster = Cluster::start(3);
+    let script = r#"
+set -euo pipefail
+mkdir "$1/fio"
+fio --name=sfs --directory="$1/fio" --ioengine=psync --thread --numjobs=4 \
+    --rw=randrw --bs=4k --size=8m --verify=crc32c --do_verify=1 \
+    --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3 \
+    | awk -F';' '{print "error=" $5}'
+fio --name=seq --directory="$1/fio" --ioengine=psync --thread --numjobs=4 \
+    --rw=write --bs=1m --size=16m --verify=crc32c --do_verify=1 \
+    --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3 \
+    | awk -F';' '{print "error=" $5}'
+ls "$1/fio" | wc -l
+"#;
+    let o = under_shim(&cluster, script, &[&cluster.config.mountdir]);
+    assert_ok("fio", &o);
+    assert_eq!(
+        text(&o.stdout),
+        "error=0\nerror=0\n8\n",
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+const TORTURE: &str = r#"
+set -euo pipefail
+cd "$1"
+: > log
+exec 4>>shared
+for i in $(seq 1 200); do
+  (
+    echo "child $i" >> log
+    grep -qx "child $i" log || echo "missing own line $i"
+    sh -c 'echo "exec $0" >&4; cat log > /dev/null' "$i"
+    printf '%s\n' "$i" > "own-$i"
+    [ "$(cat "own-$i")" = "$i" ] || echo "bad own-$i"
+    rm "own-$i"
+  ) &
+  if (( i % 25 == 0 )); then wait; fi
+done
+wait
+exec 4>&-
+sort -n -k2 log | uniq | wc -l
+sort -n -k2 shared | awk '{print $2}' | uniq | wc -l
+ls
+"#;
+
+#[test]
+fn two_hundred_short_lived_children_write_and_read_the_same_files() {
+    let cluster = Cluster::start(2);
+    let o = under_shim(&cluster, TORTURE, &[&cluster.config.mountdir]);
+    assert_ok("fork/exec torture", &o);
+    assert_eq!(
+        text(&o.stdout),
+        "200\n200\nlog\nshared\n",
+        "{}",
+        text(&o.stderr)
+    );
+}

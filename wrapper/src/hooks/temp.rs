@@ -1,0 +1,160 @@
+//! mkstemp, mkostemp, mkstemps, mkostemps (+64) and mkdtemp on templates
+//! under the mount. glibc creates the file with an internal `open` that
+//! LD_PRELOAD cannot see, so without these hooks `sed -i` and git would
+//! create their temporary files on the host and then fail to rename them
+//! into SFS.
+
+use crate::hooks::open::{open_sfs, umask_value};
+use crate::paths::sfs_path;
+use crate::state::{err, run, with_client};
+use libc::{c_char, c_int};
+use redhook::{hook, real};
+use sfs_global::{Errno, SfsResult};
+
+const LETTERS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const ATTEMPTS: usize = 238_328; // 62^3, glibc's bound
+
+/// Six random letters from the kernel (no hooks involved).
+fn random_letters() -> [u8; 6] {
+    let mut bytes = [0u8; 6];
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::syscall(libc::SYS_getrandom, bytes.as_mut_ptr(), bytes.len(), 0) };
+    if n != bytes.len() as libc::c_long {
+        // No getrandom: time and pid are unique enough with the retry loop.
+        let mut seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ (std::process::id() as u64) << 32;
+        for b in &mut bytes {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+    }
+    bytes.map(|b| LETTERS[b as usize % LETTERS.len()])
+}
+
+/// Fills the `XXXXXX` of `template` (before a suffix of `suffix_len` bytes)
+/// until `create` succeeds on the resulting SFS path; `None` when the
+/// template is not under the mount.
+///
+/// # Safety
+/// `template` is NULL or a writable NUL-terminated string.
+unsafe fn make_temp<R>(
+    template: *mut c_char,
+    suffix_len: c_int,
+    what: &str,
+    create: impl Fn(&str) -> SfsResult<R>,
+) -> Option<SfsResult<R>> {
+    // SAFETY: forwarded contract; the guard is held for the whole loop.
+    let (_inside, _) = unsafe { sfs_path(libc::AT_FDCWD, template.cast_const()) }?;
+    // SAFETY: `template` is a NUL-terminated string (checked non-NULL above).
+    let len = unsafe { libc::strlen(template) };
+    let suffix = usize::try_from(suffix_len).ok()?;
+    if len < 6 + suffix {
+        return Some(Err(err(
+            libc::EINVAL,
+            format!("{what}: template too short"),
+        )));
+    }
+    let start = len - 6 - suffix;
+    // SAFETY: `start..start + 6` lies inside the string.
+    let slot = unsafe { std::slice::from_raw_parts_mut(template.add(start).cast::<u8>(), 6) };
+    if slot != b"XXXXXX" {
+        return Some(Err(err(
+            libc::EINVAL,
+            format!("{what}: template must contain XXXXXX"),
+        )));
+    }
+    for _ in 0..ATTEMPTS {
+        slot.copy_from_slice(&random_letters());
+        // SAFETY: still a NUL-terminated string; the guard taken above makes
+        // this lookup skip the re-entrancy check.
+        let Some(path) = (unsafe { crate::paths::c_str(template.cast_const()) }).and_then(|t| {
+            crate::state::settings().and_then(|s| crate::paths::resolve(s, libc::AT_FDCWD, t))
+        }) else {
+            return Some(Err(err(
+                libc::EINVAL,
+                format!("{what}: template left the mount"),
+            )));
+        };
+        match create(&path) {
+            Err(e) if e.errno == Errno::EEXIST => continue,
+            other => return Some(other),
+        }
+    }
+    Some(Err(err(libc::EEXIST, format!("{what}: no free name"))))
+}
+
+/// # Safety
+/// As [`make_temp`].
+unsafe fn mkstemp_hook(template: *mut c_char, suffix_len: c_int, flags: c_int) -> Option<c_int> {
+    let flags = (flags & !libc::O_ACCMODE) | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+    // SAFETY: forwarded contract.
+    let made = unsafe {
+        make_temp(template, suffix_len, "mkstemp", |p| {
+            open_sfs(p, flags, 0o600)
+        })
+    }?;
+    Some(run("mkstemp", || made))
+}
+
+hook! {
+    unsafe fn mkstemp(template: *mut c_char) -> c_int => sfs_mkstemp {
+        mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp)(template))
+    }
+}
+
+hook! {
+    unsafe fn mkstemp64(template: *mut c_char) -> c_int => sfs_mkstemp64 {
+        mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp64)(template))
+    }
+}
+
+hook! {
+    unsafe fn mkostemp(template: *mut c_char, flags: c_int) -> c_int => sfs_mkostemp {
+        mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp)(template, flags))
+    }
+}
+
+hook! {
+    unsafe fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int => sfs_mkostemp64 {
+        mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp64)(template, flags))
+    }
+}
+
+hook! {
+    unsafe fn mkstemps(template: *mut c_char, suffix_len: c_int) -> c_int => sfs_mkstemps {
+        mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps)(template, suffix_len))
+    }
+}
+
+hook! {
+    unsafe fn mkstemps64(template: *mut c_char, suffix_len: c_int) -> c_int => sfs_mkstemps64 {
+        mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps64)(template, suffix_len))
+    }
+}
+
+hook! {
+    unsafe fn mkostemps(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int => sfs_mkostemps {
+        mkstemp_hook(template, suffix_len, flags).unwrap_or_else(|| real!(mkostemps)(template, suffix_len, flags))
+    }
+}
+
+hook! {
+    unsafe fn mkostemps64(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int => sfs_mkostemps64 {
+        mkstemp_hook(template, suffix_len, flags).unwrap_or_else(|| real!(mkostemps64)(template, suffix_len, flags))
+    }
+}
+
+hook! {
+    unsafe fn mkdtemp(template: *mut c_char) -> *mut c_char => sfs_mkdtemp {
+        let mode = 0o700 & !umask_value();
+        let made = make_temp(template, 0, "mkdtemp", |p| with_client(|c| c.mkdir(p, mode)));
+        match made {
+            Some(made) => run("mkdtemp", || made.map(|()| template)),
+            None => real!(mkdtemp)(template),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The routing rules both libraries apply: is a path argument under the mount
+//! directory? Shared, file and all, by the shim (`paths.rs`) and the preload
+//! entry library (`wrapper/preload`, which includes this file with
+//! `#[path]`), so that the entry library loads the shim exactly when the
+//! shim would take the call. Only std, libc and sfs_global here.
+
+use sfs_global::config::Config;
+use sfs_global::path::normalize_host;
+use std::ffi::c_int;
+
+/// Does a relative path have components that could climb into the mount?
+pub fn has_dot_components(path: &str) -> bool {
+    path.contains("//") || path.split('/').any(|c| c == "." || c == "..")
+}
+
+/// Could an absolute path be under `mount`? One prefix comparison in the
+/// common case; paths with `.`/`..` components need normalising.
+pub fn could_be_inside(path: &str, mount: &str) -> bool {
+    match path.strip_prefix(mount) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => has_dot_components(path),
+    }
+}
+
+/// The kernel's working directory, with a raw system call (no hooks).
+pub fn kernel_cwd() -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the buffer is valid for its length.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if n <= 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf.truncate(end);
+    String::from_utf8(buf).ok()
+}
+
+/// Where a real descriptor points, from /proc/self/fd (no hooks).
+pub fn kernel_fd_path(fd: c_int) -> Option<String> {
+    let link = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `link` is NUL-terminated and `buf` valid for its length.
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_readlinkat,
+            libc::AT_FDCWD,
+            link.as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    String::from_utf8(buf).ok()
+}
+
+/// The mount directory the environment names: `SFS_MOUNTDIR`, else
+/// `mountdir` of `SFS_CONFIG`. `Ok(None)`: no mount configured (the shim
+/// passes everything through); `Err`: a message for the person who set it.
+/// Must run with the hooks bypassed (it may read the config file).
+pub fn mount_from_environment() -> Result<Option<String>, String> {
+    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let mount = match env("SFS_MOUNTDIR") {
+        Some(m) => m.to_string_lossy().into_owned(),
+        None => match env("SFS_CONFIG") {
+            Some(p) => match Config::load(std::path::Path::new(&p)) {
+                Ok(c) => c.mountdir,
+                Err(e) => return Err(format!("SFS_CONFIG: {e}; the shim stays inactive")),
+            },
+            None => return Ok(None),
+        },
+    };
+    match normalize_host(&mount).filter(|m| m != "/") {
+        Some(m) => Ok(Some(m)),
+        None => Err(format!(
+            "SFS_MOUNTDIR={mount:?} is not an absolute directory other than /; the shim stays inactive"
+        )),
+    }
+}
