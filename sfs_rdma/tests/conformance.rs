@@ -11,52 +11,19 @@
 use libtest_mimic::{Arguments, Failed, Trial};
 use sfs_global::config::RdmaConfig;
 use sfs_global::{Errno, FileId, SfsError, SfsResult};
+use sfs_rdma::memory::MemoryChunks;
 use sfs_rdma::rdma::proto::Descriptor;
 use sfs_rdma::rdma::{rdma_devices, RdmaChannel, RdmaListener};
 use sfs_rdma::tcp::{serve, TcpChannel};
-use sfs_rdma::{ChunkHandler, ChunkRef, DataChannel};
-use std::collections::HashMap;
+use sfs_rdma::{ChunkRef, DataChannel};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const CHUNK: u64 = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// An in-memory chunk store.
-#[derive(Default)]
-struct MemoryChunks {
-    chunks: Mutex<HashMap<(FileId, u64), Vec<u8>>>,
-    full: AtomicBool,
-}
-
-impl ChunkHandler for MemoryChunks {
-    fn write_chunk(&self, c: &ChunkRef, data: &[u8]) -> SfsResult<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(SfsError::no_space("store full"));
-        }
-        let mut chunks = self.chunks.lock().unwrap();
-        let chunk = chunks.entry((c.id, c.index)).or_default();
-        let end = (c.offset + c.len) as usize;
-        if chunk.len() < end {
-            chunk.resize(end, 0);
-        }
-        chunk[c.offset as usize..end].copy_from_slice(data);
-        Ok(())
-    }
-    fn read_chunk(&self, c: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
-        let chunks = self.chunks.lock().unwrap();
-        let Some(chunk) = chunks.get(&(c.id, c.index)) else {
-            return Ok(0);
-        };
-        let start = (c.offset as usize).min(chunk.len());
-        let n = (chunk.len() - start).min(buf.len());
-        buf[..n].copy_from_slice(&chunk[start..start + n]);
-        Ok(n)
-    }
-}
 
 /// A running server: stops (and is awaited) on `stop`.
 struct Server {

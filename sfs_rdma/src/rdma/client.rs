@@ -235,18 +235,18 @@ async fn poll_connection(conn: Arc<ClientConnection>) {
 }
 
 fn deliver(conn: &ClientConnection, index: usize, len: usize) -> SfsResult<()> {
-    if index >= conn.slots.capacity() || len > conn.recv_size {
-        return Err(SfsError::new(Errno::EPROTO, "RDMA response out of range"));
-    }
     // SAFETY: the device completed this receive; it is re-posted only after
     // the copy.
-    let msg = unsafe { conn.qp.buffer(RECV).range_mut(index * conn.recv_size, len) }.to_vec();
-    conn.qp.post_recv(
-        WR_RECV | index as u64,
-        RECV,
-        index * conn.recv_size,
-        conn.recv_size,
-    )?;
+    let msg = unsafe {
+        conn.qp.take_received(
+            RECV,
+            WR_RECV | index as u64,
+            index,
+            conn.slots.capacity(),
+            conn.recv_size,
+            len,
+        )
+    }?;
     let header = decode_response(&msg)?;
     let slot = (header.request_id & 0xffff) as usize;
     let waiter = {

@@ -365,18 +365,18 @@ fn take_request(
     index: usize,
     len: usize,
 ) -> SfsResult<(RdmaRequest, Vec<u8>)> {
-    if index >= conn.slots.capacity() || len > conn.recv_size {
-        return Err(SfsError::new(Errno::EPROTO, "receive index out of range"));
-    }
     // SAFETY: receive buffer `index` was just completed by the device and is
     // not re-posted until after this copy.
-    let msg = unsafe { conn.qp.buffer(RECV).range_mut(index * conn.recv_size, len) }.to_vec();
-    conn.qp.post_recv(
-        WR_RECV | index as u64,
-        RECV,
-        index * conn.recv_size,
-        conn.recv_size,
-    )?;
+    let msg = unsafe {
+        conn.qp.take_received(
+            RECV,
+            WR_RECV | index as u64,
+            index,
+            conn.slots.capacity(),
+            conn.recv_size,
+            len,
+        )
+    }?;
     let request = RdmaRequest::decode(&msg, conn.chunk_size, conn.eager)?;
     Ok((request, msg[RDMA_REQUEST_LEN..].to_vec()))
 }

@@ -726,6 +726,31 @@ impl QueuePair {
         unsafe { ibv_modify_qp(self.qp, &mut attr, ibv_qp_attr_mask::IBV_QP_STATE.0 as i32) };
     }
 
+    /// Copies the first `len` bytes of receive slot `index` (slots of
+    /// `slot_size` bytes in buffer `buf`) out, then posts the slot again
+    /// under `wr_id`. EPROTO if `index` or `len` lie outside the slots.
+    ///
+    /// # Safety
+    /// The device must have completed the receive posted into that slot and
+    /// nothing else may be writing it (it is re-posted only after the copy).
+    pub unsafe fn take_received(
+        &self,
+        buf: usize,
+        wr_id: u64,
+        index: usize,
+        slots: usize,
+        slot_size: usize,
+        len: usize,
+    ) -> SfsResult<Vec<u8>> {
+        if index >= slots || len > slot_size {
+            return Err(SfsError::new(Errno::EPROTO, "RDMA receive out of range"));
+        }
+        // SAFETY: the caller guarantees the slot is completed and idle.
+        let msg = unsafe { self.buffers[buf].range_mut(index * slot_size, len) }.to_vec();
+        self.post_recv(wr_id, buf, index * slot_size, slot_size)?;
+        Ok(msg)
+    }
+
     /// Posts a receive into `[offset, offset + len)` of buffer `buf`.
     pub fn post_recv(&self, wr_id: u64, buf: usize, offset: usize, len: usize) -> SfsResult<()> {
         let b = &self.buffers[buf];

@@ -1,39 +1,6 @@
 use super::*;
+use crate::memory::MemoryChunks;
 use sfs_global::FileId;
-use std::collections::HashMap as Map;
-
-/// An in-memory chunk store for transport tests.
-#[derive(Default)]
-struct MemoryChunks {
-    chunks: Mutex<Map<(FileId, u64), Vec<u8>>>,
-    full: AtomicBool,
-}
-
-impl ChunkHandler for MemoryChunks {
-    fn write_chunk(&self, c: &ChunkRef, data: &[u8]) -> SfsResult<()> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(SfsError::no_space("full"));
-        }
-        let mut chunks = self.chunks.lock().unwrap();
-        let chunk = chunks.entry((c.id, c.index)).or_default();
-        let end = (c.offset + c.len) as usize;
-        if chunk.len() < end {
-            chunk.resize(end, 0);
-        }
-        chunk[c.offset as usize..end].copy_from_slice(data);
-        Ok(())
-    }
-    fn read_chunk(&self, c: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
-        let chunks = self.chunks.lock().unwrap();
-        let Some(chunk) = chunks.get(&(c.id, c.index)) else {
-            return Ok(0);
-        };
-        let start = (c.offset as usize).min(chunk.len());
-        let n = (chunk.len() - start).min(buf.len());
-        buf[..n].copy_from_slice(&chunk[start..start + n]);
-        Ok(n)
-    }
-}
 
 const CHUNK: u64 = 64 * 1024;
 
