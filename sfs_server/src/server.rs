@@ -245,32 +245,11 @@ pub async fn run_until(
     };
     shutdown.trigger();
     if failure.is_none() {
-        match tokio::time::timeout(DRAIN_TIMEOUT, &mut grpc_task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("server {name}: gRPC server ended with an error: {e}"),
-            Ok(Err(e)) => tracing::warn!("server {name}: gRPC server task failed: {e}"),
-            Err(_) => tracing::warn!(
-                "server {name}: requests still running after {DRAIN_TIMEOUT:?}; stopping anyway"
-            ),
-        }
+        drain(&name, "gRPC server", "requests", &mut grpc_task).await;
     }
-    match tokio::time::timeout(DRAIN_TIMEOUT, data_task).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!("server {name}: data listener ended with an error: {e}"),
-        Ok(Err(e)) => tracing::warn!("server {name}: data listener task failed: {e}"),
-        Err(_) => tracing::warn!(
-            "server {name}: data transfers still running after {DRAIN_TIMEOUT:?}; stopping anyway"
-        ),
-    }
+    drain(&name, "data listener", "data transfers", data_task).await;
     if let Some(task) = rdma_task {
-        match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("server {name}: RDMA listener ended with an error: {e}"),
-            Ok(Err(e)) => tracing::warn!("server {name}: RDMA listener task failed: {e}"),
-            Err(_) => tracing::warn!(
-                "server {name}: RDMA transfers still running after {DRAIN_TIMEOUT:?}; stopping anyway"
-            ),
-        }
+        drain(&name, "RDMA listener", "RDMA transfers", task).await;
     }
     let sync = tokio::task::spawn_blocking(move || meta.sync()).await?;
     remove_if_present(&ready_file)?;
@@ -283,6 +262,24 @@ pub async fn run_until(
             tracing::info!("sfs server {name} stopped");
             Ok(())
         }
+    }
+}
+
+/// Waits up to [`DRAIN_TIMEOUT`] for a task that is finishing its in-flight
+/// `work` after the shutdown signal; logs how it ended.
+async fn drain<E: std::fmt::Display>(
+    name: &str,
+    what: &str,
+    work: &str,
+    task: impl Future<Output = Result<Result<(), E>, tokio::task::JoinError>>,
+) {
+    match tokio::time::timeout(DRAIN_TIMEOUT, task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!("server {name}: {what} ended with an error: {e}"),
+        Ok(Err(e)) => tracing::warn!("server {name}: {what} task failed: {e}"),
+        Err(_) => tracing::warn!(
+            "server {name}: {work} still running after {DRAIN_TIMEOUT:?}; stopping anyway"
+        ),
     }
 }
 
