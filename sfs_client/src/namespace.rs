@@ -19,17 +19,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 impl Client {
     /// The entry of a normalised path, not following a final symlink.
     pub(crate) async fn lookup(&self, path: &str) -> SfsResult<Metadata> {
-        let mut h = self.owner(path).await?.clone();
-        let entry = h
-            .meta
-            .stat(pb::PathRequest {
-                path: path.to_string(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
-        Ok(Metadata::from(&entry))
+        self.stat_entry(path, None).await
     }
 
     /// The entry of an open file, by its path and checked against its id:
@@ -40,15 +30,18 @@ impl Client {
         path: &str,
         id: sfs_global::FileId,
     ) -> SfsResult<Metadata> {
+        self.stat_entry(path, Some(id)).await
+    }
+
+    async fn stat_entry(&self, path: &str, id: Option<sfs_global::FileId>) -> SfsResult<Metadata> {
         let mut h = self.owner(path).await?.clone();
-        let (id_hi, id_lo) = (id.hi(), id.lo());
         let entry = h
             .meta
             .stat(pb::PathRequest {
                 path: path.to_string(),
-                check_id: true,
-                id_hi,
-                id_lo,
+                check_id: id.is_some(),
+                id_hi: id.map_or(0, |id| id.hi()),
+                id_lo: id.map_or(0, |id| id.lo()),
             })
             .await
             .map_err(|s| rpc_error(&h.name, s))?
