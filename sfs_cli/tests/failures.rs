@@ -8,6 +8,21 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn restart_keeps_every_fsynced_byte_and_every_entry() {
+    fsynced_data_survives(Cluster::stop_all);
+}
+
+#[test]
+fn fsynced_data_survives_kill_9_of_every_server() {
+    fsynced_data_survives(|cluster| {
+        for i in 0..3 {
+            cluster.kill9(i);
+        }
+    });
+}
+
+/// Writes and fsyncs 50 files, stops the servers with `stop`, restarts
+/// them, and checks every byte and entry.
+fn fsynced_data_survives(stop: impl FnOnce(&mut Cluster)) {
     let mut cluster = Cluster::start(3);
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
     {
@@ -28,7 +43,7 @@ fn restart_keeps_every_fsynced_byte_and_every_entry() {
         client.symlink("f1", "/keep/link").unwrap();
         client.sync_all().unwrap();
     }
-    cluster.stop_all();
+    stop(&mut cluster);
     cluster.restart_stopped();
     let client = cluster.client();
     assert_eq!(client.stat("/keep").unwrap().mode & 0o777, 0o750);

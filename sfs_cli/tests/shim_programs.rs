@@ -171,12 +171,12 @@ set -euo pipefail
 mkdir "$1/fio"
 fio --name=sfs --directory="$1/fio" --ioengine=psync --thread --numjobs=4 \
     --rw=randrw --bs=4k --size=8m --verify=crc32c --do_verify=1 \
-    --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3 \
-    | awk -F';' '{print "error=" $5}'
+    --verify_fatal=1 --verify_state_save=0 --group_reporting \
+    --output-format=terse --terse-version=3 | awk -F';' '{print "error=" $5}'
 fio --name=seq --directory="$1/fio" --ioengine=psync --thread --numjobs=4 \
     --rw=write --bs=1m --size=16m --verify=crc32c --do_verify=1 \
-    --verify_fatal=1 --group_reporting --output-format=terse --terse-version=3 \
-    | awk -F';' '{print "error=" $5}'
+    --verify_fatal=1 --verify_state_save=0 --group_reporting \
+    --output-format=terse --terse-version=3 | awk -F';' '{print "error=" $5}'
 ls "$1/fio" | wc -l
 "#;
     let o = under_shim(&cluster, script, &[&cluster.config.mountdir]);

@@ -2,12 +2,11 @@
 //!
 //! A directory's entries are spread over all servers (each entry lives with
 //! its path's owner). [`ReadDir`] asks the servers one after another for
-//! their children of the directory, each answering with a stream of pages,
-//! and hands out entries as they arrive: a directory of millions of entries
-//! never sits in one message or in the client's memory at once. `.` and `..`
+//! their children of the directory, one page (`readdir_page_size` entries)
+//! per call, and hands out entries as they arrive: a directory of millions
+//! of entries never sits in one message or in the client's memory at once. `.` and `..`
 //! are not listed (the shim adds them).
 
-use crate::servers::rpc_error;
 use crate::Client;
 use sfs_global::path::normalize;
 use sfs_global::{Metadata, SfsError, SfsResult};
@@ -25,8 +24,9 @@ pub struct DirEntry {
 pub struct ReadDir<'a> {
     client: &'a Client,
     dir: String,
+    /// The server being listed, and the last name it gave ("" at its start).
     next_server: usize,
-    stream: Option<(String, tonic::Streaming<pb::ReaddirPage>)>,
+    after: String,
     buffered: VecDeque<DirEntry>,
 }
 
@@ -42,59 +42,49 @@ impl Client {
             client: self,
             dir,
             next_server: 0,
-            stream: None,
+            after: String::new(),
             buffered: VecDeque::new(),
         })
     }
 }
 
 impl ReadDir<'_> {
+    /// Fetches the next non-empty page; false at the end of the listing.
     fn fill(&mut self) -> SfsResult<bool> {
         let client = self.client;
-        loop {
-            if let Some((name, stream)) = self.stream.as_mut() {
-                match client
-                    .block_on(stream.message())
-                    .map_err(|s| rpc_error(name, s))?
-                {
-                    Some(page) => {
-                        for e in page.entries {
-                            let metadata =
-                                e.entry.as_ref().map(Metadata::from).ok_or_else(|| {
-                                    SfsError::io("directory entry without metadata")
-                                })?;
-                            self.buffered.push_back(DirEntry {
-                                name: e.name,
-                                metadata,
-                            });
-                        }
-                        if !self.buffered.is_empty() {
-                            return Ok(true);
-                        }
-                        continue;
-                    }
-                    None => self.stream = None,
-                }
-            }
-            if self.next_server >= client.server_count() {
-                return Ok(false);
-            }
-            let index = self.next_server;
-            self.next_server += 1;
-            let request = pb::ReaddirRequest {
+        while self.next_server < client.server_count() {
+            let request = pb::ReaddirPageRequest {
                 dir: self.dir.clone(),
                 page_size: client.config.readdir_page_size,
+                after: self.after.clone(),
             };
-            let stream = client.block_on(async {
-                let mut h = client.server(index).await?.clone();
-                h.meta
-                    .readdir(request)
-                    .await
-                    .map(|r| (h.name.clone(), r.into_inner()))
-                    .map_err(|s| rpc_error(&h.name, s))
-            })?;
-            self.stream = Some(stream);
+            let index = self.next_server;
+            let page = client
+                .block_on(async { client.server(index).await?.rpc.readdir_paged(request).await })?;
+            if page.more {
+                if let Some(last) = page.entries.last() {
+                    self.after = last.name.clone();
+                }
+            } else {
+                self.next_server += 1;
+                self.after.clear();
+            }
+            for e in page.entries {
+                let metadata = e
+                    .entry
+                    .as_ref()
+                    .map(Metadata::from)
+                    .ok_or_else(|| SfsError::io("directory entry without metadata"))?;
+                self.buffered.push_back(DirEntry {
+                    name: e.name,
+                    metadata,
+                });
+            }
+            if !self.buffered.is_empty() {
+                return Ok(true);
+            }
         }
+        Ok(false)
     }
 }
 
@@ -108,7 +98,6 @@ impl Iterator for ReadDir<'_> {
                 Ok(false) => return None,
                 Err(e) => {
                     self.next_server = usize::MAX;
-                    self.stream = None;
                     return Some(Err(e));
                 }
             }

@@ -9,7 +9,6 @@
 //! the owner for the size while it fetches the pieces in parallel; bytes no
 //! chunk holds (holes) read as zeros.
 
-use crate::servers::rpc_error;
 use crate::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sfs_global::chunk::{split, MAX_FILE_SIZE};
@@ -339,22 +338,19 @@ impl Client {
         self.block_on(async {
             let id = file.id;
             if file.kind == FileKind::File {
-                self.on_all_servers(|mut h| async move {
-                    h.chunks
-                        .sync_chunks(pb::FileRequest {
-                            id_hi: id.hi(),
-                            id_lo: id.lo(),
-                        })
-                        .await
+                self.on_all_servers(|h| {
+                    h.rpc.sync_chunks(pb::FileRequest {
+                        id_hi: id.hi(),
+                        id_lo: id.lo(),
+                    })
                 })
                 .await?;
             }
-            let mut owner = self.owner(&file.path).await?.clone();
-            owner
-                .meta
+            self.owner(&file.path)
+                .await?
+                .rpc
                 .sync_metadata(pb::Empty {})
-                .await
-                .map_err(|s| rpc_error(&owner.name, s))?;
+                .await?;
             Ok(())
         })
     }
@@ -367,7 +363,7 @@ impl Client {
     /// `sync(2)` for SFS: every server makes all its metadata durable.
     pub fn sync_all(&self) -> SfsResult<()> {
         self.block_on(async {
-            self.on_all_servers(|mut h| async move { h.meta.sync_metadata(pb::Empty {}).await })
+            self.on_all_servers(|h| h.rpc.sync_metadata(pb::Empty {}))
                 .await
                 .map(|_| ())
         })
@@ -396,19 +392,18 @@ impl Client {
     }
 
     async fn reserve_append(&self, path: &str, id: FileId, len: u64) -> SfsResult<u64> {
-        let mut h = self.owner(path).await?.clone();
-        let (id_hi, id_lo) = (id.hi(), id.lo());
-        Ok(h.meta
+        Ok(self
+            .owner(path)
+            .await?
+            .rpc
             .reserve_append(pb::ReserveAppendRequest {
                 path: path.to_string(),
                 len,
                 check_id: true,
-                id_hi,
-                id_lo,
+                id_hi: id.hi(),
+                id_lo: id.lo(),
             })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner()
+            .await?
             .offset)
     }
 
@@ -460,8 +455,9 @@ impl Client {
             if !grow {
                 return Ok(());
             }
-            let mut h = self.owner(&file.path).await?.clone();
-            h.meta
+            self.owner(&file.path)
+                .await?
+                .rpc
                 .grow_size(pb::GrowSizeRequest {
                     path: file.path.clone(),
                     end,
@@ -471,7 +467,6 @@ impl Client {
                 })
                 .await
                 .map(|_| ())
-                .map_err(|s| rpc_error(&h.name, s))
         };
         let (placed, grown) = futures::join!(place, grow_size);
         // A definite answer about the file (renamed away, replaced) matters

@@ -1,8 +1,8 @@
 //! The SFS client library: POSIX-shaped calls on the SFS namespace.
 //!
 //! A [`Client`] knows every server of the hostfile and talks to them over
-//! gRPC for metadata (`sfs_rpc`) and over a data transport for chunk bytes
-//! (`sfs_rdma`). Paths are SFS paths (`/` is the root of the mount); the
+//! `sfs_rpc` for metadata (the lean framing or gRPC, config `metadata_rpc`)
+//! and over a data transport for chunk bytes (`sfs_rdma`). Paths are SFS paths (`/` is the root of the mount); the
 //! LD_PRELOAD shim maps host paths onto them. Every call is blocking (it runs
 //! on the client's own small tokio runtime), thread-safe, bounded in time by
 //! the config's timeouts, and fails with an [`SfsError`] whose errno is what
@@ -23,7 +23,7 @@ pub mod namespace;
 pub mod servers;
 
 use futures::future::join_all;
-use servers::{rpc_error, ConnectOptions, ServerHandle, ServerSlot};
+use servers::{ConnectOptions, ServerHandle, ServerSlot};
 use sfs_global::config::Config;
 use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::Hostfile;
@@ -71,6 +71,8 @@ impl Client {
             chunk_size: config.chunk_size,
             transport: config.transport,
             rdma: config.rdma.clone(),
+            metadata_rpc: config.metadata_rpc,
+            rpc_spin: Duration::from_micros(config.rpc_spin_us),
         };
         // A current-thread runtime: the calling thread drives the I/O itself
         // inside `block_on`, so a call costs no thread hand-offs (a
@@ -133,18 +135,14 @@ impl Client {
     }
 
     /// Runs `call` against every server at once; the first error wins.
-    pub(crate) async fn on_all_servers<T, F, Fut>(&self, call: F) -> SfsResult<Vec<T>>
+    pub(crate) async fn on_all_servers<'a, T, F, Fut>(&'a self, call: F) -> SfsResult<Vec<T>>
     where
-        F: Fn(ServerHandle) -> Fut,
-        Fut: Future<Output = Result<T, tonic::Status>>,
+        F: Fn(&'a ServerHandle) -> Fut,
+        Fut: Future<Output = SfsResult<T>>,
     {
         let calls = (0..self.servers.len()).map(|i| {
             let call = &call;
-            async move {
-                let handle = self.server(i).await?.clone();
-                let name = handle.name.clone();
-                call(handle).await.map_err(|s| rpc_error(&name, s))
-            }
+            async move { call(self.server(i).await?).await }
         });
         join_all(calls).await.into_iter().collect()
     }
@@ -153,7 +151,7 @@ impl Client {
     pub fn statfs(&self) -> SfsResult<FsStats> {
         self.block_on(async {
             let stats = self
-                .on_all_servers(|mut h| async move { h.control.stats(sfs_rpc::pb::Empty {}).await })
+                .on_all_servers(|h| h.rpc.stats(sfs_rpc::pb::Empty {}))
                 .await?;
             let mut total = FsStats {
                 servers: stats.len(),
@@ -161,7 +159,6 @@ impl Client {
                 ..FsStats::default()
             };
             for s in stats {
-                let s = s.into_inner();
                 total.capacity_bytes += s.capacity_bytes;
                 total.free_bytes += s.free_bytes;
                 total.used_bytes += s.chunk_bytes;
@@ -176,15 +173,8 @@ impl Client {
     pub fn server_stats(&self) -> Vec<(String, String, SfsResult<sfs_rpc::pb::StatsResponse>)> {
         self.block_on(async {
             let calls = self.servers.iter().enumerate().map(|(i, slot)| async move {
-                let result = async {
-                    let mut h = self.server(i).await?.clone();
-                    h.control
-                        .stats(sfs_rpc::pb::Empty {})
-                        .await
-                        .map(|r| r.into_inner())
-                        .map_err(|s| rpc_error(&h.name, s))
-                }
-                .await;
+                let result =
+                    async { self.server(i).await?.rpc.stats(sfs_rpc::pb::Empty {}).await }.await;
                 (slot.entry().name.clone(), slot.entry().endpoint(), result)
             });
             join_all(calls).await
@@ -205,12 +195,12 @@ impl Client {
     /// Asks server `index` to shut down gracefully.
     pub fn shutdown_server(&self, index: usize) -> SfsResult<()> {
         self.block_on(async {
-            let mut h = self.server(index).await?.clone();
-            h.control
+            self.server(index)
+                .await?
+                .rpc
                 .shutdown(sfs_rpc::pb::Empty {})
                 .await
                 .map(|_| ())
-                .map_err(|s| rpc_error(&h.name, s))
         })
     }
 }

@@ -7,7 +7,6 @@
 //! data asks every server to drop its chunks. Symlinks are followed at the
 //! last component only (paths are otherwise taken lexically).
 
-use crate::servers::rpc_error;
 use crate::Client;
 use sfs_global::path::{is_within, normalize, split_parent, strip_mount};
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
@@ -34,18 +33,17 @@ impl Client {
     }
 
     async fn stat_entry(&self, path: &str, id: Option<sfs_global::FileId>) -> SfsResult<Metadata> {
-        let mut h = self.owner(path).await?.clone();
-        let entry = h
-            .meta
+        let entry = self
+            .owner(path)
+            .await?
+            .rpc
             .stat(pb::PathRequest {
                 path: path.to_string(),
                 check_id: id.is_some(),
                 id_hi: id.map_or(0, |id| id.hi()),
                 id_lo: id.map_or(0, |id| id.lo()),
             })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
+            .await?;
         Ok(Metadata::from(&entry))
     }
 
@@ -119,28 +117,32 @@ impl Client {
         exclusive: bool,
         link_target: &str,
     ) -> SfsResult<(Metadata, bool)> {
+        let request = |check_parent| pb::CreateRequest {
+            path: path.to_string(),
+            mode: kind.type_bits() | (perm & 0o7777),
+            uid: self.uid,
+            gid: self.gid,
+            exclusive,
+            link_target: link_target.to_string(),
+            check_parent,
+        };
+        let owner = self.distributor.metadata_server(path);
+        let parent_owner = split_parent(path).map(|(p, _)| self.distributor.metadata_server(p));
+        if parent_owner == Some(owner) {
+            // The parent lives on the same server: it checks the parent and
+            // creates in one call. Only a parent that is a symlink (which the
+            // server does not follow) needs the general path below.
+            let r = self.server(owner).await?.rpc.create(request(true)).await?;
+            if !r.parent_is_symlink {
+                return created_entry(r);
+            }
+        }
         // The parent check and the create go out together: a create costs one
         // round trip, not two. If the parent turns out to be missing, an entry
         // this call made is taken back (only that entry: `if_id`).
         let create = async {
-            let mut h = self.owner(path).await?.clone();
-            let r = h
-                .meta
-                .create(pb::CreateRequest {
-                    path: path.to_string(),
-                    mode: kind.type_bits() | (perm & 0o7777),
-                    uid: self.uid,
-                    gid: self.gid,
-                    exclusive,
-                    link_target: link_target.to_string(),
-                })
-                .await
-                .map_err(|s| rpc_error(&h.name, s))?
-                .into_inner();
-            let entry = r
-                .entry
-                .ok_or_else(|| SfsError::io("server sent a create reply without an entry"))?;
-            Ok::<_, SfsError>((Metadata::from(&entry), r.created))
+            let r = self.server(owner).await?.rpc.create(request(false)).await?;
+            created_entry(r)
         };
         let (parent, created) = futures::join!(self.check_parent(path), create);
         let parent = match parent {
@@ -185,19 +187,14 @@ impl Client {
     /// True if any server holds an entry below `dir`.
     async fn has_children(&self, dir: &str) -> SfsResult<bool> {
         let answers = self
-            .on_all_servers(|mut h| {
-                let dir = dir.to_string();
-                async move {
-                    h.meta
-                        .has_children(pb::PathRequest {
-                            path: dir,
-                            ..Default::default()
-                        })
-                        .await
-                }
+            .on_all_servers(|h| {
+                h.rpc.has_children(pb::PathRequest {
+                    path: dir.to_string(),
+                    ..Default::default()
+                })
             })
             .await?;
-        Ok(answers.into_iter().any(|r| r.into_inner().has_children))
+        Ok(answers.into_iter().any(|r| r.has_children))
     }
 
     /// `rmdir(2)`: ENOTEMPTY if any server holds an entry in it.
@@ -229,9 +226,10 @@ impl Client {
         kind: pb::RemoveKind,
         if_id: Option<sfs_global::FileId>,
     ) -> SfsResult<Metadata> {
-        let mut h = self.owner(path).await?.clone();
-        let removed = h
-            .meta
+        let removed = self
+            .owner(path)
+            .await?
+            .rpc
             .remove(pb::RemoveRequest {
                 path: path.to_string(),
                 kind: kind as i32,
@@ -239,21 +237,17 @@ impl Client {
                 id_hi: if_id.map_or(0, |i| i.hi()),
                 id_lo: if_id.map_or(0, |i| i.lo()),
             })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
+            .await?;
         Ok(Metadata::from(&removed))
     }
 
     /// Drops every chunk of a file on every server.
     pub(crate) async fn remove_chunks(&self, id: sfs_global::FileId) -> SfsResult<()> {
-        self.on_all_servers(|mut h| async move {
-            h.chunks
-                .remove_chunks(pb::FileRequest {
-                    id_hi: id.hi(),
-                    id_lo: id.lo(),
-                })
-                .await
+        self.on_all_servers(|h| {
+            h.rpc.remove_chunks(pb::FileRequest {
+                id_hi: id.hi(),
+                id_lo: id.lo(),
+            })
         })
         .await
         .map(|_| ())
@@ -301,13 +295,7 @@ impl Client {
         path: &str,
         req: pb::SetAttrRequest,
     ) -> SfsResult<Metadata> {
-        let mut h = self.owner(path).await?.clone();
-        let e = h
-            .meta
-            .set_attr(req)
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
+        let e = self.owner(path).await?.rpc.set_attr(req).await?;
         Ok(Metadata::from(&e))
     }
 
@@ -368,25 +356,22 @@ impl Client {
                 format!("size {size} is beyond the largest file"),
             ));
         }
-        let mut h = self.owner(path).await?.clone();
-        let e = h
-            .meta
+        let e = self
+            .owner(path)
+            .await?
+            .rpc
             .truncate(pb::TruncateRequest {
                 path: path.to_string(),
                 size,
             })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
+            .await?;
         let id = e.file_id();
-        self.on_all_servers(|mut h| async move {
-            h.chunks
-                .truncate_chunks(pb::TruncateChunksRequest {
-                    id_hi: id.hi(),
-                    id_lo: id.lo(),
-                    size,
-                })
-                .await
+        self.on_all_servers(|h| {
+            h.rpc.truncate_chunks(pb::TruncateChunksRequest {
+                id_hi: id.hi(),
+                id_lo: id.lo(),
+                size,
+            })
         })
         .await
         .map(|_| ())
@@ -447,17 +432,16 @@ impl Client {
                 }
             }
         }
-        let mut h = self.owner(path).await?.clone();
-        let r = h
-            .meta
+        let r = self
+            .owner(path)
+            .await?
+            .rpc
             .put_entry(pb::PutEntryRequest {
                 path: path.to_string(),
                 entry: Some(md.into()),
                 replace,
             })
-            .await
-            .map_err(|s| rpc_error(&h.name, s))?
-            .into_inner();
+            .await?;
         if let Some(replaced) = r.replaced {
             let replaced = Metadata::from(&replaced);
             if replaced.kind() == FileKind::File && replaced.id != md.id {
@@ -493,17 +477,23 @@ impl Client {
     async fn list_subtree(&self, dir: &str) -> SfsResult<Vec<(String, Metadata)>> {
         let mut all = Vec::new();
         for i in 0..self.servers.len() {
-            let mut h = self.server(i).await?.clone();
-            let mut stream = h
-                .meta
-                .list_subtree(pb::ReaddirRequest {
-                    dir: dir.to_string(),
-                    page_size: self.config.readdir_page_size,
-                })
-                .await
-                .map_err(|s| rpc_error(&h.name, s))?
-                .into_inner();
-            while let Some(page) = stream.message().await.map_err(|s| rpc_error(&h.name, s))? {
+            let rpc = &self.server(i).await?.rpc;
+            let mut after = String::new();
+            loop {
+                let page = rpc
+                    .list_subtree_paged(pb::ReaddirPageRequest {
+                        dir: dir.to_string(),
+                        page_size: self.config.readdir_page_size,
+                        after: std::mem::take(&mut after),
+                    })
+                    .await?;
+                if page.more {
+                    after = page
+                        .entries
+                        .last()
+                        .map(|e| e.path.clone())
+                        .unwrap_or_default();
+                }
                 for e in page.entries {
                     let md = e
                         .entry
@@ -512,10 +502,21 @@ impl Client {
                         .ok_or_else(|| SfsError::io("subtree entry without metadata"))?;
                     all.push((e.path, md));
                 }
+                if after.is_empty() {
+                    break;
+                }
             }
         }
         Ok(all)
     }
+}
+
+/// The entry a create answered and whether the call made it.
+fn created_entry(r: pb::CreateResponse) -> SfsResult<(Metadata, bool)> {
+    let entry = r
+        .entry
+        .ok_or_else(|| SfsError::io("server sent a create reply without an entry"))?;
+    Ok((Metadata::from(&entry), r.created))
 }
 
 /// Whether a parent check failed because the parent is really absent (or not

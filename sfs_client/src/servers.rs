@@ -1,24 +1,24 @@
 //! Connections from a client to every server of the hostfile.
 //!
-//! Each server gets one lazily created gRPC channel (HTTP/2 multiplexes all
-//! metadata calls on it) and, after a `Hello` handshake that checks the
-//! protocol version and chunk size and learns the data endpoint, one data
-//! channel. A failed handshake is not cached: the next call tries again, so
-//! a restarted server is picked up without restarting the client.
+//! Each server gets, lazily, one RPC client for metadata and control — the
+//! lean framing (one persistent connection, many calls in flight) or a gRPC
+//! channel (HTTP/2), as config `metadata_rpc` says — and, after a `Hello`
+//! handshake that checks the protocol version and chunk size and learns the
+//! data endpoint, one data channel. A failed handshake is not cached: the
+//! next call tries again, so a restarted server is picked up without
+//! restarting the client.
 
-use sfs_global::config::{RdmaConfig, TransportKind};
+use sfs_global::config::{MetadataRpc, RdmaConfig, TransportKind};
 use sfs_global::hostfile::HostEntry;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rdma::rdma::RdmaChannel;
 use sfs_rdma::tcp::TcpChannel;
 use sfs_rdma::DataChannel;
+use sfs_rpc::lean::{GrpcClients, LeanClient, Rpc};
 use sfs_rpc::pb;
-use sfs_rpc::pb::chunk_control_client::ChunkControlClient;
-use sfs_rpc::pb::control_client::ControlClient;
-use sfs_rpc::pb::metadata_client::MetadataClient;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 
 /// Timeouts and sizes a client needs to reach servers.
 #[derive(Clone, Debug)]
@@ -31,38 +31,53 @@ pub struct ConnectOptions {
     /// with a server that offers RDMA.
     pub transport: TransportKind,
     pub rdma: RdmaConfig,
+    pub metadata_rpc: MetadataRpc,
+    /// How long a caller polls for a lean answer before sleeping.
+    pub rpc_spin: Duration,
 }
 
-/// The gRPC clients and data channel of one server, ready to use.
+/// The RPC client and data channel of one server, ready to use.
 #[derive(Clone)]
 pub struct ServerHandle {
     pub name: String,
-    pub meta: MetadataClient<Channel>,
-    pub chunks: ChunkControlClient<Channel>,
-    pub control: ControlClient<Channel>,
+    pub rpc: Rpc,
     pub data: Arc<dyn DataChannel>,
 }
 
 /// A server of the hostfile, connected on first use.
 pub struct ServerSlot {
     entry: HostEntry,
-    channel: Channel,
+    rpc: Rpc,
     ready: tokio::sync::OnceCell<ServerHandle>,
 }
 
 impl ServerSlot {
+    /// Must be called inside the client's runtime (a gRPC channel binds to it).
     pub fn new(entry: HostEntry, options: &ConnectOptions) -> SfsResult<Self> {
-        let uri = format!("http://{}", entry.endpoint());
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| {
-                SfsError::invalid(format!("server {}: bad address {uri}: {e}", entry.name))
-            })?
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            .tcp_nodelay(true);
+        let rpc = match options.metadata_rpc {
+            MetadataRpc::Lean => Rpc::Lean(Arc::new(LeanClient::new(
+                &entry.name,
+                &entry.endpoint(),
+                options.connect_timeout,
+                options.request_timeout,
+                options.rpc_spin,
+            ))),
+            MetadataRpc::Grpc => {
+                let uri = format!("http://{}", entry.endpoint());
+                let endpoint = Endpoint::from_shared(uri.clone())
+                    .map_err(|e| {
+                        SfsError::invalid(format!("server {}: bad address {uri}: {e}", entry.name))
+                    })?
+                    .connect_timeout(options.connect_timeout)
+                    .timeout(options.request_timeout)
+                    .tcp_nodelay(true);
+                let label = format!("server {} ({})", entry.name, entry.endpoint());
+                Rpc::Grpc(Arc::new(GrpcClients::new(endpoint.connect_lazy(), &label)))
+            }
+        };
         Ok(ServerSlot {
             entry,
-            channel: endpoint.connect_lazy(),
+            rpc,
             ready: tokio::sync::OnceCell::new(),
         })
     }
@@ -77,28 +92,12 @@ impl ServerSlot {
     }
 
     async fn handshake(&self, options: &ConnectOptions) -> SfsResult<ServerHandle> {
-        let limit = sfs_rpc::MAX_MESSAGE_BYTES;
-        let mut control = ControlClient::new(self.channel.clone())
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        let hello = control
+        let hello = self
+            .rpc
             .hello(pb::HelloRequest {
                 protocol_version: sfs_global::PROTOCOL_VERSION,
             })
-            .await
-            .map_err(|s| {
-                let e = sfs_rpc::error_from_status(&s);
-                SfsError::new(
-                    e.errno,
-                    format!(
-                        "server {} ({}): {}",
-                        self.entry.name,
-                        self.entry.endpoint(),
-                        e.message
-                    ),
-                )
-            })?
-            .into_inner();
+            .await?;
         if hello.protocol_version != sfs_global::PROTOCOL_VERSION {
             return Err(SfsError::new(
                 Errno::EPROTO,
@@ -178,24 +177,8 @@ impl ServerSlot {
         tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
         Ok(ServerHandle {
             name: self.entry.name.clone(),
-            meta: MetadataClient::new(self.channel.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            chunks: ChunkControlClient::new(self.channel.clone())
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit),
-            control,
+            rpc: self.rpc.clone(),
             data,
         })
-    }
-}
-
-/// Converts a gRPC failure into an errno-carrying error naming the server.
-pub fn rpc_error(server: &str, status: tonic::Status) -> SfsError {
-    let e = sfs_rpc::error_from_status(&status);
-    if status.metadata().get(sfs_rpc::ERRNO_HEADER).is_some() {
-        e
-    } else {
-        SfsError::new(e.errno, format!("server {server}: {}", e.message))
     }
 }

@@ -21,6 +21,18 @@ pub enum TransportKind {
     Rdma,
 }
 
+/// How a client sends metadata and control calls (the servers speak both on
+/// their hostfile port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetadataRpc {
+    /// The same services and messages in SFS's own framing (sfs_rpc::lean):
+    /// one `write` and one `read` per call on each side.
+    Lean,
+    /// gRPC over HTTP/2 (tonic): the reference interface, any gRPC client.
+    Grpc,
+}
+
 /// A refused configuration: the message names the field and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -187,6 +199,11 @@ pub struct Config {
     /// The data port is the server's hostfile port plus this offset; 0 lets the
     /// system pick one (clients learn it from the server's handshake).
     pub data_port_offset: u16,
+    /// Protocol of a client's metadata and control calls: "lean" or "grpc".
+    pub metadata_rpc: MetadataRpc,
+    /// Microseconds a client polls the socket for a lean RPC answer before
+    /// it sleeps (adaptive: less when answers come later); 0 never polls.
+    pub rpc_spin_us: u64,
     /// TCP data connections a client keeps to each server (many requests are in
     /// flight on each).
     pub tcp_connections_per_server: u32,
@@ -214,6 +231,8 @@ impl Default for Config {
             chunk_store_capacity: 0,
             transport: TransportKind::Auto,
             data_port_offset: 1,
+            metadata_rpc: MetadataRpc::Lean,
+            rpc_spin_us: 50,
             tcp_connections_per_server: 2,
             connect_timeout_ms: 3000,
             request_timeout_ms: 8000,
@@ -322,6 +341,15 @@ impl Config {
                 format!("must be from 1 to 3600000, got {}", self.request_timeout_ms),
             );
         }
+        if self.rpc_spin_us > 10_000 {
+            return bad(
+                "rpc_spin_us",
+                format!(
+                    "must be from 0 (never poll) to 10000, got {}",
+                    self.rpc_spin_us
+                ),
+            );
+        }
         if !(1..=100_000).contains(&self.readdir_page_size) {
             return bad(
                 "readdir_page_size",
@@ -406,6 +434,7 @@ mod tests {
                 "tcp_connections_per_server",
             ),
             (r#"{"request_timeout_ms": 0}"#, "request_timeout_ms"),
+            (r#"{"rpc_spin_us": 20000}"#, "rpc_spin_us"),
             (r#"{"readdir_page_size": 0}"#, "readdir_page_size"),
             (r#"{"rdma": {"queue_depth": 0}}"#, "rdma.queue_depth"),
             (r#"{"rdma": {"path_mtu": 1500}}"#, "rdma.path_mtu"),

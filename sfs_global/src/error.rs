@@ -37,6 +37,7 @@ impl Errno {
     pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
     pub const EPROTO: Errno = Errno(libc::EPROTO);
     pub const ESTALE: Errno = Errno(libc::ESTALE);
+    pub const ENOSYS: Errno = Errno(libc::ENOSYS);
 
     /// The symbolic name, for messages (`ENOENT`), or the number if unknown.
     pub fn name(self) -> String {
@@ -66,6 +67,8 @@ impl Errno {
             (libc::ECONNREFUSED, "ECONNREFUSED"),
             (libc::EOVERFLOW, "EOVERFLOW"),
             (libc::EPROTO, "EPROTO"),
+            (libc::ESTALE, "ESTALE"),
+            (libc::ENOSYS, "ENOSYS"),
         ];
         known
             .iter()

@@ -231,33 +231,6 @@ async fn read_responses(conn: Arc<Connection>, mut reader: OwnedReadHalf, peer: 
     conn.fail_all(&why);
 }
 
-/// Marks a connection broken if a frame write is abandoned half-way.
-struct PoisonOnDrop<'a>(Option<&'a AtomicBool>);
-
-impl Drop for PoisonOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(flag) = self.0 {
-            flag.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-/// Removes a request's slot if it is abandoned (timeout, cancellation).
-struct PendingGuard<'a> {
-    conn: &'a Connection,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        self.conn
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&self.id);
-    }
-}
-
 /// Client side of the TCP transport to one server.
 pub struct TcpChannel {
     addr: SocketAddr,
@@ -337,7 +310,11 @@ impl TcpChannel {
             .lock()
             .expect("pending lock")
             .insert(id, (max, tx));
-        let _guard = PendingGuard { conn: &conn, id };
+        // The slot goes when the call ends, however it ends (answer,
+        // error, timeout, cancellation).
+        let _slot = scopeguard::guard(id, |id| {
+            conn.pending.lock().expect("pending lock").remove(&id);
+        });
         if conn.broken.load(Ordering::SeqCst) {
             return Err(SfsError::io(format!(
                 "data connection to {} lost",
@@ -353,7 +330,9 @@ impl TcpChannel {
         let exchange = async {
             {
                 let mut writer = conn.writer.lock().await;
-                let mut poison = PoisonOnDrop(Some(&conn.broken));
+                let poison = scopeguard::guard((), |()| {
+                    conn.broken.store(true, Ordering::SeqCst);
+                });
                 let sent = async {
                     writer.write_all(&header).await?;
                     if let Some(p) = payload {
@@ -370,7 +349,7 @@ impl TcpChannel {
                         self.addr
                     )));
                 }
-                poison.0 = None;
+                scopeguard::ScopeGuard::into_inner(poison);
             }
             rx.await.unwrap_or_else(|_| {
                 Err(SfsError::io(format!(

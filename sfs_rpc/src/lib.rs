@@ -1,14 +1,18 @@
-//! The SFS gRPC protocol: generated tonic/prost code for the `Metadata`,
-//! `ChunkControl` and `Control` services, and the conversions between wire
+//! The SFS RPC protocol: generated tonic/prost code for the `Metadata`,
+//! `ChunkControl` and `Control` services, the [`lean`] framing that carries
+//! the same services without HTTP/2, and the conversions between wire
 //! messages and `sfs_global` types (entries, file ids, errors with errnos).
 //!
 //! Errors cross the wire as a gRPC status whose `sfs-errno` metadata header
-//! holds the POSIX errno, so an application sees the errno the server chose.
+//! holds the POSIX errno (the lean framing carries the errno itself), so an
+//! application sees the errno the server chose.
 
 #[allow(clippy::all)]
 pub mod pb {
     tonic::include_proto!("sfs.v1");
 }
+
+pub mod lean;
 
 use sfs_global::{Errno, FileId, Metadata, SfsError};
 

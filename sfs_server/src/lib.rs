@@ -10,6 +10,7 @@
 pub mod chunk_store;
 pub mod meta_rocks;
 pub mod meta_store;
+pub mod rpc_listener;
 pub mod server;
 pub mod service;
 pub mod shutdown;

@@ -193,30 +193,39 @@ pub async fn run_until(
             shutdown.wait(),
         ))
     });
+    let metadata = Arc::new(MetadataService::new(state.clone()));
+    let chunk_control = Arc::new(ChunkControlService::new(state.clone()));
+    let control = Arc::new(ControlService::new(state.clone()));
+    let lean: Arc<dyn sfs_rpc::lean::Dispatch> = Arc::new(sfs_rpc::lean::Services {
+        metadata: metadata.clone(),
+        chunks: chunk_control.clone(),
+        control: control.clone(),
+    });
+    let (grpc_incoming, lean_task) = crate::rpc_listener::split(
+        grpc_listener,
+        lean,
+        Duration::from_micros(config.rpc_spin_us),
+        shutdown.clone(),
+    );
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(
-            MetadataServer::new(MetadataService::new(state.clone()))
+            MetadataServer::from_arc(metadata)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ChunkControlServer::new(ChunkControlService::new(state.clone()))
+            ChunkControlServer::from_arc(chunk_control)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ControlServer::new(ControlService::new(state.clone()))
+            ControlServer::from_arc(control)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
-        // `Server::tcp_nodelay` only reaches listeners tonic binds itself; an
-        // incoming stream must set it per connection, or Nagle holds the
-        // second of two pipelined replies for a delayed ACK (40 ms).
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            shutdown.wait(),
-        );
+        // The RPC listener sets TCP_NODELAY on every connection it accepts.
+        .serve_with_incoming_shutdown(grpc_incoming, shutdown.wait());
     let mut grpc_task = tokio::spawn(grpc);
 
     let address = entry.endpoint();
@@ -226,7 +235,7 @@ pub async fn run_until(
         transport.name
     );
 
-    let failure = tokio::select! {
+    let grpc_ended = tokio::select! {
         _ = shutdown.wait() => None,
         _ = stop => None,
         _ = terminate.recv() => {
@@ -237,16 +246,22 @@ pub async fn run_until(
             tracing::info!("server {name}: SIGINT received, shutting down");
             None
         }
-        result = &mut grpc_task => Some(match result {
-            Ok(Ok(())) => anyhow!("the gRPC server stopped unexpectedly"),
-            Ok(Err(e)) => anyhow!("the gRPC server failed: {e}"),
-            Err(e) => anyhow!("the gRPC server task failed: {e}"),
-        }),
+        result = &mut grpc_task => Some(result),
+    };
+    let failure = match &grpc_ended {
+        None => None,
+        // The RPC listener ends tonic's stream of connections when a
+        // shutdown starts, which tonic may see before this task does.
+        Some(Ok(Ok(()))) if shutdown.is_triggered() => None,
+        Some(Ok(Ok(()))) => Some(anyhow!("the gRPC server stopped unexpectedly")),
+        Some(Ok(Err(e))) => Some(anyhow!("the gRPC server failed: {e}")),
+        Some(Err(e)) => Some(anyhow!("the gRPC server task failed: {e}")),
     };
     shutdown.trigger();
-    if failure.is_none() {
+    if grpc_ended.is_none() {
         drain(&name, "gRPC server", "requests", &mut grpc_task).await;
     }
+    drain(&name, "lean RPC listener", "lean requests", lean_task).await;
     drain(&name, "data listener", "data transfers", data_task).await;
     if let Some(task) = rdma_task {
         drain(&name, "RDMA listener", "RDMA transfers", task).await;

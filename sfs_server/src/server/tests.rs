@@ -6,6 +6,7 @@ use sfs_global::hostfile::Hostfile;
 use sfs_global::{Errno, FileId, PROTOCOL_VERSION};
 use sfs_rdma::{ChunkRef, DataChannel};
 use sfs_rpc::error_from_status;
+use sfs_rpc::lean::LeanClient;
 use sfs_rpc::pb::{self, control_client::ControlClient, metadata_client::MetadataClient};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -362,6 +363,158 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         !server.ready_file.exists(),
         "the ready file is removed on shutdown"
     );
+}
+
+fn lean_create(path: &str, mode: u32, link_target: &str) -> pb::CreateRequest {
+    pb::CreateRequest {
+        path: path.into(),
+        mode,
+        exclusive: true,
+        link_target: link_target.into(),
+        check_parent: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lean_and_grpc_share_the_port_and_answer_alike() {
+    let server = TestServer::start().await;
+    let address = server.endpoint.trim_start_matches("http://");
+    let lean = LeanClient::new(
+        "s0",
+        address,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        Duration::from_micros(20),
+    );
+    let mut meta = server.metadata().await;
+    let hello = lean
+        .hello(pb::HelloRequest {
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .await
+        .unwrap();
+    assert_eq!((hello.server_name.as_str(), hello.server_count), ("s0", 1));
+
+    // The parent check on the server: one call creates, or refuses.
+    let dir = libc::S_IFDIR | 0o755;
+    let file = libc::S_IFREG | 0o644;
+    let made = lean.create(lean_create("/p", dir, "")).await.unwrap();
+    assert!(made.created && !made.parent_is_symlink);
+    let e = lean
+        .create(lean_create("/missing/x", file, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ENOENT, "{e}");
+    lean.create(lean_create("/p/file", file, "")).await.unwrap();
+    let e = lean
+        .create(lean_create("/p/file/x", file, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ENOTDIR, "{e}");
+    lean.create(lean_create("/l", libc::S_IFLNK | 0o777, "p"))
+        .await
+        .unwrap();
+    let via_link = lean.create(lean_create("/l/x", file, "")).await.unwrap();
+    assert!(via_link.parent_is_symlink && !via_link.created && via_link.entry.is_none());
+    for refused in ["/missing/x", "/p/file/x", "/l/x"] {
+        let found = meta
+            .stat(pb::PathRequest {
+                path: refused.into(),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(errno(found), Errno::ENOENT, "{refused} was not created");
+    }
+
+    // Paged listings agree over both protocols (pages capped at 3 entries).
+    for i in 0..9 {
+        lean.create(lean_create(&format!("/p/e{i}"), file, ""))
+            .await
+            .unwrap();
+    }
+    let mut over_lean = Vec::new();
+    let mut over_grpc = Vec::new();
+    let mut after = String::new();
+    loop {
+        let request = pb::ReaddirPageRequest {
+            dir: "/p".into(),
+            page_size: 100,
+            after: after.clone(),
+        };
+        let page = lean.readdir_paged(request.clone()).await.unwrap();
+        let twin = meta.readdir_paged(request).await.unwrap().into_inner();
+        assert_eq!(page, twin);
+        assert!(page.entries.len() <= 3);
+        over_lean.extend(page.entries.iter().map(|e| e.name.clone()));
+        over_grpc.extend(twin.entries.iter().map(|e| e.name.clone()));
+        if !page.more {
+            break;
+        }
+        after = page.entries.last().unwrap().name.clone();
+    }
+    assert_eq!(over_lean.len(), 10, "{over_lean:?}");
+    assert_eq!(over_lean, over_grpc);
+    let mut below_root = 0;
+    let mut after = String::new();
+    loop {
+        let page = lean
+            .list_subtree_paged(pb::ReaddirPageRequest {
+                dir: "/".into(),
+                page_size: 0,
+                after,
+            })
+            .await
+            .unwrap();
+        below_root += page.entries.len();
+        if !page.more {
+            break;
+        }
+        after = page.entries.last().unwrap().path.clone();
+    }
+    assert_eq!(below_root, 12);
+    let e = lean
+        .list_subtree_paged(pb::ReaddirPageRequest {
+            dir: "/".into(),
+            page_size: 0,
+            after: "../x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EINVAL);
+
+    // A connection speaking neither protocol is dropped; both keep serving.
+    let mut garbage = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut garbage, b"GARBAGE GARBAGE GARBAGE")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut garbage, &mut rest),
+    )
+    .await
+    .expect("the server closes a connection it cannot understand");
+    lean.stat(pb::PathRequest {
+        path: "/p".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    meta.stat(pb::PathRequest {
+        path: "/p".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+
+    // An idle lean connection does not hold up a shutdown.
+    let started = std::time::Instant::now();
+    lean.shutdown(pb::Empty {}).await.unwrap();
+    drop(meta);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), server.task).await;
+    outcome.expect("server stops").unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[test]

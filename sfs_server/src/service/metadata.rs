@@ -12,8 +12,10 @@ use super::{
     refuse, ServerState,
 };
 use crate::meta_store::{now_ns, RemoveKind};
+use sfs_global::distributor::Distributor;
 use sfs_global::metadata::MetaUpdate;
-use sfs_global::{FileId, Metadata, SfsError, SfsResult};
+use sfs_global::path::split_parent;
+use sfs_global::{FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::pb::{self, metadata_server};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -38,6 +40,34 @@ impl MetadataService {
         self.state.served();
         check_path(path).map_err(refuse)
     }
+
+    /// The parent check of a create whose parent this server owns.
+    fn check_own_parent(&self, path: &str) -> Result<ParentCheck, Status> {
+        let Some((parent, _)) = split_parent(path) else {
+            return Err(refuse(SfsError::exists(path)));
+        };
+        let owner = Distributor::new(self.state.count).metadata_server(parent);
+        if owner != self.state.index {
+            return Err(refuse(SfsError::invalid(format!(
+                "create of {path} asks server {} to check a parent that server {owner} owns",
+                self.state.index
+            ))));
+        }
+        let meta = self.state.meta.clone();
+        let found = quick(move || meta.get(parent))?;
+        match found {
+            Some(md) if md.is_dir() => Ok(ParentCheck::Directory),
+            Some(md) if md.kind() == FileKind::Symlink => Ok(ParentCheck::Symlink),
+            Some(_) => Err(refuse(SfsError::not_dir(parent))),
+            None => Err(refuse(SfsError::not_found(parent))),
+        }
+    }
+}
+
+/// What a server-side parent check found (failures are errors).
+enum ParentCheck {
+    Directory,
+    Symlink,
 }
 
 /// A fresh random non-zero file id: ids are never reused, so a stale chunk
@@ -91,6 +121,32 @@ where
     ReceiverStream::new(receiver)
 }
 
+fn readdir_page(page: Vec<(String, Metadata)>, more: bool) -> pb::ReaddirPage {
+    pb::ReaddirPage {
+        entries: page
+            .into_iter()
+            .map(|(name, md)| pb::DirEntry {
+                name,
+                entry: Some(pb::Entry::from(&md)),
+            })
+            .collect(),
+        more,
+    }
+}
+
+fn subtree_page(page: Vec<(String, Metadata)>, more: bool) -> pb::SubtreePage {
+    pb::SubtreePage {
+        entries: page
+            .into_iter()
+            .map(|(path, md)| pb::SubtreeEntry {
+                path,
+                entry: Some(pb::Entry::from(&md)),
+            })
+            .collect(),
+        more,
+    }
+}
+
 #[tonic::async_trait]
 impl metadata_server::Metadata for MetadataService {
     async fn create(
@@ -107,10 +163,23 @@ impl metadata_server::Metadata for MetadataService {
         entry.size = req.link_target.len() as u64;
         entry.link_target = req.link_target;
         let meta = self.state.meta.clone();
+        if req.check_parent {
+            match self.check_own_parent(&req.path)? {
+                ParentCheck::Directory => {}
+                ParentCheck::Symlink => {
+                    return Ok(Response::new(pb::CreateResponse {
+                        entry: None,
+                        created: false,
+                        parent_is_symlink: true,
+                    }))
+                }
+            }
+        }
         let (entry, created) = quick(move || meta.create(&req.path, entry, req.exclusive))?;
         Ok(Response::new(pb::CreateResponse {
             entry: Some(pb::Entry::from(&entry)),
             created,
+            parent_is_symlink: false,
         }))
     }
 
@@ -245,15 +314,7 @@ impl metadata_server::Metadata for MetadataService {
         let stream = stream_pages(
             limit,
             move |after, limit| meta.children(&dir, after, limit),
-            |page| pb::ReaddirPage {
-                entries: page
-                    .into_iter()
-                    .map(|(name, md)| pb::DirEntry {
-                        name,
-                        entry: Some(pb::Entry::from(&md)),
-                    })
-                    .collect(),
-            },
+            |page| readdir_page(page, false),
         );
         Ok(Response::new(stream))
     }
@@ -302,17 +363,46 @@ impl metadata_server::Metadata for MetadataService {
         let stream = stream_pages(
             limit,
             move |after, limit| meta.subtree(&dir, after, limit),
-            |page| pb::SubtreePage {
-                entries: page
-                    .into_iter()
-                    .map(|(path, md)| pb::SubtreeEntry {
-                        path,
-                        entry: Some(pb::Entry::from(&md)),
-                    })
-                    .collect(),
-            },
+            |page| subtree_page(page, false),
         );
         Ok(Response::new(stream))
+    }
+
+    async fn readdir_paged(
+        &self,
+        request: Request<pb::ReaddirPageRequest>,
+    ) -> Result<Response<pb::ReaddirPage>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.dir)?;
+        let limit = page_size(req.page_size, &self.state.config);
+        let meta = self.state.meta.clone();
+        let page = blocking(move || {
+            let after = (!req.after.is_empty()).then_some(req.after.as_str());
+            meta.children(&req.dir, after, limit)
+        })
+        .await?;
+        let more = page.len() == limit;
+        Ok(Response::new(readdir_page(page, more)))
+    }
+
+    async fn list_subtree_paged(
+        &self,
+        request: Request<pb::ReaddirPageRequest>,
+    ) -> Result<Response<pb::SubtreePage>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.dir)?;
+        if !req.after.is_empty() {
+            check_path(&req.after).map_err(refuse)?;
+        }
+        let limit = page_size(req.page_size, &self.state.config);
+        let meta = self.state.meta.clone();
+        let page = blocking(move || {
+            let after = (!req.after.is_empty()).then_some(req.after.as_str());
+            meta.subtree(&req.dir, after, limit)
+        })
+        .await?;
+        let more = page.len() == limit;
+        Ok(Response::new(subtree_page(page, more)))
     }
 
     async fn sync_metadata(

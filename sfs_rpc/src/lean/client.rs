@@ -1,0 +1,390 @@
+//! Client side of the lean RPC, and [`Rpc`]: one server's calls, over lean
+//! or over gRPC.
+//!
+//! A [`LeanClient`] keeps one persistent connection to a server and
+//! multiplexes every call on it: a call registers a one-shot slot under a
+//! fresh request id, writes its frame in one `send`, polls the socket
+//! briefly for its answer ([`Spin`]) and otherwise sleeps until the reader
+//! task completes the slot. A broken connection fails
+//! every waiting call with EIO at once and is replaced by the next call, so
+//! a restarted server is picked up without restarting the client.
+
+use super::spin::Spin;
+use super::{Inbox, RequestHeader, ResponseHeader, HEADER_LEN, MAX_BODY_BYTES};
+use crate::pb::chunk_control_client::ChunkControlClient;
+use crate::pb::control_client::ControlClient;
+use crate::pb::metadata_client::MetadataClient;
+use prost::Message;
+use sfs_global::{Errno, SfsError, SfsResult};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// One server's calls: every unary method of the three services, sent over
+/// the lean RPC or over gRPC as config `metadata_rpc` says (the methods
+/// come from the table in `lean/mod.rs`).
+#[derive(Clone)]
+pub enum Rpc {
+    Lean(Arc<LeanClient>),
+    Grpc(Arc<GrpcClients>),
+}
+
+/// The tonic clients of one server, sharing one HTTP/2 channel.
+#[derive(Clone)]
+pub struct GrpcClients {
+    pub metadata: MetadataClient<Channel>,
+    pub chunks: ChunkControlClient<Channel>,
+    pub control: ControlClient<Channel>,
+    /// "server NAME (host:port)", for messages.
+    label: Arc<str>,
+}
+
+impl GrpcClients {
+    /// Clients on `channel` of the server described by `label` (for messages).
+    pub fn new(channel: Channel, label: &str) -> Self {
+        let limit = crate::MAX_MESSAGE_BYTES;
+        GrpcClients {
+            metadata: MetadataClient::new(channel.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            chunks: ChunkControlClient::new(channel.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            control: ControlClient::new(channel)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+            label: label.into(),
+        }
+    }
+
+    /// A failed call as an error: the server's errno when an SFS handler
+    /// answered, else (connection lost, deadline) an errno naming the server.
+    pub fn error(&self, status: tonic::Status) -> SfsError {
+        let e = crate::error_from_status(&status);
+        if status.metadata().get(crate::ERRNO_HEADER).is_some() {
+            e
+        } else {
+            SfsError::new(e.errno, format!("{}: {}", self.label, e.message))
+        }
+    }
+}
+
+type Answer = SfsResult<(i32, Vec<u8>)>;
+
+/// One connection, shared by the callers and the reader task.
+///
+/// Whoever holds the `inbox` lock reads the socket: the reader task when
+/// the runtime reports it readable, or a caller that is spinning for its
+/// answer (`spin_for_answer`). Both parse every complete answer they find and hand
+/// it to its waiter, so answers never depend on who read them.
+struct Connection {
+    stream: TcpStream,
+    /// Bytes read and not yet parsed into answers.
+    inbox: Mutex<Inbox>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
+    broken: AtomicBool,
+    /// Frames must not interleave: one writer at a time.
+    write_lock: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+    label: String,
+}
+
+impl Connection {
+    fn fail_all(&self, why: &str) {
+        self.broken.store(true, Ordering::SeqCst);
+        let waiters: Vec<_> = self.pending.lock().expect("pending lock").drain().collect();
+        for (_, tx) in waiters {
+            let _ = tx.send(Err(SfsError::io(why.to_string())));
+        }
+    }
+
+    /// Reads what the socket holds and delivers every complete answer.
+    /// `raw` reads past tokio's readiness (a spinning caller, whose runtime
+    /// is not polling the driver); otherwise a `WouldBlock` clears it.
+    /// `Err` when the connection is finished (closed, failed, garbage).
+    fn drain(&self, inbox: &mut Inbox, raw: bool) -> Result<(), String> {
+        loop {
+            let read = if raw {
+                inbox.recv_from(&self.stream)
+            } else {
+                self.stream
+                    .try_io(Interest::READABLE, || inbox.recv_from(&self.stream))
+            };
+            match read {
+                Ok(0) => return Err(format!("connection to {} closed by the server", self.label)),
+                Ok(_) => self.deliver(inbox)?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(format!("connection to {} lost: {e}", self.label)),
+            }
+        }
+    }
+
+    /// Hands every complete answer in `inbox` to its waiter.
+    fn deliver(&self, inbox: &mut Inbox) -> Result<(), String> {
+        while let Some((header, body)) = inbox
+            .next_frame::<ResponseHeader>()
+            .map_err(|e| format!("connection to {}: {}", self.label, e.message))?
+        {
+            // An answer whose caller gave up (timeout) finds no slot: dropped.
+            let waiter = self
+                .pending
+                .lock()
+                .expect("pending lock")
+                .remove(&header.request_id);
+            if let Some(tx) = waiter {
+                let _ = tx.send(Ok((header.status, body.to_vec())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one whole frame: at once if the socket takes it (the usual
+    /// case), else as the runtime reports room.
+    async fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        let _turn = self.write_lock.lock().await;
+        let mut sent = match send_now(&self.stream, frame) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        while sent < frame.len() {
+            self.stream.writable().await?;
+            match self.stream.try_write(&frame[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `send(2)` without waiting and without SIGPIPE.
+fn send_now(stream: &TcpStream, frame: &[u8]) -> std::io::Result<usize> {
+    Ok(rustix::net::send(
+        stream,
+        frame,
+        rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL,
+    )?)
+}
+
+/// Reads answers whenever the runtime reports the socket readable, until
+/// the connection fails or its client drops it (`closed`).
+async fn read_answers(conn: Arc<Connection>, mut closed: oneshot::Receiver<()>) {
+    let why = loop {
+        tokio::select! {
+            ready = conn.stream.readable() => if let Err(e) = ready {
+                break format!("connection to {} lost: {e}", conn.label);
+            },
+            _ = &mut closed => return,
+        }
+        let mut inbox = conn.inbox.lock().expect("inbox lock");
+        if let Err(why) = conn.drain(&mut inbox, false) {
+            break why;
+        }
+    };
+    tracing::debug!("{why}");
+    conn.fail_all(&why);
+}
+
+/// The client's handle on a connection: dropping it stops the reader task,
+/// which closes the socket.
+struct Handle {
+    conn: Arc<Connection>,
+    _stop_reader: oneshot::Sender<()>,
+}
+
+/// The lean RPC client of one server.
+pub struct LeanClient {
+    /// "server NAME (host:port)", for messages.
+    label: String,
+    endpoint: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    spin: Spin,
+    connection: tokio::sync::Mutex<Option<Handle>>,
+}
+
+impl LeanClient {
+    /// A client of the server `name` at `endpoint` (`host:port`); connects
+    /// on the first call. A caller spins up to `spin` for an answer before
+    /// it sleeps (`Duration::ZERO`: never spins).
+    pub fn new(
+        name: &str,
+        endpoint: &str,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+        spin: Duration,
+    ) -> Self {
+        LeanClient {
+            label: format!("server {name} ({endpoint})"),
+            endpoint: endpoint.to_string(),
+            connect_timeout,
+            request_timeout,
+            spin: Spin::new(spin),
+            connection: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn connection(&self) -> SfsResult<Arc<Connection>> {
+        let mut slot = self.connection.lock().await;
+        if let Some(handle) = slot.as_ref() {
+            if !handle.conn.broken.load(Ordering::SeqCst) {
+                return Ok(handle.conn.clone());
+            }
+        }
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(self.endpoint.as_str()),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            // EIO, as for every other way of losing a server (the message
+            // keeps the cause): applications know EIO from file systems.
+            Ok(Err(e)) => {
+                return Err(SfsError::io(format!(
+                    "cannot connect to {}: {e}",
+                    self.label
+                )))
+            }
+            Err(_) => {
+                return Err(SfsError::timed_out(format!(
+                    "connecting to {} timed out after {:?}",
+                    self.label, self.connect_timeout
+                )))
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Connection {
+            stream,
+            inbox: Mutex::new(Inbox::new()),
+            pending: Mutex::new(HashMap::new()),
+            broken: AtomicBool::new(false),
+            write_lock: tokio::sync::Mutex::new(()),
+            next_id: AtomicU64::new(1),
+            label: self.label.clone(),
+        });
+        let (stop_reader, closed) = oneshot::channel();
+        tokio::spawn(read_answers(conn.clone(), closed));
+        *slot = Some(Handle {
+            conn: conn.clone(),
+            _stop_reader: stop_reader,
+        });
+        Ok(conn)
+    }
+
+    /// Calls `method` with `request`; the server's errno on refusal, EIO
+    /// when the connection fails, ETIMEDOUT after `request_timeout`.
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: u16,
+        request: &Req,
+    ) -> SfsResult<Resp> {
+        let body_len = request.encoded_len();
+        if body_len > MAX_BODY_BYTES {
+            return Err(SfsError::new(
+                Errno::EOVERFLOW,
+                format!("request of {body_len} bytes exceeds the lean RPC frame limit"),
+            ));
+        }
+        let exchange = async {
+            let conn = self.connection().await?;
+            let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+            let mut frame = Vec::with_capacity(HEADER_LEN + body_len);
+            frame.extend_from_slice(
+                &RequestHeader {
+                    method,
+                    request_id: id,
+                    body_len: body_len as u32,
+                }
+                .encode(),
+            );
+            request
+                .encode(&mut frame)
+                .map_err(|e| SfsError::io(format!("encoding a request: {e}")))?;
+            let (tx, mut rx) = oneshot::channel();
+            conn.pending.lock().expect("pending lock").insert(id, tx);
+            // The slot goes when the call ends, however it ends (answer,
+            // error, timeout, cancellation).
+            let _slot = scopeguard::guard(id, |id| {
+                conn.pending.lock().expect("pending lock").remove(&id);
+            });
+            if conn.broken.load(Ordering::SeqCst) {
+                return Err(self.lost());
+            }
+            {
+                // A frame abandoned half-way (timeout, cancellation) would
+                // desynchronise the stream: the connection is then unusable.
+                let poison = scopeguard::guard((), |()| {
+                    conn.broken.store(true, Ordering::SeqCst);
+                });
+                if let Err(e) = conn.send(&frame).await {
+                    let why = format!("connection to {} lost: {e}", self.label);
+                    conn.fail_all(&why);
+                    return Err(SfsError::io(why));
+                }
+                scopeguard::ScopeGuard::into_inner(poison);
+            }
+            if let Some(answer) = self.spin_for_answer(&conn, &mut rx) {
+                return answer;
+            }
+            rx.await.unwrap_or_else(|_| Err(self.lost()))
+        };
+        let (status, body) = tokio::time::timeout(self.request_timeout, exchange)
+            .await
+            .map_err(|_| {
+                SfsError::timed_out(format!(
+                    "{} did not answer within {:?}",
+                    self.label, self.request_timeout
+                ))
+            })??;
+        if status != 0 {
+            return Err(SfsError::new(
+                Errno(status),
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        Resp::decode(body.as_slice()).map_err(|e| {
+            SfsError::new(
+                Errno::EPROTO,
+                format!("{} sent an undecodable answer: {e}", self.label),
+            )
+        })
+    }
+
+    /// Polls the socket for this call's answer for up to the spin budget
+    /// ([`Spin`]); `None` when it has not come (then the caller sleeps
+    /// until the reader task delivers it).
+    fn spin_for_answer(
+        &self,
+        conn: &Connection,
+        rx: &mut oneshot::Receiver<Answer>,
+    ) -> Option<Answer> {
+        self.spin.poll(|| {
+            // Another caller (or the reader task) may be reading: then our
+            // answer, if it came, is handed to us by them.
+            if let Ok(mut inbox) = conn.inbox.try_lock() {
+                if let Err(why) = conn.drain(&mut inbox, true) {
+                    drop(inbox);
+                    conn.fail_all(&why);
+                }
+            }
+            match rx.try_recv() {
+                Ok(answer) => Some(answer),
+                Err(oneshot::error::TryRecvError::Closed) => Some(Err(self.lost())),
+                Err(oneshot::error::TryRecvError::Empty) => None,
+            }
+        })
+    }
+
+    fn lost(&self) -> SfsError {
+        SfsError::io(format!("connection to {} lost", self.label))
+    }
+}

@@ -1,0 +1,301 @@
+//! The lean RPC end to end on loopback: a real `serve_connection` behind a
+//! real listener, a real `LeanClient`, and a small dispatcher standing in for
+//! the services (the real services are tested through the server crate).
+
+use super::server::{serve_connection, Dispatch};
+use super::{LeanClient, RequestHeader, HEADER_LEN};
+use crate::pb;
+use bytes::Bytes;
+use prost::Message;
+use sfs_global::{Errno, SfsError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tonic::Status;
+
+const STAT: u16 = 2;
+const REMOVE: u16 = 3;
+const SLOW: u16 = 12;
+
+/// Answers `STAT` with an entry whose size is the path's length, `REMOVE`
+/// with ENOENT, `SLOW` after 300 ms; anything else is ENOSYS.
+struct Echo {
+    calls: AtomicUsize,
+}
+
+impl Dispatch for Echo {
+    fn call(
+        &self,
+        method: u16,
+        body: Bytes,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            match method {
+                STAT => {
+                    let req = pb::PathRequest::decode(body)
+                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                    Ok(pb::Entry {
+                        size: req.path.len() as u64,
+                        link_target: req.path,
+                        ..Default::default()
+                    }
+                    .encode_to_vec())
+                }
+                REMOVE => Err(crate::status_from_error(&SfsError::not_found("/gone"))),
+                SLOW => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Ok(pb::Empty {}.encode_to_vec())
+                }
+                other => Err(crate::status_from_error(&SfsError::new(
+                    Errno::ENOSYS,
+                    format!("method {other}"),
+                ))),
+            }
+        })
+    }
+}
+
+/// A listener serving [`Echo`] until dropped (then every connection is told
+/// to stop, as a server's shutdown does).
+struct TestServer {
+    addr: std::net::SocketAddr,
+    echo: Arc<Echo>,
+    stop: watch::Sender<bool>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+    }
+
+    async fn start_on(listener: TcpListener) -> TestServer {
+        let addr = listener.local_addr().unwrap();
+        let echo = Arc::new(Echo {
+            calls: AtomicUsize::new(0),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let dispatch: Arc<dyn Dispatch> = echo.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let mut stopped = stopped.clone();
+                tokio::spawn(serve_connection(
+                    stream,
+                    dispatch.clone(),
+                    Duration::from_micros(20),
+                    async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    },
+                ));
+            }
+        });
+        TestServer {
+            addr,
+            echo,
+            stop,
+            accept,
+        }
+    }
+
+    fn client(&self, timeout: Duration) -> LeanClient {
+        LeanClient::new(
+            "t0",
+            &self.addr.to_string(),
+            Duration::from_secs(2),
+            timeout,
+            Duration::from_micros(20),
+        )
+    }
+
+    /// Stops accepting and tells every connection to finish.
+    fn shut_down(self) -> std::net::SocketAddr {
+        self.accept.abort();
+        let _ = self.stop.send(true);
+        self.addr
+    }
+}
+
+fn stat(path: &str) -> pb::PathRequest {
+    pb::PathRequest {
+        path: path.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn many_calls_in_flight_each_get_their_own_answer() {
+    let server = TestServer::start().await;
+    let client = server.client(Duration::from_secs(5));
+    let calls = (0..500).map(|i| {
+        let client = &client;
+        async move {
+            let path = format!("/{}", "x".repeat(i % 97));
+            let entry: pb::Entry = client.call(STAT, &stat(&path)).await.unwrap();
+            assert_eq!(entry.link_target, path);
+            assert_eq!(entry.size, path.len() as u64);
+        }
+    });
+    futures::future::join_all(calls).await;
+    assert_eq!(server.echo.calls.load(Ordering::Relaxed), 500);
+}
+
+#[tokio::test]
+async fn refusals_carry_the_errno_and_the_message() {
+    let server = TestServer::start().await;
+    let client = server.client(Duration::from_secs(5));
+    let e = client
+        .call::<_, pb::Entry>(REMOVE, &stat("/gone"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ENOENT);
+    assert!(e.message.contains("/gone"), "{}", e.message);
+    let e = client
+        .call::<_, pb::Empty>(999, &pb::Empty {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ENOSYS);
+    // The connection survives refusals.
+    let entry: pb::Entry = client.call(STAT, &stat("/ok")).await.unwrap();
+    assert_eq!(entry.size, 3);
+}
+
+#[tokio::test]
+async fn a_slow_call_does_not_hold_up_quick_ones_behind_it() {
+    let server = TestServer::start().await;
+    let client = server.client(Duration::from_secs(5));
+    let slow = client.call::<_, pb::Empty>(SLOW, &pb::Empty {});
+    let quick = async {
+        let started = Instant::now();
+        for _ in 0..20 {
+            let _: pb::Entry = client.call(STAT, &stat("/q")).await.unwrap();
+        }
+        started.elapsed()
+    };
+    let (slow, quick) = tokio::join!(slow, quick);
+    slow.unwrap();
+    assert!(
+        quick < Duration::from_millis(250),
+        "quick calls took {quick:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unanswered_call_times_out_and_the_connection_stays_usable() {
+    let server = TestServer::start().await;
+    let client = server.client(Duration::from_millis(100));
+    let e = client
+        .call::<_, pb::Empty>(SLOW, &pb::Empty {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ETIMEDOUT);
+    // The late answer arrives on the same connection and is dropped.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let entry: pb::Entry = client.call(STAT, &stat("/after")).await.unwrap();
+    assert_eq!(entry.size, 6);
+}
+
+#[tokio::test]
+async fn a_vanished_server_is_eio_at_once_and_a_returning_one_is_used_again() {
+    let server = TestServer::start().await;
+    let client = server.client(Duration::from_secs(5));
+    let _: pb::Entry = client.call(STAT, &stat("/a")).await.unwrap();
+    // A call in flight when the server goes away fails at once, not at the
+    // timeout.
+    let slow = client.call::<_, pb::Empty>(SLOW, &pb::Empty {});
+    let addr = {
+        let server = server;
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            server.shut_down()
+        };
+        let started = Instant::now();
+        let (slow, addr) = tokio::join!(slow, kill);
+        // A stopping server answers what it read: the slow call completes.
+        slow.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        addr
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e = client
+        .call::<_, pb::Entry>(STAT, &stat("/b"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EIO, "{e}");
+    assert!(e.message.contains("server t0"), "{}", e.message);
+    // The server comes back on the same port: the next call reconnects.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let _server = TestServer::start_on(listener).await;
+    let entry: pb::Entry = client.call(STAT, &stat("/back")).await.unwrap();
+    assert_eq!(entry.size, 5);
+}
+
+#[tokio::test]
+async fn hostile_frames_close_only_their_own_connection() {
+    let server = TestServer::start().await;
+    let client = server.client(Duration::from_secs(5));
+    let _: pb::Entry = client.call(STAT, &stat("/a")).await.unwrap();
+
+    for garbage in [
+        // A wrong magic.
+        b"SFSX0000000000000000".to_vec(),
+        // A body larger than any message.
+        RequestHeader {
+            method: STAT,
+            request_id: 1,
+            body_len: u32::MAX,
+        }
+        .encode()
+        .to_vec(),
+    ] {
+        let mut raw = TcpStream::connect(server.addr).await.unwrap();
+        raw.write_all(&garbage).await.unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer))
+            .await
+            .expect("the server closes a hostile connection");
+        assert!(read.is_ok() || answer.is_empty());
+        assert!(answer.len() < HEADER_LEN, "no answer to garbage");
+    }
+    // An undecodable body is a refusal, not a dropped connection.
+    let mut raw = TcpStream::connect(server.addr).await.unwrap();
+    let mut frame = RequestHeader {
+        method: STAT,
+        request_id: 9,
+        body_len: 3,
+    }
+    .encode()
+    .to_vec();
+    frame.extend_from_slice(&[0xff, 0xff, 0xff]);
+    raw.write_all(&frame).await.unwrap();
+    let mut header = [0u8; HEADER_LEN];
+    raw.read_exact(&mut header).await.unwrap();
+    let header = super::ResponseHeader::decode(&header).unwrap();
+    assert_eq!((header.request_id, header.status), (9, Errno::EINVAL.0));
+
+    // Everyone else is still served.
+    let entry: pb::Entry = client.call(STAT, &stat("/still")).await.unwrap();
+    assert_eq!(entry.size, 6);
+}
+
+#[tokio::test]
+async fn without_spinning_answers_still_arrive() {
+    let server = TestServer::start().await;
+    let client = LeanClient::new(
+        "t0",
+        &server.addr.to_string(),
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    for i in 0..50 {
+        let path = format!("/n{i}");
+        let entry: pb::Entry = client.call(STAT, &stat(&path)).await.unwrap();
+        assert_eq!(entry.size, path.len() as u64);
+    }
+}

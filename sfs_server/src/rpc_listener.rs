@@ -1,0 +1,107 @@
+//! The server's RPC port: one listener, two protocols.
+//!
+//! Every connection to the hostfile address is accepted here and handed, by
+//! the first bytes the client sends, either to the lean RPC
+//! (`sfs_rpc::lean`, `SFSQ`) or to tonic's gRPC server (anything else, in
+//! practice the HTTP/2 preface). Both protocols reach the same service
+//! objects, so a client may use either (config `metadata_rpc`).
+
+use crate::shutdown::Shutdown;
+use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How long a new connection may stay silent before the server drops it
+/// without knowing its protocol (HTTP/2 and lean clients both speak first).
+const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections handed to gRPC and not yet taken by tonic.
+const GRPC_BACKLOG: usize = 64;
+
+/// The gRPC side of a split listener: the connections tonic serves.
+pub type GrpcIncoming = ReceiverStream<std::io::Result<TcpStream>>;
+
+/// Accepts on `listener` until `shutdown`, serving lean connections itself
+/// (each polls for its next request for up to `spin` before sleeping) and
+/// passing the others to the returned stream (for
+/// `serve_with_incoming_shutdown`). The task ends when every lean
+/// connection has answered what it read.
+pub fn split(
+    listener: TcpListener,
+    dispatch: Arc<dyn Dispatch>,
+    spin: Duration,
+    shutdown: Shutdown,
+) -> (GrpcIncoming, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let (grpc_tx, grpc_rx) = mpsc::channel(GRPC_BACKLOG);
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        let stop = shutdown.wait();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        // Without it, Nagle holds the second of two pipelined
+                        // replies for a delayed ACK (40 ms).
+                        let _ = stream.set_nodelay(true);
+                        let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
+                        connections.spawn(async move {
+                            match first_bytes_are_lean(&stream).await {
+                                Ok(true) => serve_connection(stream, dispatch, spin, shutdown.wait()).await,
+                                Ok(false) => {
+                                    let _ = grpc_tx.send(Ok(stream)).await;
+                                }
+                                Err(e) => tracing::debug!(%peer, "dropping a connection before its first request: {e}"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: keep serving the connections we have.
+                        tracing::warn!("RPC listener: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(grpc_tx);
+        while connections.join_next().await.is_some() {}
+        Ok(())
+    });
+    (ReceiverStream::new(grpc_rx), task)
+}
+
+/// Waits for the first four bytes of a connection, without consuming them.
+async fn first_bytes_are_lean(stream: &TcpStream) -> std::io::Result<bool> {
+    let wait = async {
+        let mut first = [0u8; 4];
+        loop {
+            let n = stream.peek(&mut first).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed without a request",
+                ));
+            }
+            if n == first.len() {
+                return Ok(is_lean_preamble(&first));
+            }
+            // Fewer bytes than a magic: a peek would see them again at
+            // once, so give the rest a moment to arrive.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(FIRST_BYTES_TIMEOUT, wait)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request within 10 s",
+            ))
+        })
+}
