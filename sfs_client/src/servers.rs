@@ -138,6 +138,7 @@ impl ServerSlot {
             "tcp" => Arc::new(TcpChannel::new(
                 data_addr,
                 options.data_connections,
+                options.chunk_size,
                 options.connect_timeout,
                 options.request_timeout,
             )),
@@ -146,6 +147,7 @@ impl ServerSlot {
             "rdma" if options.transport == TransportKind::Tcp => Arc::new(TcpChannel::new(
                 data_addr,
                 options.data_connections,
+                options.chunk_size,
                 options.connect_timeout,
                 options.request_timeout,
             )),
@@ -162,6 +164,7 @@ impl ServerSlot {
                     Arc::new(TcpChannel::new(
                         data_addr,
                         options.data_connections,
+                        options.chunk_size,
                         options.connect_timeout,
                         options.request_timeout,
                     ))

@@ -73,6 +73,7 @@ async fn main() {
             Arc::new(TcpChannel::new(
                 addr,
                 2,
+                CHUNK,
                 Duration::from_secs(3),
                 Duration::from_secs(30),
             ))

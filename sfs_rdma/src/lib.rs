@@ -15,6 +15,7 @@
 //! payload that follows the request header and "push" the payload of the
 //! response, so the server-side [`ChunkHandler`] is identical for both.
 
+pub mod buffers;
 pub mod memory;
 pub mod rdma;
 pub mod tcp;

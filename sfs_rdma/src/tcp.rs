@@ -12,6 +12,7 @@
 //! the blocking pool, at most [`MAX_IN_FLIGHT_PER_CONNECTION`] at a time per
 //! connection, answering in completion order.
 
+use crate::buffers::{BufferPool, PooledBuffer};
 use crate::wire::{Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN};
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
@@ -22,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -33,6 +34,44 @@ const MAX_CHUNK_BYTES: u64 = 64 << 20;
 
 /// Requests of one connection whose chunk I/O runs at the same time.
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+/// Bytes of idle chunk buffers the server keeps for its requests.
+const SERVER_POOL_BYTES: u64 = 64 << 20;
+
+/// Bytes of idle chunk buffers a client keeps per server for read answers
+/// (a client may talk to hundreds of servers).
+const CLIENT_POOL_BYTES: u64 = 8 << 20;
+
+/// A pool of chunk buffers that keeps at most `bytes` of them (2 to 128
+/// buffers).
+fn chunk_pool(chunk_size: u64, bytes: u64) -> Arc<BufferPool> {
+    let keep = (bytes / chunk_size.max(1)).clamp(2, 128) as usize;
+    BufferPool::new(chunk_size as usize, keep)
+}
+
+/// Writes all of `parts` with as few `writev` calls as the socket allows.
+async fn write_all_parts(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> std::io::Result<()> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut written = 0;
+    while written < total {
+        // The slices still to send, the first one cut by what went out.
+        let mut skip = written;
+        let mut slices = Vec::with_capacity(parts.len());
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            slices.push(std::io::IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+        match writer.write_vectored(&slices).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => written += n,
+        }
+    }
+    Ok(())
+}
 
 /// Serves the data path on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the requests it has read, and
@@ -46,6 +85,7 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let pool = chunk_pool(chunk_size, SERVER_POOL_BYTES);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -53,7 +93,7 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "data connection accepted");
-                    connections.spawn(serve_connection(stream, peer, handler.clone(), chunk_size, stop_rx.clone()));
+                    connections.spawn(serve_connection(stream, peer, handler.clone(), chunk_size, pool.clone(), stop_rx.clone()));
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have.
@@ -69,16 +109,18 @@ pub async fn serve(
     Ok(())
 }
 
-type Reply = (ResponseHeader, Option<Vec<u8>>);
+type Reply = (ResponseHeader, Option<PooledBuffer>);
 
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     handler: Arc<dyn ChunkHandler>,
     chunk_size: u64,
+    pool: Arc<BufferPool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let (reply_tx, reply_rx) = mpsc::channel::<Reply>(MAX_IN_FLIGHT_PER_CONNECTION);
     let writer_task = tokio::spawn(write_replies(writer, reply_rx));
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
@@ -96,7 +138,7 @@ async fn serve_connection(
                 break;
             }
         };
-        let mut payload = vec![0u8; header.chunk.len as usize];
+        let mut payload = pool.take(header.chunk.len as usize);
         if header.op == Op::Write && reader.read_exact(&mut payload).await.is_err() {
             break;
         }
@@ -163,19 +205,19 @@ async fn serve_connection(
 
 async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<Reply>) {
     while let Some((header, payload)) = replies.recv().await {
-        if writer.write_all(&header.encode()).await.is_err() {
+        let header = header.encode();
+        let payload = payload.as_deref().unwrap_or_default();
+        if write_all_parts(&mut writer, &[&header, payload])
+            .await
+            .is_err()
+        {
             return;
-        }
-        if let Some(p) = payload {
-            if writer.write_all(&p).await.is_err() {
-                return;
-            }
         }
     }
     let _ = writer.shutdown().await;
 }
 
-type Waiter = oneshot::Sender<SfsResult<(ResponseHeader, Vec<u8>)>>;
+type Waiter = oneshot::Sender<SfsResult<(ResponseHeader, PooledBuffer)>>;
 
 /// One multiplexed connection of a [`TcpChannel`].
 struct Connection {
@@ -196,7 +238,13 @@ impl Connection {
     }
 }
 
-async fn read_responses(conn: Arc<Connection>, mut reader: OwnedReadHalf, peer: SocketAddr) {
+async fn read_responses(
+    conn: Arc<Connection>,
+    reader: OwnedReadHalf,
+    peer: SocketAddr,
+    pool: Arc<BufferPool>,
+) {
+    let mut reader = BufReader::with_capacity(64 * 1024, reader);
     let why = loop {
         let mut raw = [0u8; RESPONSE_HEADER_LEN];
         if let Err(e) = reader.read_exact(&mut raw).await {
@@ -217,7 +265,7 @@ async fn read_responses(conn: Arc<Connection>, mut reader: OwnedReadHalf, peer: 
         if (waiter.is_some() && header.len > max) || header.len > MAX_CHUNK_BYTES {
             break format!("data connection to {peer}: response larger than requested");
         }
-        let mut payload = vec![0u8; header.len as usize];
+        let mut payload = pool.take(header.len as usize);
         if header.len > 0 {
             if let Err(e) = reader.read_exact(&mut payload).await {
                 break format!("data connection to {peer} lost: {e}");
@@ -236,6 +284,8 @@ pub struct TcpChannel {
     addr: SocketAddr,
     slots: Vec<tokio::sync::Mutex<Option<Arc<Connection>>>>,
     next_slot: AtomicUsize,
+    /// Buffers the read answers arrive in.
+    pool: Arc<BufferPool>,
     connect_timeout: Duration,
     request_timeout: Duration,
 }
@@ -245,6 +295,7 @@ impl TcpChannel {
     pub fn new(
         addr: SocketAddr,
         connections: usize,
+        chunk_size: u64,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Self {
@@ -254,6 +305,7 @@ impl TcpChannel {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next_slot: AtomicUsize::new(0),
+            pool: chunk_pool(chunk_size, CLIENT_POOL_BYTES),
             connect_timeout,
             request_timeout,
         }
@@ -291,7 +343,12 @@ impl TcpChannel {
             broken: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
-        tokio::spawn(read_responses(conn.clone(), reader, self.addr));
+        tokio::spawn(read_responses(
+            conn.clone(),
+            reader,
+            self.addr,
+            self.pool.clone(),
+        ));
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -301,7 +358,7 @@ impl TcpChannel {
         op: Op,
         chunk: ChunkRef,
         payload: Option<&[u8]>,
-    ) -> SfsResult<(ResponseHeader, Vec<u8>)> {
+    ) -> SfsResult<(ResponseHeader, PooledBuffer)> {
         let conn = self.connection().await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -333,14 +390,8 @@ impl TcpChannel {
                 let poison = scopeguard::guard((), |()| {
                     conn.broken.store(true, Ordering::SeqCst);
                 });
-                let sent = async {
-                    writer.write_all(&header).await?;
-                    if let Some(p) = payload {
-                        writer.write_all(p).await?;
-                    }
-                    Ok::<_, std::io::Error>(())
-                }
-                .await;
+                let sent =
+                    write_all_parts(&mut writer, &[&header, payload.unwrap_or_default()]).await;
                 if let Err(e) = sent {
                     drop(writer);
                     conn.fail_all(&format!("data connection to {} lost: {e}", self.addr));

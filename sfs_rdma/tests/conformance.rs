@@ -102,6 +102,7 @@ impl Transport for Tcp {
         Arc::new(TcpChannel::new(
             addr,
             2,
+            CHUNK,
             Duration::from_secs(3),
             REQUEST_TIMEOUT,
         ))

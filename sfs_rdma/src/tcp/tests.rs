@@ -36,6 +36,7 @@ async fn many_requests_in_flight_round_trip() {
     let channel = Arc::new(TcpChannel::new(
         addr,
         2,
+        CHUNK,
         Duration::from_secs(2),
         Duration::from_secs(5),
     ));
@@ -77,7 +78,13 @@ async fn server_errors_keep_their_errno() {
     let store = Arc::new(MemoryChunks::default());
     store.full.store(true, Ordering::SeqCst);
     let (addr, stop, _task) = start(store).await;
-    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(5));
+    let channel = TcpChannel::new(
+        addr,
+        1,
+        CHUNK,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
     let e = channel
         .write_chunk(chunk(0, 0, 4), b"abcd")
         .await
@@ -100,21 +107,39 @@ async fn dead_server_gives_an_errno_not_a_hang() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(2));
+    let channel = TcpChannel::new(
+        addr,
+        1,
+        CHUNK,
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    );
     let e = channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap_err();
     assert_eq!(e.errno, Errno::EIO);
 
     // A server that accepts but never answers: ETIMEDOUT after the timeout.
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
-    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_millis(300));
+    let channel = TcpChannel::new(
+        addr,
+        1,
+        CHUNK,
+        Duration::from_secs(2),
+        Duration::from_millis(300),
+    );
     let e = channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap_err();
     assert_eq!(e.errno, Errno::ETIMEDOUT);
 
     // A server whose connection drops mid-request: EIO at once, then reconnect.
     let store = Arc::new(MemoryChunks::default());
     let (addr, stop, task) = start(store).await;
-    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(5));
+    let channel = TcpChannel::new(
+        addr,
+        1,
+        CHUNK,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
     channel.write_chunk(chunk(0, 0, 1), b"x").await.unwrap();
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
@@ -142,7 +167,13 @@ async fn hostile_frames_drop_the_connection_only() {
         "server closes the connection"
     );
     // The server still serves others.
-    let channel = TcpChannel::new(addr, 1, Duration::from_secs(2), Duration::from_secs(5));
+    let channel = TcpChannel::new(
+        addr,
+        1,
+        CHUNK,
+        Duration::from_secs(2),
+        Duration::from_secs(5),
+    );
     channel.write_chunk(chunk(0, 0, 1), b"y").await.unwrap();
     let _ = stop.send(());
 }

@@ -327,6 +327,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
     let channel = sfs_rdma::tcp::TcpChannel::new(
         data_addr,
         1,
+        Config::default().chunk_size,
         Duration::from_secs(5),
         Duration::from_secs(5),
     );
