@@ -207,12 +207,12 @@ fn main() {
             }
         }
         let route = if checks.is_empty() {
-            "let forward_to = SLOT.target(|| false);".to_string()
+            "let forward_to = SLOT.target(NAMES, || false);".to_string()
         } else {
             format!(
                 "// SAFETY: the path arguments are NULL or C strings, as the caller of
     // `{}` promised.
-    let forward_to = SLOT.target(|| unsafe {{ {} }});",
+    let forward_to = SLOT.target(NAMES, || unsafe {{ {} }});",
                 h.name,
                 checks.join(" || ")
             )
@@ -231,7 +231,10 @@ fn main() {
             out,
             "#[no_mangle]
 pub unsafe extern \"C\" fn {name}({params}){ret} {{
-    static SLOT: crate::Slot = crate::Slot::new(c\"{name}\", c\"{real}\");
+    // The names live in the code, not in the slot: a slot is all zeros
+    // (`.bss`), so loading this library relocates and touches none of them.
+    const NAMES: crate::Names = crate::Names {{ shim: c\"{name}\", real: c\"{real}\" }};
+    static SLOT: crate::Slot = crate::Slot::new();
     {route}
     // SAFETY: `forward_to` is `{name}` of the shim or `{real}` of the next
     // library, both with this C signature.

@@ -209,20 +209,23 @@ pub unsafe fn touches_mount(dirfd: c_int, path: *const c_char) -> bool {
     base.is_some_and(|b| sfs_global::path::strip_mount(&format!("{b}/{text}"), mount).is_some())
 }
 
+/// The names of a hooked function: in the shim, and in the next library.
+#[derive(Clone, Copy)]
+pub struct Names {
+    pub shim: &'static CStr,
+    pub real: &'static CStr,
+}
+
 /// Where one hooked function goes: the shim's function of that name or the
-/// next library's.
+/// next library's, each looked up once. All zeros until first used.
 pub struct Slot {
-    name: &'static CStr,
-    real_name: &'static CStr,
     shim: AtomicPtr<c_void>,
     real: AtomicPtr<c_void>,
 }
 
 impl Slot {
-    pub const fn new(name: &'static CStr, real_name: &'static CStr) -> Slot {
+    pub const fn new() -> Slot {
         Slot {
-            name,
-            real_name,
             shim: AtomicPtr::new(std::ptr::null_mut()),
             real: AtomicPtr::new(std::ptr::null_mut()),
         }
@@ -231,51 +234,57 @@ impl Slot {
     /// The function to call. `touches` says whether the arguments name a
     /// path under the mount; it is only asked while the shim is not loaded.
     #[inline]
-    pub fn target(&self, touches: impl FnOnce() -> bool) -> *mut c_void {
+    pub fn target(&self, names: Names, touches: impl FnOnce() -> bool) -> *mut c_void {
         if let Some(handle) = loaded() {
-            return self.shim_fn(handle);
+            return self.shim_fn(names, handle);
         }
         let busy_now = BUSY.try_with(Cell::get).unwrap_or(true);
         if !busy_now && STATE.load(Ordering::Acquire) == NOT_LOADED && touches() {
             if let Some(handle) = load_shim() {
-                return self.shim_fn(handle);
+                return self.shim_fn(names, handle);
             }
         }
-        self.real_fn()
+        self.real_fn(names)
     }
 
-    fn shim_fn(&self, handle: *mut c_void) -> *mut c_void {
+    fn shim_fn(&self, names: Names, handle: *mut c_void) -> *mut c_void {
         let f = self.shim.load(Ordering::Relaxed);
         if !f.is_null() {
             return f;
         }
         // SAFETY: `handle` is the shim's live handle (never closed).
-        let f = unsafe { dlsym(handle, self.name.as_ptr()) };
+        let f = unsafe { dlsym(handle, names.shim.as_ptr()) };
         if f.is_null() {
             // A shim from another build that lacks this hook.
-            return self.real_fn();
+            return self.real_fn(names);
         }
         self.shim.store(f, Ordering::Relaxed);
         f
     }
 
-    fn real_fn(&self) -> *mut c_void {
+    fn real_fn(&self, names: Names) -> *mut c_void {
         let f = self.real.load(Ordering::Relaxed);
         if !f.is_null() {
             return f;
         }
         // SAFETY: dlsym only looks the name up.
-        let f = unsafe { dlsym(RTLD_NEXT, self.real_name.as_ptr()) };
+        let f = unsafe { dlsym(RTLD_NEXT, names.real.as_ptr()) };
         if f.is_null() {
             complain(&format!(
                 "{} is not defined by any library after the SFS entry library",
-                self.real_name.to_string_lossy()
+                names.real.to_string_lossy()
             ));
             // SAFETY: nothing can be called; abort is the only honest answer.
             unsafe { libc::abort() };
         }
         self.real.store(f, Ordering::Relaxed);
         f
+    }
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
