@@ -7,16 +7,7 @@ mod common;
 mod shim_support;
 
 use common::Cluster;
-use shim_support::{assert_ok, same_on_sfs_and_local, text, under_shim};
-use std::process::Command;
-
-fn require(program: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(found, "{program} is needed (scripts/setup.sh installs it)");
-}
+use shim_support::{assert_ok, require, same_on_sfs_and_local, text, under_shim};
 
 #[test]
 fn the_shim_is_loaded_only_by_programs_that_touch_the_mount() {

@@ -26,7 +26,7 @@ use sfs_global::{Errno, SfsError, SfsResult};
 use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockWriteGuard};
 
 thread_local! {
@@ -325,12 +325,64 @@ pub fn relocate_internal(fd: i32) -> i32 {
     moved
 }
 
-/// Reserves a kernel descriptor for a new SFS descriptor. Raw system
-/// calls: they cannot re-enter the hooks.
-pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | if cloexec { libc::O_CLOEXEC } else { 0 };
+/// A descriptor of `/` (`O_RDONLY|O_DIRECTORY`) at a high number, which new
+/// placeholders are copies of: `fcntl(F_DUPFD)` costs less than opening `/`
+/// (no path walk), and a create through the shim pays it every time. -1
+/// until first needed, and again if the program closed it (`closefrom`).
+static TEMPLATE_FD: AtomicI32 = AtomicI32::new(-1);
+
+fn open_root(flags: i32) -> i64 {
     // SAFETY: the path is a NUL-terminated literal.
-    let fd = unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), flags, 0) };
+    unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), flags, 0) }
+}
+
+/// The template descriptor, opened on first use.
+fn template_fd() -> Option<i32> {
+    let current = TEMPLATE_FD.load(Ordering::Acquire);
+    if current >= 0 {
+        return Some(current);
+    }
+    let fd = open_root(libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return None;
+    }
+    let fd = relocate_internal(fd as i32);
+    match TEMPLATE_FD.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(fd),
+        Err(theirs) => {
+            // Another thread made one first.
+            INTERNAL_FDS.remove(fd);
+            release_fd(fd);
+            Some(theirs)
+        }
+    }
+}
+
+/// Reserves a kernel descriptor for a new SFS descriptor: the lowest free
+/// number, as `open` would give. Raw system calls: they cannot re-enter
+/// the hooks.
+pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
+    let dup_cmd = if cloexec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    let copied = template_fd().map_or(-1, |template| {
+        // SAFETY: F_DUPFD has no memory effects.
+        let fd = unsafe { libc::syscall(libc::SYS_fcntl, template, dup_cmd, 0) };
+        if fd < 0 && errno() == libc::EBADF {
+            // The program closed the template behind our back: make another
+            // next time.
+            INTERNAL_FDS.remove(template);
+            let _ = TEMPLATE_FD.compare_exchange(template, -1, Ordering::AcqRel, Ordering::Acquire);
+        }
+        fd
+    });
+    let fd = if copied >= 0 {
+        copied
+    } else {
+        open_root(libc::O_RDONLY | libc::O_DIRECTORY | if cloexec { libc::O_CLOEXEC } else { 0 })
+    };
     if fd < 0 {
         return Err(err(errno(), "cannot reserve a descriptor"));
     }

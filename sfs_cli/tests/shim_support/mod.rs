@@ -49,6 +49,16 @@ pub fn local(script: &str, args: &[&str]) -> Output {
         .expect("running bash")
 }
 
+/// Fails the test unless `program` is on the PATH (scripts/setup.sh
+/// installs what the tests run).
+pub fn require(program: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(found, "{program} is needed (scripts/setup.sh installs it)");
+}
+
 pub fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }

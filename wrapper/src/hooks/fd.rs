@@ -56,19 +56,56 @@ fn forget_range(first: c_uint, last: c_uint) {
     }
 }
 
+/// Runs the real `close_range(first, last, flags)` on every sub-range that
+/// holds none of the shim's own descriptors: a program that closes "all
+/// descriptors" (daemons at start, children before exec) must not cut the
+/// client's connections or its runtime's epoll descriptor. The shim's own
+/// descriptors are close-on-exec, so an exec still drops them.
+fn close_range_around_internal(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    let mut from = first;
+    for own in state::INTERNAL_FDS.in_range(first, last) {
+        let own = own as c_uint;
+        if own > from {
+            // SAFETY: close_range takes numbers only.
+            if unsafe { real!(close_range)(from, own - 1, flags) } != 0 {
+                return -1;
+            }
+        }
+        from = own + 1;
+    }
+    if from > last || (from == 0 && first > 0) {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { real!(close_range)(from, last, flags) }
+}
+
 hook! {
     unsafe fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int => sfs_close_range {
+        if first > last {
+            return real!(close_range)(first, last, flags);
+        }
         if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
             forget_range(first, last);
         }
-        real!(close_range)(first, last, flags)
+        close_range_around_internal(first, last, flags)
     }
 }
 
 hook! {
     unsafe fn closefrom(low: c_int) => sfs_closefrom {
-        forget_range(low.max(0) as c_uint, c_uint::MAX);
-        real!(closefrom)(low)
+        let low = low.max(0) as c_uint;
+        forget_range(low, c_uint::MAX);
+        if close_range_around_internal(low, c_uint::MAX, 0) != 0 {
+            // What glibc's closefrom does when close_range is missing:
+            // close one by one, still sparing the shim's descriptors.
+            let open = std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten();
+            for fd in open.filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok()) {
+                if fd as c_uint >= low && !state::INTERNAL_FDS.contains(fd) {
+                    real!(close)(fd);
+                }
+            }
+        }
     }
 }
 
@@ -103,6 +140,13 @@ hook! {
 
 /// dup2/dup3 when `newfd` or `oldfd` is SFS.
 unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c_int> {
+    if state::INTERNAL_FDS.contains(newfd) && !state::inside_now() {
+        // The number is one of the shim's own descriptors (a connection, the
+        // runtime's epoll), whose owners hold it: replacing it would cut
+        // them. Refused as a number beyond the program's range.
+        state::set_errno(libc::EBADF);
+        return Some(-1);
+    }
     let old_sfs = SFS_FDS.contains(oldfd);
     if !old_sfs && !SFS_FDS.contains(newfd) {
         return None;

@@ -1,0 +1,142 @@
+//! SFS descriptors are real kernel descriptors: a C program under the real
+//! shim checks their numbers, flags and placeholders, also after the
+//! program closes every descriptor behind the shim's back.
+
+mod common;
+mod shim_support;
+
+use common::Cluster;
+use shim_support::{assert_ok, require, text, under_shim};
+
+const PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+static void fail(const char *what) { perror(what); exit(1); }
+
+/* The highest open descriptor (the shim keeps its own at high numbers). */
+static int highest_fd(void) {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) fail("opendir /proc/self/fd");
+    int hi = -1, own = dirfd(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd != own && fd > hi) hi = fd;
+    }
+    closedir(d);
+    return hi;
+}
+
+/* Where the kernel says a descriptor points. */
+static void target(int fd, char *out, size_t len) {
+    char link[64];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, out, len - 1);
+    if (n < 0) fail("readlink");
+    out[n] = 0;
+}
+
+static int create(const char *dir, const char *name, int flags) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | flags, 0644);
+    if (fd < 0) fail(path);
+    if (write(fd, name, strlen(name)) != (ssize_t)strlen(name)) fail("write");
+    return fd;
+}
+
+int main(int argc, char **argv) {
+    const char *mnt = argv[1], *local = argv[2];
+    char where[4096];
+
+    /* Numbers are the lowest free ones, as open(2) gives. */
+    int lowest = open("/dev/null", O_RDONLY);
+    close(lowest);
+    int a = create(mnt, "a", 0);
+    int b = create(mnt, "b", O_CLOEXEC);
+    printf("lowest: %d %d\n", a == lowest, b == lowest + 1);
+    printf("cloexec: %d %d\n", fcntl(a, F_GETFD) & FD_CLOEXEC, fcntl(b, F_GETFD) & FD_CLOEXEC);
+    target(a, where, sizeof where);
+    printf("placeholder: %s\n", where);
+
+    /* The program closes every descriptor; the shim's own ones (its
+       connections, at high numbers) survive, and a program's dup2 onto one
+       of them is refused rather than cutting it. */
+    int high = highest_fd();
+    closefrom(3);
+    int mine = open(local, O_RDONLY);
+    if (mine < 0) fail("open local");
+    errno = 0;
+    int refused = high > mine && dup2(mine, high) == -1;
+    int why = errno;
+    printf("dup2 onto the shim's own: %d %d\n", refused, why == EBADF);
+    int c = create(mnt, "c", 0);
+    target(c, where, sizeof where);
+    printf("after closefrom: %s\n", where);
+    struct stat st;
+    if (fstat(c, &st)) fail("fstat");
+    printf("fstat: regular %d size %lld\n", S_ISREG(st.st_mode), (long long)st.st_size);
+    char buf[8] = {0};
+    if (pread(c, buf, sizeof buf - 1, 0) != 1) fail("pread");
+    printf("read: %s\n", buf);
+    target(mine, where, sizeof where);
+    printf("own file kept: %d\n", strcmp(where, local) == 0);
+
+    /* The same with close_range. */
+    if (close_range(3, ~0U, 0)) fail("close_range");
+    int d = create(mnt, "d", 0);
+    target(d, where, sizeof where);
+    printf("after close_range: %d %s\n", d == 3, where);
+    return 0;
+}
+"#;
+
+#[test]
+fn placeholders_survive_the_program_closing_everything() {
+    require("gcc");
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("probe.c");
+    std::fs::write(&source, PROBE).unwrap();
+    let binary = dir.path().join("probe");
+    let built = std::process::Command::new("gcc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_ok("gcc", &built);
+    let local = dir.path().join("local.txt");
+    std::fs::write(&local, "local").unwrap();
+    let mnt = format!("{}/p", cluster.config.mountdir);
+    let script = r#"mkdir "$1" && exec "$2" "$1" "$3""#;
+    let out = under_shim(
+        &cluster,
+        script,
+        &[
+            &mnt,
+            &binary.display().to_string(),
+            &local.display().to_string(),
+        ],
+    );
+    assert_ok("probe", &out);
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "lowest: 1 1\ncloexec: 0 1\nplaceholder: /\ndup2 onto the shim's own: 1 1\n\
+             after closefrom: /\nfstat: regular 1 size 1\nread: c\nown file kept: 1\n\
+             after close_range: 1 /\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
