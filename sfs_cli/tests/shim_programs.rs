@@ -137,6 +137,7 @@ touch -d '+1 minute' util.c
 make CC=gcc
 ls
 cp prog "$2/prog" && "$2/prog"
+./prog
 "#;
 
 #[test]
@@ -151,6 +152,80 @@ fn make_builds_a_c_program_in_the_mount_like_locally() {
         out.contains("Nothing to be done") || out.contains("is up to date"),
         "{out}"
     );
+}
+
+/// Programs stored on the mount: scripts (also with an interpreter that is
+/// itself a script on the mount), a binary built there, run by path, from a
+/// working directory inside the mount, through PATH, from Python's
+/// subprocess and posix_spawn; the errnos of what cannot run.
+const STORED_PROGRAMS: &str = r##"
+set -u
+cd "$1"
+mkdir bin
+cat > bin/hello <<'SH'
+#!/bin/sh
+echo "script $(basename "$0") args $*"
+SH
+chmod +x bin/hello
+cat > bin/interp <<'SH'
+#!/bin/sh
+echo "interpreter for $(basename "$1")"
+SH
+chmod 755 bin/interp
+echo "#!$1/bin/interp" > bin/viainterp
+chmod +x bin/viainterp
+echo 'int main(int c, char **v) { return c == 3 ? 7 : 1; }' > seven.c
+gcc -o bin/seven seven.c
+echo 'echo no x bit' > bin/plain
+./bin/hello a b
+bin/hello c
+"$1/bin/hello" d
+./bin/viainterp
+./bin/seven x y; echo "seven exited $?"
+PATH="$1/bin:$PATH" hello via-path
+PATH="$1/bin:$PATH" env hello via-execvp
+./bin/plain 2>/dev/null; echo "plain exited $?"
+bin/missing 2>/dev/null; echo "missing exited $?"
+python3 - "$1" <<'PY'
+import os, subprocess, sys
+d = sys.argv[1]
+r = subprocess.run([d + "/bin/hello", "from-python"], capture_output=True, text=True)
+print(r.stdout.strip().replace(d, "D"), r.returncode)
+r = subprocess.run(["hello", "from-python-path"], capture_output=True, text=True,
+                   env=dict(os.environ, PATH=d + "/bin:/usr/bin:/bin"))
+print(r.stdout.strip().replace(d, "D"), r.returncode)
+pid = os.posix_spawn(d + "/bin/seven", ["seven", "1", "2"], os.environ)
+print("posix_spawn", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+try:
+    subprocess.run([d + "/bin/plain"])
+except PermissionError as e:
+    print("PermissionError", e.errno)
+PY
+"##;
+
+#[test]
+fn programs_stored_on_the_mount_run() {
+    require("gcc");
+    let cluster = Cluster::start(2);
+    let out = same_on_sfs_and_local(&cluster, STORED_PROGRAMS, &[]);
+    // Paths differ between the two runs; what they print apart from paths
+    // must not.
+    let expected = [
+        "script hello args a b",
+        "script hello args c",
+        "script hello args d",
+        "interpreter for viainterp",
+        "seven exited 7",
+        "script hello args via-path",
+        "script hello args via-execvp",
+        "plain exited 126",
+        "missing exited 127",
+        "script hello args from-python 0",
+        "script hello args from-python-path 0",
+        "posix_spawn 7",
+        "PermissionError 13",
+    ];
+    assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
 }
 
 #[test]

@@ -230,6 +230,18 @@ impl Client {
         Ok((path.to_string(), md))
     }
 
+    /// Reads up to `buf.len()` bytes at `offset` of the file at `path`
+    /// (following symlinks) without a descriptor: what the LD_PRELOAD shim
+    /// uses to load a program stored in SFS for `exec`. EISDIR for a
+    /// directory.
+    pub fn read_at_path(&self, path: &str, offset: u64, buf: &mut [u8]) -> SfsResult<usize> {
+        let file = self.open_file(path, libc::O_RDONLY, 0)?;
+        if file.kind == FileKind::Directory {
+            return Err(SfsError::is_dir(&file.path));
+        }
+        self.block_on(self.read_data(&file, offset, buf))
+    }
+
     /// `close(2)`.
     pub fn close(&self, fd: i32) -> SfsResult<()> {
         self.files.remove(fd).map(|_| ())

@@ -206,6 +206,11 @@ fn main() {
                 checks.push(format!("crate::touches_mount({dirfd}, {n}.cast_const())"));
             }
         }
+        // A PATH search may find a program stored in SFS, which only the
+        // shim can run.
+        if matches!(h.name.as_str(), "execvp" | "execvpe" | "posix_spawnp") {
+            checks.push("crate::path_var_touches_mount()".to_string());
+        }
         let route = if checks.is_empty() {
             "let forward_to = SLOT.target(NAMES, || false);".to_string()
         } else {

@@ -31,6 +31,7 @@
 pub mod exec;
 pub mod hooks;
 pub mod paths;
+pub mod program;
 pub mod route;
 pub mod state;
 pub mod stdio;

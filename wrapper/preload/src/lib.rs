@@ -209,6 +209,25 @@ pub unsafe fn touches_mount(dirfd: c_int, path: *const c_char) -> bool {
     base.is_some_and(|b| sfs_global::path::strip_mount(&format!("{b}/{text}"), mount).is_some())
 }
 
+/// Does an entry of `PATH` lie under the mount (so an `execvp`-style search
+/// may find a program stored in SFS)?
+pub fn path_var_touches_mount() -> bool {
+    // SAFETY: getenv on a constant name.
+    let path = unsafe { getenv(c"PATH".as_ptr()) };
+    if path.is_null() {
+        return false;
+    }
+    // SAFETY: getenv returned a NUL-terminated string.
+    let entries = unsafe { CStr::from_ptr(path) }
+        .to_bytes()
+        .split(|&b| b == b':');
+    entries.filter(|e| !e.is_empty()).any(|entry| {
+        CString::new(entry)
+            // SAFETY: a C string we own.
+            .is_ok_and(|c| unsafe { touches_mount(AT_FDCWD, c.as_ptr()) })
+    })
+}
+
 /// The names of a hooked function: in the shim, and in the next library.
 #[derive(Clone, Copy)]
 pub struct Names {

@@ -1,11 +1,14 @@
 //! Process life: vfork (turned into fork), and the exec/posix_spawn family
 //! (which pass SFS descriptors and the working directory on, see
-//! [`crate::exec`]). fork itself is handled by the pthread_atfork handlers
+//! [`crate::exec`], and run programs stored in SFS, see
+//! [`crate::program`]). fork itself is handled by the pthread_atfork handlers
 //! in [`crate::state`].
 
 use crate::exec::{environ, environment_for_exec, pointers};
+use crate::{program, state};
 use libc::{c_char, c_int, pid_t};
 use redhook::{hook, real};
+use std::ffi::{CStr, CString};
 
 hook! {
     // A vfork child shares the parent's memory and runs the exec hooks,
@@ -17,11 +20,83 @@ hook! {
     }
 }
 
+/// `execve` as the hooks run it: SFS programs through [`program::prepare`],
+/// everything else by the kernel; returns only on failure, with errno set.
+///
+/// # Safety
+/// The arguments are what execve(2) takes.
+unsafe fn exec_one(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    if path.is_null() {
+        return real!(execve)(path, argv, envp);
+    }
+    // SAFETY: non-NULL, NUL-terminated per execve's contract.
+    let path_c = unsafe { CStr::from_ptr(path) };
+    // SAFETY: argv per execve's contract.
+    match program::prepare(path_c, unsafe { program::collect_argv(argv) }) {
+        None => real!(execve)(path, argv, envp),
+        Some(Err(e)) => {
+            state::set_errno(program::errno_of(&e));
+            -1
+        }
+        Some(Ok(launch)) => {
+            real!(execve)(launch.path.as_ptr(), launch.argv_pointers().as_ptr(), envp)
+        }
+    }
+}
+
+/// `execvpe` with a search that also sees programs in SFS (glibc's search
+/// only asks the kernel); used when `file` has a `/` or `PATH` names the
+/// mount. A candidate the kernel calls ENOEXEC (no `#!`, not a binary) is
+/// run by /bin/sh, as glibc does.
+///
+/// # Safety
+/// The arguments are what execvpe(3) takes.
+unsafe fn exec_search(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    // SAFETY: NUL-terminated per the contract.
+    let file = unsafe { CStr::from_ptr(file) };
+    let errno = program::search(file, |candidate| {
+        // SAFETY: candidate is a C string; argv and envp per the contract.
+        if unsafe { exec_one(candidate.as_ptr(), argv, envp) } == 0 {
+            return 0;
+        }
+        let e = state::errno();
+        if e != libc::ENOEXEC {
+            return e;
+        }
+        // SAFETY: argv per the contract.
+        let rest = unsafe { program::collect_argv(argv) };
+        let mut sh_argv = vec![c"/bin/sh".to_owned(), candidate.to_owned()];
+        sh_argv.extend(rest.into_iter().skip(1));
+        let pointers = pointers(&sh_argv);
+        // SAFETY: C strings and a NULL-terminated vector that outlive the call.
+        unsafe { exec_one(c"/bin/sh".as_ptr(), pointers.as_ptr(), envp) };
+        state::errno()
+    });
+    state::set_errno(errno);
+    -1
+}
+
+/// Whether an `execvp`-style call must search itself.
+fn needs_own_search(file: *const c_char) -> bool {
+    // SAFETY: NULL or NUL-terminated per the exec family's contract.
+    !file.is_null()
+        && (unsafe { CStr::from_ptr(file) }.to_bytes().contains(&b'/')
+            || program::path_var_names_the_mount())
+}
+
 hook! {
     unsafe fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int => sfs_execve {
         match environment_for_exec(envp) {
-            Some(env) => real!(execve)(path, argv, pointers(&env).as_ptr()),
-            None => real!(execve)(path, argv, envp),
+            Some(env) => exec_one(path, argv, pointers(&env).as_ptr()),
+            None => exec_one(path, argv, envp),
         }
     }
 }
@@ -29,53 +104,112 @@ hook! {
 hook! {
     unsafe fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => sfs_execv {
         match environment_for_exec(environ()) {
-            Some(env) => real!(execve)(path, argv, pointers(&env).as_ptr()),
-            None => real!(execv)(path, argv),
+            Some(env) => exec_one(path, argv, pointers(&env).as_ptr()),
+            None => exec_one(path, argv, environ()),
         }
     }
 }
 
 hook! {
     unsafe fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => sfs_execvp {
-        match environment_for_exec(environ()) {
-            Some(env) => real!(execvpe)(file, argv, pointers(&env).as_ptr()),
-            None => real!(execvp)(file, argv),
+        let env = environment_for_exec(environ());
+        let envp = env.as_ref().map(|e| pointers(e));
+        let envp = envp.as_ref().map_or(environ(), |p| p.as_ptr());
+        if needs_own_search(file) {
+            exec_search(file, argv, envp)
+        } else {
+            real!(execvpe)(file, argv, envp)
         }
     }
 }
 
 hook! {
     unsafe fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int => sfs_execvpe {
-        match environment_for_exec(envp) {
-            Some(env) => real!(execvpe)(file, argv, pointers(&env).as_ptr()),
-            None => real!(execvpe)(file, argv, envp),
+        let env = environment_for_exec(envp);
+        let pointers_of_env = env.as_ref().map(|e| pointers(e));
+        let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
+        if needs_own_search(file) {
+            exec_search(file, argv, envp)
+        } else {
+            real!(execvpe)(file, argv, envp)
         }
     }
 }
 
 hook! {
     unsafe fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int => sfs_fexecve {
-        match environment_for_exec(envp) {
-            Some(env) => real!(fexecve)(fd, argv, pointers(&env).as_ptr()),
+        let env = environment_for_exec(envp);
+        let pointers_of_env = env.as_ref().map(|e| pointers(e));
+        let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
+        // An SFS descriptor's placeholder is a directory: exec the file it
+        // stands for instead.
+        let sfs_file = state::sfs_fd(fd).and_then(|_inside| {
+            let settings = state::settings()?;
+            let path = state::with_client(|c| c.fd_path(fd)).ok()?;
+            CString::new(state::host_path(settings, &path)).ok()
+        });
+        match sfs_file {
+            Some(path) => exec_one(path.as_ptr(), argv, envp),
             None => real!(fexecve)(fd, argv, envp),
         }
+    }
+}
+
+/// `posix_spawn` of `path`, an SFS program made runnable first. Returns
+/// the error number (0 on success), as posix_spawn does.
+///
+/// # Safety
+/// The arguments are what posix_spawn(3) takes.
+unsafe fn spawn_one(
+    pid: *mut pid_t,
+    path: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    if path.is_null() {
+        return real!(posix_spawn)(pid, path, actions, attr, argv, envp);
+    }
+    // SAFETY: non-NULL, NUL-terminated per the contract.
+    let path_c = unsafe { CStr::from_ptr(path) };
+    // SAFETY: argv per the contract.
+    match program::prepare(path_c, unsafe { program::collect_argv(argv.cast()) }) {
+        None => real!(posix_spawn)(pid, path, actions, attr, argv, envp),
+        Some(Err(e)) => program::errno_of(&e),
+        // The memory file stays open in this process until the child has
+        // exec'ed (posix_spawn returns after that).
+        Some(Ok(launch)) => real!(posix_spawn)(
+            pid,
+            launch.path.as_ptr(),
+            actions,
+            attr,
+            launch.argv_pointers().as_ptr().cast(),
+            envp,
+        ),
     }
 }
 
 hook! {
     unsafe fn posix_spawn(pid: *mut pid_t, path: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => sfs_posix_spawn {
         match environment_for_exec(envp.cast()) {
-            Some(env) => real!(posix_spawn)(pid, path, actions, attr, argv, pointers(&env).as_ptr().cast()),
-            None => real!(posix_spawn)(pid, path, actions, attr, argv, envp),
+            Some(env) => spawn_one(pid, path, actions, attr, argv, pointers(&env).as_ptr().cast()),
+            None => spawn_one(pid, path, actions, attr, argv, envp),
         }
     }
 }
 
 hook! {
     unsafe fn posix_spawnp(pid: *mut pid_t, file: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => sfs_posix_spawnp {
-        match environment_for_exec(envp.cast()) {
-            Some(env) => real!(posix_spawnp)(pid, file, actions, attr, argv, pointers(&env).as_ptr().cast()),
-            None => real!(posix_spawnp)(pid, file, actions, attr, argv, envp),
+        let env = environment_for_exec(envp.cast());
+        let pointers_of_env = env.as_ref().map(|e| pointers(e));
+        let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr().cast());
+        if !needs_own_search(file) {
+            return real!(posix_spawnp)(pid, file, actions, attr, argv, envp);
         }
+        // SAFETY: NUL-terminated per the contract.
+        program::search(CStr::from_ptr(file), |candidate| {
+            spawn_one(pid, candidate.as_ptr(), actions, attr, argv, envp)
+        })
     }
 }
