@@ -228,6 +228,49 @@ fn programs_stored_on_the_mount_run() {
     assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
 }
 
+/// Temporary files that live without a name: O_TMPFILE, open + unlink +
+/// use, and sqlite's temporary files with its temporary directory on the
+/// mount; nothing is left behind.
+const UNNAMED_FILES: &str = r#"
+import os, sqlite3, sys, tempfile
+d = sys.argv[1]
+os.environ["TMPDIR"] = d
+tempfile.tempdir = None
+with tempfile.TemporaryFile() as f:
+    f.write(b"x" * 100000)
+    f.seek(0)
+    print("TemporaryFile", len(f.read()), os.fstat(f.fileno()).st_nlink)
+fd = os.open(d + "/scratch", os.O_RDWR | os.O_CREAT, 0o600)
+os.unlink(d + "/scratch")
+os.write(fd, b"still here")
+os.lseek(fd, 0, 0)
+print("unlinked", os.read(fd, 64), os.path.exists(d + "/scratch"))
+os.close(fd)
+os.environ["SQLITE_TMPDIR"] = d
+con = sqlite3.connect(d + "/db.sqlite")
+con.execute("PRAGMA temp_store=FILE")
+con.execute("PRAGMA cache_size=-64")
+con.execute("create table t(x)")
+con.executemany("insert into t values (?)", ((i * 7919 % 100003,) for i in range(40000)))
+con.commit()
+print("sorted", con.execute("select count(*), min(x), max(x), sum(x) from (select x from t order by x)").fetchone())
+con.execute("create index i on t(x)")
+print("integrity", con.execute("pragma integrity_check").fetchone()[0])
+con.close()
+print("left", sorted(os.listdir(d)))
+"#;
+
+#[test]
+fn temporary_files_without_a_name_work_and_leave_nothing() {
+    let cluster = Cluster::start(2);
+    let script = format!("python3 - \"$1\" <<'PY'\n{UNNAMED_FILES}\nPY\n");
+    let out = same_on_sfs_and_local(&cluster, &script, &[]);
+    assert!(out.contains("TemporaryFile 100000 0"), "{out}");
+    assert!(out.contains("unlinked b'still here' False"), "{out}");
+    assert!(out.contains("integrity ok"), "{out}");
+    assert!(out.contains("left ['db.sqlite']"), "{out}");
+}
+
 #[test]
 fn fio_psync_four_threads_with_crc32c_verification() {
     require("fio");

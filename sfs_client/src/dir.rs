@@ -70,6 +70,9 @@ impl ReadDir<'_> {
                 self.after.clear();
             }
             for e in page.entries {
+                if self.dir == "/" && e.name.starts_with(crate::orphans::ORPHAN_PREFIX) {
+                    continue; // a file unlinked while open (crate::orphans)
+                }
                 let metadata = e
                     .entry
                     .as_ref()

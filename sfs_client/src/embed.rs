@@ -128,7 +128,7 @@ impl Client {
         let offset = *file.offset.lock().expect("offset lock");
         Ok(OpenFdInfo {
             fd,
-            path: file.path.clone(),
+            path: file.path(),
             flags: file.flags.0,
             offset,
             is_dir: file.kind == FileKind::Directory,
@@ -143,7 +143,7 @@ impl Client {
             .into_iter()
             .map(|(fd, file)| OpenFdInfo {
                 fd,
-                path: file.path.clone(),
+                path: file.path(),
                 flags: file.flags.0,
                 offset: *file.offset.lock().expect("offset lock"),
                 is_dir: file.kind == FileKind::Directory,

@@ -27,14 +27,36 @@ const PIECES_IN_FLIGHT: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenFlags(pub i32);
 
+impl OpenFile {
+    pub(crate) fn new(path: String, md: &Metadata, flags: OpenFlags) -> Arc<OpenFile> {
+        Arc::new(OpenFile {
+            path: RwLock::new(path),
+            id: md.id,
+            kind: md.kind(),
+            flags,
+            offset: Mutex::new(0),
+            size_hint: AtomicU64::new(if flags.has(libc::O_TRUNC) { 0 } else { md.size }),
+        })
+    }
+
+    /// The file's current SFS path.
+    pub fn path(&self) -> String {
+        self.path.read().expect("path lock").clone()
+    }
+
+    pub(crate) fn set_path(&self, path: String) {
+        *self.path.write().expect("path lock") = path;
+    }
+}
+
 impl OpenFlags {
     fn access(self) -> i32 {
         self.0 & libc::O_ACCMODE
     }
-    fn readable(self) -> bool {
+    pub(crate) fn readable(self) -> bool {
         self.access() == libc::O_RDONLY || self.access() == libc::O_RDWR
     }
-    fn writable(self) -> bool {
+    pub(crate) fn writable(self) -> bool {
         self.access() == libc::O_WRONLY || self.access() == libc::O_RDWR
     }
     fn has(self, flag: i32) -> bool {
@@ -70,7 +92,9 @@ impl Whence {
 
 /// One open file description (shared by `dup`ed descriptors).
 pub(crate) struct OpenFile {
-    pub path: String,
+    /// Where the file is now: changes when this client renames it or
+    /// orphans it (unlink while open, see [`crate::orphans`]).
+    path: RwLock<String>,
     pub id: FileId,
     pub kind: FileKind,
     pub flags: OpenFlags,
@@ -169,6 +193,9 @@ impl Client {
     /// The open file description `open` would create, not yet in the table.
     pub(crate) fn open_file(&self, path: &str, flags: i32, mode: u32) -> SfsResult<Arc<OpenFile>> {
         let path = normalize(path)?;
+        if flags & libc::O_TMPFILE == libc::O_TMPFILE {
+            return self.open_unnamed(&path, flags, mode);
+        }
         let flags = OpenFlags(flags);
         let (path, md) = self.block_on(self.open_entry(&path, flags, mode))?;
         if md.is_dir() && flags.writable() {
@@ -184,14 +211,7 @@ impl Client {
         {
             self.block_on(self.truncate_resolved(&path, 0))?;
         }
-        Ok(Arc::new(OpenFile {
-            path,
-            id: md.id,
-            kind: md.kind(),
-            flags,
-            offset: Mutex::new(0),
-            size_hint: AtomicU64::new(if flags.has(libc::O_TRUNC) { 0 } else { md.size }),
-        }))
+        Ok(OpenFile::new(path, &md, flags))
     }
 
     async fn open_entry(
@@ -237,14 +257,19 @@ impl Client {
     pub fn read_at_path(&self, path: &str, offset: u64, buf: &mut [u8]) -> SfsResult<usize> {
         let file = self.open_file(path, libc::O_RDONLY, 0)?;
         if file.kind == FileKind::Directory {
-            return Err(SfsError::is_dir(&file.path));
+            return Err(SfsError::is_dir(file.path()));
         }
         self.block_on(self.read_data(&file, offset, buf))
     }
 
-    /// `close(2)`.
+    /// `close(2)`. The last close of a file this client orphaned (unlinked
+    /// while open) removes it.
     pub fn close(&self, fd: i32) -> SfsResult<()> {
-        self.files.remove(fd).map(|_| ())
+        let file = self.files.remove(fd)?;
+        if self.orphans.contains(file.id) {
+            self.release_orphan_if_last(file.id);
+        }
+        Ok(())
     }
 
     /// `dup(2)`: a new descriptor sharing the open file and its offset.
@@ -255,7 +280,7 @@ impl Client {
 
     /// The SFS path an open descriptor was opened with.
     pub fn fd_path(&self, fd: i32) -> SfsResult<String> {
-        Ok(self.files.get(fd)?.path.clone())
+        Ok(self.files.get(fd)?.path())
     }
 
     /// `write(2)` at the descriptor's offset (or at the end with O_APPEND).
@@ -263,7 +288,7 @@ impl Client {
         let file = self.writable_file(fd)?;
         let mut offset = file.offset.lock().expect("offset lock");
         let at = if file.flags.has(libc::O_APPEND) {
-            self.block_on(self.reserve_append(&file.path, file.id, buf.len() as u64))?
+            self.block_on(self.reserve_append(&file.path(), file.id, buf.len() as u64))?
         } else {
             *offset
         };
@@ -298,7 +323,7 @@ impl Client {
         let file = self.files.get(fd)?;
         let mut current = file.offset.lock().expect("offset lock");
         let size = || -> SfsResult<i64> {
-            Ok(self.block_on(self.lookup_open(&file.path, file.id))?.size as i64)
+            Ok(self.block_on(self.lookup_open(&file.path(), file.id))?.size as i64)
         };
         let target = match whence {
             Whence::Set => Some(offset),
@@ -326,10 +351,14 @@ impl Client {
         }
     }
 
-    /// `fstat(2)`.
+    /// `fstat(2)`; `st_nlink` is 0 for a file unlinked while open.
     pub fn fstat(&self, fd: i32) -> SfsResult<Metadata> {
         let file = self.files.get(fd)?;
-        self.block_on(self.lookup_open(&file.path, file.id))
+        let mut md = self.block_on(self.lookup_open(&file.path(), file.id))?;
+        if self.orphans.contains(file.id) {
+            md.nlink = 0;
+        }
+        Ok(md)
     }
 
     /// `ftruncate(2)`: EINVAL unless open for writing.
@@ -340,7 +369,7 @@ impl Client {
                 "ftruncate: descriptor {fd} is not open for writing a file"
             )));
         }
-        self.block_on(self.truncate_resolved(&file.path, size))
+        self.block_on(self.truncate_resolved(&file.path(), size))
     }
 
     /// `fsync(2)`: when it returns, the file's chunks on every server and the
@@ -358,7 +387,7 @@ impl Client {
                 })
                 .await?;
             }
-            self.owner(&file.path)
+            self.owner(&file.path())
                 .await?
                 .rpc
                 .sync_metadata(pb::Empty {})
@@ -387,7 +416,7 @@ impl Client {
             return Err(SfsError::bad_fd(fd.into()));
         }
         if file.kind == FileKind::Directory {
-            return Err(SfsError::is_dir(&file.path));
+            return Err(SfsError::is_dir(file.path()));
         }
         Ok(file)
     }
@@ -398,7 +427,7 @@ impl Client {
             return Err(SfsError::bad_fd(fd.into()));
         }
         if file.kind == FileKind::Directory {
-            return Err(SfsError::is_dir(&file.path));
+            return Err(SfsError::is_dir(file.path()));
         }
         Ok(file)
     }
@@ -467,11 +496,11 @@ impl Client {
             if !grow {
                 return Ok(());
             }
-            self.owner(&file.path)
+            self.owner(&file.path())
                 .await?
                 .rpc
                 .grow_size(pb::GrowSizeRequest {
-                    path: file.path.clone(),
+                    path: file.path(),
                     end,
                     check_id: true,
                     id_hi: file.id.hi(),
@@ -513,8 +542,9 @@ impl Client {
         let first_end = hint.div_ceil(chunk_size).saturating_mul(chunk_size);
         let first_len = first_end.min(offset + want) - offset;
         let (head, tail) = buf[..want as usize].split_at_mut(first_len as usize);
+        let path = file.path();
         let (size, fetched) = futures::join!(
-            self.lookup_open(&file.path, file.id),
+            self.lookup_open(&path, file.id),
             self.fetch(file, offset, head)
         );
         let size = size?.size;

@@ -20,6 +20,7 @@ pub mod dir;
 pub mod embed;
 pub mod io;
 pub mod namespace;
+pub mod orphans;
 pub mod servers;
 
 use futures::future::join_all;
@@ -52,6 +53,7 @@ pub struct Client {
     pub(crate) servers: Vec<ServerSlot>,
     pub(crate) options: ConnectOptions,
     pub(crate) files: io::FileTable,
+    pub(crate) orphans: orphans::Orphans,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     runtime: tokio::runtime::Runtime,
@@ -98,6 +100,7 @@ impl Client {
             servers,
             options,
             files: io::FileTable::default(),
+            orphans: orphans::Orphans::default(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
             runtime,

@@ -220,7 +220,7 @@ impl Client {
         })
     }
 
-    async fn remove_entry(
+    pub(crate) async fn remove_entry(
         &self,
         path: &str,
         kind: pb::RemoveKind,
@@ -257,6 +257,11 @@ impl Client {
     pub fn unlink(&self, path: &str) -> SfsResult<()> {
         let path = normalize(path)?;
         self.block_on(async {
+            // A file this client still has open keeps its data until the
+            // last close (crate::orphans).
+            if self.orphan_if_open(&path).await? {
+                return Ok(());
+            }
             let removed = self
                 .remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, None)
                 .await?;
@@ -413,18 +418,26 @@ impl Client {
                         "cannot move {old} into itself ({new})"
                     )));
                 }
-                self.rename_directory(&old, &new, md).await
+                self.rename_directory(&old, &new, md.clone()).await?;
             } else {
                 self.put_entry(&new, &md, true).await?;
                 self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
                     .await?;
-                Ok(())
             }
+            // This client's descriptors follow the file (or everything
+            // below the directory) to its new name.
+            self.follow_rename(&old, &new, md.id, md.is_dir());
+            Ok(())
         })
     }
 
     /// Places `md` at `path` on its owner; drops the data of a replaced file.
-    async fn put_entry(&self, path: &str, md: &Metadata, replace: bool) -> SfsResult<()> {
+    pub(crate) async fn put_entry(
+        &self,
+        path: &str,
+        md: &Metadata,
+        replace: bool,
+    ) -> SfsResult<()> {
         if replace && md.is_dir() {
             if let Ok(existing) = self.lookup(path).await {
                 if existing.is_dir() && self.has_children(path).await? {
@@ -432,6 +445,24 @@ impl Client {
                 }
             }
         }
+        if let Some(replaced) = self.place_entry(path, md, replace).await? {
+            if replaced.kind() == FileKind::File
+                && replaced.id != md.id
+                && !self.orphan_replaced(path, &replaced).await?
+            {
+                self.remove_chunks(replaced.id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `PutEntry` on the owner of `path`: the entry it replaced, if any.
+    pub(crate) async fn place_entry(
+        &self,
+        path: &str,
+        md: &Metadata,
+        replace: bool,
+    ) -> SfsResult<Option<Metadata>> {
         let r = self
             .owner(path)
             .await?
@@ -442,13 +473,7 @@ impl Client {
                 replace,
             })
             .await?;
-        if let Some(replaced) = r.replaced {
-            let replaced = Metadata::from(&replaced);
-            if replaced.kind() == FileKind::File && replaced.id != md.id {
-                self.remove_chunks(replaced.id).await?;
-            }
-        }
-        Ok(())
+        Ok(r.replaced.as_ref().map(Metadata::from))
     }
 
     async fn rename_directory(&self, old: &str, new: &str, md: Metadata) -> SfsResult<()> {

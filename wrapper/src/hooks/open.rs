@@ -2,7 +2,7 @@
 //! fortified `__open_2` variants.
 
 use crate::paths::sfs_path;
-use crate::state::{self, err, run, with_client, SFS_FDS};
+use crate::state::{self, run, with_client, SFS_FDS};
 use libc::{c_char, c_int, mode_t};
 use redhook::{hook, real};
 use sfs_global::SfsResult;
@@ -37,10 +37,7 @@ hook! {
 
 /// Opens an SFS path at a freshly reserved kernel descriptor number.
 pub fn open_sfs(path: &str, flags: c_int, mode: mode_t) -> SfsResult<c_int> {
-    if flags & libc::O_TMPFILE == libc::O_TMPFILE {
-        return Err(err(libc::EOPNOTSUPP, "O_TMPFILE is not supported on SFS"));
-    }
-    let creating = flags & libc::O_CREAT != 0;
+    let creating = flags & (libc::O_CREAT | libc::O_TMPFILE) != 0;
     let mode = if creating {
         mode & !umask_value() & 0o7777
     } else {
