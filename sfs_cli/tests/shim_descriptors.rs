@@ -1,5 +1,6 @@
-//! SFS descriptors are real kernel descriptors: a C program under the real
-//! shim checks their numbers, flags and placeholders, also after the
+//! SFS descriptors are real kernel descriptors, and SFS directory streams
+//! page through large directories: C programs under the real
+//! shim check numbers, flags and placeholders, also after the
 //! program closes every descriptor behind the shim's back.
 
 mod common;
@@ -136,6 +137,92 @@ fn placeholders_survive_the_program_closing_everything() {
              after closefrom: /\nfstat: regular 1 size 1\nread: c\nown file kept: 1\n\
              after close_range: 1 /\n"
         ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+const DIR_PROBE: &str = r#"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void fail(const char *what) { perror(what); exit(1); }
+
+int main(int argc, char **argv) {
+    const char *dir = argv[1];
+    int files = atoi(argv[2]);
+    char path[4096], at1000[256] = {0}, at10[256] = {0};
+    for (int i = 0; i < files; i++) {
+        snprintf(path, sizeof path, "%s/f%05d", dir, i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        if (fd < 0) fail(path);
+        close(fd);
+    }
+    DIR *d = opendir(dir);
+    if (!d) fail("opendir");
+    long mark1000 = -1, mark10 = -1;
+    int count = 0;
+    struct dirent *e;
+    errno = 0;
+    while ((e = readdir(d))) {
+        if (count == 10) { mark10 = telldir(d); }
+        if (count == 11) strcpy(at10, e->d_name);
+        if (count == 1000) { mark1000 = telldir(d); }
+        if (count == 1001) strcpy(at1000, e->d_name);
+        count++;
+    }
+    printf("entries %d errno %d\n", count, errno);
+    /* Back into the middle, then before the page held: the same entries. */
+    seekdir(d, mark1000);
+    e = readdir(d);
+    printf("seek 1000: %d\n", e && strcmp(e->d_name, at1000) == 0);
+    seekdir(d, mark10);
+    e = readdir(d);
+    printf("seek 10: %d\n", e && strcmp(e->d_name, at10) == 0);
+    /* A rewind sees what was made since. */
+    snprintf(path, sizeof path, "%s/late", dir);
+    close(open(path, O_WRONLY | O_CREAT, 0644));
+    rewinddir(d);
+    int again = 0, late = 0;
+    while ((e = readdir(d))) { again++; late += strcmp(e->d_name, "late") == 0; }
+    printf("after rewind %d late %d\n", again, late);
+    closedir(d);
+    return 0;
+}
+"#;
+
+#[test]
+fn directory_streams_page_and_seek_through_a_large_directory() {
+    require("gcc");
+    // Pages of 64 entries: the 3,000-file directory spans dozens of them.
+    let cluster = Cluster::start_with(2, |c| c.readdir_page_size = 64);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("dirs.c");
+    std::fs::write(&source, DIR_PROBE).unwrap();
+    let binary = dir.path().join("dirs");
+    let built = std::process::Command::new("gcc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert_ok("gcc", &built);
+    let mnt = format!("{}/big", cluster.config.mountdir);
+    let out = under_shim(
+        &cluster,
+        r#"mkdir "$1" && exec "$2" "$1" 3000"#,
+        &[&mnt, &binary.display().to_string()],
+    );
+    assert_ok("probe", &out);
+    assert_eq!(
+        text(&out.stdout),
+        "entries 3002 errno 0\nseek 1000: 1\nseek 10: 1\nafter rewind 3003 late 1\n",
         "{}",
         text(&out.stderr)
     );

@@ -1,11 +1,14 @@
-//! Streamed directory listings.
+//! Directory listings, a page at a time.
 //!
 //! A directory's entries are spread over all servers (each entry lives with
-//! its path's owner). [`ReadDir`] asks the servers one after another for
+//! its path's owner). A listing asks the servers one after another for
 //! their children of the directory, one page (`readdir_page_size` entries)
-//! per call, and hands out entries as they arrive: a directory of millions
-//! of entries never sits in one message or in the client's memory at once. `.` and `..`
-//! are not listed (the shim adds them).
+//! per call, resuming after the last name it got ([`DirCursor`]): a
+//! directory of millions of entries never sits in one message or in the
+//! client's memory at once. [`ReadDir`] iterates a whole listing;
+//! [`Client::read_dir_page`] gives one page and the cursor of the next, for
+//! callers that keep their own position (the shim's `DIR*` streams). `.` and
+//! `..` are not listed (the shim adds them).
 
 use crate::Client;
 use sfs_global::path::normalize;
@@ -20,13 +23,26 @@ pub struct DirEntry {
     pub metadata: Metadata,
 }
 
+/// Where a listing goes on: the server being asked and the last name it
+/// gave ("" at its start).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirCursor {
+    server: usize,
+    after: String,
+}
+
+impl DirCursor {
+    /// The start of a listing.
+    pub fn start() -> Self {
+        Self::default()
+    }
+}
+
 /// An open directory listing; iterate it to get the entries.
 pub struct ReadDir<'a> {
     client: &'a Client,
     dir: String,
-    /// The server being listed, and the last name it gave ("" at its start).
-    next_server: usize,
-    after: String,
+    cursor: Option<DirCursor>,
     buffered: VecDeque<DirEntry>,
 }
 
@@ -41,36 +57,40 @@ impl Client {
         Ok(ReadDir {
             client: self,
             dir,
-            next_server: 0,
-            after: String::new(),
+            cursor: Some(DirCursor::start()),
             buffered: VecDeque::new(),
         })
     }
-}
 
-impl ReadDir<'_> {
-    /// Fetches the next non-empty page; false at the end of the listing.
-    fn fill(&mut self) -> SfsResult<bool> {
-        let client = self.client;
-        while self.next_server < client.server_count() {
+    /// The next entries of the listing of directory `dir` (a normalised
+    /// path, symlinks already resolved) from `cursor`: at least one entry
+    /// unless the listing is over, and the cursor after them (`None` at the
+    /// end).
+    pub fn read_dir_page(
+        &self,
+        dir: &str,
+        cursor: &DirCursor,
+    ) -> SfsResult<(Vec<DirEntry>, Option<DirCursor>)> {
+        let mut cursor = cursor.clone();
+        while cursor.server < self.server_count() {
             let request = pb::ReaddirPageRequest {
-                dir: self.dir.clone(),
-                page_size: client.config.readdir_page_size,
-                after: self.after.clone(),
+                dir: dir.to_string(),
+                page_size: self.config.readdir_page_size,
+                after: cursor.after.clone(),
             };
-            let index = self.next_server;
-            let page = client
-                .block_on(async { client.server(index).await?.rpc.readdir_paged(request).await })?;
-            if page.more {
-                if let Some(last) = page.entries.last() {
-                    self.after = last.name.clone();
+            let index = cursor.server;
+            let page = self
+                .block_on(async { self.server(index).await?.rpc.readdir_paged(request).await })?;
+            match page.entries.last() {
+                Some(last) if page.more => cursor.after = last.name.clone(),
+                _ => {
+                    cursor.server += 1;
+                    cursor.after.clear();
                 }
-            } else {
-                self.next_server += 1;
-                self.after.clear();
             }
+            let mut entries = Vec::with_capacity(page.entries.len());
             for e in page.entries {
-                if self.dir == "/" && e.name.starts_with(crate::orphans::ORPHAN_PREFIX) {
+                if dir == "/" && e.name.starts_with(crate::orphans::ORPHAN_PREFIX) {
                     continue; // a file unlinked while open (crate::orphans)
                 }
                 let metadata = e
@@ -78,16 +98,17 @@ impl ReadDir<'_> {
                     .as_ref()
                     .map(Metadata::from)
                     .ok_or_else(|| SfsError::io("directory entry without metadata"))?;
-                self.buffered.push_back(DirEntry {
+                entries.push(DirEntry {
                     name: e.name,
                     metadata,
                 });
             }
-            if !self.buffered.is_empty() {
-                return Ok(true);
+            if !entries.is_empty() {
+                let next = (cursor.server < self.server_count()).then_some(cursor);
+                return Ok((entries, next));
             }
         }
-        Ok(false)
+        Ok((Vec::new(), None))
     }
 }
 
@@ -96,13 +117,13 @@ impl Iterator for ReadDir<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.buffered.is_empty() {
-            match self.fill() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.next_server = usize::MAX;
-                    return Some(Err(e));
+            let cursor = self.cursor.take()?;
+            match self.client.read_dir_page(&self.dir, &cursor) {
+                Ok((entries, next)) => {
+                    self.buffered.extend(entries);
+                    self.cursor = next;
                 }
+                Err(e) => return Some(Err(e)),
             }
         }
         self.buffered.pop_front().map(Ok)

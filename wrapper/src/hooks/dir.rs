@@ -4,10 +4,13 @@
 //!
 //! An SFS `DIR*` is a shim-owned object (glibc's `DIR` is opaque, so no
 //! program looks inside), registered so that the hooks tell it apart from
-//! glibc's streams. Its entries are read in full when the stream is opened
-//! or rewound (`.` and `..` first), so telldir/seekdir positions are stable
-//! indexes and readdir never waits on the network; the returned `dirent`
-//! lives in the stream until the next readdir or closedir.
+//! glibc's streams. Its entries ([`Listing`]: `.` and `..` first, then the
+//! directory's) are fetched a page at a time as readdir reaches them, so a
+//! directory of millions of entries costs one page of memory; positions
+//! (telldir/seekdir, getdents offsets) are entry indexes, and going back
+//! before the page held lists the directory again from the start. The
+//! returned `dirent` lives in the stream until the next readdir or
+//! closedir.
 
 use crate::hooks::fd::forget;
 use crate::hooks::open::open_sfs;
@@ -15,6 +18,7 @@ use crate::paths::sfs_path;
 use crate::state::{self, err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, c_long, c_void, dirent, dirent64, size_t, ssize_t, DIR};
 use redhook::{hook, real};
+use sfs_client::dir::DirCursor;
 use sfs_global::path::split_parent;
 use sfs_global::{FileKind, Metadata, SfsResult};
 use std::collections::{HashMap, HashSet};
@@ -30,10 +34,76 @@ struct Entry {
     kind: u8,
 }
 
+/// One directory's entries, held a page at a time: `.` and `..` at indexes
+/// 0 and 1, then the listing's entries in order.
+struct Listing {
+    path: String,
+    /// Index of `window[0]`.
+    base: usize,
+    window: Vec<Entry>,
+    next: Option<DirCursor>,
+}
+
+impl Listing {
+    /// A listing of SFS directory `path`, at its start.
+    fn open(path: &str) -> SfsResult<Listing> {
+        with_client(|c| {
+            let this = c.stat(path)?;
+            if !this.is_dir() {
+                return Err(err(libc::ENOTDIR, format!("{path}: not a directory")));
+            }
+            let parent = split_parent(path).map_or(Ok(this.clone()), |(p, _)| c.stat(p))?;
+            Ok(Listing {
+                path: path.to_string(),
+                base: 0,
+                window: vec![
+                    Entry {
+                        name: c".".into(),
+                        ino: ino(&this),
+                        kind: libc::DT_DIR,
+                    },
+                    Entry {
+                        name: c"..".into(),
+                        ino: ino(&parent),
+                        kind: libc::DT_DIR,
+                    },
+                ],
+                next: Some(DirCursor::start()),
+            })
+        })
+    }
+
+    /// The entry at `index` (`None` past the end), fetching pages as
+    /// needed; an index before the page held lists again from the start.
+    fn entry(&mut self, index: usize) -> SfsResult<Option<&Entry>> {
+        if index < self.base {
+            *self = Listing::open(&self.path)?;
+        }
+        while index >= self.base + self.window.len() {
+            let Some(cursor) = self.next.take() else {
+                return Ok(None);
+            };
+            let (entries, next) = with_client(|c| c.read_dir_page(&self.path, &cursor))?;
+            self.base += self.window.len();
+            self.window = entries
+                .into_iter()
+                .filter_map(|e| {
+                    Some(Entry {
+                        name: CString::new(e.name).ok()?,
+                        ino: ino(&e.metadata),
+                        kind: d_type(e.metadata.kind()),
+                    })
+                })
+                .collect();
+            self.next = next;
+        }
+        Ok(self.window.get(index - self.base))
+    }
+}
+
 struct ShimDir {
     fd: c_int,
-    path: String,
-    entries: Vec<Entry>,
+    listing: Listing,
     pos: usize,
     current: dirent64,
 }
@@ -51,41 +121,6 @@ fn d_type(kind: FileKind) -> u8 {
 
 fn ino(md: &Metadata) -> u64 {
     md.id.lo() ^ md.id.hi()
-}
-
-/// Every entry of an SFS directory, `.` and `..` first.
-fn list(path: &str) -> SfsResult<Vec<Entry>> {
-    with_client(|c| {
-        let this = c.stat(path)?;
-        if !this.is_dir() {
-            return Err(err(libc::ENOTDIR, format!("{path}: not a directory")));
-        }
-        let parent = split_parent(path).map_or(Ok(this.clone()), |(p, _)| c.stat(p))?;
-        let mut entries = vec![
-            Entry {
-                name: c".".into(),
-                ino: ino(&this),
-                kind: libc::DT_DIR,
-            },
-            Entry {
-                name: c"..".into(),
-                ino: ino(&parent),
-                kind: libc::DT_DIR,
-            },
-        ];
-        for e in c.read_dir(path)? {
-            let e = e?;
-            let Ok(name) = CString::new(e.name) else {
-                continue;
-            };
-            entries.push(Entry {
-                name,
-                ino: ino(&e.metadata),
-                kind: d_type(e.metadata.kind()),
-            });
-        }
-        Ok(entries)
-    })
 }
 
 fn is_shim_dir(dir: *mut DIR) -> bool {
@@ -116,11 +151,10 @@ fn new_stream(fd: c_int) -> SfsResult<*mut DIR> {
         }
         c.fd_path(fd)
     })?;
-    let entries = list(&path)?;
+    let listing = Listing::open(&path)?;
     let dir = Box::into_raw(Box::new(ShimDir {
         fd,
-        path,
-        entries,
+        listing,
         pos: 0,
         // SAFETY: all-zero is a valid dirent64.
         current: unsafe { std::mem::zeroed() },
@@ -157,12 +191,26 @@ hook! {
     }
 }
 
-/// The next entry of a shim stream, in its `dirent64` slot, or NULL.
+/// The next entry of a shim stream, in its `dirent64` slot, or NULL (at
+/// the end, or with errno set when the next page cannot be fetched).
 unsafe fn next_entry(dir: *mut DIR) -> *mut dirent64 {
     // SAFETY: registered stream (checked by the caller).
     let d = unsafe { shim_dir(dir) };
-    let Some(e) = d.entries.get(d.pos) else {
+    let Some(_inside) = state::enter() else {
         return std::ptr::null_mut();
+    };
+    // readdir leaves errno alone unless it fails (programs set it to 0 and
+    // look at it after the NULL of the end); fetching a page may touch it.
+    let saved_errno = state::errno();
+    let fetched = d.listing.entry(d.pos);
+    state::set_errno(saved_errno);
+    let e = match fetched {
+        Ok(Some(e)) => e,
+        Ok(None) => return std::ptr::null_mut(),
+        Err(e) => {
+            state::set_errno(e.errno.0);
+            return std::ptr::null_mut();
+        }
     };
     d.pos += 1;
     let name = e.name.as_bytes_with_nul();
@@ -247,8 +295,9 @@ hook! {
         let d = shim_dir(dir);
         d.pos = 0;
         if let Some(_inside) = state::enter() {
-            if let Ok(entries) = list(&d.path) {
-                d.entries = entries;
+            // Entries made or removed since are seen after a rewind.
+            if let Ok(fresh) = Listing::open(&d.listing.path) {
+                d.listing = fresh;
             }
         }
     }
@@ -282,9 +331,12 @@ unsafe fn scandir_sfs(
     filter: Filter,
     compare: Compare,
 ) -> SfsResult<c_int> {
-    let entries = list(path)?;
-    let mut out: Vec<*mut dirent> = Vec::with_capacity(entries.len());
-    for e in &entries {
+    let mut listing = Listing::open(path)?;
+    let mut out: Vec<*mut dirent> = Vec::new();
+    for index in 0.. {
+        let Some(e) = listing.entry(index)? else {
+            break;
+        };
         let d = libc::calloc(1, std::mem::size_of::<dirent>()).cast::<dirent>();
         if d.is_null() {
             for p in out {
@@ -349,10 +401,10 @@ hook! {
     }
 }
 
-/// Entries of directory descriptors read with getdents64, by descriptor.
+/// Listings of directory descriptors read with getdents64, by descriptor.
 /// The position is the descriptor's file offset (an entry index), so
 /// `lseek(fd, 0, SEEK_SET)` rewinds as on a local file system.
-static GETDENTS: Mutex<Option<HashMap<c_int, Vec<Entry>>>> = Mutex::new(None);
+static GETDENTS: Mutex<Option<HashMap<c_int, Listing>>> = Mutex::new(None);
 
 pub fn forget_fd(fd: c_int) {
     let mut cache = GETDENTS.lock().unwrap_or_else(|p| p.into_inner());
@@ -374,13 +426,13 @@ fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
     let mut cache = GETDENTS.lock().unwrap_or_else(|p| p.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if pos == 0 || !cache.contains_key(&fd) {
-        cache.insert(fd, list(&path)?);
+        cache.insert(fd, Listing::open(&path)?);
     }
-    let entries = &cache[&fd];
+    let listing = cache.get_mut(&fd).expect("inserted above");
     let header = std::mem::offset_of!(dirent64, d_name);
     let mut used = 0usize;
     let mut next = pos;
-    while let Some(e) = entries.get(next) {
+    while let Some(e) = listing.entry(next)? {
         let name = e.name.as_bytes_with_nul();
         let reclen = (header + name.len()).div_ceil(8) * 8;
         if used + reclen > len {
