@@ -11,32 +11,46 @@ const O_RDWR_CREAT: i32 = libc::O_RDWR | libc::O_CREAT;
 
 #[test]
 fn random_writes_of_200_mib_read_back_exactly() {
-    let cluster = Cluster::start(3);
+    // Small pieces travel on the RPC connection, large ones on the TCP
+    // data transport.
+    random_writes_read_back(Cluster::start(3), 200 << 20);
+}
+
+#[test]
+fn random_writes_read_back_exactly_with_every_piece_on_the_data_transport() {
+    random_writes_read_back(
+        Cluster::start_with(3, |c| c.inline_data_bytes = 0),
+        40 << 20,
+    );
+}
+
+/// Random overlapping writes of 1 B to 3 MiB until twice `size` has been
+/// written, checked against a shadow copy by random reads.
+fn random_writes_read_back(cluster: Cluster, size: usize) {
     let client = cluster.client();
-    const SIZE: usize = 200 << 20;
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5f5);
-    let mut shadow = vec![0u8; SIZE];
+    let mut shadow = vec![0u8; size];
     let fd = client.open("/big", O_RDWR_CREAT, 0o644).unwrap();
     let mut written = 0usize;
     // Random offsets and sizes (1 B to 3 MiB), overlapping, leaving holes,
     // until twice the file size has been written; the last write ends the file.
-    while written < 2 * SIZE {
+    while written < 2 * size {
         let len = rng.gen_range(1..=3 << 20);
-        let offset = rng.gen_range(0..SIZE - len);
+        let offset = rng.gen_range(0..size - len);
         let data: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
         assert_eq!(client.pwrite(fd, &data, offset as u64).unwrap(), len);
         shadow[offset..offset + len].copy_from_slice(&data);
         written += len;
     }
     let tail = vec![0xabu8; 4096];
-    client.pwrite(fd, &tail, (SIZE - 4096) as u64).unwrap();
-    shadow[SIZE - 4096..].copy_from_slice(&tail);
-    assert_eq!(client.fstat(fd).unwrap().size, SIZE as u64);
+    client.pwrite(fd, &tail, (size - 4096) as u64).unwrap();
+    shadow[size - 4096..].copy_from_slice(&tail);
+    assert_eq!(client.fstat(fd).unwrap().size, size as u64);
 
     // Read back in random pieces, and once past the end.
     let mut offset = 0usize;
-    while offset < SIZE {
-        let len = rng.gen_range(1..=5 << 20).min(SIZE - offset);
+    while offset < size {
+        let len = rng.gen_range(1..=5 << 20).min(size - offset);
         let mut buf = vec![0x55u8; len];
         assert_eq!(client.pread(fd, &mut buf, offset as u64).unwrap(), len);
         assert!(
@@ -48,11 +62,11 @@ fn random_writes_of_200_mib_read_back_exactly() {
     }
     let mut buf = vec![0u8; 100];
     assert_eq!(
-        client.pread(fd, &mut buf, SIZE as u64 - 10).unwrap(),
+        client.pread(fd, &mut buf, size as u64 - 10).unwrap(),
         10,
         "short read at end of file"
     );
-    assert_eq!(client.pread(fd, &mut buf, SIZE as u64 + 10).unwrap(), 0);
+    assert_eq!(client.pread(fd, &mut buf, size as u64 + 10).unwrap(), 0);
     client.close(fd).unwrap();
 }
 

@@ -21,6 +21,7 @@ pub mod embed;
 pub mod io;
 pub mod namespace;
 pub mod orphans;
+pub mod pieces;
 pub mod servers;
 
 use futures::future::join_all;
@@ -28,7 +29,9 @@ use servers::{ConnectOptions, ServerHandle, ServerSlot};
 use sfs_global::config::Config;
 use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::Hostfile;
+use sfs_rpc::lean::spin::Spin;
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 pub use dir::{DirEntry, ReadDir};
@@ -56,6 +59,8 @@ pub struct Client {
     pub(crate) orphans: orphans::Orphans,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    /// How long a waiting call polls for answers before sleeping.
+    spin: Spin,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -74,7 +79,7 @@ impl Client {
             transport: config.transport,
             rdma: config.rdma.clone(),
             metadata_rpc: config.metadata_rpc,
-            rpc_spin: Duration::from_micros(config.rpc_spin_us),
+            inline_data_bytes: config.inline_data_bytes,
         };
         // A current-thread runtime: the calling thread drives the I/O itself
         // inside `block_on`, so a call costs no thread hand-offs (a
@@ -94,6 +99,7 @@ impl Client {
                 .map(|h| ServerSlot::new(h.clone(), &options))
                 .collect::<SfsResult<Vec<_>>>()?
         };
+        let spin = Spin::new(Duration::from_micros(config.rpc_spin_us));
         Ok(Client {
             distributor: Distributor::new(servers.len()),
             config,
@@ -103,6 +109,7 @@ impl Client {
             orphans: orphans::Orphans::default(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
+            spin,
             runtime,
         })
     }
@@ -123,8 +130,48 @@ impl Client {
     }
 
     /// Runs a future to completion on the client's runtime.
+    ///
+    /// When the future cannot go on and a lean RPC call is waiting, the
+    /// calling thread polls the servers' sockets for answers for up to
+    /// `rpc_spin_us` (adaptive, `sfs_rpc::lean::spin`) before it lets the
+    /// runtime sleep in `epoll_wait`: a sleep and a wake-up cost more than
+    /// a loopback or fast-network round trip. Polling here, not inside each
+    /// call, means every branch of a call (a write's data and size update,
+    /// a broadcast to all servers) has sent its request before anyone
+    /// waits.
     pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+        self.runtime.block_on(async {
+            let mut future = std::pin::pin!(future);
+            std::future::poll_fn(|cx| loop {
+                if let Poll::Ready(output) = future.as_mut().poll(cx) {
+                    return Poll::Ready(output);
+                }
+                let waiting = self
+                    .servers
+                    .iter()
+                    .any(|s| s.lean().is_some_and(|l| l.waiting()));
+                if !waiting
+                    || self
+                        .spin
+                        .poll(|| self.poll_answers().then_some(()))
+                        .is_none()
+                {
+                    return Poll::Pending;
+                }
+            })
+            .await
+        })
+    }
+
+    /// Hands every lean answer that has arrived to its caller; true if any.
+    fn poll_answers(&self) -> bool {
+        let mut delivered = false;
+        for slot in &self.servers {
+            if let Some(lean) = slot.lean() {
+                delivered |= lean.poll_answers();
+            }
+        }
+        delivered
     }
 
     /// Handles of server `index`, connecting if needed.

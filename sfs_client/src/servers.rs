@@ -8,6 +8,7 @@
 //! next call tries again, so a restarted server is picked up without
 //! restarting the client.
 
+use crate::pieces::SmallPiecesOverRpc;
 use sfs_global::config::{MetadataRpc, RdmaConfig, TransportKind};
 use sfs_global::hostfile::HostEntry;
 use sfs_global::{Errno, SfsError, SfsResult};
@@ -32,8 +33,9 @@ pub struct ConnectOptions {
     pub transport: TransportKind,
     pub rdma: RdmaConfig,
     pub metadata_rpc: MetadataRpc,
-    /// How long a caller polls for a lean answer before sleeping.
-    pub rpc_spin: Duration,
+    /// Chunk pieces up to this size travel on the lean RPC connection when
+    /// the data transport is TCP (0: never).
+    pub inline_data_bytes: u64,
 }
 
 /// The RPC client and data channel of one server, ready to use.
@@ -60,7 +62,6 @@ impl ServerSlot {
                 &entry.endpoint(),
                 options.connect_timeout,
                 options.request_timeout,
-                options.rpc_spin,
             ))),
             MetadataRpc::Grpc => {
                 let uri = format!("http://{}", entry.endpoint());
@@ -84,6 +85,14 @@ impl ServerSlot {
 
     pub fn entry(&self) -> &HostEntry {
         &self.entry
+    }
+
+    /// The lean client of this server, if that is the protocol in use.
+    pub fn lean(&self) -> Option<&LeanClient> {
+        match &self.rpc {
+            Rpc::Lean(lean) => Some(lean),
+            Rpc::Grpc(_) => None,
+        }
     }
 
     /// The server's handles, performing the handshake if not done yet.
@@ -176,6 +185,16 @@ impl ServerSlot {
                     self.entry.name
                 )))
             }
+        };
+        let data: Arc<dyn DataChannel> = match &self.rpc {
+            Rpc::Lean(_) if data.transport_name() == "tcp" && options.inline_data_bytes > 0 => {
+                Arc::new(SmallPiecesOverRpc {
+                    rpc: self.rpc.clone(),
+                    bulk: data,
+                    limit: options.inline_data_bytes,
+                })
+            }
+            _ => data,
         };
         tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
         Ok(ServerHandle {

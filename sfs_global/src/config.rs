@@ -204,6 +204,11 @@ pub struct Config {
     /// Microseconds a client polls the socket for a lean RPC answer before
     /// it sleeps (adaptive: less when answers come later); 0 never polls.
     pub rpc_spin_us: u64,
+    /// Chunk pieces up to this many bytes travel on the lean RPC connection
+    /// instead of the TCP data transport (one round trip less per small
+    /// I/O); 0 sends every piece over the data transport. Not used with
+    /// RDMA or `metadata_rpc: "grpc"`.
+    pub inline_data_bytes: u64,
     /// TCP data connections a client keeps to each server (many requests are in
     /// flight on each).
     pub tcp_connections_per_server: u32,
@@ -233,6 +238,7 @@ impl Default for Config {
             data_port_offset: 1,
             metadata_rpc: MetadataRpc::Lean,
             rpc_spin_us: 50,
+            inline_data_bytes: 64 * 1024,
             tcp_connections_per_server: 2,
             connect_timeout_ms: 3000,
             request_timeout_ms: 8000,
@@ -350,6 +356,15 @@ impl Config {
                 ),
             );
         }
+        if self.inline_data_bytes > (1 << 20) {
+            return bad(
+                "inline_data_bytes",
+                format!(
+                    "must be from 0 (never) to 1048576, got {}",
+                    self.inline_data_bytes
+                ),
+            );
+        }
         if !(1..=100_000).contains(&self.readdir_page_size) {
             return bad(
                 "readdir_page_size",
@@ -435,6 +450,7 @@ mod tests {
             ),
             (r#"{"request_timeout_ms": 0}"#, "request_timeout_ms"),
             (r#"{"rpc_spin_us": 20000}"#, "rpc_spin_us"),
+            (r#"{"inline_data_bytes": 2000000}"#, "inline_data_bytes"),
             (r#"{"readdir_page_size": 0}"#, "readdir_page_size"),
             (r#"{"rdma": {"queue_depth": 0}}"#, "rdma.queue_depth"),
             (r#"{"rdma": {"path_mtu": 1500}}"#, "rdma.path_mtu"),

@@ -36,6 +36,33 @@ pub struct ChunkRef {
     pub len: u64,
 }
 
+impl ChunkRef {
+    /// Refuses (EPROTO) a range a client must never ask for: empty, not
+    /// inside one chunk of `chunk_size` bytes, or past the largest file.
+    /// Every way a chunk range reaches a server checks it.
+    pub fn check(&self, chunk_size: u64) -> SfsResult<()> {
+        let refuse = |why: String| {
+            Err(sfs_global::SfsError::new(
+                sfs_global::Errno::EPROTO,
+                format!("bad chunk range: {why}"),
+            ))
+        };
+        if self.len == 0 || self.offset >= chunk_size || self.len > chunk_size - self.offset {
+            return refuse(format!(
+                "range {}+{} outside a chunk of {chunk_size} bytes",
+                self.offset, self.len
+            ));
+        }
+        if self.index > sfs_global::chunk::MAX_FILE_SIZE / chunk_size {
+            return refuse(format!(
+                "chunk index {} beyond the largest file",
+                self.index
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The server side of the data path: the chunk store. Called from blocking
 /// threads, so implementations may use plain file I/O.
 pub trait ChunkHandler: Send + Sync + 'static {

@@ -69,18 +69,7 @@ impl RequestHeader {
             offset: u64_at(40),
             len: u64_at(48),
         };
-        if chunk.len == 0 || chunk.offset >= chunk_size || chunk.len > chunk_size - chunk.offset {
-            return Err(proto(format!(
-                "range {}+{} outside a chunk of {chunk_size} bytes",
-                chunk.offset, chunk.len
-            )));
-        }
-        if chunk.index > sfs_global::chunk::MAX_FILE_SIZE / chunk_size {
-            return Err(proto(format!(
-                "chunk index {} beyond the largest file",
-                chunk.index
-            )));
-        }
+        chunk.check(chunk_size).map_err(|e| proto(e.message))?;
         Ok(RequestHeader {
             op,
             request_id: u64_at(8),

@@ -3,13 +3,12 @@
 //!
 //! A [`LeanClient`] keeps one persistent connection to a server and
 //! multiplexes every call on it: a call registers a one-shot slot under a
-//! fresh request id, writes its frame in one `send`, polls the socket
-//! briefly for its answer ([`Spin`]) and otherwise sleeps until the reader
-//! task completes the slot. A broken connection fails
+//! fresh request id, writes its frame in one `send` and waits for the slot,
+//! which the reader task completes — or the caller's executor, which polls
+//! the socket ([`LeanClient::poll_answers`]) before it would sleep. A broken connection fails
 //! every waiting call with EIO at once and is replaced by the next call, so
 //! a restarted server is picked up without restarting the client.
 
-use super::spin::Spin;
 use super::{Inbox, RequestHeader, ResponseHeader, HEADER_LEN, MAX_BODY_BYTES};
 use crate::pb::chunk_control_client::ChunkControlClient;
 use crate::pb::control_client::ControlClient;
@@ -79,9 +78,10 @@ type Answer = SfsResult<(i32, Vec<u8>)>;
 /// One connection, shared by the callers and the reader task.
 ///
 /// Whoever holds the `inbox` lock reads the socket: the reader task when
-/// the runtime reports it readable, or a caller that is spinning for its
-/// answer (`spin_for_answer`). Both parse every complete answer they find and hand
-/// it to its waiter, so answers never depend on who read them.
+/// the runtime reports it readable, or a polling executor
+/// ([`LeanClient::poll_answers`]). Both parse every complete answer they
+/// find and hand it to its waiter, so answers never depend on who read
+/// them.
 struct Connection {
     stream: TcpStream,
     /// Bytes read and not yet parsed into answers.
@@ -107,7 +107,8 @@ impl Connection {
     /// `raw` reads past tokio's readiness (a spinning caller, whose runtime
     /// is not polling the driver); otherwise a `WouldBlock` clears it.
     /// `Err` when the connection is finished (closed, failed, garbage).
-    fn drain(&self, inbox: &mut Inbox, raw: bool) -> Result<(), String> {
+    fn drain(&self, inbox: &mut Inbox, raw: bool) -> Result<usize, String> {
+        let mut delivered = 0;
         loop {
             let read = if raw {
                 inbox.recv_from(&self.stream)
@@ -117,16 +118,18 @@ impl Connection {
             };
             match read {
                 Ok(0) => return Err(format!("connection to {} closed by the server", self.label)),
-                Ok(_) => self.deliver(inbox)?,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(_) => delivered += self.deliver(inbox)?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(delivered),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(format!("connection to {} lost: {e}", self.label)),
             }
         }
     }
 
-    /// Hands every complete answer in `inbox` to its waiter.
-    fn deliver(&self, inbox: &mut Inbox) -> Result<(), String> {
+    /// Hands every complete answer in `inbox` to its waiter; how many
+    /// waiters got one.
+    fn deliver(&self, inbox: &mut Inbox) -> Result<usize, String> {
+        let mut delivered = 0;
         while let Some((header, body)) = inbox
             .next_frame::<ResponseHeader>()
             .map_err(|e| format!("connection to {}: {}", self.label, e.message))?
@@ -139,9 +142,10 @@ impl Connection {
                 .remove(&header.request_id);
             if let Some(tx) = waiter {
                 let _ = tx.send(Ok((header.status, body.to_vec())));
+                delivered += 1;
             }
         }
-        Ok(())
+        Ok(delivered)
     }
 
     /// Writes one whole frame: at once if the socket takes it (the usual
@@ -188,6 +192,7 @@ async fn read_answers(conn: Arc<Connection>, mut closed: oneshot::Receiver<()>) 
         if let Err(why) = conn.drain(&mut inbox, false) {
             break why;
         }
+        drop(inbox);
     };
     tracing::debug!("{why}");
     conn.fail_all(&why);
@@ -207,29 +212,65 @@ pub struct LeanClient {
     endpoint: String,
     connect_timeout: Duration,
     request_timeout: Duration,
-    spin: Spin,
     connection: tokio::sync::Mutex<Option<Handle>>,
 }
 
 impl LeanClient {
     /// A client of the server `name` at `endpoint` (`host:port`); connects
-    /// on the first call. A caller spins up to `spin` for an answer before
-    /// it sleeps (`Duration::ZERO`: never spins).
+    /// on the first call.
     pub fn new(
         name: &str,
         endpoint: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
-        spin: Duration,
     ) -> Self {
         LeanClient {
             label: format!("server {name} ({endpoint})"),
             endpoint: endpoint.to_string(),
             connect_timeout,
             request_timeout,
-            spin: Spin::new(spin),
             connection: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Reads what answers the socket holds now, without waiting, and hands
+    /// them to their callers; true if any call got its answer. A caller's
+    /// executor calls this while it would otherwise sleep (see
+    /// `sfs_rpc::lean::spin`): after every branch of a call has sent its
+    /// requests, polling the sockets for a few microseconds is cheaper than
+    /// a sleep and a wake-up.
+    pub fn poll_answers(&self) -> bool {
+        let Ok(slot) = self.connection.try_lock() else {
+            return false;
+        };
+        let Some(conn) = slot.as_ref().map(|h| h.conn.clone()) else {
+            return false;
+        };
+        drop(slot);
+        if conn.pending.lock().expect("pending lock").is_empty() {
+            return false;
+        }
+        // Another caller (or the reader task) may be reading: the answers
+        // it finds reach their callers all the same.
+        let Ok(mut inbox) = conn.inbox.try_lock() else {
+            return false;
+        };
+        match conn.drain(&mut inbox, true) {
+            Ok(delivered) => delivered > 0,
+            Err(why) => {
+                drop(inbox);
+                conn.fail_all(&why);
+                true
+            }
+        }
+    }
+
+    /// Whether a call is waiting for its answer.
+    pub fn waiting(&self) -> bool {
+        self.connection.try_lock().is_ok_and(|slot| {
+            slot.as_ref()
+                .is_some_and(|h| !h.conn.pending.lock().expect("pending lock").is_empty())
+        })
     }
 
     async fn connection(&self) -> SfsResult<Arc<Connection>> {
@@ -309,7 +350,7 @@ impl LeanClient {
             request
                 .encode(&mut frame)
                 .map_err(|e| SfsError::io(format!("encoding a request: {e}")))?;
-            let (tx, mut rx) = oneshot::channel();
+            let (tx, rx) = oneshot::channel();
             conn.pending.lock().expect("pending lock").insert(id, tx);
             // The slot goes when the call ends, however it ends (answer,
             // error, timeout, cancellation).
@@ -332,9 +373,6 @@ impl LeanClient {
                 }
                 scopeguard::ScopeGuard::into_inner(poison);
             }
-            if let Some(answer) = self.spin_for_answer(&conn, &mut rx) {
-                return answer;
-            }
             rx.await.unwrap_or_else(|_| Err(self.lost()))
         };
         let (status, body) = tokio::time::timeout(self.request_timeout, exchange)
@@ -356,31 +394,6 @@ impl LeanClient {
                 Errno::EPROTO,
                 format!("{} sent an undecodable answer: {e}", self.label),
             )
-        })
-    }
-
-    /// Polls the socket for this call's answer for up to the spin budget
-    /// ([`Spin`]); `None` when it has not come (then the caller sleeps
-    /// until the reader task delivers it).
-    fn spin_for_answer(
-        &self,
-        conn: &Connection,
-        rx: &mut oneshot::Receiver<Answer>,
-    ) -> Option<Answer> {
-        self.spin.poll(|| {
-            // Another caller (or the reader task) may be reading: then our
-            // answer, if it came, is handed to us by them.
-            if let Ok(mut inbox) = conn.inbox.try_lock() {
-                if let Err(why) = conn.drain(&mut inbox, true) {
-                    drop(inbox);
-                    conn.fail_all(&why);
-                }
-            }
-            match rx.try_recv() {
-                Ok(answer) => Some(answer),
-                Err(oneshot::error::TryRecvError::Closed) => Some(Err(self.lost())),
-                Err(oneshot::error::TryRecvError::Empty) => None,
-            }
         })
     }
 

@@ -386,7 +386,6 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
         address,
         Duration::from_secs(5),
         Duration::from_secs(5),
-        Duration::from_micros(20),
     );
     let mut meta = server.metadata().await;
     let hello = lean
@@ -483,6 +482,60 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
         .await
         .unwrap_err();
     assert_eq!(e.errno, Errno::EINVAL);
+
+    // Small pieces on the RPC connection: stored, read back (a hole reads
+    // short), and hostile ranges refused.
+    let chunk_size = Config::default().chunk_size;
+    let range = |offset: u64, len: u64| pb::ChunkRange {
+        id_hi: 9,
+        id_lo: 9,
+        index: 2,
+        offset,
+        len,
+    };
+    lean.write_chunk(pb::WriteChunkRequest {
+        range: Some(range(100, 5)),
+        data: b"piece".to_vec(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(lean.read_chunk(range(100, 5)).await.unwrap().data, b"piece");
+    assert_eq!(lean.read_chunk(range(102, 50)).await.unwrap().data, b"ece");
+    assert!(lean
+        .read_chunk(range(4096, 10))
+        .await
+        .unwrap()
+        .data
+        .is_empty());
+    for (bad, errno) in [
+        (range(chunk_size - 2, 5), Errno::EPROTO),
+        (range(0, 0), Errno::EPROTO),
+        (
+            pb::ChunkRange {
+                index: u64::MAX,
+                ..range(0, 1)
+            },
+            Errno::EPROTO,
+        ),
+    ] {
+        assert_eq!(lean.read_chunk(bad).await.unwrap_err().errno, errno);
+    }
+    let short = lean
+        .write_chunk(pb::WriteChunkRequest {
+            range: Some(range(0, 10)),
+            data: b"abc".to_vec(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(short.errno, Errno::EINVAL);
+    let no_range = lean
+        .write_chunk(pb::WriteChunkRequest {
+            range: None,
+            data: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_range.errno, Errno::EINVAL);
 
     // A connection speaking neither protocol is dropped; both keep serving.
     let mut garbage = tokio::net::TcpStream::connect(address).await.unwrap();

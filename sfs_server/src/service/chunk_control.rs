@@ -1,12 +1,36 @@
-//! The `ChunkControl` gRPC service: whole-file operations on the chunks this
-//! server holds (remove on unlink, cut on truncate, fsync on fsync). Chunk
-//! bytes themselves never pass here; they use `sfs_rdma`'s data path.
+//! The `ChunkControl` service: whole-file operations on the chunks this
+//! server holds (remove on unlink, cut on truncate, fsync on fsync), and
+//! small chunk pieces (`WriteChunk`/`ReadChunk`) that a client sends on its
+//! RPC connection instead of the data transport. Bulk bytes use
+//! `sfs_rdma`'s data path.
 
-use super::{blocking, check_size, refuse, ServerState};
+use super::{blocking, check_size, quick, refuse, ServerState};
 use sfs_global::FileId;
+use sfs_rdma::{ChunkHandler, ChunkRef};
 use sfs_rpc::pb::{self, chunk_control_server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+/// Pieces up to this size are stored inline on the worker (a page-cache
+/// copy, microseconds); larger ones on the blocking pool.
+const INLINE_PIECE_BYTES: u64 = 64 * 1024;
+
+/// The chunk range of a request, checked against this server's chunk size.
+fn chunk_ref(range: Option<&pb::ChunkRange>, chunk_size: u64) -> Result<ChunkRef, Status> {
+    let r = range.ok_or_else(|| {
+        refuse(sfs_global::SfsError::invalid(
+            "a chunk request without a range",
+        ))
+    })?;
+    let chunk = ChunkRef {
+        id: FileId::from_parts(r.id_hi, r.id_lo),
+        index: r.index,
+        offset: r.offset,
+        len: r.len,
+    };
+    chunk.check(chunk_size).map_err(refuse)?;
+    Ok(chunk)
+}
 
 /// Serves the `ChunkControl` service from the shared server state.
 pub struct ChunkControlService {
@@ -44,6 +68,50 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         let chunks = self.state.chunks.clone();
         blocking(move || chunks.truncate_chunks(id, req.size)).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn write_chunk(
+        &self,
+        request: Request<pb::WriteChunkRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.state.served();
+        let req = request.into_inner();
+        let chunk = chunk_ref(req.range.as_ref(), self.state.config.chunk_size)?;
+        if req.data.len() as u64 != chunk.len {
+            return Err(refuse(sfs_global::SfsError::invalid(format!(
+                "write of {} bytes carries {}",
+                chunk.len,
+                req.data.len()
+            ))));
+        }
+        let chunks = self.state.chunks.clone();
+        if chunk.len <= INLINE_PIECE_BYTES {
+            quick(|| chunks.write_chunk(&chunk, &req.data))?;
+        } else {
+            blocking(move || chunks.write_chunk(&chunk, &req.data)).await?;
+        }
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn read_chunk(
+        &self,
+        request: Request<pb::ChunkRange>,
+    ) -> Result<Response<pb::ReadChunkResponse>, Status> {
+        self.state.served();
+        let chunk = chunk_ref(Some(&request.into_inner()), self.state.config.chunk_size)?;
+        let chunks = self.state.chunks.clone();
+        let read = move || {
+            let mut data = vec![0u8; chunk.len as usize];
+            let held = chunks.read_chunk(&chunk, &mut data)?;
+            data.truncate(held);
+            Ok(data)
+        };
+        let data = if chunk.len <= INLINE_PIECE_BYTES {
+            quick(read)?
+        } else {
+            blocking(read).await?
+        };
+        Ok(Response::new(pb::ReadChunkResponse { data }))
     }
 
     async fn sync_chunks(
