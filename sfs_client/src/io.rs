@@ -11,7 +11,7 @@
 
 use crate::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use sfs_global::chunk::{split, MAX_FILE_SIZE};
+use sfs_global::chunk::{split, ChunkPiece as Piece, MAX_FILE_SIZE};
 use sfs_global::path::normalize;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rdma::ChunkRef;
@@ -470,42 +470,57 @@ impl Client {
                 )
             })?;
         let chunk_size = self.config.chunk_size;
-        let place = stream::iter(split(offset, buf.len() as u64, chunk_size))
-            .map(|piece| async move {
-                let server = self.distributor.chunk_server(file.id, piece.index);
-                let data = &buf[piece.buf_offset as usize..(piece.buf_offset + piece.len) as usize];
-                let chunk = ChunkRef {
-                    id: file.id,
-                    index: piece.index,
-                    offset: piece.offset_in_chunk,
-                    len: piece.len,
-                };
-                self.server(server)
-                    .await?
-                    .data
-                    .write_chunk(chunk, data)
-                    .await
+        let pieces: Vec<Piece> = split(offset, buf.len() as u64, chunk_size).collect();
+        let grow_request = pb::GrowSizeRequest {
+            path: file.path(),
+            end,
+            check_id: true,
+            id_hi: file.id.hi(),
+            id_lo: file.id.lo(),
+        };
+        // A small piece whose chunk server also holds the file's entry can
+        // carry the size update: then the write is one call to that server.
+        let carrier = match grow {
+            true => self.carrier(file, &pieces).await?,
+            false => None,
+        };
+        let place = stream::iter(pieces.iter().enumerate())
+            .map(|(i, piece)| {
+                let grow_request = &grow_request;
+                async move {
+                    let server = self.distributor.chunk_server(file.id, piece.index);
+                    let data =
+                        &buf[piece.buf_offset as usize..(piece.buf_offset + piece.len) as usize];
+                    let chunk = chunk_of(file.id, piece);
+                    let handle = self.server(server).await?;
+                    if carrier == Some(i) {
+                        return handle
+                            .rpc
+                            .write_chunk(pb::WriteChunkRequest {
+                                range: Some(chunk_range(&chunk)),
+                                data: data.to_vec(),
+                                grow: Some(grow_request.clone()),
+                            })
+                            .await
+                            .map(|_| ());
+                    }
+                    handle.data.write_chunk(chunk, data).await
+                }
             })
             .buffer_unordered(PIECES_IN_FLIGHT)
             .try_collect::<Vec<()>>();
-        // The size update travels with the data instead of after it: one
-        // round trip less per write. If placing the data fails the size may
-        // still have grown; the range then reads as a hole (zeros) and the
-        // caller gets the error (docs/semantics.md).
+        // Otherwise the size update travels with the data instead of after
+        // it: one round trip less per write. If placing the data fails the
+        // size may still have grown; the range then reads as a hole (zeros)
+        // and the caller gets the error (docs/semantics.md).
         let grow_size = async {
-            if !grow {
+            if !grow || carrier.is_some() {
                 return Ok(());
             }
-            self.owner(&file.path())
+            self.owner(&grow_request.path)
                 .await?
                 .rpc
-                .grow_size(pb::GrowSizeRequest {
-                    path: file.path(),
-                    end,
-                    check_id: true,
-                    id_hi: file.id.hi(),
-                    id_lo: file.id.lo(),
-                })
+                .grow_size(grow_request.clone())
                 .await
                 .map(|_| ())
         };
@@ -542,11 +557,7 @@ impl Client {
         let first_end = hint.div_ceil(chunk_size).saturating_mul(chunk_size);
         let first_len = first_end.min(offset + want) - offset;
         let (head, tail) = buf[..want as usize].split_at_mut(first_len as usize);
-        let path = file.path();
-        let (size, fetched) = futures::join!(
-            self.lookup_open(&path, file.id),
-            self.fetch(file, offset, head)
-        );
+        let (size, fetched) = self.first_round(file, offset, head).await;
         let size = size?.size;
         file.size_hint.store(size, Ordering::Relaxed);
         if offset >= size {
@@ -566,6 +577,72 @@ impl Client {
             }
         }
         Ok((end - offset) as usize)
+    }
+
+    /// The piece (an index into `pieces`) that can carry a call to the
+    /// file's metadata server: small, held by that same server, and the
+    /// lean RPC in use with it; `None` when none can.
+    async fn carrier(&self, file: &OpenFile, pieces: &[Piece]) -> SfsResult<Option<usize>> {
+        let owner = self.distributor.metadata_server(&file.path());
+        let limit = self.server(owner).await?.inline_limit;
+        Ok(pieces.iter().position(|p| {
+            p.len <= limit && self.distributor.chunk_server(file.id, p.index) == owner
+        }))
+    }
+
+    /// The first round of a read: the file's current entry and the pieces
+    /// of `buf` at `offset`, all at once. When the first piece's server
+    /// also holds the entry (and takes small pieces over the lean RPC), the
+    /// entry comes with that piece: one call instead of two.
+    async fn first_round(
+        &self,
+        file: &OpenFile,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> (SfsResult<Metadata>, Vec<(u64, SfsResult<()>)>) {
+        let path = file.path();
+        let first = split(offset, buf.len() as u64, self.config.chunk_size).next();
+        let carrier = match first {
+            Some(piece) => self.carrier(file, std::slice::from_ref(&piece)).await,
+            None => Ok(None),
+        };
+        let (Ok(Some(_)), Some(piece)) = (carrier, first) else {
+            return futures::join!(
+                self.lookup_open(&path, file.id),
+                self.fetch(file, offset, buf)
+            );
+        };
+        let (head, rest) = buf.split_at_mut(piece.len as usize);
+        let chunk = chunk_of(file.id, &piece);
+        let combined = async {
+            let handle = self.owner(&path).await?;
+            let answer = handle
+                .rpc
+                .read_chunk(pb::ReadChunkRequest {
+                    range: Some(chunk_range(&chunk)),
+                    stat: Some(pb::PathRequest {
+                        path: path.clone(),
+                        check_id: true,
+                        id_hi: file.id.hi(),
+                        id_lo: file.id.lo(),
+                    }),
+                })
+                .await?;
+            let entry = answer
+                .entry
+                .as_ref()
+                .map(Metadata::from)
+                .ok_or_else(|| SfsError::io("server answered a read without the entry"))?;
+            let n = answer.data.len().min(head.len());
+            head[..n].copy_from_slice(&answer.data[..n]);
+            head[n..].fill(0);
+            Ok::<_, SfsError>(entry)
+        };
+        let (entry, mut fetched) =
+            futures::join!(combined, self.fetch(file, offset + piece.len, rest));
+        let piece_result = entry.as_ref().map(|_| ()).map_err(Clone::clone);
+        fetched.push((offset, piece_result));
+        (entry, fetched)
     }
 
     /// Reads `buf.len()` bytes at `offset` from the chunk owners, in parallel,
@@ -608,6 +685,26 @@ impl Client {
             .buffer_unordered(PIECES_IN_FLIGHT)
             .collect()
             .await
+    }
+}
+
+/// The chunk range of a piece of file `id`.
+fn chunk_of(id: FileId, piece: &Piece) -> ChunkRef {
+    ChunkRef {
+        id,
+        index: piece.index,
+        offset: piece.offset_in_chunk,
+        len: piece.len,
+    }
+}
+
+fn chunk_range(chunk: &ChunkRef) -> pb::ChunkRange {
+    pb::ChunkRange {
+        id_hi: chunk.id.hi(),
+        id_lo: chunk.id.lo(),
+        index: chunk.index,
+        offset: chunk.offset,
+        len: chunk.len,
     }
 }
 

@@ -48,6 +48,7 @@ impl DataChannel for SmallPiecesOverRpc {
                 .write_chunk(pb::WriteChunkRequest {
                     range: Some(range(&chunk)),
                     data: data.to_vec(),
+                    grow: None,
                 })
                 .await
                 .map(|_| ())
@@ -63,7 +64,13 @@ impl DataChannel for SmallPiecesOverRpc {
             return self.bulk.read_chunk(chunk, buf);
         }
         Box::pin(async move {
-            let answer = self.rpc.read_chunk(range(&chunk)).await?;
+            let answer = self
+                .rpc
+                .read_chunk(pb::ReadChunkRequest {
+                    range: Some(range(&chunk)),
+                    stat: None,
+                })
+                .await?;
             let n = answer.data.len().min(buf.len());
             buf[..n].copy_from_slice(&answer.data[..n]);
             Ok(n)

@@ -44,6 +44,9 @@ pub struct ServerHandle {
     pub name: String,
     pub rpc: Rpc,
     pub data: Arc<dyn DataChannel>,
+    /// Chunk pieces up to this size go on `rpc` (WriteChunk/ReadChunk),
+    /// and may carry a size update or lookup; 0 when they never do.
+    pub inline_limit: u64,
 }
 
 /// A server of the hostfile, connected on first use.
@@ -186,21 +189,25 @@ impl ServerSlot {
                 )))
             }
         };
-        let data: Arc<dyn DataChannel> = match &self.rpc {
-            Rpc::Lean(_) if data.transport_name() == "tcp" && options.inline_data_bytes > 0 => {
-                Arc::new(SmallPiecesOverRpc {
-                    rpc: self.rpc.clone(),
-                    bulk: data,
-                    limit: options.inline_data_bytes,
-                })
-            }
-            _ => data,
+        let inline_limit = match &self.rpc {
+            Rpc::Lean(_) if data.transport_name() == "tcp" => options.inline_data_bytes,
+            _ => 0,
+        };
+        let data: Arc<dyn DataChannel> = if inline_limit > 0 {
+            Arc::new(SmallPiecesOverRpc {
+                rpc: self.rpc.clone(),
+                bulk: data,
+                limit: inline_limit,
+            })
+        } else {
+            data
         };
         tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
         Ok(ServerHandle {
             name: self.entry.name.clone(),
             rpc: self.rpc.clone(),
             data,
+            inline_limit,
         })
     }
 }

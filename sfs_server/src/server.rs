@@ -194,7 +194,7 @@ pub async fn run_until(
         ))
     });
     let metadata = Arc::new(MetadataService::new(state.clone()));
-    let chunk_control = Arc::new(ChunkControlService::new(state.clone()));
+    let chunk_control = Arc::new(ChunkControlService::new(state.clone(), metadata.clone()));
     let control = Arc::new(ControlService::new(state.clone()));
     let lean: Arc<dyn sfs_rpc::lean::Dispatch> = Arc::new(sfs_rpc::lean::Services {
         metadata: metadata.clone(),

@@ -304,7 +304,7 @@ lean_methods! {
     33 => chunks.truncate_chunks(TruncateChunksRequest) -> Empty;
     34 => chunks.sync_chunks(FileRequest) -> Empty;
     35 => chunks.write_chunk(WriteChunkRequest) -> Empty;
-    36 => chunks.read_chunk(ChunkRange) -> ReadChunkResponse;
+    36 => chunks.read_chunk(ReadChunkRequest) -> ReadChunkResponse;
     48 => control.hello(HelloRequest) -> HelloResponse;
     49 => control.stats(Empty) -> StatsResponse;
     50 => control.shutdown(Empty) -> Empty;

@@ -484,46 +484,100 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
     assert_eq!(e.errno, Errno::EINVAL);
 
     // Small pieces on the RPC connection: stored, read back (a hole reads
-    // short), and hostile ranges refused.
+    // short), hostile ranges refused, and a size update or lookup carried
+    // along for a file whose entry this server holds.
     let chunk_size = Config::default().chunk_size;
+    let file_entry = lean
+        .stat(pb::PathRequest {
+            path: "/p/e0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let range = |offset: u64, len: u64| pb::ChunkRange {
-        id_hi: 9,
-        id_lo: 9,
+        id_hi: file_entry.id_hi,
+        id_lo: file_entry.id_lo,
         index: 2,
         offset,
         len,
     };
+    let read = |range: pb::ChunkRange| pb::ReadChunkRequest {
+        range: Some(range),
+        stat: None,
+    };
+    let grow_to = |end: u64| pb::GrowSizeRequest {
+        path: "/p/e0".into(),
+        end,
+        check_id: true,
+        id_hi: file_entry.id_hi,
+        id_lo: file_entry.id_lo,
+    };
+    let piece_end = 2 * chunk_size + 105;
     lean.write_chunk(pb::WriteChunkRequest {
         range: Some(range(100, 5)),
         data: b"piece".to_vec(),
+        grow: Some(grow_to(piece_end)),
     })
     .await
     .unwrap();
-    assert_eq!(lean.read_chunk(range(100, 5)).await.unwrap().data, b"piece");
-    assert_eq!(lean.read_chunk(range(102, 50)).await.unwrap().data, b"ece");
+    let both = lean
+        .read_chunk(pb::ReadChunkRequest {
+            range: Some(range(100, 5)),
+            stat: Some(pb::PathRequest {
+                path: "/p/e0".into(),
+                check_id: true,
+                id_hi: file_entry.id_hi,
+                id_lo: file_entry.id_lo,
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(both.data, b"piece");
+    assert_eq!(
+        both.entry.unwrap().size,
+        piece_end,
+        "the size grew with the piece"
+    );
+    assert_eq!(
+        lean.read_chunk(read(range(102, 50))).await.unwrap().data,
+        b"ece"
+    );
     assert!(lean
-        .read_chunk(range(4096, 10))
+        .read_chunk(read(range(4096, 10)))
         .await
         .unwrap()
         .data
         .is_empty());
-    for (bad, errno) in [
-        (range(chunk_size - 2, 5), Errno::EPROTO),
-        (range(0, 0), Errno::EPROTO),
-        (
-            pb::ChunkRange {
-                index: u64::MAX,
-                ..range(0, 1)
-            },
-            Errno::EPROTO,
-        ),
+    let stale = lean
+        .write_chunk(pb::WriteChunkRequest {
+            range: Some(range(0, 1)),
+            data: b"x".to_vec(),
+            grow: Some(pb::GrowSizeRequest {
+                id_lo: file_entry.id_lo ^ 1,
+                ..grow_to(1)
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.errno, Errno::ESTALE);
+    for bad in [
+        range(chunk_size - 2, 5),
+        range(0, 0),
+        pb::ChunkRange {
+            index: u64::MAX,
+            ..range(0, 1)
+        },
     ] {
-        assert_eq!(lean.read_chunk(bad).await.unwrap_err().errno, errno);
+        assert_eq!(
+            lean.read_chunk(read(bad)).await.unwrap_err().errno,
+            Errno::EPROTO
+        );
     }
     let short = lean
         .write_chunk(pb::WriteChunkRequest {
             range: Some(range(0, 10)),
             data: b"abc".to_vec(),
+            grow: None,
         })
         .await
         .unwrap_err();
@@ -532,6 +586,7 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
         .write_chunk(pb::WriteChunkRequest {
             range: None,
             data: Vec::new(),
+            grow: None,
         })
         .await
         .unwrap_err();

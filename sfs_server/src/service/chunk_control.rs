@@ -4,9 +4,11 @@
 //! RPC connection instead of the data transport. Bulk bytes use
 //! `sfs_rdma`'s data path.
 
+use super::metadata::MetadataService;
 use super::{blocking, check_size, quick, refuse, ServerState};
 use sfs_global::FileId;
 use sfs_rdma::{ChunkHandler, ChunkRef};
+use sfs_rpc::pb::metadata_server::Metadata as _;
 use sfs_rpc::pb::{self, chunk_control_server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -35,11 +37,13 @@ fn chunk_ref(range: Option<&pb::ChunkRange>, chunk_size: u64) -> Result<ChunkRef
 /// Serves the `ChunkControl` service from the shared server state.
 pub struct ChunkControlService {
     state: Arc<ServerState>,
+    /// For the size update or lookup a small piece may carry.
+    metadata: Arc<MetadataService>,
 }
 
 impl ChunkControlService {
-    pub fn new(state: Arc<ServerState>) -> Self {
-        ChunkControlService { state }
+    pub fn new(state: Arc<ServerState>, metadata: Arc<MetadataService>) -> Self {
+        ChunkControlService { state, metadata }
     }
 }
 
@@ -90,15 +94,24 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         } else {
             blocking(move || chunks.write_chunk(&chunk, &req.data)).await?;
         }
+        // The size grows only once the bytes are placed.
+        if let Some(grow) = req.grow {
+            self.metadata.grow_size(Request::new(grow)).await?;
+        }
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn read_chunk(
         &self,
-        request: Request<pb::ChunkRange>,
+        request: Request<pb::ReadChunkRequest>,
     ) -> Result<Response<pb::ReadChunkResponse>, Status> {
         self.state.served();
-        let chunk = chunk_ref(Some(&request.into_inner()), self.state.config.chunk_size)?;
+        let req = request.into_inner();
+        let chunk = chunk_ref(req.range.as_ref(), self.state.config.chunk_size)?;
+        let entry = match req.stat {
+            Some(stat) => Some(self.metadata.stat(Request::new(stat)).await?.into_inner()),
+            None => None,
+        };
         let chunks = self.state.chunks.clone();
         let read = move || {
             let mut data = vec![0u8; chunk.len as usize];
@@ -111,7 +124,7 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         } else {
             blocking(read).await?
         };
-        Ok(Response::new(pb::ReadChunkResponse { data }))
+        Ok(Response::new(pb::ReadChunkResponse { data, entry }))
     }
 
     async fn sync_chunks(
