@@ -200,6 +200,12 @@ try:
     subprocess.run([d + "/bin/plain"])
 except PermissionError as e:
     print("PermissionError", e.errno)
+# system() and popen() spawn through glibc-internal calls the hooks never
+# see: the working directory inside the mount reaches them all the same.
+os.chdir(d)
+sys.stdout.flush()
+os.system("ls bin | head -2")
+print("popen", os.popen("pwd").read().strip().replace(d, "D"))
 PY
 "##;
 
@@ -224,6 +230,9 @@ fn programs_stored_on_the_mount_run() {
         "script hello args from-python-path 0",
         "posix_spawn 7",
         "PermissionError 13",
+        "hello",
+        "interp",
+        "popen D",
     ];
     assert_eq!(out.lines().collect::<Vec<_>>(), expected, "{out}");
 }

@@ -197,6 +197,24 @@ pub unsafe fn environment_for_exec(envp: *const *const c_char) -> Option<Vec<CSt
     Some(env)
 }
 
+/// Keeps `SFS_CWD` in the process's own environment while the working
+/// directory is inside the mount (and removes it outside), so that every
+/// child — also through exec paths the hooks cannot see: `system`,
+/// `popen`, `execl*`, glibc's internal `posix_spawn` — starts in the same
+/// directory. `setenv` is not safe against `getenv` in other threads; a
+/// program changes directory into the mount rarely, and usually before it
+/// starts threads.
+pub fn publish_cwd(cwd: Option<&str>) {
+    let value = cwd.and_then(|c| CString::new(hex(c.as_bytes())).ok());
+    // SAFETY: the name and value are C strings; see above for threads.
+    unsafe {
+        match value {
+            Some(v) => libc::setenv(c"SFS_CWD".as_ptr(), v.as_ptr(), 1),
+            None => libc::unsetenv(c"SFS_CWD".as_ptr()),
+        };
+    }
+}
+
 /// NULL-terminated pointer array over `env` (which must outlive it).
 pub fn pointers(env: &[CString]) -> Vec<*const c_char> {
     env.iter()
@@ -272,10 +290,10 @@ pub fn restore_from_environment() {
             state::set_cwd(Some(path));
         }
     }
-    // SAFETY: single-threaded at load time; the names are literals.
+    // SAFETY: single-threaded at load time; the name is a literal.
+    // SFS_CWD stays: it describes this process's directory too.
     unsafe {
         libc::unsetenv(c"SFS_FDS".as_ptr());
-        libc::unsetenv(c"SFS_CWD".as_ptr());
     }
     let std_fds: Vec<i32> = state::PENDING
         .lock()

@@ -630,6 +630,9 @@ pub fn cwd() -> Option<String> {
 pub fn set_cwd(path: Option<String>) {
     let mut slot = CWD.write().unwrap_or_else(|p| p.into_inner());
     CWD_INSIDE.store(path.is_some(), Ordering::Release);
+    if *slot != path {
+        crate::exec::publish_cwd(path.as_deref());
+    }
     *slot = path;
 }
 
