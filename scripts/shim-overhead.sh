@@ -2,21 +2,21 @@
 # Measures the cost of the LD_PRELOAD shim (docs/performance.md, "Shim
 # overhead"):
 #
-# 1. start-up of programs that never touch the mount: 1000 runs of /bin/true
-#    and of `bash -c 'echo x > /dev/null'`, without preload and with
-#    libsfs_wrapper.so (CPU time of all runs from `perf stat`, which is far
-#    less noisy than wall time on a shared machine, and the wall time);
+# 1. start-up of programs that never touch the mount: /bin/true and a bash
+#    script `echo x > /dev/null`, without preload, with an empty C library
+#    and with libsfs_wrapper.so, RUNS interleaved fork+exec runs each
+#    (median);
 # 2. per call on an SFS file: stat() of an SFS path and lseek(SEEK_CUR) on an
 #    SFS descriptor through the shim, against sfs_stat/sfs_lseek of the C API
 #    of the client library (libsfs_client.so) in the same process image,
 #    against the same servers.
 #
-# Usage: scripts/shim-overhead.sh [RUNS]   (default 1000)
+# Usage: scripts/shim-overhead.sh [RUNS]   (default 2000)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
-runs=${1:-1000}
+runs=${1:-2000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sfs/target}"
 cargo build --release -q -p sfs_cli -p wrapper -p sfs_preload -p sfs_client
 release="$CARGO_TARGET_DIR/release"
@@ -33,30 +33,58 @@ trap cleanup EXIT
 
 # --- 1. start-up --------------------------------------------------------------
 
-# CPU milliseconds (task-clock, children included) and wall seconds of $runs
-# runs of "$@", with LD_PRELOAD=$1 (empty: none).
-startup() {
-    local preload=$1
-    shift
-    local out
-    out=$(env ${preload:+LD_PRELOAD=$preload} perf stat -x, -e task-clock -- \
-        bash -c 'start=$(date +%s%N); for ((i = 0; i < '"$runs"'; i++)); do "$@"; done; echo "wall $(( ($(date +%s%N) - start) / 1000000 ))"' _ "$@" 2>&1)
-    printf '%8.0f ms CPU %6s ms wall' "$(awk -F, '/task-clock/ {print $1}' <<<"$out")" \
-        "$(awk '/^wall/ {print $2}' <<<"$out")"
+# A C driver forks and execs the program once per variant per round, timing
+# each run (CLOCK_MONOTONIC): interleaving the variants run by run keeps a
+# drifting machine load from favouring one of them; it prints the medians.
+cat >"$work/spawn.c" <<'EOF'
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/wait.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e6 + t.tv_nsec / 1e3; }
+static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
+extern char **environ;
+int main(int argc, char **argv) {
+    int n = atoi(argv[1]), v = argc - 3;
+    double *t = calloc((size_t)n * v, sizeof *t);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < v; k++) {
+            double t0 = now();
+            pid_t pid = fork();
+            if (pid == 0) {
+                if (strcmp(argv[3 + k], "-")) setenv("LD_PRELOAD", argv[3 + k], 1); else unsetenv("LD_PRELOAD");
+                char *args[] = {argv[2], NULL};
+                execve(argv[2], args, environ);
+                _exit(127);
+            }
+            int st;
+            waitpid(pid, &st, 0);
+            t[k * n + i] = now() - t0;
+        }
+    for (int k = 0; k < v; k++) {
+        qsort(t + k * n, n, sizeof *t, cmp);
+        printf("%.1f ", t[k * n + n / 2]);
+    }
+    printf("\n");
+    return 0;
 }
-
+EOF
+gcc -O2 -o "$work/spawn" "$work/spawn.c"
 # The floor: what preloading any library costs, an empty one written in C.
 echo 'int sfs_overhead_reference(void) { return 0; }' >"$work/empty.c"
 gcc -shared -fPIC -O2 -o "$work/libempty.so" "$work/empty.c"
+printf '#!/bin/bash\necho x > /dev/null\n' >"$work/echo.sh"
+chmod +x "$work/echo.sh"
 
 export SFS_MOUNTDIR="$work/mnt"
-echo "start-up, $runs runs each: no preload / an empty C library / $shim; three rounds:"
-for round in 1 2 3; do
-    echo "  round $round"
-    for cmd in "/bin/true" "bash -c echo_x"; do
-        if [[ $cmd == /bin/true ]]; then set -- /bin/true; else set -- bash -c 'echo x > /dev/null'; fi
-        echo "    $(printf '%-15s' "$cmd") none: $(startup '' "$@")   empty: $(startup "$work/libempty.so" "$@")   shim: $(startup "$shim" "$@")"
-    done
+echo "start-up, median µs of $runs interleaved fork+exec runs (no preload / empty C library / $shim):"
+for program in /bin/true "$work/echo.sh"; do
+    read -r none empty entry < <("$work/spawn" "$runs" "$program" - "$work/libempty.so" "$shim")
+    awk -v p="$(basename "$program")" -v a="$none" -v b="$empty" -v c="$entry" \
+        'BEGIN { printf "  %-8s none %7.1f   empty %7.1f (%+.1f %%)   entry library %7.1f (%+.1f %%)\n", p, a, b, (b / a - 1) * 100, c, (c / a - 1) * 100 }'
 done
 
 # --- 2. per call --------------------------------------------------------------

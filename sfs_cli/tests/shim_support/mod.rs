@@ -4,21 +4,20 @@
 #![allow(dead_code)]
 
 use crate::common::{Cluster, SFS};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-/// The shim cargo built for these tests (a dev-dependency of sfs_cli, so it
-/// is fresh in `deps/`; the copy next to `sfs` is made by workspace builds).
+/// The entry library cargo built for these tests: sfs_preload, a
+/// dev-dependency of sfs_cli, places it in `deps/` next to the shim
+/// (`wrapper`, also a dev-dependency) of the same build.
 pub fn shim() -> PathBuf {
-    let dir = Path::new(SFS).parent().expect("target dir");
-    let candidates = [
-        dir.join("deps/libsfs_wrapper.so"),
-        dir.join("libsfs_wrapper.so"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("libsfs_wrapper.so is built (wrapper is a dev-dependency of sfs_cli)")
+    let built = PathBuf::from(sfs_preload::LIBRARY);
+    assert!(
+        built.is_file(),
+        "libsfs_wrapper.so is built ({})",
+        built.display()
+    );
+    built
 }
 
 /// Runs `bash -c script` with `args` under `sfs exec`.
