@@ -7,6 +7,7 @@
 //! GekkoFS does: symlinks inside SFS are not followed by normalisation.
 
 use crate::error::{Errno, SfsError, SfsResult};
+use std::borrow::Cow;
 
 /// Longest path SFS accepts (bytes), as Linux's PATH_MAX.
 pub const PATH_MAX: usize = 4096;
@@ -67,8 +68,28 @@ pub fn normalize(path: &str) -> SfsResult<String> {
 /// Normalises a host path lexically (no symlinks resolved) without the
 /// escape check: `/a/../..` is `/`, as the kernel treats it.
 pub fn normalize_host(path: &str) -> Option<String> {
+    normalize_host_cow(path).map(Cow::into_owned)
+}
+
+/// Is an absolute host path already in normal form (no empty, `.` or `..`
+/// component, no trailing `/` except for the root itself)?
+fn is_normal_host(path: &str) -> bool {
+    path == "/"
+        || (path.starts_with('/')
+            && !path.ends_with('/')
+            && path[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."))
+}
+
+/// [`normalize_host`] without an allocation for a path that is already
+/// normal (the common case of every path a program passes).
+fn normalize_host_cow(path: &str) -> Option<Cow<'_, str>> {
     if !path.starts_with('/') || path.contains('\0') {
         return None;
+    }
+    if is_normal_host(path) {
+        return Some(Cow::Borrowed(path));
     }
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
@@ -80,7 +101,7 @@ pub fn normalize_host(path: &str) -> Option<String> {
             name => parts.push(name),
         }
     }
-    Some(if parts.is_empty() {
+    Some(Cow::Owned(if parts.is_empty() {
         "/".to_string()
     } else {
         parts.iter().fold(String::new(), |mut s, p| {
@@ -88,21 +109,21 @@ pub fn normalize_host(path: &str) -> Option<String> {
             s.push_str(p);
             s
         })
-    })
+    }))
 }
 
 /// Maps a host path to the SFS path inside `mountdir`, or `None` when the
 /// path is outside the mount (after lexical normalisation, so
 /// `/mnt/sfs/../etc` is outside).
 pub fn strip_mount(host_path: &str, mountdir: &str) -> Option<String> {
-    let host = normalize_host(host_path)?;
-    let mount = normalize_host(mountdir)?;
+    let host = normalize_host_cow(host_path)?;
+    let mount = normalize_host_cow(mountdir)?;
     if host == mount {
         return Some("/".to_string());
     }
-    let rest = host.strip_prefix(&mount)?;
+    let rest = host.strip_prefix(&*mount)?;
     if mount == "/" {
-        return Some(host);
+        return Some(host.into_owned());
     }
     if rest.starts_with('/') {
         Some(rest.to_string())
@@ -198,6 +219,25 @@ mod tests {
         assert!(is_within("/ab", "/"));
     }
 
+    #[test]
+    fn host_paths_already_normal_are_taken_as_they_are() {
+        for (input, want) in [
+            ("/", Some("/")),
+            ("/a/b", Some("/a/b")),
+            ("/a/b/", Some("/a/b")),
+            ("//a", Some("/a")),
+            ("/a/./b", Some("/a/b")),
+            ("/a/../..", Some("/")),
+            ("/..a/b.", Some("/..a/b.")),
+            ("a/b", None),
+            ("/a\0", None),
+        ] {
+            assert_eq!(normalize_host(input).as_deref(), want, "{input}");
+            let borrowed = matches!(normalize_host_cow(input), Some(Cow::Borrowed(_)));
+            assert_eq!(borrowed, want == Some(input), "{input}");
+        }
+    }
+
     fn component() -> impl Strategy<Value = String> {
         prop_oneof![
             Just(".".to_string()),
@@ -213,6 +253,16 @@ mod tests {
         #[test]
         fn normalisation_matches_a_stack_model(parts in proptest::collection::vec(component(), 0..12)) {
             let path = format!("/{}", parts.join("/"));
+            // The host form: `..` at the root stays at the root.
+            let mut host: Vec<&str> = Vec::new();
+            for p in &parts {
+                match p.as_str() {
+                    "" | "." => {}
+                    ".." => { host.pop(); }
+                    n => host.push(n),
+                }
+            }
+            prop_assert_eq!(normalize_host(&path), Some(format!("/{}", host.join("/"))));
             let mut stack: Vec<&str> = Vec::new();
             let mut escaped = false;
             for p in &parts {
