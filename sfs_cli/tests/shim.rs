@@ -314,3 +314,43 @@ except OSError as e:
     // EOPNOTSUPP and ENOTSUP are one number on Linux; Python names it ENOTSUP.
     assert!(out.contains("ficlone ENOTSUP"), "{out}");
 }
+
+/// `cd` to the mount's parent, then relative paths that descend into the
+/// mount (`sfs/d/f`): builtins of the shell, fresh child processes (whose
+/// entry library has not loaded the shim yet) and `cd` itself reach SFS,
+/// and nothing lands in the host's directory of the same name.
+#[test]
+fn relative_paths_from_an_ancestor_of_the_mount_reach_sfs() {
+    let cluster = Cluster::start(1);
+    let mount = Path::new(&cluster.config.mountdir);
+    let parent = mount.parent().unwrap().to_str().unwrap();
+    let name = mount.file_name().unwrap().to_str().unwrap();
+    let script = r#"
+set -e
+cd "$1"
+mkdir "$2/d"
+echo hi > "$2/d/f"
+cat "$2/d/f"
+ls "$2/d"
+stat -c %s "$2/d/f"
+cp "$2/d/f" "$2/d/g"
+python3 -c 'import os, sys; print(sorted(os.listdir(sys.argv[1])))' "$2/d"
+cd "$2/d"
+pwd
+cat g
+"#;
+    let o = under_shim(&cluster, script, &[parent, name]);
+    assert_ok("relative paths from the parent", &o);
+    assert_eq!(
+        text(&o.stdout),
+        format!("hi\nf\n3\n['f', 'g']\n{}/d\nhi\n", cluster.config.mountdir)
+    );
+    let check = under_shim(&cluster, "cat \"$1/d/g\"", &[&cluster.config.mountdir]);
+    assert_ok("reading back by absolute path", &check);
+    assert_eq!(text(&check.stdout), "hi\n");
+    assert!(
+        !mount.join("d").exists(),
+        "the host directory {} was written",
+        mount.display()
+    );
+}

@@ -143,6 +143,22 @@ static int has_dot_components(const char *p) {
     return 0;
 }
 
+/* Is the first component of a relative path one of the mount's
+ * components? (wrapper/src/route.rs, may_descend_into) */
+static int may_descend_into(const char *path) {
+    const char *slash = strchr(path, '/');
+    size_t n = slash ? (size_t)(slash - path) : strlen(path);
+    if (n == 0) return 0;
+    for (const char *c = mount_dir + 1; *c;) {
+        const char *e = strchr(c, '/');
+        size_t m = e ? (size_t)(e - c) : strlen(c);
+        if (m == n && memcmp(c, path, n) == 0) return 1;
+        if (!e) break;
+        c = e + 1;
+    }
+    return 0;
+}
+
 /* Is absolute `path`, lexically normalised, the mount or below it? */
 static int normalised_is_inside(const char *path) {
     char out[PATH_MAX];
@@ -185,8 +201,10 @@ int sfs_touches_mount(int dirfd, const char *path) {
         return has_dot_components(path) && normalised_is_inside(path);
     }
     /* Relative: before the shim is loaded the working directory cannot be
-     * inside the mount, so only `..` could climb into it. */
-    if (!has_dot_components(path)) return 0;
+     * inside the mount, so only `..` could climb into it, or the path could
+     * descend into it from an ancestor of the mount (`mnt/f` from the
+     * mount's parent): then its first component is one of the mount's. */
+    if (!has_dot_components(path) && !may_descend_into(path)) return 0;
     char joined[PATH_MAX];
     if (base_dir(dirfd, joined, sizeof joined) != 0) return 0;
     size_t b = strlen(joined), p = strlen(path);

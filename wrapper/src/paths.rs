@@ -3,12 +3,14 @@
 //! A path argument is SFS if, made absolute (against the shim's working
 //! directory inside the mount, against an SFS directory descriptor, or
 //! against the kernel's working directory / a real directory descriptor when
-//! `..` could climb into the mount) and normalised lexically, it lies under
-//! the mount directory. The common case — an absolute path that does not
+//! `..` could climb into the mount or the path could descend into it from
+//! an ancestor) and normalised lexically, it lies under the mount directory. The common case — an absolute path that does not
 //! start with the mount directory and has no `.`/`..` components — is decided
 //! by one prefix comparison, without allocating.
 
-use crate::route::{could_be_inside, has_dot_components, kernel_cwd, kernel_fd_path};
+use crate::route::{
+    could_be_inside, has_dot_components, kernel_cwd, kernel_fd_path, may_descend_into,
+};
 use crate::state::{self, Inside, Settings};
 use sfs_global::path::strip_mount;
 use std::ffi::{c_char, c_int, CStr};
@@ -42,7 +44,7 @@ fn base_dir(settings: &Settings, dirfd: c_int, path: &str) -> Option<String> {
         if let Some(cwd) = state::cwd() {
             return Some(state::host_path(settings, &cwd));
         }
-        return if has_dot_components(path) {
+        return if outside_could_lead_in(settings, path) {
             kernel_cwd()
         } else {
             None
@@ -52,11 +54,18 @@ fn base_dir(settings: &Settings, dirfd: c_int, path: &str) -> Option<String> {
         let sfs = state::with_client(|c| c.fd_path(dirfd)).ok()?;
         return Some(state::host_path(settings, &sfs));
     }
-    if has_dot_components(path) {
+    if outside_could_lead_in(settings, path) {
         kernel_fd_path(dirfd)
     } else {
         None
     }
+}
+
+/// Could `path`, taken against a directory outside the mount, lead into
+/// it? Through `..`, or down from an ancestor of the mount (`mnt/f` from
+/// the mount's parent).
+fn outside_could_lead_in(settings: &Settings, path: &str) -> bool {
+    has_dot_components(path) || may_descend_into(path, &settings.mount)
 }
 
 /// The SFS path of `path` (taken against `dirfd`), or `None` if it is not
@@ -151,7 +160,29 @@ mod tests {
         assert_eq!(resolve(&s, libc::AT_FDCWD, "/mnt/sfs/../etc"), None);
         assert_eq!(resolve(&s, libc::AT_FDCWD, "/etc/passwd"), None);
         assert_eq!(resolve(&s, libc::AT_FDCWD, ""), None);
-        // Relative, no `..`, kernel cwd: decided without any system call.
+        // Relative, no `..`, first component not one of the mount's:
+        // decided without any system call.
         assert_eq!(resolve(&s, libc::AT_FDCWD, "a/b"), None);
+        assert!(!may_descend_into("a/b", &s.mount));
+        assert!(!may_descend_into("sfsx/a", &s.mount));
+        assert!(may_descend_into("sfs/a", &s.mount));
+        assert!(may_descend_into("mnt/sfs", &s.mount));
+    }
+
+    #[test]
+    fn relative_paths_descend_into_the_mount_from_an_ancestor() {
+        let top = tempfile::tempdir().unwrap();
+        let top_path = top.path().to_str().unwrap().to_string();
+        let s = Settings {
+            mount: format!("{top_path}/mnt"),
+            config_path: None,
+            hostfile_path: None,
+        };
+        let dir = std::fs::File::open(top.path()).unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&dir);
+        assert_eq!(resolve(&s, fd, "mnt"), Some("/".into()));
+        assert_eq!(resolve(&s, fd, "mnt/a/b"), Some("/a/b".into()));
+        assert_eq!(resolve(&s, fd, "mntx/a"), None);
+        assert_eq!(resolve(&s, fd, "other/../mnt/a"), Some("/a".into()));
     }
 }

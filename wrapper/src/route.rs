@@ -1,8 +1,7 @@
-//! The routing rules both libraries apply: is a path argument under the mount
-//! directory? Shared, file and all, by the shim (`paths.rs`) and the preload
-//! entry library (`wrapper/preload`, which includes this file with
-//! `#[path]`), so that the entry library loads the shim exactly when the
-//! shim would take the call. Only std, libc and sfs_global here.
+//! The routing rules of the shim: is a path argument under the mount
+//! directory? The entry library (`wrapper/preload/entry.c`) applies the
+//! same rules in C before the shim is loaded, so that it loads the shim
+//! whenever the shim would take the call. Only std, libc and sfs_global here.
 
 use sfs_global::config::Config;
 use sfs_global::path::normalize_host;
@@ -11,6 +10,17 @@ use std::ffi::c_int;
 /// Does a relative path have components that could climb into the mount?
 pub fn has_dot_components(path: &str) -> bool {
     path.contains("//") || path.split('/').any(|c| c == "." || c == "..")
+}
+
+/// Could a relative path without `.`/`..` components lead into `mount`
+/// from a working directory outside it? Only if that directory is an
+/// ancestor of the mount and the path descends through it, so the path's
+/// first component must be one of the mount's components: one scan of two
+/// short strings decides the common case without asking the kernel where
+/// the working directory is.
+pub fn may_descend_into(path: &str, mount: &str) -> bool {
+    let first = path.split('/').next().unwrap_or("");
+    !first.is_empty() && mount.split('/').any(|c| c == first)
 }
 
 /// Could an absolute path be under `mount`? One prefix comparison in the

@@ -14,7 +14,8 @@
 //!   argument could be under the mount, in which case the shim is
 //!   `dlopen()`ed first (and decides). Before the shim is loaded no SFS
 //!   descriptor exists and the working directory is not inside the mount,
-//!   so only absolute paths, and relative ones with `..`, can be SFS.
+//!   so only absolute paths, relative ones with `..`, and relative ones
+//!   that descend into the mount from an ancestor of it can be SFS.
 //!
 //! Why C (`entry.c` and the generated `forwarders.c`): even a small Rust
 //! cdylib carries the standard library's start-up (its `.init_array`, TLS,
