@@ -111,7 +111,13 @@ pub async fn serve_connection(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 other => Some(other),
             }) {
-                Some(Ok(0)) => reading = false,
+                Some(Ok(0)) => {
+                    // Closed while polling: answer what was read, then close
+                    // (the loop's top; the select below would have nothing
+                    // left to wait for).
+                    reading = false;
+                    continue;
+                }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) => return,
                 None => {}

@@ -325,3 +325,55 @@ async fn answers_also_arrive_by_polling() {
         other => panic!("not answered: {other:?}"),
     }
 }
+
+/// A client that closes its side while the connection is polling for its
+/// next request (the spin after an answer) ends the connection cleanly.
+#[tokio::test]
+async fn a_client_closing_while_the_server_polls_ends_the_connection_cleanly() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dispatch: Arc<dyn Dispatch> = Arc::new(Echo {
+        calls: AtomicUsize::new(0),
+    });
+    // The client runs on a thread of its own: the server's poll holds this
+    // runtime's only thread.
+    let client = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut raw = std::net::TcpStream::connect(addr).unwrap();
+        let body = stat("/a").encode_to_vec();
+        let mut frame = RequestHeader {
+            method: STAT,
+            request_id: 1,
+            body_len: body.len() as u32,
+        }
+        .encode()
+        .to_vec();
+        frame.extend_from_slice(&body);
+        raw.write_all(&frame).unwrap();
+        let mut header = [0u8; HEADER_LEN];
+        raw.read_exact(&mut header).unwrap();
+        let header = super::ResponseHeader::decode(&header).unwrap();
+        assert_eq!((header.request_id, header.status), (1, 0));
+        let mut answer = vec![0u8; header.body_len as usize];
+        raw.read_exact(&mut answer).unwrap();
+        raw.shutdown(std::net::Shutdown::Write).unwrap();
+        Instant::now()
+    });
+    let (stream, _) = listener.accept().await.unwrap();
+    // A long poll window, so that the close arrives inside it.
+    let served = tokio::spawn(serve_connection(
+        stream,
+        dispatch,
+        Duration::from_secs(5),
+        std::future::pending(),
+    ));
+    tokio::time::timeout(Duration::from_secs(10), served)
+        .await
+        .expect("the connection ends after the client closes")
+        .expect("the connection task does not panic");
+    let closed = client.join().unwrap();
+    assert!(
+        closed.elapsed() < Duration::from_secs(4),
+        "the server saw the close while it polled"
+    );
+}
