@@ -1,13 +1,14 @@
-//! SFS descriptors are real kernel descriptors, and SFS directory streams
-//! page through large directories: C programs under the real
-//! shim check numbers, flags and placeholders, also after the
-//! program closes every descriptor behind the shim's back.
+//! SFS descriptors are real kernel descriptors, SFS directory streams
+//! page through large directories, and descriptors survive the execl
+//! family: C programs under the real shim check numbers, flags and
+//! placeholders, also after the program closes every descriptor behind the
+//! shim's back.
 
 mod common;
 mod shim_support;
 
 use common::Cluster;
-use shim_support::{assert_ok, require, text, under_shim};
+use shim_support::{assert_ok, compile_c, text, under_shim};
 
 const PROBE: &str = r#"
 #define _GNU_SOURCE
@@ -102,20 +103,9 @@ int main(int argc, char **argv) {
 
 #[test]
 fn placeholders_survive_the_program_closing_everything() {
-    require("gcc");
     let cluster = Cluster::start(1);
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("probe.c");
-    std::fs::write(&source, PROBE).unwrap();
-    let binary = dir.path().join("probe");
-    let built = std::process::Command::new("gcc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert_ok("gcc", &built);
+    let binary = compile_c(dir.path(), "probe", PROBE);
     let local = dir.path().join("local.txt");
     std::fs::write(&local, "local").unwrap();
     let mnt = format!("{}/p", cluster.config.mountdir);
@@ -198,21 +188,10 @@ int main(int argc, char **argv) {
 
 #[test]
 fn directory_streams_page_and_seek_through_a_large_directory() {
-    require("gcc");
     // Pages of 64 entries: the 3,000-file directory spans dozens of them.
     let cluster = Cluster::start_with(2, |c| c.readdir_page_size = 64);
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("dirs.c");
-    std::fs::write(&source, DIR_PROBE).unwrap();
-    let binary = dir.path().join("dirs");
-    let built = std::process::Command::new("gcc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&binary)
-        .arg(&source)
-        .output()
-        .unwrap();
-    assert_ok("gcc", &built);
+    let binary = compile_c(dir.path(), "dirs", DIR_PROBE);
     let mnt = format!("{}/big", cluster.config.mountdir);
     let out = under_shim(
         &cluster,
@@ -225,5 +204,48 @@ fn directory_streams_page_and_seek_through_a_large_directory() {
         "entries 3002 errno 0\nseek 1000: 1\nseek 10: 1\nafter rewind 3003 late 1\n",
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Opens an SFS file without `O_CLOEXEC` as descriptor 3, then execs a
+/// shell through `execl`, `execlp` or `execle` (argv[1] picks which; the
+/// execle environment lacks LD_PRELOAD, which the shim puts back): the new
+/// image reads the file through the inherited descriptor.
+const EXECL_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    const char *how = argv[1], *path = argv[2];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { perror("open"); return 1; }
+    if (fd != 3 && (dup2(fd, 3) != 3 || close(fd) != 0)) { perror("dup2"); return 1; }
+    const char *script = "printf '%s: ' \"$0\"; cat <&3";
+    if (strcmp(how, "execl") == 0) execl("/bin/sh", "execl", "-c", script, (char *)NULL);
+    else if (strcmp(how, "execlp") == 0) execlp("sh", "execlp", "-c", script, (char *)NULL);
+    else {
+        char *env[] = {"PATH=/usr/bin:/bin", NULL};
+        execle("/bin/sh", "execle", "-c", script, (char *)NULL, env);
+    }
+    perror(how);
+    return 1;
+}
+"#;
+
+#[test]
+fn descriptors_survive_the_execl_family() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = compile_c(dir.path(), "execl", EXECL_PROBE);
+    let file = format!("{}/inherited", cluster.config.mountdir);
+    let script = r#"printf 'through fd 3\n' > "$1"; for how in execl execlp execle; do "$2" "$how" "$1"; done"#;
+    let out = under_shim(&cluster, script, &[&file, &binary.display().to_string()]);
+    assert_ok("execl family", &out);
+    assert_eq!(
+        text(&out.stdout),
+        "execl: through fd 3\nexeclp: through fd 3\nexecle: through fd 3\n"
     );
 }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -325,4 +326,62 @@ __attribute__((constructor)) static void on_load(void) {
     const char *fds = getenv("SFS_FDS");
     const char *cwd = getenv("SFS_CWD");
     if ((fds && *fds) || (cwd && *cwd)) pthread_once(&load_once, load);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The execl family                                                       */
+
+/* glibc's execl, execlp and execle build an argument vector and call its
+ * internal execve, which no hook sees, so SFS descriptors would not be
+ * handed over to the new image. These build the vector the same way and
+ * call execv/execvp/execve, which resolve to the forwarders above (and so
+ * to the shim's exec hooks once it is loaded). A variable-length array on
+ * the stack keeps them async-signal-safe, as POSIX requires. */
+
+/* How many arguments from `arg0` up to the terminating NULL (0 when
+ * `arg0` is that NULL). Consumes `ap`, a copy. */
+static size_t count_args(const char *arg0, va_list ap) {
+    if (!arg0) return 0;
+    size_t count = 1;
+    while (va_arg(ap, const char *)) count++;
+    return count;
+}
+
+/* Fills `argv` (count + 1 slots) with arg0, the `count - 1` arguments after
+ * it and NULL, leaving `ap` just after the terminating NULL (where
+ * execle's envp is). */
+static void collect_args(char **argv, size_t count, const char *arg0, va_list *ap) {
+    argv[0] = (char *)arg0;
+    for (size_t i = 1; i < count; i++) argv[i] = va_arg(*ap, char *);
+    argv[count] = NULL;
+    if (count > 0) (void)va_arg(*ap, char *); /* the terminating NULL */
+}
+
+/* The shared start of the three: `argv` on the caller's stack. */
+#define SFS_EXECL_ARGV(arg0, ap, argv)      \
+    va_list ap, ap##_count;                  \
+    va_start(ap, arg0);                      \
+    va_copy(ap##_count, ap);                 \
+    size_t count = count_args(arg0, ap##_count); \
+    va_end(ap##_count);                      \
+    char *argv[count + 1];                   \
+    collect_args(argv, count, arg0, &ap)
+
+EXPORT int execl(const char *path, const char *arg0, ...) {
+    SFS_EXECL_ARGV(arg0, ap, argv);
+    va_end(ap);
+    return execv(path, argv);
+}
+
+EXPORT int execlp(const char *file, const char *arg0, ...) {
+    SFS_EXECL_ARGV(arg0, ap, argv);
+    va_end(ap);
+    return execvp(file, argv);
+}
+
+EXPORT int execle(const char *path, const char *arg0, ...) {
+    SFS_EXECL_ARGV(arg0, ap, argv);
+    char **envp = va_arg(ap, char **);
+    va_end(ap);
+    return execve(path, argv, envp);
 }

@@ -58,6 +58,24 @@ pub fn require(program: &str) {
     assert!(found, "{program} is needed (scripts/setup.sh installs it)");
 }
 
+/// Compiles one C source with gcc into `dir`; the binary's path.
+pub fn compile_c(dir: &std::path::Path, name: &str, source: &str) -> PathBuf {
+    require("gcc");
+    let source_path = dir.join(format!("{name}.c"));
+    std::fs::write(&source_path, source).unwrap();
+    let binary = dir.join(name);
+    let built = Command::new("gcc")
+        .arg("-O1")
+        .arg("-Wall")
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source_path)
+        .output()
+        .expect("running gcc");
+    assert_ok("gcc", &built);
+    binary
+}
+
 pub fn text(o: &[u8]) -> String {
     String::from_utf8_lossy(o).into_owned()
 }
