@@ -168,12 +168,14 @@ check "rxe0 on dummy0" rdma link add rxe0 type rxe netdev dummy0
 rdma link show
 [ -n "$failed" ] && finish
 export SFS_RDMA_TEST_ADDR=10.77.0.1 RUST_BACKTRACE=1
-check "conformance (rdma + tcp)" timeout 400 /bin/conformance --test-threads=1
+check "conformance (rdma + tcp + shm)" timeout 400 /bin/conformance --test-threads=1
 
 e2e() {
     mkdir -p /tmp/e2e && cd /tmp/e2e || return 1
     printf 's0 10.77.0.1:7700\ns1 10.77.0.1:7710\n' >hostfile
-    echo '{"rootdir": "/tmp/e2e/root", "mountdir": "/tmp/e2e/mnt", "hosts_file": "hostfile", "transport": "rdma", "log_level": "info,sfs_rdma=debug"}' >config.json
+    # Client and servers share this guest: without shared_memory_data off
+    # the client would use the node-local shared-memory path, not RDMA.
+    echo '{"rootdir": "/tmp/e2e/root", "mountdir": "/tmp/e2e/mnt", "hosts_file": "hostfile", "transport": "rdma", "shared_memory_data": false, "log_level": "info,sfs_rdma=debug"}' >config.json
     export SFS_HOSTFILE=/tmp/e2e/hostfile SFS_CONFIG=/tmp/e2e/config.json
     timeout 120 sfs start || { cat root/*/server.log; return 1; }
     dd if=/dev/urandom of=input bs=1M count=24 2>/dev/null
@@ -232,7 +234,7 @@ printf 's0 10.77.0.1:7800\ns1 10.77.0.1:7810\n' >hostfile
 export SFS_HOSTFILE=/tmp/b/hostfile SFS_CONFIG=/tmp/b/config.json
 for transport in rdma tcp; do
     rm -rf root
-    echo "{\"rootdir\": \"/tmp/b/root\", \"mountdir\": \"/tmp/b/mnt\", \"hosts_file\": \"hostfile\", \"transport\": \"$transport\"}" >config.json
+    echo "{\"rootdir\": \"/tmp/b/root\", \"mountdir\": \"/tmp/b/mnt\", \"hosts_file\": \"hostfile\", \"transport\": \"$transport\", \"shared_memory_data\": false}" >config.json
     timeout 120 sfs start >/dev/null || exit 1
     t0=$(now_ms)
     timeout 300 sfs put input /big || exit 1

@@ -11,9 +11,9 @@ const O_RDWR_CREAT: i32 = libc::O_RDWR | libc::O_CREAT;
 
 #[test]
 fn random_writes_of_200_mib_read_back_exactly() {
-    // Small pieces travel on the RPC connection, large ones on the TCP
-    // data transport.
-    random_writes_read_back(Cluster::start(3), 200 << 20);
+    // Small pieces travel on the RPC connection, large ones through shared
+    // memory (the servers run on this machine).
+    random_writes_read_back(Cluster::start(3), 200 << 20, "shm");
 }
 
 #[test]
@@ -21,12 +21,23 @@ fn random_writes_read_back_exactly_with_every_piece_on_the_data_transport() {
     random_writes_read_back(
         Cluster::start_with(3, |c| c.inline_data_bytes = 0),
         40 << 20,
+        "shm",
+    );
+}
+
+#[test]
+fn random_writes_read_back_exactly_over_tcp() {
+    random_writes_read_back(
+        Cluster::start_with(3, |c| c.shared_memory_data = false),
+        40 << 20,
+        "tcp",
     );
 }
 
 /// Random overlapping writes of 1 B to 3 MiB until twice `size` has been
-/// written, checked against a shadow copy by random reads.
-fn random_writes_read_back(cluster: Cluster, size: usize) {
+/// written, checked against a shadow copy by random reads; every server's
+/// data went over `transport`.
+fn random_writes_read_back(cluster: Cluster, size: usize, transport: &str) {
     let client = cluster.client();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5f5);
     let mut shadow = vec![0u8; size];
@@ -68,6 +79,10 @@ fn random_writes_read_back(cluster: Cluster, size: usize) {
     );
     assert_eq!(client.pread(fd, &mut buf, size as u64 + 10).unwrap(), 0);
     client.close(fd).unwrap();
+    assert_eq!(
+        client.data_transports(),
+        vec![Some(transport); cluster.hostfile.hosts.len()]
+    );
 }
 
 #[test]

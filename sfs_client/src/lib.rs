@@ -80,6 +80,7 @@ impl Client {
             rdma: config.rdma.clone(),
             metadata_rpc: config.metadata_rpc,
             inline_data_bytes: config.inline_data_bytes,
+            shared_memory_data: config.shared_memory_data,
         };
         // A current-thread runtime: the calling thread drives the I/O itself
         // inside `block_on`, so a call costs no thread hand-offs (a

@@ -13,6 +13,7 @@ use sfs_global::config::{MetadataRpc, RdmaConfig, TransportKind};
 use sfs_global::hostfile::HostEntry;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rdma::rdma::RdmaChannel;
+use sfs_rdma::shm::ShmChannel;
 use sfs_rdma::tcp::TcpChannel;
 use sfs_rdma::DataChannel;
 use sfs_rpc::lean::{GrpcClients, LeanClient, Rpc};
@@ -34,8 +35,11 @@ pub struct ConnectOptions {
     pub rdma: RdmaConfig,
     pub metadata_rpc: MetadataRpc,
     /// Chunk pieces up to this size travel on the lean RPC connection when
-    /// the data transport is TCP (0: never).
+    /// the data transport is TCP or shared memory (0: never).
     pub inline_data_bytes: u64,
+    /// Use a server's node-local shared-memory data path when it runs on
+    /// this machine.
+    pub shared_memory_data: bool,
 }
 
 /// The RPC client and data channel of one server, ready to use.
@@ -146,7 +150,73 @@ impl ServerSlot {
                 .next()
                 .ok_or_else(bad_endpoint)?,
         };
-        let data: Arc<dyn DataChannel> = match hello.data_transport.as_str() {
+        let data: Arc<dyn DataChannel> = match self.node_local(options, &hello).await {
+            Some(shm) => Arc::new(shm),
+            None => self.remote_channel(options, &hello, data_addr)?,
+        };
+        let inline_limit = match &self.rpc {
+            Rpc::Lean(_) if matches!(data.transport_name(), "tcp" | "shm") => {
+                options.inline_data_bytes
+            }
+            _ => 0,
+        };
+        let data: Arc<dyn DataChannel> = if inline_limit > 0 {
+            Arc::new(SmallPiecesOverRpc {
+                rpc: self.rpc.clone(),
+                bulk: data,
+                limit: inline_limit,
+            })
+        } else {
+            data
+        };
+        tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
+        Ok(ServerHandle {
+            name: self.entry.name.clone(),
+            rpc: self.rpc.clone(),
+            data,
+            inline_limit,
+        })
+    }
+
+    /// The shared-memory data path to a server on this machine, if it
+    /// offers one and it answers; `None`: use the network transport.
+    async fn node_local(
+        &self,
+        options: &ConnectOptions,
+        hello: &pb::HelloResponse,
+    ) -> Option<ShmChannel> {
+        if !options.shared_memory_data
+            || hello.data_local_socket.is_empty()
+            || hello.node_id.is_empty()
+            || hello.node_id != sfs_rdma::shm::node_id()
+        {
+            return None;
+        }
+        match ShmChannel::connect(
+            std::path::Path::new(&hello.data_local_socket),
+            &self.entry.name,
+            options.chunk_size,
+            options.connect_timeout,
+            options.request_timeout,
+        )
+        .await
+        {
+            Ok(channel) => Some(channel),
+            Err(e) => {
+                tracing::info!(server = %self.entry.name, "node-local data path unusable, using the network: {}", e.message);
+                None
+            }
+        }
+    }
+
+    /// The TCP or RDMA channel to a server, as its hello offers.
+    fn remote_channel(
+        &self,
+        options: &ConnectOptions,
+        hello: &pb::HelloResponse,
+        data_addr: std::net::SocketAddr,
+    ) -> SfsResult<Arc<dyn DataChannel>> {
+        Ok(match hello.data_transport.as_str() {
             "tcp" => Arc::new(TcpChannel::new(
                 data_addr,
                 options.data_connections,
@@ -188,26 +258,6 @@ impl ServerSlot {
                     self.entry.name
                 )))
             }
-        };
-        let inline_limit = match &self.rpc {
-            Rpc::Lean(_) if data.transport_name() == "tcp" => options.inline_data_bytes,
-            _ => 0,
-        };
-        let data: Arc<dyn DataChannel> = if inline_limit > 0 {
-            Arc::new(SmallPiecesOverRpc {
-                rpc: self.rpc.clone(),
-                bulk: data,
-                limit: inline_limit,
-            })
-        } else {
-            data
-        };
-        tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
-        Ok(ServerHandle {
-            name: self.entry.name.clone(),
-            rpc: self.rpc.clone(),
-            data,
-            inline_limit,
         })
     }
 }

@@ -209,6 +209,10 @@ pub struct Config {
     /// I/O); 0 sends every piece over the data transport. Not used with
     /// RDMA or `metadata_rpc: "grpc"`.
     pub inline_data_bytes: u64,
+    /// Chunk data to and from a server on the same machine goes through
+    /// shared memory (a sealed memfd handed over a Unix socket in the
+    /// server's run directory) instead of TCP/RDMA; false: never.
+    pub shared_memory_data: bool,
     /// TCP data connections a client keeps to each server (many requests are in
     /// flight on each).
     pub tcp_connections_per_server: u32,
@@ -239,6 +243,7 @@ impl Default for Config {
             metadata_rpc: MetadataRpc::Lean,
             rpc_spin_us: 50,
             inline_data_bytes: 64 * 1024,
+            shared_memory_data: true,
             tcp_connections_per_server: 2,
             connect_timeout_ms: 3000,
             request_timeout_ms: 8000,

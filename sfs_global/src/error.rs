@@ -34,6 +34,7 @@ impl Errno {
     pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
+    pub const EADDRNOTAVAIL: Errno = Errno(libc::EADDRNOTAVAIL);
     pub const EOVERFLOW: Errno = Errno(libc::EOVERFLOW);
     pub const EPROTO: Errno = Errno(libc::EPROTO);
     pub const ESTALE: Errno = Errno(libc::ESTALE);
@@ -65,6 +66,7 @@ impl Errno {
             (libc::ENOTSUP, "ENOTSUP"),
             (libc::ETIMEDOUT, "ETIMEDOUT"),
             (libc::ECONNREFUSED, "ECONNREFUSED"),
+            (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
             (libc::EOVERFLOW, "EOVERFLOW"),
             (libc::EPROTO, "EPROTO"),
             (libc::ESTALE, "ESTALE"),

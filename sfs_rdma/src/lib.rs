@@ -1,13 +1,16 @@
 //! Bulk chunk data between SFS clients and servers.
 //!
 //! Metadata travels over gRPC (`sfs_rpc`); chunk bytes travel here, over one
-//! of two transports behind the same interface:
+//! of three transports behind the same interface:
 //!
 //! - [`tcp`]: persistent TCP connections, many requests in flight on each
 //!   (request ids, one reader task per connection), the default wherever no
 //!   RDMA device exists.
 //! - [`rdma`]: device discovery through ibverbs (`rdma-sys`), used by
 //!   `transport: "auto"` to choose RDMA when a device serves the server.
+//! - [`shm`]: for a server on the client's own machine, chunk bytes in a
+//!   shared memory region the client hands over a Unix socket; only headers
+//!   cross the socket.
 //!
 //! The interface is shaped for one-sided RDMA: a request names a chunk
 //! ([`ChunkRef`]) and a client buffer; the server *pulls* a write's bytes from
@@ -18,6 +21,7 @@
 pub mod buffers;
 pub mod memory;
 pub mod rdma;
+pub mod shm;
 pub mod tcp;
 pub mod wire;
 

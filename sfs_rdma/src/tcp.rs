@@ -13,7 +13,9 @@
 //! connection, answering in completion order.
 
 use crate::buffers::{BufferPool, PooledBuffer};
-use crate::wire::{Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN};
+use crate::wire::{
+    answered, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
+};
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
 use sfs_global::{Errno, SfsError, SfsResult};
@@ -156,43 +158,19 @@ async fn serve_connection(
                 (r, payload)
             })
             .await;
-            let reply = match result {
-                Ok((Ok(n), mut payload)) if header.op == Op::Read => {
-                    payload.truncate(n);
-                    (
-                        ResponseHeader {
-                            status: 0,
-                            request_id: header.request_id,
-                            len: n as u64,
-                        },
-                        Some(payload),
-                    )
-                }
-                Ok((Ok(_), _)) => (
-                    ResponseHeader {
-                        status: 0,
-                        request_id: header.request_id,
-                        len: 0,
-                    },
-                    None,
-                ),
-                Ok((Err(e), _)) => (
-                    ResponseHeader {
-                        status: e.errno.0,
-                        request_id: header.request_id,
-                        len: 0,
-                    },
-                    None,
-                ),
-                Err(_) => (
-                    ResponseHeader {
-                        status: Errno::EIO.0,
-                        request_id: header.request_id,
-                        len: 0,
-                    },
-                    None,
-                ),
+            let (result, payload) = match result {
+                Ok((r, payload)) => (r, Some(payload)),
+                Err(_) => (Err(SfsError::io("chunk I/O task failed")), None),
             };
+            let answer = ResponseHeader::answering(header.request_id, result);
+            let payload = match payload {
+                Some(mut payload) if header.op == Op::Read && answer.status == 0 => {
+                    payload.truncate(answer.len as usize);
+                    Some(payload)
+                }
+                _ => None,
+            };
+            let reply = (answer, payload);
             let _ = reply_tx.send(reply).await;
             drop(permit);
         });
@@ -409,24 +387,7 @@ impl TcpChannel {
                 )))
             })
         };
-        let (header, data) = tokio::time::timeout(self.request_timeout, exchange)
-            .await
-            .map_err(|_| {
-                SfsError::timed_out(format!(
-                    "data server {} did not answer within {:?}",
-                    self.addr, self.request_timeout
-                ))
-            })??;
-        if header.status != 0 {
-            return Err(SfsError::new(
-                Errno(header.status),
-                format!(
-                    "data server {} refused chunk {} of {}",
-                    self.addr, chunk.index, chunk.id
-                ),
-            ));
-        }
-        Ok((header, data))
+        answered(&self.addr, self.request_timeout, &chunk, exchange).await
     }
 }
 

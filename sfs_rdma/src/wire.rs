@@ -78,6 +78,33 @@ impl RequestHeader {
     }
 }
 
+/// Waits up to `timeout` for one request's `exchange` with `server`:
+/// ETIMEDOUT when it takes longer, the server's errno when it refused.
+pub async fn answered<T>(
+    server: &(dyn std::fmt::Display + Sync),
+    timeout: std::time::Duration,
+    chunk: &ChunkRef,
+    exchange: impl std::future::Future<Output = SfsResult<(ResponseHeader, T)>>,
+) -> SfsResult<(ResponseHeader, T)> {
+    let (header, answer) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| {
+            SfsError::timed_out(format!(
+                "data server {server} did not answer within {timeout:?}"
+            ))
+        })??;
+    if header.status != 0 {
+        return Err(SfsError::new(
+            Errno(header.status),
+            format!(
+                "data server {server} refused chunk {} of {}",
+                chunk.index, chunk.id
+            ),
+        ));
+    }
+    Ok((header, answer))
+}
+
 /// A decoded response header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseHeader {
@@ -89,6 +116,23 @@ pub struct ResponseHeader {
 }
 
 impl ResponseHeader {
+    /// The answer to request `request_id`: the bytes it placed (reads; 0
+    /// for writes) or its errno.
+    pub fn answering(request_id: u64, result: SfsResult<usize>) -> ResponseHeader {
+        match result {
+            Ok(n) => ResponseHeader {
+                status: 0,
+                request_id,
+                len: n as u64,
+            },
+            Err(e) => ResponseHeader {
+                status: e.errno.0,
+                request_id,
+                len: 0,
+            },
+        }
+    }
+
     pub fn encode(&self) -> [u8; RESPONSE_HEADER_LEN] {
         let mut b = [0u8; RESPONSE_HEADER_LEN];
         b[0..4].copy_from_slice(&RESPONSE_MAGIC);

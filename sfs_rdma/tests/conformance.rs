@@ -1,5 +1,6 @@
 //! One transport conformance suite, run against every transport behind
-//! `DataChannel` / `ChunkHandler`: TCP always, RDMA when a device exists.
+//! `DataChannel` / `ChunkHandler`: TCP and node-local shared memory always,
+//! RDMA when a device exists.
 //!
 //! Each case is a generic body over a [`Transport`] (start a server on an
 //! address, open a client channel to it). The RDMA cases need an RDMA
@@ -14,6 +15,7 @@ use sfs_global::{Errno, FileId, SfsError, SfsResult};
 use sfs_rdma::memory::MemoryChunks;
 use sfs_rdma::rdma::proto::Descriptor;
 use sfs_rdma::rdma::{rdma_devices, RdmaChannel, RdmaListener};
+use sfs_rdma::shm::ShmChannel;
 use sfs_rdma::tcp::{serve, TcpChannel};
 use sfs_rdma::{ChunkRef, DataChannel};
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +35,26 @@ struct Server {
 }
 
 impl Server {
+    /// Runs `serve` on a task; its argument resolves when the server is
+    /// told to stop.
+    fn spawn<F>(
+        addr: SocketAddr,
+        serve: impl FnOnce(futures::future::BoxFuture<'static, ()>) -> F,
+    ) -> Server
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(Box::pin(async move {
+            let _ = rx.await;
+        })));
+        Server {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
         tokio::time::timeout(Duration::from_secs(20), &mut self.task)
@@ -83,25 +105,66 @@ impl Transport for Tcp {
                     .await
                     .expect("bind");
             let addr = listener.local_addr().unwrap();
-            let (tx, rx) = oneshot::channel::<()>();
-            let task = tokio::spawn(async move {
-                serve(listener, store, CHUNK, async move {
-                    let _ = rx.await;
-                })
-                .await
-                .expect("tcp serve");
-            });
-            Server {
-                addr,
-                stop: Some(tx),
-                task,
-            }
+            Server::spawn(addr, |stop| async move {
+                serve(listener, store, CHUNK, stop)
+                    .await
+                    .expect("tcp serve");
+            })
         })
     }
     fn channel(&self, addr: SocketAddr) -> Arc<dyn DataChannel> {
         Arc::new(TcpChannel::new(
             addr,
             2,
+            CHUNK,
+            Duration::from_secs(3),
+            REQUEST_TIMEOUT,
+        ))
+    }
+}
+
+/// The node-local transport: a server's "address" names its socket, a
+/// file in one directory per test process (the port is a counter).
+struct Shm {
+    dir: tempfile::TempDir,
+    next: AtomicU16,
+}
+
+impl Shm {
+    fn path(&self, addr: SocketAddr) -> std::path::PathBuf {
+        self.dir.path().join(format!("{}.sock", addr.port()))
+    }
+}
+
+impl Transport for Shm {
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+    fn start(
+        &self,
+        store: Arc<MemoryChunks>,
+        addr: Option<SocketAddr>,
+    ) -> futures::future::BoxFuture<'_, Server> {
+        Box::pin(async move {
+            let addr = addr.unwrap_or_else(|| {
+                (
+                    [127, 0, 0, 1],
+                    self.next.fetch_add(1, Ordering::Relaxed) + 1,
+                )
+                    .into()
+            });
+            let listener = sfs_rdma::shm::bind(&self.path(addr)).expect("bind");
+            Server::spawn(addr, |stop| async move {
+                sfs_rdma::shm::serve(listener, "s0".into(), store, CHUNK, stop)
+                    .await
+                    .expect("shm serve");
+            })
+        })
+    }
+    fn channel(&self, addr: SocketAddr) -> Arc<dyn DataChannel> {
+        Arc::new(ShmChannel::new(
+            &self.path(addr),
+            "s0",
             CHUNK,
             Duration::from_secs(3),
             REQUEST_TIMEOUT,
@@ -591,11 +654,19 @@ fn main() {
         println!("conformance: rdma cases {skip_reason}");
     }
     let tcp: Arc<dyn Transport> = Arc::new(Tcp);
+    let shm: Arc<dyn Transport> = Arc::new(Shm {
+        dir: tempfile::tempdir().expect("temp dir"),
+        next: AtomicU16::new(0),
+    });
     let mut trials = Vec::new();
     for (name, case, rdma_only) in cases() {
         if !rdma_only {
-            let t = tcp.clone();
-            trials.push(Trial::test(format!("tcp::{name}"), move || run(t, case)));
+            for t in [&tcp, &shm] {
+                let t = t.clone();
+                trials.push(Trial::test(format!("{}::{name}", t.name()), move || {
+                    run(t, case)
+                }));
+            }
         }
         match &rdma {
             Some(t) => {

@@ -165,6 +165,29 @@ pub async fn run_until(
         transport.name,
         transport.reason
     );
+    // Clients on this machine put chunk bytes in shared memory instead.
+    let shm_path = sfs_rdma::shm::socket_path(&run_dir);
+    let shm_listener = if config.shared_memory_data {
+        match sfs_rdma::shm::bind(&shm_path) {
+            Ok(listener) => {
+                tracing::info!(
+                    "server {name}: node-local clients use shared memory ({})",
+                    shm_path.display()
+                );
+                Some(listener)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "server {name}: no node-local shared-memory data path ({}: {e}); local clients use {}",
+                    shm_path.display(),
+                    transport.name
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let shutdown = Shutdown::new();
     let state = Arc::new(ServerState::new(
@@ -176,6 +199,9 @@ pub async fn run_until(
         chunks.clone(),
         transport.name,
         data_endpoint.clone(),
+        shm_listener
+            .as_ref()
+            .map(|_| shm_path.display().to_string()),
         shutdown.clone(),
     ));
 
@@ -185,6 +211,15 @@ pub async fn run_until(
         chunk_size,
         shutdown.wait(),
     ));
+    let shm_task = shm_listener.map(|listener| {
+        tokio::spawn(sfs_rdma::shm::serve(
+            listener,
+            name.clone(),
+            chunks.clone(),
+            chunk_size,
+            shutdown.wait(),
+        ))
+    });
     let rdma_task = rdma_listener.map(|listener| {
         tokio::spawn(listener.serve(
             chunks.clone(),
@@ -263,6 +298,16 @@ pub async fn run_until(
     }
     drain(&name, "lean RPC listener", "lean requests", lean_task).await;
     drain(&name, "data listener", "data transfers", data_task).await;
+    if let Some(task) = shm_task {
+        drain(
+            &name,
+            "shared-memory listener",
+            "node-local transfers",
+            task,
+        )
+        .await;
+        let _ = std::fs::remove_file(&shm_path);
+    }
     if let Some(task) = rdma_task {
         drain(&name, "RDMA listener", "RDMA transfers", task).await;
     }

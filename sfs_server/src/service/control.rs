@@ -45,6 +45,8 @@ impl control_server::Control for ControlService {
             chunk_size: state.config.chunk_size,
             data_transport: state.data_transport.to_string(),
             data_endpoint: state.data_endpoint.clone(),
+            data_local_socket: state.data_local_socket.clone().unwrap_or_default(),
+            node_id: sfs_rdma::shm::node_id(),
         }))
     }
 

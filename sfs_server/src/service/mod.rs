@@ -40,6 +40,8 @@ pub struct ServerState {
     /// Data transport in use ("tcp" or "rdma") and its `host:port`.
     pub data_transport: &'static str,
     pub data_endpoint: String,
+    /// The node-local data socket, if this server serves one.
+    pub data_local_socket: Option<String>,
     pub shutdown: Shutdown,
     pub started: Instant,
     requests: AtomicU64,
@@ -56,6 +58,7 @@ impl ServerState {
         chunks: Arc<ChunkStore>,
         data_transport: &'static str,
         data_endpoint: String,
+        data_local_socket: Option<String>,
         shutdown: Shutdown,
     ) -> Self {
         ServerState {
@@ -67,6 +70,7 @@ impl ServerState {
             chunks,
             data_transport,
             data_endpoint,
+            data_local_socket,
             shutdown,
             started: Instant::now(),
             requests: AtomicU64::new(0),
