@@ -100,7 +100,7 @@ impl Client {
                 .map(|h| ServerSlot::new(h.clone(), &options))
                 .collect::<SfsResult<Vec<_>>>()?
         };
-        let spin = Spin::new(Duration::from_micros(config.rpc_spin_us));
+        let spin = Spin::new(config.rpc_spin(&hostfile));
         Ok(Client {
             distributor: Distributor::new(servers.len()),
             config,

@@ -239,7 +239,7 @@ pub async fn run_until(
     let (grpc_incoming, lean_task) = crate::rpc_listener::split(
         grpc_listener,
         lean,
-        Duration::from_micros(config.rpc_spin_us),
+        server_spin(&config, &hostfile, &name),
         shutdown.clone(),
     );
     let grpc = tonic::transport::Server::builder()
@@ -323,6 +323,18 @@ pub async fn run_until(
             Ok(())
         }
     }
+}
+
+/// [`Config::rpc_spin`] for this server's lean connections, logged when
+/// it turns polling off.
+fn server_spin(config: &Config, hostfile: &Hostfile, name: &str) -> Duration {
+    let spin = config.rpc_spin(hostfile);
+    if spin.is_zero() && config.rpc_spin_us > 0 {
+        tracing::info!(
+            "server {name}: as many servers of the hostfile on this machine as CPUs: lean connections sleep instead of polling"
+        );
+    }
+    spin
 }
 
 /// Waits up to [`DRAIN_TIMEOUT`] for a task that is finishing its in-flight
