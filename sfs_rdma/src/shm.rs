@@ -751,16 +751,23 @@ impl ShmChannel {
                 slot.index,
             );
             let (tx, rx) = oneshot::channel();
-            // From here the slot is the pending request's until the server
-            // answers (or the connection breaks), however this call ends.
-            conn.pending
-                .lock()
-                .expect("pending lock")
-                .insert(id, (slot, tx));
-            if conn.broken.load(Ordering::SeqCst) {
-                conn.fail_all("node-local data connection lost");
-            } else {
+            {
+                // The writer first: a call cancelled while it waits for the
+                // writer still owns its slot (dropped, so freed) and sent
+                // nothing. Once in `pending`, the slot is the request's until
+                // the server answers or the connection is given up,
+                // however this call ends.
                 let mut writer = conn.writer.lock().await;
+                if conn.broken.load(Ordering::SeqCst) {
+                    return Err(SfsError::io(format!(
+                        "node-local data connection to {} lost",
+                        self.server
+                    )));
+                }
+                conn.pending
+                    .lock()
+                    .expect("pending lock")
+                    .insert(id, (slot, tx));
                 let poison = scopeguard::guard((), |()| {
                     conn.broken.store(true, Ordering::SeqCst);
                 });

@@ -252,3 +252,36 @@ async fn a_timed_out_request_keeps_its_slot_until_the_server_answers() {
     drop(channel);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cancelled_before_sending_frees_its_slot() {
+    let server = TestServer::start();
+    let channel = server.channel(Duration::from_millis(50));
+    channel
+        .write_chunk(chunk(1, 0, 10), &[1; 10])
+        .await
+        .unwrap();
+    let conn = channel.conn.try_lock().unwrap().clone().unwrap();
+    // Another sender holds the socket: the call times out before it sends.
+    let held = conn.writer.lock().await;
+    let e = channel
+        .write_chunk(chunk(2, 0, 10), &[2; 10])
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::ETIMEDOUT, "{e}");
+    drop(held);
+    assert_eq!(
+        conn.free.lock().unwrap().len(),
+        SLOTS as usize,
+        "slot returned"
+    );
+    assert!(conn.pending.lock().unwrap().is_empty());
+    // The connection is still good.
+    channel
+        .write_chunk(chunk(3, 0, 10), &[3; 10])
+        .await
+        .unwrap();
+    drop(conn);
+    drop(channel);
+    server.stop().await;
+}
