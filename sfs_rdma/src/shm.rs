@@ -64,8 +64,11 @@ const HELLO_FIXED: usize = 4 + 4 + 4 + 8 + 2;
 
 /// Slots of one client's region: requests it has in flight to one server.
 pub const SLOTS: u32 = 8;
-/// The most slots a server accepts from one client.
-const MAX_SLOTS: u32 = 64;
+/// The most slots a server accepts from one client (each is memory the
+/// client's reads make the server touch).
+const MAX_SLOTS: u32 = 16;
+/// Time a new connection has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The socket a server listens on for node-local clients.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
@@ -373,7 +376,13 @@ async fn serve_connection(
     chunk_size: u64,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let (hello, fd) = receive_hello(&stream).await?;
+    let (hello, fd) = tokio::select! {
+        got = tokio::time::timeout(HELLO_TIMEOUT, receive_hello(&stream)) => match got {
+            Ok(got) => got?,
+            Err(_) => return Err(proto("no hello within the time allowed")),
+        },
+        _ = stop.wait_for(|s| *s) => return Ok(()),
+    };
     let accepted = accept_hello(&hello, fd.as_ref(), server_name, chunk_size).and_then(|slots| {
         let fd = fd.as_ref().expect("checked by accept_hello");
         Region::map(fd, slots as usize * chunk_size as usize)
@@ -393,6 +402,9 @@ async fn serve_connection(
         }
     };
     let region = Arc::new(region);
+    // Slots with a request running: a second request naming one of them is
+    // a protocol error (two requests must never share bytes).
+    let busy: Arc<Vec<AtomicBool>> = Arc::new((0..slots).map(|_| AtomicBool::new(false)).collect());
     let (mut reader, writer) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel::<ResponseHeader>(slots as usize);
     let writer_task = tokio::spawn(write_replies(writer, welcome, reply_rx));
@@ -407,7 +419,15 @@ async fn serve_connection(
             Ok(ok) => ok,
             Err(e) => break Err(proto(e.message)),
         };
-        let (handler, region, reply_tx) = (handler.clone(), region.clone(), reply_tx.clone());
+        if busy[slot as usize].swap(true, Ordering::AcqRel) {
+            break Err(proto(format!("slot {slot} named by two requests at once")));
+        }
+        let (handler, region, reply_tx, busy) = (
+            handler.clone(),
+            region.clone(),
+            reply_tx.clone(),
+            busy.clone(),
+        );
         in_flight.spawn(async move {
             let result = tokio::task::spawn_blocking(move || {
                 let len = header.chunk.len as usize;
@@ -415,16 +435,17 @@ async fn serve_connection(
                 match header.op {
                     Op::Write => {
                         // SAFETY: `start..start + len` lies in the mapping
-                        // (`at` checks) which `region` keeps alive; the
-                        // client does not touch the slot while its request
-                        // runs (module documentation); the bytes only reach
+                        // (`at` checks) which `region` keeps alive; no other
+                        // request names the slot while this one runs
+                        // (`busy`), the client does not touch it meanwhile
+                        // (module documentation), and the bytes only reach
                         // the chunk store's pwrite.
                         let data = unsafe { std::slice::from_raw_parts(start, len) };
                         handler.write_chunk(&header.chunk, data).map(|()| 0)
                     }
                     Op::Read => {
                         // SAFETY: as above; the slot is this request's alone
-                        // until it is answered.
+                        // (`busy`) until it is answered.
                         let buf = unsafe { std::slice::from_raw_parts_mut(start, len) };
                         handler.read_chunk(&header.chunk, buf)
                     }
@@ -432,6 +453,7 @@ async fn serve_connection(
             })
             .await
             .unwrap_or_else(|_| Err(SfsError::io("chunk I/O task failed")));
+            busy[slot as usize].store(false, Ordering::Release);
             let _ = reply_tx
                 .send(ResponseHeader::answering(header.request_id, result))
                 .await;
@@ -473,6 +495,7 @@ struct Slot {
 
 impl Slot {
     fn ptr(&self, len: usize) -> *mut u8 {
+        assert!(len <= self.conn.slot_size, "{len} bytes in a slot");
         self.conn
             .region
             .at(self.index as usize * self.conn.slot_size, len)
@@ -481,11 +504,15 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.conn
-            .free
-            .lock()
-            .expect("free slots lock")
-            .push(self.index);
+        // A slot of a connection given up is never used again: the server
+        // may still be working on it (its answer will not be read).
+        if !self.conn.broken.load(Ordering::SeqCst) {
+            self.conn
+                .free
+                .lock()
+                .expect("free slots lock")
+                .push(self.index);
+        }
     }
 }
 
@@ -512,6 +539,7 @@ impl ShmConnection {
     /// connection: nothing else would free it).
     fn fail_all(&self, why: &str) {
         self.broken.store(true, Ordering::SeqCst);
+        self.slots.close();
         // SAFETY: `socket` is the descriptor `writer` owns, open for as long
         // as `self` lives; shutdown does not close it.
         let _ = rustix::net::shutdown(
@@ -531,12 +559,17 @@ impl ShmConnection {
             .acquire_owned()
             .await
             .map_err(|_| SfsError::io("node-local data connection closed"))?;
+        let closed = || SfsError::io("node-local data connection closed");
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(closed());
+        }
+        // Empty only when the connection was given up meanwhile.
         let index = self
             .free
             .lock()
             .expect("free slots lock")
             .pop()
-            .expect("a permit means a free slot");
+            .ok_or_else(closed)?;
         Ok(Slot {
             conn: self.clone(),
             index,
@@ -737,6 +770,9 @@ impl ShmChannel {
         chunk: ChunkRef,
         fill: impl FnOnce(*mut u8),
     ) -> SfsResult<(ResponseHeader, Slot)> {
+        // The range must fit one slot (a chunk): `fill` and the reads copy
+        // `chunk.len` bytes.
+        chunk.check(self.slot_size as u64)?;
         let conn = self.connection().await?;
         let exchange = async {
             let slot = conn.take_slot().await?;
@@ -806,7 +842,13 @@ impl DataChannel for ShmChannel {
 
     fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {
         Box::pin(async move {
-            debug_assert_eq!(data.len() as u64, chunk.len);
+            if data.len() as u64 != chunk.len {
+                return Err(SfsError::invalid(format!(
+                    "{} bytes for a chunk range of {}",
+                    data.len(),
+                    chunk.len
+                )));
+            }
             self.call(Op::Write, chunk, |dst| {
                 // SAFETY: `dst` starts `chunk.len` bytes of a slot this call
                 // owns (no request on it is in flight); `data` is as long

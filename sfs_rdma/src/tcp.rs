@@ -365,6 +365,14 @@ impl TcpChannel {
         let exchange = async {
             {
                 let mut writer = conn.writer.lock().await;
+                // A send cancelled half-way while this call waited for the
+                // writer left a partial frame: never write after it.
+                if conn.broken.load(Ordering::SeqCst) {
+                    return Err(SfsError::io(format!(
+                        "data connection to {} lost",
+                        self.addr
+                    )));
+                }
                 let poison = scopeguard::guard((), |()| {
                     conn.broken.store(true, Ordering::SeqCst);
                 });

@@ -166,7 +166,9 @@ pub async fn run_until(
         transport.reason
     );
     // Clients on this machine put chunk bytes in shared memory instead.
-    let shm_path = sfs_rdma::shm::socket_path(&run_dir);
+    // Absolute: clients in other working directories connect to it.
+    let shm_path = std::path::absolute(sfs_rdma::shm::socket_path(&run_dir))
+        .context("the node-local socket's path")?;
     let shm_listener = if config.shared_memory_data {
         match sfs_rdma::shm::bind(&shm_path) {
             Ok(listener) => {

@@ -285,3 +285,67 @@ async fn a_call_cancelled_before_sending_frees_its_slot() {
     drop(channel);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn two_requests_naming_one_slot_close_the_connection() {
+    let server = TestServer::start();
+    let region = sealed_memfd(2 * CHUNK as usize).unwrap();
+    let (mut stream, status) = raw_hello(&server.path, &region, 2).await;
+    assert_eq!(status, 0);
+    // The first read of the slow chunk holds slot 0 for 300 ms; a second
+    // request on slot 0 meanwhile is refused by dropping the connection.
+    for id in [1, 2] {
+        let header = RequestHeader {
+            op: Op::Read,
+            request_id: id,
+            chunk: chunk(99, 0, 10),
+        };
+        stream.write_all(&encode_request(&header, 0)).await.unwrap();
+    }
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    // At most the first request's answer arrived.
+    assert!(rest.len() <= RESPONSE_HEADER_LEN, "{} bytes", rest.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_of_a_connection_given_up_are_never_reused() {
+    let server = TestServer::start();
+    let channel = server.channel(Duration::from_millis(50));
+    channel
+        .write_chunk(chunk(1, 0, 10), &[1; 10])
+        .await
+        .unwrap();
+    let conn = channel.conn.try_lock().unwrap().clone().unwrap();
+    // A slow read is in flight (the server fills its slot for 300 ms) when
+    // the connection is given up.
+    let mut buf = vec![0u8; 10];
+    assert!(channel
+        .read_chunk(chunk(99, 0, 10), &mut buf)
+        .await
+        .is_err());
+    conn.fail_all("test");
+    assert_eq!(conn.free.lock().unwrap().len(), SLOTS as usize - 1);
+    assert!(
+        conn.take_slot().await.is_err(),
+        "no slot of a closed connection"
+    );
+    // The channel itself goes on with a fresh connection and region.
+    channel
+        .write_chunk(chunk(2, 0, 10), &[2; 10])
+        .await
+        .unwrap();
+    let mut back = [0u8; 10];
+    channel
+        .read_chunk(chunk(2, 0, 10), &mut back)
+        .await
+        .unwrap();
+    assert_eq!(back, [2; 10]);
+    drop(conn);
+    drop(channel);
+    server.stop().await;
+}
