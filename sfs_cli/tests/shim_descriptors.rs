@@ -249,3 +249,66 @@ fn descriptors_survive_the_execl_family() {
         "execl: through fd 3\nexeclp: through fd 3\nexecle: through fd 3\n"
     );
 }
+
+/// Writes 1 MiB, SIGKILLs the server (argv[2]), then writes on until a
+/// write fails; prints how. SIGPIPE keeps its default action, as in most C
+/// programs: a socket write to the dead server must fail, not kill it.
+const DEAD_SERVER_PROBE: &str = r#"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int main(int argc, char **argv) {
+    static char buf[1 << 20];
+    memset(buf, 7, sizeof buf);
+    int fd = open(argv[1], O_CREAT | O_WRONLY, 0644);
+    if (fd < 0 || write(fd, buf, sizeof buf) != sizeof buf) { perror("first write"); return 1; }
+    if (kill(atoi(argv[2]), SIGKILL) != 0) { perror("kill"); return 1; }
+    usleep(200 * 1000);
+    for (int i = 0; i < 50; i++)
+        if (write(fd, buf, sizeof buf) < 0) {
+            printf("write failed: %s\n", strerror(errno));
+            return 0;
+        }
+    printf("all writes succeeded\n");
+    return 0;
+}
+"#;
+
+fn a_dead_server_fails_writes_without_sigpipe(tune: impl FnOnce(&mut sfs_global::config::Config)) {
+    let cluster = Cluster::start_with(1, tune);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = compile_c(dir.path(), "dead_server", DEAD_SERVER_PROBE);
+    let ready = cluster
+        .config
+        .run_dir(&cluster.hostfile.hosts[0].name)
+        .join("ready");
+    let ready: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap();
+    let pid = ready["pid"]
+        .as_u64()
+        .expect("pid in the ready file")
+        .to_string();
+    let file = format!("{}/victim", cluster.config.mountdir);
+    let out = under_shim(
+        &cluster,
+        r#"exec "$1" "$2" "$3""#,
+        &[&binary.display().to_string(), &file, &pid],
+    );
+    assert_ok("writing to a killed server", &out);
+    assert_eq!(text(&out.stdout), "write failed: Input/output error\n");
+}
+
+#[test]
+fn a_killed_server_fails_writes_without_sigpipe_over_shared_memory() {
+    a_dead_server_fails_writes_without_sigpipe(|_| {});
+}
+
+#[test]
+fn a_killed_server_fails_writes_without_sigpipe_over_tcp() {
+    a_dead_server_fails_writes_without_sigpipe(|c| c.shared_memory_data = false);
+}

@@ -20,6 +20,7 @@
 
 pub mod buffers;
 pub mod memory;
+pub mod nosignal;
 pub mod rdma;
 pub mod shm;
 pub mod tcp;

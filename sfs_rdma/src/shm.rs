@@ -793,7 +793,7 @@ impl ShmChannel {
                 // nothing. Once in `pending`, the slot is the request's until
                 // the server answers or the connection is given up,
                 // however this call ends.
-                let mut writer = conn.writer.lock().await;
+                let writer = conn.writer.lock().await;
                 if conn.broken.load(Ordering::SeqCst) {
                     return Err(SfsError::io(format!(
                         "node-local data connection to {} lost",
@@ -807,7 +807,7 @@ impl ShmChannel {
                 let poison = scopeguard::guard((), |()| {
                     conn.broken.store(true, Ordering::SeqCst);
                 });
-                if let Err(e) = writer.write_all(&frame).await {
+                if let Err(e) = crate::nosignal::send_all(writer.as_ref(), &[&frame]).await {
                     drop(writer);
                     conn.fail_all(&format!(
                         "node-local data connection to {} lost: {e}",

@@ -51,28 +51,9 @@ fn chunk_pool(chunk_size: u64, bytes: u64) -> Arc<BufferPool> {
     BufferPool::new(chunk_size as usize, keep)
 }
 
-/// Writes all of `parts` with as few `writev` calls as the socket allows.
+/// Writes all of `parts` (without SIGPIPE: [`crate::nosignal`]).
 async fn write_all_parts(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> std::io::Result<()> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut written = 0;
-    while written < total {
-        // The slices still to send, the first one cut by what went out.
-        let mut skip = written;
-        let mut slices = Vec::with_capacity(parts.len());
-        for part in parts {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            slices.push(std::io::IoSlice::new(&part[skip..]));
-            skip = 0;
-        }
-        match writer.write_vectored(&slices).await? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            n => written += n,
-        }
-    }
-    Ok(())
+    crate::nosignal::send_all(writer.as_ref(), parts).await
 }
 
 /// Serves the data path on `listener` until `shutdown` resolves; then stops
