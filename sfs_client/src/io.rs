@@ -698,7 +698,8 @@ fn chunk_of(id: FileId, piece: &Piece) -> ChunkRef {
     }
 }
 
-fn chunk_range(chunk: &ChunkRef) -> pb::ChunkRange {
+/// The RPC form of a chunk range.
+pub(crate) fn chunk_range(chunk: &ChunkRef) -> pb::ChunkRange {
     pb::ChunkRange {
         id_hi: chunk.id.hi(),
         id_lo: chunk.id.lo(),

@@ -24,16 +24,6 @@ pub struct SmallPiecesOverRpc {
     pub limit: u64,
 }
 
-fn range(chunk: &ChunkRef) -> pb::ChunkRange {
-    pb::ChunkRange {
-        id_hi: chunk.id.hi(),
-        id_lo: chunk.id.lo(),
-        index: chunk.index,
-        offset: chunk.offset,
-        len: chunk.len,
-    }
-}
-
 impl DataChannel for SmallPiecesOverRpc {
     fn transport_name(&self) -> &'static str {
         self.bulk.transport_name()
@@ -46,7 +36,7 @@ impl DataChannel for SmallPiecesOverRpc {
         Box::pin(async move {
             self.rpc
                 .write_chunk(pb::WriteChunkRequest {
-                    range: Some(range(&chunk)),
+                    range: Some(crate::io::chunk_range(&chunk)),
                     data: data.to_vec(),
                     grow: None,
                 })
@@ -67,7 +57,7 @@ impl DataChannel for SmallPiecesOverRpc {
             let answer = self
                 .rpc
                 .read_chunk(pb::ReadChunkRequest {
-                    range: Some(range(&chunk)),
+                    range: Some(crate::io::chunk_range(&chunk)),
                     stat: None,
                 })
                 .await?;

@@ -73,3 +73,39 @@ pub async fn send_all<S: Socket>(socket: &S, parts: &[&[u8]]) -> std::io::Result
     }
     Ok(())
 }
+
+/// Why [`send_frame`] sent nothing or not all.
+pub enum FrameError {
+    /// The connection was given up (or a cancelled send left a partial
+    /// frame on it) before this frame's turn came.
+    Broken,
+    /// The socket failed; the caller gives the connection up.
+    Io(std::io::Error),
+}
+
+/// Sends one frame on a connection many requests share: takes the writer,
+/// refuses a connection already `broken` (never write after another
+/// request's half-sent frame), runs `registered` (the request becomes
+/// answerable) and writes. A send cancelled half-way marks the connection
+/// `broken`.
+pub async fn send_frame<W, S>(
+    writer: &tokio::sync::Mutex<W>,
+    broken: &std::sync::atomic::AtomicBool,
+    registered: impl FnOnce(),
+    parts: &[&[u8]],
+) -> Result<(), FrameError>
+where
+    W: AsRef<S>,
+    S: Socket,
+{
+    use std::sync::atomic::Ordering;
+    let writer = writer.lock().await;
+    if broken.load(Ordering::SeqCst) {
+        return Err(FrameError::Broken);
+    }
+    registered();
+    let poison = scopeguard::guard((), |()| broken.store(true, Ordering::SeqCst));
+    let sent = send_all(writer.as_ref(), parts).await;
+    scopeguard::ScopeGuard::into_inner(poison);
+    sent.map_err(FrameError::Io)
+}

@@ -35,6 +35,7 @@
 //! same kernel (boot id) and the socket accepts the hello; otherwise TCP
 //! (or RDMA) as before.
 
+use crate::nosignal::{send_frame, FrameError};
 use crate::wire::{
     answered, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
 };
@@ -81,10 +82,13 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// What identifies this machine's kernel: clients and servers with the same
 /// boot id share memory (and one file system namespace is checked by the
 /// socket itself).
-pub fn node_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+pub fn node_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// A shared mapping of a memfd.
@@ -787,34 +791,29 @@ impl ShmChannel {
                 slot.index,
             );
             let (tx, rx) = oneshot::channel();
-            {
-                // The writer first: a call cancelled while it waits for the
-                // writer still owns its slot (dropped, so freed) and sent
-                // nothing. Once in `pending`, the slot is the request's until
-                // the server answers or the connection is given up,
-                // however this call ends.
-                let writer = conn.writer.lock().await;
-                if conn.broken.load(Ordering::SeqCst) {
-                    return Err(SfsError::io(format!(
-                        "node-local data connection to {} lost",
-                        self.server
-                    )));
-                }
+            // The writer first: a call cancelled while it waits for the
+            // writer still owns its slot (dropped, so freed) and sent
+            // nothing. Once in `pending`, the slot is the request's until
+            // the server answers or the connection is given up, however
+            // this call ends.
+            let register = || {
                 conn.pending
                     .lock()
                     .expect("pending lock")
                     .insert(id, (slot, tx));
-                let poison = scopeguard::guard((), |()| {
-                    conn.broken.store(true, Ordering::SeqCst);
-                });
-                if let Err(e) = crate::nosignal::send_all(writer.as_ref(), &[&frame]).await {
-                    drop(writer);
-                    conn.fail_all(&format!(
-                        "node-local data connection to {} lost: {e}",
+            };
+            match send_frame(&conn.writer, &conn.broken, register, &[&frame]).await {
+                Ok(()) => {}
+                Err(FrameError::Broken) => {
+                    return Err(SfsError::io(format!(
+                        "node-local data connection to {} lost",
                         self.server
-                    ));
+                    )))
                 }
-                scopeguard::ScopeGuard::into_inner(poison);
+                Err(FrameError::Io(e)) => conn.fail_all(&format!(
+                    "node-local data connection to {} lost: {e}",
+                    self.server
+                )),
             }
             rx.await.unwrap_or_else(|_| {
                 Err(SfsError::io(format!(

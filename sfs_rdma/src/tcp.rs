@@ -13,6 +13,7 @@
 //! connection, answering in completion order.
 
 use crate::buffers::{BufferPool, PooledBuffer};
+use crate::nosignal::{send_frame, FrameError};
 use crate::wire::{
     answered, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
 };
@@ -344,30 +345,22 @@ impl TcpChannel {
         }
         .encode();
         let exchange = async {
-            {
-                let mut writer = conn.writer.lock().await;
-                // A send cancelled half-way while this call waited for the
-                // writer left a partial frame: never write after it.
-                if conn.broken.load(Ordering::SeqCst) {
+            let parts = [&header[..], payload.unwrap_or_default()];
+            match send_frame(&conn.writer, &conn.broken, || {}, &parts).await {
+                Ok(()) => {}
+                Err(FrameError::Broken) => {
                     return Err(SfsError::io(format!(
                         "data connection to {} lost",
                         self.addr
-                    )));
+                    )))
                 }
-                let poison = scopeguard::guard((), |()| {
-                    conn.broken.store(true, Ordering::SeqCst);
-                });
-                let sent =
-                    write_all_parts(&mut writer, &[&header, payload.unwrap_or_default()]).await;
-                if let Err(e) = sent {
-                    drop(writer);
+                Err(FrameError::Io(e)) => {
                     conn.fail_all(&format!("data connection to {} lost: {e}", self.addr));
                     return Err(SfsError::io(format!(
                         "sending to data server {}: {e}",
                         self.addr
                     )));
                 }
-                scopeguard::ScopeGuard::into_inner(poison);
             }
             rx.await.unwrap_or_else(|_| {
                 Err(SfsError::io(format!(

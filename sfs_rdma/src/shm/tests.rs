@@ -52,6 +52,17 @@ impl TestServer {
         ShmChannel::new(&self.path, "s0", CHUNK, Duration::from_secs(2), timeout)
     }
 
+    /// A channel that has connected (one write done), and its connection.
+    async fn connected(&self, timeout: Duration) -> (ShmChannel, Arc<ShmConnection>) {
+        let channel = self.channel(timeout);
+        channel
+            .write_chunk(chunk(1, 0, 10), &[1; 10])
+            .await
+            .unwrap();
+        let conn = channel.conn.try_lock().unwrap().clone().unwrap();
+        (channel, conn)
+    }
+
     async fn stop(mut self) {
         let _ = self.stop.take().map(|s| s.send(()));
         tokio::time::timeout(Duration::from_secs(10), &mut self.task)
@@ -256,12 +267,7 @@ async fn a_timed_out_request_keeps_its_slot_until_the_server_answers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cancelled_before_sending_frees_its_slot() {
     let server = TestServer::start();
-    let channel = server.channel(Duration::from_millis(50));
-    channel
-        .write_chunk(chunk(1, 0, 10), &[1; 10])
-        .await
-        .unwrap();
-    let conn = channel.conn.try_lock().unwrap().clone().unwrap();
+    let (channel, conn) = server.connected(Duration::from_millis(50)).await;
     // Another sender holds the socket: the call times out before it sends.
     let held = conn.writer.lock().await;
     let e = channel
@@ -315,12 +321,7 @@ async fn two_requests_naming_one_slot_close_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slots_of_a_connection_given_up_are_never_reused() {
     let server = TestServer::start();
-    let channel = server.channel(Duration::from_millis(50));
-    channel
-        .write_chunk(chunk(1, 0, 10), &[1; 10])
-        .await
-        .unwrap();
-    let conn = channel.conn.try_lock().unwrap().clone().unwrap();
+    let (channel, conn) = server.connected(Duration::from_millis(50)).await;
     // A slow read is in flight (the server fills its slot for 300 ms) when
     // the connection is given up.
     let mut buf = vec![0u8; 10];
