@@ -44,7 +44,9 @@ command -v qemu-system-x86_64 >/dev/null ||
 profile_flag=()
 [[ "$profile" == release ]] && profile_flag=(--release)
 say "building sfs and the conformance test ($profile)"
-cargo build -q "${profile_flag[@]}" -p sfs_cli
+# The same set sfs_testkit and test.sh build, so no package is built twice
+# with two feature sets.
+cargo build -q "${profile_flag[@]}" -p sfs_cli -p wrapper -p sfs_preload
 conformance=$(cargo test -q "${profile_flag[@]}" -p sfs_rdma --test conformance --no-run \
     --message-format=json |
     python3 -c 'import json,sys

@@ -4,11 +4,15 @@
 #   2. cargo fmt --check      formatting
 #   3. cargo clippy           lints, warnings are errors
 #   3b. scripts/rdma-vm-test.sh RDMA over Soft-RoCE in a QEMU guest
-#   4. tests                  cargo nextest (+ doctests) when installed,
+#   4. artefacts              sfs and the shim libraries, which the tests
+#                             run (sfs_testkit would build them on demand;
+#                             built here so the time shows as its own step)
+#   5. tests                  cargo nextest (+ doctests) when installed,
 #                             else cargo test
 # Works from any directory. The target directory defaults to
 # ~/.cache/sfs/target so a build survives between runs; set CARGO_TARGET_DIR
-# to use another one. The last lines printed are the test runner's summary.
+# to use another one (CI, .ci/run, starts from an empty one every time).
+# The last lines printed are the test runner's summary.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,6 +49,8 @@ if [[ "${SFS_SKIP_RDMA_VM:-0}" == 1 ]]; then
 else
     step rdma-vm bash scripts/rdma-vm-test.sh
 fi
+
+step artefacts cargo build -p sfs_cli -p wrapper -p sfs_preload
 
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests: run them first, so that nextest's

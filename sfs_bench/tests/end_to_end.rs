@@ -9,39 +9,10 @@ use std::process::{Command, Stdio};
 
 const BENCH: &str = env!("CARGO_BIN_EXE_sfs_bench");
 
-/// The build directory of this test (target/debug or target/release).
-fn build_dir() -> PathBuf {
-    Path::new(BENCH).parent().expect("bin dir").to_path_buf()
-}
-
-/// The `sfs` binary and the preload library, built on demand when the
-/// workspace was not built before this test (`cargo test -p sfs_bench`).
+/// The `sfs` binary and the preload library (built on demand).
 fn artifacts() -> (PathBuf, PathBuf) {
-    let dir = build_dir();
-    let sfs = dir.join("sfs");
-    let find_shim = || {
-        [
-            dir.join("libsfs_wrapper.so"),
-            dir.join("deps/libsfs_wrapper.so"),
-        ]
-        .into_iter()
-        .find(|p| p.exists())
-    };
-    if !sfs.exists() || find_shim().is_none() {
-        let profile = if dir.ends_with("release") {
-            vec!["--release"]
-        } else {
-            vec![]
-        };
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "sfs_cli", "-p", "wrapper"])
-            .args(profile)
-            .status()
-            .expect("running cargo build");
-        assert!(status.success(), "building sfs and the shim failed");
-    }
-    let shim = find_shim().expect("libsfs_wrapper.so was built");
-    (sfs, shim)
+    let built = sfs_testkit::artifacts();
+    (built.sfs.clone(), built.preload.clone())
 }
 
 fn free_port() -> u16 {

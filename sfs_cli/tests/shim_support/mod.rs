@@ -7,17 +7,10 @@ use crate::common::{Cluster, SFS};
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-/// The entry library cargo built for these tests: sfs_preload, a
-/// dev-dependency of sfs_cli, places it in `deps/` next to the shim
-/// (`wrapper`, also a dev-dependency) of the same build.
+/// The preload entry library of this build, next to the shim it loads
+/// (built on demand, see `sfs_testkit`).
 pub fn shim() -> PathBuf {
-    let built = PathBuf::from(sfs_preload::LIBRARY);
-    assert!(
-        built.is_file(),
-        "libsfs_wrapper.so is built ({})",
-        built.display()
-    );
-    built
+    sfs_testkit::artifacts().preload.clone()
 }
 
 /// Runs `bash -c script` with `args` under `sfs exec`.
