@@ -9,7 +9,7 @@
 //! the connections while keeping its open files ([`Client::reinit_after_fork`]).
 
 use crate::servers::ServerSlot;
-use crate::Client;
+use crate::{Client, DescriptorOffsets};
 use sfs_global::config::Config;
 use sfs_global::hostfile::Hostfile;
 use sfs_global::{FileKind, SfsError, SfsResult};
@@ -45,13 +45,16 @@ fn build_runtime(on_thread_start: &ThreadStart) -> SfsResult<tokio::runtime::Run
 
 impl Client {
     /// A client for a process that embeds it (the shim): a current-thread
-    /// runtime whose helper threads run `on_thread_start` first.
+    /// runtime whose helper threads run `on_thread_start` first, and the
+    /// offsets of all its descriptors kept by `offsets`.
     pub fn new_embedded(
         config: Config,
         hostfile: Hostfile,
         on_thread_start: ThreadStart,
+        offsets: Arc<dyn DescriptorOffsets>,
     ) -> SfsResult<Client> {
         let mut client = Client::new(config, hostfile)?;
+        client.descriptor_offsets = Some(offsets);
         client.replace_runtime(&on_thread_start, false)?;
         Ok(client)
     }
@@ -125,12 +128,11 @@ impl Client {
     /// One open descriptor's state, as [`OpenFdInfo`].
     pub fn fd_info(&self, fd: i32) -> SfsResult<OpenFdInfo> {
         let file = self.files.get(fd)?;
-        let offset = *file.offset.lock().expect("offset lock");
         Ok(OpenFdInfo {
             fd,
             path: file.path(),
             flags: file.flags.0,
-            offset,
+            offset: self.offset_of(fd)?,
             is_dir: file.kind == FileKind::Directory,
         })
     }
@@ -145,7 +147,7 @@ impl Client {
                 fd,
                 path: file.path(),
                 flags: file.flags.0,
-                offset: *file.offset.lock().expect("offset lock"),
+                offset: self.offset_of(fd).unwrap_or(0),
                 is_dir: file.kind == FileKind::Directory,
             })
             .collect();

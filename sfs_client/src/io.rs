@@ -104,6 +104,71 @@ pub(crate) struct OpenFile {
     pub size_hint: AtomicU64,
 }
 
+/// Where an embedding process keeps the offsets of the descriptors it
+/// opens at numbers of its own ([`Client::open_at_fd`]). The LD_PRELOAD
+/// shim keeps them in the kernel's open file description of the
+/// descriptor's placeholder, which `fork`, `exec` and `dup` share exactly as
+/// they share a kernel file's offset: a shell and the children it starts
+/// on one `>` file then write one after another instead of over each other.
+pub trait DescriptorOffsets: Send + Sync {
+    /// The offset of descriptor `fd`.
+    fn get(&self, fd: i32) -> SfsResult<u64>;
+    /// Moves it to `offset`.
+    fn set(&self, fd: i32, offset: u64) -> SfsResult<()>;
+    /// Moves it forward by `by` in one atomic step (against every process
+    /// sharing the description) and returns where it was.
+    fn advance(&self, fd: i32, by: u64) -> SfsResult<u64>;
+}
+
+/// A descriptor's offset during one call: kept in its open file (a library
+/// client's own descriptors) or by the embedder ([`DescriptorOffsets`]).
+/// Holds the open file's lock, so this process's calls on it take turns.
+struct Position<'a> {
+    fd: i32,
+    local: std::sync::MutexGuard<'a, u64>,
+    outside: Option<&'a dyn DescriptorOffsets>,
+}
+
+impl Position<'_> {
+    fn get(&self) -> SfsResult<u64> {
+        match self.outside {
+            Some(o) => o.get(self.fd),
+            None => Ok(*self.local),
+        }
+    }
+
+    fn set(&mut self, offset: u64) -> SfsResult<()> {
+        match self.outside {
+            Some(o) => o.set(self.fd, offset),
+            None => {
+                *self.local = offset;
+                Ok(())
+            }
+        }
+    }
+
+    /// Reserves `len` bytes at the current offset: where they start.
+    fn reserve(&mut self, len: u64) -> SfsResult<u64> {
+        match self.outside {
+            Some(o) => o.advance(self.fd, len),
+            None => {
+                let at = *self.local;
+                *self.local = at.saturating_add(len);
+                Ok(at)
+            }
+        }
+    }
+
+    /// Undoes [`Position::reserve`] after a failed write, unless another
+    /// process sharing the description moved the offset since.
+    fn give_back(&mut self, at: u64, len: u64) -> SfsResult<()> {
+        if self.get()? == at.saturating_add(len) {
+            self.set(at)?;
+        }
+        Ok(())
+    }
+}
+
 /// The client's open files by descriptor number; safe for many threads.
 pub struct FileTable {
     files: RwLock<HashMap<i32, Arc<OpenFile>>>,
@@ -283,18 +348,38 @@ impl Client {
         Ok(self.files.get(fd)?.path())
     }
 
+    /// Where descriptor `fd`'s offset is kept, with this process's calls on
+    /// its open file serialised (as the kernel's per-file offset lock does).
+    fn position<'a>(&'a self, fd: i32, file: &'a OpenFile) -> Position<'a> {
+        Position {
+            fd,
+            local: file.offset.lock().expect("offset lock"),
+            outside: self.descriptor_offsets.as_deref(),
+        }
+    }
+
     /// `write(2)` at the descriptor's offset (or at the end with O_APPEND).
     pub fn write(&self, fd: i32, buf: &[u8]) -> SfsResult<usize> {
         let file = self.writable_file(fd)?;
-        let mut offset = file.offset.lock().expect("offset lock");
-        let at = if file.flags.has(libc::O_APPEND) {
-            self.block_on(self.reserve_append(&file.path(), file.id, buf.len() as u64))?
-        } else {
-            *offset
-        };
-        let n = self.block_on(self.write_data(&file, at, buf, !file.flags.has(libc::O_APPEND)))?;
-        *offset = at + n as u64;
-        Ok(n)
+        let mut position = self.position(fd, &file);
+        let len = buf.len() as u64;
+        if file.flags.has(libc::O_APPEND) {
+            let at = self.block_on(self.reserve_append(&file.path(), file.id, len))?;
+            let n = self.block_on(self.write_data(&file, at, buf, false))?;
+            position.set(at + n as u64)?;
+            return Ok(n);
+        }
+        // Reserved before the data moves, so that processes writing through
+        // one shared description (a shell and its children on one `>` file)
+        // get consecutive ranges, as from the kernel.
+        let at = position.reserve(len)?;
+        match self.block_on(self.write_data(&file, at, buf, true)) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                position.give_back(at, len)?;
+                Err(e)
+            }
+        }
     }
 
     /// `pwrite(2)`.
@@ -306,9 +391,10 @@ impl Client {
     /// `read(2)` at the descriptor's offset.
     pub fn read(&self, fd: i32, buf: &mut [u8]) -> SfsResult<usize> {
         let file = self.readable_file(fd)?;
-        let mut offset = file.offset.lock().expect("offset lock");
-        let n = self.block_on(self.read_data(&file, *offset, buf))?;
-        *offset += n as u64;
+        let mut position = self.position(fd, &file);
+        let at = position.get()?;
+        let n = self.block_on(self.read_data(&file, at, buf))?;
+        position.set(at + n as u64)?;
         Ok(n)
     }
 
@@ -321,13 +407,13 @@ impl Client {
     /// `lseek(2)`.
     pub fn lseek(&self, fd: i32, offset: i64, whence: Whence) -> SfsResult<u64> {
         let file = self.files.get(fd)?;
-        let mut current = file.offset.lock().expect("offset lock");
+        let mut position = self.position(fd, &file);
         let size = || -> SfsResult<i64> {
             Ok(self.block_on(self.lookup_open(&file.path(), file.id))?.size as i64)
         };
         let target = match whence {
             Whence::Set => Some(offset),
-            Whence::Current => (*current as i64).checked_add(offset),
+            Whence::Current => (position.get()? as i64).checked_add(offset),
             Whence::End => size()?.checked_add(offset),
             Whence::Data | Whence::Hole => {
                 let size = size()?;
@@ -342,13 +428,20 @@ impl Client {
         };
         match target {
             Some(t) if t >= 0 => {
-                *current = t as u64;
+                position.set(t as u64)?;
                 Ok(t as u64)
             }
             _ => Err(SfsError::invalid(format!(
                 "lseek: resulting offset is negative or overflows ({offset})"
             ))),
         }
+    }
+
+    /// The current offset of descriptor `fd`.
+    pub(crate) fn offset_of(&self, fd: i32) -> SfsResult<u64> {
+        let file = self.files.get(fd)?;
+        let position = self.position(fd, &file);
+        position.get()
     }
 
     /// `fstat(2)`; `st_nlink` is 0 for a file unlinked while open.
@@ -548,13 +641,13 @@ impl Client {
         if want == 0 {
             return Ok(0);
         }
-        // First round, together with the size lookup: up to the end of the
-        // chunk holding the size last seen (at least the chunk at `offset`),
-        // so a large buffer on a small file does not ask for chunks that
-        // cannot exist.
-        let chunk_size = self.config.chunk_size;
+        // First round, together with the size lookup: up to the size last
+        // seen (at least one byte), so a large buffer on a small file asks
+        // for no chunk that cannot exist, and the caller's bytes past the
+        // end of the file are left as they were (CPython's `readinto`
+        // relies on it). A file that grew since costs a second round.
         let hint = file.size_hint.load(Ordering::Relaxed).max(offset + 1);
-        let first_end = hint.div_ceil(chunk_size).saturating_mul(chunk_size);
+        let first_end = hint;
         let first_len = first_end.min(offset + want) - offset;
         let (head, tail) = buf[..want as usize].split_at_mut(first_len as usize);
         let (size, fetched) = self.first_round(file, offset, head).await;

@@ -35,7 +35,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 pub use dir::{DirEntry, ReadDir};
-pub use io::{OpenFlags, Whence};
+pub use io::{DescriptorOffsets, OpenFlags, Whence};
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 
 /// Totals of the chunk stores of all servers (for `statfs`).
@@ -59,6 +59,9 @@ pub struct Client {
     pub(crate) orphans: orphans::Orphans,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
+    /// Where descriptor offsets live when an embedder keeps them
+    /// ([`io::DescriptorOffsets`]); `None`: in the open files.
+    pub(crate) descriptor_offsets: Option<std::sync::Arc<dyn io::DescriptorOffsets>>,
     /// How long a waiting call polls for answers before sleeping.
     spin: Spin,
     runtime: tokio::runtime::Runtime,
@@ -110,6 +113,7 @@ impl Client {
             orphans: orphans::Orphans::default(),
             uid: rustix::process::geteuid().as_raw(),
             gid: rustix::process::getegid().as_raw(),
+            descriptor_offsets: None,
             spin,
             runtime,
         })

@@ -42,6 +42,21 @@ static void complain(const char *a, const char *b, const char *c) {
 static __thread int busy __attribute__((tls_model("initial-exec")));
 
 /* ---------------------------------------------------------------------- */
+/* The environment                                                        */
+
+/* The value of `name` in the C library's `environ`. Not getenv: a program
+ * may define its own (bash does, and before its main has imported the
+ * environment its getenv can answer from an empty variable table), and
+ * the dynamic linker binds this library's calls to the program's. */
+static const char *env_get(const char *name) {
+    extern char **environ;
+    size_t n = strlen(name);
+    for (char **e = environ; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
 /* The mount directory                                                    */
 
 enum { MOUNT_UNKNOWN, MOUNT_NONE, MOUNT_KNOWN, MOUNT_ASK_SHIM };
@@ -117,8 +132,8 @@ static int mount_from_config(const char *file) {
 
 static void read_mount(void) {
     busy = 1;
-    const char *dir = getenv("SFS_MOUNTDIR");
-    const char *config = getenv("SFS_CONFIG");
+    const char *dir = env_get("SFS_MOUNTDIR");
+    const char *config = env_get("SFS_CONFIG");
     if (dir && *dir)
         mount_state = set_mount(dir, strlen(dir)) ? MOUNT_KNOWN : MOUNT_NONE;
     else if (config && *config)
@@ -258,7 +273,7 @@ EXPORT const char *sfs_preload_path(void) {
 static void load(void) {
     busy = 1;
     char path[PATH_MAX];
-    const char *env = getenv("SFS_SHIM");
+    const char *env = env_get("SFS_SHIM");
     if (env && *env) {
         size_t n = strlen(env);
         if (n >= sizeof path) n = sizeof path - 1;
@@ -321,10 +336,10 @@ int sfs_may_route(void) {
 }
 
 /* A process handed SFS descriptors or a working directory inside the mount
- * by its parent needs the shim before main; otherwise two getenv calls. */
+ * by its parent needs the shim before main; otherwise two environment look-ups. */
 __attribute__((constructor)) static void on_load(void) {
-    const char *fds = getenv("SFS_FDS");
-    const char *cwd = getenv("SFS_CWD");
+    const char *fds = env_get("SFS_FDS");
+    const char *cwd = env_get("SFS_CWD");
     if ((fds && *fds) || (cwd && *cwd)) pthread_once(&load_once, load);
 }
 

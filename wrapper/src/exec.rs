@@ -11,6 +11,7 @@
 //! binaries) leave the placeholders without a description: reads then fail
 //! with EISDIR and writes with EBADF — never silently wrong data.
 
+use crate::environment;
 use crate::state::{self, SFS_FDS};
 use sfs_client::embed::OpenFdInfo;
 use std::ffi::{c_char, CStr, CString};
@@ -183,7 +184,7 @@ pub unsafe fn environment_for_exec(envp: *const *const c_char) -> Option<Vec<CSt
     }
     for (i, var) in CARRIED_VARS.iter().enumerate() {
         if !seen[i] {
-            if let Some(value) = std::env::var_os(var) {
+            if let Some(value) = environment::var(var) {
                 env.push(CString::new(format!("{var}={}", value.to_string_lossy())).ok()?);
             }
         }
@@ -201,18 +202,13 @@ pub unsafe fn environment_for_exec(envp: *const *const c_char) -> Option<Vec<CSt
 /// directory is inside the mount (and removes it outside), so that every
 /// child — also through exec paths the hooks cannot see: `system`,
 /// `popen`, `execl*`, glibc's internal `posix_spawn` — starts in the same
-/// directory. `setenv` is not safe against `getenv` in other threads; a
-/// program changes directory into the mount rarely, and usually before it
-/// starts threads.
+/// directory. Through glibc's own `setenv`, never the program's (see
+/// [`environment`]). `setenv` is not safe against `getenv` in other
+/// threads; a program changes directory into the mount rarely, and usually
+/// before it starts threads.
 pub fn publish_cwd(cwd: Option<&str>) {
     let value = cwd.and_then(|c| CString::new(hex(c.as_bytes())).ok());
-    // SAFETY: the name and value are C strings; see above for threads.
-    unsafe {
-        match value {
-            Some(v) => libc::setenv(c"SFS_CWD".as_ptr(), v.as_ptr(), 1),
-            None => libc::unsetenv(c"SFS_CWD".as_ptr()),
-        };
-    }
+    environment::set(c"SFS_CWD", value.as_deref());
 }
 
 /// NULL-terminated pointer array over `env` (which must outlive it).
@@ -252,27 +248,18 @@ fn is_placeholder(fd: i32) -> bool {
 }
 
 /// At load: takes back the descriptors and working directory described by
-/// the process that exec'ed this image. One `getenv` when there are none.
+/// the process that exec'ed this image. Two environment look-ups when
+/// there are none.
 pub fn restore_from_environment() {
-    // SAFETY: getenv returns NULL or a NUL-terminated string; the process
-    // is single-threaded while constructors run.
-    let (fds, cwd) = unsafe {
-        (
-            libc::getenv(c"SFS_FDS".as_ptr()),
-            libc::getenv(c"SFS_CWD".as_ptr()),
-        )
-    };
-    if fds.is_null() && cwd.is_null() {
+    let fds = environment::var_text(FDS_VAR);
+    let cwd = environment::var_text(CWD_VAR);
+    if fds.is_none() && cwd.is_none() {
         return;
     }
     let Some(_inside) = state::enter() else {
         return;
     };
-    if !fds.is_null() {
-        // SAFETY: non-NULL getenv result.
-        let text = unsafe { CStr::from_ptr(fds) }
-            .to_string_lossy()
-            .into_owned();
+    if let Some(text) = fds {
         let mut pending = state::PENDING.lock().unwrap_or_else(|p| p.into_inner());
         for info in decode(&text) {
             if (info.fd as usize) < state::MAX_FDS && is_placeholder(info.fd) {
@@ -281,20 +268,13 @@ pub fn restore_from_environment() {
             }
         }
     }
-    if !cwd.is_null() {
-        // SAFETY: non-NULL getenv result.
-        let text = unsafe { CStr::from_ptr(cwd) }
-            .to_string_lossy()
-            .into_owned();
+    if let Some(text) = cwd {
         if let Some(path) = unhex(&text).filter(|p| p.starts_with('/')) {
             state::set_cwd(Some(path));
         }
     }
-    // SAFETY: single-threaded at load time; the name is a literal.
     // SFS_CWD stays: it describes this process's directory too.
-    unsafe {
-        libc::unsetenv(c"SFS_FDS".as_ptr());
-    }
+    environment::set(c"SFS_FDS", None);
     let std_fds: Vec<i32> = state::PENDING
         .lock()
         .unwrap_or_else(|p| p.into_inner())

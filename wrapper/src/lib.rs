@@ -12,6 +12,8 @@
 //! - [`paths`]: host path (+ dirfd, + the shim's working directory) → SFS path.
 //! - [`hooks`]: the interposed functions, one file per family.
 //! - [`stdio`]: `FILE*` streams on SFS files through `fopencookie`.
+//! - [`environment`]: the C library's environment, never the program's own
+//!   `getenv`/`setenv` (bash defines them).
 //! - [`exec`]: passing open SFS descriptors and the working directory across
 //!   `exec`.
 //!
@@ -28,6 +30,7 @@
 #![allow(clippy::missing_safety_doc)]
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod environment;
 pub mod exec;
 pub mod hooks;
 pub mod paths;
@@ -36,9 +39,9 @@ pub mod route;
 pub mod state;
 pub mod stdio;
 
-/// Runs when the library is loaded. Costs one `getenv` unless the process
-/// was exec'ed by a shim process that passed SFS descriptors or a working
-/// directory inside the mount (see [`exec`]).
+/// Runs when the library is loaded. Costs two environment look-ups unless
+/// the process was exec'ed by a shim process that passed SFS descriptors or
+/// a working directory inside the mount (see [`exec`]).
 extern "C" fn on_load() {
     exec::restore_from_environment();
 }

@@ -71,7 +71,7 @@ pub fn kernel_fd_path(fd: c_int) -> Option<String> {
 /// passes everything through); `Err`: a message for the person who set it.
 /// Must run with the hooks bypassed (it may read the config file).
 pub fn mount_from_environment() -> Result<Option<String>, String> {
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    let env = crate::environment::var;
     let mount = match env("SFS_MOUNTDIR") {
         Some(m) => m.to_string_lossy().into_owned(),
         None => match env("SFS_CONFIG") {

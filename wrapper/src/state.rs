@@ -78,6 +78,8 @@ const LOG_OFF: u8 = 0;
 const LOG_WARN: u8 = 2;
 const LOG_DEBUG: u8 = 4;
 static LOG_LEVEL: AtomicU8 = AtomicU8::new(LOG_OFF);
+/// `SFS_LOG=off`: not even the one line about unreachable servers.
+static LOG_SILENCED: AtomicBool = AtomicBool::new(false);
 
 static SETTINGS: OnceLock<Option<Settings>> = OnceLock::new();
 
@@ -89,12 +91,13 @@ pub fn settings() -> Option<&'static Settings> {
 }
 
 fn read_settings() -> Option<Settings> {
-    let env = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
-    if let Ok(level) = std::env::var("SFS_LOG") {
+    let env = crate::environment::var;
+    if let Some(level) = crate::environment::var_text("SFS_LOG") {
         let level = level.to_ascii_lowercase();
         let value = if level.contains("trace") || level.contains("debug") {
             LOG_DEBUG
         } else if level.contains("off") || level.is_empty() {
+            LOG_SILENCED.store(true, Ordering::Relaxed);
             LOG_OFF
         } else {
             LOG_WARN
@@ -124,6 +127,36 @@ pub fn log(level: u8, message: &str) {
         return;
     }
     let line = format!("sfs-shim[{}]: {message}\n", std::process::id());
+    // SAFETY: the buffer is valid for its length; a raw system call cannot
+    // re-enter the hooks.
+    unsafe {
+        libc::syscall(libc::SYS_write, 2, line.as_ptr(), line.len());
+    }
+}
+
+/// Says once per process, on stderr, that SFS is configured but a server
+/// cannot be reached — whatever `SFS_LOG` says, except `off`: otherwise a
+/// program under the shim only sees EIO and nobody knows why.
+fn note_unreachable(e: &SfsError) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let connection_level = matches!(e.errno.0, libc::EIO | libc::ETIMEDOUT)
+        && (e.message.contains("connect") || e.message.contains("connection"));
+    if !connection_level
+        || LOG_SILENCED.load(Ordering::Relaxed)
+        || SAID.swap(true, Ordering::Relaxed)
+    {
+        return;
+    }
+    let mount = SETTINGS
+        .get()
+        .and_then(|s| s.as_ref())
+        .map_or("?", |s| s.mount.as_str());
+    let line = format!(
+        "sfs: SFS is configured (mount {mount}) but a server cannot be reached: {}; \
+         calls under the mount fail with {} (SFS_LOG=off silences this line)\n",
+        e.message,
+        e.errno.name()
+    );
     // SAFETY: the buffer is valid for its length; a raw system call cannot
     // re-enter the hooks.
     unsafe {
@@ -174,6 +207,7 @@ pub fn run<R: Failure>(what: &str, call: impl FnOnce() -> SfsResult<R>) -> R {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             debug(|| format!("{what}: {} ({})", e.message, e.errno.name()));
+            note_unreachable(&e);
             set_errno(e.errno.0);
             R::FAILED
         }
@@ -192,6 +226,7 @@ pub fn run_errno(what: &str, call: impl FnOnce() -> SfsResult<()>) -> i32 {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             debug(|| format!("{what}: {} ({})", e.message, e.errno.name()));
+            note_unreachable(&e);
             e.errno.0
         }
         Err(_) => libc::EIO,
@@ -326,9 +361,9 @@ pub fn relocate_internal(fd: i32) -> i32 {
 }
 
 /// A descriptor of `/` (`O_RDONLY|O_DIRECTORY`) at a high number, which new
-/// placeholders are copies of: `fcntl(F_DUPFD)` costs less than opening `/`
-/// (no path walk), and a create through the shim pays it every time. -1
-/// until first needed, and again if the program closed it (`closefrom`).
+/// placeholders are opened relative to (`openat(template, ".")`: no walk
+/// from the root or the working directory). -1 until first needed, and
+/// again if the program closed it (`closefrom`).
 static TEMPLATE_FD: AtomicI32 = AtomicI32::new(-1);
 
 fn open_root(flags: i32) -> i64 {
@@ -359,17 +394,15 @@ fn template_fd() -> Option<i32> {
 }
 
 /// Reserves a kernel descriptor for a new SFS descriptor: the lowest free
-/// number, as `open` would give. Raw system calls: they cannot re-enter
-/// the hooks.
+/// number, as `open` would give. Each one is a new open file description
+/// of `/` (never a copy of another descriptor), because the description
+/// keeps the SFS descriptor's offset ([`KernelOffsets`]). Raw system calls:
+/// they cannot re-enter the hooks.
 pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
-    let dup_cmd = if cloexec {
-        libc::F_DUPFD_CLOEXEC
-    } else {
-        libc::F_DUPFD
-    };
-    let copied = template_fd().map_or(-1, |template| {
-        // SAFETY: F_DUPFD has no memory effects.
-        let fd = unsafe { libc::syscall(libc::SYS_fcntl, template, dup_cmd, 0) };
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | if cloexec { libc::O_CLOEXEC } else { 0 };
+    let opened = template_fd().map_or(-1, |template| {
+        // SAFETY: the path is a NUL-terminated literal.
+        let fd = unsafe { libc::syscall(libc::SYS_openat, template, c".".as_ptr(), flags, 0) };
         if fd < 0 && errno() == libc::EBADF {
             // The program closed the template behind our back: make another
             // next time.
@@ -378,10 +411,10 @@ pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
         }
         fd
     });
-    let fd = if copied >= 0 {
-        copied
+    let fd = if opened >= 0 {
+        opened
     } else {
-        open_root(libc::O_RDONLY | libc::O_DIRECTORY | if cloexec { libc::O_CLOEXEC } else { 0 })
+        open_root(flags)
     };
     if fd < 0 {
         return Err(err(errno(), "cannot reserve a descriptor"));
@@ -395,6 +428,48 @@ pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
         ));
     }
     Ok(fd)
+}
+
+/// SFS descriptor offsets kept by the kernel: each SFS descriptor's
+/// placeholder is an open file description of its own (see
+/// [`reserve_fd`]), and its file position is the SFS offset. `fork`,
+/// `exec`, `dup` and descriptor passing share a description, so they share
+/// the offset exactly as for a kernel file, across processes, with no
+/// bookkeeping in the shim. Raw `lseek` system calls (never the hook).
+pub struct KernelOffsets;
+
+fn kernel_seek(fd: i32, offset: i64, whence: i32) -> SfsResult<u64> {
+    // SAFETY: lseek takes numbers only.
+    let r = unsafe { libc::syscall(libc::SYS_lseek, fd, offset, whence) };
+    if r < 0 {
+        return Err(err(errno(), "moving the descriptor's offset"));
+    }
+    Ok(r as u64)
+}
+
+fn offset_arg(value: u64) -> SfsResult<i64> {
+    i64::try_from(value).map_err(|_| err(libc::EFBIG, format!("offset {value} is too large")))
+}
+
+impl sfs_client::DescriptorOffsets for KernelOffsets {
+    fn get(&self, fd: i32) -> SfsResult<u64> {
+        kernel_seek(fd, 0, libc::SEEK_CUR)
+    }
+
+    fn set(&self, fd: i32, offset: u64) -> SfsResult<()> {
+        kernel_seek(fd, offset_arg(offset)?, libc::SEEK_SET).map(|_| ())
+    }
+
+    fn advance(&self, fd: i32, by: u64) -> SfsResult<u64> {
+        let after = kernel_seek(fd, offset_arg(by)?, libc::SEEK_CUR).map_err(|e| {
+            if e.errno.0 == libc::EINVAL {
+                err(libc::EFBIG, "write past the largest file offset")
+            } else {
+                e
+            }
+        })?;
+        Ok(after - by)
+    }
 }
 
 /// Closes a reserved kernel descriptor.
@@ -460,7 +535,7 @@ fn create_client(settings: &Settings) -> SfsResult<Client> {
     // Runtime threads start with every signal blocked (and block them again
     // themselves, for threads spawned later from an application thread).
     let old = block_all_signals();
-    let client = Client::new_embedded(config, hostfile, thread_start());
+    let client = Client::new_embedded(config, hostfile, thread_start(), Arc::new(KernelOffsets));
     restore_signals(&old);
     client
 }
@@ -503,17 +578,12 @@ fn initialise() -> SfsResult<()> {
     Ok(())
 }
 
-/// Re-opens a descriptor inherited through `exec` at its number.
+/// Re-opens a descriptor inherited through `exec` at its number. Its
+/// offset is already right: the kernel description the placeholder shares
+/// with the process that exec'ed keeps it ([`KernelOffsets`]).
 fn restore_descriptor(client: &Client, info: &OpenFdInfo) {
     let flags = info.flags & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-    let r = client
-        .open_at_fd(&info.path, flags, 0, info.fd)
-        .and_then(|()| {
-            client
-                .lseek(info.fd, info.offset as i64, sfs_client::Whence::Set)
-                .map(|_| ())
-        });
-    if let Err(e) = r {
+    if let Err(e) = client.open_at_fd(&info.path, flags, 0, info.fd) {
         // The number stays reserved; calls on it fail with EBADF.
         log(
             LOG_WARN,

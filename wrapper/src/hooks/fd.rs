@@ -3,9 +3,12 @@
 //!
 //! The SFS descriptor's kernel placeholder carries the descriptor flags
 //! (FD_CLOEXEC), so `dup2` clearing it, `dup3(O_CLOEXEC)` setting it and
-//! `F_GETFD`/`F_SETFD` are the kernel's own behaviour. The open file
-//! description (offset, status flags) lives in the client's table, shared
-//! by all duplicates.
+//! `F_GETFD`/`F_SETFD` are the kernel's own behaviour. Every placeholder is
+//! an open file description of its own, which keeps the SFS offset
+//! (`state::KernelOffsets`), so duplicates made here, across `fork` and
+//! across `exec` share the offset as the kernel's do; the rest of the open
+//! file (path, id, open flags) lives in the client's table, shared by all
+//! duplicates in this process.
 
 use crate::hooks::lock;
 use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};

@@ -24,11 +24,13 @@ static LOCKED_COUNT: AtomicUsize = AtomicUsize::new(0);
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
 fn enabled() -> SfsResult<()> {
-    let on = *ENABLED.get_or_init(|| match std::env::var("SFS_LOCKS").as_deref() {
-        Ok("local") => true,
-        Ok("off") => false,
-        _ => with_client(|c| Ok(c.all_servers_local())).unwrap_or(false),
-    });
+    let on = *ENABLED.get_or_init(
+        || match crate::environment::var_text("SFS_LOCKS").as_deref() {
+            Some("local") => true,
+            Some("off") => false,
+            _ => with_client(|c| Ok(c.all_servers_local())).unwrap_or(false),
+        },
+    );
     if on {
         Ok(())
     } else {
@@ -44,7 +46,7 @@ fn lock_dir() -> String {
     let base = if shm.is_dir() {
         "/dev/shm".to_string()
     } else {
-        std::env::var("TMPDIR").unwrap_or_else(|_| "/tmp".into())
+        crate::environment::var_text("TMPDIR").unwrap_or_else(|| "/tmp".into())
     };
     format!("{base}/sfs-locks")
 }

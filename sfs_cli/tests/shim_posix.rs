@@ -1,0 +1,214 @@
+//! POSIX fidelity under the real shim, compared with the same scripts on a
+//! local directory: shells started inside the mount, and one open file
+//! description shared by a parent and its children (fork, exec, dup).
+
+mod common;
+mod shim_support;
+
+use common::Cluster;
+use shim_support::{assert_ok, compile_c, require, same_on_sfs_and_local, text, under_shim};
+
+/// bash defines its own getenv/setenv; a bash started with its working
+/// directory inside the mount (a job script, `./configure`) must still see
+/// SFS, through `bash FILE`, a `#!/bin/bash` script and `bash -c`.
+#[test]
+fn bash_started_inside_the_mount_sees_sfs() {
+    let cluster = Cluster::start(2);
+    let script = r#"
+set -euo pipefail
+cd "$1"
+mkdir d
+cat > d/job.sh <<'EOS'
+#!/bin/bash
+set -euo pipefail
+mkdir sub
+cd sub
+echo made > f
+cat f
+cd ..
+ls -R
+EOS
+chmod +x d/job.sh
+cd d
+bash "$1/d/job.sh"
+rm -r sub
+./job.sh
+bash -c 'cd sub && cat f && echo "in $(basename "$PWD")"'
+cd "$1" && bash -c 'cd d/sub && ls'
+"#;
+    let out = same_on_sfs_and_local(&cluster, script, &[]);
+    assert!(out.contains("in sub"), "{out}");
+}
+
+/// A shell and the children it starts write into one `>` file through one
+/// shared description: nothing is overwritten, as on a kernel file.
+#[test]
+fn parent_and_children_share_the_offset_of_one_description() {
+    require("make");
+    let cluster = Cluster::start(2);
+    let script = r#"
+set -euo pipefail
+cd "$1"
+{ echo header; seq 1 3; echo footer; } > f
+cat f
+exec 3> log
+echo one >&3
+(echo two >&3)
+sh -c 'echo three >&3'
+echo four >&3
+exec 3>&-
+cat log
+( exec > out; echo a; ls -d .; echo b; sh -c 'echo c'; ) 
+cat out
+for i in 1 2 3; do echo "line $i"; /bin/echo "child $i"; done > loop
+cat loop
+echo x >> f; sh -c 'echo y >> f'; echo z >> f
+cat f
+{ head -c 3; cat; } < loop
+printf 'all:\n\t@echo first\n\t@echo second\n\t@sh -c "echo third"\n' > Makefile
+make > make.log
+cat make.log
+"#;
+    let out = same_on_sfs_and_local(&cluster, script, &[]);
+    assert!(out.starts_with("header\n1\n2\n3\nfooter\n"), "{out}");
+    assert!(out.contains("first\nsecond\nthird\n"), "{out}");
+}
+
+/// The same from C: a forked child writes through the inherited descriptor,
+/// the parent goes on after it, and both see one offset (also after
+/// `lseek` in the child and through a `dup`).
+#[test]
+fn fork_shares_the_offset_in_c() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile_c(
+        dir.path(),
+        "fork_offset",
+        r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void put(int fd, const char *s) {
+    if (write(fd, s, strlen(s)) != (ssize_t)strlen(s)) { perror("write"); _exit(1); }
+}
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_CREAT | O_TRUNC | O_RDWR, 0644);
+    if (fd < 0) { perror("open"); return 1; }
+    put(fd, "parent1\n");
+    pid_t pid = fork();
+    if (pid == 0) { put(fd, "child\n"); _exit(0); }
+    waitpid(pid, NULL, 0);
+    put(fd, "parent2\n");
+    int copy = dup(fd);
+    put(copy, "dup\n");
+    printf("offset %ld\n", (long)lseek(fd, 0, SEEK_CUR));
+    pid = fork();
+    if (pid == 0) { lseek(fd, 0, SEEK_SET); _exit(0); }
+    waitpid(pid, NULL, 0);
+    printf("after child seek %ld\n", (long)lseek(copy, 0, SEEK_CUR));
+    char buf[64] = {0};
+    ssize_t n = read(fd, buf, 7);
+    printf("read %zd %s\n", n, buf);
+    int other = open(argv[1], O_RDONLY);
+    printf("second open at %ld\n", (long)lseek(other, 0, SEEK_CUR));
+    return 0;
+}
+"#,
+    );
+    let path = format!("{}/f", cluster.config.mountdir);
+    let out = under_shim(
+        &cluster,
+        "\"$1\" \"$2\" && cat \"$2\"",
+        &[&program.display().to_string(), &path],
+    );
+    assert_ok("fork_offset", &out);
+    assert_eq!(
+        text(&out.stdout),
+        "offset 26\nafter child seek 0\nread 7 parent1\nsecond open at 0\n\
+         parent1\nchild\nparent2\ndup\n"
+    );
+}
+
+/// With every server down, a program under the shim gets EIO, and the shim
+/// says once (not once per call) why, unless `SFS_LOG=off`.
+#[test]
+fn the_shim_says_once_that_servers_are_unreachable() {
+    let mut cluster = Cluster::start(1);
+    cluster.stop_all();
+    let run = |log: Option<&str>| {
+        // Preloaded by hand: `sfs exec` itself refuses to start a program
+        // when servers are down.
+        let mut command = std::process::Command::new("sh");
+        command
+            .args(["-c", "cat \"$1/a\"; cat \"$1/b\"; exit 0", "sh"])
+            .arg(&cluster.config.mountdir)
+            .env("LD_PRELOAD", shim_support::shim())
+            .env("SFS_CONFIG", &cluster.config_path)
+            .env("SFS_HOSTFILE", &cluster.hostfile_path)
+            .env_remove("SFS_LOG")
+            .stdin(std::process::Stdio::null());
+        if let Some(level) = log {
+            command.env("SFS_LOG", level);
+        }
+        command.output().expect("running sfs exec")
+    };
+    let said = text(&run(None).stderr);
+    assert_eq!(
+        said.matches("cannot be reached").count(),
+        2,
+        "one line per process (two cat processes): {said}"
+    );
+    assert!(said.contains("Input/output error"), "{said}");
+    let quiet = text(&run(Some("off")).stderr);
+    assert!(!quiet.contains("cannot be reached"), "{quiet}");
+}
+
+/// `read` leaves the caller's bytes past the returned count alone (CPython's
+/// `readinto` checks it), also when the file grew through another
+/// descriptor since this one last saw its size.
+#[test]
+fn read_leaves_the_buffer_past_the_count_alone() {
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile_c(
+        dir.path(),
+        "read_tail",
+        r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+static int untouched(const char *buf, size_t from, size_t to) {
+    for (size_t i = from; i < to; i++) if (buf[i] != 'X') return 0;
+    return 1;
+}
+int main(int argc, char **argv) {
+    int w = open(argv[1], O_CREAT | O_TRUNC | O_RDWR, 0644);
+    int r = open(argv[1], O_RDONLY);
+    if (w < 0 || r < 0 || write(w, "0123456789", 10) != 10) { perror("setup"); return 1; }
+    char buf[100000];
+    memset(buf, 'X', sizeof buf);
+    ssize_t n = read(r, buf, sizeof buf);
+    printf("read %zd untouched %d\n", n, untouched(buf, (size_t)n, sizeof buf));
+    if (write(w, "abc", 3) != 3) return 1;
+    memset(buf, 'X', sizeof buf);
+    n = read(r, buf, sizeof buf);
+    printf("read %zd %.3s untouched %d\n", n, buf, untouched(buf, (size_t)n, sizeof buf));
+    return 0;
+}
+"#,
+    );
+    let path = format!("{}/f", cluster.config.mountdir);
+    let out = under_shim(
+        &cluster,
+        "\"$1\" \"$2\"",
+        &[&program.display().to_string(), &path],
+    );
+    assert_ok("read_tail", &out);
+    assert_eq!(
+        text(&out.stdout),
+        "read 10 untouched 1\nread 3 abc untouched 1\n"
+    );
+}
