@@ -142,7 +142,8 @@ fn parse_hook_families(source: &str, hooks: &mut Vec<Hook>) {
 /// it: pointers of any kind are `void *` (a forwarder only passes them on),
 /// integers keep their width. An unknown type stops the build.
 fn c_type(ty: &str) -> &'static str {
-    if ty.starts_with('*') || ty == "Filter" || ty == "Compare" {
+    // Function pointers (scandir's filter and compare, glob's errfunc) too.
+    if ty.starts_with('*') || matches!(ty, "Filter" | "Compare" | "GlobErr") {
         return "void *";
     }
     match ty {

@@ -102,6 +102,22 @@ hook! {
     }
 }
 
+// The fortified variants (`-D_FORTIFY_SOURCE`, Debian's default for
+// packaged C) take the caller's buffer size: a call that would overflow it
+// goes to glibc's own, which aborts as it must; every other call is the
+// plain one.
+hook! {
+    unsafe fn __getcwd_chk(buf: *mut c_char, size: size_t, buflen: size_t) -> *mut c_char => sfs_getcwd_chk {
+        if size > buflen {
+            return real!(__getcwd_chk)(buf, size, buflen);
+        }
+        match cwd_host_path() {
+            Some(p) => run("getcwd", || to_c_buffer(&p, buf, size)),
+            None => real!(__getcwd_chk)(buf, size, buflen),
+        }
+    }
+}
+
 hook! {
     unsafe fn get_current_dir_name() -> *mut c_char => sfs_get_current_dir_name {
         match cwd_host_path() {
@@ -158,6 +174,21 @@ hook! {
                 }
             }
             None => real!(realpath)(path, resolved),
+        }
+    }
+}
+
+hook! {
+    unsafe fn __realpath_chk(path: *const c_char, resolved: *mut c_char, resolvedlen: size_t) -> *mut c_char => sfs_realpath_chk {
+        if resolvedlen < libc::PATH_MAX as size_t {
+            return real!(__realpath_chk)(path, resolved, resolvedlen);
+        }
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((inside, _)) => {
+                drop(inside);
+                sfs_realpath(path, resolved)
+            }
+            None => real!(__realpath_chk)(path, resolved, resolvedlen),
         }
     }
 }

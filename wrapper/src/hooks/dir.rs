@@ -321,11 +321,12 @@ hook! {
     }
 }
 
-type Filter = Option<unsafe extern "C" fn(*const dirent) -> c_int>;
-type Compare = Option<unsafe extern "C" fn(*mut *const dirent, *mut *const dirent) -> c_int>;
+pub(crate) type Filter = Option<unsafe extern "C" fn(*const dirent) -> c_int>;
+pub(crate) type Compare =
+    Option<unsafe extern "C" fn(*mut *const dirent, *mut *const dirent) -> c_int>;
 
 /// scandir(3) on an SFS directory: malloc'ed entries, as glibc's.
-unsafe fn scandir_sfs(
+pub(crate) unsafe fn scandir_sfs(
     path: &str,
     namelist: *mut *mut *mut dirent,
     filter: Filter,

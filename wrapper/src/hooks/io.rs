@@ -280,6 +280,26 @@ hook! {
     }
 }
 
+// glibc exports the 64-bit-offset names separately (Debian's python3 calls
+// these for os.preadv/os.pwritev); on 64-bit targets they are the same call.
+hook! {
+    unsafe fn preadv64v2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_preadv64v2 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("preadv2", || to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))),
+            None => real!(preadv64v2)(fd, iov, count, off, flags),
+        }
+    }
+}
+
+hook! {
+    unsafe fn pwritev64v2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_pwritev64v2 {
+        match sfs_fd(fd) {
+            Some(_inside) => run("pwritev2", || to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))),
+            None => real!(pwritev64v2)(fd, iov, count, off, flags),
+        }
+    }
+}
+
 pub fn lseek_sfs(fd: c_int, off: off_t, whence: c_int) -> SfsResult<off_t> {
     let whence = Whence::from_raw(whence)?;
     with_client(|c| c.lseek(fd, off, whence)).map(|o| o as off_t)

@@ -11,6 +11,7 @@
 //! variadic integer or pointer argument travels in the same register as a
 //! fixed one, and it is only read when the flags say it was passed.
 
+pub mod compat;
 pub mod cwd;
 pub mod dir;
 pub mod fd;

@@ -35,7 +35,11 @@ hook! {
 
 /// # Safety
 /// `path` NULL or NUL-terminated.
-unsafe fn refuse_special(dirfd: c_int, path: *const c_char, what: &'static str) -> Option<c_int> {
+pub(crate) unsafe fn refuse_special(
+    dirfd: c_int,
+    path: *const c_char,
+    what: &'static str,
+) -> Option<c_int> {
     // SAFETY: forwarded contract.
     let (_inside, p) = unsafe { sfs_path(dirfd, path) }?;
     Some(run(what, || {
@@ -84,6 +88,21 @@ hook! {
         match sfs_path(libc::AT_FDCWD, path) {
             Some((_inside, p)) => run("unlink", || ok(with_client(|c| c.unlink(&p)))),
             None => real!(unlink)(path),
+        }
+    }
+}
+
+// glibc's remove(3) calls its internal unlink/rmdir, which no hook sees.
+hook! {
+    unsafe fn remove(path: *const c_char) -> c_int => sfs_remove {
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("remove", || {
+                ok(with_client(|c| match c.unlink(&p) {
+                    Err(e) if e.errno.0 == libc::EISDIR => c.rmdir(&p),
+                    other => other,
+                }))
+            }),
+            None => real!(remove)(path),
         }
     }
 }
@@ -342,6 +361,32 @@ hook! {
     }
 }
 
+// Fortified variants: a length beyond the caller's buffer goes to glibc's
+// own, which aborts as it must.
+hook! {
+    unsafe fn __readlink_chk(path: *const c_char, buf: *mut c_char, len: size_t, buflen: size_t) -> ssize_t => sfs_readlink_chk {
+        if len > buflen {
+            return real!(__readlink_chk)(path, buf, len, buflen);
+        }
+        match sfs_path(libc::AT_FDCWD, path) {
+            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+            None => real!(__readlink_chk)(path, buf, len, buflen),
+        }
+    }
+}
+
+hook! {
+    unsafe fn __readlinkat_chk(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: size_t, buflen: size_t) -> ssize_t => sfs_readlinkat_chk {
+        if len > buflen {
+            return real!(__readlinkat_chk)(dirfd, path, buf, len, buflen);
+        }
+        match sfs_path(dirfd, path) {
+            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+            None => real!(__readlinkat_chk)(dirfd, path, buf, len, buflen),
+        }
+    }
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -374,7 +419,9 @@ unsafe fn times_from_timespec(
 
 /// # Safety
 /// `times` NULL or valid for two timevals.
-unsafe fn times_from_timeval(times: *const libc::timeval) -> SfsResult<(Option<i64>, Option<i64>)> {
+pub(crate) unsafe fn times_from_timeval(
+    times: *const libc::timeval,
+) -> SfsResult<(Option<i64>, Option<i64>)> {
     if times.is_null() {
         let now = now_ns();
         return Ok((Some(now), Some(now)));
@@ -385,7 +432,11 @@ unsafe fn times_from_timeval(times: *const libc::timeval) -> SfsResult<(Option<i
     Ok((one(&tv[0]), one(&tv[1])))
 }
 
-fn utimens_sfs(path: &str, times: (Option<i64>, Option<i64>), follow: bool) -> SfsResult<c_int> {
+pub(crate) fn utimens_sfs(
+    path: &str,
+    times: (Option<i64>, Option<i64>),
+    follow: bool,
+) -> SfsResult<c_int> {
     ok(with_client(|c| {
         if follow {
             c.utimens(path, times.0, times.1)
