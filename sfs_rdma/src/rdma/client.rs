@@ -11,7 +11,7 @@
 //! task matches to the slot by request id. Completions arrive through the
 //! completion channel's fd (tokio `AsyncFd`); the rdmacm channel is watched
 //! by the same task, so a vanished server fails every waiting request at
-//! once (ECONNRESET / ETIMEDOUT) instead of leaving it hanging.
+//! once (EIO / ETIMEDOUT) instead of leaving it hanging.
 
 use super::pool::SlotPool;
 use super::proto::{
@@ -19,9 +19,7 @@ use super::proto::{
     ACCESS_WRITE, RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN,
 };
 use super::server::{WR_INDEX, WR_RECV, WR_SEND};
-use super::verbs::{
-    cm_event_errno, cm_event_name, reject_reason, CmId, EventChannel, QueuePair, QueueSizes,
-};
+use super::verbs::{cm_event_name, reject_reason, CmId, EventChannel, QueuePair, QueueSizes};
 use crate::wire::{Op, RequestHeader, ResponseHeader};
 use crate::{ChunkRef, DataChannel};
 use futures::future::BoxFuture;
@@ -147,12 +145,17 @@ async fn connect(
     id.connect(&qp, config, &hello.encode())?;
     let event = channel.next().await?;
     if event.kind != RDMA_CM_EVENT_CONNECT_RESPONSE {
-        let reason = match reject_reason(&event.private_data) {
-            Some(why) if event.kind == RDMA_CM_EVENT_REJECTED => format!(": {why}"),
-            _ => String::new(),
+        // A server that says why it refused speaks another protocol
+        // (EPROTO, as a version mismatch on TCP); any other failure to
+        // connect is a server that cannot be reached (EIO).
+        let (errno, reason) = match reject_reason(&event.private_data) {
+            Some(why) if event.kind == RDMA_CM_EVENT_REJECTED => {
+                (Errno::EPROTO, format!(": {why}"))
+            }
+            _ => (Errno::EIO, String::new()),
         };
         return Err(SfsError::new(
-            cm_event_errno(event.kind),
+            errno,
             format!(
                 "{} (status {}){reason}",
                 cm_event_name(event.kind),
@@ -196,7 +199,7 @@ async fn poll_connection(conn: Arc<ClientConnection>) {
             _ = conn.stop.notified() => break 'run None,
             event = conn.channel.next() => match event {
                 Ok(e) if e.kind == RDMA_CM_EVENT_DISCONNECTED || e.kind == RDMA_CM_EVENT_DEVICE_REMOVAL => {
-                    break 'run Some(SfsError::new(cm_event_errno(e.kind), format!("RDMA data server {} {}", conn.peer, cm_event_name(e.kind))));
+                    break 'run Some(SfsError::new(Errno::EIO, format!("RDMA data server {} {}", conn.peer, cm_event_name(e.kind))));
                 }
                 Ok(_) => {}
                 Err(e) => break 'run Some(e),
@@ -224,7 +227,7 @@ async fn poll_connection(conn: Arc<ClientConnection>) {
     };
     let error = error.unwrap_or_else(|| {
         SfsError::new(
-            Errno(libc::ECONNRESET),
+            Errno::EIO,
             format!("RDMA connection to {} closed", conn.peer),
         )
     });
@@ -281,7 +284,7 @@ impl Drop for AbandonGuard<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.0 {
             conn.fail(SfsError::new(
-                Errno(libc::ECONNRESET),
+                Errno::EIO,
                 "RDMA request abandoned before its response",
             ));
         }
@@ -338,8 +341,16 @@ impl RdmaChannel {
             ))
         })?
         .map_err(|e| {
+            // Whatever the verbs call reported (ECONNREFUSED, EHOSTUNREACH,
+            // ...): a server that cannot be reached is EIO on every
+            // transport; a protocol refusal stays EPROTO.
+            let errno = if e.errno == Errno::EPROTO {
+                Errno::EPROTO
+            } else {
+                Errno::EIO
+            };
             SfsError::new(
-                e.errno,
+                errno,
                 format!("RDMA connection to {}: {}", self.peer, e.message),
             )
         })?;
@@ -529,10 +540,7 @@ impl Drop for RdmaChannel {
     fn drop(&mut self) {
         if let Ok(slot) = self.connection.try_lock() {
             if let Some(conn) = slot.as_ref() {
-                conn.fail(SfsError::new(
-                    Errno(libc::ECONNRESET),
-                    "RDMA channel closed",
-                ));
+                conn.fail(SfsError::new(Errno::EIO, "RDMA channel closed"));
             }
         }
     }

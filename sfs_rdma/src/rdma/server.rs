@@ -71,10 +71,7 @@ pub(crate) fn wait_for(
 ) -> SfsResult<oneshot::Receiver<u32>> {
     let mut w = waiters.lock().expect("waiters");
     if w.dead {
-        return Err(SfsError::new(
-            Errno(libc::ECONNRESET),
-            "RDMA connection closed",
-        ));
+        return Err(SfsError::new(Errno::EIO, "RDMA connection closed"));
     }
     let (tx, rx) = oneshot::channel();
     w.slots[index] = Some(tx);

@@ -44,21 +44,17 @@ pub fn os_error(what: &str) -> SfsError {
     SfsError::new(errno, format!("{what}: {e}"))
 }
 
-/// Maps a work completion status to the errno an application sees.
+/// Maps a work completion status to the errno an application sees, with
+/// the one mapping every transport follows (docs/architecture.md): a peer
+/// that is gone or a connection that failed is EIO — retries exhausted,
+/// requests flushed by a disconnect, access refused by a peer whose
+/// registrations died with it — and a peer that breaks the protocol is
+/// EPROTO. The status itself goes into the message.
 pub fn wc_status_errno(status: u32) -> Errno {
     use rdma_sys::ibv_wc_status::*;
     match status {
         IBV_WC_SUCCESS => Errno(0),
-        // The peer stopped answering: its process or node is gone.
-        IBV_WC_RETRY_EXC_ERR | IBV_WC_RNR_RETRY_EXC_ERR | IBV_WC_RESP_TIMEOUT_ERR => {
-            Errno::ETIMEDOUT
-        }
-        // A descriptor the responder refused: our buffer or its key is wrong.
-        IBV_WC_REM_ACCESS_ERR | IBV_WC_LOC_PROT_ERR | IBV_WC_MW_BIND_ERR => Errno(libc::EFAULT),
         IBV_WC_REM_INV_REQ_ERR | IBV_WC_LOC_LEN_ERR | IBV_WC_REM_OP_ERR => Errno::EPROTO,
-        // The queue pair went to the error state (disconnect): the request
-        // was flushed, not executed.
-        IBV_WC_WR_FLUSH_ERR => Errno(libc::ECONNRESET),
         _ => Errno::EIO,
     }
 }
@@ -158,7 +154,7 @@ impl EventChannel {
         let event = self.next().await?;
         if event.kind != kind {
             return Err(SfsError::new(
-                cm_event_errno(event.kind),
+                Errno::EIO,
                 format!(
                     "{what}: {} (status {})",
                     cm_event_name(event.kind),
@@ -177,19 +173,6 @@ impl Drop for EventChannel {
         // SAFETY: created in `new`, destroyed only here, after every id on it
         // (ids hold an `Arc` of their channel).
         unsafe { rdma_destroy_event_channel(self.channel) };
-    }
-}
-
-/// The errno of an unexpected rdmacm event.
-pub fn cm_event_errno(kind: u32) -> Errno {
-    use rdma_sys::rdma_cm_event_type::*;
-    match kind {
-        RDMA_CM_EVENT_REJECTED => Errno::ECONNREFUSED,
-        RDMA_CM_EVENT_ADDR_ERROR | RDMA_CM_EVENT_ROUTE_ERROR | RDMA_CM_EVENT_UNREACHABLE => {
-            Errno(libc::EHOSTUNREACH)
-        }
-        RDMA_CM_EVENT_DISCONNECTED | RDMA_CM_EVENT_DEVICE_REMOVAL => Errno(libc::ECONNRESET),
-        _ => Errno::EIO,
     }
 }
 
@@ -921,24 +904,18 @@ mod tests {
     #[test]
     fn completion_errors_map_to_precise_errnos() {
         assert_eq!(wc_status_errno(IBV_WC_SUCCESS), Errno(0));
-        assert_eq!(wc_status_errno(IBV_WC_RETRY_EXC_ERR), Errno::ETIMEDOUT);
-        assert_eq!(wc_status_errno(IBV_WC_RNR_RETRY_EXC_ERR), Errno::ETIMEDOUT);
-        assert_eq!(wc_status_errno(IBV_WC_REM_ACCESS_ERR), Errno(libc::EFAULT));
-        assert_eq!(
-            wc_status_errno(IBV_WC_WR_FLUSH_ERR),
-            Errno(libc::ECONNRESET)
-        );
-        assert_eq!(wc_status_errno(IBV_WC_GENERAL_ERR), Errno::EIO);
-        use rdma_sys::rdma_cm_event_type::*;
-        assert_eq!(cm_event_errno(RDMA_CM_EVENT_REJECTED), Errno::ECONNREFUSED);
-        assert_eq!(
-            cm_event_errno(RDMA_CM_EVENT_UNREACHABLE),
-            Errno(libc::EHOSTUNREACH)
-        );
-        assert_eq!(
-            cm_event_errno(RDMA_CM_EVENT_DISCONNECTED),
-            Errno(libc::ECONNRESET)
-        );
+        // A peer that is gone, however the hardware reports it: EIO.
+        for status in [
+            IBV_WC_RETRY_EXC_ERR,
+            IBV_WC_RNR_RETRY_EXC_ERR,
+            IBV_WC_RESP_TIMEOUT_ERR,
+            IBV_WC_REM_ACCESS_ERR,
+            IBV_WC_WR_FLUSH_ERR,
+            IBV_WC_GENERAL_ERR,
+        ] {
+            assert_eq!(wc_status_errno(status), Errno::EIO, "status {status}");
+        }
+        assert_eq!(wc_status_errno(IBV_WC_REM_INV_REQ_ERR), Errno::EPROTO);
         assert_eq!(mtu_enum(1024), ibv_mtu::IBV_MTU_1024);
         assert_eq!(mtu_enum(4096), ibv_mtu::IBV_MTU_4096);
     }
