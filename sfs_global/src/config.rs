@@ -1,10 +1,14 @@
 //! The one typed configuration of SFS, read from `config.json`.
 //!
 //! Every option has a default (so an empty `{}` is a valid config), unknown
-//! fields are refused (a typo must not silently fall back to a default), and
-//! [`Config::validate`] checks values and names the field and the fix when it
-//! refuses one. `config.example.json` at the repository root is
-//! `Config::default()` written out, and a test keeps the two equal.
+//! fields are refused (a typo must not silently fall back to a default), a
+//! file that is not a JSON object is refused (serde would otherwise read `[]`
+//! as a struct with every field defaulted), and [`Config::validate`] checks
+//! values and names the field and the fix when it refuses one. Every message
+//! starts with the path of the file it came from, or `config` for a config
+//! built in memory, because people keep several configs side by side.
+//! `config.example.json` at the repository root is `Config::default()`
+//! written out, and a test keeps the two equal.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -33,18 +37,37 @@ pub enum MetadataRpc {
     Grpc,
 }
 
-/// A refused configuration: the message names the field and the fix.
+/// What names a config built in memory (not read from a file) in messages.
+pub const IN_MEMORY_ORIGIN: &str = "config";
+
+/// A refused configuration: the message names the file, the field and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {reason}")]
     Unreadable { file: String, reason: String },
     #[error("{file}: {reason}")]
     Malformed { file: String, reason: String },
-    #[error("config.json: field `{field}` {problem}")]
+    #[error("{file}: expected a JSON object with SFS settings, found {found}")]
+    NotAnObject { file: String, found: &'static str },
+    #[error("{file}: field `{field}` {problem}")]
     BadValue {
+        /// The config file's path, or [`IN_MEMORY_ORIGIN`].
+        file: String,
         field: &'static str,
         problem: String,
     },
+}
+
+/// The kind of a JSON value as a message says it ("found an array").
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 /// Tunables of the RDMA data path (`"rdma": {...}` in config.json), in the
@@ -98,8 +121,18 @@ impl Default for RdmaConfig {
 impl RdmaConfig {
     /// Checks the tunables against the chunk size; names the field.
     pub fn validate(&self, chunk_size: u64) -> Result<(), ConfigError> {
-        let bad =
-            |field: &'static str, problem: String| Err(ConfigError::BadValue { field, problem });
+        self.validate_in(chunk_size, IN_MEMORY_ORIGIN)
+    }
+
+    /// [`RdmaConfig::validate`], naming `origin` (the config file) in messages.
+    fn validate_in(&self, chunk_size: u64, origin: &str) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: String| {
+            Err(ConfigError::BadValue {
+                file: origin.to_string(),
+                field,
+                problem,
+            })
+        };
         if !(1..=1024).contains(&self.queue_depth) {
             return bad(
                 "rdma.queue_depth",
@@ -288,6 +321,28 @@ impl Config {
 
     /// Parses and validates config text; `origin` names it in messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // serde reads a struct from a JSON array too, by position, so `[]`
+        // would be the defaults and `"rdma": [16]` a queue depth: refuse
+        // anything but objects before the typed parse. Text that is not JSON
+        // at all is left to the typed parse, whose message names the field.
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(text) {
+            if !value.is_object() {
+                return Err(ConfigError::NotAnObject {
+                    file: origin.to_string(),
+                    found: json_kind(&value),
+                });
+            }
+            if let Some(rdma) = value.get("rdma").filter(|r| !r.is_object()) {
+                return Err(ConfigError::BadValue {
+                    file: origin.to_string(),
+                    field: "rdma",
+                    problem: format!(
+                        "must be a JSON object of RDMA settings, found {}",
+                        json_kind(rdma)
+                    ),
+                });
+            }
+        }
         let de = &mut serde_json::Deserializer::from_str(text);
         let config: Config =
             serde_path_to_error::deserialize(de).map_err(|e| ConfigError::Malformed {
@@ -298,14 +353,26 @@ impl Config {
                     format!("field `{}`: {}", e.path(), e.inner())
                 },
             })?;
-        config.validate()?;
+        config.validate_in(origin)?;
         Ok(config)
     }
 
-    /// Checks every value; the first bad one is reported with its fix.
+    /// Checks every value; the first bad one is reported with its fix. For a
+    /// config built in memory: messages name it [`IN_MEMORY_ORIGIN`] (a
+    /// loaded config was already checked under its file's name).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad =
-            |field: &'static str, problem: String| Err(ConfigError::BadValue { field, problem });
+        self.validate_in(IN_MEMORY_ORIGIN)
+    }
+
+    /// [`Config::validate`], naming `origin` (the config file) in messages.
+    fn validate_in(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: String| {
+            Err(ConfigError::BadValue {
+                file: origin.to_string(),
+                field,
+                problem,
+            })
+        };
         if !self.chunk_size.is_power_of_two() || !(4096..=64 << 20).contains(&self.chunk_size) {
             return bad(
                 "chunk_size",
@@ -390,7 +457,7 @@ impl Config {
                 format!("must be from 1 to 100000, got {}", self.readdir_page_size),
             );
         }
-        self.rdma.validate(self.chunk_size)
+        self.rdma.validate_in(self.chunk_size, origin)
     }
 
     /// Directory of one server's chunk store.
@@ -421,112 +488,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lean_ends_poll_unless_local_servers_fill_the_cpus() {
-        use crate::hostfile::Hostfile;
-        let config = Config::default();
-        let configured = std::time::Duration::from_micros(config.rpc_spin_us);
-        let cpus = std::thread::available_parallelism().unwrap().get();
-        let hosts = |n: usize, ip: &str| {
-            let text: String = (0..n)
-                .map(|i| format!("s{i} {ip}:{}\n", 7000 + i))
-                .collect();
-            Hostfile::parse(&text, "hostfile").unwrap()
-        };
-        // TEST-NET-1 addresses are never this machine's.
-        assert_eq!(config.rpc_spin(&hosts(cpus + 3, "192.0.2.1")), configured);
-        assert_eq!(
-            config.rpc_spin(&hosts(cpus, "127.0.0.1")),
-            std::time::Duration::ZERO
-        );
-        if cpus > 1 {
-            assert_eq!(config.rpc_spin(&hosts(cpus - 1, "127.0.0.1")), configured);
-        }
-    }
-
-    #[test]
-    fn empty_object_is_all_defaults() {
-        assert_eq!(Config::parse("{}", "t").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn example_file_matches_the_struct() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.json");
-        let text = std::fs::read_to_string(&path).expect("config.example.json exists");
-        assert_eq!(
-            text,
-            Config::default().to_json_pretty(),
-            "config.example.json is out of date: regenerate it with `sfs config-example > config.example.json`"
-        );
-    }
-
-    #[test]
-    fn unknown_field_is_named() {
-        let e = Config::parse(r#"{"chunk_sise": 4096}"#, "c.json").unwrap_err();
-        assert!(e.to_string().contains("chunk_sise"), "{e}");
-    }
-
-    #[test]
-    fn wrong_type_names_the_field() {
-        let e = Config::parse(r#"{"chunk_size": "big"}"#, "c.json").unwrap_err();
-        assert!(e.to_string().contains("field `chunk_size`"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_name_field_and_fix() {
-        let e = Config::parse(r#"{"chunk_size": 1000}"#, "c").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "config.json: field `chunk_size` must be a power of two between 4096 and 67108864, got 1000"
-        );
-        for (json, field) in [
-            (r#"{"mountdir": "rel"}"#, "mountdir"),
-            (r#"{"transport": "udp"}"#, "transport"),
-            (r#"{"listen": "nowhere"}"#, "listen"),
-            (
-                r#"{"tcp_connections_per_server": 0}"#,
-                "tcp_connections_per_server",
-            ),
-            (r#"{"request_timeout_ms": 0}"#, "request_timeout_ms"),
-            (r#"{"rpc_spin_us": 20000}"#, "rpc_spin_us"),
-            (r#"{"inline_data_bytes": 2000000}"#, "inline_data_bytes"),
-            (r#"{"readdir_page_size": 0}"#, "readdir_page_size"),
-            (r#"{"rdma": {"queue_depth": 0}}"#, "rdma.queue_depth"),
-            (r#"{"rdma": {"path_mtu": 1500}}"#, "rdma.path_mtu"),
-            (r#"{"rdma": {"cq_size": 5}}"#, "rdma.cq_size"),
-            (r#"{"rdma": {"retry_count": 8}}"#, "rdma.retry_count"),
-            (r#"{"rdma": {"ack_timeout": 0}}"#, "rdma.ack_timeout"),
-            (
-                r#"{"chunk_size": 4096, "rdma": {"eager_threshold": 8192}}"#,
-                "rdma.eager_threshold",
-            ),
-            (r#"{"rdma": {"queu_depth": 4}}"#, "queu_depth"),
-        ] {
-            let e = Config::parse(json, "c").unwrap_err().to_string();
-            assert!(e.contains(field), "{json}: {e}");
-        }
-    }
-
-    #[test]
-    fn relative_hostfile_is_next_to_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("config.json");
-        std::fs::write(&file, r#"{"hosts_file": "hosts"}"#).unwrap();
-        let c = Config::load(&file).unwrap();
-        assert_eq!(Path::new(&c.hosts_file), dir.path().join("hosts"));
-        assert!(matches!(
-            Config::load(&dir.path().join("missing.json")),
-            Err(ConfigError::Unreadable { .. })
-        ));
-    }
-
-    #[test]
-    fn per_server_directories_differ() {
-        let c = Config::default();
-        assert_ne!(c.chunk_dir("a"), c.chunk_dir("b"));
-        assert_eq!(c.meta_dir("a"), Path::new("/tmp/sfs-root/a/meta"));
-    }
-}
+mod tests;

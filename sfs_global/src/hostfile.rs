@@ -4,9 +4,27 @@
 //! onto, so every client and server of a job must read the same file.
 //! Comments (`#` to end of line) and blank lines are allowed; duplicates,
 //! malformed addresses and empty files are refused with the line number.
+//!
+//! The address forms accepted, the port being the RPC port ([`DEFAULT_PORT`]
+//! when omitted):
+//!
+//! - `10.0.0.4`, `10.0.0.4:7700`: IPv4;
+//! - `node-7.cluster`, `node-7.cluster:7700`: a host name (RFC 1123 labels);
+//! - `[2001:db8::1]`, `[2001:db8::1]:7700`: IPv6 in brackets, with or
+//!   without a port;
+//! - `2001:db8::1`, `::1`: IPv6 without brackets, then without a port, and
+//!   only where no port can be read into it. `::1:8390` is a valid IPv6
+//!   address but also reads as `::1` port 8390; such text is refused, with
+//!   the two bracketed spellings that say which was meant (`[::1]:8390` or
+//!   `[::1:8390]`), rather than guessed.
+//!
+//! [`validate_ports`] checks the hostfile together with the config: the
+//! data port of every server (RPC port + `data_port_offset`) must not be
+//! another server's port on the same address.
 
+use crate::config::Config;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
 /// Port used when a hostfile line gives none.
@@ -23,6 +41,8 @@ pub struct HostEntry {
     pub host: String,
     /// Control (gRPC) port.
     pub port: u16,
+    /// Line of the hostfile the entry is on (from 1), for messages.
+    pub line: usize,
 }
 
 impl HostEntry {
@@ -39,6 +59,28 @@ impl HostEntry {
         match self.socket_addr() {
             Ok(addr) => std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok(),
             Err(_) => false,
+        }
+    }
+
+    /// The port a server's bulk-data listener binds: the RPC port plus
+    /// `data_port_offset`, 0 (the system picks) when the offset is 0, `None`
+    /// when the sum passes 65535. The one place this sum is made, so the
+    /// server and [`validate_ports`] agree.
+    pub fn data_port(&self, data_port_offset: u16) -> Option<u16> {
+        match data_port_offset {
+            0 => Some(0),
+            offset => self.port.checked_add(offset),
+        }
+    }
+
+    /// True when both entries name the same address as written: IP
+    /// literals compared as addresses (`::1` is `0::1`), host names without
+    /// regard to case. Names are not resolved (`localhost` is not
+    /// `127.0.0.1`): parsing a hostfile must not wait on DNS.
+    pub fn same_host(&self, other: &HostEntry) -> bool {
+        match (self.host.parse::<IpAddr>(), other.host.parse::<IpAddr>()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => self.host.eq_ignore_ascii_case(&other.host),
         }
     }
 
@@ -71,6 +113,8 @@ pub enum HostfileError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hostfile {
     pub hosts: Vec<HostEntry>,
+    /// The file's path (or what named the text), for messages.
+    pub origin: String,
 }
 
 impl fmt::Display for Hostfile {
@@ -113,8 +157,20 @@ fn parse_address(text: &str) -> Result<(String, u16), String> {
         };
         return Ok((ip.to_string(), port));
     }
-    if text.parse::<IpAddr>().is_ok() {
-        // A bare IPv6 literal (no port possible) or an IPv4 literal.
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        // Without brackets a trailing `:digits` may be the last group of the
+        // address or a port: `::1:8390` is both ::1:8390 and ::1 port 8390.
+        if let (IpAddr::V6(_), Some((head, tail))) = (ip, text.rsplit_once(':')) {
+            let tail_is_port = !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit());
+            if tail_is_port && head.parse::<Ipv6Addr>().is_ok() {
+                return Err(format!(
+                    "ambiguous address {text:?}: an IPv6 address with a port is written \
+                     in brackets, `[{head}]:{tail}`; for the address {text} on the default \
+                     port write `[{text}]`"
+                ));
+            }
+        }
+        // An IPv4 literal, or an IPv6 literal without a port.
         return Ok((text.to_string(), DEFAULT_PORT));
     }
     let (host, port) = match text.rsplit_once(':') {
@@ -181,25 +237,30 @@ impl Hostfile {
                     prev.index
                 )));
             }
-            if let Some(prev) = hosts.iter().find(|h| h.host == host && h.port == port) {
+            let entry = HostEntry {
+                index: hosts.len(),
+                name: name.to_string(),
+                host,
+                port,
+                line: line_no,
+            };
+            if let Some(prev) = hosts.iter().find(|h| h.same_host(&entry) && h.port == port) {
                 return Err(bad(format!(
                     "duplicate address {} (already used by server {:?})",
                     fields[1], prev.name
                 )));
             }
-            hosts.push(HostEntry {
-                index: hosts.len(),
-                name: name.to_string(),
-                host,
-                port,
-            });
+            hosts.push(entry);
         }
         if hosts.is_empty() {
             return Err(HostfileError::Empty {
                 file: origin.to_string(),
             });
         }
-        Ok(Hostfile { hosts })
+        Ok(Hostfile {
+            hosts,
+            origin: origin.to_string(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -220,6 +281,62 @@ impl Hostfile {
     }
 }
 
+/// Refuses a hostfile whose servers could not all bind their ports under
+/// `config`: a data port (RPC port + `data_port_offset`) past 65535, or equal
+/// to another server's RPC or data port on the same address. Otherwise
+/// whichever of the two servers starts second fails its bind, so the job
+/// breaks in a way that depends on start order. With `data_port_offset` 0 the
+/// system picks data ports, so only RPC ports remain (checked by
+/// [`Hostfile::parse`]).
+///
+/// Addresses are compared as written ([`HostEntry::same_host`]); servers
+/// that share a machine under different addresses, or that bind
+/// `config.listen` instead, are found out at bind time.
+pub fn validate_ports(config: &Config, hostfile: &Hostfile) -> Result<(), HostfileError> {
+    let offset = config.data_port_offset;
+    if offset == 0 {
+        return Ok(());
+    }
+    let file = &hostfile.origin;
+    let bad = |entry: &HostEntry, problem: String| HostfileError::BadLine {
+        file: file.clone(),
+        line: entry.line,
+        problem,
+    };
+    for entry in &hostfile.hosts {
+        let data = entry.data_port(offset).ok_or_else(|| {
+            bad(
+                entry,
+                format!(
+                    "{}'s data port, port {} + `data_port_offset` {offset}, is past 65535; \
+                     give the server a lower port or lower `data_port_offset`",
+                    entry.name, entry.port
+                ),
+            )
+        })?;
+        for other in hostfile.hosts.iter().filter(|o| o.same_host(entry)) {
+            let clash = if other.port == data {
+                "RPC"
+            } else if other.index != entry.index && other.data_port(offset) == Some(data) {
+                "data"
+            } else {
+                continue;
+            };
+            return Err(bad(
+                entry,
+                format!(
+                    "{}'s data port {data} is {}'s {clash} port ({file}:{}); the data port \
+                     is the port + `data_port_offset` {offset}: space the servers' ports \
+                     further apart, change `data_port_offset`, or set it to 0 to let the \
+                     system pick data ports",
+                    entry.name, other.name, other.line
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +355,177 @@ mod tests {
         assert_eq!(h.hosts[3].host, "node-7.cluster");
         assert_eq!(h.hosts[4].endpoint(), "[::1]:7700");
         assert_eq!(h.hosts[2].index, 2);
+        assert_eq!(h.hosts[0].line, 3);
+        assert_eq!(h.hosts[4].line, 7);
+        assert_eq!(h.origin, "h");
+    }
+
+    #[test]
+    fn bare_ipv6_with_a_port_like_tail_is_refused() {
+        for (text, line, address, fixes) in [
+            (
+                "s0 ::1:8390\n",
+                1,
+                "::1:8390",
+                ["`[::1]:8390`", "`[::1:8390]`"],
+            ),
+            (
+                "a 127.0.0.1\n# b\nb fe80::1:2\n",
+                3,
+                "fe80::1:2",
+                ["`[fe80::1]:2`", "`[fe80::1:2]`"],
+            ),
+            (
+                "a 2001:db8::7:7700\n",
+                1,
+                "2001:db8::7:7700",
+                ["`[2001:db8::7]:7700`", "`[2001:db8::7:7700]`"],
+            ),
+        ] {
+            let e = Hostfile::parse(text, "/etc/sfs/hosts").unwrap_err();
+            let message = e.to_string();
+            assert!(
+                message.starts_with(&format!(
+                    "/etc/sfs/hosts:{line}: ambiguous address {address:?}"
+                )),
+                "{text:?}: {message}"
+            );
+            for fix in fixes {
+                assert!(message.contains(fix), "{text:?}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn unambiguous_ipv6_forms_are_read_as_written() {
+        let h = Hostfile::parse(
+            "a ::1\nb [::1:8390]\nc [::1]:8390\nd fe80::abcd\ne 2001:db8::\nf ::ffff:1.2.3.4\n",
+            "h",
+        )
+        .unwrap();
+        let read: Vec<(&str, u16)> = h.hosts.iter().map(|e| (e.host.as_str(), e.port)).collect();
+        assert_eq!(
+            read,
+            [
+                ("::1", DEFAULT_PORT),
+                ("::1:8390", DEFAULT_PORT),
+                ("::1", 8390),
+                ("fe80::abcd", DEFAULT_PORT),
+                ("2001:db8::", DEFAULT_PORT),
+                ("::ffff:1.2.3.4", DEFAULT_PORT),
+            ]
+        );
+    }
+
+    #[test]
+    fn equal_ipv6_spellings_are_one_address() {
+        let e = Hostfile::parse("a [::1]:7000\nb [0:0::1]:7000\n", "h").unwrap_err();
+        assert!(e.to_string().starts_with("h:2: duplicate address"), "{e}");
+        let e = Hostfile::parse("a Node1:7000\nb node1:7000\n", "h").unwrap_err();
+        assert!(e.to_string().starts_with("h:2: duplicate address"), "{e}");
+    }
+
+    fn offset(data_port_offset: u16) -> Config {
+        Config {
+            data_port_offset,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn data_port_on_another_servers_port_is_refused() {
+        let h = Hostfile::parse(
+            "s0 127.0.0.2:7701\ns1 127.0.0.1:7701\ns2 127.0.0.1:7700\n",
+            "hostfile",
+        )
+        .unwrap();
+        let message = validate_ports(&offset(1), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with("hostfile:3: s2's data port 7701 is s1's RPC port (hostfile:2);"),
+            "{message}"
+        );
+        assert!(message.contains("`data_port_offset` 1"), "{message}");
+        // The system picks data ports: nothing to clash.
+        validate_ports(&offset(0), &h).unwrap();
+        // Data ports 7703 and 7702 are free.
+        validate_ports(&offset(2), &h).unwrap();
+        // The earlier line's data port on the later line's port.
+        let h = Hostfile::parse("a [::1]:7000\nb [0::1]:7010\n", "/h").unwrap();
+        let message = validate_ports(&offset(10), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with("/h:1: a's data port 7010 is b's RPC port (/h:2);"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn data_port_clashing_with_a_data_port_is_refused() {
+        // Only a hostfile built in memory can repeat a port on an address.
+        let entry = |index: usize, name: &str| HostEntry {
+            index,
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: 7000,
+            line: index + 1,
+        };
+        let h = Hostfile {
+            hosts: vec![entry(0, "a"), entry(1, "b")],
+            origin: "mem".into(),
+        };
+        let message = validate_ports(&offset(1), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with("mem:1: a's data port 7001 is b's data port (mem:2);"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn data_port_past_65535_is_refused() {
+        let h = Hostfile::parse("a 127.0.0.1:7000\nb 127.0.0.1:65535\n", "hf").unwrap();
+        let message = validate_ports(&offset(1), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "hf:2: b's data port, port 65535 + `data_port_offset` 1, is past 65535;"
+            ),
+            "{message}"
+        );
+        assert_eq!(h.hosts[1].data_port(0), Some(0));
+        assert_eq!(h.hosts[0].data_port(3), Some(7003));
+    }
+
+    proptest::proptest! {
+        /// Accepted exactly when every RPC and data endpoint is distinct
+        /// and every data port fits in 16 bits.
+        #[test]
+        fn validate_ports_accepts_exactly_distinct_endpoints(
+            servers in proptest::collection::btree_set(
+                (0u8..2, proptest::prop_oneof![7000u16..7008, 65528u16..=65535]),
+                1..6,
+            ),
+            data_port_offset in 0u16..10,
+        ) {
+            let text: String = servers
+                .iter()
+                .enumerate()
+                .map(|(i, (host, port))| format!("s{i} 127.0.0.{}:{port}\n", host + 1))
+                .collect();
+            let h = Hostfile::parse(&text, "h").unwrap();
+            let mut endpoints = std::collections::BTreeSet::new();
+            let mut fits = true;
+            for (host, port) in &servers {
+                endpoints.insert((*host, u32::from(*port)));
+            }
+            let mut distinct = true;
+            if data_port_offset != 0 {
+                for (host, port) in &servers {
+                    let data = u32::from(*port) + u32::from(data_port_offset);
+                    fits &= data <= 65535;
+                    distinct &= endpoints.insert((*host, data));
+                }
+            }
+            let result = validate_ports(&offset(data_port_offset), &h);
+            proptest::prop_assert_eq!(result.is_ok(), fits && distinct, "{:?}", result);
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub async fn run_until(
         server_name,
     } = options;
     config.validate()?;
+    sfs_global::hostfile::validate_ports(&config, &hostfile)?;
     let entry = own_entry(&hostfile, server_name.as_deref())?;
     let name = entry.name.clone();
     let mut transport =
@@ -117,12 +118,13 @@ pub async fn run_until(
     let grpc_listener = TcpListener::bind(grpc_addr)
         .await
         .with_context(|| format!("server {name}: cannot bind the gRPC address {grpc_addr}"))?;
-    let data_port = match config.data_port_offset {
-        0 => 0,
-        offset => entry.port.checked_add(offset).ok_or_else(|| {
-            anyhow!("config.json: field `data_port_offset` {offset} plus port {} of server {name} exceeds 65535", entry.port)
-        })?,
-    };
+    let data_port = entry.data_port(config.data_port_offset).ok_or_else(|| {
+        anyhow!(
+            "config: field `data_port_offset` {} plus port {} of server {name} exceeds 65535",
+            config.data_port_offset,
+            entry.port
+        )
+    })?;
     let data_addr = SocketAddr::new(grpc_addr.ip(), data_port);
     let data_listener = TcpListener::bind(data_addr)
         .await
@@ -396,7 +398,7 @@ fn bind_address(config: &Config, entry: &HostEntry) -> anyhow::Result<SocketAddr
     }
     let ip = config.listen.parse().with_context(|| {
         format!(
-            "config.json: field `listen` is not an IP address: {:?}",
+            "config: field `listen` is not an IP address: {:?}",
             config.listen
         )
     })?;

@@ -1,0 +1,195 @@
+//! Tests of config parsing and validation.
+
+use super::*;
+
+#[test]
+fn lean_ends_poll_unless_local_servers_fill_the_cpus() {
+    use crate::hostfile::Hostfile;
+    let config = Config::default();
+    let configured = std::time::Duration::from_micros(config.rpc_spin_us);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let hosts = |n: usize, ip: &str| {
+        let text: String = (0..n)
+            .map(|i| format!("s{i} {ip}:{}\n", 7000 + i))
+            .collect();
+        Hostfile::parse(&text, "hostfile").unwrap()
+    };
+    // TEST-NET-1 addresses are never this machine's.
+    assert_eq!(config.rpc_spin(&hosts(cpus + 3, "192.0.2.1")), configured);
+    assert_eq!(
+        config.rpc_spin(&hosts(cpus, "127.0.0.1")),
+        std::time::Duration::ZERO
+    );
+    if cpus > 1 {
+        assert_eq!(config.rpc_spin(&hosts(cpus - 1, "127.0.0.1")), configured);
+    }
+}
+
+#[test]
+fn empty_object_is_all_defaults() {
+    assert_eq!(Config::parse("{}", "t").unwrap(), Config::default());
+}
+
+#[test]
+fn example_file_matches_the_struct() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.example.json");
+    let text = std::fs::read_to_string(&path).expect("config.example.json exists");
+    assert_eq!(
+        text,
+        Config::default().to_json_pretty(),
+        "config.example.json is out of date: regenerate it with `sfs config-example > config.example.json`"
+    );
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let e = Config::parse(r#"{"chunk_sise": 4096}"#, "c.json").unwrap_err();
+    assert!(e.to_string().contains("chunk_sise"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_field() {
+    let e = Config::parse(r#"{"chunk_size": "big"}"#, "c.json").unwrap_err();
+    assert!(e.to_string().contains("field `chunk_size`"), "{e}");
+}
+
+#[test]
+fn bad_values_name_field_and_fix() {
+    let e = Config::parse(r#"{"chunk_size": 1000}"#, "c").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "c: field `chunk_size` must be a power of two between 4096 and 67108864, got 1000"
+    );
+    for (json, field) in [
+        (r#"{"mountdir": "rel"}"#, "mountdir"),
+        (r#"{"transport": "udp"}"#, "transport"),
+        (r#"{"listen": "nowhere"}"#, "listen"),
+        (
+            r#"{"tcp_connections_per_server": 0}"#,
+            "tcp_connections_per_server",
+        ),
+        (r#"{"request_timeout_ms": 0}"#, "request_timeout_ms"),
+        (r#"{"rpc_spin_us": 20000}"#, "rpc_spin_us"),
+        (r#"{"inline_data_bytes": 2000000}"#, "inline_data_bytes"),
+        (r#"{"readdir_page_size": 0}"#, "readdir_page_size"),
+        (r#"{"rdma": {"queue_depth": 0}}"#, "rdma.queue_depth"),
+        (r#"{"rdma": {"path_mtu": 1500}}"#, "rdma.path_mtu"),
+        (r#"{"rdma": {"cq_size": 5}}"#, "rdma.cq_size"),
+        (r#"{"rdma": {"retry_count": 8}}"#, "rdma.retry_count"),
+        (r#"{"rdma": {"ack_timeout": 0}}"#, "rdma.ack_timeout"),
+        (
+            r#"{"chunk_size": 4096, "rdma": {"eager_threshold": 8192}}"#,
+            "rdma.eager_threshold",
+        ),
+        (r#"{"rdma": {"queu_depth": 4}}"#, "queu_depth"),
+    ] {
+        let e = Config::parse(json, "c").unwrap_err().to_string();
+        assert!(e.contains(field), "{json}: {e}");
+    }
+}
+
+#[test]
+fn relative_hostfile_is_next_to_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.json");
+    std::fs::write(&file, r#"{"hosts_file": "hosts"}"#).unwrap();
+    let c = Config::load(&file).unwrap();
+    assert_eq!(Path::new(&c.hosts_file), dir.path().join("hosts"));
+    assert!(matches!(
+        Config::load(&dir.path().join("missing.json")),
+        Err(ConfigError::Unreadable { .. })
+    ));
+}
+
+#[test]
+fn per_server_directories_differ() {
+    let c = Config::default();
+    assert_ne!(c.chunk_dir("a"), c.chunk_dir("b"));
+    assert_eq!(c.meta_dir("a"), Path::new("/tmp/sfs-root/a/meta"));
+}
+
+#[test]
+fn non_object_config_is_refused_naming_the_file() {
+    for (json, found) in [
+        ("[]", "an array"),
+        ("[1, 2]", "an array"),
+        (" 42 ", "a number"),
+        (r#""config""#, "a string"),
+        ("null", "null"),
+        ("true", "a boolean"),
+    ] {
+        let e = Config::parse(json, "/tmp/x/my.json").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("/tmp/x/my.json: expected a JSON object with SFS settings, found {found}"),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn rdma_section_must_be_an_object() {
+    // serde would read `[16]` positionally as `queue_depth` 16.
+    for (json, found) in [
+        (r#"{"rdma": []}"#, "an array"),
+        (r#"{"rdma": [16]}"#, "an array"),
+        (r#"{"rdma": null}"#, "null"),
+    ] {
+        let e = Config::parse(json, "my.json").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("my.json: field `rdma` must be a JSON object of RDMA settings, found {found}"),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn load_errors_name_the_file_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("my.json");
+    let path = file.display();
+    for (json, message) in [
+        (
+            r#"{"chunk_size": 1000}"#,
+            format!(
+                "{path}: field `chunk_size` must be a power of two between 4096 and 67108864, got 1000"
+            ),
+        ),
+        (
+            r#"{"rdma": {"path_mtu": 1500}}"#,
+            format!("{path}: field `rdma.path_mtu` must be 256, 512, 1024, 2048 or 4096, got 1500"),
+        ),
+        (
+            "[]",
+            format!("{path}: expected a JSON object with SFS settings, found an array"),
+        ),
+    ] {
+        std::fs::write(&file, json).unwrap();
+        assert_eq!(Config::load(&file).unwrap_err().to_string(), message);
+    }
+    std::fs::write(&file, r#"{"chunk_size": "big"}"#).unwrap();
+    let e = Config::load(&file).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{path}: field `chunk_size`")), "{e}");
+    assert!(!e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn in_memory_config_errors_say_config() {
+    let config = Config {
+        chunk_size: 1000,
+        ..Config::default()
+    };
+    assert_eq!(
+        config.validate().unwrap_err().to_string(),
+        "config: field `chunk_size` must be a power of two between 4096 and 67108864, got 1000"
+    );
+    let rdma = RdmaConfig {
+        queue_depth: 0,
+        ..RdmaConfig::default()
+    };
+    assert_eq!(
+        rdma.validate(4096).unwrap_err().to_string(),
+        "config: field `rdma.queue_depth` must be from 1 to 1024, got 0"
+    );
+}
