@@ -58,20 +58,20 @@ pub fn data(setup: &Setup, size: u64, block: usize) -> Result<()> {
     client.close(fd)?;
     client.unlink(path)?;
     let total = blocks * block as u64;
-    println!(
+    outln!(
         "data: {} MiB in {} KiB requests, {} server(s)",
         total >> 20,
         block >> 10,
         client.server_count()
-    );
-    println!(
+    )?;
+    outln!(
         "  write  {:>10}  ({write_secs:.2} s; fsync afterwards {sync_secs:.2} s)",
         rate(total, write_secs)
-    );
-    println!(
+    )?;
+    outln!(
         "  read   {:>10}  ({read_secs:.2} s, verified)",
         rate(total, read_secs)
-    );
+    )?;
     Ok(())
 }
 
@@ -101,15 +101,15 @@ pub fn metadata(setup: &Setup, files: usize) -> Result<()> {
     }
     phases.push(("remove", started.elapsed().as_secs_f64()));
     client.rmdir(dir)?;
-    println!(
+    outln!(
         "metadata: {files} files, one thread, {} server(s)",
         client.server_count()
-    );
+    )?;
     for (phase, secs) in phases {
-        println!(
+        outln!(
             "  {phase:<7} {:>9.0} ops/s  ({secs:.2} s)",
             files as f64 / secs
-        );
+        )?;
     }
     Ok(())
 }

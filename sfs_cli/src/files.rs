@@ -1,6 +1,7 @@
 //! File tools on the SFS namespace through the client library: usable
 //! before (and without) the LD_PRELOAD shim.
 
+use crate::local_time::{self, LocalTime};
 use crate::Setup;
 use anyhow::{bail, Context, Result};
 use sfs_client::{Client, FileKind, Metadata};
@@ -22,38 +23,62 @@ fn type_char(md: &Metadata) -> char {
     }
 }
 
+/// `-rw-r--r--` as `ls -l` shows the mode, with the set-user-id, set-group-id
+/// and sticky bits in the execute places (`s`/`S`, `t`/`T`).
 fn mode_string(md: &Metadata) -> String {
     let mut s = String::with_capacity(10);
     s.push(type_char(md));
-    for shift in [6, 3, 0] {
+    let special = [
+        (6, libc::S_ISUID, 's'),
+        (3, libc::S_ISGID, 's'),
+        (0, libc::S_ISVTX, 't'),
+    ];
+    for (shift, bit, mark) in special {
         let bits = (md.mode >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (bits & 1 != 0, md.mode & bit != 0) {
+            (true, false) => 'x',
+            (false, false) => '-',
+            (true, true) => mark,
+            (false, true) => mark.to_ascii_uppercase(),
+        });
     }
     s
 }
 
-fn long_line(name: &str, md: &Metadata) -> String {
+/// The modification time column of `ls -l`, in local time; `now` decides
+/// between the time of day and the year.
+fn ls_time(md: &Metadata, now: i64) -> String {
     let secs = md.mtime_ns.div_euclid(1_000_000_000);
+    match LocalTime::from_epoch_secs(secs) {
+        Some(t) => t.ls_format(local_time::is_recent(secs, now)),
+        None => format!("{secs:>12}"),
+    }
+}
+
+/// One line of `ls -ln`: mode, links, uid, gid, size, time, name.
+fn long_line(name: &str, md: &Metadata, now: i64) -> String {
     let link = if md.kind() == FileKind::Symlink {
         format!(" -> {}", md.link_target)
     } else {
         String::new()
     };
     format!(
-        "{} {:>5} {:>5} {:>12} {:>11} {name}{link}",
+        "{} {:>3} {:>5} {:>5} {:>12} {} {name}{link}",
         mode_string(md),
+        md.nlink,
         md.uid,
         md.gid,
         md.size,
-        secs
+        ls_time(md, now)
     )
 }
 
 pub fn ls(setup: &Setup, path: &str, long: bool) -> Result<()> {
     let client = client(setup)?;
     let md = client.lstat(path).with_context(|| format!("ls {path}"))?;
+    let now = local_time::now_secs();
     let out = std::io::stdout();
     let mut out = out.lock();
     if !md.is_dir() {
@@ -61,7 +86,7 @@ pub fn ls(setup: &Setup, path: &str, long: bool) -> Result<()> {
             out,
             "{}",
             if long {
-                long_line(path, &md)
+                long_line(path, &md, now)
             } else {
                 path.to_string()
             }
@@ -75,7 +100,7 @@ pub fn ls(setup: &Setup, path: &str, long: bool) -> Result<()> {
             out,
             "{}",
             if long {
-                long_line(&e.name, &e.metadata)
+                long_line(&e.name, &e.metadata, now)
             } else {
                 e.name
             }
@@ -187,34 +212,35 @@ pub fn stat(setup: &Setup, path: &str) -> Result<()> {
         FileKind::Symlink => "symbolic link",
         FileKind::File => "regular file",
     };
-    println!(
+    outln!(
         "  File: {path}{}",
         if md.link_target.is_empty() {
             String::new()
         } else {
             format!(" -> {}", md.link_target)
         }
-    );
-    println!("  Size: {:<12} Type: {kind}", md.size);
-    println!(
+    )?;
+    outln!("  Size: {:<12} Type: {kind}", md.size)?;
+    outln!(
         "  Mode: {:04o}/{}  Uid: {}  Gid: {}  Links: {}",
         md.mode & 0o7777,
         mode_string(&md),
         md.uid,
         md.gid,
         md.nlink
-    );
-    println!("    Id: {}", md.id);
+    )?;
+    outln!("    Id: {}", md.id)?;
     for (name, ns) in [
         ("Access", md.atime_ns),
         ("Modify", md.mtime_ns),
         ("Change", md.ctime_ns),
     ] {
-        println!(
-            "{name}: {}.{:09}",
-            ns.div_euclid(1_000_000_000),
-            ns.rem_euclid(1_000_000_000)
-        );
+        let (secs, nanos) = (ns.div_euclid(1_000_000_000), ns.rem_euclid(1_000_000_000));
+        let nanos = u32::try_from(nanos).unwrap_or(0);
+        let shown = LocalTime::from_epoch_secs(secs)
+            .map(|t| t.stat_format(nanos))
+            .unwrap_or_else(|| format!("{secs}.{nanos:09} (seconds since the epoch)"));
+        outln!("{name}: {shown}")?;
     }
     Ok(())
 }

@@ -1,21 +1,36 @@
 //! `sfs`: the command a job script and a person use to run SFS.
 //!
-//! `sfs start` / `sfs stop` / `sfs status` manage the servers of a hostfile
-//! that live on this machine; `sfs ls/put/get/rm/mkdir/stat` work on the SFS
-//! namespace through the client library; `sfs server` is the daemon itself
-//! (what `sfs start` launches in the background); `sfs exec -- PROGRAM` runs
-//! an unmodified program with the LD_PRELOAD shim.
+//! `sfs start` manages the servers of a hostfile that live on this machine,
+//! `sfs stop` and `sfs status` every server of the hostfile (over their
+//! control RPCs); `sfs ls/put/get/rm/mkdir/stat` work on the SFS namespace
+//! through the client library; `sfs server` is the daemon itself (what
+//! `sfs start` launches in the background); `sfs exec -- PROGRAM` runs an
+//! unmodified program with the LD_PRELOAD shim.
+
+/// `println!` that returns the write's error instead of panicking, for all
+/// command output: a reader that goes away (`sfs ls | head`) must end the
+/// command quietly ([`exit_quietly_on_closed_stdout`]), not with a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
 
 mod bench;
 mod exec;
 mod files;
+mod local_time;
 mod servers;
+mod setup;
+mod status;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sfs_global::config::Config;
-use sfs_global::hostfile::Hostfile;
 use std::path::PathBuf;
+
+pub use setup::Setup;
 
 #[derive(Parser)]
 #[command(
@@ -38,13 +53,17 @@ struct Cli {
 enum Command {
     /// Start the hostfile's servers that live on this machine and wait until they are ready.
     Start,
-    /// Stop the hostfile's servers that live on this machine (graceful: in-flight requests finish).
+    /// Stop every server of the hostfile, on this machine or not (graceful: in-flight requests finish).
     Stop,
-    /// Show every server: address, up, entries, bytes, capacity.
-    Status,
+    /// Show every server: up, data path, entries (estimate), bytes, free space, requests, uptime.
+    Status {
+        /// One JSON object with every field of every server, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// List a directory (or show one entry).
     Ls {
-        /// Long listing: type, mode, size, time.
+        /// Long listing as `ls -ln`: mode, links, uid, gid, size, modification time (local).
         #[arg(short = 'l')]
         long: bool,
         #[arg(default_value = "/")]
@@ -112,57 +131,49 @@ enum BenchCommand {
     },
 }
 
-/// The config and hostfile a command works with, after the defaults chain:
-/// flag, then environment variable, then `./config.json` and `./hostfile`.
-pub struct Setup {
-    pub config: Config,
-    pub config_path: PathBuf,
-    pub hostfile: Hostfile,
-    pub hostfile_path: PathBuf,
+/// Exit status of a command whose standard output was closed by its
+/// reader: what a shell reports for a process killed by SIGPIPE (128 + 13),
+/// as `ls | head` gives with coreutils; Rust ignores SIGPIPE, so the write
+/// fails with EPIPE instead and we end quietly with the same status.
+const CLOSED_STDOUT_STATUS: i32 = 141;
+
+/// Ends the process without a message when `error` is a broken pipe: the
+/// reader of our output has all it wanted (`sfs ls | head`).
+fn exit_quietly_on_closed_stdout(error: &anyhow::Error) {
+    let broken_pipe = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken_pipe {
+        std::process::exit(CLOSED_STDOUT_STATUS);
+    }
 }
 
-fn load(cli: &Cli) -> Result<Setup> {
-    let config_path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("config.json"));
-    let config = if config_path.exists() || cli.config.is_some() {
-        Config::load(&config_path)?
-    } else {
-        Config::default()
+/// The files named by flag or environment variable, and which of the two
+/// named the hostfile (for the message when it cannot be read).
+fn request(matches: &clap::ArgMatches, cli: &Cli) -> setup::Request {
+    let named = match matches.value_source("hostfile") {
+        Some(ValueSource::EnvVariable) => setup::Named::Environment,
+        _ => setup::Named::Flag,
     };
-    // Documented order (docs/configuration.md): flag/env, then ./hostfile,
-    // then the config's `hosts_file` relative to the config file's directory.
-    let hostfile_path = cli.hostfile.clone().unwrap_or_else(|| {
-        let local = PathBuf::from("hostfile");
-        if local.exists() || cli.config.is_none() {
-            local
-        } else {
-            let base = config_path.parent().unwrap_or(std::path::Path::new("."));
-            base.join(&config.hosts_file)
-        }
-    });
-    let hostfile = Hostfile::load(&hostfile_path)?;
-    Ok(Setup {
-        config,
-        config_path: std::path::absolute(&config_path).context("resolving the config path")?,
-        hostfile,
-        hostfile_path: std::path::absolute(&hostfile_path)
-            .context("resolving the hostfile path")?,
-    })
+    setup::Request {
+        hostfile: cli.hostfile.clone().map(|path| (path, named)),
+        config: cli.config.clone(),
+    }
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match &cli.command {
         Command::ConfigExample => {
-            print!("{}", Config::default().to_json_pretty());
-            Ok(())
+            outln!("{}", Config::default().to_json_pretty().trim_end()).map_err(anyhow::Error::from)
         }
-        command => load(&cli).and_then(|setup| match command {
+        command => setup::load(&request(&matches, &cli)).and_then(|setup| match command {
             Command::Start => servers::start(&setup),
             Command::Stop => servers::stop(&setup),
-            Command::Status => servers::status(&setup),
+            Command::Status { json } => status::status(&setup, *json),
             Command::Server { id } => servers::serve(setup, id.clone()),
             Command::Ls { long, path } => files::ls(&setup, path, *long),
             Command::Put { local, path } => files::put(&setup, local, path),
@@ -180,6 +191,7 @@ fn main() {
         }),
     };
     if let Err(e) = result {
+        exit_quietly_on_closed_stdout(&e);
         eprintln!("sfs: {e:#}");
         std::process::exit(1);
     }

@@ -4,12 +4,21 @@
 //! whose address belongs to this machine, detached in its own session with
 //! its log in `rootdir/NAME/server.log`, and waits for each one's ready file
 //! (written by the server once both listeners accept), so a job script can
-//! use SFS as soon as `sfs start` returns. `sfs stop` asks each local server
-//! to shut down over gRPC and waits until its process has exited.
+//! use SFS as soon as `sfs start` returns.
+//!
+//! `sfs stop` sends the `Shutdown` control RPC to every server of the
+//! hostfile, on this machine or not, so that it works from a login node as
+//! well as from a node of the job; it then waits until each server's process
+//! has exited (on this machine, where its ready file gives the pid) or its
+//! RPC port refuses connections (elsewhere). It fails when it stopped
+//! nothing, or when a server could neither be asked nor found down.
 
 use crate::Setup;
 use anyhow::{bail, Context, Result};
 use sfs_client::Client;
+use sfs_global::hostfile::HostEntry;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -60,7 +69,7 @@ pub fn start(setup: &Setup) -> Result<()> {
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let ready = run_dir.join("ready");
         if let Some(pid) = ready_pid(&ready).filter(|&p| process_alive(p)) {
-            println!("server {} already running (pid {pid})", entry.name);
+            outln!("server {} already running (pid {pid})", entry.name)?;
             continue;
         }
         let _ = std::fs::remove_file(&ready);
@@ -90,12 +99,12 @@ pub fn start(setup: &Setup) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if ready_pid(&ready) == Some(child.id() as i32) {
-                println!(
+                outln!(
                     "server {} ready on {} (pid {})",
                     entry.name,
                     entry.endpoint(),
                     child.id()
-                );
+                )?;
                 break;
             }
             if let Some(status) = child.try_wait()? {
@@ -119,28 +128,128 @@ pub fn start(setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-pub fn stop(setup: &Setup) -> Result<()> {
-    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
-    let mut waiting = Vec::new();
-    for entry in setup.hostfile.local_entries() {
-        let ready = setup.config.run_dir(&entry.name).join("ready");
-        let pid = ready_pid(&ready);
-        match client.shutdown_server(entry.index) {
-            Ok(()) => waiting.push((entry.name.clone(), pid)),
-            Err(e) => match pid.filter(|&p| process_alive(p)) {
-                Some(p) => {
-                    // The process lives but does not answer: ask it the Unix way.
-                    eprintln!(
-                        "server {}: shutdown request failed ({e}); sending SIGTERM to {p}",
-                        entry.name
-                    );
-                    if let Some(pid) = rustix::process::Pid::from_raw(p) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+/// What a connection attempt to a server's RPC port found.
+enum Probe {
+    Listening,
+    /// Nothing listens there: the server is not running (or not on this
+    /// address), a definite answer.
+    Refused,
+    /// No answer either way (timeout, unreachable network, no address).
+    Unknown(String),
+}
+
+fn probe(entry: &HostEntry, timeout: Duration) -> Probe {
+    let address = match entry.socket_addr() {
+        Ok(address) => address,
+        Err(e) => return Probe::Unknown(format!("resolving {}: {e}", entry.host)),
+    };
+    match TcpStream::connect_timeout(&address, timeout) {
+        Ok(_) => Probe::Listening,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Probe::Refused,
+        Err(e) => Probe::Unknown(e.to_string()),
+    }
+}
+
+/// How `sfs stop` learns that a server it asked to stop has gone.
+enum Gone {
+    /// Its process (on this machine, pid from the ready file) has exited:
+    /// the metadata store is flushed and the lock released.
+    ProcessExited(i32),
+    /// Its RPC port refuses connections: a server on another machine, or
+    /// one whose ready file is not under this config's `rootdir`. The
+    /// process may still be flushing when this is seen.
+    PortClosed(SocketAddr),
+    /// Its address does not resolve any more; nothing to wait for.
+    Unknown,
+}
+
+impl Gone {
+    fn of(entry: &HostEntry, pid: Option<i32>) -> Gone {
+        match (pid, entry.socket_addr()) {
+            (Some(pid), _) => Gone::ProcessExited(pid),
+            (None, Ok(address)) => Gone::PortClosed(address),
+            (None, Err(_)) => Gone::Unknown,
+        }
+    }
+
+    fn still_there(&self, connect_timeout: Duration) -> bool {
+        match self {
+            Gone::ProcessExited(pid) => process_alive(*pid),
+            Gone::PortClosed(address) => {
+                TcpStream::connect_timeout(address, connect_timeout).is_ok()
+            }
+            Gone::Unknown => false,
+        }
+    }
+
+    fn wait(&self, name: &str, connect_timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while self.still_there(connect_timeout) {
+            if Instant::now() > deadline {
+                match self {
+                    Gone::ProcessExited(pid) => {
+                        bail!("server {name} (pid {pid}) still running after {STOP_TIMEOUT:?}")
                     }
-                    waiting.push((entry.name.clone(), Some(p)));
+                    _ => bail!(
+                        "server {name} still accepts connections {STOP_TIMEOUT:?} after it was asked to stop"
+                    ),
                 }
-                None => println!("server {} not running", entry.name),
-            },
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    }
+}
+
+/// The live pid of a server on this machine, from its ready file. Only for
+/// local entries: `rootdir` may be shared between machines, and a pid of
+/// another machine means nothing here.
+fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
+    if !entry.is_local() {
+        return None;
+    }
+    ready_pid(&setup.config.run_dir(&entry.name).join("ready")).filter(|&p| process_alive(p))
+}
+
+pub fn stop(setup: &Setup) -> Result<()> {
+    let connect_timeout = Duration::from_millis(setup.config.connect_timeout_ms.max(1));
+    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
+    let mut stopping = Vec::new();
+    let mut not_running = Vec::new();
+    let mut unreachable = Vec::new();
+    for entry in &setup.hostfile.hosts {
+        let pid = local_pid(setup, entry);
+        let error = match client.shutdown_server(entry.index) {
+            Ok(()) => {
+                stopping.push((entry, Gone::of(entry, pid)));
+                continue;
+            }
+            Err(e) => e,
+        };
+        if let Some(p) = pid {
+            // The process lives but does not answer: ask it the Unix way.
+            eprintln!(
+                "server {}: shutdown request failed ({error}); sending SIGTERM to {p}",
+                entry.name
+            );
+            if let Some(pid) = rustix::process::Pid::from_raw(p) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            stopping.push((entry, Gone::ProcessExited(p)));
+            continue;
+        }
+        match probe(entry, connect_timeout) {
+            Probe::Refused => not_running.push(entry),
+            Probe::Listening => unreachable.push(format!(
+                "{} {}: listening, but the shutdown request failed: {error}",
+                entry.name,
+                entry.endpoint()
+            )),
+            Probe::Unknown(why) => unreachable.push(format!(
+                "{} {}: {why} (shutdown request: {error})",
+                entry.name,
+                entry.endpoint()
+            )),
         }
     }
     // Close this client's connections before waiting: a server drains its
@@ -148,65 +257,36 @@ pub fn stop(setup: &Setup) -> Result<()> {
     // drives a current-thread runtime between calls) would hold it until its
     // drain timeout.
     drop(client);
-    for (name, pid) in waiting {
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        if let Some(pid) = pid {
-            while process_alive(pid) {
-                if Instant::now() > deadline {
-                    bail!("server {name} (pid {pid}) still running after {STOP_TIMEOUT:?}");
-                }
-                std::thread::sleep(POLL);
-            }
-        }
-        println!("server {name} stopped");
+    for (entry, gone) in &stopping {
+        gone.wait(&entry.name, connect_timeout)?;
+        outln!("server {} stopped ({})", entry.name, entry.endpoint())?;
     }
-    Ok(())
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
+    for entry in &not_running {
+        outln!(
+            "server {} not running (nothing listens on {})",
+            entry.name,
+            entry.endpoint()
+        )?;
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
+    let hostfile = setup.hostfile_path.display();
+    if !unreachable.is_empty() {
+        bail!(
+            "{} server(s) of {hostfile} could not be asked to stop and may still run:\n  {}",
+            unreachable.len(),
+            unreachable.join("\n  ")
+        );
     }
-}
-
-pub fn status(setup: &Setup) -> Result<()> {
-    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
-    println!(
-        "{:<12} {:<22} {:<4} {:<5} {:>10} {:>12} {:>12}",
-        "SERVER", "ADDRESS", "UP", "DATA", "ENTRIES", "BYTES", "CAPACITY"
-    );
-    let mut down = 0;
-    let transports = client.data_transports();
-    for ((name, address, stats), data) in client.server_stats().into_iter().zip(transports) {
-        let data = data.unwrap_or("-");
-        match stats {
-            Ok(s) => println!(
-                "{name:<12} {address:<22} {:<4} {data:<5} {:>10} {:>12} {:>12}",
-                "yes",
-                s.entries,
-                human(s.chunk_bytes),
-                human(s.capacity_bytes)
-            ),
-            Err(e) => {
-                down += 1;
-                println!(
-                    "{name:<12} {address:<22} {:<4} {data:<5} {:>10} {:>12} {:>12}  ({})",
-                    "no", "-", "-", "-", e.errno
-                );
-            }
-        }
-    }
-    if down > 0 {
-        bail!("{down} server(s) down");
+    if stopping.is_empty() {
+        let hosts: Vec<String> = setup
+            .hostfile
+            .hosts
+            .iter()
+            .map(|h| format!("{} {}", h.name, h.endpoint()))
+            .collect();
+        bail!(
+            "nothing stopped: no server of {hostfile} is running (nothing listens on {})",
+            hosts.join(", ")
+        );
     }
     Ok(())
 }
@@ -219,6 +299,9 @@ pub fn serve(setup: Setup, id: Option<String>) -> Result<()> {
                 .with_context(|| format!("bad log filter {filter:?}"))?,
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person watching a terminal: `sfs start` sends
+        // this to `server.log`, where escape codes are noise to grep.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let options = sfs_server::ServerOptions {
         config: setup.config,

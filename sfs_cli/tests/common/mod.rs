@@ -176,17 +176,37 @@ impl Cluster {
         }
     }
 
-    /// Runs the `sfs` binary against this cluster.
-    pub fn sfs(&self, args: &[&str]) -> std::process::Output {
-        Command::new(SFS)
+    /// Waits (up to a minute, then panics; `Drop` kills it) until server
+    /// `i` exits by itself, after `sfs stop`, and returns its exit status.
+    pub fn wait_exit(&mut self, i: usize) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let child = self.servers[i].as_mut().expect("server running");
+            if let Some(status) = child.try_wait().unwrap() {
+                self.servers[i] = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server {i} still running");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `sfs` command with this cluster's config and hostfile, for
+    /// callers that add environment variables or run it in a pipeline.
+    pub fn sfs_command(&self) -> Command {
+        let mut command = Command::new(SFS);
+        command
             .arg("--config")
             .arg(&self.config_path)
             .arg("--hostfile")
             .arg(&self.hostfile_path)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running sfs")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the `sfs` binary against this cluster.
+    pub fn sfs(&self, args: &[&str]) -> std::process::Output {
+        self.sfs_command().args(args).output().expect("running sfs")
     }
 
     pub fn path(&self) -> &Path {

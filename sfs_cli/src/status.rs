@@ -1,0 +1,216 @@
+//! `sfs status`: every server of the hostfile with what its `Stats` call
+//! reports, as a table for a person or (`--json`) one JSON object for a
+//! script.
+//!
+//! The entry count is RocksDB's `estimate-num-keys`, which counts pending
+//! size updates (merge operands) and deletions until compaction folds them:
+//! an exact count would be a scan of the whole metadata store on every call.
+//! So it is shown as an estimate (`~41k`) and named `entries_estimate` in
+//! the JSON, never as a number to compare with a file count.
+
+use crate::Setup;
+use anyhow::{bail, Result};
+use sfs_client::{Client, SfsResult};
+
+/// What a server's `Stats` call answered (the fields of the RPC response
+/// this command shows).
+struct Stats {
+    entries_estimate: u64,
+    chunk_bytes: u64,
+    capacity_bytes: u64,
+    free_bytes: u64,
+    requests: u64,
+    uptime_ms: u64,
+}
+
+/// One server's row: what the hostfile says and what it answered.
+struct Row {
+    name: String,
+    address: String,
+    data_transport: Option<&'static str>,
+    stats: SfsResult<Stats>,
+}
+
+fn rows(setup: &Setup) -> Result<Vec<Row>> {
+    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
+    let transports = client.data_transports();
+    Ok(client
+        .server_stats()
+        .into_iter()
+        .zip(transports)
+        .map(|((name, address, stats), data_transport)| Row {
+            name,
+            address,
+            data_transport,
+            stats: stats.map(|s| Stats {
+                entries_estimate: s.entries,
+                chunk_bytes: s.chunk_bytes,
+                capacity_bytes: s.capacity_bytes,
+                free_bytes: s.free_bytes,
+                requests: s.requests,
+                uptime_ms: s.uptime_ms,
+            }),
+        })
+        .collect())
+}
+
+pub fn status(setup: &Setup, json: bool) -> Result<()> {
+    let rows = rows(setup)?;
+    if json {
+        print_json(setup, &rows)?;
+    } else {
+        print_table(&rows)?;
+    }
+    let down = rows.iter().filter(|r| r.stats.is_err()).count();
+    if down > 0 {
+        bail!("{down} of {} server(s) down", rows.len());
+    }
+    Ok(())
+}
+
+fn print_table(rows: &[Row]) -> Result<()> {
+    outln!(
+        "{:<12} {:<22} {:<4} {:<5} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "SERVER",
+        "ADDRESS",
+        "UP",
+        "DATA",
+        "~ENTRIES",
+        "USED",
+        "CAPACITY",
+        "FREE",
+        "REQUESTS",
+        "UPTIME"
+    )?;
+    for row in rows {
+        let (name, address) = (&row.name, &row.address);
+        let data = row.data_transport.unwrap_or("-");
+        match &row.stats {
+            Ok(s) => outln!(
+                "{name:<12} {address:<22} {:<4} {data:<5} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8}",
+                "yes",
+                approximate(s.entries_estimate),
+                human_bytes(s.chunk_bytes),
+                human_bytes(s.capacity_bytes),
+                human_bytes(s.free_bytes),
+                s.requests,
+                human_duration(s.uptime_ms),
+            )?,
+            Err(e) => outln!(
+                "{name:<12} {address:<22} {:<4} {data:<5} {:>9} {:>10} {:>10} {:>10} {:>9} {:>8}  ({e})",
+                "no",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-",
+                "-"
+            )?,
+        }
+    }
+    if rows.iter().any(|r| r.stats.is_ok()) {
+        outln!(
+            "~ENTRIES is RocksDB's estimate, not an exact count; FREE is what may still be written."
+        )?;
+    }
+    Ok(())
+}
+
+fn print_json(setup: &Setup, rows: &[Row]) -> Result<()> {
+    let servers: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| {
+            let stats = row.stats.as_ref().ok();
+            serde_json::json!({
+                "name": row.name,
+                "address": row.address,
+                "up": stats.is_some(),
+                "data_transport": row.data_transport,
+                "entries_estimate": stats.map(|s| s.entries_estimate),
+                "chunk_bytes": stats.map(|s| s.chunk_bytes),
+                "capacity_bytes": stats.map(|s| s.capacity_bytes),
+                "free_bytes": stats.map(|s| s.free_bytes),
+                "requests": stats.map(|s| s.requests),
+                "uptime_ms": stats.map(|s| s.uptime_ms),
+                "error": row.stats.as_ref().err().map(|e| e.to_string()),
+            })
+        })
+        .collect();
+    let up = rows.iter().filter(|r| r.stats.is_ok()).count();
+    let report = serde_json::json!({
+        "hostfile": setup.hostfile_path.display().to_string(),
+        "servers": servers,
+        "up": up,
+        "down": rows.len() - up,
+    });
+    outln!("{report}")?;
+    Ok(())
+}
+
+/// A count shown with two significant digits and a `~`, so that it does not
+/// read as exact.
+fn approximate(n: u64) -> String {
+    let scaled = |unit: f64, suffix: &str| {
+        let value = n as f64 / unit;
+        if value < 10.0 {
+            format!("~{value:.1}{suffix}")
+        } else {
+            format!("~{value:.0}{suffix}")
+        }
+    };
+    match n {
+        0..=999 => format!("~{n}"),
+        1_000..=999_999 => scaled(1e3, "k"),
+        1_000_000..=999_999_999 => scaled(1e6, "M"),
+        _ => scaled(1e9, "G"),
+    }
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Uptime in the two largest units (`3d 04h`, `12m 05s`).
+fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m) = (s / 86_400, s / 3600 % 24, s / 60 % 60);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{m}m {:02}s", s % 60),
+        3600..=86_399 => format!("{h}h {m:02}m"),
+        _ => format!("{d}d {h:02}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_read_as_estimates() {
+        assert_eq!(approximate(7), "~7");
+        assert_eq!(approximate(4_149), "~4.1k");
+        assert_eq!(approximate(41_234), "~41k");
+        assert_eq!(approximate(2_500_000), "~2.5M");
+    }
+
+    #[test]
+    fn sizes_and_durations_are_short() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_duration(42_900), "42s");
+        assert_eq!(human_duration(725_000), "12m 05s");
+        assert_eq!(human_duration(3 * 86_400_000 + 4 * 3_600_000), "3d 04h");
+    }
+}
