@@ -4,10 +4,14 @@
 //!
 //! It sets `LD_PRELOAD` (the shim first, anything already there after it),
 //! `SFS_CONFIG`, `SFS_HOSTFILE` (absolute) and `SFS_MOUNTDIR` (the config's
-//! `mountdir` unless already set), then replaces itself with the program.
+//! `mountdir` unless already set), then replaces itself with the program —
+//! after asking every server of the hostfile for its stats, so that a
+//! server that is down is named here instead of surfacing as a bare EIO in
+//! the program (`--no-check` skips that).
 
 use crate::Setup;
 use anyhow::{bail, Context, Result};
+use sfs_client::Client;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -41,11 +45,39 @@ pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
-pub fn run(setup: &Setup, preload: Option<&Path>, command: &[OsString]) -> Result<()> {
+/// Refuses to start the program when a server of the hostfile does not
+/// answer, naming each: under the shim, the program would only see EIO.
+fn check_servers(setup: &Setup) -> Result<()> {
+    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
+    let down: Vec<String> = client
+        .server_stats()
+        .into_iter()
+        .filter_map(|(name, address, stats)| {
+            stats
+                .err()
+                .map(|e| format!("{name} ({address}): {}", e.message))
+        })
+        .collect();
+    if down.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} of {} server(s) of {} cannot be reached, so the program was not started (start them with `sfs start`, or pass --no-check):\n  {}",
+        down.len(),
+        setup.hostfile.len(),
+        setup.hostfile_path.display(),
+        down.join("\n  ")
+    )
+}
+
+pub fn run(setup: &Setup, preload: Option<&Path>, check: bool, command: &[OsString]) -> Result<()> {
     let shim = find_shim(preload)?;
     let Some((program, args)) = command.split_first() else {
         bail!("sfs exec: no program given (sfs exec -- PROGRAM ARGS...)");
     };
+    if check {
+        check_servers(setup)?;
+    }
     let mut ld_preload = OsString::from(&shim);
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         ld_preload.push(" ");
@@ -54,10 +86,14 @@ pub fn run(setup: &Setup, preload: Option<&Path>, command: &[OsString]) -> Resul
     let mountdir = std::env::var_os("SFS_MOUNTDIR")
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| setup.config.mountdir.clone().into());
-    let error = std::process::Command::new(program)
+    let mut command = std::process::Command::new(program);
+    match &setup.config_path {
+        Some(config) => command.env("SFS_CONFIG", config),
+        None => command.env_remove("SFS_CONFIG"),
+    };
+    let error = command
         .args(args)
         .env("LD_PRELOAD", ld_preload)
-        .env("SFS_CONFIG", &setup.config_path)
         .env("SFS_HOSTFILE", &setup.hostfile_path)
         .env("SFS_MOUNTDIR", mountdir)
         .exec();

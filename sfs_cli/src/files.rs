@@ -109,26 +109,53 @@ pub fn ls(setup: &Setup, path: &str, long: bool) -> Result<()> {
     Ok(())
 }
 
+/// `sfs put LOCAL PATH`: the copy is written under a temporary name next to
+/// `PATH`, fsync'ed, and renamed over `PATH` only when complete, so a put
+/// that fails part-way (a full chunk store, a lost server) leaves `PATH` as
+/// it was (absent, or its previous content) and removes what it wrote.
 pub fn put(setup: &Setup, local: &Path, path: &str) -> Result<()> {
     let client = client(setup)?;
     let mut src =
         std::fs::File::open(local).with_context(|| format!("opening {}", local.display()))?;
+    let path = sfs_global::path::normalize(path)?;
+    let (parent, name) = sfs_global::path::split_parent(&path)
+        .with_context(|| format!("{path}: cannot put onto the root directory"))?;
+    let staging = format!(
+        "{}/.{name}.sfs-put.{}",
+        parent.trim_end_matches('/'),
+        std::process::id()
+    );
     let fd = client
-        .open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC, 0o644)
-        .with_context(|| format!("creating {path}"))?;
+        .open(
+            &staging,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            0o644,
+        )
+        .with_context(|| {
+            format!("creating {staging} (the copy is renamed to {path} when complete)")
+        })?;
     let mut buf = vec![0u8; COPY_BUFFER];
     let copied = (|| -> Result<()> {
         loop {
             let n = src.read(&mut buf)?;
             if n == 0 {
-                return Ok(());
+                break;
             }
             client.write(fd, &buf[..n])?;
         }
+        client.fsync(fd)?;
+        Ok(())
     })();
-    let synced = copied.and_then(|()| Ok(client.fsync(fd)?));
-    client.close(fd)?;
-    synced.with_context(|| format!("copying {} to {path}", local.display()))
+    let closed = client.close(fd);
+    let done = copied
+        .and_then(|()| Ok(closed?))
+        .and_then(|()| Ok(client.rename(&staging, &path)?));
+    if done.is_err() {
+        // Best effort: a server that is gone may keep the staging name until
+        // it is back (the name starts with a dot and says where it came from).
+        let _ = client.unlink(&staging);
+    }
+    done.with_context(|| format!("copying {} to {path}", local.display()))
 }
 
 pub fn get(setup: &Setup, path: &str, local: &Path) -> Result<()> {

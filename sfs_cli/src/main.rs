@@ -98,6 +98,11 @@ enum Command {
         /// The shim library (default: libsfs_wrapper.so next to this `sfs` binary).
         #[arg(long, env = "SFS_PRELOAD")]
         preload: Option<PathBuf>,
+        /// Start the program without first asking every server whether it
+        /// answers (for many ranks started at once; a program then learns
+        /// of a server that is down from EIO and one line on stderr).
+        #[arg(long)]
+        no_check: bool,
         /// The program and its arguments (after `--`).
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<std::ffi::OsString>,
@@ -181,7 +186,11 @@ fn main() {
             Command::Rm { recursive, paths } => files::rm(&setup, paths, *recursive),
             Command::Mkdir { parents, paths } => files::mkdir(&setup, paths, *parents),
             Command::Stat { path } => files::stat(&setup, path),
-            Command::Exec { preload, command } => exec::run(&setup, preload.as_deref(), command),
+            Command::Exec {
+                preload,
+                no_check,
+                command,
+            } => exec::run(&setup, preload.as_deref(), !*no_check, command),
             Command::Bench(BenchCommand::Data {
                 size_mib,
                 block_kib,

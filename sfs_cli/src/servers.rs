@@ -79,9 +79,11 @@ pub fn start(setup: &Setup) -> Result<()> {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&exe)
-            .arg("--config")
-            .arg(&setup.config_path)
+        let mut command = Command::new(&exe);
+        if let Some(config) = &setup.config_path {
+            command.arg("--config").arg(config);
+        }
+        let child = command
             .arg("--hostfile")
             .arg(&setup.hostfile_path)
             .arg("server")

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 /// The config and hostfile a command works with, after the defaults chain.
 pub struct Setup {
     pub config: Config,
-    pub config_path: PathBuf,
+    /// The config file read, or `None` when none was named and there is no
+    /// `./config.json` (the built-in defaults apply; servers and programs
+    /// under `sfs exec` are then given no config file either).
+    pub config_path: Option<PathBuf>,
     pub hostfile: Hostfile,
     pub hostfile_path: PathBuf,
 }
@@ -121,7 +124,8 @@ pub fn load(request: &Request) -> Result<Setup> {
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("config.json"));
-    let config = if request.config.is_some() || config_path.exists() {
+    let config_file_read = request.config.is_some() || config_path.exists();
+    let config = if config_file_read {
         Config::load(&config_path)?
     } else {
         Config::default()
@@ -134,9 +138,15 @@ pub fn load(request: &Request) -> Result<Setup> {
         }
         Err(e) => return Err(e.into()),
     };
+    // Before any server starts: a data port on another server's port would
+    // only show up as one server failing to bind.
+    sfs_global::hostfile::validate_ports(&config, &hostfile)?;
     Ok(Setup {
         config,
-        config_path: std::path::absolute(&config_path).context("resolving the config path")?,
+        config_path: match config_file_read {
+            true => Some(std::path::absolute(&config_path).context("resolving the config path")?),
+            false => None,
+        },
         hostfile,
         hostfile_path: std::path::absolute(&hostfile_path)
             .context("resolving the hostfile path")?,

@@ -304,3 +304,90 @@ fn stop_uses_the_shutdown_rpc_for_servers_whose_process_it_cannot_see() {
         assert!(status.success(), "server {i} exited with {status}");
     }
 }
+
+/// A put that fails part-way (the chunk stores fill up) leaves the target as
+/// it was: absent, or its previous content; nothing else behind.
+#[test]
+fn a_failed_put_leaves_the_previous_content_and_no_partial_file() {
+    let cluster = Cluster::start_with(1, |c| c.chunk_store_capacity = 4 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small");
+    let big = dir.path().join("big");
+    std::fs::write(&small, b"previous content\n").unwrap();
+    std::fs::write(&big, vec![7u8; 16 << 20]).unwrap();
+    let (small, big) = (small.display().to_string(), big.display().to_string());
+    let out = cluster.sfs(&["put", &small, "/kept"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    for target in ["/kept", "/new"] {
+        let out = cluster.sfs(&["put", &big, target]);
+        assert!(!out.status.success(), "a 16 MiB put into 4 MiB succeeded");
+        assert!(text(&out.stderr).contains("ENOSPC"), "{}", describe(&out));
+    }
+    // `sfs ls` lists names starting with a dot too (the staging names do).
+    let listing = text(&cluster.sfs(&["ls", "/"]).stdout);
+    assert_eq!(listing.trim(), "kept", "left behind: {listing}");
+    let back = dir.path().join("back");
+    let out = cluster.sfs(&["get", "/kept", &back.display().to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), b"previous content\n");
+}
+
+/// `sfs exec` names the servers that do not answer instead of starting the
+/// program into EIO; `--no-check` starts it anyway.
+#[test]
+fn exec_names_the_servers_that_are_down() {
+    let mut cluster = Cluster::start(2);
+    cluster.stop(1);
+    let down = &cluster.hostfile.hosts[1];
+    let out = cluster.sfs(&["exec", "--", "true"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let err = text(&out.stderr);
+    assert!(err.contains("1 of 2 server(s)"), "{err}");
+    assert!(err.contains(&down.name), "{err}");
+    let out = cluster.sfs(&["exec", "--no-check", "--", "true"]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// Without any config file the built-in defaults apply: `sfs start` from a
+/// directory with only a hostfile starts servers that answer (it used to
+/// hand them a `config.json` that did not exist).
+#[test]
+fn start_without_a_config_file_uses_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // The default rootdir is shared by everything on the machine: a server
+    // name of its own keeps this test's state apart, removed at the end.
+    let name = format!("no-config-test-{port}");
+    std::fs::write(
+        dir.path().join("hostfile"),
+        format!("{name} 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    let state = std::path::Path::new(&sfs_global::config::Config::default().rootdir).join(&name);
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(state);
+    let sfs = |args: &[&str]| {
+        Command::new(common::SFS)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("SFS_CONFIG")
+            .env_remove("SFS_HOSTFILE")
+            .output()
+            .unwrap()
+    };
+    let started = sfs(&["start"]);
+    let listed = sfs(&["ls", "/"]);
+    let stopped = sfs(&["stop"]);
+    assert!(started.status.success(), "{}", describe(&started));
+    assert!(listed.status.success(), "{}", describe(&listed));
+    assert!(stopped.status.success(), "{}", describe(&stopped));
+}
