@@ -5,8 +5,11 @@
 //! in a local directory, [`chunk_store`]). Clients reach it over gRPC
 //! ([`service`]) for metadata and control, and over `sfs_rdma`'s data
 //! transport for chunk bytes. [`server`] wires everything together and
-//! owns start-up, readiness and graceful shutdown.
+//! owns start-up, readiness and graceful shutdown. [`backend`] is the
+//! Motr-like object store interface the chunk store drains to, with its
+//! implementations.
 
+pub mod backend;
 pub mod chunk_store;
 pub mod meta_rocks;
 pub mod meta_store;

@@ -1,0 +1,88 @@
+//! Object back ends: the durable store behind a server's chunk store.
+//!
+//! A burst buffer absorbs a job's I/O on the job's own nodes and drains it
+//! to slower, durable storage. That storage is reached through one
+//! "Motr-like" interface, [`ObjectBackend`]: objects named by 128-bit ids
+//! (SFS's [`FileId`]: the file's id doubles as its object's id, so a rename
+//! never touches the back end), written and read at byte offsets, made
+//! persistent explicitly, deleted, listed, and asked which byte ranges
+//! hold data (the storage brick's "list mapped ids", what a recovery scan
+//! needs). Each kind of store implements it in its own module; one
+//! conformance suite ([`conformance`], in tests) runs unchanged against
+//! every implementation.
+//!
+//! # The contract
+//!
+//! - **Objects** are sparse byte arrays. `write` creates the object if
+//!   needed; `create` exists so that an empty object can exist. Both are
+//!   idempotent.
+//! - **Visible**: when `write` returns, every later `read` through any
+//!   handle of the same back end returns the bytes. Writes to disjoint
+//!   ranges may run concurrently; for overlapping ranges written at the same
+//!   time, each byte holds one of the writers' values.
+//! - **Persistent**: when `persist(id)` returns, every write to `id` that
+//!   returned before `persist` was called survives a crash of the machine
+//!   (for `dir`: the file and its directory entry are fsync'ed). Before
+//!   that, a crash may keep any subset of the written bytes; a single write
+//!   is not atomic against a crash.
+//! - **Reads** return `min(len, size - offset)` bytes (none at or past the
+//!   end); bytes never written inside the size read as zeros. Reading an
+//!   object that does not exist is ENOENT.
+//! - **Size** is the end of the furthest write (or 0 for a created object).
+//! - **Delete** removes the object and is idempotent.
+//! - **Alignment**: none is required. Chunk-aligned writes of whole chunks
+//!   are the common case (the write-back moves chunks), and back ends
+//!   without partial writes map chunks to objects of their own.
+//! - **Errors** carry the errno an application would see (EIO for a store
+//!   that cannot be reached, ENOSPC for a full one) and a message naming
+//!   the store and the object.
+
+pub mod dir;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use async_trait::async_trait;
+use sfs_global::{FileId, SfsResult};
+use std::ops::Range;
+
+/// What [`ObjectBackend::stat`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// The end of the furthest write.
+    pub size: u64,
+}
+
+/// A Motr-like object store: see the module documentation for the contract.
+#[async_trait]
+pub trait ObjectBackend: Send + Sync {
+    /// A short name for messages and `sfs status` (`dir`, `rados`, `s3`).
+    fn kind(&self) -> &'static str;
+
+    /// Makes `id` exist (empty if new). Idempotent.
+    async fn create(&self, id: FileId) -> SfsResult<()>;
+
+    /// Writes `data` at `offset` of `id`, creating it if needed; visible
+    /// when it returns.
+    async fn write(&self, id: FileId, offset: u64, data: &[u8]) -> SfsResult<()>;
+
+    /// Reads up to `len` bytes at `offset` of `id` (short at the end).
+    async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>>;
+
+    /// Makes every write to `id` that returned before this call persistent.
+    async fn persist(&self, id: FileId) -> SfsResult<()>;
+
+    /// Removes `id`; removing a missing object succeeds.
+    async fn delete(&self, id: FileId) -> SfsResult<()>;
+
+    /// The object's size, or `None` if it does not exist.
+    async fn stat(&self, id: FileId) -> SfsResult<Option<ObjectStat>>;
+
+    /// Every object id in the store, in no particular order.
+    async fn list(&self) -> SfsResult<Vec<FileId>>;
+
+    /// The byte ranges of `id` that hold data, sorted and disjoint; a store
+    /// that does not track holes reports `[0, size)`. ENOENT if `id` does
+    /// not exist.
+    async fn extents(&self, id: FileId) -> SfsResult<Vec<Range<u64>>>;
+}

@@ -1,0 +1,243 @@
+//! The back-end conformance suite: the contract of [`ObjectBackend`]
+//! (module documentation of [`super`]) as checks that run unchanged against
+//! every implementation. Each back end's tests call [`run_all`] on a fresh,
+//! empty store.
+
+use super::ObjectBackend;
+use sfs_global::{Errno, FileId};
+use std::ops::Range;
+
+/// Bytes that differ by position and seed, so misplaced data shows.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(seed.wrapping_mul(131)) % 251) as u8)
+        .collect()
+}
+
+/// Runs every check; panics with the first failure, naming the back end.
+pub async fn run_all(backend: &dyn ObjectBackend) {
+    every_size_class_at_unaligned_offsets(backend).await;
+    holes_read_as_zeros_and_extents_cover_the_data(backend).await;
+    reads_are_short_at_the_end(backend).await;
+    missing_objects(backend).await;
+    create_is_idempotent_and_delete_removes(backend).await;
+    overwrites_replace_bytes(backend).await;
+    concurrent_disjoint_writes(backend).await;
+    listing_names_every_object(backend).await;
+}
+
+async fn every_size_class_at_unaligned_offsets(b: &dyn ObjectBackend) {
+    let sizes = [
+        1usize,
+        4095,
+        4096,
+        4097,
+        65_537,
+        512 << 10,
+        (512 << 10) + 3,
+        3 << 20,
+    ];
+    for (i, &len) in sizes.iter().enumerate() {
+        let id = FileId(0x5100 + i as u128);
+        let offset = (i as u64) * 7919;
+        let data = pattern(i as u64, len);
+        b.write(id, offset, &data).await.unwrap();
+        let back = b.read(id, offset, len).await.unwrap();
+        assert!(
+            back == data,
+            "{}: {len} bytes at {offset} read back differently",
+            b.kind()
+        );
+        let size = b
+            .stat(id)
+            .await
+            .unwrap()
+            .expect("written object exists")
+            .size;
+        assert_eq!(
+            size,
+            offset + len as u64,
+            "{}: size after one write",
+            b.kind()
+        );
+        b.persist(id).await.unwrap();
+        b.delete(id).await.unwrap();
+    }
+}
+
+fn covers(extents: &[Range<u64>], range: &Range<u64>) -> bool {
+    let mut at = range.start;
+    for e in extents {
+        if e.start <= at && at < e.end {
+            at = e.end;
+        }
+        if at >= range.end {
+            return true;
+        }
+    }
+    at >= range.end
+}
+
+async fn holes_read_as_zeros_and_extents_cover_the_data(b: &dyn ObjectBackend) {
+    let id = FileId(0x5200);
+    let data = pattern(2, 100_000);
+    let far = 8 << 20;
+    b.write(id, far, &data).await.unwrap();
+    b.write(id, 10, b"head").await.unwrap();
+    let hole = b.read(id, 14, 1 << 20).await.unwrap();
+    assert_eq!(
+        hole.len(),
+        1 << 20,
+        "{}: read inside the size is full",
+        b.kind()
+    );
+    assert!(
+        hole.iter().all(|&x| x == 0),
+        "{}: a hole reads as zeros",
+        b.kind()
+    );
+    let extents = b.extents(id).await.unwrap();
+    let size = far + data.len() as u64;
+    assert!(
+        extents.windows(2).all(|w| w[0].end <= w[1].start),
+        "{}: extents sorted and disjoint: {extents:?}",
+        b.kind()
+    );
+    assert!(
+        extents.iter().all(|e| e.start < e.end && e.end <= size),
+        "{}: extents inside the size: {extents:?}",
+        b.kind()
+    );
+    for written in [10..14, far..size] {
+        assert!(
+            covers(&extents, &written),
+            "{}: extents {extents:?} miss written bytes {written:?}",
+            b.kind()
+        );
+    }
+    b.delete(id).await.unwrap();
+}
+
+async fn reads_are_short_at_the_end(b: &dyn ObjectBackend) {
+    let id = FileId(0x5300);
+    b.write(id, 0, &pattern(3, 1000)).await.unwrap();
+    assert_eq!(b.read(id, 900, 500).await.unwrap(), pattern(3, 1000)[900..]);
+    assert!(
+        b.read(id, 1000, 10).await.unwrap().is_empty(),
+        "{}: at the end",
+        b.kind()
+    );
+    assert!(
+        b.read(id, 5000, 10).await.unwrap().is_empty(),
+        "{}: past the end",
+        b.kind()
+    );
+    b.delete(id).await.unwrap();
+}
+
+async fn missing_objects(b: &dyn ObjectBackend) {
+    let id = FileId(0x5400);
+    assert_eq!(
+        b.stat(id).await.unwrap(),
+        None,
+        "{}: stat of a missing object",
+        b.kind()
+    );
+    for (what, errno) in [
+        ("read", b.read(id, 0, 1).await.err().map(|e| e.errno)),
+        ("extents", b.extents(id).await.err().map(|e| e.errno)),
+        ("persist", b.persist(id).await.err().map(|e| e.errno)),
+    ] {
+        assert_eq!(
+            errno,
+            Some(Errno::ENOENT),
+            "{}: {what} of a missing object",
+            b.kind()
+        );
+    }
+    b.delete(id)
+        .await
+        .expect("deleting a missing object succeeds");
+}
+
+async fn create_is_idempotent_and_delete_removes(b: &dyn ObjectBackend) {
+    let id = FileId(0x5500);
+    b.create(id).await.unwrap();
+    b.create(id).await.unwrap();
+    assert_eq!(
+        b.stat(id).await.unwrap().map(|s| s.size),
+        Some(0),
+        "{}",
+        b.kind()
+    );
+    assert!(b.read(id, 0, 10).await.unwrap().is_empty());
+    b.write(id, 0, b"data").await.unwrap();
+    b.create(id).await.unwrap();
+    assert_eq!(
+        b.read(id, 0, 10).await.unwrap(),
+        b"data",
+        "{}: create keeps data",
+        b.kind()
+    );
+    b.delete(id).await.unwrap();
+    assert_eq!(b.stat(id).await.unwrap(), None, "{}: deleted", b.kind());
+    b.delete(id).await.unwrap();
+}
+
+async fn overwrites_replace_bytes(b: &dyn ObjectBackend) {
+    let id = FileId(0x5600);
+    b.write(id, 0, &[1; 10_000]).await.unwrap();
+    b.write(id, 5_000, &[2; 100]).await.unwrap();
+    let back = b.read(id, 0, 10_000).await.unwrap();
+    assert!(back[..5_000].iter().all(|&x| x == 1), "{}", b.kind());
+    assert!(back[5_000..5_100].iter().all(|&x| x == 2), "{}", b.kind());
+    assert!(back[5_100..].iter().all(|&x| x == 1), "{}", b.kind());
+    assert_eq!(
+        b.stat(id).await.unwrap().unwrap().size,
+        10_000,
+        "{}",
+        b.kind()
+    );
+    b.delete(id).await.unwrap();
+}
+
+async fn concurrent_disjoint_writes(b: &dyn ObjectBackend) {
+    let id = FileId(0x5700);
+    let piece = 64 << 10;
+    let writes =
+        (0..16u64).map(|i| async move { b.write(id, i * piece as u64, &pattern(i, piece)).await });
+    for r in futures::future::join_all(writes).await {
+        r.unwrap();
+    }
+    let back = b.read(id, 0, 16 * piece).await.unwrap();
+    for i in 0..16 {
+        assert!(
+            back[i * piece..(i + 1) * piece] == pattern(i as u64, piece)[..],
+            "{}: piece {i} of 16 concurrent writes",
+            b.kind()
+        );
+    }
+    b.delete(id).await.unwrap();
+}
+
+async fn listing_names_every_object(b: &dyn ObjectBackend) {
+    let ids: Vec<FileId> = (0..40u128)
+        .map(|i| FileId((i << 120) | 0x5800 | i))
+        .collect();
+    for &id in &ids {
+        b.write(id, 0, b"x").await.unwrap();
+    }
+    let mut listed = b.list().await.unwrap();
+    listed.sort_by_key(|id| id.0);
+    let mut expected = ids.clone();
+    expected.sort_by_key(|id| id.0);
+    assert_eq!(listed, expected, "{}: list after 40 writes", b.kind());
+    for &id in &ids {
+        b.delete(id).await.unwrap();
+    }
+    assert!(
+        b.list().await.unwrap().is_empty(),
+        "{}: list after deletes",
+        b.kind()
+    );
+}

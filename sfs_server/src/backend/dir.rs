@@ -1,0 +1,257 @@
+//! The `dir` back end: objects as sparse files under a directory.
+//!
+//! The embedded default: on a laptop a local directory, on a cluster a
+//! path on the parallel file system the job's data must end up on. Object
+//! `id` is the file `ROOT/objects/XX/<32 hex digits>`, where `XX` are the
+//! id's first two hex digits (256 directories, so a million objects do not
+//! share one directory). Writes are `pwrite`s, so holes stay holes; `persist`
+//! is `fsync` of the file and of its directory (the entry of a new object
+//! must survive too); extents come from `SEEK_DATA`/`SEEK_HOLE`.
+
+use super::{ObjectBackend, ObjectStat};
+use async_trait::async_trait;
+use sfs_global::{Errno, FileId, SfsError, SfsResult};
+use std::fs::{File, OpenOptions};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Objects as files under `root` (see the module documentation).
+pub struct DirBackend {
+    objects: Arc<PathBuf>,
+}
+
+impl DirBackend {
+    /// A back end storing under `root` (created if missing).
+    pub fn open(root: &Path) -> SfsResult<DirBackend> {
+        let objects = root.join("objects");
+        std::fs::create_dir_all(&objects).map_err(|e| {
+            SfsError::new(
+                Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+                format!("dir back end: cannot create {}: {e}", objects.display()),
+            )
+        })?;
+        Ok(DirBackend {
+            objects: Arc::new(objects),
+        })
+    }
+}
+
+fn object_path(objects: &Path, id: FileId) -> PathBuf {
+    let hex = id.to_hex();
+    objects.join(&hex[..2]).join(hex)
+}
+
+/// An I/O error with the back end and the object named.
+fn failed(what: &str, id: FileId, e: std::io::Error) -> SfsError {
+    SfsError::new(
+        Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+        format!("dir back end: {what} object {id}: {e}"),
+    )
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> SfsResult<T> + Send + 'static,
+) -> SfsResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| SfsError::io(format!("dir back end: worker failed: {e}")))?
+}
+
+/// Opens (creating if `create`) the object's file for reading and writing.
+fn open_object(objects: &Path, id: FileId, create: bool) -> SfsResult<File> {
+    let path = object_path(objects, id);
+    let open = |path: &Path| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .open(path)
+    };
+    match open(&path) {
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().expect("objects/XX/");
+            std::fs::create_dir_all(parent)
+                .map_err(|e| failed("creating the directory of", id, e))?;
+            open(&path).map_err(|e| failed("creating", id, e))
+        }
+        other => other.map_err(|e| failed("opening", id, e)),
+    }
+}
+
+/// The data ranges of `file` of `size` bytes, from SEEK_DATA/SEEK_HOLE.
+fn data_ranges(file: &File, size: u64) -> std::io::Result<Vec<Range<u64>>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut ranges = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            // No data at or after `at`.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = seek(file, SeekFrom::Hole(start))?.min(size);
+        if end > start {
+            ranges.push(start..end);
+        }
+        at = end;
+    }
+    Ok(ranges)
+}
+
+#[async_trait]
+impl ObjectBackend for DirBackend {
+    fn kind(&self) -> &'static str {
+        "dir"
+    }
+
+    async fn create(&self, id: FileId) -> SfsResult<()> {
+        let objects = self.objects.clone();
+        blocking(move || open_object(&objects, id, true).map(drop)).await
+    }
+
+    async fn write(&self, id: FileId, offset: u64, data: &[u8]) -> SfsResult<()> {
+        let objects = self.objects.clone();
+        let data = data.to_vec();
+        blocking(move || {
+            let file = open_object(&objects, id, true)?;
+            file.write_all_at(&data, offset)
+                .map_err(|e| failed("writing", id, e))
+        })
+        .await
+    }
+
+    async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>> {
+        let objects = self.objects.clone();
+        blocking(move || {
+            let file = open_object(&objects, id, false)?;
+            let mut buf = vec![0u8; len];
+            let mut filled = 0;
+            while filled < len {
+                match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(failed("reading", id, e)),
+                }
+            }
+            buf.truncate(filled);
+            Ok(buf)
+        })
+        .await
+    }
+
+    async fn persist(&self, id: FileId) -> SfsResult<()> {
+        let objects = self.objects.clone();
+        blocking(move || {
+            let file = open_object(&objects, id, false)?;
+            file.sync_all().map_err(|e| failed("syncing", id, e))?;
+            // The entry of a new object, and that of its directory.
+            let path = object_path(&objects, id);
+            let parent = path.parent().expect("objects/XX/");
+            for dir in [parent, objects.as_path()] {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| failed("syncing the directory of", id, e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, id: FileId) -> SfsResult<()> {
+        let objects = self.objects.clone();
+        blocking(
+            move || match std::fs::remove_file(object_path(&objects, id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(failed("deleting", id, e))
+                }
+                _ => Ok(()),
+            },
+        )
+        .await
+    }
+
+    async fn stat(&self, id: FileId) -> SfsResult<Option<ObjectStat>> {
+        let objects = self.objects.clone();
+        blocking(move || match std::fs::metadata(object_path(&objects, id)) {
+            Ok(md) => Ok(Some(ObjectStat { size: md.len() })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(failed("stat of", id, e)),
+        })
+        .await
+    }
+
+    async fn list(&self) -> SfsResult<Vec<FileId>> {
+        let objects = self.objects.clone();
+        blocking(move || {
+            let listing = |dir: &Path| {
+                std::fs::read_dir(dir).map_err(|e| {
+                    SfsError::new(
+                        Errno(e.raw_os_error().unwrap_or(libc::EIO)),
+                        format!("dir back end: listing {}: {e}", dir.display()),
+                    )
+                })
+            };
+            let mut ids = Vec::new();
+            for fan in listing(&objects)? {
+                let fan = fan.map_err(|e| SfsError::io(format!("dir back end: listing: {e}")))?;
+                for entry in listing(&fan.path())? {
+                    let entry =
+                        entry.map_err(|e| SfsError::io(format!("dir back end: listing: {e}")))?;
+                    // Anything not named like an object is not one of ours.
+                    let name = entry.file_name();
+                    if let Some(id) = name
+                        .to_str()
+                        .filter(|n| n.len() == 32)
+                        .and_then(|n| u128::from_str_radix(n, 16).ok())
+                    {
+                        ids.push(FileId(id));
+                    }
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn extents(&self, id: FileId) -> SfsResult<Vec<Range<u64>>> {
+        let objects = self.objects.clone();
+        blocking(move || {
+            let file = open_object(&objects, id, false)?;
+            let size = file.metadata().map_err(|e| failed("stat of", id, e))?.len();
+            data_ranges(&file, size).map_err(|e| failed("listing the extents of", id, e))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dir_back_end_passes_the_conformance_suite() {
+        let root = tempfile::tempdir().unwrap();
+        let backend = DirBackend::open(root.path()).unwrap();
+        super::super::conformance::run_all(&backend).await;
+    }
+
+    #[tokio::test]
+    async fn objects_live_in_a_fan_out_of_directories() {
+        let root = tempfile::tempdir().unwrap();
+        let backend = DirBackend::open(root.path()).unwrap();
+        let id = FileId(0xab00_0000_0000_0000_0000_0000_0000_0001);
+        backend.write(id, 0, b"x").await.unwrap();
+        let path = root
+            .path()
+            .join("objects/ab/ab000000000000000000000000000001");
+        assert_eq!(std::fs::read(path).unwrap(), b"x");
+        // A stray file in the store is not listed as an object.
+        std::fs::write(root.path().join("objects/ab/notes.txt"), b"").unwrap();
+        assert_eq!(backend.list().await.unwrap(), vec![id]);
+    }
+}
