@@ -212,3 +212,58 @@ int main(int argc, char **argv) {
         "read 10 untouched 1\nread 3 abc untouched 1\n"
     );
 }
+
+/// `fcntl(F_SETFL)` switches `O_APPEND` (and `O_NONBLOCK`) on an open SFS
+/// descriptor, for every process sharing the description, as on ext4.
+#[test]
+fn f_setfl_switches_append_for_the_whole_description() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile_c(
+        dir.path(),
+        "setfl",
+        r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int fd = open(argv[1], O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    if (fd < 0 || write(fd, "0123456789", 10) != 10) { perror("setup"); return 1; }
+    printf("append at open %d\n", !!(fcntl(fd, F_GETFL) & O_APPEND));
+    if (fcntl(fd, F_SETFL, O_APPEND | O_NONBLOCK) != 0) { perror("F_SETFL"); return 1; }
+    int fl = fcntl(fd, F_GETFL);
+    printf("flags %d %d %d\n", !!(fl & O_APPEND), !!(fl & O_NONBLOCK), (fl & O_ACCMODE) == O_WRONLY);
+    lseek(fd, 0, SEEK_SET);
+    if (write(fd, "A", 1) != 1) return 1;
+    pid_t pid = fork();
+    if (pid == 0) { lseek(fd, 0, SEEK_SET); _exit(write(fd, "C", 1) == 1 ? 0 : 1); }
+    waitpid(pid, NULL, 0);
+    fcntl(fd, F_SETFL, 0);
+    printf("append after clearing %d\n", !!(fcntl(fd, F_GETFL) & O_APPEND));
+    lseek(fd, 0, SEEK_SET);
+    if (write(fd, "X", 1) != 1) return 1;
+    return 0;
+}
+"#,
+    );
+    let script = "\"$1\" \"$2/f\" && cat \"$2/f\"";
+    let local = tempfile::tempdir().unwrap();
+    let expected = shim_support::local(
+        script,
+        &[&program.display().to_string(), &local.path().display().to_string()],
+    );
+    assert_ok("setfl locally", &expected);
+    let out = under_shim(
+        &cluster,
+        script,
+        &[&program.display().to_string(), &cluster.config.mountdir],
+    );
+    assert_ok("setfl", &out);
+    assert_eq!(text(&out.stdout), text(&expected.stdout));
+    assert_eq!(
+        text(&out.stdout),
+        "append at open 0\nflags 1 1 1\nappend after clearing 0\nX123456789AC"
+    );
+}

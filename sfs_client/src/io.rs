@@ -104,12 +104,14 @@ pub(crate) struct OpenFile {
     pub size_hint: AtomicU64,
 }
 
-/// Where an embedding process keeps the offsets of the descriptors it
-/// opens at numbers of its own ([`Client::open_at_fd`]). The LD_PRELOAD
-/// shim keeps them in the kernel's open file description of the
-/// descriptor's placeholder, which `fork`, `exec` and `dup` share exactly as
-/// they share a kernel file's offset: a shell and the children it starts
-/// on one `>` file then write one after another instead of over each other.
+/// Where an embedding process keeps the shared state of the open file
+/// descriptions it opens at numbers of its own ([`Client::open_at_fd`]):
+/// the offset and the `O_APPEND` status flag. The LD_PRELOAD shim keeps
+/// them in the kernel's open file description of the descriptor's
+/// placeholder, which `fork`, `exec` and `dup` share exactly as they share
+/// a kernel file's: a shell and the children it starts on one `>` file then
+/// write one after another instead of over each other, and `fcntl(F_SETFL,
+/// O_APPEND)` in one process holds for all of them.
 pub trait DescriptorOffsets: Send + Sync {
     /// The offset of descriptor `fd`.
     fn get(&self, fd: i32) -> SfsResult<u64>;
@@ -118,6 +120,9 @@ pub trait DescriptorOffsets: Send + Sync {
     /// Moves it forward by `by` in one atomic step (against every process
     /// sharing the description) and returns where it was.
     fn advance(&self, fd: i32, by: u64) -> SfsResult<u64>;
+    /// True if writes through descriptor `fd` append (`O_APPEND`, as set at
+    /// open or later with `fcntl(F_SETFL)`).
+    fn appends(&self, fd: i32) -> SfsResult<bool>;
 }
 
 /// A descriptor's offset during one call: kept in its open file (a library
@@ -363,7 +368,11 @@ impl Client {
         let file = self.writable_file(fd)?;
         let mut position = self.position(fd, &file);
         let len = buf.len() as u64;
-        if file.flags.has(libc::O_APPEND) {
+        let appends = match self.descriptor_offsets.as_deref() {
+            Some(outside) => outside.appends(fd)?,
+            None => file.flags.has(libc::O_APPEND),
+        };
+        if appends {
             let at = self.block_on(self.reserve_append(&file.path(), file.id, len))?;
             let n = self.block_on(self.write_data(&file, at, buf, false))?;
             position.set(at + n as u64)?;

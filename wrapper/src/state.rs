@@ -396,10 +396,15 @@ fn template_fd() -> Option<i32> {
 /// Reserves a kernel descriptor for a new SFS descriptor: the lowest free
 /// number, as `open` would give. Each one is a new open file description
 /// of `/` (never a copy of another descriptor), because the description
-/// keeps the SFS descriptor's offset ([`KernelOffsets`]). Raw system calls:
-/// they cannot re-enter the hooks.
-pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | if cloexec { libc::O_CLOEXEC } else { 0 };
+/// keeps the SFS descriptor's offset and `O_APPEND` flag
+/// ([`KernelOffsets`]); `status` may hold `O_APPEND` and `O_NONBLOCK`
+/// (other bits are ignored). Raw system calls: they cannot re-enter the
+/// hooks.
+pub fn reserve_fd(cloexec: bool, status: i32) -> SfsResult<i32> {
+    let flags = libc::O_RDONLY
+        | libc::O_DIRECTORY
+        | (status & KERNEL_STATUS_FLAGS)
+        | if cloexec { libc::O_CLOEXEC } else { 0 };
     let opened = template_fd().map_or(-1, |template| {
         // SAFETY: the path is a NUL-terminated literal.
         let fd = unsafe { libc::syscall(libc::SYS_openat, template, c".".as_ptr(), flags, 0) };
@@ -430,7 +435,12 @@ pub fn reserve_fd(cloexec: bool) -> SfsResult<i32> {
     Ok(fd)
 }
 
-/// SFS descriptor offsets kept by the kernel: each SFS descriptor's
+/// The status flags an SFS descriptor's placeholder carries for it, shared
+/// like its offset and changed with `fcntl(F_SETFL)`. (`O_NOATIME` is not
+/// among them: only the owner of `/` may set it on the placeholder.)
+pub const KERNEL_STATUS_FLAGS: i32 = libc::O_APPEND | libc::O_NONBLOCK;
+
+/// SFS descriptor offsets (and `O_APPEND`) kept by the kernel: each SFS descriptor's
 /// placeholder is an open file description of its own (see
 /// [`reserve_fd`]), and its file position is the SFS offset. `fork`,
 /// `exec`, `dup` and descriptor passing share a description, so they share
@@ -469,6 +479,15 @@ impl sfs_client::DescriptorOffsets for KernelOffsets {
             }
         })?;
         Ok(after - by)
+    }
+
+    fn appends(&self, fd: i32) -> SfsResult<bool> {
+        // SAFETY: F_GETFL takes numbers only.
+        let flags = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
+        if flags < 0 {
+            return Err(err(errno(), "reading the descriptor's status flags"));
+        }
+        Ok(flags as i32 & libc::O_APPEND != 0)
     }
 }
 

@@ -190,14 +190,9 @@ hook! {
     }
 }
 
-/// Status flags F_GETFL reports.
-const STATUS_FLAGS: c_int = libc::O_ACCMODE
-    | libc::O_APPEND
-    | libc::O_NONBLOCK
-    | libc::O_DIRECT
-    | libc::O_SYNC
-    | libc::O_DSYNC
-    | libc::O_NOATIME;
+/// Status flags F_GETFL reports from the open (the access mode, and the
+/// flags Linux does not let F_SETFL change either).
+const OPEN_FLAGS: c_int = libc::O_ACCMODE | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC;
 
 unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
     match cmd {
@@ -206,18 +201,19 @@ unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
             adopt_duplicate(fd, newfd)
         }
         libc::F_GETFD | libc::F_SETFD => kernel_result(real!(fcntl)(fd, cmd, arg)),
-        libc::F_GETFL => with_client(|c| c.fd_flags(fd)).map(|f| f & STATUS_FLAGS),
+        // O_APPEND and O_NONBLOCK live on the placeholder's description
+        // (shared with duplicates and children, as the kernel's are).
+        libc::F_GETFL => {
+            let open = with_client(|c| c.fd_flags(fd))? & OPEN_FLAGS;
+            let kernel = kernel_result(real!(fcntl)(fd, libc::F_GETFL, 0))?;
+            Ok(open | (kernel & state::KERNEL_STATUS_FLAGS))
+        }
         libc::F_SETFL => {
-            let current = with_client(|c| c.fd_flags(fd))?;
-            if (current ^ arg as c_int) & libc::O_APPEND != 0 {
-                Err(err(
-                    libc::EOPNOTSUPP,
-                    "changing O_APPEND on an open SFS file",
-                ))
-            } else {
-                // O_NONBLOCK, O_ASYNC, O_NOATIME, O_DIRECT: no effect on SFS I/O.
-                Ok(0)
-            }
+            let kernel = kernel_result(real!(fcntl)(fd, libc::F_GETFL, 0))?;
+            let wanted = (kernel & !state::KERNEL_STATUS_FLAGS)
+                | (arg as c_int & state::KERNEL_STATUS_FLAGS);
+            // O_ASYNC, O_NOATIME, O_DIRECT: no effect on SFS I/O.
+            kernel_result(real!(fcntl)(fd, libc::F_SETFL, wanted as c_ulong)).map(|_| 0)
         }
         libc::F_GETLK
         | libc::F_SETLK

@@ -38,7 +38,7 @@ fn page_size() -> usize {
 
 /// A private SFS descriptor sharing `fd`'s file, on a reserved number.
 fn own_descriptor(fd: c_int) -> SfsResult<c_int> {
-    let own = state::reserve_fd(true)?;
+    let own = state::reserve_fd(true, 0)?;
     match with_client(|c| c.dup_to(fd, own)) {
         Ok(()) => {
             SFS_FDS.insert(own);

@@ -49,7 +49,7 @@ pub fn open_sfs(path: &str, flags: c_int, mode: mode_t) -> SfsResult<c_int> {
     } else {
         flags
     };
-    let fd = state::reserve_fd(flags & libc::O_CLOEXEC != 0)?;
+    let fd = state::reserve_fd(flags & libc::O_CLOEXEC != 0, flags)?;
     let sfs_flags = flags & !(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK);
     match with_client(|c| c.open_at_fd(path, sfs_flags, mode, fd)) {
         Ok(()) => {
