@@ -42,18 +42,18 @@ use crate::wire::{
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
 use sfs_global::{Errno, SfsError, SfsResult};
-use std::collections::HashMap;
+use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub const MAGIC: [u8; 4] = *b"SFSM";
@@ -510,7 +510,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         // A slot of a connection given up is never used again: the server
         // may still be working on it (its answer will not be read).
-        if !self.conn.broken.load(Ordering::SeqCst) {
+        if !self.conn.mux.is_broken() {
             self.conn
                 .free
                 .lock()
@@ -519,8 +519,6 @@ impl Drop for Slot {
         }
     }
 }
-
-type Answer = SfsResult<(ResponseHeader, Slot)>;
 
 struct ShmConnection {
     region: Region,
@@ -531,10 +529,9 @@ struct ShmConnection {
     /// The socket's descriptor (owned by `writer` and the reader task's
     /// half), to shut it down when the connection is given up.
     socket: std::os::fd::RawFd,
-    /// Requests sent and not answered: id → (their slot, the waiter).
-    pending: Mutex<HashMap<u64, (Slot, oneshot::Sender<Answer>)>>,
-    broken: AtomicBool,
-    next_id: AtomicU64,
+    /// Requests sent and not answered, each holding its slot until the
+    /// server's answer hands it back to the caller.
+    mux: Mux<(ResponseHeader, Slot), Slot>,
 }
 
 impl ShmConnection {
@@ -542,7 +539,9 @@ impl ShmConnection {
     /// down so that the reader task ends (it and the pending slots hold the
     /// connection: nothing else would free it).
     fn fail_all(&self, why: &str) {
-        self.broken.store(true, Ordering::SeqCst);
+        // Broken before anything else: no slot given back from here on
+        // returns to the free list.
+        self.mux.mark_broken();
         self.slots.close();
         // SAFETY: `socket` is the descriptor `writer` owns, open for as long
         // as `self` lives; shutdown does not close it.
@@ -550,10 +549,7 @@ impl ShmConnection {
             unsafe { std::os::fd::BorrowedFd::borrow_raw(self.socket) },
             rustix::net::Shutdown::Both,
         );
-        let waiters: Vec<_> = self.pending.lock().expect("pending lock").drain().collect();
-        for (_, (_, tx)) in waiters {
-            let _ = tx.send(Err(SfsError::io(why.to_string())));
-        }
+        self.mux.fail_all(SfsError::io(why));
     }
 
     async fn take_slot(self: &Arc<Self>) -> SfsResult<Slot> {
@@ -564,7 +560,7 @@ impl ShmConnection {
             .await
             .map_err(|_| SfsError::io("node-local data connection closed"))?;
         let closed = || SfsError::io("node-local data connection closed");
-        if self.broken.load(Ordering::SeqCst) {
+        if self.mux.is_broken() {
             return Err(closed());
         }
         // Empty only when the connection was given up meanwhile.
@@ -592,17 +588,12 @@ async fn read_answers(conn: Arc<ShmConnection>, mut reader: OwnedReadHalf, serve
             Ok(h) => h,
             Err(e) => break format!("node-local data connection to {server}: {e}"),
         };
-        let entry = conn
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&header.request_id);
-        match entry {
-            Some((slot, tx)) => {
-                // A waiter that gave up drops the answer, and the slot with it.
-                let _ = tx.send(Ok((header, slot)));
-            }
-            None => break format!("node-local data connection to {server}: unexpected answer"),
+        // A waiter that gave up drops the answer, and the slot with it.
+        if !conn
+            .mux
+            .deliver(header.request_id, |slot| Ok((header, slot)))
+        {
+            break format!("node-local data connection to {server}: unexpected answer");
         }
     };
     tracing::debug!("{why}");
@@ -737,9 +728,7 @@ impl ShmChannel {
             free: Mutex::new((0..SLOTS).rev().collect()),
             slots: Arc::new(Semaphore::new(SLOTS as usize)),
             writer: tokio::sync::Mutex::new(writer),
-            pending: Mutex::new(HashMap::new()),
-            broken: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
+            mux: Mux::new(),
         });
         tokio::spawn(read_answers(conn.clone(), reader, self.server.clone()));
         Ok(conn)
@@ -748,7 +737,7 @@ impl ShmChannel {
     async fn connection(&self) -> SfsResult<Arc<ShmConnection>> {
         let mut current = self.conn.lock().await;
         if let Some(conn) = current.take() {
-            if !conn.broken.load(Ordering::SeqCst) {
+            if !conn.mux.is_broken() {
                 *current = Some(conn.clone());
                 return Ok(conn);
             }
@@ -781,7 +770,7 @@ impl ShmChannel {
         let exchange = async {
             let slot = conn.take_slot().await?;
             fill(slot.ptr(chunk.len as usize));
-            let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = conn.mux.next_id();
             let frame = encode_request(
                 &RequestHeader {
                     op,
@@ -790,37 +779,35 @@ impl ShmChannel {
                 },
                 slot.index,
             );
-            let (tx, rx) = oneshot::channel();
+            let lost = || {
+                SfsError::io(format!(
+                    "node-local data connection to {} lost",
+                    self.server
+                ))
+            };
             // The writer first: a call cancelled while it waits for the
             // writer still owns its slot (dropped, so freed) and sent
-            // nothing. Once in `pending`, the slot is the request's until
+            // nothing. Once registered, the slot is the request's until
             // the server answers or the connection is given up, however
             // this call ends.
-            let register = || {
-                conn.pending
-                    .lock()
-                    .expect("pending lock")
-                    .insert(id, (slot, tx));
-            };
-            match send_frame(&conn.writer, &conn.broken, register, &[&frame]).await {
+            let mut registration = None;
+            let register = || registration = Some(conn.mux.register(id, slot, OnCancel::Keep));
+            match send_frame(&conn.writer, conn.mux.broken_flag(), register, &[&frame]).await {
                 Ok(()) => {}
-                Err(FrameError::Broken) => {
-                    return Err(SfsError::io(format!(
-                        "node-local data connection to {} lost",
-                        self.server
-                    )))
-                }
+                Err(FrameError::Broken) => return Err(lost()),
                 Err(FrameError::Io(e)) => conn.fail_all(&format!(
                     "node-local data connection to {} lost: {e}",
                     self.server
                 )),
             }
-            rx.await.unwrap_or_else(|_| {
-                Err(SfsError::io(format!(
-                    "node-local data connection to {} lost",
-                    self.server
-                )))
-            })
+            match registration {
+                Some(Ok(registration)) => {
+                    registration.answer().await.unwrap_or_else(|| Err(lost()))
+                }
+                // Given up (by the reader) between the writer's check and
+                // registering: the slot went with the refused registration.
+                _ => Err(lost()),
+            }
         };
         answered(&self.server, self.request_timeout, &chunk, exchange).await
     }

@@ -20,16 +20,16 @@ use crate::wire::{
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
 use sfs_global::{Errno, SfsError, SfsResult};
-use std::collections::HashMap;
+use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
 /// Largest payload of any frame (the largest chunk size config allows).
@@ -177,25 +177,11 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<R
     let _ = writer.shutdown().await;
 }
 
-type Waiter = oneshot::Sender<SfsResult<(ResponseHeader, PooledBuffer)>>;
-
 /// One multiplexed connection of a [`TcpChannel`].
 struct Connection {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
-    /// Waiting requests: id → (largest payload accepted, completion slot).
-    pending: Mutex<HashMap<u64, (u64, Waiter)>>,
-    broken: AtomicBool,
-    next_id: AtomicU64,
-}
-
-impl Connection {
-    fn fail_all(&self, why: &str) {
-        self.broken.store(true, Ordering::SeqCst);
-        let waiters: Vec<_> = self.pending.lock().expect("pending lock").drain().collect();
-        for (_, (_, tx)) in waiters {
-            let _ = tx.send(Err(SfsError::io(why.to_string())));
-        }
-    }
+    /// Waiting requests, each with the largest payload its answer may carry.
+    mux: Mux<(ResponseHeader, PooledBuffer), u64>,
 }
 
 async fn read_responses(
@@ -214,11 +200,7 @@ async fn read_responses(
             Ok(h) => h,
             Err(e) => break format!("data connection to {peer}: {e}"),
         };
-        let waiter = conn
-            .pending
-            .lock()
-            .expect("pending lock")
-            .remove(&header.request_id);
+        let waiter = conn.mux.take(header.request_id);
         let max = waiter.as_ref().map_or(0, |(max, _)| *max);
         // A response whose waiter gave up (timeout) is read and dropped, but
         // never one larger than any chunk can be.
@@ -236,7 +218,7 @@ async fn read_responses(
         }
     };
     tracing::debug!("{why}");
-    conn.fail_all(&why);
+    conn.mux.fail_all(SfsError::io(why));
 }
 
 /// Client side of the TCP transport to one server.
@@ -275,7 +257,7 @@ impl TcpChannel {
         let slot = &self.slots[self.next_slot.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref() {
-            if !conn.broken.load(Ordering::SeqCst) {
+            if !conn.mux.is_broken() {
                 return Ok(conn.clone());
             }
         }
@@ -299,9 +281,7 @@ impl TcpChannel {
         let (reader, writer) = stream.into_split();
         let conn = Arc::new(Connection {
             writer: tokio::sync::Mutex::new(writer),
-            pending: Mutex::new(HashMap::new()),
-            broken: AtomicBool::new(false),
-            next_id: AtomicU64::new(1),
+            mux: Mux::new(),
         });
         tokio::spawn(read_responses(
             conn.clone(),
@@ -320,24 +300,15 @@ impl TcpChannel {
         payload: Option<&[u8]>,
     ) -> SfsResult<(ResponseHeader, PooledBuffer)> {
         let conn = self.connection().await?;
-        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
+        let lost = || SfsError::io(format!("data connection to {} lost", self.addr));
+        let id = conn.mux.next_id();
         let max = if op == Op::Read { chunk.len } else { 0 };
-        conn.pending
-            .lock()
-            .expect("pending lock")
-            .insert(id, (max, tx));
-        // The slot goes when the call ends, however it ends (answer,
-        // error, timeout, cancellation).
-        let _slot = scopeguard::guard(id, |id| {
-            conn.pending.lock().expect("pending lock").remove(&id);
-        });
-        if conn.broken.load(Ordering::SeqCst) {
-            return Err(SfsError::io(format!(
-                "data connection to {} lost",
-                self.addr
-            )));
-        }
+        // A call that ends without its answer (error, timeout,
+        // cancellation) leaves no entry behind.
+        let registration = conn
+            .mux
+            .register(id, max, OnCancel::Forget)
+            .map_err(|_| lost())?;
         let header = RequestHeader {
             op,
             request_id: id,
@@ -346,28 +317,21 @@ impl TcpChannel {
         .encode();
         let exchange = async {
             let parts = [&header[..], payload.unwrap_or_default()];
-            match send_frame(&conn.writer, &conn.broken, || {}, &parts).await {
+            match send_frame(&conn.writer, conn.mux.broken_flag(), || {}, &parts).await {
                 Ok(()) => {}
-                Err(FrameError::Broken) => {
-                    return Err(SfsError::io(format!(
-                        "data connection to {} lost",
-                        self.addr
-                    )))
-                }
+                Err(FrameError::Broken) => return Err(lost()),
                 Err(FrameError::Io(e)) => {
-                    conn.fail_all(&format!("data connection to {} lost: {e}", self.addr));
+                    conn.mux.fail_all(SfsError::io(format!(
+                        "data connection to {} lost: {e}",
+                        self.addr
+                    )));
                     return Err(SfsError::io(format!(
                         "sending to data server {}: {e}",
                         self.addr
                     )));
                 }
             }
-            rx.await.unwrap_or_else(|_| {
-                Err(SfsError::io(format!(
-                    "data connection to {} lost",
-                    self.addr
-                )))
-            })
+            registration.answer().await.unwrap_or_else(|| Err(lost()))
         };
         answered(&self.addr, self.request_timeout, &chunk, exchange).await
     }

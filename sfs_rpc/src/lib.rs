@@ -2,6 +2,8 @@
 //! `ChunkControl` and `Control` services, the [`lean`] framing that carries
 //! the same services without HTTP/2, and the conversions between wire
 //! messages and `sfs_global` types (entries, file ids, errors with errnos).
+//! [`mux`] is the request bookkeeping of a multiplexed connection, shared by
+//! the lean client and the data transports of `sfs_rdma`.
 //!
 //! Errors cross the wire as a gRPC status whose `sfs-errno` metadata header
 //! holds the POSIX errno (the lean framing carries the errno itself), so an
@@ -13,6 +15,7 @@ pub mod pb {
 }
 
 pub mod lean;
+pub mod mux;
 
 use sfs_global::{Errno, FileId, Metadata, SfsError};
 

@@ -5,6 +5,7 @@
 use super::*;
 use crate::memory::MemoryChunks;
 use sfs_global::FileId;
+use tokio::sync::oneshot;
 
 const CHUNK: u64 = 64 * 1024;
 
@@ -281,7 +282,7 @@ async fn a_call_cancelled_before_sending_frees_its_slot() {
         SLOTS as usize,
         "slot returned"
     );
-    assert!(conn.pending.lock().unwrap().is_empty());
+    assert!(!conn.mux.has_pending());
     // The connection is still good.
     channel
         .write_chunk(chunk(3, 0, 10), &[3; 10])

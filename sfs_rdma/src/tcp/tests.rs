@@ -1,5 +1,6 @@
 use super::*;
 use crate::memory::MemoryChunks;
+use tokio::sync::oneshot;
 use sfs_global::FileId;
 
 const CHUNK: u64 = 64 * 1024;

@@ -10,13 +10,12 @@
 //! a restarted server is picked up without restarting the client.
 
 use super::{Inbox, RequestHeader, ResponseHeader, HEADER_LEN, MAX_BODY_BYTES};
+use crate::mux::{Mux, OnCancel};
 use crate::pb::chunk_control_client::ChunkControlClient;
 use crate::pb::control_client::ControlClient;
 use crate::pb::metadata_client::MetadataClient;
 use prost::Message;
 use sfs_global::{Errno, SfsError, SfsResult};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::Interest;
@@ -73,8 +72,6 @@ impl GrpcClients {
     }
 }
 
-type Answer = SfsResult<(i32, Vec<u8>)>;
-
 /// One connection, shared by the callers and the reader task.
 ///
 /// Whoever holds the `inbox` lock reads the socket: the reader task when
@@ -86,21 +83,16 @@ struct Connection {
     stream: TcpStream,
     /// Bytes read and not yet parsed into answers.
     inbox: Mutex<Inbox>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    broken: AtomicBool,
+    /// Calls waiting for their answers: (status, body) by request id.
+    mux: Mux<(i32, Vec<u8>)>,
     /// Frames must not interleave: one writer at a time.
     write_lock: tokio::sync::Mutex<()>,
-    next_id: AtomicU64,
     label: String,
 }
 
 impl Connection {
     fn fail_all(&self, why: &str) {
-        self.broken.store(true, Ordering::SeqCst);
-        let waiters: Vec<_> = self.pending.lock().expect("pending lock").drain().collect();
-        for (_, tx) in waiters {
-            let _ = tx.send(Err(SfsError::io(why.to_string())));
-        }
+        self.mux.fail_all(SfsError::io(why));
     }
 
     /// Reads what the socket holds and delivers every complete answer.
@@ -134,14 +126,11 @@ impl Connection {
             .next_frame::<ResponseHeader>()
             .map_err(|e| format!("connection to {}: {}", self.label, e.message))?
         {
-            // An answer whose caller gave up (timeout) finds no slot: dropped.
-            let waiter = self
-                .pending
-                .lock()
-                .expect("pending lock")
-                .remove(&header.request_id);
-            if let Some(tx) = waiter {
-                let _ = tx.send(Ok((header.status, body.to_vec())));
+            // An answer whose caller gave up (timeout) finds no waiter: dropped.
+            if self
+                .mux
+                .deliver(header.request_id, |()| Ok((header.status, body.to_vec())))
+            {
                 delivered += 1;
             }
         }
@@ -247,7 +236,7 @@ impl LeanClient {
             return false;
         };
         drop(slot);
-        if conn.pending.lock().expect("pending lock").is_empty() {
+        if !conn.mux.has_pending() {
             return false;
         }
         // Another caller (or the reader task) may be reading: the answers
@@ -267,16 +256,15 @@ impl LeanClient {
 
     /// Whether a call is waiting for its answer.
     pub fn waiting(&self) -> bool {
-        self.connection.try_lock().is_ok_and(|slot| {
-            slot.as_ref()
-                .is_some_and(|h| !h.conn.pending.lock().expect("pending lock").is_empty())
-        })
+        self.connection
+            .try_lock()
+            .is_ok_and(|slot| slot.as_ref().is_some_and(|h| h.conn.mux.has_pending()))
     }
 
     async fn connection(&self) -> SfsResult<Arc<Connection>> {
         let mut slot = self.connection.lock().await;
         if let Some(handle) = slot.as_ref() {
-            if !handle.conn.broken.load(Ordering::SeqCst) {
+            if !handle.conn.mux.is_broken() {
                 return Ok(handle.conn.clone());
             }
         }
@@ -306,10 +294,8 @@ impl LeanClient {
         let conn = Arc::new(Connection {
             stream,
             inbox: Mutex::new(Inbox::new()),
-            pending: Mutex::new(HashMap::new()),
-            broken: AtomicBool::new(false),
+            mux: Mux::new(),
             write_lock: tokio::sync::Mutex::new(()),
-            next_id: AtomicU64::new(1),
             label: self.label.clone(),
         });
         let (stop_reader, closed) = oneshot::channel();
@@ -337,7 +323,7 @@ impl LeanClient {
         }
         let exchange = async {
             let conn = self.connection().await?;
-            let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = conn.mux.next_id();
             let mut frame = Vec::with_capacity(HEADER_LEN + body_len);
             frame.extend_from_slice(
                 &RequestHeader {
@@ -350,22 +336,16 @@ impl LeanClient {
             request
                 .encode(&mut frame)
                 .map_err(|e| SfsError::io(format!("encoding a request: {e}")))?;
-            let (tx, rx) = oneshot::channel();
-            conn.pending.lock().expect("pending lock").insert(id, tx);
-            // The slot goes when the call ends, however it ends (answer,
-            // error, timeout, cancellation).
-            let _slot = scopeguard::guard(id, |id| {
-                conn.pending.lock().expect("pending lock").remove(&id);
-            });
-            if conn.broken.load(Ordering::SeqCst) {
-                return Err(self.lost());
-            }
+            // A call that ends without its answer (error, timeout,
+            // cancellation) leaves no entry behind.
+            let registration = conn
+                .mux
+                .register(id, (), OnCancel::Forget)
+                .map_err(|_| self.lost())?;
             {
                 // A frame abandoned half-way (timeout, cancellation) would
                 // desynchronise the stream: the connection is then unusable.
-                let poison = scopeguard::guard((), |()| {
-                    conn.broken.store(true, Ordering::SeqCst);
-                });
+                let poison = scopeguard::guard((), |()| conn.mux.mark_broken());
                 if let Err(e) = conn.send(&frame).await {
                     let why = format!("connection to {} lost: {e}", self.label);
                     conn.fail_all(&why);
@@ -373,7 +353,10 @@ impl LeanClient {
                 }
                 scopeguard::ScopeGuard::into_inner(poison);
             }
-            rx.await.unwrap_or_else(|_| Err(self.lost()))
+            registration
+                .answer()
+                .await
+                .unwrap_or_else(|| Err(self.lost()))
         };
         let (status, body) = tokio::time::timeout(self.request_timeout, exchange)
             .await
