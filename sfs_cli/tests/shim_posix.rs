@@ -252,7 +252,10 @@ int main(int argc, char **argv) {
     let local = tempfile::tempdir().unwrap();
     let expected = shim_support::local(
         script,
-        &[&program.display().to_string(), &local.path().display().to_string()],
+        &[
+            &program.display().to_string(),
+            &local.path().display().to_string(),
+        ],
     );
     assert_ok("setfl locally", &expected);
     let out = under_shim(

@@ -1,7 +1,7 @@
 use super::*;
 use crate::memory::MemoryChunks;
-use tokio::sync::oneshot;
 use sfs_global::FileId;
+use tokio::sync::oneshot;
 
 const CHUNK: u64 = 64 * 1024;
 
