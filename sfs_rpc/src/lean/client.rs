@@ -141,6 +141,15 @@ impl Connection {
     /// case), else as the runtime reports room.
     async fn send(&self, frame: &[u8]) -> std::io::Result<()> {
         let _turn = self.write_lock.lock().await;
+        // A caller abandoned half-way through its frame (and marked the
+        // connection broken) while this one waited for its turn: writing now
+        // would put this frame in the middle of that one.
+        if self.mux.is_broken() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                format!("connection to {} was given up", self.label),
+            ));
+        }
         let mut sent = match send_now(&self.stream, frame) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
