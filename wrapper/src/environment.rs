@@ -11,11 +11,17 @@
 //! no mount in a bash started inside the mount and turned itself off.
 //!
 //! So the shim never goes through the global symbols: it reads the C
-//! library's `environ` array itself, and writes through glibc's own
-//! `setenv`/`unsetenv`, looked up in libc's handle (not the global scope).
-//! Children started by exec paths the shim cannot see (`system`, `popen`,
-//! glibc's internal `posix_spawn`) take `environ` as it is, so that is the
-//! array to keep current.
+//! library's `environ` array itself. Writing is different: a program with
+//! its own environment functions also owns the `environ` array (bash points
+//! it at its export array and edits that in place by index; a glibc
+//! `unsetenv` shifting its entries made bash crash later in
+//! `update_export_env_inplace`). So the shim writes — through glibc's own
+//! `setenv`/`unsetenv`, looked up in libc's handle — only when the
+//! program's `setenv` *is* glibc's; otherwise it leaves the environment to
+//! the program. Writing matters only for children started by exec paths the
+//! shim cannot see (`system`, `popen`, glibc's internal `posix_spawn`),
+//! which take `environ` as it is; every exec the shim does see gets its
+//! variables added by the exec hooks in any case.
 
 use std::ffi::{c_char, c_int, CStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -54,7 +60,9 @@ pub fn var_text(name: &str) -> Option<String> {
 type SetEnv = unsafe extern "C" fn(*const c_char, *const c_char, c_int) -> c_int;
 type UnsetEnv = unsafe extern "C" fn(*const c_char) -> c_int;
 
-/// glibc's own `setenv` and `unsetenv`.
+/// glibc's own `setenv` and `unsetenv`, if the program uses them too
+/// (`None` for a program with its own, such as bash: see the module
+/// documentation).
 fn libc_functions() -> Option<(SetEnv, UnsetEnv)> {
     static FUNCTIONS: OnceLock<Option<(SetEnv, UnsetEnv)>> = OnceLock::new();
     *FUNCTIONS.get_or_init(|| {
@@ -72,6 +80,12 @@ fn libc_functions() -> Option<(SetEnv, UnsetEnv)> {
             if set.is_null() || unset.is_null() {
                 return None;
             }
+            // The program's own definitions win in the global scope.
+            if libc::dlsym(libc::RTLD_DEFAULT, c"setenv".as_ptr()) != set
+                || libc::dlsym(libc::RTLD_DEFAULT, c"unsetenv".as_ptr()) != unset
+            {
+                return None;
+            }
             Some((
                 std::mem::transmute::<*mut libc::c_void, SetEnv>(set),
                 std::mem::transmute::<*mut libc::c_void, UnsetEnv>(unset),
@@ -81,9 +95,9 @@ fn libc_functions() -> Option<(SetEnv, UnsetEnv)> {
 }
 
 /// Sets `name` to `value` in `environ` (glibc's `setenv`), or removes it
-/// when `value` is `None`. Does nothing if glibc's functions cannot be
-/// found (then children started behind the shim's back miss the value,
-/// nothing worse).
+/// when `value` is `None`. Does nothing in a program with its own
+/// environment functions, or if glibc's cannot be found (then children
+/// started behind the shim's back miss the value, nothing worse).
 ///
 /// `setenv` is not safe against `getenv` in other threads; the shim calls
 /// this rarely (a change of directory into or out of the mount).
