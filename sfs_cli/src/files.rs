@@ -11,7 +11,8 @@ use std::path::Path;
 /// Transfer size of put/get: a few chunks, so every server is busy.
 const COPY_BUFFER: usize = 8 << 20;
 
-fn client(setup: &Setup) -> Result<Client> {
+/// A client of the servers `setup` names.
+pub(crate) fn client(setup: &Setup) -> Result<Client> {
     Ok(Client::new(setup.config.clone(), setup.hostfile.clone())?)
 }
 

@@ -3,7 +3,8 @@
 //! `sfs start` manages the servers of a hostfile that live on this machine,
 //! `sfs stop` and `sfs status` every server of the hostfile (over their
 //! control RPCs); `sfs ls/put/get/rm/mkdir/stat` work on the SFS namespace
-//! through the client library; `sfs server` is the daemon itself (what
+//! through the client library, and `sfs flush` copies files to the object
+//! back end; `sfs server` is the daemon itself (what
 //! `sfs start` launches in the background); `sfs exec -- PROGRAM` runs an
 //! unmodified program with the LD_PRELOAD shim.
 
@@ -20,6 +21,7 @@ macro_rules! outln {
 mod bench;
 mod exec;
 mod files;
+mod flush;
 mod local_time;
 mod servers;
 mod setup;
@@ -90,6 +92,15 @@ enum Command {
     },
     /// Show the metadata of an entry.
     Stat { path: String },
+    /// Write files to the object back end and make them persistent there
+    /// (back-end-persistent); prints the bytes flushed per file and a total.
+    Flush {
+        /// Flush every file under each directory.
+        #[arg(short = 'r', long = "recursive")]
+        recursive: bool,
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Measure throughput and metadata rates through the client library.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -186,6 +197,7 @@ fn main() {
             Command::Rm { recursive, paths } => files::rm(&setup, paths, *recursive),
             Command::Mkdir { parents, paths } => files::mkdir(&setup, paths, *parents),
             Command::Stat { path } => files::stat(&setup, path),
+            Command::Flush { recursive, paths } => flush::flush(&setup, paths, *recursive),
             Command::Exec {
                 preload,
                 no_check,

@@ -11,6 +11,7 @@
 //! - [`io`]: open-file table, read/write/seek/sync.
 //! - [`namespace`]: stat, mkdir, unlink, rename, symlinks, attributes.
 //! - [`dir`]: streamed directory listings.
+//! - [`flush`]: copy a file's data to the object back end.
 //! - [`capi`]: the C ABI (`include/sfs.h`).
 //! - [`embed`]: what the LD_PRELOAD shim needs beyond POSIX: descriptors at
 //!   numbers it chooses, and a fresh runtime in a forked child.
@@ -18,6 +19,7 @@
 pub mod capi;
 pub mod dir;
 pub mod embed;
+pub mod flush;
 pub mod io;
 pub mod namespace;
 pub mod orphans;
@@ -35,6 +37,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 pub use dir::{DirEntry, ReadDir};
+pub use flush::FlushStats;
 pub use io::{DescriptorOffsets, OpenFlags, Whence};
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 

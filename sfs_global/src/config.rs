@@ -10,6 +10,9 @@
 //! `config.example.json` at the repository root is `Config::default()`
 //! written out, and a test keeps the two equal.
 
+mod backend;
+
+pub use backend::{BackendConfig, BackendKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -257,6 +260,8 @@ pub struct Config {
     pub readdir_page_size: u32,
     /// Tunables of the RDMA data path (used when the transport is RDMA).
     pub rdma: RdmaConfig,
+    /// The object back end that `sfs flush` writes file data to.
+    pub backend: BackendConfig,
     /// Log filter of the servers (tracing `EnvFilter` syntax); `SFS_LOG` wins.
     pub log_level: String,
 }
@@ -282,6 +287,7 @@ impl Default for Config {
             request_timeout_ms: 8000,
             readdir_page_size: 1024,
             rdma: RdmaConfig::default(),
+            backend: BackendConfig::default(),
             log_level: "info".into(),
         }
     }
@@ -332,15 +338,17 @@ impl Config {
                     found: json_kind(&value),
                 });
             }
-            if let Some(rdma) = value.get("rdma").filter(|r| !r.is_object()) {
-                return Err(ConfigError::BadValue {
-                    file: origin.to_string(),
-                    field: "rdma",
-                    problem: format!(
-                        "must be a JSON object of RDMA settings, found {}",
-                        json_kind(rdma)
-                    ),
-                });
+            for (field, what) in [("rdma", "RDMA"), ("backend", "object back end")] {
+                if let Some(section) = value.get(field).filter(|s| !s.is_object()) {
+                    return Err(ConfigError::BadValue {
+                        file: origin.to_string(),
+                        field,
+                        problem: format!(
+                            "must be a JSON object of {what} settings, found {}",
+                            json_kind(section)
+                        ),
+                    });
+                }
             }
         }
         let de = &mut serde_json::Deserializer::from_str(text);
@@ -457,7 +465,8 @@ impl Config {
                 format!("must be from 1 to 100000, got {}", self.readdir_page_size),
             );
         }
-        self.rdma.validate_in(self.chunk_size, origin)
+        self.rdma.validate_in(self.chunk_size, origin)?;
+        self.backend.validate_in(origin)
     }
 
     /// Directory of one server's chunk store.
@@ -472,6 +481,11 @@ impl Config {
         } else {
             Path::new(&self.metadir).join(server_name)
         }
+    }
+
+    /// Directory of the `dir` object back end, shared by every server.
+    pub fn backend_dir(&self) -> PathBuf {
+        self.backend.dir(&self.rootdir)
     }
 
     /// Directory holding one server's lock, ready and pid files.

@@ -43,8 +43,10 @@ pub mod dir;
 pub(crate) mod conformance;
 
 use async_trait::async_trait;
-use sfs_global::{FileId, SfsResult};
+use sfs_global::config::{BackendKind, Config};
+use sfs_global::{FileId, SfsError, SfsResult};
 use std::ops::Range;
+use std::sync::Arc;
 
 /// What [`ObjectBackend::stat`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,4 +87,22 @@ pub trait ObjectBackend: Send + Sync {
     /// that does not track holes reports `[0, size)`. ENOENT if `id` does
     /// not exist.
     async fn extents(&self, id: FileId) -> SfsResult<Vec<Range<u64>>>;
+}
+
+/// Opens the back end that `config.backend` names (a server does this at
+/// start-up, so a store it cannot reach stops it before it serves).
+pub async fn open(config: &Config) -> SfsResult<Arc<dyn ObjectBackend>> {
+    match config.backend.kind {
+        BackendKind::Dir => {
+            let root = config.backend_dir();
+            let backend = tokio::task::spawn_blocking(move || {
+                let backend = dir::DirBackend::open(&root)?;
+                tracing::info!("object back end: dir at {}", root.display());
+                Ok::<_, SfsError>(backend)
+            })
+            .await
+            .map_err(|e| SfsError::io(format!("dir back end: worker failed: {e}")))??;
+            Ok(Arc::new(backend))
+        }
+    }
 }

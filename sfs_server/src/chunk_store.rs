@@ -227,6 +227,23 @@ impl ChunkStore {
         Ok(files)
     }
 
+    /// The indexes of the chunks of `id` held here, ascending (what a
+    /// flush to the object back end walks).
+    pub fn chunk_indexes(&self, id: FileId) -> SfsResult<Vec<u64>> {
+        let mut indexes: Vec<u64> = self
+            .chunk_files(id)?
+            .into_iter()
+            .map(|(index, _)| index)
+            .collect();
+        indexes.sort_unstable();
+        Ok(indexes)
+    }
+
+    /// The chunk size this store was opened with.
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
     /// Makes the chunks of `id` held here durable: every chunk file, their
     /// directory, and the store directory that names it.
     pub fn sync_chunks(&self, id: FileId) -> SfsResult<()> {

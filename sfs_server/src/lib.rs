@@ -7,10 +7,11 @@
 //! transport for chunk bytes. [`server`] wires everything together and
 //! owns start-up, readiness and graceful shutdown. [`backend`] is the
 //! Motr-like object store interface the chunk store drains to, with its
-//! implementations.
+//! implementations; [`flush`] copies a file's chunks there on request.
 
 pub mod backend;
 pub mod chunk_store;
+pub mod flush;
 pub mod meta_rocks;
 pub mod meta_store;
 pub mod rpc_listener;

@@ -4,8 +4,9 @@
 //! chosen so that every failure is reported before anything is served and
 //! names its cause: find our hostfile entry, choose the data transport, lock
 //! the run directory (one server per directory), open the metadata and chunk
-//! stores, create the root directory if we own it, bind both listeners, and
-//! only then announce readiness with the `ready` file. On SIGTERM, SIGINT or
+//! stores and the object back end, create the root directory if we own it,
+//! bind both listeners, and only then announce readiness with the `ready`
+//! file. On SIGTERM, SIGINT or
 //! the `Shutdown` RPC it stops accepting, lets in-flight requests finish,
 //! syncs the metadata WAL, removes the `ready` file and returns `Ok`.
 
@@ -109,6 +110,9 @@ pub async fn run_until(
         tokio::task::spawn_blocking(move || ChunkStore::open(&chunk_dir, chunk_size, capacity))
             .await??,
     );
+    let backend = crate::backend::open(&config)
+        .await
+        .with_context(|| format!("server {name}: cannot open the object back end"))?;
     if Distributor::new(hostfile.len()).metadata_server("/") == entry.index {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || create_root(meta.as_ref())).await??;
@@ -201,6 +205,7 @@ pub async fn run_until(
         hostfile.len(),
         meta.clone(),
         chunks.clone(),
+        backend,
         transport.name,
         data_endpoint.clone(),
         shm_listener

@@ -82,6 +82,9 @@ fn bad_values_name_field_and_fix() {
             "rdma.eager_threshold",
         ),
         (r#"{"rdma": {"queu_depth": 4}}"#, "queu_depth"),
+        (r#"{"backend": {"kind": "tape"}}"#, "backend.kind"),
+        (r#"{"backend": {"path": "rel/dir"}}"#, "backend.path"),
+        (r#"{"backend": {"pth": "/x"}}"#, "pth"),
     ] {
         let e = Config::parse(json, "c").unwrap_err().to_string();
         assert!(e.contains(field), "{json}: {e}");
@@ -191,5 +194,37 @@ fn in_memory_config_errors_say_config() {
     assert_eq!(
         rdma.validate(4096).unwrap_err().to_string(),
         "config: field `rdma.queue_depth` must be from 1 to 1024, got 0"
+    );
+}
+
+#[test]
+fn backend_section_must_be_an_object() {
+    for (json, found) in [
+        (r#"{"backend": "dir"}"#, "a string"),
+        (r#"{"backend": ["dir"]}"#, "an array"),
+        (r#"{"backend": null}"#, "null"),
+    ] {
+        let e = Config::parse(json, "my.json").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "my.json: field `backend` must be a JSON object of object back end settings, found {found}"
+            ),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn backend_directory_defaults_under_the_rootdir() {
+    let config = Config::parse(r#"{"rootdir": "/r"}"#, "c").unwrap();
+    assert_eq!(config.backend.kind, BackendKind::Dir);
+    assert_eq!(config.backend_dir(), Path::new("/r/backend"));
+    let config = Config::parse(r#"{"backend": {"kind": "dir", "path": "/pfs/job"}}"#, "c").unwrap();
+    assert_eq!(config.backend_dir(), Path::new("/pfs/job"));
+    let e = Config::parse(r#"{"backend": {"path": "job"}}"#, "c").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "c: field `backend.path` must be an absolute directory, or empty for <rootdir>/backend, got \"job\""
     );
 }

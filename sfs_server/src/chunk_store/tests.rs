@@ -155,3 +155,20 @@ fn concurrent_writers_of_one_chunk_are_counted_once() {
     }
     assert_eq!(store.usage(), CHUNK);
 }
+
+#[test]
+fn chunk_indexes_lists_the_chunks_held_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path(), CHUNK, 0).unwrap();
+    assert!(store.chunk_indexes(FileId(7)).unwrap().is_empty());
+    for index in [12, 3, 100, 0] {
+        store.write_chunk(&at(7, index, 10, 5), b"hello").unwrap();
+    }
+    store.write_chunk(&at(8, 4, 0, 1), b"x").unwrap();
+    // A stray name in the file's directory is not a chunk.
+    std::fs::write(dir.path().join(FileId(7).to_hex()).join("notes"), b"").unwrap();
+    assert_eq!(store.chunk_indexes(FileId(7)).unwrap(), vec![0, 3, 12, 100]);
+    assert_eq!(store.chunk_indexes(FileId(8)).unwrap(), vec![4]);
+    store.remove_chunks(FileId(7)).unwrap();
+    assert!(store.chunk_indexes(FileId(7)).unwrap().is_empty());
+}

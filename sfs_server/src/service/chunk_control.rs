@@ -1,5 +1,6 @@
 //! The `ChunkControl` service: whole-file operations on the chunks this
-//! server holds (remove on unlink, cut on truncate, fsync on fsync), and
+//! server holds (remove on unlink, cut on truncate, fsync on fsync, copy
+//! to the object back end on flush), and
 //! small chunk pieces (`WriteChunk`/`ReadChunk`) that a client sends on its
 //! RPC connection instead of the data transport. Bulk bytes use
 //! `sfs_rdma`'s data path.
@@ -137,5 +138,21 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         let chunks = self.state.chunks.clone();
         blocking(move || chunks.sync_chunks(id)).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn flush_chunks(
+        &self,
+        request: Request<pb::FileRequest>,
+    ) -> Result<Response<pb::FlushChunksResponse>, Status> {
+        self.state.served();
+        let req = request.into_inner();
+        let id = FileId::from_parts(req.id_hi, req.id_lo);
+        let flushed = crate::flush::flush_file(&self.state.chunks, self.state.backend.as_ref(), id)
+            .await
+            .map_err(refuse)?;
+        Ok(Response::new(pb::FlushChunksResponse {
+            chunks: flushed.chunks,
+            bytes: flushed.bytes,
+        }))
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! - [`metadata`]: entries of the namespace (create, stat, remove, sizes,
 //!   attributes, listings, rename's put).
-//! - [`chunk_control`]: remove, truncate and sync of the chunks held here
-//!   (the chunk bytes themselves travel over `sfs_rdma`).
+//! - [`chunk_control`]: remove, truncate, sync and flush (to the object
+//!   back end) of the chunks held here (the chunk bytes themselves travel
+//!   over `sfs_rdma`).
 //! - [`control`]: handshake, statistics and shutdown.
 //!
 //! Every request comes from the network and is checked here before it
@@ -15,6 +16,7 @@ pub mod chunk_control;
 pub mod control;
 pub mod metadata;
 
+use crate::backend::ObjectBackend;
 use crate::chunk_store::ChunkStore;
 use crate::meta_store::MetadataStore;
 use crate::shutdown::Shutdown;
@@ -37,6 +39,8 @@ pub struct ServerState {
     pub count: usize,
     pub meta: Arc<dyn MetadataStore>,
     pub chunks: Arc<ChunkStore>,
+    /// The object back end that flushes write to (shared by all servers).
+    pub backend: Arc<dyn ObjectBackend>,
     /// Data transport in use ("tcp" or "rdma") and its `host:port`.
     pub data_transport: &'static str,
     pub data_endpoint: String,
@@ -56,6 +60,7 @@ impl ServerState {
         count: usize,
         meta: Arc<dyn MetadataStore>,
         chunks: Arc<ChunkStore>,
+        backend: Arc<dyn ObjectBackend>,
         data_transport: &'static str,
         data_endpoint: String,
         data_local_socket: Option<String>,
@@ -68,6 +73,7 @@ impl ServerState {
             count,
             meta,
             chunks,
+            backend,
             data_transport,
             data_endpoint,
             data_local_socket,
