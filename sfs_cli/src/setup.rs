@@ -140,7 +140,7 @@ pub fn load(request: &Request) -> Result<Setup> {
     };
     // Before any server starts: a data port on another server's port would
     // only show up as one server failing to bind.
-    sfs_global::hostfile::validate_ports(&config, &hostfile)?;
+    sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
     Ok(Setup {
         config,
         config_path: match config_file_read {

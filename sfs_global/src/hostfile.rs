@@ -281,6 +281,33 @@ impl Hostfile {
     }
 }
 
+/// Everything about a hostfile that depends on the config:
+/// [`validate_ports`], and that no server's own directory
+/// (`rootdir/NAME`) holds the `dir` back end or lies inside it (with the
+/// default `backend.path`, a server named `backend` would share
+/// `rootdir/backend` with every server's flushed objects).
+pub fn validate_with_config(config: &Config, hostfile: &Hostfile) -> Result<(), HostfileError> {
+    validate_ports(config, hostfile)?;
+    let backend = config.backend_dir();
+    for entry in &hostfile.hosts {
+        let own = config.run_dir(&entry.name);
+        if backend.starts_with(&own) || own.starts_with(&backend) {
+            return Err(HostfileError::BadLine {
+                file: hostfile.origin.clone(),
+                line: entry.line,
+                problem: format!(
+                    "server {}'s directory {} overlaps the back end's directory {} \
+                     (config field `backend.path`): rename the server or set `backend.path`",
+                    entry.name,
+                    own.display(),
+                    backend.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a hostfile whose servers could not all bind their ports under
 /// `config`: a data port (RPC port + `data_port_offset`) past 65535, or equal
 /// to another server's RPC or data port on the same address. Otherwise
@@ -491,6 +518,35 @@ mod tests {
         );
         assert_eq!(h.hosts[1].data_port(0), Some(0));
         assert_eq!(h.hosts[0].data_port(3), Some(7003));
+    }
+
+    #[test]
+    fn a_server_directory_on_the_back_end_is_refused() {
+        let h = Hostfile::parse("s0 127.0.0.1:7000\nbackend 127.0.0.1:7010\n", "hosts").unwrap();
+        let config = Config::default();
+        let message = validate_with_config(&config, &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with("hosts:2: server backend's directory"),
+            "{message}"
+        );
+        assert!(message.contains("`backend.path`"), "{message}");
+        let elsewhere = Config {
+            backend: crate::config::BackendConfig {
+                path: "/srv/objects".into(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        validate_with_config(&elsewhere, &h).unwrap();
+        let inside = Config {
+            backend: crate::config::BackendConfig {
+                path: format!("{}/s0/objects", Config::default().rootdir),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let message = validate_with_config(&inside, &h).unwrap_err().to_string();
+        assert!(message.starts_with("hosts:1: server s0's"), "{message}");
     }
 
     proptest::proptest! {

@@ -79,7 +79,7 @@ pub async fn run_until(
         server_name,
     } = options;
     config.validate()?;
-    sfs_global::hostfile::validate_ports(&config, &hostfile)?;
+    sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
     let entry = own_entry(&hostfile, server_name.as_deref())?;
     let name = entry.name.clone();
     let mut transport =
