@@ -38,21 +38,32 @@ impl Servers {
             "data_port_offset": 0,
         });
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-        let hosts: String = (0..n)
-            .map(|i| format!("s{i} 127.0.0.1:{}\n", free_port()))
-            .collect();
-        std::fs::write(dir.path().join("hostfile"), hosts).unwrap();
         let servers = Servers {
             dir,
             sfs: sfs.to_path_buf(),
         };
-        let out = servers.sfs("start");
-        assert!(
-            out.status.success(),
-            "sfs start: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // A port picked by binding 0 may be taken by another test before
+        // the server binds it: then try again with new ports.
+        for attempt in 1.. {
+            let hosts: String = (0..n)
+                .map(|i| format!("s{i} 127.0.0.1:{}\n", free_port()))
+                .collect();
+            std::fs::write(servers.hostfile(), hosts).unwrap();
+            let out = servers.sfs("start");
+            if out.status.success() {
+                break;
+            }
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if attempt < 5 && said.contains("Address already in use") {
+                let _ = servers.sfs("stop");
+                continue;
+            }
+            panic!("sfs start: {said}");
+        }
         servers
     }
 

@@ -33,6 +33,11 @@ fn free_port() -> u16 {
 
 impl Cluster {
     /// Starts `n` servers with the default config, adjusted by `tune`.
+    ///
+    /// Ports are picked by binding port 0 and letting it go, so another
+    /// test may take one before the server binds it: a start that fails
+    /// with "Address already in use" is tried again with new ports (up to
+    /// five times) instead of failing the test.
     pub fn start_with(n: usize, tune: impl FnOnce(&mut Config)) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
@@ -44,6 +49,28 @@ impl Cluster {
             ..Config::default()
         };
         tune(&mut config);
+        let default_root = config.rootdir == dir.path().join("root").display().to_string();
+        let mut dir = Some(dir);
+        for attempt in 1.. {
+            // A failed attempt's directory went with it: a new one, and the
+            // root inside it unless `tune` chose another.
+            let dir = dir
+                .take()
+                .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
+            let mut config = config.clone();
+            if default_root {
+                config.rootdir = dir.path().join("root").display().to_string();
+            }
+            match Cluster::try_start(dir, config, n) {
+                Ok(cluster) => return cluster,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn try_start(dir: tempfile::TempDir, config: Config, n: usize) -> Result<Cluster, String> {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, config.to_json_pretty()).unwrap();
         let hosts: String = (0..n)
@@ -64,9 +91,10 @@ impl Cluster {
             cluster.spawn(i);
         }
         for i in 0..n {
-            cluster.wait_ready(i);
+            // On failure `cluster` is dropped: its servers are killed.
+            cluster.ready_or_exited(i)?;
         }
-        cluster
+        Ok(cluster)
     }
 
     pub fn start(n: usize) -> Cluster {
@@ -106,6 +134,13 @@ impl Cluster {
     }
 
     fn wait_ready(&mut self, i: usize) {
+        if let Err(log) = self.ready_or_exited(i) {
+            panic!("{log}");
+        }
+    }
+
+    /// Waits until server `i` is ready; `Err` with its log if it exited.
+    fn ready_or_exited(&mut self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let ready = self.ready_file(i);
         loop {
@@ -117,13 +152,14 @@ impl Cluster {
                 })
                 .unwrap_or(false)
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!(
+                self.servers[i] = None;
+                return Err(format!(
                     "server {i} exited during start-up ({status}):\n{}",
                     std::fs::read_to_string(self.log_file(i)).unwrap_or_default()
-                );
+                ));
             }
             assert!(Instant::now() < deadline, "server {i} not ready in time");
             std::thread::sleep(Duration::from_millis(10));
