@@ -48,6 +48,18 @@ use sfs_global::{FileId, SfsError, SfsResult};
 use std::ops::Range;
 use std::sync::Arc;
 
+/// Runs blocking store work on tokio's blocking pool (back ends over
+/// files and the flush of chunk files both block); a worker that panicked
+/// is EIO, named after `who`.
+pub(crate) async fn off_the_runtime<T: Send + 'static>(
+    who: &str,
+    work: impl FnOnce() -> SfsResult<T> + Send + 'static,
+) -> SfsResult<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| sfs_global::SfsError::io(format!("{who}: worker failed: {e}")))?
+}
+
 /// What [`ObjectBackend::stat`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObjectStat {

@@ -12,7 +12,7 @@
 use crate::backend::ObjectBackend;
 use crate::chunk_store::ChunkStore;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use sfs_global::{FileId, SfsError, SfsResult};
+use sfs_global::{FileId, SfsResult};
 use sfs_rdma::{ChunkHandler, ChunkRef};
 use std::sync::Arc;
 
@@ -106,9 +106,7 @@ async fn flush_chunk(
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> SfsResult<T> + Send + 'static,
 ) -> SfsResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| SfsError::io(format!("flush: worker failed: {e}")))?
+    crate::backend::off_the_runtime("flush", work).await
 }
 
 #[cfg(test)]

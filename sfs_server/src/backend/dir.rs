@@ -55,9 +55,7 @@ fn failed(what: &str, id: FileId, e: std::io::Error) -> SfsError {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> SfsResult<T> + Send + 'static,
 ) -> SfsResult<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| SfsError::io(format!("dir back end: worker failed: {e}")))?
+    crate::backend::off_the_runtime("dir back end", work).await
 }
 
 /// Opens (creating if `create`) the object's file for reading and writing.
