@@ -7,13 +7,17 @@
 //! worker runs under `LD_PRELOAD=libsfs_wrapper.so` and makes plain std::fs
 //! calls on paths under the mount directory, exactly as an application does.
 //! Every run reads its data back and compares it; a mismatch is an error.
+//! Each local baseline's IOR-easy N-N rates are checked against `fio` on the
+//! same file system in the same run (`fio.rs`).
 
 mod cluster;
+mod fio;
 mod fsapi;
 mod pattern;
 mod report;
 mod runner;
 mod spec;
+mod staging;
 mod worker;
 
 use anyhow::{bail, Context, Result};
@@ -106,6 +110,10 @@ struct Cli {
     /// The shim (default: libsfs_wrapper.so next to this binary).
     #[arg(long, env = "SFS_PRELOAD")]
     preload: Option<PathBuf>,
+    /// fio, which the local baselines' IOR-easy N-N rates are checked
+    /// against (the check is skipped, and the report says so, without it).
+    #[arg(long, default_value = "fio")]
+    fio: PathBuf,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -227,14 +235,21 @@ fn run(cli: Cli) -> Result<()> {
             env: Vec::new(),
             server_pids: Vec::new(),
             servers: None,
+            baseline_dir: Some(absolute(dir)?),
         });
     }
+    let fio_version = (workloads.contains(&Workload::IorEasyNn) && !baselines.is_empty())
+        .then(|| fio::version(&cli.fio));
+    let fio_checks = match &fio_version {
+        Some(Ok(_)) => baselines.len(),
+        _ => 0,
+    };
     let sfs_configs = match &source {
         SfsSource::Start(counts) => counts.len(),
         SfsSource::Existing(..) => 1,
     };
     let phases_per_target: usize = workloads.iter().map(|w| w.phases().len()).sum();
-    let steps = (baselines.len() + sfs_configs * cli.via.len()) * phases_per_target;
+    let steps = (baselines.len() + sfs_configs * cli.via.len()) * phases_per_target + fio_checks;
     let progress = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
     progress.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
@@ -243,7 +258,9 @@ fn run(cli: Cli) -> Result<()> {
     );
 
     let mut all: Vec<PhaseStats> = Vec::new();
-    let run_target = |target: &Target, all: &mut Vec<PhaseStats>| -> Result<()> {
+    let mut fio_runs: Vec<fio::FioRun> = Vec::new();
+    let mut fio_failures: Vec<String> = Vec::new();
+    let mut run_target = |target: &Target, all: &mut Vec<PhaseStats>| -> Result<()> {
         for &workload in &workloads {
             for &phase in workload.phases() {
                 progress.set_message(format!(
@@ -255,6 +272,17 @@ fn run(cli: Cli) -> Result<()> {
                 ));
                 let stats = runner::run_phase(&exe, target, workload, phase, &params, &scratch)?;
                 all.push(stats);
+                progress.inc(1);
+            }
+            // fio on the same file system right after the baseline's own run.
+            if let (Workload::IorEasyNn, Some(dir), Some(Ok(_))) =
+                (workload, &target.baseline_dir, &fio_version)
+            {
+                progress.set_message(format!("{} ior-easy-nn with fio", target.name));
+                match fio::run_ior_easy_nn(&cli.fio, &target.name, dir, &params) {
+                    Ok(run) => fio_runs.push(run),
+                    Err(e) => fio_failures.push(format!("{}: {e:#}", target.name)),
+                }
                 progress.inc(1);
             }
         }
@@ -286,6 +314,20 @@ fn run(cli: Cli) -> Result<()> {
     }
     progress.finish_and_clear();
 
+    let fio_check_status = match &fio_version {
+        None if !workloads.contains(&Workload::IorEasyNn) => {
+            "skipped: ior-easy-nn is not among the workloads".to_string()
+        }
+        None => "skipped: no local baseline".to_string(),
+        Some(Err(reason)) => format!("skipped: {reason}"),
+        Some(Ok(version)) if fio_failures.is_empty() => format!("compared with {version}"),
+        Some(Ok(version)) => format!(
+            "compared with {version}; fio failed on {}",
+            fio_failures.join("; ")
+        ),
+    };
+    let fio_check_incomplete = matches!(fio_version, Some(Err(_))) || !fio_failures.is_empty();
+    let fio_check = report::fio_check(&all, &fio_runs);
     let rows = report::rows(&all);
     let goals = report::goals(&rows, &params);
     let mut data_bytes_checked = 0;
@@ -321,8 +363,17 @@ fn run(cli: Cli) -> Result<()> {
         },
         results: rows,
         goals,
+        fio_check_status,
+        fio_check,
     };
     if cli.json {
+        // The text report prints these; with --json a person still sees them.
+        if fio_check_incomplete {
+            eprintln!("sfs_bench: fio check {}", report.fio_check_status);
+        }
+        for warning in report.fio_check.iter().filter_map(|c| c.warning.as_ref()) {
+            eprintln!("sfs_bench: {warning}");
+        }
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         report::print_text(&report);
@@ -355,6 +406,7 @@ fn sfs_target(instance: &SfsInstance, via: Via, preload: &Path, pid: u32) -> Tar
             ],
             server_pids,
             servers,
+            baseline_dir: None,
         },
         Via::Lib => Target {
             name: "sfs-lib".into(),
@@ -366,6 +418,7 @@ fn sfs_target(instance: &SfsInstance, via: Via, preload: &Path, pid: u32) -> Tar
             env: Vec::new(),
             server_pids,
             servers,
+            baseline_dir: None,
         },
     }
 }

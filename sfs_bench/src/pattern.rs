@@ -6,13 +6,25 @@
 //! wrong file, or missing (zeros, stale data) fails the check, while a writer
 //! whose transfers all start at the same offset modulo 512 fills its buffer
 //! once and only rewrites the stamps (2,048 words per MiB): generating the
-//! data must not cost a noticeable share of a tmpfs baseline's time.
+//! data must not cost a noticeable share of a tmpfs baseline's time. The
+//! stamps can also be computed ahead ([`Pattern::stamps`]) and only copied in
+//! during the timed phase ([`Pattern::apply_stamps`]).
 
 const SECTOR: u64 = 512;
 
 fn mix(x: u64) -> u64 {
     let x = (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (x ^ (x >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (x >> 32)
+}
+
+/// Where the stamps of file bytes `[file_offset, +len)` go: (index in the
+/// buffer, file offset of the 512-byte boundary).
+fn stamp_positions(file_offset: u64, len: usize) -> impl Iterator<Item = (usize, u64)> {
+    let end = file_offset + len as u64;
+    (file_offset.div_ceil(SECTOR)..end.div_ceil(SECTOR)).map(move |k| {
+        let sector = k * SECTOR;
+        ((sector - file_offset) as usize, sector)
+    })
 }
 
 /// The run's data pattern.
@@ -48,13 +60,27 @@ impl Pattern {
     /// Rewrites only the stamps of a buffer that [`Pattern::fill`] filled for
     /// an offset congruent to `file_offset` modulo 512.
     pub fn restamp(&self, buf: &mut [u8], file_offset: u64, file_seed: u64) {
-        let end = file_offset + buf.len() as u64;
-        let mut sector = file_offset.div_ceil(SECTOR) * SECTOR;
-        while sector < end {
-            let at = (sector - file_offset) as usize;
-            let n = (end - sector).min(8) as usize;
+        for (at, sector) in stamp_positions(file_offset, buf.len()) {
+            let n = (buf.len() - at).min(8);
             buf[at..at + n].copy_from_slice(&Self::stamp_value(sector, file_seed)[..n]);
-            sector += SECTOR;
+        }
+    }
+
+    /// The stamps of file bytes `[file_offset, +len)` in order, for
+    /// [`Pattern::apply_stamps`]: computing them is the part of the data that
+    /// costs CPU, so a writer computes them before its timed phase.
+    pub fn stamps(file_offset: u64, len: usize, file_seed: u64) -> impl Iterator<Item = [u8; 8]> {
+        stamp_positions(file_offset, len)
+            .map(move |(_, sector)| Self::stamp_value(sector, file_seed))
+    }
+
+    /// Copies `stamps` (from [`Pattern::stamps`] for `file_offset` and this
+    /// length) into a buffer that [`Pattern::fill`] filled for an offset
+    /// congruent to `file_offset` modulo 512: the result equals a fresh fill.
+    pub fn apply_stamps(buf: &mut [u8], file_offset: u64, stamps: &[[u8; 8]]) {
+        for ((at, _), stamp) in stamp_positions(file_offset, buf.len()).zip(stamps) {
+            let n = (buf.len() - at).min(8);
+            buf[at..at + n].copy_from_slice(&stamp[..n]);
         }
     }
 
@@ -99,6 +125,27 @@ mod tests {
         // The same transfer at another offset differs (stamps move with it).
         pattern.fill(&mut fresh, 6 << 20, 9);
         assert_ne!(reused, fresh);
+    }
+
+    #[test]
+    fn stamps_computed_ahead_equal_fill() {
+        let pattern = Pattern::new(8, 1 << 16);
+        // IOR-hard's transfer size: stamps fall at a different place in every
+        // residue modulo 512, and the last one may be cut by the buffer's end.
+        for offset in [0u64, 47_008, 47_008 * 7, 3 * 47_008 * 2 + 416] {
+            let mut base = vec![0u8; 47_008];
+            pattern.fill(&mut base, offset % 512, 1);
+            let stamps: Vec<[u8; 8]> = Pattern::stamps(offset, base.len(), 6).collect();
+            Pattern::apply_stamps(&mut base, offset, &stamps);
+            let mut fresh = vec![0u8; 47_008];
+            pattern.fill(&mut fresh, offset, 6);
+            assert_eq!(base, fresh, "offset {offset}");
+        }
+        let mut tail = vec![0u8; 3901];
+        pattern.fill(&mut tail, 504, 2);
+        let stamps: Vec<[u8; 8]> = Pattern::stamps(504, tail.len(), 2).collect();
+        Pattern::apply_stamps(&mut tail, 504, &stamps);
+        assert_eq!(pattern.check(&tail, 504, 2), Ok(()));
     }
 
     #[test]

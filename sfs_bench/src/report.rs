@@ -1,6 +1,8 @@
-//! The results: a table for people, JSON for machines, and the issue's
-//! targets checked against what was measured.
+//! The results: a table for people, JSON for machines, the issue's targets
+//! checked against what was measured, and the local baselines checked
+//! against fio.
 
+use crate::fio::FioRun;
 use crate::runner::PhaseStats;
 use crate::spec::{Params, Workload};
 use serde::Serialize;
@@ -24,6 +26,30 @@ pub struct Goal {
     pub goal: f64,
     pub unit: &'static str,
     pub met: bool,
+}
+
+/// A local baseline's IOR-easy N-N rate next to fio's on the same file
+/// system, same sizes and process count, measured in the same run.
+#[derive(Clone, Debug, Serialize)]
+pub struct FioCheck {
+    /// `tmpfs` or `disk`.
+    pub target: String,
+    pub workload: &'static str,
+    /// `write` or `read`.
+    pub phase: &'static str,
+    pub sfs_bench_mb_per_s: f64,
+    pub fio_mb_per_s: f64,
+    /// sfs_bench ÷ fio (none when fio measured no time: a run far too short).
+    pub ratio: Option<f64>,
+    /// The ratio is between 0.9 and 1.1.
+    pub within_10_percent: bool,
+    pub sfs_bench_seconds: f64,
+    pub fio_seconds: f64,
+    /// fio's write job (the read job is the same with `--rw=read`, no fsync).
+    pub fio_command: String,
+    /// Set when the baseline is more than 10 % slower than fio: then every
+    /// ratio against this baseline flatters SFS.
+    pub warning: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -52,6 +78,9 @@ pub struct Report {
     pub verification: Verification,
     pub results: Vec<Row>,
     pub goals: Vec<Goal>,
+    /// What became of the fio check: compared, or why it was skipped.
+    pub fio_check_status: String,
+    pub fio_check: Vec<FioCheck>,
 }
 
 fn read(path: &str) -> String {
@@ -230,6 +259,45 @@ pub fn goals(rows: &[Row], params: &Params) -> Vec<Goal> {
     goals
 }
 
+/// The baselines' IOR-easy N-N rows next to fio's runs on their file systems.
+pub fn fio_check(all: &[PhaseStats], runs: &[FioRun]) -> Vec<FioCheck> {
+    let mut checks = Vec::new();
+    for run in runs {
+        for (phase, fio) in [("write", &run.write), ("read", &run.read)] {
+            let Some(ours) = all.iter().find(|s| {
+                s.target == run.target && s.workload == "ior-easy-nn" && s.phase == phase
+            }) else {
+                continue;
+            };
+            let ratio = (fio.mb_per_s > 0.0).then(|| ours.mb_per_s / fio.mb_per_s);
+            let warning = ratio.filter(|&r| r < 0.9).map(|r| {
+                format!(
+                    "WARNING: the {} baseline's ior-easy-nn {phase} is {:.0} % slower than fio on the same file system ({:.0} vs {:.0} MB/s): ratios against {} flatter SFS",
+                    run.target,
+                    (1.0 - r) * 100.0,
+                    ours.mb_per_s,
+                    fio.mb_per_s,
+                    run.target
+                )
+            });
+            checks.push(FioCheck {
+                target: run.target.clone(),
+                workload: "ior-easy-nn",
+                phase,
+                sfs_bench_mb_per_s: ours.mb_per_s,
+                fio_mb_per_s: fio.mb_per_s,
+                ratio,
+                within_10_percent: ratio.is_some_and(|r| (0.9..=1.1).contains(&r)),
+                sfs_bench_seconds: ours.seconds,
+                fio_seconds: fio.seconds,
+                fio_command: run.command.clone(),
+                warning,
+            });
+        }
+    }
+    checks
+}
+
 fn ratio(x: Option<f64>) -> String {
     x.map_or("-".into(), |r| format!("{:.0}%", r * 100.0))
 }
@@ -304,6 +372,7 @@ pub fn print_text(report: &Report) {
         v.data_bytes_checked as f64 / (1 << 20) as f64,
         v.entries_checked
     );
+    print_fio_check(report);
     if !report.goals.is_empty() {
         println!();
         println!("targets of issue 5:");
@@ -320,5 +389,119 @@ pub fn print_text(report: &Report) {
                 g.unit
             );
         }
+    }
+}
+
+/// Below this a phase's time is mostly process start-up and clock resolution.
+const MIN_COMPARABLE_SECONDS: f64 = 0.5;
+
+fn print_fio_check(report: &Report) {
+    let p = &report.params;
+    println!();
+    println!(
+        "local baselines against fio (ior-easy-nn: {} processes, file per process, {} KiB transfers, {} MiB each, psync, same file system): {}",
+        p.nprocs,
+        p.easy_transfer >> 10,
+        p.easy_bytes >> 20,
+        report.fio_check_status
+    );
+    if report.fio_check.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<6} {:<6} {:>15} {:>15} {:>9}",
+        "target", "phase", "sfs_bench", "fio", "ratio"
+    );
+    for c in &report.fio_check {
+        let verdict = match c.ratio {
+            None => "fio measured no time: too short to compare",
+            // Process start-up and fio's millisecond clock dominate short runs.
+            Some(_) if c.fio_seconds.min(c.sfs_bench_seconds) < MIN_COMPARABLE_SECONDS => {
+                "too short to judge (under 0.5 s): use the default sizes"
+            }
+            Some(_) if c.within_10_percent => "within 10 %",
+            Some(r) if r > 1.0 => "faster than fio: check both measured the same work",
+            Some(_) => "SLOWER than fio",
+        };
+        println!(
+            "  {:<6} {:<6} {:>10.1} MB/s {:>10.1} MB/s {:>9}  {verdict}",
+            c.target,
+            c.phase,
+            c.sfs_bench_mb_per_s,
+            c.fio_mb_per_s,
+            ratio(c.ratio),
+        );
+    }
+    for c in &report.fio_check {
+        if let Some(warning) = &c.warning {
+            println!("{warning}");
+        }
+    }
+    if let Some(c) = report.fio_check.first() {
+        println!("  fio write job: {}", c.fio_command);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fio::Measured;
+    use crate::runner::Latency;
+
+    fn stats(target: &str, phase: &'static str, mb_per_s: f64) -> PhaseStats {
+        PhaseStats {
+            workload: "ior-easy-nn",
+            phase,
+            target: target.into(),
+            servers: None,
+            procs: 2,
+            ops: 1024,
+            bytes: 1 << 30,
+            seconds: 1.0,
+            mb_per_s,
+            ops_per_s: 1024.0,
+            latency_us: Latency {
+                p50: 1.0,
+                p99: 1.0,
+                p99_9: 1.0,
+                max: 1.0,
+            },
+            client_cpu_s: 1.0,
+            server_cpu_s: None,
+            cpu_us_per_op: 1.0,
+            verified: 0,
+        }
+    }
+
+    #[test]
+    fn a_baseline_slower_than_fio_gets_a_warning_naming_target_and_phase() {
+        let all = [
+            stats("tmpfs", "write", 5000.0),
+            stats("tmpfs", "read", 9000.0),
+            stats("disk", "write", 1000.0),
+        ];
+        let measured = |mb_per_s| Measured {
+            mb_per_s,
+            seconds: 1.0,
+        };
+        let runs = [FioRun {
+            target: "tmpfs".into(),
+            write: measured(8000.0),
+            read: measured(9500.0),
+            command: "fio ...".into(),
+        }];
+        let checks = fio_check(&all, &runs);
+        assert_eq!(checks.len(), 2, "only the target fio ran on");
+        let write = &checks[0];
+        assert_eq!((write.target.as_str(), write.phase), ("tmpfs", "write"));
+        assert_eq!(write.ratio, Some(5000.0 / 8000.0));
+        assert!(!write.within_10_percent);
+        let warning = write.warning.as_deref().unwrap();
+        assert!(
+            warning.starts_with("WARNING: the tmpfs baseline's ior-easy-nn write is 38 % slower"),
+            "{warning}"
+        );
+        let read = &checks[1];
+        assert!(read.within_10_percent && read.warning.is_none());
     }
 }

@@ -26,6 +26,8 @@ pub struct Target {
     pub server_pids: Vec<i32>,
     /// Servers behind it (None for a local directory).
     pub servers: Option<usize>,
+    /// Local baselines: the directory given for it, where fio's check runs.
+    pub baseline_dir: Option<PathBuf>,
 }
 
 /// The aggregate of one phase.

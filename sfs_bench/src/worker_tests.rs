@@ -39,7 +39,8 @@ fn run(root: &std::path::Path, workload: Workload, phase: Phase) -> Result<u64> 
         bytes: 0,
         verified: 0,
     };
-    run_phase(&mut ctx)?;
+    let mut staged = stage(&spec);
+    run_phase(&mut ctx, &mut staged)?;
     Ok(ctx.verified)
 }
 

@@ -1,7 +1,9 @@
 //! Runs `sfs_bench` end to end at a tiny scale against real servers (started
 //! with `sfs start` from a temp config and hostfile on ephemeral 127.0.0.1
 //! ports, stopped on drop, also when the test fails), through the shim and
-//! the client library, next to a tmpfs baseline, and checks the JSON report.
+//! the client library, next to a tmpfs baseline, and checks the JSON report,
+//! including the tmpfs baseline's check against fio (installed by
+//! scripts/setup.sh) and the report of a run without fio.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -218,19 +220,76 @@ fn check_rows(report: &Value, targets: &[&str]) {
     assert!(!report["goals"].as_array().unwrap().is_empty());
 }
 
+/// The tmpfs baseline's IOR-easy N-N write and read next to fio's.
+fn check_fio_rows(report: &Value) {
+    let status = report["fio_check_status"].as_str().unwrap();
+    assert!(status.starts_with("compared with fio-"), "{status}");
+    assert!(!status.contains("failed"), "{status}");
+    let checks = report["fio_check"].as_array().expect("fio_check array");
+    let rows = report["results"].as_array().unwrap();
+    for phase in ["write", "read"] {
+        let check = checks
+            .iter()
+            .find(|c| c["target"] == "tmpfs" && c["phase"] == phase)
+            .unwrap_or_else(|| panic!("no fio check of the tmpfs {phase}: {checks:?}"));
+        assert_eq!(check["workload"], "ior-easy-nn");
+        let baseline = rows
+            .iter()
+            .find(|r| {
+                r["target"] == "tmpfs" && r["workload"] == "ior-easy-nn" && r["phase"] == phase
+            })
+            .unwrap();
+        // The check carries the row's own rate, not a second measurement.
+        assert_eq!(check["sfs_bench_mb_per_s"], baseline["mb_per_s"]);
+        let fio = check["fio_mb_per_s"].as_f64().unwrap();
+        assert!(fio >= 0.0, "{check}");
+        // At these sizes fio's millisecond clock may read 0: then no ratio.
+        match check["ratio"].as_f64() {
+            Some(ratio) => {
+                assert!((ratio - check["sfs_bench_mb_per_s"].as_f64().unwrap() / fio).abs() < 1e-9);
+                assert_eq!(
+                    check["within_10_percent"].as_bool().unwrap(),
+                    (0.9..=1.1).contains(&ratio),
+                    "{check}"
+                );
+                assert_eq!(check["warning"].is_string(), ratio < 0.9, "{check}");
+            }
+            None => assert_eq!(fio, 0.0, "{check}"),
+        }
+        let command = check["fio_command"].as_str().unwrap();
+        for option in [
+            "--ioengine=psync",
+            "--rw=write",
+            "--bs=1048576",
+            "--size=2097152",
+            "--numjobs=2",
+            "--fallocate=none",
+        ] {
+            assert!(command.contains(option), "{command} lacks {option}");
+        }
+    }
+}
+
 #[test]
 fn tiny_run_against_running_servers_via_shim_and_library() {
     let (sfs, shim) = artifacts();
     let servers = Servers::start(&sfs, 1);
+    // The baseline and fio's files in a directory of our own on tmpfs, to
+    // see that both are removed.
+    let tmpfs = tempfile::tempdir_in("/dev/shm").unwrap();
     let report = run_bench(
         &["--via", "shim,lib", "--baselines", "tmpfs"],
         &[
             ("--config", &servers.config()),
             ("--hostfile", &servers.hostfile()),
             ("--preload", &shim),
+            ("--tmpfs-dir", tmpfs.path()),
         ],
     );
     check_rows(&report, &["sfs-shim", "sfs-lib", "tmpfs"]);
+    check_fio_rows(&report);
+    let left: Vec<_> = std::fs::read_dir(tmpfs.path()).unwrap().collect();
+    assert!(left.is_empty(), "left on tmpfs: {left:?}");
     drop(servers);
 }
 
@@ -253,8 +312,16 @@ fn servers_started_by_the_tool_scale_from_one_to_two() {
             ("--sfs", &sfs),
             ("--preload", &shim),
             ("--state-dir", state.path()),
+            // Without fio the run goes on and the report says why it has no check.
+            ("--fio", Path::new("/nonexistent/fio")),
         ],
     );
+    let status = report["fio_check_status"].as_str().unwrap();
+    assert!(
+        status.starts_with("skipped:") && status.contains("not installed"),
+        "{status}"
+    );
+    assert_eq!(report["fio_check"].as_array().unwrap().len(), 0);
     let rows = report["results"].as_array().unwrap();
     for servers in [1, 2] {
         for (workload, phase) in [("ior-easy-nn", "read"), ("mdtest-easy", "stat")] {
