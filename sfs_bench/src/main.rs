@@ -241,7 +241,7 @@ fn run(cli: Cli) -> Result<()> {
     let fio_version = (workloads.contains(&Workload::IorEasyNn) && !baselines.is_empty())
         .then(|| fio::version(&cli.fio));
     let fio_checks = match &fio_version {
-        Some(Ok(_)) => baselines.len(),
+        Some(Ok(_)) => 2 * baselines.len(),
         _ => 0,
     };
     let sfs_configs = match &source {
@@ -257,11 +257,45 @@ fn run(cli: Cli) -> Result<()> {
             .progress_chars("=> "),
     );
 
+    // The first touch of memory is slow in a VM (the host backs each guest
+    // page on first use); untimed, so that neither the baseline that runs
+    // first nor SFS's tmpfs state pays it inside a timed phase.
+    let mut warm_up: Vec<String> = Vec::new();
+    let mut warm_dirs: Vec<PathBuf> = vec![absolute(&cli.state_dir)?];
+    if cli.baselines.contains(&Baseline::Tmpfs) {
+        warm_dirs.push(absolute(&cli.tmpfs_dir)?);
+    }
+    warm_dirs.dedup();
+    let warm_bytes = params.easy_bytes * params.nprocs as u64;
+    for dir in &warm_dirs {
+        progress.set_message(format!(
+            "warming {} MiB of memory in {}",
+            warm_bytes >> 20,
+            dir.display()
+        ));
+        warm_up.push(staging::warm_memory(dir, warm_bytes, pid)?);
+    }
+
     let mut all: Vec<PhaseStats> = Vec::new();
     let mut fio_runs: Vec<fio::FioRun> = Vec::new();
     let mut fio_failures: Vec<String> = Vec::new();
     let mut run_target = |target: &Target, all: &mut Vec<PhaseStats>| -> Result<()> {
         for &workload in &workloads {
+            // fio on the same file system right before and right after the
+            // baseline's own run (the check takes their mean).
+            let fio_here = matches!(
+                (workload, &target.baseline_dir, &fio_version),
+                (Workload::IorEasyNn, Some(_), Some(Ok(_)))
+            );
+            let mut fio_before = None;
+            if let (true, Some(dir)) = (fio_here, &target.baseline_dir) {
+                progress.set_message(format!("{} ior-easy-nn with fio (before)", target.name));
+                match fio::run_ior_easy_nn(&cli.fio, &target.name, dir, &params) {
+                    Ok(run) => fio_before = Some(run),
+                    Err(e) => fio_failures.push(format!("{} (before): {e:#}", target.name)),
+                }
+                progress.inc(1);
+            }
             for &phase in workload.phases() {
                 progress.set_message(format!(
                     "{}{} {} {}",
@@ -274,14 +308,14 @@ fn run(cli: Cli) -> Result<()> {
                 all.push(stats);
                 progress.inc(1);
             }
-            // fio on the same file system right after the baseline's own run.
-            if let (Workload::IorEasyNn, Some(dir), Some(Ok(_))) =
-                (workload, &target.baseline_dir, &fio_version)
-            {
-                progress.set_message(format!("{} ior-easy-nn with fio", target.name));
+            if let (true, Some(dir)) = (fio_here, &target.baseline_dir) {
+                progress.set_message(format!("{} ior-easy-nn with fio (after)", target.name));
                 match fio::run_ior_easy_nn(&cli.fio, &target.name, dir, &params) {
-                    Ok(run) => fio_runs.push(run),
-                    Err(e) => fio_failures.push(format!("{}: {e:#}", target.name)),
+                    Ok(after) => fio_runs.push(match &fio_before {
+                        Some(before) => fio::FioRun::mean(before, &after),
+                        None => after,
+                    }),
+                    Err(e) => fio_failures.push(format!("{} (after): {e:#}", target.name)),
                 }
                 progress.inc(1);
             }
@@ -363,6 +397,7 @@ fn run(cli: Cli) -> Result<()> {
         },
         results: rows,
         goals,
+        warm_up,
         fio_check_status,
         fio_check,
     };

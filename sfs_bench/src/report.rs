@@ -38,7 +38,10 @@ pub struct FioCheck {
     /// `write` or `read`.
     pub phase: &'static str,
     pub sfs_bench_mb_per_s: f64,
+    /// The mean of fio's runs (before and after the baseline's).
     pub fio_mb_per_s: f64,
+    /// Each fio run's rate, in the order they ran.
+    pub fio_runs_mb_per_s: Vec<f64>,
     /// sfs_bench ÷ fio (none when fio measured no time: a run far too short).
     pub ratio: Option<f64>,
     /// The ratio is between 0.9 and 1.1.
@@ -78,6 +81,8 @@ pub struct Report {
     pub verification: Verification,
     pub results: Vec<Row>,
     pub goals: Vec<Goal>,
+    /// The untimed memory warm-up before the first phase, one line a directory.
+    pub warm_up: Vec<String>,
     /// What became of the fio check: compared, or why it was skipped.
     pub fio_check_status: String,
     pub fio_check: Vec<FioCheck>,
@@ -272,7 +277,7 @@ pub fn fio_check(all: &[PhaseStats], runs: &[FioRun]) -> Vec<FioCheck> {
             let ratio = (fio.mb_per_s > 0.0).then(|| ours.mb_per_s / fio.mb_per_s);
             let warning = ratio.filter(|&r| r < 0.9).map(|r| {
                 format!(
-                    "WARNING: the {} baseline's ior-easy-nn {phase} is {:.0} % slower than fio on the same file system ({:.0} vs {:.0} MB/s): ratios against {} flatter SFS",
+                    "WARNING: the {} baseline's ior-easy-nn {phase} is {:.0} % slower than fio on the same file system ({:.0} vs {:.0} MB/s, the mean of fio's runs before and after it): ratios against {} flatter SFS",
                     run.target,
                     (1.0 - r) * 100.0,
                     ours.mb_per_s,
@@ -286,6 +291,7 @@ pub fn fio_check(all: &[PhaseStats], runs: &[FioRun]) -> Vec<FioCheck> {
                 phase,
                 sfs_bench_mb_per_s: ours.mb_per_s,
                 fio_mb_per_s: fio.mb_per_s,
+                fio_runs_mb_per_s: fio.runs_mb_per_s.clone(),
                 ratio,
                 within_10_percent: ratio.is_some_and(|r| (0.9..=1.1).contains(&r)),
                 sfs_bench_seconds: ours.seconds,
@@ -310,6 +316,9 @@ pub fn print_text(report: &Report) {
         "sfs_bench: {} client processes; {} CPUs ({}), {:.1} GiB, Linux {}; load average {} at start, {} at end",
         p.nprocs, m.cpus, m.cpu_model, m.memory_gib, m.kernel, m.load_average_start, m.load_average_end
     );
+    for line in &report.warm_up {
+        println!("memory warm-up: {line}");
+    }
     println!(
         "sizes: IOR-easy {} MiB/process in {} KiB transfers; IOR-hard {} x {} B/process; random 4 KiB: {} MiB file, {} ops/process; mdtest-easy {} files/process; mdtest-hard {} files/process x {} B; tree {} entries",
         p.easy_bytes >> 20,
@@ -409,27 +418,33 @@ fn print_fio_check(report: &Report) {
         return;
     }
     println!(
-        "  {:<6} {:<6} {:>15} {:>15} {:>9}",
-        "target", "phase", "sfs_bench", "fio", "ratio"
+        "  {:<6} {:<6} {:>15} {:>15} {:>9}  {:<21}",
+        "target", "phase", "sfs_bench", "fio (mean)", "ratio", "fio runs before/after"
     );
     for c in &report.fio_check {
         let verdict = match c.ratio {
             None => "fio measured no time: too short to compare",
             // Process start-up and fio's millisecond clock dominate short runs.
             Some(_) if c.fio_seconds.min(c.sfs_bench_seconds) < MIN_COMPARABLE_SECONDS => {
-                "too short to judge (under 0.5 s): use the default sizes"
+                "too short to judge (under 0.5 s): a larger --easy-mib gives a comparable time"
             }
             Some(_) if c.within_10_percent => "within 10 %",
             Some(r) if r > 1.0 => "faster than fio: check both measured the same work",
             Some(_) => "SLOWER than fio",
         };
+        let runs: Vec<String> = c
+            .fio_runs_mb_per_s
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect();
         println!(
-            "  {:<6} {:<6} {:>10.1} MB/s {:>10.1} MB/s {:>9}  {verdict}",
+            "  {:<6} {:<6} {:>10.1} MB/s {:>10.1} MB/s {:>9}  {:<21}  {verdict}",
             c.target,
             c.phase,
             c.sfs_bench_mb_per_s,
             c.fio_mb_per_s,
             ratio(c.ratio),
+            runs.join(" / ") + " MB/s",
         );
     }
     for c in &report.fio_check {
@@ -483,6 +498,7 @@ mod tests {
         let measured = |mb_per_s| Measured {
             mb_per_s,
             seconds: 1.0,
+            runs_mb_per_s: vec![mb_per_s],
         };
         let runs = [FioRun {
             target: "tmpfs".into(),
