@@ -123,7 +123,10 @@ sfs get /demo/services "$work/services.out"
 echo "\$ cmp /etc/services services.out"
 cmp /etc/services "$work/services.out"
 
-say "servers"
+say "drain to the object back end (config backend: dir under the rootdir)"
+sfs flush -r /demo
+
+say "servers (usage, and what each wrote back)"
 sfs status
 
 say "sfs stop"

@@ -21,6 +21,7 @@ struct Stats {
     free_bytes: u64,
     requests: u64,
     uptime_ms: u64,
+    tier: sfs_client::ServerStats,
 }
 
 /// One server's row: what the hostfile says and what it answered.
@@ -49,6 +50,7 @@ fn rows(setup: &Setup) -> Result<Vec<Row>> {
                 free_bytes: s.free_bytes,
                 requests: s.requests,
                 uptime_ms: s.uptime_ms,
+                tier: s,
             }),
         })
         .collect())
@@ -112,6 +114,58 @@ fn print_table(rows: &[Row]) -> Result<()> {
         outln!(
             "~ENTRIES is RocksDB's estimate, not an exact count; FREE is what may still be written."
         )?;
+        print_tiering(rows)?;
+    }
+    Ok(())
+}
+
+/// Each server's write-back to the object back end.
+fn print_tiering(rows: &[Row]) -> Result<()> {
+    outln!()?;
+    outln!(
+        "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>6}",
+        "SERVER",
+        "BACKEND",
+        "WRITEBACK",
+        "DIRTY",
+        "DIRTY",
+        "WRITTEN",
+        "EVICTED",
+        "FETCHED",
+        "ERRORS"
+    )?;
+    outln!(
+        "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>6}",
+        "",
+        "",
+        "",
+        "FILES",
+        "BYTES",
+        "BACK",
+        "",
+        "",
+        ""
+    )?;
+    for row in rows {
+        let Ok(s) = &row.stats else { continue };
+        let t = &s.tier;
+        let error = if t.backend_error.is_empty() {
+            String::new()
+        } else {
+            format!("  (last error: {})", t.backend_error)
+        };
+        outln!(
+            "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>6}{error}",
+            row.name,
+            t.backend,
+            t.writeback,
+            t.dirty_files,
+            human_bytes(t.dirty_bytes),
+            human_bytes(t.written_back_bytes),
+            human_bytes(t.evicted_bytes),
+            human_bytes(t.fetched_bytes),
+            t.writeback_errors,
+        )?;
     }
     Ok(())
 }
@@ -132,6 +186,17 @@ fn print_json(setup: &Setup, rows: &[Row]) -> Result<()> {
                 "free_bytes": stats.map(|s| s.free_bytes),
                 "requests": stats.map(|s| s.requests),
                 "uptime_ms": stats.map(|s| s.uptime_ms),
+                "tiering": stats.map(|s| serde_json::json!({
+                    "backend": s.tier.backend,
+                    "writeback": s.tier.writeback,
+                    "dirty_files": s.tier.dirty_files,
+                    "dirty_bytes": s.tier.dirty_bytes,
+                    "written_back_bytes": s.tier.written_back_bytes,
+                    "evicted_bytes": s.tier.evicted_bytes,
+                    "fetched_bytes": s.tier.fetched_bytes,
+                    "writeback_errors": s.tier.writeback_errors,
+                    "backend_error": s.tier.backend_error,
+                })),
                 "error": row.stats.as_ref().err().map(|e| e.to_string()),
             })
         })

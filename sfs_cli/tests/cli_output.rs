@@ -309,7 +309,12 @@ fn stop_uses_the_shutdown_rpc_for_servers_whose_process_it_cannot_see() {
 /// it was: absent, or its previous content; nothing else behind.
 #[test]
 fn a_failed_put_leaves_the_previous_content_and_no_partial_file() {
-    let cluster = Cluster::start_with(1, |c| c.chunk_store_capacity = 4 << 20);
+    let cluster = Cluster::start_with(1, |c| {
+        c.chunk_store_capacity = 4 << 20;
+        // A full store fails at once instead of waiting for the write-back
+        // to make room (which would let the put succeed).
+        c.backend.space_wait_ms = 0;
+    });
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small");
     let big = dir.path().join("big");

@@ -40,6 +40,8 @@ pub use dir::{DirEntry, ReadDir};
 pub use flush::FlushStats;
 pub use io::{DescriptorOffsets, OpenFlags, Whence};
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
+/// What one server's `Stats` call answers ([`Client::server_stats`]).
+pub use sfs_rpc::pb::StatsResponse as ServerStats;
 
 /// Totals of the chunk stores of all servers (for `statfs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -12,7 +12,7 @@
 
 mod backend;
 
-pub use backend::{BackendConfig, BackendKind};
+pub use backend::{BackendConfig, BackendKind, WritebackPolicy};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -466,6 +466,17 @@ impl Config {
             );
         }
         self.rdma.validate_in(self.chunk_size, origin)?;
+        // A writer waiting for room longer than the client waits for its
+        // answer would see ETIMEDOUT instead of ENOSPC.
+        if self.backend.space_wait_ms >= self.request_timeout_ms {
+            return bad(
+                "backend.space_wait_ms",
+                format!(
+                    "must be below request_timeout_ms ({}), got {}",
+                    self.request_timeout_ms, self.backend.space_wait_ms
+                ),
+            );
+        }
         self.backend.validate_in(origin)
     }
 

@@ -29,6 +29,9 @@
 //!   end); bytes never written inside the size read as zeros. Reading an
 //!   object that does not exist is ENOENT.
 //! - **Size** is the end of the furthest write (or 0 for a created object).
+//! - **Truncate** cuts (or extends with zeros) an existing object to a
+//!   size; truncating a missing object does nothing (a file's truncate
+//!   follows into the back end only where the object exists).
 //! - **Delete** removes the object and is idempotent.
 //! - **Alignment**: none is required. Chunk-aligned writes of whole chunks
 //!   are the common case (the write-back moves chunks), and back ends
@@ -85,6 +88,10 @@ pub trait ObjectBackend: Send + Sync {
 
     /// Makes every write to `id` that returned before this call persistent.
     async fn persist(&self, id: FileId) -> SfsResult<()>;
+
+    /// Sets the size of `id` if it exists (bytes past it are gone, a longer
+    /// size reads as zeros); a missing object stays missing.
+    async fn truncate(&self, id: FileId, size: u64) -> SfsResult<()>;
 
     /// Removes `id`; removing a missing object succeeds.
     async fn delete(&self, id: FileId) -> SfsResult<()>;

@@ -50,12 +50,15 @@ fn io_error(e: std::io::Error, what: &str, path: &Path) -> SfsError {
     )
 }
 
-/// Size of every file in `dir` (one file's chunks), for the start-up scan.
+/// Size of every file in `dir` (one file's chunks), for the start-up scan;
+/// removes what a fetch from the back end left half-written in a crash.
 fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_type()?.is_file() {
+        if entry.file_name().to_string_lossy().starts_with(".fetch.") {
+            std::fs::remove_file(entry.path())?;
+        } else if entry.file_type()?.is_file() {
             total += entry.metadata()?.len();
         }
     }
@@ -98,14 +101,29 @@ impl ChunkStore {
     }
 
     /// Locks the stripe of one chunk; the data is `()`, so poisoning is moot.
-    fn lock(&self, id: FileId, index: u64) -> MutexGuard<'_, ()> {
+    /// Writes, truncation, eviction and the fetch of an evicted chunk hold it.
+    pub(crate) fn lock(&self, id: FileId, index: u64) -> MutexGuard<'_, ()> {
+        self.stripe(id, index)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The lock stripe of chunk `(id, index)`.
+    fn stripe(&self, id: FileId, index: u64) -> &Mutex<()> {
         let mut key = [0u8; 24];
         key[..16].copy_from_slice(&id.0.to_le_bytes());
         key[16..].copy_from_slice(&index.to_le_bytes());
-        let stripe = (xxh3_64(&key) % CHUNK_LOCK_STRIPES as u64) as usize;
-        self.stripes[stripe]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        &self.stripes[(xxh3_64(&key) % CHUNK_LOCK_STRIPES as u64) as usize]
+    }
+
+    /// [`ChunkStore::lock`] if nobody holds the stripe (eviction skips
+    /// busy chunks rather than wait behind a writer that waits for room).
+    pub(crate) fn try_lock(&self, id: FileId, index: u64) -> Option<MutexGuard<'_, ()>> {
+        match self.stripe(id, index).try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     fn check_range(&self, chunk: &ChunkRef, buf_len: usize) -> SfsResult<()> {
@@ -314,14 +332,75 @@ impl ChunkStore {
     }
 }
 
-impl ChunkHandler for ChunkStore {
-    fn write_chunk(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()> {
+impl ChunkStore {
+    /// The configured byte limit (0: none).
+    pub fn capacity_limit(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Whether chunk `(id, index)` is held here (a hole inside a held
+    /// chunk file still counts as held).
+    pub(crate) fn has_chunk(&self, id: FileId, index: u64) -> bool {
+        self.chunk_path(id, index).exists()
+    }
+
+    /// The length of chunk `(id, index)`, if held.
+    pub(crate) fn chunk_len(&self, id: FileId, index: u64) -> Option<u64> {
+        std::fs::metadata(self.chunk_path(id, index))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    /// Removes one chunk to make room (its bytes are in the back end);
+    /// returns the bytes freed. The caller holds the chunk's lock.
+    pub(crate) fn evict_locked(&self, id: FileId, index: u64) -> SfsResult<u64> {
+        let path = self.chunk_path(id, index);
+        let len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_error(e, "stat", &path)),
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                self.release(len);
+                Ok(len)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io_error(e, "remove", &path)),
+        }
+    }
+
+    /// Puts back chunk `(id, index)` fetched from the back end, whole or not
+    /// at all: written beside it and renamed into place, so a crash
+    /// mid-fetch never leaves a partial chunk that would read as the truth.
+    /// The caller holds the chunk's lock. ENOSPC when there is no room.
+    pub(crate) fn install_locked(&self, id: FileId, index: u64, data: &[u8]) -> SfsResult<()> {
+        let path = self.chunk_path(id, index);
+        let staging = self.file_dir(id).join(format!(".fetch.{index}"));
+        self.reserve(data.len() as u64)?;
+        let written = (|| {
+            let file = self.open_for_write(&staging)?;
+            file.set_len(0)
+                .map_err(|e| io_error(e, "truncate", &staging))?;
+            file.write_all_at(data, 0)
+                .map_err(|e| io_error(e, "write", &staging))?;
+            std::fs::rename(&staging, &path).map_err(|e| io_error(e, "rename", &staging))
+        })();
+        if written.is_err() {
+            self.release(data.len() as u64);
+            let _ = std::fs::remove_file(&staging);
+        }
+        written
+    }
+
+    /// [`ChunkHandler::write_chunk`] for a caller that holds the chunk's
+    /// lock.
+    pub(crate) fn write_locked(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()> {
         self.check_range(chunk, data.len())?;
         if data.is_empty() {
             return Ok(());
         }
         let path = self.chunk_path(chunk.id, chunk.index);
-        let _guard = self.lock(chunk.id, chunk.index);
         let file = self.open_for_write(&path)?;
         let old_len = file
             .metadata()
@@ -341,13 +420,29 @@ impl ChunkHandler for ChunkStore {
         }
         Ok(())
     }
+}
+
+impl ChunkHandler for ChunkStore {
+    fn write_chunk(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()> {
+        let _guard = self.lock(chunk.id, chunk.index);
+        self.write_locked(chunk, data)
+    }
 
     fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
+        Ok(self.read_held(chunk, buf)?.unwrap_or(0))
+    }
+}
+
+impl ChunkStore {
+    /// Reads a chunk range; `None` when the chunk is not held here (the
+    /// tier then looks in the back end), so a chunk evicted between a check
+    /// and the read is never mistaken for a hole.
+    pub(crate) fn read_held(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<Option<usize>> {
         self.check_range(chunk, buf.len())?;
         let path = self.chunk_path(chunk.id, chunk.index);
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(e, "open", &path)),
         };
         let mut filled = 0;
@@ -359,7 +454,7 @@ impl ChunkHandler for ChunkStore {
                 Err(e) => return Err(io_error(e, "read", &path)),
             }
         }
-        Ok(filled)
+        Ok(Some(filled))
     }
 }
 

@@ -7,16 +7,17 @@
 //! transport for chunk bytes. [`server`] wires everything together and
 //! owns start-up, readiness and graceful shutdown. [`backend`] is the
 //! Motr-like object store interface the chunk store drains to, with its
-//! implementations; [`flush`] copies a file's chunks there on request.
+//! implementations; [`tier`] makes the chunk store a write-back cache in
+//! front of it (write-back, eviction, read-through).
 
 pub mod backend;
 pub mod chunk_store;
-pub mod flush;
 pub mod meta_rocks;
 pub mod meta_store;
 pub mod rpc_listener;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod tier;
 
 pub use server::{run, run_blocking, run_until, ServerOptions};

@@ -18,6 +18,7 @@ use crate::service::control::ControlService;
 use crate::service::metadata::MetadataService;
 use crate::service::ServerState;
 use crate::shutdown::Shutdown;
+use crate::tier::TieredStore;
 use anyhow::{anyhow, bail, Context};
 use sfs_global::config::{Config, TransportKind};
 use sfs_global::distributor::Distributor;
@@ -113,6 +114,14 @@ pub async fn run_until(
     let backend = crate::backend::open(&config)
         .await
         .with_context(|| format!("server {name}: cannot open the object back end"))?;
+    let journal_path = run_dir.join("tier.journal");
+    let chunks = {
+        let settings = config.backend.clone();
+        tokio::task::spawn_blocking(move || {
+            TieredStore::open(chunks, backend, settings, &journal_path)
+        })
+        .await??
+    };
     if Distributor::new(hostfile.len()).metadata_server("/") == entry.index {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || create_root(meta.as_ref())).await??;
@@ -205,7 +214,6 @@ pub async fn run_until(
         hostfile.len(),
         meta.clone(),
         chunks.clone(),
-        backend,
         transport.name,
         data_endpoint.clone(),
         shm_listener
@@ -320,6 +328,7 @@ pub async fn run_until(
     if let Some(task) = rdma_task {
         drain(&name, "RDMA listener", "RDMA transfers", task).await;
     }
+    chunks.stop();
     let sync = tokio::task::spawn_blocking(move || meta.sync()).await?;
     remove_if_present(&ready_file)?;
     drop(state);

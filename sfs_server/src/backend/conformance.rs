@@ -19,6 +19,7 @@ pub async fn run_all(backend: &dyn ObjectBackend) {
     every_size_class_at_unaligned_offsets(backend).await;
     holes_read_as_zeros_and_extents_cover_the_data(backend).await;
     reads_are_short_at_the_end(backend).await;
+    truncate_cuts_and_extends(backend).await;
     missing_objects(backend).await;
     create_is_idempotent_and_delete_removes(backend).await;
     overwrites_replace_bytes(backend).await;
@@ -116,6 +117,37 @@ async fn holes_read_as_zeros_and_extents_cover_the_data(b: &dyn ObjectBackend) {
         );
     }
     b.delete(id).await.unwrap();
+}
+
+async fn truncate_cuts_and_extends(b: &dyn ObjectBackend) {
+    let id = FileId(0x5400);
+    b.write(id, 0, &pattern(4, 5000)).await.unwrap();
+    b.truncate(id, 1000).await.unwrap();
+    assert_eq!(
+        b.stat(id).await.unwrap().map(|s| s.size),
+        Some(1000),
+        "{}",
+        b.kind()
+    );
+    assert_eq!(b.read(id, 0, 5000).await.unwrap(), pattern(4, 5000)[..1000]);
+    b.truncate(id, 3000).await.unwrap();
+    let mut expected = pattern(4, 5000)[..1000].to_vec();
+    expected.resize(3000, 0);
+    assert_eq!(
+        b.read(id, 0, 5000).await.unwrap(),
+        expected,
+        "{}: extended with zeros",
+        b.kind()
+    );
+    b.delete(id).await.unwrap();
+    let missing = FileId(0x5401);
+    b.truncate(missing, 10).await.unwrap();
+    assert_eq!(
+        b.stat(missing).await.unwrap(),
+        None,
+        "{}: truncate creates nothing",
+        b.kind()
+    );
 }
 
 async fn reads_are_short_at_the_end(b: &dyn ObjectBackend) {

@@ -160,6 +160,19 @@ impl ObjectBackend for DirBackend {
         .await
     }
 
+    async fn truncate(&self, id: FileId, size: u64) -> SfsResult<()> {
+        let objects = self.objects.clone();
+        blocking(move || {
+            let path = object_path(&objects, id);
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(file) => file.set_len(size).map_err(|e| failed("truncating", id, e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(failed("opening", id, e)),
+            }
+        })
+        .await
+    }
+
     async fn delete(&self, id: FileId) -> SfsResult<()> {
         let objects = self.objects.clone();
         blocking(

@@ -147,9 +147,7 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         self.state.served();
         let req = request.into_inner();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
-        let flushed = crate::flush::flush_file(&self.state.chunks, self.state.backend.as_ref(), id)
-            .await
-            .map_err(refuse)?;
+        let flushed = self.state.chunks.flush_file(id).await.map_err(refuse)?;
         Ok(Response::new(pb::FlushChunksResponse {
             chunks: flushed.chunks,
             bytes: flushed.bytes,

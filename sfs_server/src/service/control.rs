@@ -65,6 +65,7 @@ impl control_server::Control for ControlService {
         })
         .await?;
         let state = &self.state;
+        let tier = state.chunks.status();
         Ok(Response::new(pb::StatsResponse {
             server_name: state.name.clone(),
             entries,
@@ -73,6 +74,15 @@ impl control_server::Control for ControlService {
             free_bytes,
             requests: state.requests(),
             uptime_ms: u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            backend: state.chunks.backend().kind().to_string(),
+            writeback: tier.policy,
+            dirty_files: tier.dirty_files,
+            dirty_bytes: tier.dirty_bytes,
+            written_back_bytes: tier.written_back_bytes,
+            evicted_bytes: tier.evicted_bytes,
+            fetched_bytes: tier.fetched_bytes,
+            writeback_errors: tier.writeback_errors,
+            backend_error: tier.backend_error,
         }))
     }
 

@@ -16,10 +16,9 @@ pub mod chunk_control;
 pub mod control;
 pub mod metadata;
 
-use crate::backend::ObjectBackend;
-use crate::chunk_store::ChunkStore;
 use crate::meta_store::MetadataStore;
 use crate::shutdown::Shutdown;
+use crate::tier::TieredStore;
 use sfs_global::chunk::MAX_FILE_SIZE;
 use sfs_global::config::Config;
 use sfs_global::path::{normalize, PATH_MAX};
@@ -38,9 +37,9 @@ pub struct ServerState {
     pub index: usize,
     pub count: usize,
     pub meta: Arc<dyn MetadataStore>,
-    pub chunks: Arc<ChunkStore>,
-    /// The object back end that flushes write to (shared by all servers).
-    pub backend: Arc<dyn ObjectBackend>,
+    /// The chunk store behind its write-back tier (the object back end,
+    /// shared by all servers, is `chunks.backend()`).
+    pub chunks: Arc<TieredStore>,
     /// Data transport in use ("tcp" or "rdma") and its `host:port`.
     pub data_transport: &'static str,
     pub data_endpoint: String,
@@ -59,8 +58,7 @@ impl ServerState {
         index: usize,
         count: usize,
         meta: Arc<dyn MetadataStore>,
-        chunks: Arc<ChunkStore>,
-        backend: Arc<dyn ObjectBackend>,
+        chunks: Arc<TieredStore>,
         data_transport: &'static str,
         data_endpoint: String,
         data_local_socket: Option<String>,
@@ -73,7 +71,6 @@ impl ServerState {
             count,
             meta,
             chunks,
-            backend,
             data_transport,
             data_endpoint,
             data_local_socket,

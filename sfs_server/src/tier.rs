@@ -1,0 +1,635 @@
+//! Tiering: the chunk store as a write-back cache in front of the object
+//! back end.
+//!
+//! [`TieredStore`] wraps the [`ChunkStore`] and is what the data transports
+//! and services talk to. It keeps, per server:
+//!
+//! - **Dirty chunks**: every chunk written since it was last written back,
+//!   with a generation number bumped by each write. A write-back copies a
+//!   chunk and then marks it clean only if no write came in meanwhile (same
+//!   generation), so a write racing the copy is never lost. The journal
+//!   ([`journal`]) remembers which files are dirty across a crash; after a
+//!   restart all chunks of such a file are written back again.
+//! - **Files in the back end**: once a file's object exists, a chunk of it
+//!   that is not here was evicted (or is a hole) and is read back from the
+//!   object — on a read, and before a partial write into it (a whole-chunk
+//!   write needs nothing back). A fetched chunk is put in place whole, under
+//!   the chunk's lock, so concurrent misses of one chunk fetch it once.
+//! - **Recency**: a clock tick per chunk read or written, so eviction takes
+//!   the least recently used clean chunks first.
+//!
+//! The write-back loop ([`writeback`]) runs on a small runtime of its own
+//! (the back end's work never competes with the data path's threads) and
+//! writes back files by policy (`backend.writeback`), writes back
+//! everything and evicts clean chunks when the store passes its high
+//! watermark, and wakes writers that wait for room (back-pressure: a write
+//! to a full store waits up to `backend.space_wait_ms` before ENOSPC).
+//!
+//! Truncate and unlink follow into the back end. They exclude the write-back
+//! of the same file (a per-file gate), and a fetch checks a per-file
+//! truncation epoch before it puts a chunk in place, so neither can bring
+//! back bytes that a truncate cut.
+
+pub mod journal;
+pub mod writeback;
+
+use crate::backend::ObjectBackend;
+use crate::chunk_store::ChunkStore;
+use journal::{Journal, Record};
+use sfs_global::chunk::truncation_point;
+use sfs_global::config::{BackendConfig, WritebackPolicy};
+use sfs_global::{Errno, FileId, SfsError, SfsResult};
+use sfs_rdma::{ChunkHandler, ChunkRef};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A chunk written since its last write-back.
+#[derive(Clone, Copy, Debug)]
+struct DirtyChunk {
+    /// Bumped by every write; the write-back marks clean only its own.
+    generation: u64,
+    /// The chunk's length after the write (for the dirty-bytes figure).
+    end: u64,
+}
+
+#[derive(Debug)]
+struct DirtyFile {
+    chunks: HashMap<u64, DirtyChunk>,
+    last_write: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    clock: u64,
+    dirty: HashMap<FileId, DirtyFile>,
+    in_backend: HashSet<FileId>,
+    /// Last access tick of chunks touched since start (absent: oldest).
+    access: HashMap<FileId, HashMap<u64, u64>>,
+    /// Files being written back, truncated or removed (one at a time).
+    gate: HashSet<FileId>,
+    /// Per-file truncation epoch: odd while a truncate runs.
+    epochs: HashMap<FileId, u64>,
+    /// When a file whose write-back failed may be tried again, and the
+    /// back-off that got it there.
+    retry: HashMap<FileId, (Instant, Duration)>,
+}
+
+impl State {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn touch(&mut self, id: FileId, index: u64) {
+        let tick = self.tick();
+        self.access.entry(id).or_default().insert(index, tick);
+    }
+}
+
+/// Counters for `sfs status`.
+#[derive(Default)]
+pub struct TierCounters {
+    pub written_back_bytes: AtomicU64,
+    pub evicted_bytes: AtomicU64,
+    pub fetched_bytes: AtomicU64,
+    pub writeback_errors: AtomicU64,
+    /// Bytes written by clients since start (the I/O-aware policy's gauge).
+    pub intake_bytes: AtomicU64,
+}
+
+/// A snapshot for `sfs status`.
+#[derive(Clone, Debug, Default)]
+pub struct TierStatus {
+    pub policy: String,
+    pub dirty_files: u64,
+    pub dirty_bytes: u64,
+    pub written_back_bytes: u64,
+    pub evicted_bytes: u64,
+    pub fetched_bytes: u64,
+    pub writeback_errors: u64,
+    /// The last back-end error, empty when the last write-back succeeded.
+    pub backend_error: String,
+}
+
+/// The chunk store with write-back to, eviction to, and read-through from
+/// the object back end. See the module documentation.
+pub struct TieredStore {
+    store: Arc<ChunkStore>,
+    backend: Arc<dyn ObjectBackend>,
+    settings: BackendConfig,
+    runtime: Option<tokio::runtime::Runtime>,
+    state: Mutex<State>,
+    /// Signalled when room was made or a gate opened.
+    changed: Condvar,
+    journal: Mutex<Journal>,
+    /// Wakes the write-back loop (a full store, a stop).
+    wake: tokio::sync::Notify,
+    stopping: std::sync::atomic::AtomicBool,
+    /// Writers waiting in [`TieredStore::wait_for_room`].
+    waiting_for_room: std::sync::atomic::AtomicUsize,
+    pub counters: TierCounters,
+    last_error: Mutex<String>,
+}
+
+/// Runs `f` when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+fn scopeguard<F: FnMut()>(f: F) -> OnDrop<F> {
+    OnDrop(f)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl TieredStore {
+    /// Opens the tier over `store`: replays the journal at `journal_path`
+    /// (every chunk of a file it lists as dirty is dirty again) and starts
+    /// the write-back loop.
+    pub fn open(
+        store: Arc<ChunkStore>,
+        backend: Arc<dyn ObjectBackend>,
+        settings: BackendConfig,
+        journal_path: &Path,
+    ) -> SfsResult<Arc<TieredStore>> {
+        let (journal, replayed) = Journal::open(journal_path)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("sfs-tier")
+            .enable_all()
+            .build()
+            .map_err(|e| SfsError::io(format!("tier: cannot start its runtime: {e}")))?;
+        let mut state = State {
+            in_backend: replayed.in_backend,
+            ..State::default()
+        };
+        let long_ago = Instant::now()
+            .checked_sub(Duration::from_millis(settings.idle_ms))
+            .unwrap_or_else(Instant::now);
+        let mut resumed = 0;
+        for id in replayed.dirty {
+            let mut chunks = HashMap::new();
+            for index in store.chunk_indexes(id)? {
+                let generation = state.tick();
+                let end = store.chunk_len(id, index).unwrap_or(0);
+                chunks.insert(index, DirtyChunk { generation, end });
+            }
+            resumed += chunks.len();
+            state.dirty.insert(
+                id,
+                DirtyFile {
+                    chunks,
+                    last_write: long_ago,
+                },
+            );
+        }
+        if resumed > 0 {
+            tracing::info!(
+                "tier: {resumed} dirty chunks of {} files left by the last run are written back again",
+                state.dirty.len()
+            );
+        }
+        let tier = Arc::new(TieredStore {
+            store,
+            backend,
+            settings,
+            runtime: Some(runtime),
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            journal: Mutex::new(journal),
+            wake: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            waiting_for_room: std::sync::atomic::AtomicUsize::new(0),
+            counters: TierCounters::default(),
+            last_error: Mutex::new(String::new()),
+        });
+        let looping = tier.clone();
+        tier.rt()
+            .spawn(async move { writeback::run(looping).await });
+        Ok(tier)
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// The chunk store underneath.
+    pub fn store(&self) -> &Arc<ChunkStore> {
+        &self.store
+    }
+
+    /// The object back end.
+    pub fn backend(&self) -> &Arc<dyn ObjectBackend> {
+        &self.backend
+    }
+
+    pub fn settings(&self) -> &BackendConfig {
+        &self.settings
+    }
+
+    /// Runs back-end work on the tier's runtime and waits for it, from any
+    /// thread (also a runtime's worker: the wait blocks only that thread).
+    fn wait_for<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = SfsResult<T>> + Send + 'static,
+    ) -> SfsResult<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt().spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv()
+            .map_err(|_| SfsError::io("tier: the back-end runtime stopped"))?
+    }
+
+    /// Stops the write-back loop (the server is stopping).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.wake.notify_one();
+        self.changed.notify_all();
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn journal(&self, record: Record, durable: bool) -> SfsResult<()> {
+        let mut journal = lock(&self.journal);
+        journal.append(record)?;
+        if durable {
+            journal.sync()?;
+        }
+        Ok(())
+    }
+
+    fn in_backend(&self, id: FileId) -> bool {
+        lock(&self.state).in_backend.contains(&id)
+    }
+
+    /// Whether the store needs room: past its high watermark, or a writer
+    /// waits for room (a chunk's growth may not fit below the watermark).
+    /// Never without a configured capacity.
+    pub(crate) fn under_pressure(&self) -> bool {
+        let cap = self.store.capacity_limit();
+        cap > 0
+            && (self.waiting_for_room.load(Ordering::Acquire) > 0
+                || self.store.usage() > cap / 100 * u64::from(self.settings.high_watermark_percent))
+    }
+
+    /// The usage eviction brings the store down to.
+    pub(crate) fn low_watermark_bytes(&self) -> u64 {
+        self.store.capacity_limit() / 100 * u64::from(self.settings.low_watermark_percent)
+    }
+
+    /// Records that a write to `(id, index)` is about to happen (before the
+    /// data: the journal never misses a dirty file) or has happened
+    /// (`end` set: a new generation, so a write-back copying the old bytes
+    /// does not mark it clean).
+    fn mark_dirty(&self, id: FileId, index: u64, end: Option<u64>) -> SfsResult<()> {
+        let mut state = lock(&self.state);
+        let generation = state.tick();
+        let new_file = !state.dirty.contains_key(&id);
+        if new_file {
+            // Under the state lock: a "C" of the same file cannot slip in
+            // between this record and the map.
+            self.journal(Record::Dirty(id), false)?;
+        }
+        let file = state.dirty.entry(id).or_insert_with(|| DirtyFile {
+            chunks: HashMap::new(),
+            last_write: Instant::now(),
+        });
+        file.last_write = Instant::now();
+        if let Some(end) = end {
+            let chunk = file
+                .chunks
+                .entry(index)
+                .or_insert(DirtyChunk { generation, end });
+            chunk.generation = generation;
+            chunk.end = chunk.end.max(end);
+        }
+        if self.evicts() {
+            state.touch(id, index);
+        }
+        Ok(())
+    }
+
+    /// Whether chunks may be evicted (a capacity is set): only then is
+    /// recency worth a map entry per chunk.
+    fn evicts(&self) -> bool {
+        self.store.capacity_limit() > 0
+    }
+
+    /// Brings evicted chunk `(id, index)` back from the object, whole; the
+    /// caller holds the chunk's lock. Returns whether anything came back
+    /// (a hole in the object too is nothing).
+    fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<bool> {
+        let chunk_size = self.store.chunk_size();
+        loop {
+            let epoch = {
+                let state = lock(&self.state);
+                if !state.in_backend.contains(&id) {
+                    return Ok(false);
+                }
+                *state.epochs.get(&id).unwrap_or(&0)
+            };
+            if epoch % 2 == 1 {
+                // A truncate of this file is running: wait for its end.
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            let backend = self.backend.clone();
+            let data = self.wait_for(async move {
+                match backend
+                    .read(id, index * chunk_size, chunk_size as usize)
+                    .await
+                {
+                    Err(e) if e.errno == Errno::ENOENT => Ok(Vec::new()),
+                    other => other,
+                }
+            })?;
+            if data.is_empty() {
+                return Ok(false);
+            }
+            loop {
+                let state = lock(&self.state);
+                if *state.epochs.get(&id).unwrap_or(&0) != epoch {
+                    break; // a truncate ran meanwhile: read the object again
+                }
+                // Installed under the state lock: a truncate starting now
+                // sees the chunk and cuts it.
+                match self.store.install_locked(id, index, &data) {
+                    Ok(()) => {
+                        self.counters
+                            .fetched_bytes
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        return Ok(true);
+                    }
+                    Err(e) if e.errno == Errno::ENOSPC => {
+                        drop(state);
+                        self.wait_for_room(data.len() as u64, &e)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+
+    /// Back-pressure: waits until write-back and eviction made room for
+    /// `bytes`, or fails with `full` after `space_wait_ms`.
+    fn wait_for_room(&self, bytes: u64, full: &SfsError) -> SfsResult<()> {
+        let cap = self.store.capacity_limit();
+        if cap == 0 || bytes > cap {
+            // No configured capacity: the device itself is full, and
+            // eviction cannot know what room it needs.
+            return Err(full.clone());
+        }
+        let deadline = Instant::now() + Duration::from_millis(self.settings.space_wait_ms);
+        self.waiting_for_room.fetch_add(1, Ordering::AcqRel);
+        let _waiting = scopeguard(|| {
+            self.waiting_for_room.fetch_sub(1, Ordering::AcqRel);
+        });
+        let mut state = lock(&self.state);
+        loop {
+            if self.store.usage() + bytes <= cap {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline || self.stopping() {
+                let why = lock(&self.last_error).clone();
+                return Err(SfsError::no_space(format!(
+                    "{}; write-back and eviction made no room in {} ms{}",
+                    full.message,
+                    self.settings.space_wait_ms,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (back end: {why})")
+                    }
+                )));
+            }
+            self.wake.notify_one();
+            state = self
+                .changed
+                .wait_timeout(state, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Enters the gate of `id` from a blocking thread (truncate, unlink).
+    fn enter_gate(&self, id: FileId) -> Gate<'_> {
+        let mut state = lock(&self.state);
+        while state.gate.contains(&id) {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.gate.insert(id);
+        Gate { tier: self, id }
+    }
+
+    /// Enters the gate of `id` from the write-back loop.
+    async fn enter_gate_async(&self, id: FileId) -> Gate<'_> {
+        loop {
+            {
+                let mut state = lock(&self.state);
+                if state.gate.insert(id) {
+                    return Gate { tier: self, id };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Removes every chunk of `id` here and, if this server wrote any of it
+    /// back, its object.
+    pub fn remove_chunks(&self, id: FileId) -> SfsResult<()> {
+        let _gate = self.enter_gate(id);
+        self.store.remove_chunks(id)?;
+        let had_object = {
+            let mut state = lock(&self.state);
+            let was_dirty = state.dirty.remove(&id).is_some();
+            let had_object = state.in_backend.remove(&id);
+            state.access.remove(&id);
+            state.epochs.remove(&id);
+            state.retry.remove(&id);
+            if was_dirty || had_object {
+                self.journal(Record::Gone(id), false)?;
+            }
+            had_object
+        };
+        if had_object {
+            let backend = self.backend.clone();
+            self.wait_for(async move { backend.delete(id).await })?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to `size` here and in its object.
+    pub fn truncate_chunks(&self, id: FileId, size: u64) -> SfsResult<()> {
+        let _gate = self.enter_gate(id);
+        let had_object = {
+            let mut state = lock(&self.state);
+            *state.epochs.entry(id).or_insert(0) += 1;
+            state.in_backend.contains(&id)
+        };
+        let result = (|| {
+            self.store.truncate_chunks(id, size)?;
+            let (first_removed, _) = truncation_point(size, self.store.chunk_size());
+            if let Some(file) = lock(&self.state).dirty.get_mut(&id) {
+                file.chunks.retain(|&index, _| index < first_removed);
+            }
+            if had_object {
+                let backend = self.backend.clone();
+                self.wait_for(async move { backend.truncate(id, size).await })?;
+            }
+            Ok(())
+        })();
+        *lock(&self.state).epochs.entry(id).or_insert(0) += 1;
+        result
+    }
+
+    /// Makes the chunks of `id` here durable on this server's device, with
+    /// the journal that says they are dirty.
+    pub fn sync_chunks(&self, id: FileId) -> SfsResult<()> {
+        self.store.sync_chunks(id)?;
+        lock(&self.journal).sync()
+    }
+
+    /// Writes back every chunk of `id` held here (not only the dirty ones:
+    /// an explicit flush), and waits until the back end holds them.
+    pub async fn flush_file(self: &Arc<Self>, id: FileId) -> SfsResult<writeback::Flushed> {
+        let tier = self.clone();
+        let run = async move { writeback::write_back(&tier, id, writeback::Which::All).await };
+        self.rt()
+            .spawn(run)
+            .await
+            .map_err(|e| SfsError::io(format!("tier: write-back task failed: {e}")))?
+    }
+
+    /// Figures for `sfs status`.
+    pub fn status(&self) -> TierStatus {
+        let (dirty_files, dirty_bytes) = {
+            let state = lock(&self.state);
+            let bytes = state
+                .dirty
+                .values()
+                .flat_map(|f| f.chunks.values())
+                .map(|c| c.end)
+                .sum();
+            (state.dirty.len() as u64, bytes)
+        };
+        let c = &self.counters;
+        TierStatus {
+            policy: match self.settings.writeback {
+                WritebackPolicy::Explicit => "explicit",
+                WritebackPolicy::Idle => "idle",
+                WritebackPolicy::IoAware => "io-aware",
+            }
+            .to_string(),
+            dirty_files,
+            dirty_bytes,
+            written_back_bytes: c.written_back_bytes.load(Ordering::Relaxed),
+            evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
+            fetched_bytes: c.fetched_bytes.load(Ordering::Relaxed),
+            writeback_errors: c.writeback_errors.load(Ordering::Relaxed),
+            backend_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    /// Capacity, free space and usage of the chunk store underneath.
+    pub fn capacity(&self) -> u64 {
+        self.store.capacity()
+    }
+
+    pub fn free(&self) -> u64 {
+        self.store.free()
+    }
+
+    pub fn usage(&self) -> u64 {
+        self.store.usage()
+    }
+}
+
+impl Drop for TieredStore {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            // Dropped on a runtime's thread too: do not block there.
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Holds a file's gate; opens it when dropped.
+struct Gate<'a> {
+    tier: &'a TieredStore,
+    id: FileId,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        lock(&self.tier.state).gate.remove(&self.id);
+        self.tier.changed.notify_all();
+    }
+}
+
+impl ChunkHandler for TieredStore {
+    fn write_chunk(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()> {
+        let whole_chunk = chunk.offset == 0 && chunk.len == self.store.chunk_size();
+        loop {
+            let guard = self.store.lock(chunk.id, chunk.index);
+            if !whole_chunk
+                && self.in_backend(chunk.id)
+                && !self.store.has_chunk(chunk.id, chunk.index)
+            {
+                // A partial write into an evicted chunk: the rest of it
+                // comes back first.
+                self.fetch_locked(chunk.id, chunk.index)?;
+            }
+            self.mark_dirty(chunk.id, chunk.index, None)?;
+            match self.store.write_locked(chunk, data) {
+                Err(e) if e.errno == Errno::ENOSPC && self.store.capacity_limit() > 0 => {
+                    drop(guard);
+                    self.wait_for_room(chunk.len, &e)?;
+                }
+                Err(e) => return Err(e),
+                Ok(()) => {
+                    self.mark_dirty(chunk.id, chunk.index, Some(chunk.offset + chunk.len))?;
+                    self.counters
+                        .intake_bytes
+                        .fetch_add(chunk.len, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
+        if self.evicts() {
+            lock(&self.state).touch(chunk.id, chunk.index);
+        }
+        match self.store.read_held(chunk, buf)? {
+            Some(n) => return Ok(n),
+            // Asked after the miss: a chunk is evicted only once its file
+            // is in the back end.
+            None if !self.in_backend(chunk.id) => return Ok(0),
+            None => {}
+        }
+        let _guard = self.store.lock(chunk.id, chunk.index);
+        // Another reader may have brought it back while this one waited.
+        if !self.store.has_chunk(chunk.id, chunk.index) {
+            self.fetch_locked(chunk.id, chunk.index)?;
+        }
+        self.store.read_chunk(chunk, buf)
+    }
+}
+
+#[cfg(test)]
+mod tests;

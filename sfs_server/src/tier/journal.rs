@@ -1,0 +1,196 @@
+//! The tiering journal: what a server must remember across a crash about
+//! its files' place between the chunk store and the object back end.
+//!
+//! Two facts per file, as one-line records appended to
+//! `<server dir>/tier.journal`:
+//! - `D <id>`: the file has chunks here that the back end does not hold yet
+//!   (written *before* the data, so no acknowledged write is ever
+//!   untracked); `C <id>`: all of them were written back.
+//! - `B <id>`: the back end holds an object for the file, so a chunk missing
+//!   here may have been evicted and is read back from there (fsync'ed
+//!   before any chunk of the file can be evicted); `X <id>`: the file is
+//!   gone (unlinked), object and all.
+//!
+//! Appends are single `write(2)`s to an `O_APPEND` file, so a killed server
+//! loses none (the page cache keeps them); `sync` makes them durable
+//! against a machine crash, which a client's `fsync` and every `B` record
+//! ask for. At start-up the journal is replayed and rewritten with only the
+//! current facts.
+
+use sfs_global::{FileId, SfsError, SfsResult};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One fact about a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    Dirty(FileId),
+    Clean(FileId),
+    InBackend(FileId),
+    Gone(FileId),
+}
+
+impl Record {
+    fn line(self) -> String {
+        let (tag, id) = match self {
+            Record::Dirty(id) => ('D', id),
+            Record::Clean(id) => ('C', id),
+            Record::InBackend(id) => ('B', id),
+            Record::Gone(id) => ('X', id),
+        };
+        format!("{tag} {}\n", id.to_hex())
+    }
+
+    fn parse(line: &str) -> Option<Record> {
+        let (tag, hex) = line.split_once(' ')?;
+        if hex.len() != 32 {
+            return None;
+        }
+        let id = FileId(u128::from_str_radix(hex.trim(), 16).ok()?);
+        match tag {
+            "D" => Some(Record::Dirty(id)),
+            "C" => Some(Record::Clean(id)),
+            "B" => Some(Record::InBackend(id)),
+            "X" => Some(Record::Gone(id)),
+            _ => None,
+        }
+    }
+}
+
+/// What the journal says after replay.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Files with chunks not yet in the back end.
+    pub dirty: HashSet<FileId>,
+    /// Files with an object in the back end.
+    pub in_backend: HashSet<FileId>,
+}
+
+fn failed(what: &str, path: &Path, e: std::io::Error) -> SfsError {
+    SfsError::io(format!(
+        "tier journal: cannot {what} {}: {e}",
+        path.display()
+    ))
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Replays the journal at `path` (a missing one is empty), rewrites it
+    /// with only the current facts, and opens it for appending. A torn last
+    /// line (a crash mid-append) is ignored: its write had not returned, so
+    /// the data it announced was not written either.
+    pub fn open(path: &Path) -> SfsResult<(Journal, Replayed)> {
+        let text = match std::fs::read(path) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(failed("read", path, e)),
+        };
+        let mut replayed = Replayed::default();
+        for record in text.lines().filter_map(Record::parse) {
+            match record {
+                Record::Dirty(id) => {
+                    replayed.dirty.insert(id);
+                }
+                Record::Clean(id) => {
+                    replayed.dirty.remove(&id);
+                }
+                Record::InBackend(id) => {
+                    replayed.in_backend.insert(id);
+                }
+                Record::Gone(id) => {
+                    replayed.dirty.remove(&id);
+                    replayed.in_backend.remove(&id);
+                }
+            }
+        }
+        let compacted = path.with_extension("journal.new");
+        let mut lines = String::new();
+        for &id in &replayed.dirty {
+            lines.push_str(&Record::Dirty(id).line());
+        }
+        for &id in &replayed.in_backend {
+            lines.push_str(&Record::InBackend(id).line());
+        }
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&compacted)?;
+            f.write_all(lines.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&compacted, path)?;
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| failed("rewrite", path, e))?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| failed("open", path, e))?;
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file,
+            },
+            replayed,
+        ))
+    }
+
+    /// Appends one record (one `write(2)`).
+    pub fn append(&mut self, record: Record) -> SfsResult<()> {
+        self.file
+            .write_all(record.line().as_bytes())
+            .map_err(|e| failed("append to", &self.path, e))
+    }
+
+    /// Makes every appended record durable.
+    pub fn sync(&self) -> SfsResult<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| failed("sync", &self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_keeps_the_last_fact_of_each_file_and_ignores_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tier.journal");
+        let (a, b, c) = (FileId(1), FileId(2), FileId(3));
+        {
+            let (mut j, replayed) = Journal::open(&path).unwrap();
+            assert_eq!(replayed, Replayed::default());
+            for r in [
+                Record::Dirty(a),
+                Record::Dirty(b),
+                Record::InBackend(b),
+                Record::Clean(b),
+                Record::Dirty(c),
+                Record::InBackend(c),
+                Record::Gone(c),
+            ] {
+                j.append(r).unwrap();
+            }
+        }
+        // A crash in the middle of an append.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"D 00000000000000").unwrap();
+        drop(f);
+        let (_, replayed) = Journal::open(&path).unwrap();
+        assert_eq!(replayed.dirty, HashSet::from([a]));
+        assert_eq!(replayed.in_backend, HashSet::from([b]));
+        // Rewritten with only those facts, and replays to the same.
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        let (_, again) = Journal::open(&path).unwrap();
+        assert_eq!(again, replayed);
+    }
+}

@@ -1,0 +1,405 @@
+use super::writeback::Flushed;
+use super::*;
+use crate::backend::dir::DirBackend;
+use crate::backend::ObjectStat;
+use async_trait::async_trait;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+const CHUNK: u64 = 4096;
+
+/// The `dir` back end with a switch that makes every write and read fail
+/// (a store that went away).
+struct Flaky {
+    inner: DirBackend,
+    down: AtomicBool,
+    /// Each write first sleeps this long (a slow store).
+    write_delay_ms: AtomicU64,
+}
+
+impl Flaky {
+    fn check(&self) -> SfsResult<()> {
+        if self.down.load(Ordering::Acquire) {
+            return Err(SfsError::io("flaky back end: unreachable"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectBackend for Flaky {
+    fn kind(&self) -> &'static str {
+        "flaky"
+    }
+    async fn create(&self, id: FileId) -> SfsResult<()> {
+        self.check()?;
+        self.inner.create(id).await
+    }
+    async fn write(&self, id: FileId, offset: u64, data: &[u8]) -> SfsResult<()> {
+        self.check()?;
+        let delay = self.write_delay_ms.load(Ordering::Acquire);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.inner.write(id, offset, data).await
+    }
+    async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>> {
+        self.check()?;
+        self.inner.read(id, offset, len).await
+    }
+    async fn persist(&self, id: FileId) -> SfsResult<()> {
+        self.check()?;
+        self.inner.persist(id).await
+    }
+    async fn truncate(&self, id: FileId, size: u64) -> SfsResult<()> {
+        self.check()?;
+        self.inner.truncate(id, size).await
+    }
+    async fn delete(&self, id: FileId) -> SfsResult<()> {
+        self.check()?;
+        self.inner.delete(id).await
+    }
+    async fn stat(&self, id: FileId) -> SfsResult<Option<ObjectStat>> {
+        self.inner.stat(id).await
+    }
+    async fn list(&self) -> SfsResult<Vec<FileId>> {
+        self.inner.list().await
+    }
+    async fn extents(&self, id: FileId) -> SfsResult<Vec<Range<u64>>> {
+        self.inner.extents(id).await
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    backend: Arc<Flaky>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(Flaky {
+            inner: DirBackend::open(&dir.path().join("backend")).unwrap(),
+            down: AtomicBool::new(false),
+            write_delay_ms: AtomicU64::new(0),
+        });
+        Fixture { dir, backend }
+    }
+
+    fn open(&self, capacity: u64, settings: BackendConfig) -> Arc<TieredStore> {
+        let store =
+            Arc::new(ChunkStore::open(&self.dir.path().join("chunks"), CHUNK, capacity).unwrap());
+        TieredStore::open(
+            store,
+            self.backend.clone(),
+            settings,
+            &self.dir.path().join("tier.journal"),
+        )
+        .unwrap()
+    }
+}
+
+fn at(id: FileId, index: u64, offset: u64, len: u64) -> ChunkRef {
+    ChunkRef {
+        id,
+        index,
+        offset,
+        len,
+    }
+}
+
+/// Chunk `index` of file `id`, full, with bytes that name both.
+fn chunk_bytes(id: FileId, index: u64) -> Vec<u8> {
+    (0..CHUNK)
+        .map(|i| (id.0 as u64 * 31 + index * 7 + i / 13) as u8)
+        .collect()
+}
+
+fn read_whole(tier: &TieredStore, id: FileId, index: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; CHUNK as usize];
+    let n = tier.read_chunk(&at(id, index, 0, CHUNK), &mut buf).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn idle(ms: u64) -> BackendConfig {
+    BackendConfig {
+        writeback: WritebackPolicy::Idle,
+        idle_ms: ms,
+        ..BackendConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_flush_puts_chunks_at_their_file_offsets() {
+    let f = Fixture::new();
+    let tier = f.open(0, BackendConfig::default());
+    let id = FileId(0x42);
+    // Chunks 0 and 2 of a file whose chunk 1 lives on another server;
+    // chunk 2 is the short last one.
+    tier.write_chunk(&at(id, 0, 0, CHUNK), &[1u8; CHUNK as usize])
+        .unwrap();
+    tier.write_chunk(&at(id, 2, 0, 100), &[3u8; 100]).unwrap();
+    assert_eq!(tier.status().dirty_files, 1);
+    assert_eq!(tier.status().dirty_bytes, CHUNK + 100);
+    let flushed = tier.flush_file(id).await.unwrap();
+    assert_eq!(
+        flushed,
+        Flushed {
+            chunks: 2,
+            bytes: CHUNK + 100
+        }
+    );
+    let object = f.backend.read(id, 0, 3 * CHUNK as usize).await.unwrap();
+    assert_eq!(object.len() as u64, 2 * CHUNK + 100);
+    assert!(object[..CHUNK as usize].iter().all(|&b| b == 1));
+    assert!(object[CHUNK as usize..2 * CHUNK as usize]
+        .iter()
+        .all(|&b| b == 0));
+    assert!(object[2 * CHUNK as usize..].iter().all(|&b| b == 3));
+    assert_eq!(tier.status().dirty_files, 0, "clean after the flush");
+    // No chunks here: nothing written, no object created.
+    let other = FileId(0x43);
+    assert_eq!(tier.flush_file(other).await.unwrap(), Flushed::default());
+    assert_eq!(f.backend.stat(other).await.unwrap(), None);
+}
+
+#[test]
+fn the_idle_policy_writes_back_on_its_own_and_explicit_does_not() {
+    let f = Fixture::new();
+    let tier = f.open(0, BackendConfig::default());
+    let id = FileId(7);
+    tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(tier.status().dirty_files, 1, "explicit: still dirty");
+    drop(tier);
+
+    let tier = f.open(0, idle(50));
+    // The journal said dirty: the restarted tier writes it back.
+    wait_until("the idle write-back ran", || tier.status().dirty_files == 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let object = rt.block_on(f.backend.read(id, 0, CHUNK as usize)).unwrap();
+    assert_eq!(object, chunk_bytes(id, 0));
+    assert_eq!(tier.status().written_back_bytes, CHUNK);
+}
+
+#[test]
+fn dirty_files_survive_a_restart_and_are_written_back() {
+    let f = Fixture::new();
+    let ids: Vec<FileId> = (1..=5).map(|i| FileId(0x100 + i)).collect();
+    {
+        let tier = f.open(0, BackendConfig::default());
+        for &id in &ids {
+            for index in 0..3 {
+                tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
+                    .unwrap();
+            }
+        }
+        // Dropped without a write-back, as a killed server would be: only
+        // the journal's appends (no sync) and the chunk files remain.
+    }
+    let tier = f.open(0, idle(10));
+    assert!(tier.status().dirty_files > 0 || tier.status().written_back_bytes > 0);
+    wait_until("every file was written back", || {
+        tier.status().dirty_files == 0
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for &id in &ids {
+        let object = rt
+            .block_on(f.backend.read(id, 0, 3 * CHUNK as usize))
+            .unwrap();
+        let expected: Vec<u8> = (0..3).flat_map(|i| chunk_bytes(id, i)).collect();
+        assert_eq!(object, expected, "{id}");
+    }
+}
+
+#[test]
+fn a_full_store_evicts_clean_chunks_and_reads_them_back() {
+    let f = Fixture::new();
+    // Room for 8 chunks; 3x that is written (writers wait for the
+    // write-back and eviction instead of failing), then all read back.
+    let tier = f.open(8 * CHUNK, BackendConfig::default());
+    let files: Vec<FileId> = (0..6).map(|i| FileId(0x200 + i)).collect();
+    for &id in &files {
+        for index in 0..4 {
+            tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
+                .unwrap();
+        }
+    }
+    assert!(tier.usage() <= 8 * CHUNK);
+    let status = tier.status();
+    assert!(status.evicted_bytes >= 16 * CHUNK, "{status:?}");
+    for &id in &files {
+        for index in 0..4 {
+            assert_eq!(
+                read_whole(&tier, id, index),
+                chunk_bytes(id, index),
+                "{id} chunk {index}"
+            );
+        }
+    }
+    assert!(tier.status().fetched_bytes > 0);
+    assert!(tier.usage() <= 8 * CHUNK);
+}
+
+#[test]
+fn a_writer_waiting_below_the_high_watermark_still_gets_room() {
+    let f = Fixture::new();
+    // 9.4 chunks held of 10: below the 95 % watermark, yet a whole chunk
+    // does not fit. The waiting writer itself is the pressure.
+    let settings = BackendConfig {
+        high_watermark_percent: 95,
+        low_watermark_percent: 50,
+        space_wait_ms: 3000,
+        ..BackendConfig::default()
+    };
+    let tier = f.open(10 * CHUNK, settings);
+    let id = FileId(0x250);
+    for index in 0..9 {
+        tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
+            .unwrap();
+    }
+    let partial = CHUNK * 4 / 10;
+    tier.write_chunk(
+        &at(id, 9, 0, partial),
+        &chunk_bytes(id, 9)[..partial as usize],
+    )
+    .unwrap();
+    tier.write_chunk(&at(id, 10, 0, CHUNK), &chunk_bytes(id, 10))
+        .unwrap();
+    assert!(tier.usage() <= 10 * CHUNK);
+    assert_eq!(read_whole(&tier, id, 0), chunk_bytes(id, 0));
+    assert_eq!(read_whole(&tier, id, 10), chunk_bytes(id, 10));
+}
+
+#[test]
+fn a_partial_write_into_an_evicted_chunk_keeps_the_rest() {
+    let f = Fixture::new();
+    let tier = f.open(4 * CHUNK, BackendConfig::default());
+    let id = FileId(0x300);
+    tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(tier.flush_file(id)).unwrap();
+    assert_eq!(writeback::evict_to(&tier, 0).unwrap(), CHUNK);
+    assert!(!tier.store().has_chunk(id, 0));
+    tier.write_chunk(&at(id, 0, 100, 10), &[0xee; 10]).unwrap();
+    let mut expected = chunk_bytes(id, 0);
+    expected[100..110].fill(0xee);
+    assert_eq!(read_whole(&tier, id, 0), expected);
+    assert_eq!(tier.status().fetched_bytes, CHUNK);
+}
+
+#[test]
+fn truncate_and_unlink_follow_into_the_back_end() {
+    let f = Fixture::new();
+    let tier = f.open(0, BackendConfig::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = FileId(0x400);
+    for index in 0..3 {
+        tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
+            .unwrap();
+    }
+    rt.block_on(tier.flush_file(id)).unwrap();
+    writeback::evict_to(&tier, 0).unwrap();
+    // Cut to half of chunk 1, then grow again by writing chunk 2's end:
+    // what was cut reads as zeros, from here and from the object.
+    tier.truncate_chunks(id, CHUNK + CHUNK / 2).unwrap();
+    let size = rt.block_on(f.backend.stat(id)).unwrap().unwrap().size;
+    assert_eq!(size, CHUNK + CHUNK / 2);
+    tier.write_chunk(&at(id, 2, CHUNK - 1, 1), &[9]).unwrap();
+    let mut chunk1 = chunk_bytes(id, 1);
+    chunk1.truncate((CHUNK / 2) as usize);
+    assert_eq!(read_whole(&tier, id, 1), chunk1);
+    let mut chunk2 = vec![0u8; CHUNK as usize];
+    chunk2[CHUNK as usize - 1] = 9;
+    assert_eq!(read_whole(&tier, id, 2), chunk2);
+
+    tier.remove_chunks(id).unwrap();
+    assert_eq!(rt.block_on(f.backend.stat(id)).unwrap(), None);
+    assert!(read_whole(&tier, id, 0).is_empty());
+}
+
+#[test]
+fn a_back_end_that_fails_keeps_data_dirty_and_a_full_store_fails_with_enospc() {
+    let f = Fixture::new();
+    let settings = BackendConfig {
+        space_wait_ms: 300,
+        ..idle(10)
+    };
+    let tier = f.open(4 * CHUNK, settings);
+    f.backend.down.store(true, Ordering::Release);
+    let id = FileId(0x500);
+    for index in 0..4 {
+        tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
+            .unwrap();
+    }
+    wait_until("a write-back failed", || tier.status().writeback_errors > 0);
+    assert_eq!(tier.status().dirty_files, 1);
+    assert!(tier.status().backend_error.contains("unreachable"));
+    let full = tier
+        .write_chunk(&at(id, 4, 0, CHUNK), &chunk_bytes(id, 4))
+        .unwrap_err();
+    assert_eq!(full.errno, Errno::ENOSPC);
+    assert!(full.message.contains("unreachable"), "{}", full.message);
+    // The store comes back: the retry (after its back-off) drains it.
+    f.backend.down.store(false, Ordering::Release);
+    wait_until("the retry wrote it back", || tier.status().dirty_files == 0);
+    assert!(tier.status().backend_error.is_empty());
+    tier.write_chunk(&at(id, 4, 0, CHUNK), &chunk_bytes(id, 4))
+        .unwrap();
+    for index in 0..5 {
+        assert_eq!(read_whole(&tier, id, index), chunk_bytes(id, index));
+    }
+}
+
+#[test]
+fn a_write_during_a_write_back_is_not_marked_clean() {
+    let f = Fixture::new();
+    let tier = f.open(0, BackendConfig::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = FileId(0x600);
+    tier.write_chunk(&at(id, 0, 0, CHUNK), &[1; CHUNK as usize])
+        .unwrap();
+    // The write-back reads the chunk, then waits in the slow back end while
+    // a new write lands: it must leave the chunk dirty.
+    f.backend.write_delay_ms.store(300, Ordering::Release);
+    let flush = {
+        let tier = tier.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(tier.flush_file(id))
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    tier.write_chunk(&at(id, 0, 0, CHUNK), &[2; CHUNK as usize])
+        .unwrap();
+    flush.join().unwrap();
+    let object = rt.block_on(f.backend.read(id, 0, CHUNK as usize)).unwrap();
+    assert_eq!(
+        object,
+        vec![1; CHUNK as usize],
+        "the write-back copied the old bytes"
+    );
+    assert_eq!(
+        tier.status().dirty_files,
+        1,
+        "so the new write is still dirty"
+    );
+    f.backend.write_delay_ms.store(0, Ordering::Release);
+    rt.block_on(tier.flush_file(id)).unwrap();
+    assert_eq!(tier.status().dirty_files, 0);
+    let object = rt.block_on(f.backend.read(id, 0, CHUNK as usize)).unwrap();
+    assert_eq!(object, vec![2; CHUNK as usize]);
+}

@@ -1,0 +1,357 @@
+//! The write-back loop and eviction of one server.
+//!
+//! Every server writes back its own chunks (no funnel through a client):
+//! chunk `i` of a file lands at byte `i * chunk_size` of the file's object,
+//! so servers write disjoint ranges of the same objects. The loop wakes
+//! every [`TICK`] (or when a writer finds the store full) and:
+//!
+//! 1. picks the files that are due: with the store past its high watermark
+//!    or a writer waiting for room, every dirty file (capacity pressure overrides the policy); else by
+//!    policy — `idle`: unwritten here for `idle_ms`; `io-aware`: the same,
+//!    but nothing while this server takes in more than `busy_mb_per_s`;
+//!    `explicit`: none. A file whose write-back failed waits out a back-off
+//!    (doubling from 1 s to 30 s) before it is tried again.
+//! 2. writes back up to `flush_files_in_flight` files at once, each with at
+//!    most [`BYTES_IN_FLIGHT`] of chunk data read and not yet written;
+//! 3. under the same pressure, evicts clean chunks of files the back end
+//!    holds, least recently used first, down to the low watermark, and
+//!    wakes the writers waiting for room.
+
+use super::{lock, Record, TieredStore};
+use futures::stream::{self, StreamExt};
+use sfs_global::config::WritebackPolicy;
+use sfs_global::{FileId, SfsError, SfsResult};
+use sfs_rdma::{ChunkHandler, ChunkRef};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the loop looks for work when nothing wakes it.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Chunk bytes read from the store and not yet in the back end, per file
+/// (at least one chunk is always in flight).
+pub const BYTES_IN_FLIGHT: u64 = 8 << 20;
+
+/// The most chunks of one file in flight, so small chunks do not flood
+/// the back end.
+const MAX_CHUNKS_IN_FLIGHT: u64 = 8;
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What one write-back of one file moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    pub chunks: u64,
+    pub bytes: u64,
+}
+
+/// Which chunks of a file a write-back copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    /// The dirty ones (the loop).
+    Dirty,
+    /// Every chunk held here (an explicit flush).
+    All,
+}
+
+/// The loop; returns when the tier stops.
+pub async fn run(tier: Arc<TieredStore>) {
+    let mut last_intake = tier.counters.intake_bytes.load(Ordering::Relaxed);
+    let mut last_sample = Instant::now();
+    let mut busy = false;
+    while !tier.stopping() {
+        tokio::select! {
+            _ = tier.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if tier.stopping() {
+            break;
+        }
+        // The I/O-aware gauge: new bytes per second since the last sample
+        // (at least 200 ms apart, so one burst does not decide).
+        let elapsed = last_sample.elapsed();
+        if elapsed >= Duration::from_millis(200) {
+            let intake = tier.counters.intake_bytes.load(Ordering::Relaxed);
+            let rate = (intake - last_intake) as f64 / elapsed.as_secs_f64() / 1e6;
+            busy = rate > tier.settings.busy_mb_per_s as f64;
+            last_intake = intake;
+            last_sample = Instant::now();
+        }
+        let pressure = tier.under_pressure();
+        let due = due_files(&tier, pressure, busy);
+        if !due.is_empty() {
+            let in_flight = tier.settings.flush_files_in_flight as usize;
+            stream::iter(due)
+                .for_each_concurrent(in_flight, |id| {
+                    let tier = tier.clone();
+                    async move {
+                        // Errors are counted, logged and retried later.
+                        let _ = write_back(&tier, id, Which::Dirty).await;
+                    }
+                })
+                .await;
+        }
+        if pressure {
+            let evicting = tier.clone();
+            let target = tier.low_watermark_bytes();
+            let evicted =
+                crate::backend::off_the_runtime("eviction", move || evict_to(&evicting, target))
+                    .await;
+            if let Err(e) = evicted {
+                tracing::warn!("tier: eviction failed: {}", e.message);
+            }
+        }
+        tier.changed.notify_all();
+    }
+}
+
+/// The dirty files to write back now, oldest write first.
+fn due_files(tier: &TieredStore, pressure: bool, busy: bool) -> Vec<FileId> {
+    let idle = Duration::from_millis(tier.settings.idle_ms);
+    let by_policy = match tier.settings.writeback {
+        WritebackPolicy::Explicit => false,
+        WritebackPolicy::Idle => true,
+        WritebackPolicy::IoAware => !busy,
+    };
+    if !pressure && !by_policy {
+        return Vec::new();
+    }
+    let now = Instant::now();
+    let state = lock(&tier.state);
+    let mut due: Vec<(Instant, FileId)> = state
+        .dirty
+        .iter()
+        .filter(|(id, file)| {
+            !state.gate.contains(id)
+                && state.retry.get(id).is_none_or(|(at, _)| *at <= now)
+                && (pressure || now.duration_since(file.last_write) >= idle)
+        })
+        .map(|(id, file)| (file.last_write, *id))
+        .collect();
+    due.sort_unstable();
+    due.into_iter().map(|(_, id)| id).collect()
+}
+
+/// Writes back chunks of `id` held here, persists the object, records that
+/// the back end holds the file, and marks clean every chunk no write
+/// touched meanwhile. On failure the chunks stay dirty and the file backs
+/// off.
+pub async fn write_back(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsResult<Flushed> {
+    let _gate = tier.enter_gate_async(id).await;
+    let result = copy_chunks(tier, id, which).await;
+    match &result {
+        Ok(_) => {
+            lock(&tier.state).retry.remove(&id);
+            lock(&tier.last_error).clear();
+        }
+        Err(e) => {
+            tier.counters
+                .writeback_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let mut state = lock(&tier.state);
+            let backoff = state
+                .retry
+                .get(&id)
+                .map_or(FIRST_BACKOFF, |(_, b)| (*b * 2).min(MAX_BACKOFF));
+            state.retry.insert(id, (Instant::now() + backoff, backoff));
+            *lock(&tier.last_error) = e.message.clone();
+            tracing::warn!(
+                "tier: write-back of {id} to the {} back end failed (next try in {} s): {}",
+                tier.backend.kind(),
+                backoff.as_secs(),
+                e.message
+            );
+        }
+    }
+    result
+}
+
+async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsResult<Flushed> {
+    // (index, generation seen before the copy; None: was clean)
+    let chunks: Vec<(u64, Option<u64>)> = match which {
+        Which::Dirty => lock(&tier.state)
+            .dirty
+            .get(&id)
+            .map(|f| {
+                f.chunks
+                    .iter()
+                    .map(|(&i, c)| (i, Some(c.generation)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Which::All => {
+            let store = tier.store.clone();
+            let indexes =
+                crate::backend::off_the_runtime("flush", move || store.chunk_indexes(id)).await?;
+            let state = lock(&tier.state);
+            let dirty = state.dirty.get(&id);
+            indexes
+                .into_iter()
+                .map(|i| {
+                    (
+                        i,
+                        dirty.and_then(|f| f.chunks.get(&i)).map(|c| c.generation),
+                    )
+                })
+                .collect()
+        }
+    };
+    let chunk_size = tier.store.chunk_size();
+    let in_flight = (BYTES_IN_FLIGHT / chunk_size).clamp(1, MAX_CHUNKS_IN_FLIGHT) as usize;
+    let copied: Vec<SfsResult<(u64, Option<u64>, u64)>> = stream::iter(chunks)
+        .map(|(index, generation)| async move {
+            let bytes = copy_chunk(tier, id, index).await?;
+            Ok((index, generation, bytes))
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let mut flushed = Flushed::default();
+    let mut done = Vec::new();
+    let mut first_error = None;
+    for result in copied {
+        match result {
+            Ok((index, generation, bytes)) => {
+                if bytes > 0 {
+                    flushed.chunks += 1;
+                    flushed.bytes += bytes;
+                }
+                done.push((index, generation));
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    if flushed.chunks > 0 {
+        tier.backend.persist(id).await?;
+        let new_object = !lock(&tier.state).in_backend.contains(&id);
+        if new_object {
+            // Durable before any chunk of the file can be evicted: after a
+            // crash, a chunk missing here must be looked for there.
+            tier.journal(Record::InBackend(id), true)?;
+            lock(&tier.state).in_backend.insert(id);
+        }
+    }
+    {
+        let mut state = lock(&tier.state);
+        let now_clean = match state.dirty.get_mut(&id) {
+            Some(file) => {
+                for (index, generation) in done {
+                    let unchanged = file
+                        .chunks
+                        .get(&index)
+                        .is_some_and(|c| Some(c.generation) == generation);
+                    if unchanged {
+                        file.chunks.remove(&index);
+                    }
+                }
+                file.chunks.is_empty()
+            }
+            None => false,
+        };
+        if now_clean {
+            state.dirty.remove(&id);
+            tier.journal(Record::Clean(id), false)?;
+        }
+    }
+    tier.counters
+        .written_back_bytes
+        .fetch_add(flushed.bytes, Ordering::Relaxed);
+    Ok(flushed)
+}
+
+/// Copies chunk `index` of `id` to the back end; returns the bytes written
+/// (0 when the chunk is gone or empty).
+async fn copy_chunk(tier: &Arc<TieredStore>, id: FileId, index: u64) -> SfsResult<u64> {
+    let store = tier.store.clone();
+    let chunk_size = store.chunk_size();
+    let data = crate::backend::off_the_runtime("flush", move || {
+        let chunk = ChunkRef {
+            id,
+            index,
+            offset: 0,
+            len: chunk_size,
+        };
+        let mut data = vec![0u8; chunk_size as usize];
+        let held = store.read_chunk(&chunk, &mut data)?;
+        data.truncate(held);
+        Ok(data)
+    })
+    .await?;
+    if data.is_empty() {
+        return Ok(0);
+    }
+    tier.backend
+        .write(id, index * chunk_size, &data)
+        .await
+        .map_err(|e| {
+            SfsError::new(
+                e.errno,
+                format!("writing back chunk {index} of {id}: {}", e.message),
+            )
+        })?;
+    Ok(data.len() as u64)
+}
+
+/// Evicts clean chunks of files the back end holds, least recently used
+/// first, until usage is at most `target`; returns the bytes freed. Skips a
+/// chunk whose lock is taken (a writer may be waiting for room while
+/// holding it) and files behind their gate.
+pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
+    if tier.store.usage() <= target {
+        return Ok(0);
+    }
+    let files: Vec<FileId> = lock(&tier.state).in_backend.iter().copied().collect();
+    let mut candidates: Vec<(u64, FileId, u64)> = Vec::new();
+    for id in files {
+        let indexes = tier.store.chunk_indexes(id)?;
+        let state = lock(&tier.state);
+        let dirty = state.dirty.get(&id);
+        let access = state.access.get(&id);
+        for index in indexes {
+            if dirty.is_some_and(|f| f.chunks.contains_key(&index)) {
+                continue;
+            }
+            let tick = access.and_then(|a| a.get(&index)).copied().unwrap_or(0);
+            candidates.push((tick, id, index));
+        }
+    }
+    candidates.sort_unstable();
+    let mut freed = 0;
+    for (_, id, index) in candidates {
+        if tier.store.usage() <= target {
+            break;
+        }
+        let Some(_guard) = tier.store.try_lock(id, index) else {
+            continue;
+        };
+        {
+            let state = lock(&tier.state);
+            let dirty = state
+                .dirty
+                .get(&id)
+                .is_some_and(|f| f.chunks.contains_key(&index));
+            if dirty || state.gate.contains(&id) || !state.in_backend.contains(&id) {
+                continue;
+            }
+        }
+        freed += tier.store.evict_locked(id, index)?;
+        if let Some(access) = lock(&tier.state).access.get_mut(&id) {
+            access.remove(&index);
+        }
+    }
+    tier.counters
+        .evicted_bytes
+        .fetch_add(freed, Ordering::Relaxed);
+    if freed > 0 {
+        tracing::debug!("tier: evicted {freed} bytes of clean chunks");
+    }
+    tier.changed.notify_all();
+    Ok(freed)
+}
