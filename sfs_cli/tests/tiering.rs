@@ -265,3 +265,36 @@ fn killed_servers_resume_their_write_back() {
         );
     }
 }
+
+/// `backend.fsync_to_backend`: `fsync` returns once the back end holds the
+/// file; without it, `fsync` leaves the back end alone (policy `explicit`).
+#[test]
+fn fsync_reaches_the_back_end_only_when_configured() {
+    for to_backend in [false, true] {
+        let cluster = Cluster::start_with(2, |c| {
+            c.chunk_size = 64 << 10;
+            c.backend.fsync_to_backend = to_backend;
+        });
+        let client = cluster.client();
+        let data = pattern(9, 300_000);
+        let fd = client
+            .open("/synced", libc::O_WRONLY | libc::O_CREAT, 0o644)
+            .unwrap();
+        assert_eq!(client.pwrite(fd, &data, 0).unwrap(), data.len());
+        client.fsync(fd).unwrap();
+        let id = client.stat("/synced").unwrap().id;
+        let object = object(&cluster.config.backend_dir(), id);
+        if to_backend {
+            assert!(
+                object.as_ref() == Some(&data),
+                "fsync did not reach the back end"
+            );
+        } else {
+            assert!(
+                object.is_none(),
+                "fsync wrote back without being configured to"
+            );
+        }
+        client.close(fd).unwrap();
+    }
+}

@@ -475,19 +475,22 @@ impl Client {
     }
 
     /// `fsync(2)`: when it returns, the file's chunks on every server and the
-    /// metadata on its owner are durable.
+    /// metadata on its owner are durable; with `backend.fsync_to_backend`,
+    /// the object back end also holds the file (as after [`Client::flush`]).
     pub fn fsync(&self, fd: i32) -> SfsResult<()> {
         let file = self.files.get(fd)?;
         self.block_on(async {
             let id = file.id;
             if file.kind == FileKind::File {
-                self.on_all_servers(|h| {
-                    h.rpc.sync_chunks(pb::FileRequest {
-                        id_hi: id.hi(),
-                        id_lo: id.lo(),
-                    })
-                })
-                .await?;
+                let request = pb::FileRequest {
+                    id_hi: id.hi(),
+                    id_lo: id.lo(),
+                };
+                self.on_all_servers(|h| h.rpc.sync_chunks(request)).await?;
+                if self.config.backend.fsync_to_backend {
+                    // Back-end-persistent too (config backend.fsync_to_backend).
+                    self.on_all_servers(|h| h.rpc.flush_chunks(request)).await?;
+                }
             }
             self.owner(&file.path())
                 .await?

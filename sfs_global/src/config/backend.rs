@@ -60,6 +60,10 @@ pub struct BackendConfig {
     pub low_watermark_percent: u8,
     /// Files one server writes back at once.
     pub flush_files_in_flight: u32,
+    /// `fsync`/`fdatasync` of a file also writes it back and waits until
+    /// the back end holds it (back-end-persistent), not only until the
+    /// servers' devices do. Read by clients.
+    pub fsync_to_backend: bool,
     /// A write that finds the chunk store full waits this long for
     /// write-back and eviction to make room before it fails with ENOSPC
     /// (0: at once); below `request_timeout_ms`, so the client sees the
@@ -78,6 +82,7 @@ impl Default for BackendConfig {
             high_watermark_percent: 90,
             low_watermark_percent: 70,
             flush_files_in_flight: 4,
+            fsync_to_backend: false,
             space_wait_ms: 5_000,
         }
     }
