@@ -127,7 +127,7 @@ pub struct TieredStore {
     changed: Condvar,
     journal: Mutex<Journal>,
     /// Wakes the write-back loop (a full store, a stop).
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
     stopping: std::sync::atomic::AtomicBool,
     /// Writers waiting in [`TieredStore::wait_for_room`].
     waiting_for_room: std::sync::atomic::AtomicUsize,
@@ -207,15 +207,15 @@ impl TieredStore {
             state: Mutex::new(state),
             changed: Condvar::new(),
             journal: Mutex::new(journal),
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             waiting_for_room: std::sync::atomic::AtomicUsize::new(0),
             counters: TierCounters::default(),
             last_error: Mutex::new(String::new()),
         });
-        let looping = tier.clone();
+        let (looping, wake) = (Arc::downgrade(&tier), tier.wake.clone());
         tier.rt()
-            .spawn(async move { writeback::run(looping).await });
+            .spawn(async move { writeback::run(looping, wake).await });
         Ok(tier)
     }
 

@@ -56,16 +56,18 @@ pub enum Which {
     All,
 }
 
-/// The loop; returns when the tier stops.
-pub async fn run(tier: Arc<TieredStore>) {
-    let mut last_intake = tier.counters.intake_bytes.load(Ordering::Relaxed);
+/// The loop; returns when the tier stops or is dropped (it holds the tier
+/// only while a round runs, so dropping the last handle ends it).
+pub async fn run(tier: std::sync::Weak<TieredStore>, wake: Arc<tokio::sync::Notify>) {
+    let mut last_intake = 0;
     let mut last_sample = Instant::now();
     let mut busy = false;
-    while !tier.stopping() {
+    loop {
         tokio::select! {
-            _ = tier.wake.notified() => {}
+            _ = wake.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
+        let Some(tier) = tier.upgrade() else { break };
         if tier.stopping() {
             break;
         }
