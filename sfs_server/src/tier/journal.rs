@@ -78,6 +78,8 @@ fn failed(what: &str, path: &Path, e: std::io::Error) -> SfsError {
 pub struct Journal {
     path: PathBuf,
     file: File,
+    /// Records appended since the last sync.
+    unsynced: bool,
 }
 
 impl Journal {
@@ -136,6 +138,7 @@ impl Journal {
             Journal {
                 path: path.to_path_buf(),
                 file,
+                unsynced: false,
             },
             replayed,
         ))
@@ -143,16 +146,23 @@ impl Journal {
 
     /// Appends one record (one `write(2)`).
     pub fn append(&mut self, record: Record) -> SfsResult<()> {
+        self.unsynced = true;
         self.file
             .write_all(record.line().as_bytes())
             .map_err(|e| failed("append to", &self.path, e))
     }
 
-    /// Makes every appended record durable.
-    pub fn sync(&self) -> SfsResult<()> {
+    /// Makes every appended record durable (nothing to do when none came
+    /// since the last sync).
+    pub fn sync(&mut self) -> SfsResult<()> {
+        if !self.unsynced {
+            return Ok(());
+        }
         self.file
             .sync_data()
-            .map_err(|e| failed("sync", &self.path, e))
+            .map_err(|e| failed("sync", &self.path, e))?;
+        self.unsynced = false;
+        Ok(())
     }
 }
 
