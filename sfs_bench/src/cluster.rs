@@ -57,7 +57,7 @@ impl SfsInstance {
         let instance = SfsInstance {
             config,
             config_path,
-            hostfile: Hostfile::parse(&hosts, "hostfile")?,
+            hostfile: Hostfile::load(&hostfile_path)?,
             hostfile_path,
             owned: Some((sfs.to_path_buf(), state_dir.to_path_buf())),
         };

@@ -6,6 +6,9 @@
 //! (written by the server once both listeners accept), so a job script can
 //! use SFS as soon as `sfs start` returns.
 //!
+//! Before it starts any server, `sfs start` makes the job secret's file if
+//! there is none (docs/security.md).
+//!
 //! `sfs stop` sends the `Shutdown` control RPC to every server of the
 //! hostfile, on this machine or not, so that it works from a login node as
 //! well as from a node of the job; it then waits until each server's process
@@ -19,6 +22,7 @@ use sfs_client::Client;
 use sfs_global::hostfile::HostEntry;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -61,11 +65,20 @@ pub fn start(setup: &Setup) -> Result<()> {
             setup.hostfile_path.display()
         );
     }
+    // The job secret (docs/security.md): made here, once, before the
+    // servers start, so they and every client of the job read one file.
+    sfs_global::secret::for_server(&setup.config, &setup.hostfile)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let exe = std::env::current_exe().context("locating the sfs binary")?;
     let mut launched = Vec::new();
     for entry in local {
         let run_dir = setup.config.run_dir(&entry.name);
-        std::fs::create_dir_all(&run_dir)
+        // Private, as the server makes it (docs/security.md): the log names
+        // the job's paths.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&run_dir)
             .with_context(|| format!("creating {}", run_dir.display()))?;
         let ready = run_dir.join("ready");
         if let Some(pid) = ready_pid(&ready).filter(|&p| process_alive(p)) {
@@ -77,6 +90,7 @@ pub fn start(setup: &Setup) -> Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let mut command = Command::new(&exe);
@@ -215,13 +229,20 @@ fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
 
 pub fn stop(setup: &Setup) -> Result<()> {
     let connect_timeout = Duration::from_millis(setup.config.connect_timeout_ms.max(1));
-    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
+    // Without the job secret no server can be asked; the servers that
+    // are not running are still found (and a secret that was never made
+    // means none of this job ever started).
+    let client = Client::new(setup.config.clone(), setup.hostfile.clone());
     let mut stopping = Vec::new();
     let mut not_running = Vec::new();
     let mut unreachable = Vec::new();
     for entry in &setup.hostfile.hosts {
         let pid = local_pid(setup, entry);
-        let error = match client.shutdown_server(entry.index) {
+        let asked = match &client {
+            Ok(client) => client.shutdown_server(entry.index),
+            Err(e) => Err(e.clone()),
+        };
+        let error = match asked {
             Ok(()) => {
                 stopping.push((entry, Gone::of(entry, pid)));
                 continue;
@@ -234,10 +255,17 @@ pub fn stop(setup: &Setup) -> Result<()> {
                 "server {}: shutdown request failed ({error}); sending SIGTERM to {p}",
                 entry.name
             );
-            if let Some(pid) = rustix::process::Pid::from_raw(p) {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let signalled = rustix::process::Pid::from_raw(p)
+                .ok_or(rustix::io::Errno::SRCH)
+                .and_then(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM));
+            match signalled {
+                Ok(()) => stopping.push((entry, Gone::ProcessExited(p))),
+                Err(e) => unreachable.push(format!(
+                    "{} {}: pid {p} cannot be signalled ({e}) (shutdown request: {error})",
+                    entry.name,
+                    entry.endpoint()
+                )),
             }
-            stopping.push((entry, Gone::ProcessExited(p)));
             continue;
         }
         match probe(entry, connect_timeout) {
@@ -309,6 +337,7 @@ pub fn serve(setup: Setup, id: Option<String>) -> Result<()> {
         config: setup.config,
         hostfile: setup.hostfile,
         server_name: id,
+        secret: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

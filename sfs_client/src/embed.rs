@@ -46,14 +46,16 @@ fn build_runtime(on_thread_start: &ThreadStart) -> SfsResult<tokio::runtime::Run
 impl Client {
     /// A client for a process that embeds it (the shim): a current-thread
     /// runtime whose helper threads run `on_thread_start` first, and the
-    /// offsets of all its descriptors kept by `offsets`.
+    /// offsets of all its descriptors kept by `offsets`. The embedder
+    /// finds the job secret (it may read the environment its own way).
     pub fn new_embedded(
         config: Config,
         hostfile: Hostfile,
+        secret: sfs_global::secret::Secret,
         on_thread_start: ThreadStart,
         offsets: Arc<dyn DescriptorOffsets>,
     ) -> SfsResult<Client> {
-        let mut client = Client::new(config, hostfile)?;
+        let mut client = Client::with_secret(config, hostfile, secret)?;
         client.descriptor_offsets = Some(offsets);
         client.replace_runtime(&on_thread_start, false)?;
         Ok(client)

@@ -73,9 +73,23 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the servers of `hostfile` using `config`. Connects lazily:
-    /// no server is contacted until the first call that needs it.
+    /// A client for the servers of `hostfile` using `config`, with the job
+    /// secret found as `sfs_global::secret::for_client` says (EACCES, naming
+    /// where it looked, when there is none). Connects lazily: no server is
+    /// contacted until the first call that needs it.
     pub fn new(config: Config, hostfile: Hostfile) -> SfsResult<Client> {
+        let (secret, _) =
+            sfs_global::secret::for_client(&config, &hostfile, sfs_global::secret::environment)
+                .map_err(|e| SfsError::new(sfs_global::Errno::EACCES, e))?;
+        Client::with_secret(config, hostfile, secret)
+    }
+
+    /// [`Client::new`] with the job secret given.
+    pub fn with_secret(
+        config: Config,
+        hostfile: Hostfile,
+        secret: sfs_global::secret::Secret,
+    ) -> SfsResult<Client> {
         config
             .validate()
             .map_err(|e| SfsError::invalid(e.to_string()))?;
@@ -89,6 +103,9 @@ impl Client {
             metadata_rpc: config.metadata_rpc,
             inline_data_bytes: config.inline_data_bytes,
             shared_memory_data: config.shared_memory_data,
+            secret: std::sync::Arc::new(secret),
+            hostfile_digest: hostfile.digest(),
+            server_count: hostfile.len(),
         };
         // A current-thread runtime: the calling thread drives the I/O itself
         // inside `block_on`, so a call costs no thread hand-offs (a

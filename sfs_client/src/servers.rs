@@ -11,6 +11,7 @@
 use crate::pieces::SmallPiecesOverRpc;
 use sfs_global::config::{MetadataRpc, RdmaConfig, TransportKind};
 use sfs_global::hostfile::HostEntry;
+use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rdma::rdma::RdmaChannel;
 use sfs_rdma::shm::ShmChannel;
@@ -40,6 +41,12 @@ pub struct ConnectOptions {
     /// Use a server's node-local shared-memory data path when it runs on
     /// this machine.
     pub shared_memory_data: bool,
+    /// The job secret every connection proves (`sfs_rpc::auth`).
+    pub secret: Arc<Secret>,
+    /// `Hostfile::digest` and length of this client's hostfile: a server
+    /// whose own differs is refused at the handshake.
+    pub hostfile_digest: u64,
+    pub server_count: usize,
 }
 
 /// The RPC client and data channel of one server, ready to use.
@@ -67,6 +74,7 @@ impl ServerSlot {
             MetadataRpc::Lean => Rpc::Lean(Arc::new(LeanClient::new(
                 &entry.name,
                 &entry.endpoint(),
+                options.secret.clone(),
                 options.connect_timeout,
                 options.request_timeout,
             ))),
@@ -80,7 +88,14 @@ impl ServerSlot {
                     .timeout(options.request_timeout)
                     .tcp_nodelay(true);
                 let label = format!("server {} ({})", entry.name, entry.endpoint());
-                Rpc::Grpc(Arc::new(GrpcClients::new(endpoint.connect_lazy(), &label)))
+                let channel = sfs_rpc::auth::grpc_channel(
+                    &endpoint,
+                    entry.endpoint(),
+                    options.secret.clone(),
+                    label.clone(),
+                    options.connect_timeout,
+                );
+                Rpc::Grpc(Arc::new(GrpcClients::new(channel, &label)))
             }
         };
         Ok(ServerSlot {
@@ -131,6 +146,7 @@ impl ServerSlot {
                 self.entry.name, hello.chunk_size, options.chunk_size
             )));
         }
+        self.check_identity(options, &hello)?;
         // The server names its data endpoint as its hostfile entry does: an
         // address, or a host name (resolved without blocking the runtime).
         let bad_endpoint = || {
@@ -178,6 +194,41 @@ impl ServerSlot {
         })
     }
 
+    /// Refuses a server whose hostfile is not this client's: another name
+    /// or position at this address, another number of servers, or other
+    /// addresses. Placement hashes over the hostfile's order, so a client
+    /// that went on would put entries on servers that do not own them,
+    /// where correctly configured clients never find them.
+    fn check_identity(&self, options: &ConnectOptions, hello: &pb::HelloResponse) -> SfsResult<()> {
+        let entry = &self.entry;
+        if hello.server_name != entry.name
+            || hello.server_index as usize != entry.index
+            || hello.server_count as usize != options.server_count
+        {
+            return Err(SfsError::invalid(format!(
+                "the server at {} is {} (server {} of {} in its hostfile), but this client's \
+                 hostfile has {} there (server {} of {}): use one hostfile, in one order, for \
+                 the whole job",
+                entry.endpoint(),
+                hello.server_name,
+                hello.server_index as u64 + 1,
+                hello.server_count,
+                entry.name,
+                entry.index + 1,
+                options.server_count
+            )));
+        }
+        if hello.hostfile_digest != options.hostfile_digest {
+            return Err(SfsError::invalid(format!(
+                "server {} read another hostfile than this client (it is at the same place in \
+                 both, but other servers or addresses differ): use one hostfile, in one order, \
+                 for the whole job",
+                entry.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The shared-memory data path to a server on this machine, if it
     /// offers one and it answers; `None`: use the network transport.
     async fn node_local(
@@ -195,6 +246,7 @@ impl ServerSlot {
         match ShmChannel::connect(
             std::path::Path::new(&hello.data_local_socket),
             &self.entry.name,
+            options.secret.clone(),
             options.chunk_size,
             options.connect_timeout,
             options.request_timeout,
@@ -219,6 +271,7 @@ impl ServerSlot {
         Ok(match hello.data_transport.as_str() {
             "tcp" => Arc::new(TcpChannel::new(
                 data_addr,
+                options.secret.clone(),
                 options.data_connections,
                 options.chunk_size,
                 options.connect_timeout,
@@ -228,6 +281,7 @@ impl ServerSlot {
             // a client that cannot (or is told not to) use RDMA still works.
             "rdma" if options.transport == TransportKind::Tcp => Arc::new(TcpChannel::new(
                 data_addr,
+                options.secret.clone(),
                 options.data_connections,
                 options.chunk_size,
                 options.connect_timeout,
@@ -245,6 +299,7 @@ impl ServerSlot {
                     tracing::info!(server = %self.entry.name, "server offers RDMA but this client has no RDMA device; using TCP");
                     Arc::new(TcpChannel::new(
                         data_addr,
+                        options.secret.clone(),
                         options.data_connections,
                         options.chunk_size,
                         options.connect_timeout,

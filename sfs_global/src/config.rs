@@ -223,6 +223,10 @@ pub struct Config {
     /// Hostfile to use when neither `--hostfile` nor `SFS_HOSTFILE` is given;
     /// a relative path is taken relative to the config file's directory.
     pub hosts_file: String,
+    /// File holding the job secret (docs/security.md); empty means
+    /// `<hostfile>.secret`. `SFS_SECRET` and `SFS_SECRET_FILE` win. A
+    /// relative path is taken relative to the config file's directory.
+    pub secret_file: String,
     /// Address a server binds instead of its hostfile address (e.g. `0.0.0.0`);
     /// empty means exactly the hostfile address.
     pub listen: String,
@@ -273,6 +277,7 @@ impl Default for Config {
             rootdir: "/tmp/sfs-root".into(),
             metadir: String::new(),
             hosts_file: "hostfile".into(),
+            secret_file: String::new(),
             listen: String::new(),
             chunk_size: 512 * 1024,
             chunk_store_capacity: 0,
@@ -320,6 +325,12 @@ impl Config {
         if hosts.is_relative() {
             if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
                 config.hosts_file = dir.join(hosts).display().to_string();
+            }
+        }
+        let secret = Path::new(&config.secret_file);
+        if !config.secret_file.is_empty() && secret.is_relative() {
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                config.secret_file = dir.join(secret).display().to_string();
             }
         }
         Ok(config)

@@ -115,6 +115,9 @@ pub struct Hostfile {
     pub hosts: Vec<HostEntry>,
     /// The file's path (or what named the text), for messages.
     pub origin: String,
+    /// The file it was read from (`None` for parsed text): the job secret
+    /// is looked for beside it (`crate::secret`).
+    pub path: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for Hostfile {
@@ -196,7 +199,9 @@ impl Hostfile {
             file: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Hostfile::parse(&text, &path.display().to_string())
+        let mut hostfile = Hostfile::parse(&text, &path.display().to_string())?;
+        hostfile.path = Some(path.to_path_buf());
+        Ok(hostfile)
     }
 
     /// Parses hostfile text; `origin` names it in messages.
@@ -260,7 +265,15 @@ impl Hostfile {
         Ok(Hostfile {
             hosts,
             origin: origin.to_string(),
+            path: None,
         })
+    }
+
+    /// A digest of the servers in order (name, host and port of each line):
+    /// two processes place paths and chunks alike only if their digests
+    /// agree. Servers report it in `Hello` and clients compare.
+    pub fn digest(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.to_string().as_bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -498,6 +511,7 @@ mod tests {
         let h = Hostfile {
             hosts: vec![entry(0, "a"), entry(1, "b")],
             origin: "mem".into(),
+            path: None,
         };
         let message = validate_ports(&offset(1), &h).unwrap_err().to_string();
         assert!(

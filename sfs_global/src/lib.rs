@@ -7,6 +7,7 @@
 //! - [`distributor`]: which server owns a path's metadata and which owns a chunk.
 //! - [`chunk`]: splitting byte ranges into per-chunk pieces.
 //! - [`metadata`]: the versioned metadata entry and its update operations.
+//! - [`secret`]: the job secret every connection proves it holds.
 //! - [`error`]: the error type every layer converts into, and its errno.
 
 pub mod chunk;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod hostfile;
 pub mod metadata;
 pub mod path;
+pub mod secret;
 
 pub use error::{Errno, SfsError, SfsResult};
 pub use metadata::{FileId, FileKind, Metadata};

@@ -27,6 +27,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The job secret of these servers and clients.
+fn secret() -> std::sync::Arc<sfs_global::secret::Secret> {
+    std::sync::Arc::new(sfs_global::secret::Secret::from_bytes([7; 32]))
+}
+
 const CHUNK: u64 = 512 * 1024;
 
 /// Accepts writes and answers reads with whatever its buffer held.
@@ -67,11 +72,18 @@ async fn main() {
         "tcp" => {
             let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
             let addr = listener.local_addr().unwrap();
-            tokio::spawn(serve(listener, Arc::new(Discard), CHUNK, async move {
-                let _ = stop_rx.await;
-            }));
+            tokio::spawn(serve(
+                listener,
+                Arc::new(Discard),
+                secret(),
+                CHUNK,
+                async move {
+                    let _ = stop_rx.await;
+                },
+            ));
             Arc::new(TcpChannel::new(
                 addr,
+                secret(),
                 2,
                 CHUNK,
                 Duration::from_secs(3),

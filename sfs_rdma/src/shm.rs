@@ -41,7 +41,9 @@ use crate::wire::{
 };
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
+use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -251,12 +253,28 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
+/// Whether the peer of a node-local connection runs as this server's user
+/// or as root (`SO_PEERCRED`): the socket is for the job's own clients.
+fn peer_allowed(stream: &UnixStream) -> Result<(), String> {
+    let own = rustix::process::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == own || cred.uid() == 0 => Ok(()),
+        Ok(cred) => Err(format!(
+            "peer runs as uid {}, this server as uid {own}",
+            cred.uid()
+        )),
+        Err(e) => Err(format!("no peer credentials: {e}")),
+    }
+}
+
 /// Serves node-local clients on `listener` until `shutdown`; then lets every
-/// connection finish the requests it has read.
+/// connection finish the requests it has read. A client is served only if
+/// it runs as the server's user (or root) and proves `secret`.
 pub async fn serve(
     listener: UnixListener,
     server_name: String,
     handler: Arc<dyn ChunkHandler>,
+    secret: Arc<Secret>,
     chunk_size: u64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -270,7 +288,18 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let (handler, name, stop) = (handler.clone(), name.clone(), stop_rx.clone());
+                    let secret = secret.clone();
                     connections.spawn(async move {
+                        let mut stream = stream;
+                        if let Err(why) = peer_allowed(&stream) {
+                            tracing::info!("node-local data connection refused: {why}");
+                            auth::refuse(&mut stream, &why).await;
+                            return;
+                        }
+                        if let Err(refused) = auth::server(&mut stream, &secret, Purpose::SharedMemory).await {
+                            tracing::info!("node-local data connection refused: {refused}");
+                            return;
+                        }
                         if let Err(e) = serve_connection(stream, &name, handler, chunk_size, stop).await {
                             tracing::debug!("node-local data connection ended: {e}");
                         }
@@ -608,6 +637,8 @@ pub struct ShmChannel {
     conn: tokio::sync::Mutex<Option<Arc<ShmConnection>>>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// Proved to the server on every connect.
+    secret: Arc<Secret>,
 }
 
 impl ShmChannel {
@@ -617,11 +648,13 @@ impl ShmChannel {
     pub fn new(
         path: &Path,
         server: &str,
+        secret: Arc<Secret>,
         chunk_size: u64,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> ShmChannel {
         ShmChannel {
+            secret,
             path: path.to_path_buf(),
             server: server.to_string(),
             slot_size: chunk_size as usize,
@@ -636,11 +669,19 @@ impl ShmChannel {
     pub async fn connect(
         path: &Path,
         server: &str,
+        secret: Arc<Secret>,
         chunk_size: u64,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> SfsResult<ShmChannel> {
-        let channel = Self::new(path, server, chunk_size, connect_timeout, request_timeout);
+        let channel = Self::new(
+            path,
+            server,
+            secret,
+            chunk_size,
+            connect_timeout,
+            request_timeout,
+        );
         channel.connection().await?;
         Ok(channel)
     }
@@ -659,6 +700,12 @@ impl ShmChannel {
         let mut stream = UnixStream::connect(&self.path)
             .await
             .map_err(|e| fail("connect", e))?;
+        let label = format!(
+            "node-local data path to {} ({})",
+            self.server,
+            self.path.display()
+        );
+        auth::client(&mut stream, &self.secret, Purpose::SharedMemory, &label).await?;
         let len = SLOTS as usize * self.slot_size;
         let memfd = sealed_memfd(len).map_err(|e| fail("shared memory", e))?;
         let region = Region::map(&memfd, len).map_err(|e| fail("mapping", e))?;

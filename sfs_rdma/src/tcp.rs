@@ -19,7 +19,9 @@ use crate::wire::{
 };
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
-use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_global::secret::Secret;
+use sfs_global::{SfsError, SfsResult};
+use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,10 +61,12 @@ async fn write_all_parts(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> std::i
 
 /// Serves the data path on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the requests it has read, and
-/// returns.
+/// returns. A connection is served only after it proved `secret`
+/// (`sfs_rpc::auth`).
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<dyn ChunkHandler>,
+    secret: Arc<Secret>,
     chunk_size: u64,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -77,7 +81,14 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "data connection accepted");
-                    connections.spawn(serve_connection(stream, peer, handler.clone(), chunk_size, pool.clone(), stop_rx.clone()));
+                    let (handler, pool, stop_rx, secret) = (handler.clone(), pool.clone(), stop_rx.clone(), secret.clone());
+                    connections.spawn(async move {
+                        let mut stream = stream;
+                        match auth::server(&mut stream, &secret, Purpose::Data).await {
+                            Ok(()) => serve_connection(stream, peer, handler, chunk_size, pool, stop_rx).await,
+                            Err(refused) => tracing::info!(%peer, "data connection refused: {refused}"),
+                        }
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: keep serving the connections we have.
@@ -230,12 +241,16 @@ pub struct TcpChannel {
     pool: Arc<BufferPool>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// Proved to the server on every connect.
+    secret: Arc<Secret>,
 }
 
 impl TcpChannel {
-    /// A channel of `connections` lazily opened connections to `addr`.
+    /// A channel of `connections` lazily opened connections to `addr`,
+    /// each proving `secret` first.
     pub fn new(
         addr: SocketAddr,
+        secret: Arc<Secret>,
         connections: usize,
         chunk_size: u64,
         connect_timeout: Duration,
@@ -243,6 +258,7 @@ impl TcpChannel {
     ) -> Self {
         TcpChannel {
             addr,
+            secret,
             slots: (0..connections.max(1))
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
@@ -261,23 +277,14 @@ impl TcpChannel {
                 return Ok(conn.clone());
             }
         }
-        let stream =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(self.addr)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    return Err(SfsError::new(
-                        Errno::EIO,
-                        format!("cannot connect to data server {}: {e}", self.addr),
-                    ))
-                }
-                Err(_) => {
-                    return Err(SfsError::timed_out(format!(
-                        "connecting to data server {} timed out after {:?}",
-                        self.addr, self.connect_timeout
-                    )))
-                }
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = auth::connect_tcp(
+            self.addr,
+            &self.secret,
+            Purpose::Data,
+            &format!("data server {}", self.addr),
+            self.connect_timeout,
+        )
+        .await?;
         let (reader, writer) = stream.into_split();
         let conn = Arc::new(Connection {
             writer: tokio::sync::Mutex::new(writer),

@@ -24,6 +24,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// The job secret of these servers and clients.
+fn secret() -> std::sync::Arc<sfs_global::secret::Secret> {
+    std::sync::Arc::new(sfs_global::secret::Secret::from_bytes([7; 32]))
+}
+
 const CHUNK: u64 = 256 * 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,7 +111,7 @@ impl Transport for Tcp {
                     .expect("bind");
             let addr = listener.local_addr().unwrap();
             Server::spawn(addr, |stop| async move {
-                serve(listener, store, CHUNK, stop)
+                serve(listener, store, secret(), CHUNK, stop)
                     .await
                     .expect("tcp serve");
             })
@@ -115,6 +120,7 @@ impl Transport for Tcp {
     fn channel(&self, addr: SocketAddr) -> Arc<dyn DataChannel> {
         Arc::new(TcpChannel::new(
             addr,
+            secret(),
             2,
             CHUNK,
             Duration::from_secs(3),
@@ -155,7 +161,7 @@ impl Transport for Shm {
             });
             let listener = sfs_rdma::shm::bind(&self.path(addr)).expect("bind");
             Server::spawn(addr, |stop| async move {
-                sfs_rdma::shm::serve(listener, "s0".into(), store, CHUNK, stop)
+                sfs_rdma::shm::serve(listener, "s0".into(), store, secret(), CHUNK, stop)
                     .await
                     .expect("shm serve");
             })
@@ -165,6 +171,7 @@ impl Transport for Shm {
         Arc::new(ShmChannel::new(
             &self.path(addr),
             "s0",
+            secret(),
             CHUNK,
             Duration::from_secs(3),
             REQUEST_TIMEOUT,

@@ -2,6 +2,7 @@
 //! `ChunkControl` and `Control` services, the [`lean`] framing that carries
 //! the same services without HTTP/2, and the conversions between wire
 //! messages and `sfs_global` types (entries, file ids, errors with errnos).
+//! [`auth`] is the handshake that opens every connection (the job secret).
 //! [`mux`] is the request bookkeeping of a multiplexed connection, shared by
 //! the lean client and the data transports of `sfs_rdma`.
 //!
@@ -14,6 +15,7 @@ pub mod pb {
     tonic::include_proto!("sfs.v1");
 }
 
+pub mod auth;
 pub mod lean;
 pub mod mux;
 

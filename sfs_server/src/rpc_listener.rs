@@ -4,9 +4,14 @@
 //! the first bytes the client sends, either to the lean RPC
 //! (`sfs_rpc::lean`, `SFSQ`) or to tonic's gRPC server (anything else, in
 //! practice the HTTP/2 preface). Both protocols reach the same service
-//! objects, so a client may use either (config `metadata_rpc`).
+//! objects, so a client may use either (config `metadata_rpc`). Before
+//! either, the client proves the job secret (`sfs_rpc::auth`); a
+//! connection that does not is told why and closed, and nothing of it
+//! reaches a service.
 
 use crate::shutdown::Shutdown;
+use sfs_global::secret::Secret;
+use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +38,7 @@ pub type GrpcIncoming = ReceiverStream<std::io::Result<TcpStream>>;
 pub fn split(
     listener: TcpListener,
     dispatch: Arc<dyn Dispatch>,
+    secret: Arc<Secret>,
     spin: Duration,
     shutdown: Shutdown,
 ) -> (GrpcIncoming, tokio::task::JoinHandle<std::io::Result<()>>) {
@@ -50,7 +56,13 @@ pub fn split(
                         // replies for a delayed ACK (40 ms).
                         let _ = stream.set_nodelay(true);
                         let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
+                        let secret = secret.clone();
                         connections.spawn(async move {
+                            let mut stream = stream;
+                            if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
+                                tracing::info!(%peer, "RPC connection refused: {refused}");
+                                return;
+                            }
                             match first_bytes_are_lean(&stream).await {
                                 Ok(true) => serve_connection(stream, dispatch, spin, shutdown.wait()).await,
                                 Ok(false) => {

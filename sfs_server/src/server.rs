@@ -23,6 +23,7 @@ use anyhow::{anyhow, bail, Context};
 use sfs_global::config::{Config, TransportKind};
 use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::{HostEntry, Hostfile};
+use sfs_global::secret::Secret;
 use sfs_global::{FileId, FileKind, Metadata};
 use sfs_rpc::pb::{
     chunk_control_server::ChunkControlServer, control_server::ControlServer,
@@ -32,6 +33,7 @@ use sfs_rpc::MAX_MESSAGE_BYTES;
 use std::future::Future;
 use std::io::{Read, Seek, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +53,9 @@ pub struct ServerOptions {
     /// This server's hostfile name (`--id`); `None` picks the one entry whose
     /// address is on this machine.
     pub server_name: Option<String>,
+    /// The job secret every connection must prove; `None` finds it (or
+    /// creates its file) as `sfs_global::secret::for_server` says.
+    pub secret: Option<Secret>,
 }
 
 /// Runs a server until SIGTERM, SIGINT or a `Shutdown` RPC; `Ok` after a
@@ -78,11 +83,25 @@ pub async fn run_until(
         config,
         hostfile,
         server_name,
+        secret,
     } = options;
     config.validate()?;
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
     let entry = own_entry(&hostfile, server_name.as_deref())?;
     let name = entry.name.clone();
+    // What the server writes (run directory, chunk files, RocksDB files
+    // with path names in its WAL, the journal) is its own: other users of
+    // the machine read nothing of the job's data through the file system.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let secret = Arc::new(match secret {
+        Some(secret) => secret,
+        None => {
+            let (secret, source) = sfs_global::secret::for_server(&config, &hostfile)
+                .map_err(|e| anyhow!("server {name}: {e}"))?;
+            tracing::info!("server {name}: job secret from {source}");
+            secret
+        }
+    });
     let mut transport =
         sfs_rdma::rdma::select_transport(config.transport).map_err(|e| anyhow!("{}", e.message))?;
 
@@ -95,6 +114,9 @@ pub async fn run_until(
     let run_dir = config.run_dir(&name);
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+    // Also when it was made by an older server under a wider umask.
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make run directory {} private", run_dir.display()))?;
     let lock = RunDirLock::acquire(&run_dir)?;
     let ready_file = run_dir.join("ready");
     remove_if_present(&ready_file)?;
@@ -212,6 +234,7 @@ pub async fn run_until(
         name.clone(),
         entry.index,
         hostfile.len(),
+        hostfile.digest(),
         meta.clone(),
         chunks.clone(),
         transport.name,
@@ -225,6 +248,7 @@ pub async fn run_until(
     let data_task = tokio::spawn(sfs_rdma::tcp::serve(
         data_listener,
         chunks.clone(),
+        secret.clone(),
         chunk_size,
         shutdown.wait(),
     ));
@@ -233,6 +257,7 @@ pub async fn run_until(
             listener,
             name.clone(),
             chunks.clone(),
+            secret.clone(),
             chunk_size,
             shutdown.wait(),
         ))
@@ -256,6 +281,7 @@ pub async fn run_until(
     let (grpc_incoming, lean_task) = crate::rpc_listener::split(
         grpc_listener,
         lean,
+        secret.clone(),
         server_spin(&config, &hostfile, &name),
         shutdown.clone(),
     );

@@ -19,7 +19,14 @@ use std::ffi::{c_char, CStr, CString};
 const FDS_VAR: &str = "SFS_FDS";
 const CWD_VAR: &str = "SFS_CWD";
 /// Settings a child needs to reach the same SFS instance.
-const CARRIED_VARS: [&str; 4] = ["SFS_MOUNTDIR", "SFS_CONFIG", "SFS_HOSTFILE", "SFS_LOG"];
+const CARRIED_VARS: [&str; 6] = [
+    "SFS_MOUNTDIR",
+    "SFS_CONFIG",
+    "SFS_HOSTFILE",
+    "SFS_SECRET",
+    "SFS_SECRET_FILE",
+    "SFS_LOG",
+];
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -551,10 +551,21 @@ fn create_client(settings: &Settings) -> SfsResult<Client> {
         (None, None) => PathBuf::from("hostfile"),
     };
     let hostfile = Hostfile::load(&hostfile_path).map_err(|e| SfsError::invalid(e.to_string()))?;
+    // The environment as the C library keeps it, not through `getenv`
+    // (see `crate::environment`).
+    let (secret, _) =
+        sfs_global::secret::for_client(&config, &hostfile, crate::environment::var_text)
+            .map_err(|e| err(libc::EACCES, &e))?;
     // Runtime threads start with every signal blocked (and block them again
     // themselves, for threads spawned later from an application thread).
     let old = block_all_signals();
-    let client = Client::new_embedded(config, hostfile, thread_start(), Arc::new(KernelOffsets));
+    let client = Client::new_embedded(
+        config,
+        hostfile,
+        secret,
+        thread_start(),
+        Arc::new(KernelOffsets),
+    );
     restore_signals(&old);
     client
 }

@@ -78,7 +78,7 @@ impl Cluster {
             .collect();
         let hostfile_path = dir.path().join("hostfile");
         std::fs::write(&hostfile_path, &hosts).unwrap();
-        let hostfile = Hostfile::parse(&hosts, "hostfile").unwrap();
+        let hostfile = Hostfile::load(&hostfile_path).unwrap();
         let mut cluster = Cluster {
             dir,
             config,

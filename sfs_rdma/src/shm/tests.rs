@@ -7,6 +7,11 @@ use crate::memory::MemoryChunks;
 use sfs_global::FileId;
 use tokio::sync::oneshot;
 
+/// The job secret of these tests' servers and clients.
+fn secret() -> std::sync::Arc<sfs_global::secret::Secret> {
+    std::sync::Arc::new(sfs_global::secret::Secret::from_bytes([7; 32]))
+}
+
 const CHUNK: u64 = 64 * 1024;
 
 /// Reads of chunk index 99 take 300 ms; everything else is a MemoryChunks.
@@ -38,9 +43,16 @@ impl TestServer {
         let listener = bind(&path).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let handler: Arc<dyn ChunkHandler> = Arc::new(SlowReads(MemoryChunks::default()));
-        let task = tokio::spawn(serve(listener, "s0".into(), handler, CHUNK, async move {
-            let _ = rx.await;
-        }));
+        let task = tokio::spawn(serve(
+            listener,
+            "s0".into(),
+            handler,
+            secret(),
+            CHUNK,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestServer {
             _dir: dir,
             path,
@@ -50,7 +62,14 @@ impl TestServer {
     }
 
     fn channel(&self, timeout: Duration) -> ShmChannel {
-        ShmChannel::new(&self.path, "s0", CHUNK, Duration::from_secs(2), timeout)
+        ShmChannel::new(
+            &self.path,
+            "s0",
+            secret(),
+            CHUNK,
+            Duration::from_secs(2),
+            timeout,
+        )
     }
 
     /// A channel that has connected (one write done), and its connection.
@@ -146,6 +165,7 @@ async fn a_client_asking_for_another_server_is_refused() {
     let e = ShmChannel::connect(
         &server.path,
         "s1",
+        secret(),
         CHUNK,
         Duration::from_secs(2),
         Duration::from_secs(2),
@@ -157,6 +177,7 @@ async fn a_client_asking_for_another_server_is_refused() {
     let e = ShmChannel::connect(
         &server.path,
         "s0",
+        secret(),
         CHUNK * 2,
         Duration::from_secs(2),
         Duration::from_secs(2),
@@ -174,7 +195,11 @@ async fn a_client_asking_for_another_server_is_refused() {
 
 /// Sends a hello for `s0` with `fd` attached; the welcome's status.
 async fn raw_hello(path: &Path, fd: &OwnedFd, slots: u32) -> (UnixStream, i32) {
-    let stream = UnixStream::connect(path).await.unwrap();
+    let mut stream = UnixStream::connect(path).await.unwrap();
+    // A peer holding the secret that then breaks the protocol.
+    auth::client(&mut stream, &secret(), Purpose::SharedMemory, "test server")
+        .await
+        .unwrap();
     let mut hello = Vec::new();
     hello.extend_from_slice(&MAGIC);
     hello.extend_from_slice(&VERSION.to_le_bytes());

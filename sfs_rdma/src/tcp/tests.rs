@@ -1,7 +1,13 @@
 use super::*;
 use crate::memory::MemoryChunks;
+use sfs_global::Errno;
 use sfs_global::FileId;
 use tokio::sync::oneshot;
+
+/// The job secret of these tests' servers and clients.
+fn secret() -> std::sync::Arc<sfs_global::secret::Secret> {
+    std::sync::Arc::new(sfs_global::secret::Secret::from_bytes([7; 32]))
+}
 
 const CHUNK: u64 = 64 * 1024;
 
@@ -15,7 +21,7 @@ async fn start(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, store, CHUNK, async move {
+    let task = tokio::spawn(serve(listener, store, secret(), CHUNK, async move {
         let _ = stop_rx.await;
     }));
     (addr, stop_tx, task)
@@ -36,6 +42,7 @@ async fn many_requests_in_flight_round_trip() {
     let (addr, stop, task) = start(store.clone()).await;
     let channel = Arc::new(TcpChannel::new(
         addr,
+        secret(),
         2,
         CHUNK,
         Duration::from_secs(2),
@@ -81,6 +88,7 @@ async fn server_errors_keep_their_errno() {
     let (addr, stop, _task) = start(store).await;
     let channel = TcpChannel::new(
         addr,
+        secret(),
         1,
         CHUNK,
         Duration::from_secs(2),
@@ -110,6 +118,7 @@ async fn dead_server_gives_an_errno_not_a_hang() {
         .unwrap();
     let channel = TcpChannel::new(
         addr,
+        secret(),
         1,
         CHUNK,
         Duration::from_secs(2),
@@ -123,6 +132,7 @@ async fn dead_server_gives_an_errno_not_a_hang() {
     let addr = silent.local_addr().unwrap();
     let channel = TcpChannel::new(
         addr,
+        secret(),
         1,
         CHUNK,
         Duration::from_secs(2),
@@ -136,6 +146,7 @@ async fn dead_server_gives_an_errno_not_a_hang() {
     let (addr, stop, task) = start(store).await;
     let channel = TcpChannel::new(
         addr,
+        secret(),
         1,
         CHUNK,
         Duration::from_secs(2),
@@ -153,6 +164,10 @@ async fn hostile_frames_drop_the_connection_only() {
     let store = Arc::new(MemoryChunks::default());
     let (addr, stop, _task) = start(store).await;
     let mut raw = TcpStream::connect(addr).await.unwrap();
+    // A peer holding the secret that then breaks the protocol.
+    auth::client(&mut raw, &secret(), Purpose::Data, "test server")
+        .await
+        .unwrap();
     let mut bad = RequestHeader {
         op: Op::Write,
         request_id: 1,
@@ -170,6 +185,7 @@ async fn hostile_frames_drop_the_connection_only() {
     // The server still serves others.
     let channel = TcpChannel::new(
         addr,
+        secret(),
         1,
         CHUNK,
         Duration::from_secs(2),

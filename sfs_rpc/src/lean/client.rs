@@ -15,6 +15,7 @@ use crate::pb::chunk_control_client::ChunkControlClient;
 use crate::pb::control_client::ControlClient;
 use crate::pb::metadata_client::MetadataClient;
 use prost::Message;
+use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -210,15 +211,18 @@ pub struct LeanClient {
     endpoint: String,
     connect_timeout: Duration,
     request_timeout: Duration,
+    /// Proved to the server on every connect (`crate::auth`).
+    secret: Arc<Secret>,
     connection: tokio::sync::Mutex<Option<Handle>>,
 }
 
 impl LeanClient {
     /// A client of the server `name` at `endpoint` (`host:port`); connects
-    /// on the first call.
+    /// (and proves `secret`) on the first call.
     pub fn new(
         name: &str,
         endpoint: &str,
+        secret: Arc<Secret>,
         connect_timeout: Duration,
         request_timeout: Duration,
     ) -> Self {
@@ -227,6 +231,7 @@ impl LeanClient {
             endpoint: endpoint.to_string(),
             connect_timeout,
             request_timeout,
+            secret,
             connection: tokio::sync::Mutex::new(None),
         }
     }
@@ -277,28 +282,14 @@ impl LeanClient {
                 return Ok(handle.conn.clone());
             }
         }
-        let stream = match tokio::time::timeout(
+        let stream = crate::auth::connect_tcp(
+            self.endpoint.as_str(),
+            &self.secret,
+            crate::auth::Purpose::Rpc,
+            &self.label,
             self.connect_timeout,
-            TcpStream::connect(self.endpoint.as_str()),
         )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            // EIO, as for every other way of losing a server (the message
-            // keeps the cause): applications know EIO from file systems.
-            Ok(Err(e)) => {
-                return Err(SfsError::io(format!(
-                    "cannot connect to {}: {e}",
-                    self.label
-                )))
-            }
-            Err(_) => {
-                return Err(SfsError::timed_out(format!(
-                    "connecting to {} timed out after {:?}",
-                    self.label, self.connect_timeout
-                )))
-            }
-        };
+        .await?;
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Connection {
             stream,

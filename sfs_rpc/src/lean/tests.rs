@@ -18,6 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tonic::Status;
 
+/// The job secret of these tests' servers and clients.
+fn secret() -> Arc<sfs_global::secret::Secret> {
+    Arc::new(sfs_global::secret::Secret::from_bytes([7; 32]))
+}
+
 const STAT: u16 = 2;
 const REMOVE: u16 = 3;
 const SLOW: u16 = 12;
@@ -83,16 +88,21 @@ impl TestServer {
         let (stop, stopped) = watch::channel(false);
         let dispatch: Arc<dyn Dispatch> = echo.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((mut stream, _)) = listener.accept().await {
                 let mut stopped = stopped.clone();
-                tokio::spawn(serve_connection(
-                    stream,
-                    dispatch.clone(),
-                    Duration::from_micros(20),
-                    async move {
+                let dispatch = dispatch.clone();
+                tokio::spawn(async move {
+                    if crate::auth::server(&mut stream, &secret(), crate::auth::Purpose::Rpc)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    serve_connection(stream, dispatch, Duration::from_micros(20), async move {
                         let _ = stopped.wait_for(|s| *s).await;
-                    },
-                ));
+                    })
+                    .await
+                });
             }
         });
         TestServer {
@@ -107,6 +117,7 @@ impl TestServer {
         LeanClient::new(
             "t0",
             &self.addr.to_string(),
+            secret(),
             Duration::from_secs(2),
             timeout,
         )
@@ -234,6 +245,16 @@ async fn a_vanished_server_is_eio_at_once_and_a_returning_one_is_used_again() {
     assert_eq!(entry.size, 5);
 }
 
+/// A raw connection that has proved the secret (a peer of the job that
+/// then breaks the framing).
+async fn authenticated(addr: std::net::SocketAddr) -> TcpStream {
+    let mut raw = TcpStream::connect(addr).await.unwrap();
+    crate::auth::client(&mut raw, &secret(), crate::auth::Purpose::Rpc, "t0")
+        .await
+        .unwrap();
+    raw
+}
+
 #[tokio::test]
 async fn hostile_frames_close_only_their_own_connection() {
     let server = TestServer::start().await;
@@ -252,7 +273,7 @@ async fn hostile_frames_close_only_their_own_connection() {
         .encode()
         .to_vec(),
     ] {
-        let mut raw = TcpStream::connect(server.addr).await.unwrap();
+        let mut raw = authenticated(server.addr).await;
         raw.write_all(&garbage).await.unwrap();
         let mut answer = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer))
@@ -262,7 +283,7 @@ async fn hostile_frames_close_only_their_own_connection() {
         assert!(answer.len() < HEADER_LEN, "no answer to garbage");
     }
     // An undecodable body is a refusal, not a dropped connection.
-    let mut raw = TcpStream::connect(server.addr).await.unwrap();
+    let mut raw = authenticated(server.addr).await;
     let mut frame = RequestHeader {
         method: STAT,
         request_id: 9,
@@ -299,6 +320,7 @@ async fn answers_also_arrive_by_polling() {
     let client = LeanClient::new(
         "t0",
         &addr.to_string(),
+        secret(),
         Duration::from_secs(2),
         Duration::from_secs(5),
     );

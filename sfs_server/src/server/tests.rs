@@ -3,12 +3,14 @@
 use super::{own_entry, run_until, ServerOptions};
 use sfs_global::config::{Config, TransportKind};
 use sfs_global::hostfile::Hostfile;
+use sfs_global::secret::Secret;
 use sfs_global::{Errno, FileId, PROTOCOL_VERSION};
 use sfs_rdma::{ChunkRef, DataChannel};
 use sfs_rpc::error_from_status;
 use sfs_rpc::lean::LeanClient;
 use sfs_rpc::pb::{self, control_client::ControlClient, metadata_client::MetadataClient};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -21,6 +23,11 @@ struct TestServer {
     endpoint: String,
     ready_file: PathBuf,
     task: JoinHandle<anyhow::Result<()>>,
+}
+
+/// The job secret of these tests' servers and clients.
+fn secret() -> Arc<Secret> {
+    Arc::new(Secret::from_bytes([7; 32]))
 }
 
 fn free_port() -> u16 {
@@ -44,6 +51,7 @@ impl TestServer {
             config: config.clone(),
             hostfile,
             server_name: Some("s0".into()),
+            secret: Some((*secret()).clone()),
         };
         let task = tokio::spawn(run_until(options.clone(), std::future::pending()));
         let ready_file = config.run_dir("s0").join("ready");
@@ -74,14 +82,24 @@ impl TestServer {
         panic!("server not ready after 20 s");
     }
 
+    /// A gRPC channel that proves `secret` on connecting.
+    fn channel_with(&self, secret: Arc<Secret>) -> Channel {
+        let endpoint = tonic::transport::Endpoint::from_shared(self.endpoint.clone()).unwrap();
+        sfs_rpc::auth::grpc_channel(
+            &endpoint,
+            self.endpoint.trim_start_matches("http://").to_string(),
+            secret,
+            "server s0".into(),
+            Duration::from_secs(5),
+        )
+    }
+
     async fn metadata(&self) -> MetadataClient<Channel> {
-        MetadataClient::connect(self.endpoint.clone())
-            .await
-            .unwrap()
+        MetadataClient::new(self.channel_with(secret()))
     }
 
     async fn control(&self) -> ControlClient<Channel> {
-        ControlClient::connect(self.endpoint.clone()).await.unwrap()
+        ControlClient::new(self.channel_with(secret()))
     }
 }
 
@@ -326,6 +344,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
     let data_addr = hello.data_endpoint.parse().unwrap();
     let channel = sfs_rdma::tcp::TcpChannel::new(
         data_addr,
+        secret(),
         1,
         Config::default().chunk_size,
         Duration::from_secs(5),
@@ -384,6 +403,7 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
     let lean = LeanClient::new(
         "s0",
         address,
+        secret(),
         Duration::from_secs(5),
         Duration::from_secs(5),
     );
@@ -636,4 +656,136 @@ fn several_local_entries_need_an_id() {
     assert!(e.contains("zz") && e.contains("a, b"), "{e}");
     let single = Hostfile::parse("only 127.0.0.1:7001\n", "h").unwrap();
     assert_eq!(own_entry(&single, None).unwrap().name, "only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_served_without_the_job_secret() {
+    let server = TestServer::start().await;
+    let address = server.endpoint.trim_start_matches("http://").to_string();
+    let wrong = Arc::new(Secret::from_bytes([8; 32]));
+
+    // A raw lean Shutdown frame, as an attacker would send it: refused
+    // with a reason, and the server keeps running.
+    let mut raw = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // Method 50 is Control.Shutdown; an empty body is its whole request.
+    let mut frame = Vec::from(&b"SFSQ"[..]);
+    frame.extend_from_slice(&50u16.to_le_bytes());
+    frame.extend_from_slice(&0u16.to_le_bytes());
+    frame.extend_from_slice(&1u64.to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    tokio::io::AsyncWriteExt::write_all(&mut raw, &frame)
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut answer),
+    )
+    .await
+    .expect("the server closes the connection")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("SFSN") && answer.contains("job secret"),
+        "{answer:?}"
+    );
+
+    // Clients holding another secret: the lean RPC, gRPC and the data port.
+    let lean = LeanClient::new(
+        "s0",
+        &address,
+        wrong.clone(),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let e = lean
+        .shutdown(pb::Empty {})
+        .await
+        .expect_err("shutdown with a wrong secret");
+    assert_eq!(e.errno, Errno::EACCES, "{e}");
+    let mut grpc = ControlClient::new(server.channel_with(wrong.clone()));
+    grpc.shutdown(pb::Empty {})
+        .await
+        .expect_err("gRPC shutdown with a wrong secret");
+    // tonic's own connector, which sends no handshake at all.
+    let mut plain = ControlClient::new(
+        tonic::transport::Endpoint::from_shared(server.endpoint.clone())
+            .unwrap()
+            .connect_lazy(),
+    );
+    plain
+        .shutdown(pb::Empty {})
+        .await
+        .expect_err("gRPC without a handshake");
+    let hello = server
+        .control()
+        .await
+        .hello(pb::HelloRequest {
+            protocol_version: PROTOCOL_VERSION,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let data = sfs_rdma::tcp::TcpChannel::new(
+        hello.data_endpoint.parse().unwrap(),
+        wrong,
+        1,
+        Config::default().chunk_size,
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let chunk = ChunkRef {
+        id: FileId(1),
+        index: 0,
+        offset: 0,
+        len: 4,
+    };
+    let mut buf = [0u8; 4];
+    let e = data.read_chunk(chunk, &mut buf).await.unwrap_err();
+    assert_eq!(e.errno, Errno::EACCES, "{e}");
+
+    // The server is still up and serves the job's clients.
+    assert!(!server.task.is_finished());
+    server
+        .metadata()
+        .await
+        .stat(pb::PathRequest {
+            path: "/".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Its state is private: directories 0700, files 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let root = PathBuf::from(&server.options.config.rootdir).join("s0");
+    let mut checked = 0;
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o077, 0, "{} has mode {mode:o}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                let mode = meta.permissions().mode() & 0o777;
+                assert_eq!(
+                    mode & 0o077,
+                    0,
+                    "{} has mode {mode:o}",
+                    entry.path().display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} files looked at");
+    server.control().await.shutdown(pb::Empty {}).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), server.task)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
 }

@@ -47,6 +47,7 @@ impl control_server::Control for ControlService {
             data_endpoint: state.data_endpoint.clone(),
             data_local_socket: state.data_local_socket.clone().unwrap_or_default(),
             node_id: sfs_rdma::shm::node_id().to_string(),
+            hostfile_digest: state.hostfile_digest,
         }))
     }
 

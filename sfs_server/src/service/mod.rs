@@ -36,6 +36,9 @@ pub struct ServerState {
     pub name: String,
     pub index: usize,
     pub count: usize,
+    /// `Hostfile::digest` of the server's hostfile: a client whose own
+    /// differs is refused at its `Hello`.
+    pub hostfile_digest: u64,
     pub meta: Arc<dyn MetadataStore>,
     /// The chunk store behind its write-back tier (the object back end,
     /// shared by all servers, is `chunks.backend()`).
@@ -57,6 +60,7 @@ impl ServerState {
         name: String,
         index: usize,
         count: usize,
+        hostfile_digest: u64,
         meta: Arc<dyn MetadataStore>,
         chunks: Arc<TieredStore>,
         data_transport: &'static str,
@@ -69,6 +73,7 @@ impl ServerState {
             name,
             index,
             count,
+            hostfile_digest,
             meta,
             chunks,
             data_transport,
