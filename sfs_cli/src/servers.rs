@@ -65,6 +65,13 @@ pub fn start(setup: &Setup) -> Result<()> {
             setup.hostfile_path.display()
         );
     }
+    let duplicates = sfs_global::hostfile::duplicate_addresses(&setup.hostfile);
+    if !duplicates.is_empty() {
+        bail!(
+            "the hostfile names one server twice (placement would count it as two):\n  {}",
+            duplicates.join("\n  ")
+        );
+    }
     // The job secret (docs/security.md): made here, once, before the
     // servers start, so they and every client of the job read one file.
     sfs_global::secret::for_server(&setup.config, &setup.hostfile)

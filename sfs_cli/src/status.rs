@@ -67,6 +67,15 @@ pub fn status(setup: &Setup, json: bool) -> Result<()> {
     if down > 0 {
         bail!("{down} of {} server(s) down", rows.len());
     }
+    // Two lines naming one server answer twice: "up" would hide that half
+    // of the placement goes nowhere.
+    let duplicates = sfs_global::hostfile::duplicate_addresses(&setup.hostfile);
+    if !duplicates.is_empty() {
+        bail!(
+            "the hostfile names one server twice (placement counts it as two):\n  {}",
+            duplicates.join("\n  ")
+        );
+    }
     Ok(())
 }
 

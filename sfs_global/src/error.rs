@@ -39,6 +39,7 @@ impl Errno {
     pub const EPROTO: Errno = Errno(libc::EPROTO);
     pub const ESTALE: Errno = Errno(libc::ESTALE);
     pub const ENOSYS: Errno = Errno(libc::ENOSYS);
+    pub const EREMOTE: Errno = Errno(libc::EREMOTE);
 
     /// The symbolic name, for messages (`ENOENT`), or the number if unknown.
     pub fn name(self) -> String {

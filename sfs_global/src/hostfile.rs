@@ -321,6 +321,42 @@ pub fn validate_with_config(config: &Config, hostfile: &Hostfile) -> Result<(), 
     Ok(())
 }
 
+/// Entries that resolve to the same address and port although written
+/// differently (`127.0.0.1:P` and `localhost:P`): one server would be
+/// counted twice, and half of the placement would go to a server that
+/// does not exist. Resolves every host name (so not part of parsing); an
+/// entry that does not resolve from here is left out. Each finding names
+/// both lines.
+pub fn duplicate_addresses(hostfile: &Hostfile) -> Vec<String> {
+    let resolved: Vec<(&HostEntry, Vec<SocketAddr>)> = hostfile
+        .hosts
+        .iter()
+        .filter_map(|h| {
+            let addrs: Vec<SocketAddr> =
+                (h.host.as_str(), h.port).to_socket_addrs().ok()?.collect();
+            Some((h, addrs))
+        })
+        .collect();
+    let mut found = Vec::new();
+    for (i, (a, a_addrs)) in resolved.iter().enumerate() {
+        for (b, b_addrs) in &resolved[i + 1..] {
+            if let Some(addr) = a_addrs.iter().find(|x| b_addrs.contains(x)) {
+                found.push(format!(
+                    "{}:{}: {} {} and line {}: {} {} are one address ({addr})",
+                    hostfile.origin,
+                    a.line,
+                    a.name,
+                    a.endpoint(),
+                    b.line,
+                    b.name,
+                    b.endpoint()
+                ));
+            }
+        }
+    }
+    found
+}
+
 /// Refuses a hostfile whose servers could not all bind their ports under
 /// `config`: a data port (RPC port + `data_port_offset`) past 65535, or equal
 /// to another server's RPC or data port on the same address. Otherwise
@@ -380,6 +416,23 @@ pub fn validate_ports(config: &Config, hostfile: &Hostfile) -> Result<(), Hostfi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_server_written_two_ways_is_found() {
+        let h = Hostfile::parse(
+            "a 127.0.0.1:7001\nb localhost:7001\nc 127.0.0.1:7002\n",
+            "hosts",
+        )
+        .unwrap();
+        let found = duplicate_addresses(&h);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("hosts:1: a 127.0.0.1:7001 and line 2: b localhost:7001"),
+            "{found:?}"
+        );
+        let distinct = Hostfile::parse("a 127.0.0.1:7001\nb 127.0.0.2:7001\n", "h").unwrap();
+        assert!(duplicate_addresses(&distinct).is_empty());
+    }
 
     #[test]
     fn parses_names_addresses_ports_and_comments() {

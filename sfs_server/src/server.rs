@@ -89,6 +89,13 @@ pub async fn run_until(
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
     let entry = own_entry(&hostfile, server_name.as_deref())?;
     let name = entry.name.clone();
+    let duplicates = sfs_global::hostfile::duplicate_addresses(&hostfile);
+    if !duplicates.is_empty() {
+        bail!(
+            "server {name}: the hostfile names one server twice:\n  {}",
+            duplicates.join("\n  ")
+        );
+    }
     // What the server writes (run directory, chunk files, RocksDB files
     // with path names in its WAL, the journal) is its own: other users of
     // the machine read nothing of the job's data through the file system.

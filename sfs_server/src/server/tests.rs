@@ -789,3 +789,74 @@ async fn nothing_is_served_without_the_job_secret() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_path_another_server_owns_is_refused() {
+    // Server s0 of two; s1 is never started (its port only reserves a place).
+    let dir = tempfile::tempdir().unwrap();
+    let (p0, p1) = (free_port(), free_port());
+    let hostfile = Hostfile::parse(
+        &format!("s0 127.0.0.1:{p0}\ns1 127.0.0.1:{p1}\n"),
+        "test hostfile",
+    )
+    .unwrap();
+    let config = Config {
+        rootdir: dir.path().join("root").display().to_string(),
+        transport: TransportKind::Tcp,
+        data_port_offset: 0,
+        ..Config::default()
+    };
+    let distributor = sfs_global::distributor::Distributor::new(2);
+    let owned_by = |server: usize| {
+        (0..)
+            .map(|i| format!("/f{i}"))
+            .find(|p| distributor.metadata_server(p) == server)
+            .unwrap()
+    };
+    let (mine, theirs) = (owned_by(0), owned_by(1));
+    let options = ServerOptions {
+        config: config.clone(),
+        hostfile,
+        server_name: Some("s0".into()),
+        secret: Some((*secret()).clone()),
+    };
+    let task = tokio::spawn(run_until(options, std::future::pending()));
+    let ready = config.run_dir("s0").join("ready");
+    for _ in 0..2000 {
+        if ready.exists() {
+            break;
+        }
+        assert!(!task.is_finished(), "server stopped before it was ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lean = LeanClient::new(
+        "s0",
+        &format!("127.0.0.1:{p0}"),
+        secret(),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    let create = |path: &str| pb::CreateRequest {
+        path: path.into(),
+        mode: libc::S_IFREG | 0o644,
+        ..Default::default()
+    };
+    lean.create(create(&mine)).await.unwrap();
+    let e = lean.create(create(&theirs)).await.unwrap_err();
+    assert_eq!(e.errno, Errno::EREMOTE, "{e}");
+    assert!(e.message.contains("does not own"), "{e}");
+    let e = lean
+        .stat(pb::PathRequest {
+            path: theirs.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, Errno::EREMOTE, "{e}");
+    lean.shutdown(pb::Empty {}).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("server stops")
+        .unwrap()
+        .unwrap();
+}

@@ -15,7 +15,7 @@ use crate::meta_store::{now_ns, RemoveKind};
 use sfs_global::distributor::Distributor;
 use sfs_global::metadata::MetaUpdate;
 use sfs_global::path::split_parent;
-use sfs_global::{FileId, FileKind, Metadata, SfsError, SfsResult};
+use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::pb::{self, metadata_server};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -35,8 +35,30 @@ impl MetadataService {
         MetadataService { state }
     }
 
-    /// Checks and counts a request naming one path.
+    /// Checks and counts a request naming one path, which this server must
+    /// own: a client whose hostfile lists the servers in another order
+    /// (which the `Hello` check should have caught) would otherwise leave
+    /// an entry where no correctly configured client ever looks.
     fn accept(&self, path: &str) -> Result<(), Status> {
+        self.accept_any(path)?;
+        let owner = Distributor::new(self.state.count).metadata_server(path);
+        if owner != self.state.index {
+            return Err(refuse(SfsError::new(
+                Errno::EREMOTE,
+                format!(
+                    "server {} does not own {path}: server {} of its hostfile does; \
+                     the client's hostfile differs from the servers'",
+                    self.state.name,
+                    owner + 1
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks and counts a request that goes to every server (listings,
+    /// subtree scans): any server may be asked about any directory.
+    fn accept_any(&self, path: &str) -> Result<(), Status> {
         self.state.served();
         check_path(path).map_err(refuse)
     }
@@ -307,7 +329,7 @@ impl metadata_server::Metadata for MetadataService {
         request: Request<pb::ReaddirRequest>,
     ) -> Result<Response<Self::ReaddirStream>, Status> {
         let req = request.into_inner();
-        self.accept(&req.dir)?;
+        self.accept_any(&req.dir)?;
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
         let dir = req.dir;
@@ -324,7 +346,7 @@ impl metadata_server::Metadata for MetadataService {
         request: Request<pb::PathRequest>,
     ) -> Result<Response<pb::HasChildrenResponse>, Status> {
         let path = request.into_inner().path;
-        self.accept(&path)?;
+        self.accept_any(&path)?;
         let meta = self.state.meta.clone();
         let has_children = blocking(move || meta.has_children(&path)).await?;
         Ok(Response::new(pb::HasChildrenResponse { has_children }))
@@ -356,7 +378,7 @@ impl metadata_server::Metadata for MetadataService {
         request: Request<pb::ReaddirRequest>,
     ) -> Result<Response<Self::ListSubtreeStream>, Status> {
         let req = request.into_inner();
-        self.accept(&req.dir)?;
+        self.accept_any(&req.dir)?;
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
         let dir = req.dir;
@@ -373,7 +395,7 @@ impl metadata_server::Metadata for MetadataService {
         request: Request<pb::ReaddirPageRequest>,
     ) -> Result<Response<pb::ReaddirPage>, Status> {
         let req = request.into_inner();
-        self.accept(&req.dir)?;
+        self.accept_any(&req.dir)?;
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
         let page = blocking(move || {
@@ -390,7 +412,7 @@ impl metadata_server::Metadata for MetadataService {
         request: Request<pb::ReaddirPageRequest>,
     ) -> Result<Response<pb::SubtreePage>, Status> {
         let req = request.into_inner();
-        self.accept(&req.dir)?;
+        self.accept_any(&req.dir)?;
         if !req.after.is_empty() {
             check_path(&req.after).map_err(refuse)?;
         }
