@@ -1,4 +1,5 @@
-//! Test support shared by SFS's integration tests.
+//! Test support shared by SFS's integration tests: [`artifacts`] (below)
+//! and [`fuzz`], the decoders' fuzzer.
 //!
 //! Tests that run SFS as a user does need artefacts that are not their own
 //! crate's: the `sfs` binary, the preload entry library
@@ -13,6 +14,8 @@
 //! process under `cargo test` (one process per test binary), and once per
 //! `NEXTEST_RUN_ID` under nextest (one process per test), recorded in a
 //! stamp file under a file lock so that parallel tests wait for one build.
+
+pub mod fuzz;
 
 use fs2::FileExt;
 use std::path::{Path, PathBuf};
