@@ -8,6 +8,7 @@ use common::{Cluster, SFS};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// The uid and gid the second user runs as (`nobody` on Debian).
 const OTHER: &str = "65534";
@@ -209,4 +210,119 @@ fn one_server_written_two_ways_is_refused_at_start() {
     );
     // Nothing was started (no run directory, so no ready file either).
     assert!(!dir.path().join("root").join("a").join("ready").exists());
+}
+
+/// The server process's resident memory in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
+    const MIB: u64 = 1 << 20;
+    let cluster = Cluster::start_with(1, |c| {
+        c.data_memory_bytes = 64 * MIB;
+        c.data_memory_per_connection_bytes = 16 * MIB;
+        c.shared_memory_data = false;
+    });
+    // One chunk of real data to read again and again.
+    let client = cluster.client();
+    let fd = client
+        .open("/big", libc::O_CREAT | libc::O_WRONLY, 0o644)
+        .unwrap();
+    let chunk = cluster.config.chunk_size;
+    client.write(fd, &vec![7u8; chunk as usize]).unwrap();
+    client.close(fd).unwrap();
+    let id = client.stat("/big").unwrap().id;
+    drop(client);
+    let ready: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cluster.config.run_dir("s0").join("ready")).unwrap(),
+    )
+    .unwrap();
+    let pid = ready["pid"].as_u64().unwrap() as u32;
+    let data: std::net::SocketAddr = ready["data_endpoint"].as_str().unwrap().parse().unwrap();
+    let secret = sfs_global::secret::Secret::load(&cluster.path().join("hostfile.secret")).unwrap();
+    let before = rss(pid);
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    // 24 connections, each sending 400 full-chunk reads (200 MiB asked per
+    // connection, 4.7 GiB in all) and never reading an answer.
+    let connections: Vec<tokio::net::TcpStream> = runtime.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..24 {
+            let stream = sfs_rpc::auth::connect_tcp(
+                data,
+                &secret,
+                sfs_rpc::auth::Purpose::Data,
+                "server s0",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            all.push(stream);
+        }
+        for stream in &mut all {
+            let mut frames = Vec::new();
+            for i in 0..400u64 {
+                frames.extend_from_slice(
+                    &sfs_rdma::wire::RequestHeader {
+                        op: sfs_rdma::wire::Op::Read,
+                        request_id: i + 1,
+                        chunk: sfs_rdma::ChunkRef {
+                            id,
+                            index: 0,
+                            offset: 0,
+                            len: chunk,
+                        },
+                    }
+                    .encode(),
+                );
+            }
+            // Headers are small: all of them fit the socket buffers.
+            tokio::io::AsyncWriteExt::write_all(stream, &frames)
+                .await
+                .unwrap();
+        }
+        all
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let flooded = rss(pid);
+    // The budget, the idle buffer pool (64 MiB) and slack for the rest.
+    let allowed = 64 * MIB + 64 * MIB + 48 * MIB;
+    assert!(
+        flooded.saturating_sub(before) <= allowed,
+        "RSS grew by {} MiB (from {} MiB), budget 64 MiB",
+        (flooded - before) / MIB,
+        before / MIB
+    );
+    // The server still serves others meanwhile.
+    let ls = cluster.sfs(&["ls", "/"]);
+    assert!(ls.status.success(), "{}", text(&ls));
+
+    drop(connections);
+    drop(runtime);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut after = rss(pid);
+    while after > before + 64 * MIB + 16 * MIB && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        after = rss(pid);
+    }
+    eprintln!(
+        "RSS before {} MiB, flooded {} MiB, after {} MiB",
+        before / MIB,
+        flooded / MIB,
+        after / MIB
+    );
+    assert!(
+        after <= before + 64 * MIB + 16 * MIB,
+        "RSS stayed at {} MiB after the connections closed (before: {} MiB)",
+        after / MIB,
+        before / MIB
+    );
 }

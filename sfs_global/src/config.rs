@@ -262,6 +262,16 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Directory entries per message of a streamed directory listing.
     pub readdir_page_size: u32,
+    /// Bytes of request and answer payloads a server's TCP data path holds
+    /// at once, over all connections: a request waits (and its connection
+    /// is not read further) until its bytes fit. Bounds the memory that
+    /// clients sending faster than the server answers — or never reading
+    /// their answers — can pin.
+    pub data_memory_bytes: u64,
+    /// The same bound per TCP data connection, so one connection cannot
+    /// take the whole server's budget. Both bounds are raised to one chunk
+    /// if smaller (a whole-chunk request must fit).
+    pub data_memory_per_connection_bytes: u64,
     /// Tunables of the RDMA data path (used when the transport is RDMA).
     pub rdma: RdmaConfig,
     /// The object back end that `sfs flush` writes file data to.
@@ -291,6 +301,8 @@ impl Default for Config {
             connect_timeout_ms: 3000,
             request_timeout_ms: 8000,
             readdir_page_size: 1024,
+            data_memory_bytes: 256 << 20,
+            data_memory_per_connection_bytes: 32 << 20,
             rdma: RdmaConfig::default(),
             backend: BackendConfig::default(),
             log_level: "info".into(),
@@ -475,6 +487,17 @@ impl Config {
                 "readdir_page_size",
                 format!("must be from 1 to 100000, got {}", self.readdir_page_size),
             );
+        }
+        for (field, value) in [
+            (
+                "data_memory_per_connection_bytes",
+                self.data_memory_per_connection_bytes,
+            ),
+            ("data_memory_bytes", self.data_memory_bytes),
+        ] {
+            if !(1..=u64::from(u32::MAX)).contains(&value) {
+                return bad(field, format!("must be from 1 to 4294967295, got {value}"));
+            }
         }
         self.rdma.validate_in(self.chunk_size, origin)?;
         // A writer waiting for room longer than the client waits for its

@@ -77,6 +77,7 @@ async fn main() {
                 Arc::new(Discard),
                 secret(),
                 CHUNK,
+                sfs_rdma::tcp::MemoryLimits::from_config(&sfs_global::config::Config::default()),
                 async move {
                     let _ = stop_rx.await;
                 },

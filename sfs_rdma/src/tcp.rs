@@ -59,6 +59,34 @@ async fn write_all_parts(writer: &mut OwnedWriteHalf, parts: &[&[u8]]) -> std::i
     crate::nosignal::send_all(writer.as_ref(), parts).await
 }
 
+/// Memory bounds of the server side (config `data_memory_bytes`,
+/// `data_memory_per_connection_bytes`): the payload bytes of requests read
+/// and answers not yet written.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryLimits {
+    pub total_bytes: u64,
+    pub per_connection_bytes: u64,
+}
+
+impl MemoryLimits {
+    /// The limits a config gives (validated there to fit a `u32`), each
+    /// raised to one chunk and the total to at least one connection's: a
+    /// whole-chunk request must always fit, or it would wait forever.
+    pub fn from_config(config: &sfs_global::config::Config) -> MemoryLimits {
+        let per_connection_bytes = config
+            .data_memory_per_connection_bytes
+            .max(config.chunk_size);
+        MemoryLimits {
+            total_bytes: config.data_memory_bytes.max(per_connection_bytes),
+            per_connection_bytes,
+        }
+    }
+}
+
+/// How long a stopping server waits for a connection's unwritten answers
+/// (a client that stopped reading would hold it forever).
+const WRITE_DRAIN: Duration = Duration::from_secs(5);
+
 /// Serves the data path on `listener` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the requests it has read, and
 /// returns. A connection is served only after it proved `secret`
@@ -68,12 +96,14 @@ pub async fn serve(
     handler: Arc<dyn ChunkHandler>,
     secret: Arc<Secret>,
     chunk_size: u64,
+    limits: MemoryLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let pool = chunk_pool(chunk_size, SERVER_POOL_BYTES);
+    let budget = Arc::new(Semaphore::new(limits.total_bytes as usize));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -82,10 +112,14 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     tracing::debug!(%peer, "data connection accepted");
                     let (handler, pool, stop_rx, secret) = (handler.clone(), pool.clone(), stop_rx.clone(), secret.clone());
+                    let memory = Memory {
+                        server: budget.clone(),
+                        connection: Arc::new(Semaphore::new(limits.per_connection_bytes as usize)),
+                    };
                     connections.spawn(async move {
                         let mut stream = stream;
                         match auth::server(&mut stream, &secret, Purpose::Data).await {
-                            Ok(()) => serve_connection(stream, peer, handler, chunk_size, pool, stop_rx).await,
+                            Ok(()) => serve_connection(stream, peer, handler, chunk_size, pool, memory, stop_rx).await,
                             Err(refused) => tracing::info!(%peer, "data connection refused: {refused}"),
                         }
                     });
@@ -104,7 +138,21 @@ pub async fn serve(
     Ok(())
 }
 
-type Reply = (ResponseHeader, Option<PooledBuffer>);
+/// A connection's share of the memory bounds.
+struct Memory {
+    server: Arc<Semaphore>,
+    connection: Arc<Semaphore>,
+}
+
+/// What a request holds until its answer is written: its place among the
+/// connection's requests and its payload bytes in both budgets.
+type Held = (
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+type Reply = (ResponseHeader, Option<PooledBuffer>, Held);
 
 async fn serve_connection(
     stream: TcpStream,
@@ -112,6 +160,7 @@ async fn serve_connection(
     handler: Arc<dyn ChunkHandler>,
     chunk_size: u64,
     pool: Arc<BufferPool>,
+    memory: Memory,
     mut stop: watch::Receiver<bool>,
 ) {
     let (reader, writer) = stream.into_split();
@@ -133,13 +182,27 @@ async fn serve_connection(
                 break;
             }
         };
+        // Room first (the connection's share, then the server's, so a
+        // connection waiting for the server holds at most its own share),
+        // then the buffer: a client that sends faster than answers leave,
+        // or never reads them, stops being read instead of growing memory.
+        let bytes = header.chunk.len as u32;
+        let held = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            held = async {
+                let slot = slots.clone().acquire_owned().await.ok()?;
+                let own = memory.connection.clone().acquire_many_owned(bytes).await.ok()?;
+                let server = memory.server.clone().acquire_many_owned(bytes).await.ok()?;
+                Some((slot, own, server))
+            } => match held {
+                Some(held) => held,
+                None => break,
+            },
+        };
         let mut payload = pool.take(header.chunk.len as usize);
         if header.op == Op::Write && reader.read_exact(&mut payload).await.is_err() {
             break;
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            break;
-        };
         let handler = handler.clone();
         let reply_tx = reply_tx.clone();
         in_flight.spawn(async move {
@@ -163,19 +226,25 @@ async fn serve_connection(
                 }
                 _ => None,
             };
-            let reply = (answer, payload);
-            let _ = reply_tx.send(reply).await;
-            drop(permit);
+            let _ = reply_tx.send((answer, payload, held)).await;
         });
         while in_flight.try_join_next().is_some() {}
     }
     while in_flight.join_next().await.is_some() {}
     drop(reply_tx);
-    let _ = writer_task.await;
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(WRITE_DRAIN, &mut writer_task)
+        .await
+        .is_err()
+    {
+        tracing::info!(%peer, "data connection: answers not taken within {WRITE_DRAIN:?}, closing");
+        writer_task.abort();
+    }
 }
 
 async fn write_replies(mut writer: OwnedWriteHalf, mut replies: mpsc::Receiver<Reply>) {
-    while let Some((header, payload)) = replies.recv().await {
+    // `_held` goes (and frees its room) once the answer is written.
+    while let Some((header, payload, _held)) = replies.recv().await {
         let header = header.encode();
         let payload = payload.as_deref().unwrap_or_default();
         if write_all_parts(&mut writer, &[&header, payload])

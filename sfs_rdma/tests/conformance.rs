@@ -111,7 +111,7 @@ impl Transport for Tcp {
                     .expect("bind");
             let addr = listener.local_addr().unwrap();
             Server::spawn(addr, |stop| async move {
-                serve(listener, store, secret(), CHUNK, stop)
+                serve(listener, store, secret(), CHUNK, sfs_rdma::tcp::MemoryLimits::from_config(&sfs_global::config::Config::default()), stop)
                     .await
                     .expect("tcp serve");
             })

@@ -21,9 +21,16 @@ async fn start(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, store, secret(), CHUNK, async move {
-        let _ = stop_rx.await;
-    }));
+    let task = tokio::spawn(serve(
+        listener,
+        store,
+        secret(),
+        CHUNK,
+        MemoryLimits::from_config(&sfs_global::config::Config::default()),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     (addr, stop_tx, task)
 }
 
