@@ -19,6 +19,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod checkpoint;
 mod exec;
 mod files;
 mod flush;
@@ -54,9 +55,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the hostfile's servers that live on this machine and wait until they are ready.
-    Start,
+    Start {
+        /// Start from the namespace checkpoint in the object back end
+        /// (written by `sfs stop --flush` or `sfs checkpoint`, with any
+        /// number of servers); every server's rootdir must be fresh.
+        #[arg(long)]
+        restore: bool,
+    },
     /// Stop every server of the hostfile, on this machine or not (graceful: in-flight requests finish).
-    Stop,
+    Stop {
+        /// First write every file and the namespace to the object back end
+        /// (`sfs checkpoint`); nothing is stopped if that fails.
+        #[arg(long)]
+        flush: bool,
+    },
+    /// Write every dirty file and the whole namespace to the object back end,
+    /// so that `sfs start --restore` of a later job sees this tree.
+    Checkpoint,
     /// Show every server: up, data path, entries (estimate), bytes, free space, requests, uptime.
     Status {
         /// One JSON object with every field of every server, for scripts.
@@ -126,6 +141,9 @@ enum Command {
         /// Name of this server in the hostfile (default: the only local entry).
         #[arg(long)]
         id: Option<String>,
+        /// Restore the namespace checkpoint before serving.
+        #[arg(long)]
+        restore: bool,
     },
 }
 
@@ -187,10 +205,16 @@ fn main() {
             outln!("{}", Config::default().to_json_pretty().trim_end()).map_err(anyhow::Error::from)
         }
         command => setup::load(&request(&matches, &cli)).and_then(|setup| match command {
-            Command::Start => servers::start(&setup),
-            Command::Stop => servers::stop(&setup),
+            Command::Start { restore } => servers::start(&setup, *restore),
+            Command::Stop { flush } => {
+                if *flush {
+                    checkpoint::checkpoint(&setup)?;
+                }
+                servers::stop(&setup)
+            }
+            Command::Checkpoint => checkpoint::checkpoint(&setup),
             Command::Status { json } => status::status(&setup, *json),
-            Command::Server { id } => servers::serve(setup, id.clone()),
+            Command::Server { id, restore } => servers::serve(setup, id.clone(), *restore),
             Command::Ls { long, path } => files::ls(&setup, path, *long),
             Command::Put { local, path } => files::put(&setup, local, path),
             Command::Get { path, local } => files::get(&setup, path, local),

@@ -57,7 +57,7 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-pub fn start(setup: &Setup) -> Result<()> {
+pub fn start(setup: &Setup, restore: bool) -> Result<()> {
     let local = setup.hostfile.local_entries();
     if local.is_empty() {
         bail!(
@@ -110,6 +110,7 @@ pub fn start(setup: &Setup) -> Result<()> {
             .arg("server")
             .arg("--id")
             .arg(&entry.name)
+            .args(restore.then_some("--restore"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -328,7 +329,7 @@ pub fn stop(setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-pub fn serve(setup: Setup, id: Option<String>) -> Result<()> {
+pub fn serve(setup: Setup, id: Option<String>, restore: bool) -> Result<()> {
     let filter = std::env::var("SFS_LOG").unwrap_or_else(|_| setup.config.log_level.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -345,6 +346,7 @@ pub fn serve(setup: Setup, id: Option<String>) -> Result<()> {
         hostfile: setup.hostfile,
         server_name: id,
         secret: None,
+        restore,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

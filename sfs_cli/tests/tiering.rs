@@ -8,29 +8,14 @@
 mod common;
 mod shim_support;
 
-use common::Cluster;
-use sfs_client::{Client, FileId};
+use common::{pattern, write_at, Cluster};
+use sfs_client::FileId;
 use sfs_global::config::WritebackPolicy;
 use sfs_server::backend::dir::DirBackend;
 use sfs_server::backend::ObjectBackend;
 use shim_support::{assert_ok, text, under_shim};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Bytes that differ by position and seed, so a chunk at the wrong offset shows.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    (0..len as u64)
-        .map(|i| (i.wrapping_mul(31).wrapping_add(seed.wrapping_mul(131)) % 251) as u8)
-        .collect()
-}
-
-fn write_file(client: &Client, path: &str, offset: u64, data: &[u8]) {
-    let fd = client
-        .open(path, libc::O_WRONLY | libc::O_CREAT, 0o644)
-        .unwrap();
-    assert_eq!(client.pwrite(fd, data, offset).unwrap(), data.len());
-    client.close(fd).unwrap();
-}
 
 /// The whole object `id` of the back end at `root`, or `None` if absent.
 fn object(root: &Path, id: FileId) -> Option<Vec<u8>> {
@@ -43,16 +28,6 @@ fn object(root: &Path, id: FileId) -> Option<Vec<u8>> {
         let size = backend.stat(id).await.unwrap()?.size;
         Some(backend.read(id, 0, size as usize).await.unwrap())
     })
-}
-
-fn flush(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.sfs(args);
-    assert!(
-        out.status.success(),
-        "sfs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
@@ -68,11 +43,11 @@ fn flush_writes_every_servers_chunks_into_one_object() {
     // 3 MiB and a piece: 25 chunks over 3 servers, the last one short.
     let len = (3 << 20) + 1000;
     let data = pattern(1, len);
-    write_file(&client, "/f", 0, &data);
-    write_file(&client, "/empty", 0, &[]);
+    write_at(&client, "/f", 0, &data);
+    write_at(&client, "/empty", 0, &[]);
     let f = client.stat("/f").unwrap().id;
 
-    let out = flush(&cluster, &["flush", "/f"]);
+    let out = cluster.sfs_ok(&["flush", "/f"]);
     assert!(out.contains(&format!("/f: {len} bytes")), "{out}");
     assert!(
         out.contains(&format!("total: 1 files, {len} bytes in 25 chunks")),
@@ -85,10 +60,10 @@ fn flush_writes_every_servers_chunks_into_one_object() {
 
     // Written after the flush: not in the back end until flushed again.
     let g_data = pattern(2, 2 * chunk + 17);
-    write_file(&client, "/g", 0, &g_data);
+    write_at(&client, "/g", 0, &g_data);
     let g = client.stat("/g").unwrap().id;
     let patch = pattern(3, chunk);
-    write_file(&client, "/f", chunk as u64 / 2, &patch);
+    write_at(&client, "/f", chunk as u64 / 2, &patch);
     assert!(object(&backend, g).is_none());
     assert!(
         object(&backend, f).unwrap() == data,
@@ -97,7 +72,7 @@ fn flush_writes_every_servers_chunks_into_one_object() {
 
     let mut now = data.clone();
     now[chunk / 2..chunk / 2 + chunk].copy_from_slice(&patch);
-    let out = flush(&cluster, &["flush", "-r", "/"]);
+    let out = cluster.sfs_ok(&["flush", "-r", "/"]);
     assert!(
         out.contains(&format!("/g: {} bytes", g_data.len())),
         "{out}"
@@ -120,9 +95,9 @@ fn flush_writes_every_servers_chunks_into_one_object() {
 fn flush_follows_symlinks_and_refuses_directories_without_r() {
     let cluster = Cluster::start(2);
     let client = cluster.client();
-    write_file(&client, "/data", 0, b"through a link");
+    write_at(&client, "/data", 0, b"through a link");
     client.symlink("data", "/link").unwrap();
-    let out = flush(&cluster, &["flush", "/link"]);
+    let out = cluster.sfs_ok(&["flush", "/link"]);
     assert!(out.contains("/link: 14 bytes"), "{out}");
     let object = object(
         &cluster.config.backend_dir(),
@@ -227,7 +202,7 @@ fn killed_servers_resume_their_write_back() {
         for n in 0..3 {
             let path = format!("/t{trial}-{n}");
             let data = pattern(trial * 10 + n, 1 + random(200_000) as usize);
-            write_file(&client, &path, 0, &data);
+            write_at(&client, &path, 0, &data);
             files.push((path, data));
         }
         // Rewrite part of an earlier file: a chunk dirty again after its
@@ -237,7 +212,7 @@ fn killed_servers_resume_their_write_back() {
         if data.len() > 100 {
             let at = random(data.len() as u64 - 100) as usize;
             let patch = pattern(1000 + trial, 100);
-            write_file(&client, path, at as u64, &patch);
+            write_at(&client, path, at as u64, &patch);
             data[at..at + 100].copy_from_slice(&patch);
         }
         drop(client);

@@ -5,8 +5,13 @@
 //! Every server copies the chunks it holds of the file to the object back
 //! end (the object is named by the file id; chunk `i` lands at byte
 //! `i * chunk_size`) and persists them there; the client asks all servers
-//! at once and sums their answers. Nothing is written back automatically:
-//! data reaches the back end only through this call (`sfs flush`).
+//! at once and sums their answers. Servers also write back on their own,
+//! by the configured policy (docs/tiering.md); this call is the explicit
+//! way and waits for the back end.
+//!
+//! A checkpoint ([`Client::checkpoint`]) does the same for every file and
+//! also writes the namespace into the back end, so that a later job starts
+//! with the same tree (`sfs start --restore`).
 
 use crate::Client;
 use sfs_global::path::normalize;
@@ -51,5 +56,79 @@ impl Client {
                     bytes: total.bytes + answer.bytes,
                 }))
         })
+    }
+}
+
+/// What a checkpoint wrote, summed over all servers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// The committed checkpoint's sequence number.
+    pub sequence: u32,
+    pub servers: u32,
+    pub entries: u64,
+    pub files: u64,
+    /// The sum of the files' sizes.
+    pub file_bytes: u64,
+    /// Dirty bytes the servers wrote back first.
+    pub written_back_bytes: u64,
+    /// Bytes of the namespace dumps.
+    pub dump_bytes: u64,
+}
+
+impl Client {
+    /// Writes every dirty file on every server to the object back end and
+    /// then the whole namespace beside it, and commits that as the back
+    /// end's checkpoint (docs/tiering.md). When it returns, a server
+    /// started with `restore` on a fresh rootdir — any number of them —
+    /// sees every entry that existed when the call started, and every byte
+    /// written before it. Writes that race the call may or may not be in
+    /// it. On failure nothing is committed: the previous checkpoint stays.
+    pub fn checkpoint(&self) -> SfsResult<CheckpointStats> {
+        self.block_on(async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                // A fresh number names this checkpoint's dumps, so they never
+                // overwrite the committed checkpoint's (0 is reserved).
+                let mut bytes = [0u8; 4];
+                sfs_global::secret::random_bytes(&mut bytes)
+                    .map_err(|e| SfsError::io(format!("checkpoint: no random number: {e}")))?;
+                let sequence = u32::from_le_bytes(bytes).max(1);
+                match self.checkpoint_as(sequence).await {
+                    Err(e) if e.errno == sfs_global::Errno::EEXIST && attempt < 3 => continue,
+                    other => return other,
+                }
+            }
+        })
+    }
+
+    async fn checkpoint_as(&self, sequence: u32) -> SfsResult<CheckpointStats> {
+        let dumps = self
+            .on_all_servers(|h| h.rpc.checkpoint(pb::CheckpointRequest { sequence }))
+            .await?;
+        let mut stats = CheckpointStats {
+            sequence,
+            servers: dumps.len() as u32,
+            ..CheckpointStats::default()
+        };
+        for d in &dumps {
+            stats.entries += d.entries;
+            stats.files += d.files;
+            stats.file_bytes += d.file_bytes;
+            stats.written_back_bytes += d.written_back_bytes;
+            stats.dump_bytes += d.dump_bytes;
+        }
+        self.server(0)
+            .await?
+            .rpc
+            .commit_checkpoint(pb::CommitCheckpointRequest {
+                sequence,
+                servers: stats.servers,
+                entries: stats.entries,
+                files: stats.files,
+                file_bytes: stats.file_bytes,
+            })
+            .await?;
+        Ok(stats)
     }
 }

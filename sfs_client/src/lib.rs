@@ -37,7 +37,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 pub use dir::{DirEntry, ReadDir};
-pub use flush::FlushStats;
+pub use flush::{CheckpointStats, FlushStats};
 pub use io::{DescriptorOffsets, OpenFlags, Whence};
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 /// What one server's `Stats` call answers ([`Client::server_stats`]).

@@ -7,9 +7,11 @@
 //! - [`distributor`]: which server owns a path's metadata and which owns a chunk.
 //! - [`chunk`]: splitting byte ranges into per-chunk pieces.
 //! - [`metadata`]: the versioned metadata entry and its update operations.
+//! - [`checkpoint`]: the namespace written into the object back end.
 //! - [`secret`]: the job secret every connection proves it holds.
 //! - [`error`]: the error type every layer converts into, and its errno.
 
+pub mod checkpoint;
 pub mod chunk;
 pub mod config;
 pub mod distributor;

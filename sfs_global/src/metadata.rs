@@ -26,6 +26,12 @@ impl FileId {
     pub fn lo(self) -> u64 {
         self.0 as u64
     }
+    /// Ids whose upper 64 bits are zero name SFS's own objects in the back
+    /// end (the namespace checkpoint, [`crate::checkpoint`]); no file is
+    /// ever given one.
+    pub fn is_reserved(self) -> bool {
+        self.hi() == 0
+    }
     /// Fixed-width hex, used for chunk directory and object names.
     pub fn to_hex(self) -> String {
         format!("{:032x}", self.0)

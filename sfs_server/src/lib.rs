@@ -8,9 +8,12 @@
 //! owns start-up, readiness and graceful shutdown. [`backend`] is the
 //! Motr-like object store interface the chunk store drains to, with its
 //! implementations; [`tier`] makes the chunk store a write-back cache in
-//! front of it (write-back, eviction, read-through).
+//! front of it (write-back, eviction, read-through); [`checkpoint`] writes
+//! the namespace into it and reads it back (a namespace that outlives the
+//! job).
 
 pub mod backend;
+pub mod checkpoint;
 pub mod chunk_store;
 pub mod meta_rocks;
 pub mod meta_store;

@@ -4,7 +4,8 @@
 //! chosen so that every failure is reported before anything is served and
 //! names its cause: find our hostfile entry, choose the data transport, lock
 //! the run directory (one server per directory), open the metadata and chunk
-//! stores and the object back end, create the root directory if we own it,
+//! stores and the object back end, restore the namespace from the back end
+//! if asked, create the root directory if we own it,
 //! bind both listeners, and only then announce readiness with the `ready`
 //! file. On SIGTERM, SIGINT or
 //! the `Shutdown` RPC it stops accepting, lets in-flight requests finish,
@@ -24,7 +25,7 @@ use sfs_global::config::{Config, TransportKind};
 use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::{HostEntry, Hostfile};
 use sfs_global::secret::Secret;
-use sfs_global::{FileId, FileKind, Metadata};
+use sfs_global::{FileKind, Metadata};
 use sfs_rpc::pb::{
     chunk_control_server::ChunkControlServer, control_server::ControlServer,
     metadata_server::MetadataServer,
@@ -56,6 +57,9 @@ pub struct ServerOptions {
     /// The job secret every connection must prove; `None` finds it (or
     /// creates its file) as `sfs_global::secret::for_server` says.
     pub secret: Option<Secret>,
+    /// Fill the (empty) metadata store from the back end's committed
+    /// namespace checkpoint before serving (`sfs start --restore`).
+    pub restore: bool,
 }
 
 /// Runs a server until SIGTERM, SIGINT or a `Shutdown` RPC; `Ok` after a
@@ -84,6 +88,7 @@ pub async fn run_until(
         hostfile,
         server_name,
         secret,
+        restore,
     } = options;
     config.validate()?;
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
@@ -160,6 +165,18 @@ pub async fn run_until(
         })
         .await??
     };
+    if restore {
+        let restored =
+            crate::checkpoint::restore(meta.clone(), &chunks, entry.index, hostfile.len())
+                .await
+                .map_err(|e| anyhow!("server {name}: cannot restore the namespace: {e}"))?;
+        tracing::info!(
+            "server {name}: restored {} entries of checkpoint {} ({} files read from the back end on first access)",
+            restored.entries,
+            restored.sequence,
+            restored.files_in_backend
+        );
+    }
     if Distributor::new(hostfile.len()).metadata_server("/") == entry.index {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || create_root(meta.as_ref())).await??;
@@ -467,7 +484,7 @@ fn create_root(meta: &dyn MetadataStore) -> sfs_global::SfsResult<()> {
     let mut root = Metadata::new(
         FileKind::Directory,
         0o755,
-        FileId(rand::random::<u128>() | 1),
+        crate::service::metadata::new_file_id(),
         now_ns(),
     );
     root.uid = rustix::process::getuid().as_raw();

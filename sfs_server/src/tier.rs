@@ -519,6 +519,50 @@ impl TieredStore {
             .map_err(|e| SfsError::io(format!("tier: write-back task failed: {e}")))?
     }
 
+    /// Writes back every file dirty here now (a checkpoint), up to
+    /// `flush_files_in_flight` at once, and waits for all of them. A write
+    /// that lands meanwhile may leave its file dirty again; the first
+    /// failure is returned (after every file was tried).
+    pub async fn write_back_all(self: &Arc<Self>) -> SfsResult<writeback::Flushed> {
+        use futures::StreamExt;
+        let due: Vec<FileId> = lock(&self.state).dirty.keys().copied().collect();
+        let tier = self.clone();
+        let run = async move {
+            let in_flight = tier.settings.flush_files_in_flight.max(1) as usize;
+            let results: Vec<_> = futures::stream::iter(due)
+                .map(|id| {
+                    let tier = tier.clone();
+                    async move { writeback::write_back(&tier, id, writeback::Which::Dirty).await }
+                })
+                .buffer_unordered(in_flight)
+                .collect()
+                .await;
+            let mut total = writeback::Flushed::default();
+            for result in results {
+                let flushed = result?;
+                total.chunks += flushed.chunks;
+                total.bytes += flushed.bytes;
+            }
+            Ok(total)
+        };
+        self.rt()
+            .spawn(run)
+            .await
+            .map_err(|e| SfsError::io(format!("tier: write-back task failed: {e}")))?
+    }
+
+    /// Records that the back end holds objects for `ids` (files restored
+    /// from a checkpoint: any chunk of them that is not here is read from
+    /// there), durably, in one journal append.
+    pub fn adopt_backend_files(&self, ids: &[FileId]) -> SfsResult<()> {
+        let mut state = lock(&self.state);
+        let mut journal = lock(&self.journal);
+        journal.append_all(ids.iter().map(|&id| Record::InBackend(id)))?;
+        journal.sync()?;
+        state.in_backend.extend(ids.iter().copied());
+        Ok(())
+    }
+
     /// Figures for `sfs status`.
     pub fn status(&self) -> TierStatus {
         let (dirty_files, dirty_bytes) = {

@@ -21,6 +21,8 @@ pub struct Cluster {
     pub hostfile: Hostfile,
     pub hostfile_path: PathBuf,
     servers: Vec<Option<Child>>,
+    /// Added to `sfs server` at the first start only (`--restore`).
+    first_start_args: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -39,6 +41,17 @@ impl Cluster {
     /// with "Address already in use" is tried again with new ports (up to
     /// five times) instead of failing the test.
     pub fn start_with(n: usize, tune: impl FnOnce(&mut Config)) -> Cluster {
+        Cluster::try_start_with(n, &[], tune).unwrap_or_else(|log| panic!("{log}"))
+    }
+
+    /// [`Cluster::start_with`], with `server_args` added to every server's
+    /// first start; `Err` with the log of a server that exited during
+    /// start-up.
+    pub fn try_start_with(
+        n: usize,
+        server_args: &[&str],
+        tune: impl FnOnce(&mut Config),
+    ) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config {
             rootdir: dir.path().join("root").display().to_string(),
@@ -61,16 +74,21 @@ impl Cluster {
             if default_root {
                 config.rootdir = dir.path().join("root").display().to_string();
             }
-            match Cluster::try_start(dir, config, n) {
-                Ok(cluster) => return cluster,
+            match Cluster::try_start(dir, config, n, server_args) {
+                Ok(cluster) => return Ok(cluster),
                 Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
-                Err(log) => panic!("{log}"),
+                Err(log) => return Err(log),
             }
         }
-        unreachable!("the loop returns or panics")
+        unreachable!("the loop returns")
     }
 
-    fn try_start(dir: tempfile::TempDir, config: Config, n: usize) -> Result<Cluster, String> {
+    fn try_start(
+        dir: tempfile::TempDir,
+        config: Config,
+        n: usize,
+        server_args: &[&str],
+    ) -> Result<Cluster, String> {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, config.to_json_pretty()).unwrap();
         let hosts: String = (0..n)
@@ -86,6 +104,7 @@ impl Cluster {
             hostfile,
             hostfile_path,
             servers: (0..n).map(|_| None).collect(),
+            first_start_args: server_args.iter().map(|a| a.to_string()).collect(),
         };
         for i in 0..n {
             cluster.spawn(i);
@@ -94,6 +113,7 @@ impl Cluster {
             // On failure `cluster` is dropped: its servers are killed.
             cluster.ready_or_exited(i)?;
         }
+        cluster.first_start_args.clear();
         Ok(cluster)
     }
 
@@ -124,6 +144,7 @@ impl Cluster {
             .arg("--hostfile")
             .arg(&self.hostfile_path)
             .args(["server", "--id", &self.hostfile.hosts[i].name])
+            .args(&self.first_start_args)
             .env("SFS_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -245,6 +266,18 @@ impl Cluster {
         self.sfs_command().args(args).output().expect("running sfs")
     }
 
+    /// Runs the `sfs` binary against this cluster, asserting success, and
+    /// returns its standard output.
+    pub fn sfs_ok(&self, args: &[&str]) -> String {
+        let out = self.sfs(args);
+        assert!(
+            out.status.success(),
+            "sfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -257,4 +290,20 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
+}
+
+/// Bytes that differ by position and seed, so a chunk at the wrong offset shows.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len as u64)
+        .map(|i| (i.wrapping_mul(31).wrapping_add(seed.wrapping_mul(131)) % 251) as u8)
+        .collect()
+}
+
+/// Writes `data` at `offset` of `path` (created 0644 if missing) and closes it.
+pub fn write_at(client: &Client, path: &str, offset: u64, data: &[u8]) {
+    let fd = client
+        .open(path, libc::O_WRONLY | libc::O_CREAT, 0o644)
+        .unwrap();
+    assert_eq!(client.pwrite(fd, data, offset).unwrap(), data.len());
+    client.close(fd).unwrap();
 }

@@ -309,6 +309,8 @@ lean_methods! {
     48 => control.hello(HelloRequest) -> HelloResponse;
     49 => control.stats(Empty) -> StatsResponse;
     50 => control.shutdown(Empty) -> Empty;
+    51 => control.checkpoint(CheckpointRequest) -> CheckpointResponse;
+    52 => control.commit_checkpoint(CommitCheckpointRequest) -> Empty;
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ impl TestServer {
             hostfile,
             server_name: Some("s0".into()),
             secret: Some((*secret()).clone()),
+            restore: false,
         };
         let task = tokio::spawn(run_until(options.clone(), std::future::pending()));
         let ready_file = config.run_dir("s0").join("ready");
@@ -819,6 +820,7 @@ async fn a_request_for_a_path_another_server_owns_is_refused() {
         hostfile,
         server_name: Some("s0".into()),
         secret: Some((*secret()).clone()),
+        restore: false,
     };
     let task = tokio::spawn(run_until(options, std::future::pending()));
     let ready = config.run_dir("s0").join("ready");

@@ -1,8 +1,10 @@
 //! The `Control` gRPC service: the handshake a client starts with (protocol
 //! version, server identity, chunk size, where the data path listens),
-//! statistics for `sfs status`, and the graceful `Shutdown`.
+//! statistics for `sfs status`, the graceful `Shutdown`, and the namespace
+//! checkpoint (`Checkpoint`, `CommitCheckpoint`: [`crate::checkpoint`]).
 
 use super::{blocking, refuse, ServerState};
+use sfs_global::checkpoint::Manifest;
 use sfs_global::{Errno, SfsError, PROTOCOL_VERSION};
 use sfs_rpc::pb::{self, control_server};
 use std::sync::Arc;
@@ -91,6 +93,51 @@ impl control_server::Control for ControlService {
         self.state.served();
         tracing::info!("shutdown requested over gRPC");
         self.state.shutdown.trigger();
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn checkpoint(
+        &self,
+        request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        self.state.served();
+        let sequence = request.into_inner().sequence;
+        let state = &self.state;
+        let (server, servers) = (
+            u32::try_from(state.index).unwrap_or(u32::MAX),
+            u32::try_from(state.count).unwrap_or(u32::MAX),
+        );
+        let dumped =
+            crate::checkpoint::dump(state.meta.clone(), &state.chunks, sequence, server, servers)
+                .await
+                .map_err(refuse)?;
+        Ok(Response::new(pb::CheckpointResponse {
+            entries: dumped.entries,
+            files: dumped.files,
+            file_bytes: dumped.file_bytes,
+            written_back_bytes: dumped.written_back_bytes,
+            dump_bytes: dumped.dump_bytes,
+        }))
+    }
+
+    async fn commit_checkpoint(
+        &self,
+        request: Request<pb::CommitCheckpointRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.state.served();
+        let req = request.into_inner();
+        let manifest = Manifest {
+            generation: 0, // set by the commit
+            sequence: req.sequence,
+            servers: req.servers,
+            entries: req.entries,
+            files: req.files,
+            file_bytes: req.file_bytes,
+            created_ns: 0,
+        };
+        crate::checkpoint::commit(self.state.chunks.backend().as_ref(), &manifest)
+            .await
+            .map_err(refuse)?;
         Ok(Response::new(pb::Empty {}))
     }
 }

@@ -92,12 +92,13 @@ enum ParentCheck {
     Symlink,
 }
 
-/// A fresh random non-zero file id: ids are never reused, so a stale chunk
-/// of a removed file can never be mistaken for a new file's data.
-fn new_file_id() -> FileId {
+/// A fresh random file id: ids are never reused, so a stale chunk of a
+/// removed file can never be mistaken for a new file's data; never a
+/// reserved one (those name the back end's checkpoint objects).
+pub(crate) fn new_file_id() -> FileId {
     loop {
         let id = FileId(rand::random::<u128>());
-        if id.0 != 0 {
+        if !id.is_reserved() {
             return id;
         }
     }
