@@ -23,6 +23,7 @@ mod checkpoint;
 mod exec;
 mod files;
 mod flush;
+mod fsck;
 mod local_time;
 mod servers;
 mod setup;
@@ -68,6 +69,14 @@ enum Command {
         /// (`sfs checkpoint`); nothing is stopped if that fails.
         #[arg(long)]
         flush: bool,
+    },
+    /// Check the object back end and every server's chunks against the
+    /// namespace: orphan objects and chunks, missing objects, a broken
+    /// checkpoint; exits non-zero while problems remain.
+    Fsck {
+        /// Remove orphan objects, orphan chunks and stale checkpoint objects.
+        #[arg(long)]
+        repair: bool,
     },
     /// Write every dirty file and the whole namespace to the object back end,
     /// so that `sfs start --restore` of a later job sees this tree.
@@ -213,6 +222,7 @@ fn main() {
                 servers::stop(&setup)
             }
             Command::Checkpoint => checkpoint::checkpoint(&setup),
+            Command::Fsck { repair } => fsck::fsck(&setup, *repair),
             Command::Status { json } => status::status(&setup, *json),
             Command::Server { id, restore } => servers::serve(setup, id.clone(), *restore),
             Command::Ls { long, path } => files::ls(&setup, path, *long),

@@ -2,7 +2,8 @@
 //! checkpoint`) write every file and the namespace into the object back
 //! end; servers started with `--restore` on fresh rootdirs — another
 //! number of them, another chunk size — serve the same tree, byte for byte,
-//! reading data back from the objects on first access.
+//! reading data back from the objects on first access. `sfs fsck` finds
+//! what does not match between the back end, the servers and the names.
 
 mod common;
 
@@ -91,39 +92,28 @@ fn tuned(backend: &Path, chunk_size: u64) -> impl FnOnce(&mut Config) {
     }
 }
 
-/// The reserved objects (manifests and dumps) in the back end.
-fn reserved_objects(backend: &Path) -> Vec<FileId> {
+/// Runs `call` on the `dir` back end at `root`, to its end.
+fn on_backend<T>(root: &Path, call: impl AsyncFnOnce(&DirBackend) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let backend = DirBackend::open(backend).unwrap();
-        let mut ids: Vec<FileId> = backend
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|id| id.is_reserved())
-            .collect();
-        ids.sort();
-        ids
-    })
+    let backend = DirBackend::open(root).unwrap();
+    runtime.block_on(call(&backend))
+}
+
+/// The reserved objects (manifests and dumps) in the back end.
+fn reserved_objects(backend: &Path) -> Vec<FileId> {
+    let mut ids: Vec<FileId> = on_backend(backend, async |b| b.list().await.unwrap())
+        .into_iter()
+        .filter(|id| id.is_reserved())
+        .collect();
+    ids.sort();
+    ids
 }
 
 fn object_exists(backend: &Path, id: FileId) -> bool {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        DirBackend::open(backend)
-            .unwrap()
-            .stat(id)
-            .await
-            .unwrap()
-            .is_some()
-    })
+    on_backend(backend, async |b| b.stat(id).await.unwrap().is_some())
 }
 
 fn stop_all_by_command(cluster: &mut Cluster, args: &[&str]) -> String {
@@ -307,4 +297,84 @@ fn a_restore_needs_a_checkpoint_and_a_fresh_rootdir() {
         log.contains("not empty") && log.contains("fresh rootdir"),
         "{log}"
     );
+}
+
+/// Writes `data` as object `id` of the `dir` back end at `backend`.
+fn put_object(backend: &Path, id: FileId, data: &[u8]) {
+    on_backend(backend, async |b| {
+        b.write(id, 0, data).await.unwrap();
+        b.persist(id).await.unwrap();
+    })
+}
+
+fn delete_object(backend: &Path, id: FileId) {
+    on_backend(backend, async |b| b.delete(id).await.unwrap())
+}
+
+#[test]
+fn fsck_finds_orphans_and_missing_objects_and_repairs_what_it_can() {
+    let shared = tempfile::tempdir().unwrap();
+    let backend = shared.path().join("backend");
+    let mut job = Cluster::start_with(2, tuned(&backend, 64 << 10));
+    let client = job.client();
+    for (i, name) in ["/a", "/b", "/c"].iter().enumerate() {
+        write_at(&client, name, 0, &pattern(i as u64, 200_000));
+    }
+    job.sfs_ok(&["flush", "/a", "/b"]);
+    job.sfs_ok(&["checkpoint"]);
+    let out = job.sfs_ok(&["fsck"]);
+    assert!(
+        out.contains("4 entries (3 files)") && out.contains(": 0 problems"),
+        "{out}"
+    );
+
+    // Damage of four kinds.
+    let orphan_object = FileId::from_parts(0xdead, 1);
+    put_object(&backend, orphan_object, b"nobody's bytes");
+    let stale_dump = sfs_global::checkpoint::dump_object(12_345, 0);
+    put_object(
+        &backend,
+        stale_dump,
+        b"a dump of a checkpoint never committed",
+    );
+    let b = client.stat("/b").unwrap().id;
+    delete_object(&backend, b);
+    drop(client);
+    job.stop(0);
+    let orphan_chunks = FileId::from_parts(0xbeef, 2);
+    let dir = job
+        .config
+        .chunk_dir(&job.hostfile.hosts[0].name)
+        .join(orphan_chunks.to_hex());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0"), b"chunk of nothing").unwrap();
+    std::fs::write(dir.join("3"), b"another").unwrap();
+    job.restart_stopped();
+
+    let out = job.sfs(&["fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "problems must fail fsck: {text}");
+    for expected in [
+        format!("orphan object {orphan_object}"),
+        format!("stale checkpoint object {stale_dump}"),
+        format!("orphan chunks: server s0 holds 2 chunks of {orphan_chunks}"),
+        format!("missing object: /b (file {b})"),
+        ": 4 problems (3 removable with --repair)".to_string(),
+    ] {
+        assert!(text.contains(&expected), "{expected:?} not in:\n{text}");
+    }
+
+    let out = job.sfs(&["fsck", "--repair"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "the missing object remains: {text}");
+    assert!(text.contains(": 4 problems, 3 repaired"), "{text}");
+    assert!(!object_exists(&backend, orphan_object));
+    assert!(!object_exists(&backend, stale_dump));
+    assert!(!dir.exists(), "orphan chunks still on server 0");
+
+    // The chunks of /b are still on the servers: a flush writes the object
+    // again, and nothing is wrong any more.
+    job.sfs_ok(&["flush", "/b"]);
+    let out = job.sfs_ok(&["fsck"]);
+    assert!(out.contains(": 0 problems"), "{out}");
 }

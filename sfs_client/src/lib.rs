@@ -20,6 +20,7 @@ pub mod capi;
 pub mod dir;
 pub mod embed;
 pub mod flush;
+pub mod inventory;
 pub mod io;
 pub mod namespace;
 pub mod orphans;
@@ -38,7 +39,9 @@ use std::time::Duration;
 
 pub use dir::{DirEntry, ReadDir};
 pub use flush::{CheckpointStats, FlushStats};
+pub use inventory::Inventory;
 pub use io::{DescriptorOffsets, OpenFlags, Whence};
+pub use sfs_global::holdings::Held;
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 /// What one server's `Stats` call answers ([`Client::server_stats`]).
 pub use sfs_rpc::pb::StatsResponse as ServerStats;

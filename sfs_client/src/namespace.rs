@@ -499,7 +499,7 @@ impl Client {
     }
 
     /// Every entry below `dir` on every server.
-    async fn list_subtree(&self, dir: &str) -> SfsResult<Vec<(String, Metadata)>> {
+    pub(crate) async fn list_subtree(&self, dir: &str) -> SfsResult<Vec<(String, Metadata)>> {
         let mut all = Vec::new();
         for i in 0..self.servers.len() {
             let rpc = &self.server(i).await?.rpc;

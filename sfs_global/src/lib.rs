@@ -8,6 +8,7 @@
 //! - [`chunk`]: splitting byte ranges into per-chunk pieces.
 //! - [`metadata`]: the versioned metadata entry and its update operations.
 //! - [`checkpoint`]: the namespace written into the object back end.
+//! - [`holdings`]: what a server holds of a file (for fsck).
 //! - [`secret`]: the job secret every connection proves it holds.
 //! - [`error`]: the error type every layer converts into, and its errno.
 
@@ -16,6 +17,7 @@ pub mod chunk;
 pub mod config;
 pub mod distributor;
 pub mod error;
+pub mod holdings;
 pub mod hostfile;
 pub mod metadata;
 pub mod path;

@@ -245,6 +245,23 @@ impl ChunkStore {
         Ok(files)
     }
 
+    /// Every file with a chunk directory here (foreign names ignored).
+    pub fn file_ids(&self) -> SfsResult<Vec<FileId>> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(|e| io_error(e, "list", &self.root))? {
+            let entry = entry.map_err(|e| io_error(e, "list", &self.root))?;
+            let id = entry
+                .file_name()
+                .to_str()
+                .filter(|name| name.len() == 32)
+                .and_then(|name| u128::from_str_radix(name, 16).ok());
+            if let Some(id) = id {
+                ids.push(FileId(id));
+            }
+        }
+        Ok(ids)
+    }
+
     /// The indexes of the chunks of `id` held here, ascending (what a
     /// flush to the object back end walks).
     pub fn chunk_indexes(&self, id: FileId) -> SfsResult<Vec<u64>> {

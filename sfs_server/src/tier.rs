@@ -38,6 +38,7 @@ use crate::chunk_store::ChunkStore;
 use journal::{Journal, Record};
 use sfs_global::chunk::truncation_point;
 use sfs_global::config::{BackendConfig, WritebackPolicy};
+use sfs_global::holdings::Held;
 use sfs_global::{Errno, FileId, SfsError, SfsResult};
 use sfs_rdma::{ChunkHandler, ChunkRef};
 use std::collections::{HashMap, HashSet};
@@ -561,6 +562,27 @@ impl TieredStore {
         journal.sync()?;
         state.in_backend.extend(ids.iter().copied());
         Ok(())
+    }
+
+    /// A page of what this server holds, for `sfs fsck`: the files it has
+    /// chunks of or records as in the back end, in id order after `after`,
+    /// at most `limit`, and whether more follow.
+    pub fn holdings(&self, after: Option<FileId>, limit: usize) -> SfsResult<(Vec<Held>, bool)> {
+        let mut ids: Vec<FileId> = self.store.file_ids()?;
+        ids.extend(lock(&self.state).in_backend.iter().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        let start = after.map_or(0, |a| ids.partition_point(|&id| id <= a));
+        let page = &ids[start..ids.len().min(start.saturating_add(limit))];
+        let mut held = Vec::with_capacity(page.len());
+        for &id in page {
+            held.push(Held {
+                id,
+                chunks: self.store.chunk_indexes(id)?.len() as u64,
+                in_backend: self.in_backend(id),
+            });
+        }
+        Ok((held, start + page.len() < ids.len()))
     }
 
     /// Figures for `sfs status`.

@@ -1,6 +1,6 @@
 //! The `ChunkControl` service: whole-file operations on the chunks this
 //! server holds (remove on unlink, cut on truncate, fsync on fsync, copy
-//! to the object back end on flush), and
+//! to the object back end on flush, what it holds for fsck), and
 //! small chunk pieces (`WriteChunk`/`ReadChunk`) that a client sends on its
 //! RPC connection instead of the data transport. Bulk bytes use
 //! `sfs_rdma`'s data path.
@@ -17,6 +17,10 @@ use tonic::{Request, Response, Status};
 /// Pieces up to this size are stored inline on the worker (a page-cache
 /// copy, microseconds); larger ones on the blocking pool.
 const INLINE_PIECE_BYTES: u64 = 64 * 1024;
+
+/// The most files one `Holdings` page names (about 40 bytes each on the
+/// wire, far below the message limit).
+const MAX_HOLDINGS_PAGE: u32 = 65_536;
 
 /// The chunk range of a request, checked against this server's chunk size.
 fn chunk_ref(range: Option<&pb::ChunkRange>, chunk_size: u64) -> Result<ChunkRef, Status> {
@@ -151,6 +155,30 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         Ok(Response::new(pb::FlushChunksResponse {
             chunks: flushed.chunks,
             bytes: flushed.bytes,
+        }))
+    }
+
+    async fn holdings(
+        &self,
+        request: Request<pb::HoldingsRequest>,
+    ) -> Result<Response<pb::HoldingsResponse>, Status> {
+        self.state.served();
+        let req = request.into_inner();
+        let after = (!req.from_start).then(|| FileId::from_parts(req.after_hi, req.after_lo));
+        let limit = req.limit.clamp(1, MAX_HOLDINGS_PAGE) as usize;
+        let chunks = self.state.chunks.clone();
+        let (held, more) = blocking(move || chunks.holdings(after, limit)).await?;
+        Ok(Response::new(pb::HoldingsResponse {
+            files: held
+                .into_iter()
+                .map(|h| pb::HeldFile {
+                    id_hi: h.id.hi(),
+                    id_lo: h.id.lo(),
+                    chunks: h.chunks,
+                    in_backend: h.in_backend,
+                })
+                .collect(),
+            more,
         }))
     }
 }
