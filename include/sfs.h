@@ -41,6 +41,11 @@ int sfs_rename(const sfs_client *c, const char *oldpath, const char *newpath);
 int sfs_truncate(const sfs_client *c, const char *path, int64_t size);
 int sfs_chmod(const sfs_client *c, const char *path, unsigned int mode);
 int sfs_symlink(const sfs_client *c, const char *target, const char *linkpath);
+/* Object back end (docs/tiering.md): write the file's data to the back end
+ * and wait until it is persistent there; _range only the chunks holding
+ * [offset, offset + len) (len 0: to the end of the file). 0 or -errno. */
+int sfs_flush(const sfs_client *c, const char *path);
+int sfs_flush_range(const sfs_client *c, const char *path, int64_t offset, int64_t len);
 /* Bytes placed in buf (not NUL-terminated). */
 ssize_t sfs_readlink(const sfs_client *c, const char *path, char *buf, size_t len);
 

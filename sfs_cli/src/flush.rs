@@ -1,17 +1,36 @@
 //! `sfs flush PATH...`: makes files back-end-persistent (their data in the
 //! object back end, see docs/semantics.md), one line per file and a total.
+//!
+//! The files are listed first (a directory needs `-r`), then flushed
+//! [`FILES_AT_ONCE`] at a time — each flush already has every server
+//! writing its own chunks — while a progress line (files, bytes, rate,
+//! ETA) is kept on stderr: redrawn in place on a terminal, a plain line
+//! every [`PLAIN_EVERY`] otherwise, so job logs show how far it got, and
+//! once more at the end.
 
 use crate::files::client;
 use crate::Setup;
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use sfs_client::{Client, FileKind, FlushStats};
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Files flushed at once.
+const FILES_AT_ONCE: usize = 4;
+
+/// How often the progress line is redrawn on a terminal ...
+const REDRAW_EVERY: Duration = Duration::from_millis(200);
+/// ... and printed as a plain line when stderr is not one.
+const PLAIN_EVERY: Duration = Duration::from_secs(10);
 
 /// Flushes each path; a directory needs `recursive` and then every file
 /// under it is flushed (symlinks inside the tree are not followed, so a
 /// link cannot make the walk loop or leave the tree).
 pub fn flush(setup: &Setup, paths: &[String], recursive: bool) -> Result<()> {
     let client = client(setup)?;
-    let mut total = Total::default();
+    let mut files = Vec::new();
     for path in paths {
         let path = sfs_global::path::normalize(path)?;
         // As open: a symlink named on the command line is followed.
@@ -22,39 +41,52 @@ pub fn flush(setup: &Setup, paths: &[String], recursive: bool) -> Result<()> {
             if !recursive {
                 bail!("flush {path}: is a directory (use -r)");
             }
-            flush_tree(&client, &path, &mut total)?;
+            list_tree(&client, &path, &mut files)?;
         } else {
-            flush_file(&client, &path, &mut total)?;
+            files.push((path, md.size));
         }
     }
+    let progress = Progress::new(&files);
+    let next = AtomicUsize::new(0);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..FILES_AT_ONCE.min(files.len()) {
+            scope.spawn(|| loop {
+                let failed = first_error.lock().map(|e| e.is_some()).unwrap_or(true);
+                let file = files.get(next.fetch_add(1, Ordering::Relaxed));
+                let (Some((path, size)), false) = (file, failed) else {
+                    progress.workers.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                };
+                match client.flush(path) {
+                    Ok(stats) => progress.done(path, *size, stats),
+                    Err(e) => {
+                        let e = anyhow!(e).context(format!("flush {path}"));
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+        scope.spawn(|| progress.report_until_done());
+    });
+    progress.finish();
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let total = progress.total.lock().unwrap_or_else(|p| p.into_inner());
     outln!(
         "total: {} files, {} bytes in {} chunks",
-        total.files,
-        total.stats.bytes,
-        total.stats.chunks
+        progress.files_done.load(Ordering::Relaxed),
+        total.bytes,
+        total.chunks
     )?;
     Ok(())
 }
 
-/// What the files flushed so far wrote.
-#[derive(Default)]
-struct Total {
-    files: u64,
-    stats: FlushStats,
-}
-
-fn flush_file(client: &Client, path: &str, total: &mut Total) -> Result<()> {
-    let stats = client
-        .flush(path)
-        .with_context(|| format!("flush {path}"))?;
-    outln!("{path}: {} bytes", stats.bytes)?;
-    total.files += 1;
-    total.stats.chunks += stats.chunks;
-    total.stats.bytes += stats.bytes;
-    Ok(())
-}
-
-fn flush_tree(client: &Client, dir: &str, total: &mut Total) -> Result<()> {
+fn list_tree(client: &Client, dir: &str, files: &mut Vec<(String, u64)>) -> Result<()> {
     let mut entries: Vec<_> = client
         .read_dir(dir)
         .and_then(|listing| listing.collect::<Result<_, _>>())
@@ -63,10 +95,119 @@ fn flush_tree(client: &Client, dir: &str, total: &mut Total) -> Result<()> {
     for entry in entries {
         let path = sfs_global::path::join(dir, &entry.name);
         match entry.metadata.kind() {
-            FileKind::Directory => flush_tree(client, &path, total)?,
-            FileKind::File => flush_file(client, &path, total)?,
+            FileKind::Directory => list_tree(client, &path, files)?,
+            FileKind::File => files.push((path, entry.metadata.size)),
             FileKind::Symlink => {}
         }
     }
     Ok(())
+}
+
+/// Counts what is flushed and shows it on stderr.
+struct Progress {
+    files: usize,
+    bytes: u64,
+    files_done: AtomicUsize,
+    /// Sum of the sizes of the files done (what the rate and ETA count:
+    /// known before the flush, unlike the bytes a flush writes).
+    bytes_done: AtomicU64,
+    total: Mutex<FlushStats>,
+    started: Instant,
+    terminal: bool,
+    /// The per-file lines and the progress line: one at a time.
+    out: Mutex<()>,
+    /// Workers still flushing.
+    workers: AtomicUsize,
+}
+
+impl Progress {
+    fn new(files: &[(String, u64)]) -> Progress {
+        Progress {
+            files: files.len(),
+            bytes: files.iter().map(|(_, size)| size).sum(),
+            files_done: AtomicUsize::new(0),
+            bytes_done: AtomicU64::new(0),
+            total: Mutex::new(FlushStats::default()),
+            started: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+            out: Mutex::new(()),
+            workers: AtomicUsize::new(FILES_AT_ONCE.min(files.len())),
+        }
+    }
+
+    fn done(&self, path: &str, size: u64, stats: FlushStats) {
+        {
+            let mut total = self.total.lock().unwrap_or_else(|p| p.into_inner());
+            total.chunks += stats.chunks;
+            total.bytes += stats.bytes;
+        }
+        self.bytes_done.fetch_add(size, Ordering::Relaxed);
+        self.files_done.fetch_add(1, Ordering::Relaxed);
+        let _out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if self.terminal {
+            // The progress line is on the terminal's last line: clear it.
+            eprint!("\r\x1b[K");
+        }
+        let _ = outln!("{path}: {} bytes", stats.bytes);
+    }
+
+    fn line(&self) -> String {
+        let files = self.files_done.load(Ordering::Relaxed);
+        let bytes = self.bytes_done.load(Ordering::Relaxed);
+        let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = bytes as f64 / seconds;
+        let eta = if rate > 0.0 && bytes < self.bytes {
+            format!(", ETA {:.0} s", (self.bytes - bytes) as f64 / rate)
+        } else {
+            String::new()
+        };
+        format!(
+            "flush: {files}/{} files, {:.1}/{:.1} MiB ({:.0}%), {:.1} MiB/s{eta}",
+            self.files,
+            bytes as f64 / 1048576.0,
+            self.bytes as f64 / 1048576.0,
+            if self.bytes == 0 {
+                100.0
+            } else {
+                bytes as f64 * 100.0 / self.bytes as f64
+            },
+            rate / 1048576.0
+        )
+    }
+
+    /// Redraws (terminal) or prints (otherwise) the line until every
+    /// worker has stopped (all files done, or an error).
+    fn report_until_done(&self) {
+        let every = if self.terminal {
+            REDRAW_EVERY
+        } else {
+            PLAIN_EVERY
+        };
+        let mut last = Instant::now();
+        while self.workers.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(50));
+            if last.elapsed() < every {
+                continue;
+            }
+            last = Instant::now();
+            let _out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let mut err = std::io::stderr().lock();
+            let _ = if self.terminal {
+                write!(err, "\r\x1b[K{}", self.line())
+            } else {
+                writeln!(err, "{}", self.line())
+            };
+            let _ = err.flush();
+        }
+    }
+
+    /// The final state, once (in place of the redrawn line on a terminal),
+    /// so a job log ends with the rate too.
+    fn finish(&self) {
+        if self.files == 0 {
+            return;
+        }
+        let clear = if self.terminal { "\r\x1b[K" } else { "" };
+        eprintln!("{clear}{}", self.line());
+    }
 }

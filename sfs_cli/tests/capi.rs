@@ -4,6 +4,8 @@
 mod common;
 
 use common::{Cluster, SFS};
+use sfs_server::backend::dir::DirBackend;
+use sfs_server::backend::ObjectBackend;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -63,6 +65,23 @@ int main(int argc, char **argv) {
     CHECK(sfs_rmdir(c, "/capi") == -ENOTEMPTY);
     CHECK(sfs_unlink(c, "/capi/g") == 0 && sfs_unlink(c, "/capi/l") == 0);
     CHECK(sfs_rmdir(c, "/capi") == 0);
+
+    /* Flush to the object back end: a range (the one chunk that holds
+     * bytes 600000..600009, with 512 KiB chunks: chunk 1) and a whole file. */
+    static char big[3 << 19];
+    memset(big, 'b', sizeof big);
+    CHECK(sfs_mkdir(c, "/flushed", 0755) == 0);
+    fd = sfs_open(c, "/flushed/big", O_CREAT | O_WRONLY, 0644);
+    CHECK(fd >= 0 && sfs_pwrite(c, fd, big, sizeof big, 0) == (ssize_t)sizeof big);
+    CHECK(sfs_close(c, fd) == 0);
+    fd = sfs_open(c, "/flushed/small", O_CREAT | O_WRONLY, 0644);
+    CHECK(fd >= 0 && sfs_pwrite(c, fd, "small", 5, 0) == 5);
+    CHECK(sfs_close(c, fd) == 0);
+    CHECK(sfs_flush_range(c, "/flushed/big", 600000, 10) == 0);
+    CHECK(sfs_flush(c, "/flushed/small") == 0);
+    CHECK(sfs_flush(c, "/flushed") == -EISDIR);
+    CHECK(sfs_flush(c, "/flushed/none") == -ENOENT);
+    CHECK(sfs_flush_range(c, "/flushed/big", -1, 10) == -EINVAL);
     sfs_disconnect(c);
     puts("capi ok");
     return 0;
@@ -107,4 +126,22 @@ fn a_c_program_uses_the_client_library() {
         run.status.success() && stdout.contains("capi ok"),
         "{stdout}{stderr}"
     );
+    // What the flushes left in the back end (`dir` under rootdir/backend).
+    let client = cluster.client();
+    let chunk = cluster.config.chunk_size;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = DirBackend::open(&cluster.config.backend_dir()).unwrap();
+    let extents = |path: &str| {
+        let id = client.stat(path).unwrap().id;
+        runtime.block_on(backend.extents(id)).unwrap()
+    };
+    assert_eq!(
+        extents("/flushed/big"),
+        vec![chunk..2 * chunk],
+        "only chunk 1"
+    );
+    assert_eq!(extents("/flushed/small"), vec![0..5]);
 }

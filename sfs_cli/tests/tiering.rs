@@ -72,10 +72,22 @@ fn flush_writes_every_servers_chunks_into_one_object() {
 
     let mut now = data.clone();
     now[chunk / 2..chunk / 2 + chunk].copy_from_slice(&patch);
-    let out = cluster.sfs_ok(&["flush", "-r", "/"]);
+    let run = cluster.sfs(&["flush", "-r", "/"]);
+    assert!(run.status.success());
+    let out = String::from_utf8_lossy(&run.stdout);
     assert!(
         out.contains(&format!("/g: {} bytes", g_data.len())),
         "{out}"
+    );
+    // The last progress line (stderr, not a terminal here): every file.
+    let progress = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        progress
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("flush: 3/3 files"),
+        "{progress}"
     );
     assert!(out.contains("/empty: 0 bytes"), "{out}");
     assert!(out.contains("total: 3 files"), "{out}");

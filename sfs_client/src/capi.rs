@@ -281,6 +281,15 @@ path_call!(/// `truncate(2)`.
     sfs_truncate, |cl, p, size: i64| if size < 0 { Err(SfsError::invalid("negative size")) } else { cl.truncate(p, size as u64) });
 path_call!(/// `chmod(2)`.
     sfs_chmod, |cl, p, mode: u32| cl.chmod(p, mode));
+path_call!(/// Writes the file to the object back end and waits until it is
+    /// persistent there (`sfs flush`; docs/semantics.md, level 3).
+    sfs_flush, |cl, p| cl.flush(p).map(|_| ()));
+path_call!(/// [`sfs_flush`] of the bytes `[offset, offset + len)` only (`len` 0:
+/// to the end); the chunks holding them are written back whole.
+sfs_flush_range, |cl, p, offset: i64, len: i64| match (u64::try_from(offset), u64::try_from(len)) {
+    (Ok(offset), Ok(len)) => cl.flush_range(p, offset, len).map(|_| ()),
+    _ => Err(SfsError::invalid("negative offset or length")),
+});
 
 /// `rename(2)`: 0 or -errno.
 ///

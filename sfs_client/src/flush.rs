@@ -33,15 +33,45 @@ impl Client {
     /// metadata durable as `fsync` does. When it returns, every write that
     /// completed before the call is in the back end. EISDIR for a directory.
     pub fn flush(&self, path: &str) -> SfsResult<FlushStats> {
+        self.flush_chunks(path, None)
+    }
+
+    /// [`Client::flush`] of the bytes `[offset, offset + len)` only (`len`
+    /// 0: to the end of the file, as `sync_file_range`): every chunk that
+    /// holds one of them is written back whole (iocatcher's `obj_flush(id,
+    /// offset, size)`). A range past the end flushes nothing.
+    pub fn flush_range(&self, path: &str, offset: u64, len: u64) -> SfsResult<FlushStats> {
+        let chunk = self.config.chunk_size;
+        let first = offset / chunk;
+        let chunks = if len == 0 {
+            first..u64::MAX
+        } else {
+            let last = offset
+                .checked_add(len - 1)
+                .ok_or_else(|| SfsError::invalid("flush range: offset + length overflows"))?
+                / chunk;
+            first..last + 1
+        };
+        self.flush_chunks(path, Some(chunks))
+    }
+
+    fn flush_chunks(
+        &self,
+        path: &str,
+        chunks: Option<std::ops::Range<u64>>,
+    ) -> SfsResult<FlushStats> {
         let path = normalize(path)?;
         self.block_on(async {
             let (target, md) = self.resolve(&path).await?;
             if md.is_dir() {
                 return Err(SfsError::is_dir(&path));
             }
-            let request = pb::FileRequest {
+            let request = pb::FlushChunksRequest {
                 id_hi: md.id.hi(),
                 id_lo: md.id.lo(),
+                ranged: chunks.is_some(),
+                first_chunk: chunks.as_ref().map_or(0, |r| r.start),
+                chunk_count: chunks.as_ref().map_or(0, |r| r.end - r.start),
             };
             let answers = self.on_all_servers(|h| h.rpc.flush_chunks(request)).await?;
             self.owner(&target)

@@ -489,7 +489,12 @@ impl Client {
                 self.on_all_servers(|h| h.rpc.sync_chunks(request)).await?;
                 if self.config.backend.fsync_to_backend {
                     // Back-end-persistent too (config backend.fsync_to_backend).
-                    self.on_all_servers(|h| h.rpc.flush_chunks(request)).await?;
+                    let whole = pb::FlushChunksRequest {
+                        id_hi: id.hi(),
+                        id_lo: id.lo(),
+                        ..Default::default()
+                    };
+                    self.on_all_servers(|h| h.rpc.flush_chunks(whole)).await?;
                 }
             }
             self.owner(&file.path())

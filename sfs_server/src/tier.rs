@@ -510,10 +510,19 @@ impl TieredStore {
     }
 
     /// Writes back every chunk of `id` held here (not only the dirty ones:
-    /// an explicit flush), and waits until the back end holds them.
-    pub async fn flush_file(self: &Arc<Self>, id: FileId) -> SfsResult<writeback::Flushed> {
+    /// an explicit flush), or those with an index in `chunks`, and waits
+    /// until the back end holds them.
+    pub async fn flush_file(
+        self: &Arc<Self>,
+        id: FileId,
+        chunks: Option<std::ops::Range<u64>>,
+    ) -> SfsResult<writeback::Flushed> {
         let tier = self.clone();
-        let run = async move { writeback::write_back(&tier, id, writeback::Which::All).await };
+        let which = match chunks {
+            None => writeback::Which::All,
+            Some(range) => writeback::Which::Range(range),
+        };
+        let run = async move { writeback::write_back(&tier, id, which).await };
         self.rt()
             .spawn(run)
             .await

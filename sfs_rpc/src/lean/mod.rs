@@ -305,7 +305,7 @@ lean_methods! {
     34 => chunks.sync_chunks(FileRequest) -> Empty;
     35 => chunks.write_chunk(WriteChunkRequest) -> Empty;
     36 => chunks.read_chunk(ReadChunkRequest) -> ReadChunkResponse;
-    37 => chunks.flush_chunks(FileRequest) -> FlushChunksResponse;
+    37 => chunks.flush_chunks(FlushChunksRequest) -> FlushChunksResponse;
     38 => chunks.holdings(HoldingsRequest) -> HoldingsResponse;
     48 => control.hello(HelloRequest) -> HelloResponse;
     49 => control.stats(Empty) -> StatsResponse;

@@ -146,12 +146,20 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
 
     async fn flush_chunks(
         &self,
-        request: Request<pb::FileRequest>,
+        request: Request<pb::FlushChunksRequest>,
     ) -> Result<Response<pb::FlushChunksResponse>, Status> {
         self.state.served();
         let req = request.into_inner();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
-        let flushed = self.state.chunks.flush_file(id).await.map_err(refuse)?;
+        let chunks = req
+            .ranged
+            .then(|| req.first_chunk..req.first_chunk.saturating_add(req.chunk_count));
+        let flushed = self
+            .state
+            .chunks
+            .flush_file(id, chunks)
+            .await
+            .map_err(refuse)?;
         Ok(Response::new(pb::FlushChunksResponse {
             chunks: flushed.chunks,
             bytes: flushed.bytes,

@@ -150,7 +150,22 @@ async fn an_explicit_flush_puts_chunks_at_their_file_offsets() {
     tier.write_chunk(&at(id, 2, 0, 100), &[3u8; 100]).unwrap();
     assert_eq!(tier.status().dirty_files, 1);
     assert_eq!(tier.status().dirty_bytes, CHUNK + 100);
-    let flushed = tier.flush_file(id).await.unwrap();
+    // A range flush moves only the chunks in its range; the rest stays
+    // dirty.
+    let flushed = tier.flush_file(id, Some(2..3)).await.unwrap();
+    assert_eq!(
+        flushed,
+        Flushed {
+            chunks: 1,
+            bytes: 100
+        }
+    );
+    assert_eq!(
+        f.backend.extents(id).await.unwrap(),
+        vec![2 * CHUNK..2 * CHUNK + 100]
+    );
+    assert_eq!(tier.status().dirty_bytes, CHUNK);
+    let flushed = tier.flush_file(id, None).await.unwrap();
     assert_eq!(
         flushed,
         Flushed {
@@ -168,7 +183,10 @@ async fn an_explicit_flush_puts_chunks_at_their_file_offsets() {
     assert_eq!(tier.status().dirty_files, 0, "clean after the flush");
     // No chunks here: nothing written, no object created.
     let other = FileId(0x43);
-    assert_eq!(tier.flush_file(other).await.unwrap(), Flushed::default());
+    assert_eq!(
+        tier.flush_file(other, None).await.unwrap(),
+        Flushed::default()
+    );
     assert_eq!(f.backend.stat(other).await.unwrap(), None);
 }
 
@@ -289,7 +307,7 @@ fn a_partial_write_into_an_evicted_chunk_keeps_the_rest() {
     tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
         .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(tier.flush_file(id)).unwrap();
+    rt.block_on(tier.flush_file(id, None)).unwrap();
     assert_eq!(writeback::evict_to(&tier, 0).unwrap(), CHUNK);
     assert!(!tier.store().has_chunk(id, 0));
     tier.write_chunk(&at(id, 0, 100, 10), &[0xee; 10]).unwrap();
@@ -309,7 +327,7 @@ fn truncate_and_unlink_follow_into_the_back_end() {
         tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
             .unwrap();
     }
-    rt.block_on(tier.flush_file(id)).unwrap();
+    rt.block_on(tier.flush_file(id, None)).unwrap();
     writeback::evict_to(&tier, 0).unwrap();
     // Cut to half of chunk 1, then grow again by writing chunk 2's end:
     // what was cut reads as zeros, from here and from the object.
@@ -378,7 +396,7 @@ fn a_write_during_a_write_back_is_not_marked_clean() {
         std::thread::spawn(move || {
             tokio::runtime::Runtime::new()
                 .unwrap()
-                .block_on(tier.flush_file(id))
+                .block_on(tier.flush_file(id, None))
                 .unwrap()
         })
     };
@@ -398,7 +416,7 @@ fn a_write_during_a_write_back_is_not_marked_clean() {
         "so the new write is still dirty"
     );
     f.backend.write_delay_ms.store(0, Ordering::Release);
-    rt.block_on(tier.flush_file(id)).unwrap();
+    rt.block_on(tier.flush_file(id, None)).unwrap();
     assert_eq!(tier.status().dirty_files, 0);
     let object = rt.block_on(f.backend.read(id, 0, CHUNK as usize)).unwrap();
     assert_eq!(object, vec![2; CHUNK as usize]);

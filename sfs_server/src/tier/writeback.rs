@@ -48,12 +48,15 @@ pub struct Flushed {
 }
 
 /// Which chunks of a file a write-back copies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Which {
     /// The dirty ones (the loop).
     Dirty,
     /// Every chunk held here (an explicit flush).
     All,
+    /// The chunks held here with an index in the range (a flush of a byte
+    /// range).
+    Range(std::ops::Range<u64>),
 }
 
 /// The loop; returns when the tier stops or is dropped (it holds the tier
@@ -183,10 +186,13 @@ async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsRe
                     .collect()
             })
             .unwrap_or_default(),
-        Which::All => {
+        Which::All | Which::Range(_) => {
             let store = tier.store.clone();
-            let indexes =
+            let mut indexes =
                 crate::backend::off_the_runtime("flush", move || store.chunk_indexes(id)).await?;
+            if let Which::Range(range) = &which {
+                indexes.retain(|i| range.contains(i));
+            }
             let state = lock(&tier.state);
             let dirty = state.dirty.get(&id);
             indexes
