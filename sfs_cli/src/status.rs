@@ -132,25 +132,27 @@ fn print_table(rows: &[Row]) -> Result<()> {
 fn print_tiering(rows: &[Row]) -> Result<()> {
     outln!()?;
     outln!(
-        "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>6}",
+        "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>10} {:>6}",
         "SERVER",
         "BACKEND",
         "WRITEBACK",
         "DIRTY",
         "DIRTY",
         "WRITTEN",
+        "RATE",
         "EVICTED",
         "FETCHED",
         "ERRORS"
     )?;
     outln!(
-        "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>6}",
+        "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>10} {:>6}",
         "",
         "",
         "",
         "FILES",
         "BYTES",
         "BACK",
+        "(10 s)",
         "",
         "",
         ""
@@ -164,13 +166,14 @@ fn print_tiering(rows: &[Row]) -> Result<()> {
             format!("  (last error: {})", t.backend_error)
         };
         outln!(
-            "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>6}{error}",
+            "{:<12} {:<8} {:<9} {:>6} {:>10} {:>12} {:>10} {:>10} {:>10} {:>6}{error}",
             row.name,
             t.backend,
             t.writeback,
             t.dirty_files,
             human_bytes(t.dirty_bytes),
             human_bytes(t.written_back_bytes),
+            format!("{}/s", human_bytes(t.writeback_bytes_per_s)),
             human_bytes(t.evicted_bytes),
             human_bytes(t.fetched_bytes),
             t.writeback_errors,
@@ -205,6 +208,7 @@ fn print_json(setup: &Setup, rows: &[Row]) -> Result<()> {
                     "fetched_bytes": s.tier.fetched_bytes,
                     "writeback_errors": s.tier.writeback_errors,
                     "backend_error": s.tier.backend_error,
+                    "writeback_bytes_per_s": s.tier.writeback_bytes_per_s,
                 })),
                 "error": row.stats.as_ref().err().map(|e| e.to_string()),
             })

@@ -114,7 +114,12 @@ pub struct TierStatus {
     pub writeback_errors: u64,
     /// The last back-end error, empty when the last write-back succeeded.
     pub backend_error: String,
+    /// Bytes written back per second over the last [`RATE_WINDOW`].
+    pub writeback_bytes_per_s: u64,
 }
+
+/// The window of the write-back rate `sfs status` shows.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// The chunk store with write-back to, eviction to, and read-through from
 /// the object back end. See the module documentation.
@@ -134,6 +139,8 @@ pub struct TieredStore {
     waiting_for_room: std::sync::atomic::AtomicUsize,
     pub counters: TierCounters,
     last_error: Mutex<String>,
+    /// `(when, written_back_bytes)` once a second over [`RATE_WINDOW`].
+    rate_samples: Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
 
 /// Runs `f` when dropped.
@@ -213,10 +220,21 @@ impl TieredStore {
             waiting_for_room: std::sync::atomic::AtomicUsize::new(0),
             counters: TierCounters::default(),
             last_error: Mutex::new(String::new()),
+            rate_samples: Mutex::new(std::collections::VecDeque::new()),
         });
         let (looping, wake) = (Arc::downgrade(&tier), tier.wake.clone());
         tier.rt()
             .spawn(async move { writeback::run(looping, wake).await });
+        let sampled = Arc::downgrade(&tier);
+        tier.rt().spawn(async move {
+            // Its own task: a long write-back round does not stall it.
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let Some(tier) = sampled.upgrade() else { break };
+                tier.sample_rate();
+            }
+        });
         Ok(tier)
     }
 
@@ -594,6 +612,31 @@ impl TieredStore {
         Ok((held, start + page.len() < ids.len()))
     }
 
+    fn sample_rate(&self) {
+        let now = Instant::now();
+        let bytes = self.counters.written_back_bytes.load(Ordering::Relaxed);
+        let mut samples = lock(&self.rate_samples);
+        samples.push_back((now, bytes));
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// Bytes written back per second between the oldest and the newest
+    /// sample (0 before two samples exist).
+    fn writeback_rate(&self) -> u64 {
+        let samples = lock(&self.rate_samples);
+        match (samples.front(), samples.back()) {
+            (Some((t0, b0)), Some((t1, b1))) if t1 > t0 => {
+                ((b1 - b0) as f64 / t1.duration_since(*t0).as_secs_f64()) as u64
+            }
+            _ => 0,
+        }
+    }
+
     /// Figures for `sfs status`.
     pub fn status(&self) -> TierStatus {
         let (dirty_files, dirty_bytes) = {
@@ -621,6 +664,7 @@ impl TieredStore {
             fetched_bytes: c.fetched_bytes.load(Ordering::Relaxed),
             writeback_errors: c.writeback_errors.load(Ordering::Relaxed),
             backend_error: lock(&self.last_error).clone(),
+            writeback_bytes_per_s: self.writeback_rate(),
         }
     }
 

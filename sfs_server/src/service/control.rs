@@ -86,6 +86,7 @@ impl control_server::Control for ControlService {
             fetched_bytes: tier.fetched_bytes,
             writeback_errors: tier.writeback_errors,
             backend_error: tier.backend_error,
+            writeback_bytes_per_s: tier.writeback_bytes_per_s,
         }))
     }
 

@@ -181,6 +181,18 @@ async fn an_explicit_flush_puts_chunks_at_their_file_offsets() {
         .all(|&b| b == 0));
     assert!(object[2 * CHUNK as usize..].iter().all(|&b| b == 3));
     assert_eq!(tier.status().dirty_files, 0, "clean after the flush");
+    // `sfs status` shows the rate over the last seconds (sampled once a
+    // second): some of those bytes, never more than were written back.
+    let start = Instant::now();
+    while tier.status().writeback_bytes_per_s == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no write-back rate"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rate = tier.status().writeback_bytes_per_s;
+    assert!(rate <= 2 * CHUNK + 100, "rate {rate}");
     // No chunks here: nothing written, no object created.
     let other = FileId(0x43);
     assert_eq!(
