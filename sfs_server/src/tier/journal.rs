@@ -15,7 +15,8 @@
 //! loses none (the page cache keeps them); `sync` makes them durable
 //! against a machine crash, which a client's `fsync` and every `B` record
 //! ask for. At start-up the journal is replayed and rewritten with only the
-//! current facts.
+//! current facts, and again while the server runs once the appends outgrow
+//! the facts ([`Journal::append_all`]).
 
 use sfs_global::{FileId, SfsError, SfsResult};
 use std::collections::HashSet;
@@ -80,6 +81,68 @@ pub struct Journal {
     file: File,
     /// Records appended since the last sync.
     unsynced: bool,
+    /// What the journal says now (what a rewrite writes).
+    facts: Replayed,
+    /// Bytes appended since the journal was last rewritten.
+    appended: u64,
+    /// Appended bytes past which a rewrite is considered.
+    compact_after: u64,
+}
+
+/// Appends after which the journal is compacted (see
+/// [`Journal::append_all`]).
+const COMPACT_AFTER_BYTES: u64 = 64 << 20;
+
+/// Bytes of one record line (`D <32 hex digits>\n`).
+const LINE_BYTES: u64 = 35;
+
+impl Replayed {
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Dirty(id) => {
+                self.dirty.insert(id);
+            }
+            Record::Clean(id) => {
+                self.dirty.remove(&id);
+            }
+            Record::InBackend(id) => {
+                self.in_backend.insert(id);
+            }
+            Record::Gone(id) => {
+                self.dirty.remove(&id);
+                self.in_backend.remove(&id);
+            }
+        }
+    }
+}
+
+/// Replaces the journal at `path` with one holding only `facts` (written
+/// beside it, synced, renamed over it, directory synced) and opens it for
+/// appending.
+fn rewrite(path: &Path, facts: &Replayed) -> SfsResult<File> {
+    let compacted = path.with_extension("journal.new");
+    let mut lines = String::new();
+    for &id in &facts.dirty {
+        lines.push_str(&Record::Dirty(id).line());
+    }
+    for &id in &facts.in_backend {
+        lines.push_str(&Record::InBackend(id).line());
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = File::create(&compacted)?;
+        f.write_all(lines.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&compacted, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| failed("rewrite", path, e))?;
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| failed("open", path, e))
 }
 
 impl Journal {
@@ -95,50 +158,20 @@ impl Journal {
         };
         let mut replayed = Replayed::default();
         for record in text.lines().filter_map(Record::parse) {
-            match record {
-                Record::Dirty(id) => {
-                    replayed.dirty.insert(id);
-                }
-                Record::Clean(id) => {
-                    replayed.dirty.remove(&id);
-                }
-                Record::InBackend(id) => {
-                    replayed.in_backend.insert(id);
-                }
-                Record::Gone(id) => {
-                    replayed.dirty.remove(&id);
-                    replayed.in_backend.remove(&id);
-                }
-            }
+            replayed.apply(record);
         }
-        let compacted = path.with_extension("journal.new");
-        let mut lines = String::new();
-        for &id in &replayed.dirty {
-            lines.push_str(&Record::Dirty(id).line());
-        }
-        for &id in &replayed.in_backend {
-            lines.push_str(&Record::InBackend(id).line());
-        }
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&compacted)?;
-            f.write_all(lines.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&compacted, path)?;
-            if let Some(dir) = path.parent() {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| failed("rewrite", path, e))?;
-        let file = OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map_err(|e| failed("open", path, e))?;
+        let file = rewrite(path, &replayed)?;
         Ok((
             Journal {
                 path: path.to_path_buf(),
                 file,
                 unsynced: false,
+                facts: Replayed {
+                    dirty: replayed.dirty.clone(),
+                    in_backend: replayed.in_backend.clone(),
+                },
+                appended: 0,
+                compact_after: COMPACT_AFTER_BYTES,
             },
             replayed,
         ))
@@ -146,22 +179,37 @@ impl Journal {
 
     /// Appends one record (one `write(2)`).
     pub fn append(&mut self, record: Record) -> SfsResult<()> {
-        self.unsynced = true;
-        self.file
-            .write_all(record.line().as_bytes())
-            .map_err(|e| failed("append to", &self.path, e))
+        self.append_all([record])
     }
 
-    /// Appends many records in one `write(2)` (a restore's thousands).
+    /// Appends many records in one `write(2)` (a restore's thousands), and
+    /// rewrites the journal with only the current facts once the appends
+    /// since the last rewrite are both past the compaction threshold and
+    /// four times what the facts take: a long job's dirty/clean cycles do
+    /// not grow it without bound, and a rewrite costs at most a quarter of
+    /// what was appended.
     pub fn append_all(&mut self, records: impl IntoIterator<Item = Record>) -> SfsResult<()> {
-        let lines: String = records.into_iter().map(Record::line).collect();
+        let mut lines = String::new();
+        for record in records {
+            self.facts.apply(record);
+            lines.push_str(&record.line());
+        }
         if lines.is_empty() {
             return Ok(());
         }
         self.unsynced = true;
         self.file
             .write_all(lines.as_bytes())
-            .map_err(|e| failed("append to", &self.path, e))
+            .map_err(|e| failed("append to", &self.path, e))?;
+        self.appended += lines.len() as u64;
+        let live = (self.facts.dirty.len() + self.facts.in_backend.len()) as u64 * LINE_BYTES;
+        if self.appended > self.compact_after && self.appended > 4 * live {
+            // Durable: the rewrite is synced before it replaces the old one.
+            self.file = rewrite(&self.path, &self.facts)?;
+            self.appended = 0;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 
     /// Makes every appended record durable (nothing to do when none came
@@ -214,5 +262,30 @@ mod tests {
         assert_eq!(text.lines().count(), 2, "{text}");
         let (_, again) = Journal::open(&path).unwrap();
         assert_eq!(again, replayed);
+    }
+
+    #[test]
+    fn a_running_journal_is_compacted_without_losing_a_fact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tier.journal");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.compact_after = 10 * LINE_BYTES;
+        let kept = FileId(7);
+        j.append(Record::InBackend(kept)).unwrap();
+        j.append(Record::Dirty(FileId(8))).unwrap();
+        let mut largest = 0;
+        for i in 100..1100u128 {
+            j.append(Record::Dirty(FileId(i))).unwrap();
+            j.append(Record::Clean(FileId(i))).unwrap();
+            largest = largest.max(std::fs::metadata(&path).unwrap().len());
+        }
+        assert!(
+            largest < 40 * LINE_BYTES,
+            "never compacted: {largest} bytes"
+        );
+        drop(j);
+        let (_, replayed) = Journal::open(&path).unwrap();
+        assert_eq!(replayed.dirty, HashSet::from([FileId(8)]));
+        assert_eq!(replayed.in_backend, HashSet::from([kept]));
     }
 }
