@@ -285,3 +285,51 @@ fn fsync_reaches_the_back_end_only_when_configured() {
         client.close(fd).unwrap();
     }
 }
+
+/// `close` policy: the last close of a descriptor that wrote makes every
+/// server write the file back; a file still open stays in the chunk
+/// stores (its idle time here is ten minutes).
+#[test]
+fn the_close_policy_writes_back_at_the_writers_last_close() {
+    let mut backend = PathBuf::new();
+    let cluster = Cluster::start_with(3, |c| {
+        c.chunk_size = 64 << 10;
+        c.backend.writeback = WritebackPolicy::Close;
+        c.backend.idle_ms = 600_000;
+        backend = PathBuf::from(&c.rootdir).with_file_name("backend");
+        c.backend.path = backend.display().to_string();
+    });
+    let client = cluster.client();
+    let data = pattern(9, 300_000);
+    let open_flags = libc::O_WRONLY | libc::O_CREAT;
+    let closed = client.open("/closed", open_flags, 0o644).unwrap();
+    let twin = client.dup(closed).unwrap();
+    let still_open = client.open("/open", open_flags, 0o644).unwrap();
+    for fd in [closed, still_open] {
+        assert_eq!(client.pwrite(fd, &data, 0).unwrap(), data.len());
+    }
+    let (closed_id, open_id) = (
+        client.stat("/closed").unwrap().id,
+        client.stat("/open").unwrap().id,
+    );
+    client.close(closed).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        object(&backend, closed_id).is_none(),
+        "written back while a duplicate descriptor was open"
+    );
+    client.close(twin).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while object(&backend, closed_id).as_deref() != Some(&data[..]) {
+        assert!(
+            Instant::now() < deadline,
+            "not written back after its close"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        object(&backend, open_id).is_none(),
+        "an open file was written back"
+    );
+    client.close(still_open).unwrap();
+}

@@ -12,12 +12,13 @@
 use crate::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sfs_global::chunk::{split, ChunkPiece as Piece, MAX_FILE_SIZE};
+use sfs_global::config::WritebackPolicy;
 use sfs_global::path::normalize;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rdma::ChunkRef;
 use sfs_rpc::pb;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Chunk pieces of one call in flight at once (across all servers).
@@ -36,6 +37,7 @@ impl OpenFile {
             flags,
             offset: Mutex::new(0),
             size_hint: AtomicU64::new(if flags.has(libc::O_TRUNC) { 0 } else { md.size }),
+            written: AtomicBool::new(false),
         })
     }
 
@@ -102,6 +104,9 @@ pub(crate) struct OpenFile {
     /// The last size this description saw (open, read, write): how far a
     /// read fetches chunks before it knows the current size.
     pub size_hint: AtomicU64,
+    /// Whether data was written through this description (its last close
+    /// then asks for a write-back under the `close` policy).
+    pub written: AtomicBool,
 }
 
 /// Where an embedding process keeps the shared state of the open file
@@ -338,6 +343,21 @@ impl Client {
         let file = self.files.remove(fd)?;
         if self.orphans.contains(file.id) {
             self.release_orphan_if_last(file.id);
+        } else if self.config.backend.writeback == WritebackPolicy::Close
+            && file.written.load(Ordering::Relaxed)
+            && Arc::strong_count(&file) == 1
+        {
+            // The last descriptor of a description that wrote: the servers
+            // write the file back now (docs/tiering.md). A hint: close
+            // itself succeeded whatever the servers answer.
+            let request = pb::FileRequest {
+                id_hi: file.id.hi(),
+                id_lo: file.id.lo(),
+            };
+            let hinted = self.block_on(self.on_all_servers(|h| h.rpc.write_back_soon(request)));
+            if let Err(e) = hinted {
+                tracing::debug!("close of {}: write-back hint failed: {e}", file.path());
+            }
         }
         Ok(())
     }
@@ -570,6 +590,7 @@ impl Client {
         if buf.is_empty() {
             return Ok(0);
         }
+        file.written.store(true, Ordering::Relaxed);
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= MAX_FILE_SIZE)

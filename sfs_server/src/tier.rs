@@ -61,6 +61,9 @@ struct DirtyChunk {
 struct DirtyFile {
     chunks: HashMap<u64, DirtyChunk>,
     last_write: Instant,
+    /// A client closed it after writing, and nothing was written since
+    /// (the `close` policy writes it back).
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -198,6 +201,7 @@ impl TieredStore {
                 DirtyFile {
                     chunks,
                     last_write: long_ago,
+                    closed: false,
                 },
             );
         }
@@ -325,8 +329,10 @@ impl TieredStore {
         let file = state.dirty.entry(id).or_insert_with(|| DirtyFile {
             chunks: HashMap::new(),
             last_write: Instant::now(),
+            closed: false,
         });
         file.last_write = Instant::now();
+        file.closed = false;
         if let Some(end) = end {
             let chunk = file
                 .chunks
@@ -547,6 +553,18 @@ impl TieredStore {
             .map_err(|e| SfsError::io(format!("tier: write-back task failed: {e}")))?
     }
 
+    /// A client closed `id` after writing it: under the `close` policy the
+    /// write-back loop takes it at its next round (nothing here if this
+    /// server holds no dirty chunk of it).
+    pub fn closed_after_writing(&self, id: FileId) {
+        if let Some(file) = lock(&self.state).dirty.get_mut(&id) {
+            file.closed = true;
+            if self.settings.writeback == WritebackPolicy::Close {
+                self.wake.notify_one();
+            }
+        }
+    }
+
     /// Writes back every file dirty here now (a checkpoint), up to
     /// `flush_files_in_flight` at once, and waits for all of them. A write
     /// that lands meanwhile may leave its file dirty again; the first
@@ -655,6 +673,7 @@ impl TieredStore {
                 WritebackPolicy::Explicit => "explicit",
                 WritebackPolicy::Idle => "idle",
                 WritebackPolicy::IoAware => "io-aware",
+                WritebackPolicy::Close => "close",
             }
             .to_string(),
             dirty_files,

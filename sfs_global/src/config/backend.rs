@@ -34,6 +34,11 @@ pub enum WritebackPolicy {
     /// Like `idle`, but write-back also pauses while this server takes in
     /// more than `busy_mb_per_s` of new data (the job's I/O comes first).
     IoAware,
+    /// A file is written back as soon as the last descriptor that wrote
+    /// it is closed (the client tells every server), and otherwise once
+    /// idle as under `idle` (so a program killed before its close still
+    /// drains).
+    Close,
 }
 
 /// Settings of the object back end (`"backend": {...}` in config.json).
@@ -47,7 +52,8 @@ pub struct BackendConfig {
     pub path: String,
     /// When dirty data goes to the back end without being asked.
     pub writeback: WritebackPolicy,
-    /// `idle` and `io-aware`: a file is due once unwritten for this long.
+    /// `idle`, `io-aware` and `close`: a file is due once unwritten for
+    /// this long.
     pub idle_ms: u64,
     /// `io-aware`: write-back pauses while this server takes in more new
     /// data than this (MB/s, over the last 200 ms).

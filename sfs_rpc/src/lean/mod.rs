@@ -307,6 +307,7 @@ lean_methods! {
     36 => chunks.read_chunk(ReadChunkRequest) -> ReadChunkResponse;
     37 => chunks.flush_chunks(FlushChunksRequest) -> FlushChunksResponse;
     38 => chunks.holdings(HoldingsRequest) -> HoldingsResponse;
+    39 => chunks.write_back_soon(FileRequest) -> Empty;
     48 => control.hello(HelloRequest) -> HelloResponse;
     49 => control.stats(Empty) -> StatsResponse;
     50 => control.shutdown(Empty) -> Empty;

@@ -166,6 +166,18 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         }))
     }
 
+    async fn write_back_soon(
+        &self,
+        request: Request<pb::FileRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.state.served();
+        let req = request.into_inner();
+        self.state
+            .chunks
+            .closed_after_writing(FileId::from_parts(req.id_hi, req.id_lo));
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn holdings(
         &self,
         request: Request<pb::HoldingsRequest>,

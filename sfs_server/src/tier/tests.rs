@@ -433,3 +433,39 @@ fn a_write_during_a_write_back_is_not_marked_clean() {
     let object = rt.block_on(f.backend.read(id, 0, CHUNK as usize)).unwrap();
     assert_eq!(object, vec![2; CHUNK as usize]);
 }
+
+#[test]
+fn the_close_policy_writes_back_a_file_once_its_writer_closed_it() {
+    let f = Fixture::new();
+    let tier = f.open(
+        0,
+        BackendConfig {
+            writeback: WritebackPolicy::Close,
+            idle_ms: 600_000,
+            ..BackendConfig::default()
+        },
+    );
+    let (closed, open) = (FileId(0x51), FileId(0x52));
+    for id in [closed, open] {
+        tier.write_chunk(&at(id, 0, 0, 100), &[7u8; 100]).unwrap();
+    }
+    // A close hint before a later write does not count: the write reopens it.
+    tier.closed_after_writing(closed);
+    tier.write_chunk(&at(closed, 0, 100, 10), &[8u8; 10])
+        .unwrap();
+    std::thread::sleep(super::writeback::TICK * 3);
+    assert_eq!(tier.status().dirty_files, 2, "written back before a close");
+    tier.closed_after_writing(closed);
+    wait_until("the closed file is written back", || {
+        tier.status().dirty_files == 1
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(f.backend.stat(closed)).unwrap().map(|s| s.size),
+        Some(110)
+    );
+    assert_eq!(rt.block_on(f.backend.stat(open)).unwrap(), None);
+}

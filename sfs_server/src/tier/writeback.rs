@@ -9,6 +9,7 @@
 //!    or a writer waiting for room, every dirty file (capacity pressure overrides the policy); else by
 //!    policy — `idle`: unwritten here for `idle_ms`; `io-aware`: the same,
 //!    but nothing while this server takes in more than `busy_mb_per_s`;
+//!    `close`: closed by a client after writing, or idle as for `idle`;
 //!    `explicit`: none. A file whose write-back failed waits out a back-off
 //!    (doubling from 1 s to 30 s) before it is tried again.
 //! 2. writes back up to `flush_files_in_flight` files at once, each with at
@@ -117,9 +118,10 @@ fn due_files(tier: &TieredStore, pressure: bool, busy: bool) -> Vec<FileId> {
     let idle = Duration::from_millis(tier.settings.idle_ms);
     let by_policy = match tier.settings.writeback {
         WritebackPolicy::Explicit => false,
-        WritebackPolicy::Idle => true,
+        WritebackPolicy::Idle | WritebackPolicy::Close => true,
         WritebackPolicy::IoAware => !busy,
     };
+    let on_close = tier.settings.writeback == WritebackPolicy::Close;
     if !pressure && !by_policy {
         return Vec::new();
     }
@@ -131,7 +133,9 @@ fn due_files(tier: &TieredStore, pressure: bool, busy: bool) -> Vec<FileId> {
         .filter(|(id, file)| {
             !state.gate.contains(id)
                 && state.retry.get(id).is_none_or(|(at, _)| *at <= now)
-                && (pressure || now.duration_since(file.last_write) >= idle)
+                && (pressure
+                    || (on_close && file.closed)
+                    || now.duration_since(file.last_write) >= idle)
         })
         .map(|(id, file)| (file.last_write, *id))
         .collect();
