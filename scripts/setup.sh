@@ -7,12 +7,18 @@
 #          .cargo/config.toml), libibverbs-dev librdmacm-dev libclang-dev clang
 #          (rdma-sys bindings), pkg-config
 #   tests: fio sqlite3 python3 git make gcc (the shim tests run them)
+#   object back ends: librados-dev (the `rados` back end links librados);
+#          ceph-mon ceph-osd ceph-common radosgw uuid-runtime curl (the
+#          private Ceph cluster scripts/ceph.sh starts for the rados and s3
+#          tests: monitor, memstore OSD, CLI, S3 gateway, uuidgen, signed
+#          S3 requests)
 #   RDMA in a VM (scripts/rdma-vm-test.sh): qemu-system-x86 cpio xz-utils
 set -euo pipefail
 
 packages=(
     librocksdb-dev libibverbs-dev librdmacm-dev libclang-dev clang pkg-config
     fio sqlite3 python3 git make gcc
+    librados-dev ceph-mon ceph-osd ceph-common radosgw uuid-runtime curl
     qemu-system-x86 cpio xz-utils
 )
 

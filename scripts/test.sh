@@ -7,7 +7,11 @@
 #   4. artefacts              sfs and the shim libraries, which the tests
 #                             run (sfs_testkit would build them on demand;
 #                             built here so the time shows as its own step)
-#   5. tests                  cargo nextest (+ doctests) when installed,
+#   5. ceph                   scripts/ceph.sh: one private Ceph cluster
+#                             (mon, memstore OSD, radosgw) on 127.0.0.1 for
+#                             the rados and s3 back-end tests, stopped when
+#                             this script exits, also on failure
+#   6. tests                  cargo nextest (+ doctests) when installed,
 #                             else cargo test
 # Works from any directory. The target directory defaults to
 # ~/.cache/sfs/target so a build survives between runs; set CARGO_TARGET_DIR
@@ -52,13 +56,28 @@ fi
 
 step artefacts cargo build -p sfs_cli -p wrapper -p sfs_preload
 
+# The back-end tests find the cluster through the SFS_CEPH_* variables of
+# DIR/env (sfs_testkit::ceph; without them each run starts its own).
+ceph_dir=$(mktemp -d "${TMPDIR:-/tmp}/sfs-ceph.XXXXXX")
+stop_ceph() {
+    bash scripts/ceph.sh stop "$ceph_dir" || true
+    rm -rf "$ceph_dir"
+}
+trap stop_ceph EXIT
+step ceph bash scripts/ceph.sh start "$ceph_dir"
+set -a
+# shellcheck source=/dev/null
+source "$ceph_dir/env"
+set +a
+
 if cargo nextest --version >/dev/null 2>&1; then
     # nextest does not run doctests: run them first, so that nextest's
     # summary stays the last thing printed.
     step doctests cargo test --workspace --doc
     echo "==> tests: cargo nextest run --workspace (before tests: $((SECONDS - started_all)) s)"
-    exec cargo nextest run --workspace --no-fail-fast
+    # Not `exec`: the EXIT trap must still stop the Ceph cluster.
+    cargo nextest run --workspace --no-fail-fast
 else
     echo "==> tests: cargo test --workspace (before tests: $((SECONDS - started_all)) s)"
-    exec cargo test --workspace --no-fail-fast
+    cargo test --workspace --no-fail-fast
 fi

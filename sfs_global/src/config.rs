@@ -511,7 +511,7 @@ impl Config {
                 ),
             );
         }
-        self.backend.validate_in(origin)
+        self.backend.validate_in(self.chunk_size, origin)
     }
 
     /// Directory of one server's chunk store.

@@ -298,9 +298,13 @@ impl Hostfile {
 /// [`validate_ports`], and that no server's own directory
 /// (`rootdir/NAME`) holds the `dir` back end or lies inside it (with the
 /// default `backend.path`, a server named `backend` would share
-/// `rootdir/backend` with every server's flushed objects).
+/// `rootdir/backend` with every server's flushed objects). The networked
+/// back ends (`rados`, `s3`) have no directory to overlap.
 pub fn validate_with_config(config: &Config, hostfile: &Hostfile) -> Result<(), HostfileError> {
     validate_ports(config, hostfile)?;
+    if config.backend.kind != crate::config::BackendKind::Dir {
+        return Ok(());
+    }
     let backend = config.backend_dir();
     for entry in &hostfile.hosts {
         let own = config.run_dir(&entry.name);
@@ -614,6 +618,15 @@ mod tests {
         };
         let message = validate_with_config(&inside, &h).unwrap_err().to_string();
         assert!(message.starts_with("hosts:1: server s0's"), "{message}");
+        let networked = Config {
+            backend: crate::config::BackendConfig {
+                kind: crate::config::BackendKind::Rados,
+                rados_pool: "sfs".into(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        validate_with_config(&networked, &h).expect("no directory to overlap");
     }
 
     proptest::proptest! {

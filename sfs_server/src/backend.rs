@@ -41,15 +41,18 @@
 //!   the store and the object.
 
 pub mod dir;
+pub mod rados;
+pub mod s3;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
 use async_trait::async_trait;
 use sfs_global::config::{BackendKind, Config};
-use sfs_global::{FileId, SfsError, SfsResult};
+use sfs_global::{FileId, SfsResult};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs blocking store work on tokio's blocking pool (back ends over
 /// files and the flush of chunk files both block); a worker that panicked
@@ -109,18 +112,65 @@ pub trait ObjectBackend: Send + Sync {
 }
 
 /// Opens the back end that `config.backend` names (a server does this at
-/// start-up, so a store it cannot reach stops it before it serves).
+/// start-up, so a store it cannot reach stops it before it serves, within
+/// about twice `backend.timeout_ms` for the networked ones, with an error
+/// naming the setting to fix).
 pub async fn open(config: &Config) -> SfsResult<Arc<dyn ObjectBackend>> {
-    match config.backend.kind {
+    let settings = &config.backend;
+    let timeout = Duration::from_millis(settings.timeout_ms);
+    match settings.kind {
         BackendKind::Dir => {
             let root = config.backend_dir();
-            let backend = tokio::task::spawn_blocking(move || {
+            let backend = off_the_runtime("dir back end", move || {
                 let backend = dir::DirBackend::open(&root)?;
                 tracing::info!("object back end: dir at {}", root.display());
-                Ok::<_, SfsError>(backend)
+                Ok(backend)
             })
-            .await
-            .map_err(|e| SfsError::io(format!("dir back end: worker failed: {e}")))??;
+            .await?;
+            Ok(Arc::new(backend))
+        }
+        BackendKind::Rados => {
+            let rados = rados::RadosSettings {
+                conf: settings.rados_conf.clone().into(),
+                user: settings.rados_user.clone(),
+                pool: settings.rados_pool.clone(),
+                namespace: settings.rados_namespace.clone(),
+                timeout,
+            };
+            let backend = off_the_runtime("rados back end", move || {
+                let backend = rados::RadosBackend::open(&rados)?;
+                tracing::info!(
+                    "object back end: rados pool {} (namespace {:?}) of {}",
+                    rados.pool,
+                    rados.namespace,
+                    rados.conf.display()
+                );
+                Ok(backend)
+            })
+            .await?;
+            Ok(Arc::new(backend))
+        }
+        BackendKind::S3 => {
+            let s3 = s3::S3Settings {
+                endpoint: settings.s3_endpoint.clone(),
+                bucket: settings.s3_bucket.clone(),
+                prefix: settings.s3_prefix.clone(),
+                region: settings.s3_region.clone(),
+                piece_size: settings.s3_piece_size(config.chunk_size),
+                timeout,
+                access_key: String::new(),
+                secret_key: String::new(),
+                session_token: None,
+            }
+            .with_credentials_from_env()?;
+            let backend = s3::S3Backend::open(s3.clone()).await?;
+            tracing::info!(
+                "object back end: s3 bucket {} prefix {:?} at {:?}, {} B pieces",
+                s3.bucket,
+                s3.prefix,
+                s3.endpoint,
+                s3.piece_size
+            );
             Ok(Arc::new(backend))
         }
     }

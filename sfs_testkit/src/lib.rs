@@ -1,5 +1,6 @@
-//! Test support shared by SFS's integration tests: [`artifacts`] (below)
-//! and [`fuzz`], the decoders' fuzzer.
+//! Test support shared by SFS's integration tests: [`artifacts`] (below),
+//! [`fuzz`], the decoders' fuzzer, and [`ceph`], the Ceph cluster the
+//! `rados` and `s3` back ends are tested against.
 //!
 //! Tests that run SFS as a user does need artefacts that are not their own
 //! crate's: the `sfs` binary, the preload entry library
@@ -15,6 +16,7 @@
 //! `NEXTEST_RUN_ID` under nextest (one process per test), recorded in a
 //! stamp file under a file lock so that parallel tests wait for one build.
 
+pub mod ceph;
 pub mod fuzz;
 
 use fs2::FileExt;
