@@ -38,13 +38,26 @@ impl SfsInstance {
 
     /// Starts `servers` servers with `sfs start`, state under `state_dir` (tmpfs).
     pub fn start(sfs: &Path, servers: usize, state_dir: &Path) -> Result<SfsInstance> {
+        SfsInstance::start_with(sfs, servers, state_dir, Config::default(), false)
+    }
+
+    /// [`SfsInstance::start`] with the settings of `config` (its rootdir,
+    /// mountdir and ports are replaced), and with `restore`: `sfs start
+    /// --restore`, from the checkpoint in the config's back end.
+    pub fn start_with(
+        sfs: &Path,
+        servers: usize,
+        state_dir: &Path,
+        config: Config,
+        restore: bool,
+    ) -> Result<SfsInstance> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let config = Config {
             rootdir: state_dir.join("root").display().to_string(),
             mountdir: "/sfs_bench_mnt".into(),
             data_port_offset: 0,
-            ..Config::default()
+            ..config
         };
         let config_path = state_dir.join("config.json");
         std::fs::write(&config_path, config.to_json_pretty())?;
@@ -61,19 +74,16 @@ impl SfsInstance {
             hostfile_path,
             owned: Some((sfs.to_path_buf(), state_dir.to_path_buf())),
         };
-        let out = instance.sfs_command("start")?;
-        if !out.status.success() {
-            bail!(
-                "`sfs start` failed ({}):\n{}{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        let start: &[&str] = if restore {
+            &["start", "--restore"]
+        } else {
+            &["start"]
+        };
+        instance.sfs_checked(start)?;
         Ok(instance)
     }
 
-    fn sfs_command(&self, command: &str) -> Result<std::process::Output> {
+    fn sfs_command(&self, args: &[&str]) -> Result<std::process::Output> {
         let (sfs, _) = self
             .owned
             .as_ref()
@@ -83,10 +93,26 @@ impl SfsInstance {
             .arg(&self.config_path)
             .arg("--hostfile")
             .arg(&self.hostfile_path)
-            .arg(command)
+            .args(args)
             .env_remove("LD_PRELOAD")
             .output()
-            .with_context(|| format!("running {} {command}", sfs.display()))
+            .with_context(|| format!("running {} {}", sfs.display(), args.join(" ")))
+    }
+
+    /// Runs `sfs ARGS` against these servers; its stdout, or an error with
+    /// everything it said when it fails.
+    pub fn sfs_checked(&self, args: &[&str]) -> Result<String> {
+        let out = self.sfs_command(args)?;
+        if !out.status.success() {
+            bail!(
+                "`sfs {}` failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn server_count(&self) -> usize {
@@ -115,7 +141,7 @@ impl Drop for SfsInstance {
         };
         let pids = self.server_pids();
         let stopped = self
-            .sfs_command("stop")
+            .sfs_command(&["stop"])
             .map(|out| out.status.success())
             .unwrap_or(false);
         if !stopped {

@@ -55,7 +55,8 @@ pub struct FioRun {
     pub target: String,
     pub write: Measured,
     pub read: Measured,
-    /// The write's command line (the read differs in `--rw=read` and no fsync).
+    /// The write's command line (the read differs in `--rw=read`, no fsync
+    /// and `--invalidate`).
     pub command: String,
 }
 
@@ -103,26 +104,58 @@ pub fn run_ior_easy_nn(
     baseline_dir: &Path,
     params: &Params,
 ) -> Result<FioRun> {
-    let dir = baseline_dir.join(format!("sfs_bench.{}.fio", std::process::id()));
+    let shape = Shape {
+        name: "ior-easy-nn",
+        block: params.easy_transfer,
+        file_bytes: params.easy_bytes,
+        files: params.nprocs as u64,
+        // sfs_bench reads right after writing, from the page cache.
+        cold_read: false,
+    };
+    run_write_then_read(fio, target, baseline_dir, &shape)
+}
+
+/// One fio workload: `files` jobs, each writing then reading one file of
+/// `file_bytes` sequentially in `block` pieces with psync; every file is
+/// fsynced when its write ends.
+pub struct Shape {
+    pub name: &'static str,
+    pub block: u64,
+    pub file_bytes: u64,
+    pub files: u64,
+    /// Drop the files' cached pages before reading (fio's `--invalidate=1`:
+    /// `posix_fadvise(DONTNEED)`, so the read comes from the device).
+    pub cold_read: bool,
+}
+
+/// Runs `shape`'s write then read in a fresh directory under `parent` (so
+/// on its file system), removed afterwards.
+pub fn run_write_then_read(
+    fio: &Path,
+    target: &str,
+    parent: &Path,
+    shape: &Shape,
+) -> Result<FioRun> {
+    let dir = parent.join(format!("sfs_bench.{}.fio", std::process::id()));
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let _remove = RemoveDir(dir.clone());
-    let expected_bytes = params.easy_bytes * params.nprocs as u64;
+    let expected_bytes = shape.file_bytes * shape.files;
     let job = |rw: &str| -> Vec<String> {
         let mut args = vec![
             "--output-format=json".to_string(),
-            "--name=ior-easy-nn".into(),
+            format!("--name={}", shape.name),
             format!("--directory={}", dir.display()),
             "--ioengine=psync".into(),
             format!("--rw={rw}"),
-            format!("--bs={}", params.easy_transfer),
-            format!("--size={}", params.easy_bytes),
-            format!("--numjobs={}", params.nprocs),
+            format!("--bs={}", shape.block),
+            format!("--size={}", shape.file_bytes),
+            format!("--numjobs={}", shape.files),
             "--group_reporting".into(),
             "--fallocate=none".into(),
-            "--invalidate=0".into(),
         ];
-        if rw == "write" {
-            args.push("--fsync_on_close=1".into());
+        match rw {
+            "write" => args.push("--fsync_on_close=1".into()),
+            _ => args.push(format!("--invalidate={}", u8::from(shape.cold_read))),
         }
         args
     };

@@ -9,6 +9,10 @@
 //! Every run reads its data back and compares it; a mismatch is an error.
 //! Each local baseline's IOR-easy N-N rates are checked against `fio` on the
 //! same file system in the same run (`fio.rs`).
+//!
+//! `sfs_bench tiering` is a mode of its own (`tiering.rs`): it measures
+//! write-back, foreground writes beside it and read-through against the
+//! object back end's own throughput, starting and restarting its servers.
 
 mod cluster;
 mod fio;
@@ -18,10 +22,11 @@ mod report;
 mod runner;
 mod spec;
 mod staging;
+mod tiering;
 mod worker;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use cluster::SfsInstance;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use runner::{PhaseStats, Target};
@@ -47,9 +52,14 @@ enum Baseline {
 #[command(
     name = "sfs_bench",
     version,
-    about = "IOR/mdtest-style benchmarks of SFS through the shim and the client library, next to tmpfs and the local disk"
+    about = "IOR/mdtest-style benchmarks of SFS through the shim and the client library, next to tmpfs and the local disk",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// config.json of running servers (not needed with --servers).
     #[arg(long, env = "SFS_CONFIG")]
     config: Option<PathBuf>,
@@ -59,9 +69,6 @@ struct Cli {
     /// Start this many servers on 127.0.0.1 (state on tmpfs) for each run, e.g. `1,2,4`.
     #[arg(long, value_delimiter = ',')]
     servers: Vec<usize>,
-    /// Client processes.
-    #[arg(long, short = 'n', default_value_t = 2)]
-    nprocs: usize,
     /// How the SFS workers reach SFS: `shim`, `lib`, or both (`shim,lib`).
     #[arg(long, value_delimiter = ',', default_value = "shim")]
     via: Vec<Via>,
@@ -74,9 +81,6 @@ struct Cli {
     /// Directory on the local disk for the disk baseline.
     #[arg(long, default_value = "/var/tmp")]
     disk_dir: PathBuf,
-    /// Where servers started with --servers keep their state (tmpfs).
-    #[arg(long, default_value = "/dev/shm")]
-    state_dir: PathBuf,
     /// Workloads to run (default: all).
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<Workload>,
@@ -101,17 +105,43 @@ struct Cli {
     /// find / ls -l: entries of the tree (files and directories).
     #[arg(long, default_value_t = 100_000)]
     tree_entries: u64,
-    /// Seed of the data pattern and random offsets (default: from the clock).
-    #[arg(long)]
-    seed: Option<u64>,
-    /// The `sfs` binary used for --servers (default: next to this binary).
-    #[arg(long)]
-    sfs: Option<PathBuf>,
     /// The shim (default: libsfs_wrapper.so next to this binary).
     #[arg(long, env = "SFS_PRELOAD")]
     preload: Option<PathBuf>,
-    /// fio, which the local baselines' IOR-easy N-N rates are checked
-    /// against (the check is skipped, and the report says so, without it).
+}
+
+/// Modes other than the IOR/mdtest/find workloads.
+#[derive(Subcommand)]
+enum Mode {
+    /// Write-back, foreground writes beside it and read-through of the
+    /// tiering, against the object back end's own rates measured with fio
+    /// in the same run (starts its own servers).
+    Tiering {
+        #[command(flatten)]
+        args: tiering::TieringArgs,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+/// Options every mode takes.
+#[derive(clap::Args)]
+struct CommonArgs {
+    /// Client processes.
+    #[arg(long, short = 'n', default_value_t = 2)]
+    nprocs: usize,
+    /// Where servers this tool starts keep their state (tmpfs).
+    #[arg(long, default_value = "/dev/shm")]
+    state_dir: PathBuf,
+    /// Seed of the data pattern and random offsets (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The `sfs` binary used to start servers (default: next to this binary).
+    #[arg(long)]
+    sfs: Option<PathBuf>,
+    /// fio: the local baselines' IOR-easy N-N rates are checked against it
+    /// (skipped, and the report says so, without it); `tiering` measures
+    /// the back end with it (and needs it).
     #[arg(long, default_value = "fio")]
     fio: PathBuf,
     /// Print the report as JSON on stdout.
@@ -132,7 +162,11 @@ fn main() {
             None => Err(anyhow::anyhow!("usage: sfs_bench __worker SPEC_JSON")),
         }
     } else {
-        run(Cli::parse())
+        let cli = Cli::parse();
+        match &cli.mode {
+            Some(Mode::Tiering { args, common }) => tiering::run(args, common),
+            None => run(cli),
+        }
     };
     if let Err(e) = result {
         eprintln!("sfs_bench: {e:#}");
@@ -146,8 +180,24 @@ enum SfsSource {
     Existing(PathBuf, PathBuf),
 }
 
+/// The `sfs` binary: given, or next to this one.
+fn sfs_binary(common: &CommonArgs) -> Result<PathBuf> {
+    let sfs = match &common.sfs {
+        Some(p) => p.clone(),
+        None => next_to_me("sfs")?,
+    };
+    if !sfs.exists() {
+        bail!(
+            "the sfs binary {} does not exist: build it (`cargo build --release -p sfs_cli`) or give --sfs",
+            sfs.display()
+        );
+    }
+    Ok(sfs)
+}
+
 fn run(cli: Cli) -> Result<()> {
-    if cli.nprocs == 0 {
+    let common = &cli.common;
+    if common.nprocs == 0 {
         bail!("--nprocs must be at least 1");
     }
     let load_start = report::load_average();
@@ -162,18 +212,19 @@ fn run(cli: Cli) -> Result<()> {
             .collect()
     };
     let params = Params {
-        nprocs: cli.nprocs,
+        nprocs: common.nprocs,
         easy_bytes: cli.easy_mib << 20,
         easy_transfer: 1 << 20,
         hard_transfer: 47_008,
         hard_transfers: cli.hard_transfers.max(1),
-        random_file_bytes: (cli.random_file_mib << 20).max(4096 * cli.nprocs as u64),
+        random_file_bytes: (cli.random_file_mib << 20).max(4096 * common.nprocs as u64),
         random_ops: cli.random_ops,
         easy_files: cli.files,
         hard_files: cli.hard_files,
         hard_file_bytes: 3901,
         tree_entries: cli.tree_entries.max(2),
-        seed: cli
+        files_per_proc: 1,
+        seed: common
             .seed
             .unwrap_or_else(|| worker::monotonic_ns() ^ pid as u64),
     };
@@ -203,16 +254,10 @@ fn run(cli: Cli) -> Result<()> {
             preload.display()
         );
     }
-    let sfs = match &cli.sfs {
-        Some(p) => p.clone(),
-        None => next_to_me("sfs")?,
+    let sfs = match &source {
+        SfsSource::Start(_) => Some(sfs_binary(common)?),
+        SfsSource::Existing(..) => None,
     };
-    if matches!(source, SfsSource::Start(_)) && !sfs.exists() {
-        bail!(
-            "the sfs binary {} does not exist: build it (`cargo build --release -p sfs_cli`) or give --sfs",
-            sfs.display()
-        );
-    }
 
     let scratch = std::env::temp_dir().join(format!("sfs_bench.{pid}"));
     std::fs::create_dir_all(&scratch)?;
@@ -239,7 +284,7 @@ fn run(cli: Cli) -> Result<()> {
         });
     }
     let fio_version = (workloads.contains(&Workload::IorEasyNn) && !baselines.is_empty())
-        .then(|| fio::version(&cli.fio));
+        .then(|| fio::version(&common.fio));
     let fio_checks = match &fio_version {
         Some(Ok(_)) => 2 * baselines.len(),
         _ => 0,
@@ -261,7 +306,7 @@ fn run(cli: Cli) -> Result<()> {
     // page on first use); untimed, so that neither the baseline that runs
     // first nor SFS's tmpfs state pays it inside a timed phase.
     let mut warm_up: Vec<String> = Vec::new();
-    let mut warm_dirs: Vec<PathBuf> = vec![absolute(&cli.state_dir)?];
+    let mut warm_dirs: Vec<PathBuf> = vec![absolute(&common.state_dir)?];
     if cli.baselines.contains(&Baseline::Tmpfs) {
         warm_dirs.push(absolute(&cli.tmpfs_dir)?);
     }
@@ -290,7 +335,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut fio_before = None;
             if let (true, Some(dir)) = (fio_here, &target.baseline_dir) {
                 progress.set_message(format!("{} ior-easy-nn with fio (before)", target.name));
-                match fio::run_ior_easy_nn(&cli.fio, &target.name, dir, &params) {
+                match fio::run_ior_easy_nn(&common.fio, &target.name, dir, &params) {
                     Ok(run) => fio_before = Some(run),
                     Err(e) => fio_failures.push(format!("{} (before): {e:#}", target.name)),
                 }
@@ -310,7 +355,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             if let (true, Some(dir)) = (fio_here, &target.baseline_dir) {
                 progress.set_message(format!("{} ior-easy-nn with fio (after)", target.name));
-                match fio::run_ior_easy_nn(&cli.fio, &target.name, dir, &params) {
+                match fio::run_ior_easy_nn(&common.fio, &target.name, dir, &params) {
                     Ok(after) => fio_runs.push(match &fio_before {
                         Some(before) => fio::FioRun::mean(before, &after),
                         None => after,
@@ -333,8 +378,10 @@ fn run(cli: Cli) -> Result<()> {
         let instance = match (count, &source) {
             (Some(n), _) => {
                 progress.set_message(format!("starting {n} server(s)"));
-                let state = absolute(&cli.state_dir)?.join(format!("sfs_bench.{pid}.{n}servers"));
-                SfsInstance::start(&sfs, n, &state)?
+                let state =
+                    absolute(&common.state_dir)?.join(format!("sfs_bench.{pid}.{n}servers"));
+                let sfs = sfs.as_ref().expect("found when servers are started");
+                SfsInstance::start(sfs, n, &state)?
             }
             (None, SfsSource::Existing(config, hostfile)) => {
                 SfsInstance::existing(config, hostfile)?
@@ -401,7 +448,7 @@ fn run(cli: Cli) -> Result<()> {
         fio_check_status,
         fio_check,
     };
-    if cli.json {
+    if common.json {
         // The text report prints these; with --json a person still sees them.
         if fio_check_incomplete {
             eprintln!("sfs_bench: fio check {}", report.fio_check_status);

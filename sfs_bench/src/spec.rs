@@ -23,6 +23,12 @@ pub enum Workload {
     MdtestHard,
     /// find / `ls -l`: stat every entry of a directory tree.
     Find,
+    /// The client side of `sfs_bench tiering` (not a `--workloads` choice:
+    /// that mode starts and restarts its own servers, see `tiering.rs`):
+    /// each process writes `files_per_proc` files of `easy_bytes`, one
+    /// after the other, each fsynced and closed before the next.
+    #[value(skip)]
+    Tiering,
 }
 
 impl Workload {
@@ -45,6 +51,7 @@ impl Workload {
             Workload::MdtestEasy => "mdtest-easy",
             Workload::MdtestHard => "mdtest-hard",
             Workload::Find => "find",
+            Workload::Tiering => "tiering",
         }
     }
 
@@ -52,7 +59,11 @@ impl Workload {
     pub fn is_data(self) -> bool {
         matches!(
             self,
-            Workload::IorEasyNn | Workload::IorEasyN1 | Workload::IorHard | Workload::Random4k
+            Workload::IorEasyNn
+                | Workload::IorEasyN1
+                | Workload::IorHard
+                | Workload::Random4k
+                | Workload::Tiering
         )
     }
 
@@ -61,7 +72,7 @@ impl Workload {
     pub fn phases(self) -> &'static [Phase] {
         use Phase::*;
         match self {
-            Workload::IorEasyNn | Workload::IorEasyN1 | Workload::IorHard => {
+            Workload::IorEasyNn | Workload::IorEasyN1 | Workload::IorHard | Workload::Tiering => {
                 &[Prepare, Write, Read, Verify, Remove, Teardown]
             }
             Workload::Random4k => &[
@@ -133,11 +144,12 @@ impl Phase {
 }
 
 /// Sizes of the workloads (the same for every target, so rows compare).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Params {
     /// Client processes.
     pub nprocs: usize,
-    /// IOR-easy: bytes each process writes (N-N: its file; N-1: its block).
+    /// IOR-easy: bytes each process writes (N-N: its file; N-1: its block);
+    /// tiering: bytes of each file.
     pub easy_bytes: u64,
     /// IOR-easy transfer size.
     pub easy_transfer: u64,
@@ -157,6 +169,10 @@ pub struct Params {
     pub hard_file_bytes: u64,
     /// Entries (files and directories) of the find tree.
     pub tree_entries: u64,
+    /// Tiering: files each process writes (several, so that the `idle`
+    /// write-back policy finds a finished file to write back while the
+    /// process writes its next one).
+    pub files_per_proc: u64,
     /// Seed of the data pattern and of the random offsets.
     pub seed: u64,
 }

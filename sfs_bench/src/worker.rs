@@ -7,11 +7,12 @@
 //! histogram to the file named in the spec and prints a [`WorkerResult`] as
 //! one JSON line. Any error, including a verification mismatch, makes it exit
 //! with status 1 and the reason on stderr. The workloads themselves are in
-//! `worker/data.rs` (IOR, random 4 KiB) and `worker/metadata.rs` (mdtest,
-//! find).
+//! `worker/data.rs` (IOR, random 4 KiB), `worker/metadata.rs` (mdtest,
+//! find) and `worker/tiering.rs` (the client side of `sfs_bench tiering`).
 
 mod data;
 mod metadata;
+mod tiering;
 
 use crate::fsapi::{FileSystem, LibFs, OpenMode, PosixFs};
 use crate::spec::{Access, Params, Phase, WorkerResult, WorkerSpec, Workload};
@@ -22,6 +23,7 @@ use hdrhistogram::Histogram;
 use metadata::{find, mdtest, mdtest_stage};
 use std::io::{BufRead, Write};
 use std::time::Instant;
+use tiering::{tiering, tiering_stage};
 
 /// Latencies are recorded in nanoseconds, up to one minute, 3 significant digits.
 pub fn new_histogram() -> Histogram<u64> {
@@ -166,6 +168,7 @@ fn stage(spec: &WorkerSpec) -> Staged {
         Workload::Random4k => random_stage(spec),
         Workload::MdtestEasy | Workload::MdtestHard => mdtest_stage(spec),
         Workload::Find => Staged::default(),
+        Workload::Tiering => tiering_stage(spec),
     }
 }
 
@@ -194,6 +197,7 @@ fn run_phase(ctx: &mut Ctx, staged: &mut Staged) -> Result<()> {
         (Workload::Random4k, phase) => random(ctx, phase, staged),
         (Workload::MdtestEasy | Workload::MdtestHard, phase) => mdtest(ctx, phase, staged),
         (Workload::Find, phase) => find(ctx, phase),
+        (Workload::Tiering, phase) => tiering(ctx, phase, staged),
     }
 }
 
@@ -223,7 +227,7 @@ fn prepare(ctx: &mut Ctx, workload: Workload) -> Result<()> {
                 fs.mkdir(&format!("{dir}/d{d}"))?;
             }
         }
-        Workload::IorEasyNn | Workload::MdtestHard => {}
+        Workload::IorEasyNn | Workload::MdtestHard | Workload::Tiering => {}
     }
     Ok(())
 }

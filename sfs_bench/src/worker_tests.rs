@@ -20,6 +20,7 @@ fn spec(root: &std::path::Path, workload: Workload, phase: Phase) -> WorkerSpec 
             hard_files: 20,
             hard_file_bytes: 3901,
             tree_entries: 50,
+            files_per_proc: 2,
             seed: 42,
         },
         rank: 0,
@@ -57,6 +58,7 @@ fn verification_catches_a_corrupted_byte_in_every_data_workload() {
         Workload::IorEasyN1,
         Workload::IorHard,
         Workload::Random4k,
+        Workload::Tiering,
     ] {
         let dir = tempfile::tempdir().unwrap();
         let phases: &[Phase] = if workload == Workload::Random4k {

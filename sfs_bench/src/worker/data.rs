@@ -76,16 +76,62 @@ pub(super) fn ior_stage(spec: &WorkerSpec) -> Staged {
     }
 }
 
-/// The timed part of a write phase: the staged writes in order, then fsync
-/// (the phase ends when the data is durable) and close.
-fn write_staged(ctx: &mut Ctx, path: &str, writes: &mut StagedWrites) -> Result<()> {
+/// The timed part of a write phase: staged writes `which` in order into
+/// `path`, then fsync (the phase ends when the data is durable) and close.
+pub(super) fn write_staged(
+    ctx: &mut Ctx,
+    path: &str,
+    writes: &mut StagedWrites,
+    which: std::ops::Range<usize>,
+) -> Result<()> {
     let file = ctx.fs.open(path, OpenMode::CreateReadWrite)?;
-    for i in 0..writes.len() {
+    for i in which {
         let (offset, data) = writes.data(i);
         ctx.timed(|fs| fs.pwrite_all(&file, data, offset))?;
         ctx.bytes += data.len() as u64;
     }
     ctx.fs.fsync(&file)?;
+    ctx.fs.close(file)
+}
+
+/// What a verify pass compares the bytes it reads with.
+pub(super) struct Expected<'a> {
+    pub pattern: &'a Pattern,
+    pub file_seed: u64,
+    /// The rank that wrote them (for the message).
+    pub writer: usize,
+}
+
+/// Reads `buf.len()` bytes at each of `offsets` of `path`: timed and
+/// counted as the phase's bytes (a read phase), or with `check` untimed and
+/// compared (a verify pass).
+pub(super) fn read_transfers(
+    ctx: &mut Ctx,
+    path: &str,
+    offsets: impl Iterator<Item = u64>,
+    buf: &mut [u8],
+    check: Option<Expected>,
+) -> Result<()> {
+    let len = buf.len() as u64;
+    let file = ctx.fs.open(path, OpenMode::Read)?;
+    for offset in offsets {
+        match &check {
+            None => {
+                ctx.timed(|fs| fs.pread_exact(&file, buf, offset))?;
+                ctx.bytes += len;
+            }
+            Some(expected) => {
+                ctx.fs.pread_exact(&file, buf, offset)?;
+                if let Err(at) = expected.pattern.check(buf, offset, expected.file_seed) {
+                    bail!(
+                        "verification failed: {path} byte {at} differs from what rank {} wrote",
+                        expected.writer
+                    );
+                }
+                ctx.verified += len;
+            }
+        }
+    }
     ctx.fs.close(file)
 }
 
@@ -97,35 +143,22 @@ pub(super) fn ior(ctx: &mut Ctx, phase: Phase, staged: &mut Staged) -> Result<()
     match phase {
         Phase::Write => {
             // IOR -e: the write phase ends when the data is durable.
-            write_staged(ctx, &layout.path, &mut staged.writes)?;
+            let all = 0..staged.writes.len();
+            write_staged(ctx, &layout.path, &mut staged.writes, all)?;
         }
-        Phase::Read => {
+        Phase::Read | Phase::Verify => {
+            // Verify is its own phase, not a rate: every byte read back and
+            // compared (the read phase builds no pattern: it is timed).
+            let pattern = (phase == Phase::Verify)
+                .then(|| Pattern::new(params.seed, layout.transfer as usize));
+            let check = pattern.as_ref().map(|pattern| Expected {
+                pattern,
+                file_seed: layout.file_seed,
+                writer: rank,
+            });
+            let offsets = (0..layout.transfers).map(|i| (layout.offset)(params, rank, i));
             let buf = staged.read_buf.as_mut_slice();
-            let file = ctx.fs.open(&layout.path, OpenMode::Read)?;
-            for i in 0..layout.transfers {
-                let offset = (layout.offset)(params, rank, i);
-                ctx.timed(|fs| fs.pread_exact(&file, buf, offset))?;
-                ctx.bytes += layout.transfer;
-            }
-            ctx.fs.close(file)?;
-        }
-        Phase::Verify => {
-            // Its own phase, not a rate: every byte read back and compared.
-            let pattern = Pattern::new(params.seed, layout.transfer as usize);
-            let buf = staged.read_buf.as_mut_slice();
-            let file = ctx.fs.open(&layout.path, OpenMode::Read)?;
-            for i in 0..layout.transfers {
-                let offset = (layout.offset)(params, rank, i);
-                ctx.fs.pread_exact(&file, buf, offset)?;
-                if let Err(at) = pattern.check(buf, offset, layout.file_seed) {
-                    bail!(
-                        "verification failed: {} byte {at} differs from what rank {rank} wrote",
-                        layout.path
-                    );
-                }
-                ctx.verified += layout.transfer;
-            }
-            ctx.fs.close(file)?;
+            read_transfers(ctx, &layout.path, offsets, buf, check)?;
         }
         Phase::Remove => {
             if spec.workload == Workload::IorEasyNn || spec.rank == 0 {
@@ -224,7 +257,8 @@ pub(super) fn random(ctx: &mut Ctx, phase: Phase, staged: &mut Staged) -> Result
     let path = &layout.path;
     match phase {
         Phase::Prefill | Phase::RandWrite => {
-            write_staged(ctx, path, &mut staged.writes)?;
+            let all = 0..staged.writes.len();
+            write_staged(ctx, path, &mut staged.writes, all)?;
         }
         Phase::RandRead => {
             let buf = staged.read_buf.as_mut_slice();
