@@ -2,8 +2,9 @@
 //! object back end, see docs/semantics.md), one line per file and a total.
 //!
 //! The files are listed first (a directory needs `-r`), then flushed
-//! [`FILES_AT_ONCE`] at a time — each flush already has every server
-//! writing its own chunks — while a progress line (files, bytes, rate,
+//! [`FILES_AT_ONCE`] requests at a time — each already has every server
+//! writing its own chunks; a file over `--slice-mib` is flushed in
+//! slices, one request each — while a progress line (files, bytes, rate,
 //! ETA) is kept on stderr: redrawn in place on a terminal, a plain line
 //! every [`PLAIN_EVERY`] otherwise, so job logs show how far it got, and
 //! once more at the end.
@@ -28,7 +29,7 @@ const PLAIN_EVERY: Duration = Duration::from_secs(10);
 /// Flushes each path; a directory needs `recursive` and then every file
 /// under it is flushed (symlinks inside the tree are not followed, so a
 /// link cannot make the walk loop or leave the tree).
-pub fn flush(setup: &Setup, paths: &[String], recursive: bool) -> Result<()> {
+pub fn flush(setup: &Setup, paths: &[String], recursive: bool, slice: u64) -> Result<()> {
     let client = client(setup)?;
     let mut files = Vec::new();
     for path in paths {
@@ -47,19 +48,47 @@ pub fn flush(setup: &Setup, paths: &[String], recursive: bool) -> Result<()> {
         }
     }
     let progress = Progress::new(&files);
+    let slices = slices(&files, slice_bytes(slice, setup.config.chunk_size));
+    // Per file: slices still to do, and what the done ones wrote.
+    let per_file: Vec<Mutex<(usize, FlushStats)>> = files
+        .iter()
+        .enumerate()
+        .map(|(i, _)| {
+            let count = slices.iter().filter(|s| s.file == i).count();
+            Mutex::new((count, FlushStats::default()))
+        })
+        .collect();
+    let workers = FILES_AT_ONCE.min(slices.len());
+    progress.workers.store(workers, Ordering::Release);
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|scope| {
-        for _ in 0..FILES_AT_ONCE.min(files.len()) {
+        for _ in 0..workers {
             scope.spawn(|| loop {
                 let failed = first_error.lock().map(|e| e.is_some()).unwrap_or(true);
-                let file = files.get(next.fetch_add(1, Ordering::Relaxed));
-                let (Some((path, size)), false) = (file, failed) else {
+                let slice = slices.get(next.fetch_add(1, Ordering::Relaxed));
+                let (Some(slice), false) = (slice, failed) else {
                     progress.workers.fetch_sub(1, Ordering::AcqRel);
                     return;
                 };
-                match client.flush(path) {
-                    Ok(stats) => progress.done(path, *size, stats),
+                let (path, _) = &files[slice.file];
+                let result = match slice.range {
+                    None => client.flush(path),
+                    Some((offset, len)) => client.flush_range(path, offset, len),
+                };
+                match result {
+                    Ok(stats) => {
+                        progress.slice_done(slice.bytes);
+                        let mut file = per_file[slice.file]
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        file.0 -= 1;
+                        file.1.chunks += stats.chunks;
+                        file.1.bytes += stats.bytes;
+                        if file.0 == 0 {
+                            progress.file_done(path, file.1);
+                        }
+                    }
                     Err(e) => {
                         let e = anyhow!(e).context(format!("flush {path}"));
                         first_error
@@ -86,6 +115,52 @@ pub fn flush(setup: &Setup, paths: &[String], recursive: bool) -> Result<()> {
     Ok(())
 }
 
+/// `slice` (`sfs flush --slice-mib`, 256 MiB by default) rounded down to
+/// whole chunks (at least one chunk). A file larger than that is flushed
+/// in slices of it, each its own request to every server: the progress
+/// line moves within a huge file, no single request runs for minutes
+/// (each is bounded by `request_timeout_ms`), and the workers share the
+/// slices of one file.
+fn slice_bytes(slice: u64, chunk_size: u64) -> u64 {
+    (slice / chunk_size).max(1) * chunk_size
+}
+
+/// One request of a flush: file `file` whole (`range` None), or the bytes
+/// `(offset, len)` of it, `len` 0 meaning to its end (so the last slice
+/// also takes what the file grew by since it was listed).
+#[derive(Debug, PartialEq, Eq)]
+struct Slice {
+    file: usize,
+    range: Option<(u64, u64)>,
+    /// What the slice counts for in the progress line.
+    bytes: u64,
+}
+
+fn slices(files: &[(String, u64)], slice: u64) -> Vec<Slice> {
+    let mut out = Vec::new();
+    for (file, &(_, size)) in files.iter().enumerate() {
+        if size <= slice {
+            out.push(Slice {
+                file,
+                range: None,
+                bytes: size,
+            });
+            continue;
+        }
+        let mut offset = 0;
+        while offset < size {
+            let last = size - offset <= slice;
+            out.push(Slice {
+                file,
+                range: Some((offset, if last { 0 } else { slice })),
+                bytes: slice.min(size - offset),
+            });
+            offset += slice;
+        }
+    }
+    out
+}
+
 fn list_tree(client: &Client, dir: &str, files: &mut Vec<(String, u64)>) -> Result<()> {
     let mut entries: Vec<_> = client
         .read_dir(dir)
@@ -108,7 +183,7 @@ struct Progress {
     files: usize,
     bytes: u64,
     files_done: AtomicUsize,
-    /// Sum of the sizes of the files done (what the rate and ETA count:
+    /// Sum of the sizes of the slices done (what the rate and ETA count:
     /// known before the flush, unlike the bytes a flush writes).
     bytes_done: AtomicU64,
     total: Mutex<FlushStats>,
@@ -131,17 +206,22 @@ impl Progress {
             started: Instant::now(),
             terminal: std::io::stderr().is_terminal(),
             out: Mutex::new(()),
-            workers: AtomicUsize::new(FILES_AT_ONCE.min(files.len())),
+            workers: AtomicUsize::new(0),
         }
     }
 
-    fn done(&self, path: &str, size: u64, stats: FlushStats) {
+    /// A slice of `bytes` of a file was flushed.
+    fn slice_done(&self, bytes: u64) {
+        self.bytes_done.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Every slice of a file was flushed; `stats` is what they wrote.
+    fn file_done(&self, path: &str, stats: FlushStats) {
         {
             let mut total = self.total.lock().unwrap_or_else(|p| p.into_inner());
             total.chunks += stats.chunks;
             total.bytes += stats.bytes;
         }
-        self.bytes_done.fetch_add(size, Ordering::Relaxed);
         self.files_done.fetch_add(1, Ordering::Relaxed);
         let _out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if self.terminal {
@@ -209,5 +289,52 @@ impl Progress {
         }
         let clear = if self.terminal { "\r\x1b[K" } else { "" };
         eprintln!("{clear}{}", self.line());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_files_are_cut_into_whole_chunk_slices_and_the_last_runs_to_the_end() {
+        assert_eq!(slice_bytes(256 << 20, 512 << 10), 256 << 20);
+        assert_eq!(slice_bytes(256 << 20, 3 << 20), 255 << 20, "whole chunks");
+        assert_eq!(
+            slice_bytes(256 << 20, 1 << 30),
+            1 << 30,
+            "at least one chunk"
+        );
+        let files = vec![("/a".to_string(), 0), ("/b".to_string(), 250)];
+        let s = slices(&files, 100);
+        assert_eq!(
+            s,
+            vec![
+                Slice {
+                    file: 0,
+                    range: None,
+                    bytes: 0
+                },
+                Slice {
+                    file: 1,
+                    range: Some((0, 100)),
+                    bytes: 100
+                },
+                Slice {
+                    file: 1,
+                    range: Some((100, 100)),
+                    bytes: 100
+                },
+                Slice {
+                    file: 1,
+                    range: Some((200, 0)),
+                    bytes: 50
+                },
+            ]
+        );
+        // A file of exactly one slice is one whole-file flush.
+        let s = slices(&[("/c".to_string(), 100)], 100);
+        assert_eq!(s[0].range, None);
+        assert_eq!(s.len(), 1);
     }
 }

@@ -122,6 +122,11 @@ enum Command {
         /// Flush every file under each directory.
         #[arg(short = 'r', long = "recursive")]
         recursive: bool,
+        /// Flush a file larger than this many MiB in slices of this size
+        /// (whole chunks), one request each: progress within a huge file,
+        /// and no request runs long.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+        slice_mib: u64,
         #[arg(required = true)]
         paths: Vec<String>,
     },
@@ -231,7 +236,11 @@ fn main() {
             Command::Rm { recursive, paths } => files::rm(&setup, paths, *recursive),
             Command::Mkdir { parents, paths } => files::mkdir(&setup, paths, *parents),
             Command::Stat { path } => files::stat(&setup, path),
-            Command::Flush { recursive, paths } => flush::flush(&setup, paths, *recursive),
+            Command::Flush {
+                recursive,
+                slice_mib,
+                paths,
+            } => flush::flush(&setup, paths, *recursive, *slice_mib << 20),
             Command::Exec {
                 preload,
                 no_check,

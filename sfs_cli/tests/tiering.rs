@@ -101,6 +101,24 @@ fn flush_writes_every_servers_chunks_into_one_object() {
     );
     // A file without data on any server creates no object.
     assert!(object(&backend, client.stat("/empty").unwrap().id).is_none());
+
+    // In slices of 1 MiB (8 chunks): 4 requests for /f, one line for it,
+    // every chunk written once, the object whole.
+    let patch = pattern(4, 3 * chunk);
+    write_at(&client, "/f", (len - 3 * chunk) as u64, &patch);
+    now[len - 3 * chunk..].copy_from_slice(&patch);
+    let run = cluster.sfs(&["flush", "--slice-mib", "1", "/f"]);
+    assert!(run.status.success(), "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(out.matches("/f: ").count(), 1, "{out}");
+    assert!(
+        out.contains(&format!("total: 1 files, {len} bytes in 25 chunks")),
+        "{out}"
+    );
+    assert!(
+        object(&backend, f).unwrap() == now,
+        "object differs from /f after a flush in slices"
+    );
 }
 
 #[test]

@@ -50,6 +50,7 @@ pub(crate) mod conformance;
 use async_trait::async_trait;
 use sfs_global::config::{BackendKind, Config};
 use sfs_global::{FileId, SfsResult};
+use sfs_rdma::buffers::PooledBuffer;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,19 @@ pub trait ObjectBackend: Send + Sync {
     /// Writes `data` at `offset` of `id`, creating it if needed; visible
     /// when it returns.
     async fn write(&self, id: FileId, offset: u64, data: &[u8]) -> SfsResult<()>;
+
+    /// Writes several pieces of `id` (each `(offset, bytes)`), as if by one
+    /// [`write`](Self::write) each, in any order; visible when it returns.
+    /// The write-back hands a batch of chunks of one object here, so a
+    /// store can open the object once and take owned buffers instead of
+    /// copying them (`dir` does); the default writes them concurrently,
+    /// one `write` each.
+    async fn write_pieces(&self, id: FileId, pieces: Vec<(u64, PooledBuffer)>) -> SfsResult<()> {
+        let writes = pieces
+            .iter()
+            .map(|(offset, data)| self.write(id, *offset, data));
+        futures::future::try_join_all(writes).await.map(drop)
+    }
 
     /// Reads up to `len` bytes at `offset` of `id` (short at the end).
     async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>>;

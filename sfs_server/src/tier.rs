@@ -144,6 +144,9 @@ pub struct TieredStore {
     last_error: Mutex<String>,
     /// `(when, written_back_bytes)` once a second over [`RATE_WINDOW`].
     rate_samples: Mutex<std::collections::VecDeque<(Instant, u64)>>,
+    /// Chunk-sized buffers the write-back reads chunks into and hands to
+    /// the back end (reused: no zeroed allocation per chunk).
+    buffers: Arc<sfs_rdma::buffers::BufferPool>,
 }
 
 /// Runs `f` when dropped.
@@ -211,7 +214,9 @@ impl TieredStore {
                 state.dirty.len()
             );
         }
+        let buffers = writeback::buffer_pool(store.chunk_size(), &settings);
         let tier = Arc::new(TieredStore {
+            buffers,
             store,
             backend,
             settings,
@@ -354,15 +359,16 @@ impl TieredStore {
     }
 
     /// Brings evicted chunk `(id, index)` back from the object, whole; the
-    /// caller holds the chunk's lock. Returns whether anything came back
-    /// (a hole in the object too is nothing).
-    fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<bool> {
+    /// caller holds the chunk's lock. Returns the chunk's bytes as
+    /// installed, or `None` when nothing came back (a hole in the object
+    /// too is nothing).
+    fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<Option<Vec<u8>>> {
         let chunk_size = self.store.chunk_size();
         loop {
             let epoch = {
                 let state = lock(&self.state);
                 if !state.in_backend.contains(&id) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 *state.epochs.get(&id).unwrap_or(&0)
             };
@@ -382,7 +388,7 @@ impl TieredStore {
                 }
             })?;
             if data.is_empty() {
-                return Ok(false);
+                return Ok(None);
             }
             loop {
                 let state = lock(&self.state);
@@ -396,7 +402,7 @@ impl TieredStore {
                         self.counters
                             .fetched_bytes
                             .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        return Ok(true);
+                        return Ok(Some(data));
                     }
                     Err(e) if e.errno == Errno::ENOSPC => {
                         drop(state);
@@ -768,7 +774,14 @@ impl ChunkHandler for TieredStore {
         let _guard = self.store.lock(chunk.id, chunk.index);
         // Another reader may have brought it back while this one waited.
         if !self.store.has_chunk(chunk.id, chunk.index) {
-            self.fetch_locked(chunk.id, chunk.index)?;
+            if let Some(data) = self.fetch_locked(chunk.id, chunk.index)? {
+                // Answered from the fetched bytes (what the store now
+                // holds, installed under this lock): no second read.
+                let from = (chunk.offset as usize).min(data.len());
+                let n = (data.len() - from).min(buf.len());
+                buf[..n].copy_from_slice(&data[from..from + n]);
+                return Ok(n);
+            }
         }
         self.store.read_chunk(chunk, buf)
     }

@@ -24,6 +24,7 @@ pub async fn run_all(backend: &dyn ObjectBackend) {
     create_is_idempotent_and_delete_removes(backend).await;
     overwrites_replace_bytes(backend).await;
     concurrent_disjoint_writes(backend).await;
+    batches_of_pieces(backend).await;
     listing_names_every_object(backend).await;
 }
 
@@ -249,6 +250,53 @@ async fn concurrent_disjoint_writes(b: &dyn ObjectBackend) {
             b.kind()
         );
     }
+    b.delete(id).await.unwrap();
+}
+
+/// `write_pieces` as the write-back uses it: whole chunks out of order with
+/// a hole between them, plus a short last piece, from pooled buffers.
+async fn batches_of_pieces(b: &dyn ObjectBackend) {
+    let id = FileId(0x5750);
+    let chunk = 256 << 10;
+    let pool = sfs_rdma::buffers::BufferPool::new(chunk, 4);
+    let piece = |seed: u64, len: usize| {
+        let mut buf = pool.take(len);
+        buf.copy_from_slice(&pattern(seed, len));
+        buf
+    };
+    let pieces = vec![
+        (3 * chunk as u64, piece(3, 1000)),
+        (0, piece(0, chunk)),
+        (chunk as u64, piece(1, chunk)),
+    ];
+    b.write_pieces(id, pieces).await.unwrap();
+    let back = b.read(id, 0, 4 * chunk).await.unwrap();
+    assert_eq!(
+        back.len(),
+        3 * chunk + 1000,
+        "{}: size after a batch",
+        b.kind()
+    );
+    assert!(
+        back[..chunk] == pattern(0, chunk)[..],
+        "{}: piece 0",
+        b.kind()
+    );
+    assert!(
+        back[chunk..2 * chunk] == pattern(1, chunk)[..],
+        "{}: piece 1",
+        b.kind()
+    );
+    assert!(
+        back[2 * chunk..3 * chunk].iter().all(|&x| x == 0),
+        "{}: the hole between pieces",
+        b.kind()
+    );
+    assert!(
+        back[3 * chunk..] == pattern(3, 1000)[..],
+        "{}: piece 3",
+        b.kind()
+    );
     b.delete(id).await.unwrap();
 }
 

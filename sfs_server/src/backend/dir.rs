@@ -11,6 +11,7 @@
 use super::{ObjectBackend, ObjectStat};
 use async_trait::async_trait;
 use sfs_global::{Errno, FileId, SfsError, SfsResult};
+use sfs_rdma::buffers::PooledBuffer;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
@@ -118,6 +119,21 @@ impl ObjectBackend for DirBackend {
             let file = open_object(&objects, id, true)?;
             file.write_all_at(&data, offset)
                 .map_err(|e| failed("writing", id, e))
+        })
+        .await
+    }
+
+    async fn write_pieces(&self, id: FileId, pieces: Vec<(u64, PooledBuffer)>) -> SfsResult<()> {
+        let objects = self.objects.clone();
+        // One open and one trip to the blocking pool for the whole batch,
+        // and no copy of the buffers.
+        blocking(move || {
+            let file = open_object(&objects, id, true)?;
+            for (offset, data) in &pieces {
+                file.write_all_at(data, *offset)
+                    .map_err(|e| failed("writing", id, e))?;
+            }
+            Ok(())
         })
         .await
     }

@@ -330,6 +330,35 @@ fn a_partial_write_into_an_evicted_chunk_keeps_the_rest() {
 }
 
 #[test]
+fn a_read_inside_an_evicted_chunk_is_answered_from_the_fetch() {
+    let f = Fixture::new();
+    let tier = f.open(4 * CHUNK, BackendConfig::default());
+    let id = FileId(0x310);
+    // A short last chunk: reads past its end are short, as from the store.
+    let short = (CHUNK / 2) as usize;
+    tier.write_chunk(&at(id, 0, 0, short as u64), &chunk_bytes(id, 0)[..short])
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(tier.flush_file(id, None)).unwrap();
+    assert_eq!(writeback::evict_to(&tier, 0).unwrap(), short as u64);
+    let mut buf = vec![0u8; 1000];
+    let n = tier
+        .read_chunk(&at(id, 0, short as u64 - 300, 1000), &mut buf)
+        .unwrap();
+    assert_eq!(n, 300, "short at the chunk's end");
+    assert_eq!(buf[..300], chunk_bytes(id, 0)[short - 300..short]);
+    assert_eq!(tier.status().fetched_bytes, short as u64);
+    // The fetched chunk was installed: a second read needs no fetch.
+    assert_eq!(read_whole(&tier, id, 0), chunk_bytes(id, 0)[..short]);
+    assert_eq!(tier.status().fetched_bytes, short as u64);
+    assert_eq!(writeback::evict_to(&tier, 0).unwrap(), short as u64);
+    let n = tier
+        .read_chunk(&at(id, 0, short as u64, 10), &mut buf[..10])
+        .unwrap();
+    assert_eq!(n, 0, "at the end of the held bytes");
+}
+
+#[test]
 fn truncate_and_unlink_follow_into_the_back_end() {
     let f = Fixture::new();
     let tier = f.open(0, BackendConfig::default());

@@ -22,6 +22,7 @@ use super::{lock, Record, TieredStore};
 use futures::stream::{self, StreamExt};
 use sfs_global::config::WritebackPolicy;
 use sfs_global::{FileId, SfsError, SfsResult};
+use sfs_rdma::buffers::BufferPool;
 use sfs_rdma::{ChunkHandler, ChunkRef};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,9 +35,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// (at least one chunk is always in flight).
 pub const BYTES_IN_FLIGHT: u64 = 8 << 20;
 
-/// The most chunks of one file in flight, so small chunks do not flood
-/// the back end.
-const MAX_CHUNKS_IN_FLIGHT: u64 = 8;
+/// The most chunks in one batch of a write-back ([`batching`]), so small
+/// chunks still make batches of a useful size without listing thousands.
+const MAX_CHUNKS_PER_BATCH: u64 = 32;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -211,15 +212,18 @@ async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsRe
         }
     };
     let chunk_size = tier.store.chunk_size();
-    let in_flight = (BYTES_IN_FLIGHT / chunk_size).clamp(1, MAX_CHUNKS_IN_FLIGHT) as usize;
-    let copied: Vec<SfsResult<(u64, Option<u64>, u64)>> = stream::iter(chunks)
-        .map(|(index, generation)| async move {
-            let bytes = copy_chunk(tier, id, index).await?;
-            Ok((index, generation, bytes))
-        })
-        .buffer_unordered(in_flight)
+    let (per_batch, batches_in_flight) = batching(chunk_size);
+    let batches: Vec<Vec<(u64, Option<u64>)>> =
+        chunks.chunks(per_batch).map(<[_]>::to_vec).collect();
+    let batches: Vec<SfsResult<Vec<Copied>>> = stream::iter(batches)
+        .map(|batch| copy_batch(tier, id, batch))
+        .buffer_unordered(batches_in_flight)
         .collect()
         .await;
+    let copied = batches.into_iter().flat_map(|batch| match batch {
+        Ok(done) => done.into_iter().map(Ok).collect::<Vec<_>>(),
+        Err(e) => vec![Err(e)],
+    });
     let mut flushed = Flushed::default();
     let mut done = Vec::new();
     let mut first_error = None;
@@ -278,37 +282,81 @@ async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsRe
     Ok(flushed)
 }
 
-/// Copies chunk `index` of `id` to the back end; returns the bytes written
-/// (0 when the chunk is gone or empty).
-async fn copy_chunk(tier: &Arc<TieredStore>, id: FileId, index: u64) -> SfsResult<u64> {
+/// A chunk a write-back copied: `(index, generation seen before the copy
+/// (None: was clean), bytes written)`.
+type Copied = (u64, Option<u64>, u64);
+
+/// Chunks per batch and batches in flight for one file: a batch is one
+/// trip to the blocking pool to read its chunks and one back-end call
+/// ([`ObjectBackend::write_pieces`](crate::backend::ObjectBackend::write_pieces))
+/// to write them; two batches in flight let one be read while the other
+/// is written, within [`BYTES_IN_FLIGHT`].
+fn batching(chunk_size: u64) -> (usize, usize) {
+    let per_batch = (BYTES_IN_FLIGHT / 2 / chunk_size).clamp(1, MAX_CHUNKS_PER_BATCH);
+    let in_flight = (BYTES_IN_FLIGHT / (per_batch * chunk_size)).clamp(1, 2);
+    (per_batch as usize, in_flight as usize)
+}
+
+/// The write-back's buffer pool: it keeps what every file in flight can
+/// hold at once, so a steady write-back allocates nothing.
+pub(super) fn buffer_pool(
+    chunk_size: u64,
+    settings: &sfs_global::config::BackendConfig,
+) -> Arc<BufferPool> {
+    let per_file = (BYTES_IN_FLIGHT / chunk_size).max(1);
+    let keep = per_file * u64::from(settings.flush_files_in_flight.max(1));
+    BufferPool::new(chunk_size as usize, keep as usize)
+}
+
+/// Copies a batch of chunks of `id` to the back end: reads them into
+/// pooled buffers in one blocking task, writes them in one back-end call.
+/// Returns `(index, generation seen, bytes written)` for each chunk (0
+/// bytes when the chunk is gone or empty).
+async fn copy_batch(
+    tier: &Arc<TieredStore>,
+    id: FileId,
+    batch: Vec<(u64, Option<u64>)>,
+) -> SfsResult<Vec<Copied>> {
     let store = tier.store.clone();
+    let buffers = tier.buffers.clone();
     let chunk_size = store.chunk_size();
-    let data = crate::backend::off_the_runtime("flush", move || {
-        let chunk = ChunkRef {
-            id,
-            index,
-            offset: 0,
-            len: chunk_size,
-        };
-        let mut data = vec![0u8; chunk_size as usize];
-        let held = store.read_chunk(&chunk, &mut data)?;
-        data.truncate(held);
-        Ok(data)
+    let (done, pieces) = crate::backend::off_the_runtime("flush", move || {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut pieces = Vec::with_capacity(batch.len());
+        for (index, generation) in batch {
+            let chunk = ChunkRef {
+                id,
+                index,
+                offset: 0,
+                len: chunk_size,
+            };
+            // Whatever the buffer held before is overwritten or cut off.
+            let mut data = buffers.take(chunk_size as usize);
+            let held = store.read_chunk(&chunk, &mut data)?;
+            data.truncate(held);
+            done.push((index, generation, held as u64));
+            if held > 0 {
+                pieces.push((index * chunk_size, data));
+            }
+        }
+        Ok((done, pieces))
     })
     .await?;
-    if data.is_empty() {
-        return Ok(0);
+    if pieces.is_empty() {
+        return Ok(done);
     }
-    tier.backend
-        .write(id, index * chunk_size, &data)
-        .await
-        .map_err(|e| {
-            SfsError::new(
-                e.errno,
-                format!("writing back chunk {index} of {id}: {}", e.message),
-            )
-        })?;
-    Ok(data.len() as u64)
+    let first = pieces[0].0 / chunk_size;
+    let count = pieces.len();
+    tier.backend.write_pieces(id, pieces).await.map_err(|e| {
+        SfsError::new(
+            e.errno,
+            format!(
+                "writing back {count} chunks of {id} (from chunk {first}): {}",
+                e.message
+            ),
+        )
+    })?;
+    Ok(done)
 }
 
 /// Evicts clean chunks of files the back end holds, least recently used
