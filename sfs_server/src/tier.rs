@@ -15,8 +15,9 @@
 //!   object — on a read, and before a partial write into it (a whole-chunk
 //!   write needs nothing back). A fetched chunk is put in place whole, under
 //!   the chunk's lock, so concurrent misses of one chunk fetch it once.
-//! - **Recency**: a clock tick per chunk read or written, so eviction takes
-//!   the least recently used clean chunks first.
+//! - **Recency**: a clock tick per chunk read or written (the chunks found
+//!   at start ticked first), kept ordered, so eviction walks from the least
+//!   recently used chunk without listing the store.
 //!
 //! The write-back loop ([`writeback`]) runs on a small runtime of its own
 //! (the back end's work never competes with the data path's threads) and
@@ -41,7 +42,7 @@ use sfs_global::config::{BackendConfig, WritebackPolicy};
 use sfs_global::holdings::Held;
 use sfs_global::{Errno, FileId, SfsError, SfsResult};
 use sfs_rdma::{ChunkHandler, ChunkRef};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,8 +72,14 @@ struct State {
     clock: u64,
     dirty: HashMap<FileId, DirtyFile>,
     in_backend: HashSet<FileId>,
-    /// Last access tick of chunks touched since start (absent: oldest).
+    /// Last access tick of every chunk held here (kept only when the
+    /// store has a capacity, i.e. evicts): chunks found at start are
+    /// ticked first, in the order found, then every read and write ticks.
     access: HashMap<FileId, HashMap<u64, u64>>,
+    /// The same ticks ordered, oldest first: eviction's order, so a round
+    /// walks from the least recently used chunk instead of listing the
+    /// store's directories.
+    lru: BTreeMap<u64, (FileId, u64)>,
     /// Files being written back, truncated or removed (one at a time).
     gate: HashSet<FileId>,
     /// Per-file truncation epoch: odd while a truncate runs.
@@ -90,7 +97,35 @@ impl State {
 
     fn touch(&mut self, id: FileId, index: u64) {
         let tick = self.tick();
-        self.access.entry(id).or_default().insert(index, tick);
+        if let Some(old) = self.access.entry(id).or_default().insert(index, tick) {
+            self.lru.remove(&old);
+        }
+        self.lru.insert(tick, (id, index));
+    }
+
+    /// Drops the recency of chunk `(id, index)` (evicted, cut, gone).
+    fn forget(&mut self, id: FileId, index: u64) {
+        if let Some(chunks) = self.access.get_mut(&id) {
+            if let Some(tick) = chunks.remove(&index) {
+                self.lru.remove(&tick);
+            }
+            if chunks.is_empty() {
+                self.access.remove(&id);
+            }
+        }
+    }
+
+    /// Drops the recency of every chunk of `id` with an index of at least
+    /// `from`.
+    fn forget_from(&mut self, id: FileId, from: u64) {
+        let cut: Vec<u64> = self
+            .access
+            .get(&id)
+            .map(|chunks| chunks.keys().copied().filter(|&i| i >= from).collect())
+            .unwrap_or_default();
+        for index in cut {
+            self.forget(id, index);
+        }
     }
 }
 
@@ -213,6 +248,16 @@ impl TieredStore {
                 "tier: {resumed} dirty chunks of {} files left by the last run are written back again",
                 state.dirty.len()
             );
+        }
+        if store.capacity_limit() > 0 {
+            // Every chunk left by the last run gets a tick, older than any
+            // later read or write: one listing of the store, here, instead
+            // of one per eviction round.
+            for id in store.file_ids()? {
+                for index in store.chunk_indexes(id)? {
+                    state.touch(id, index);
+                }
+            }
         }
         let buffers = writeback::buffer_pool(store.chunk_size(), &settings);
         let tier = Arc::new(TieredStore {
@@ -488,7 +533,7 @@ impl TieredStore {
             let mut state = lock(&self.state);
             let was_dirty = state.dirty.remove(&id).is_some();
             let had_object = state.in_backend.remove(&id);
-            state.access.remove(&id);
+            state.forget_from(id, 0);
             state.epochs.remove(&id);
             state.retry.remove(&id);
             if was_dirty || had_object {
@@ -514,8 +559,12 @@ impl TieredStore {
         let result = (|| {
             self.store.truncate_chunks(id, size)?;
             let (first_removed, _) = truncation_point(size, self.store.chunk_size());
-            if let Some(file) = lock(&self.state).dirty.get_mut(&id) {
-                file.chunks.retain(|&index, _| index < first_removed);
+            {
+                let mut state = lock(&self.state);
+                if let Some(file) = state.dirty.get_mut(&id) {
+                    file.chunks.retain(|&index, _| index < first_removed);
+                }
+                state.forget_from(id, first_removed);
             }
             if had_object {
                 let backend = self.backend.clone();
@@ -761,11 +810,18 @@ impl ChunkHandler for TieredStore {
     }
 
     fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
-        if self.evicts() {
-            lock(&self.state).touch(chunk.id, chunk.index);
-        }
+        // Only a chunk that is here (held or fetched) gets a tick: a read
+        // of a hole leaves no entry behind.
+        let touch = || {
+            if self.evicts() {
+                lock(&self.state).touch(chunk.id, chunk.index);
+            }
+        };
         match self.store.read_held(chunk, buf)? {
-            Some(n) => return Ok(n),
+            Some(n) => {
+                touch();
+                return Ok(n);
+            }
             // Asked after the miss: a chunk is evicted only once its file
             // is in the back end.
             None if !self.in_backend(chunk.id) => return Ok(0),
@@ -775,6 +831,7 @@ impl ChunkHandler for TieredStore {
         // Another reader may have brought it back while this one waited.
         if !self.store.has_chunk(chunk.id, chunk.index) {
             if let Some(data) = self.fetch_locked(chunk.id, chunk.index)? {
+                touch();
                 // Answered from the fetched bytes (what the store now
                 // holds, installed under this lock): no second read.
                 let from = (chunk.offset as usize).min(data.len());
@@ -783,7 +840,11 @@ impl ChunkHandler for TieredStore {
                 return Ok(n);
             }
         }
-        self.store.read_chunk(chunk, buf)
+        let n = self.store.read_held(chunk, buf)?;
+        if n.is_some() {
+            touch();
+        }
+        Ok(n.unwrap_or(0))
     }
 }
 

@@ -282,6 +282,57 @@ fn a_full_store_evicts_clean_chunks_and_reads_them_back() {
 }
 
 #[test]
+fn eviction_takes_the_least_recently_used_first_also_after_a_restart() {
+    let f = Fixture::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old: Vec<FileId> = (0..10).map(|i| FileId(0x280 + i)).collect();
+    {
+        let tier = f.open(100 * CHUNK, BackendConfig::default());
+        for &id in &old {
+            tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
+                .unwrap();
+            rt.block_on(tier.flush_file(id, None)).unwrap();
+        }
+    }
+    // Restarted: the chunks found are older than anything touched since.
+    let tier = f.open(100 * CHUNK, BackendConfig::default());
+    let new: Vec<FileId> = (0..10).map(|i| FileId(0x2a0 + i)).collect();
+    for &id in &new {
+        tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
+            .unwrap();
+        rt.block_on(tier.flush_file(id, None)).unwrap();
+    }
+    for &id in &old[..5] {
+        assert_eq!(read_whole(&tier, id, 0), chunk_bytes(id, 0));
+    }
+    let before = tier.usage();
+    assert_eq!(
+        writeback::evict_to(&tier, before - 5 * CHUNK).unwrap(),
+        5 * CHUNK
+    );
+    for &id in &old[5..] {
+        assert!(
+            !tier.store().has_chunk(id, 0),
+            "{id}: untouched since start"
+        );
+    }
+    for &id in old[..5].iter().chain(&new) {
+        assert!(tier.store().has_chunk(id, 0), "{id}: touched, kept");
+    }
+    // Gone and cut chunks leave no recency behind.
+    tier.remove_chunks(new[0]).unwrap();
+    tier.truncate_chunks(new[1], 0).unwrap();
+    let state = lock(&tier.state);
+    assert_eq!(state.lru.len(), 13, "5 old, 8 new");
+    assert!(state
+        .lru
+        .values()
+        .all(|(id, _)| *id != new[0] && *id != new[1] && !old[5..].contains(id)));
+    let ticks: usize = state.access.values().map(HashMap::len).sum();
+    assert_eq!(ticks, state.lru.len());
+}
+
+#[test]
 fn a_writer_waiting_below_the_high_watermark_still_gets_room() {
     let f = Fixture::new();
     // 9.4 chunks held of 10: below the 95 % watermark, yet a whole chunk

@@ -359,51 +359,60 @@ async fn copy_batch(
     Ok(done)
 }
 
+/// Chunks an eviction round takes from the recency order at once.
+const EVICT_BATCH: usize = 1024;
+
 /// Evicts clean chunks of files the back end holds, least recently used
 /// first, until usage is at most `target`; returns the bytes freed. Skips a
 /// chunk whose lock is taken (a writer may be waiting for room while
 /// holding it) and files behind their gate.
 pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
-    if tier.store.usage() <= target {
-        return Ok(0);
-    }
-    let files: Vec<FileId> = lock(&tier.state).in_backend.iter().copied().collect();
-    let mut candidates: Vec<(u64, FileId, u64)> = Vec::new();
-    for id in files {
-        let indexes = tier.store.chunk_indexes(id)?;
-        let state = lock(&tier.state);
-        let dirty = state.dirty.get(&id);
-        let access = state.access.get(&id);
-        for index in indexes {
-            if dirty.is_some_and(|f| f.chunks.contains_key(&index)) {
-                continue;
-            }
-            let tick = access.and_then(|a| a.get(&index)).copied().unwrap_or(0);
-            candidates.push((tick, id, index));
-        }
-    }
-    candidates.sort_unstable();
     let mut freed = 0;
-    for (_, id, index) in candidates {
-        if tier.store.usage() <= target {
-            break;
-        }
-        let Some(_guard) = tier.store.try_lock(id, index) else {
-            continue;
-        };
-        {
+    'rounds: while tier.store.usage() > target {
+        // The oldest evictable chunks, walking the recency order (dirty
+        // chunks and files not in the back end are passed over).
+        let candidates: Vec<(FileId, u64)> = {
             let state = lock(&tier.state);
-            let dirty = state
-                .dirty
-                .get(&id)
-                .is_some_and(|f| f.chunks.contains_key(&index));
-            if dirty || state.gate.contains(&id) || !state.in_backend.contains(&id) {
-                continue;
+            state
+                .lru
+                .values()
+                .filter(|(id, index)| {
+                    state.in_backend.contains(id)
+                        && !state.gate.contains(id)
+                        && !state
+                            .dirty
+                            .get(id)
+                            .is_some_and(|f| f.chunks.contains_key(index))
+                })
+                .take(EVICT_BATCH)
+                .copied()
+                .collect()
+        };
+        let mut progressed = false;
+        for (id, index) in candidates {
+            if tier.store.usage() <= target {
+                break 'rounds;
             }
+            let Some(_guard) = tier.store.try_lock(id, index) else {
+                continue;
+            };
+            {
+                let state = lock(&tier.state);
+                let dirty = state
+                    .dirty
+                    .get(&id)
+                    .is_some_and(|f| f.chunks.contains_key(&index));
+                if dirty || state.gate.contains(&id) || !state.in_backend.contains(&id) {
+                    continue;
+                }
+            }
+            // 0 for an entry whose chunk is already gone: forgotten too.
+            freed += tier.store.evict_locked(id, index)?;
+            lock(&tier.state).forget(id, index);
+            progressed = true;
         }
-        freed += tier.store.evict_locked(id, index)?;
-        if let Some(access) = lock(&tier.state).access.get_mut(&id) {
-            access.remove(&index);
+        if !progressed {
+            break;
         }
     }
     tier.counters
