@@ -13,6 +13,8 @@
 #          tests: monitor, memstore OSD, CLI, S3 gateway, uuidgen, signed
 #          S3 requests)
 #   RDMA in a VM (scripts/rdma-vm-test.sh): qemu-system-x86 cpio xz-utils
+#   simulated nodes (sfs_cli/tests/launcher.rs: sshd per network namespace,
+#          `sfs start` over ssh): openssh-server openssh-client iproute2
 set -euo pipefail
 
 packages=(
@@ -20,6 +22,7 @@ packages=(
     fio sqlite3 python3 git make gcc
     librados-dev ceph-mon ceph-osd ceph-common radosgw uuid-runtime curl
     qemu-system-x86 cpio xz-utils
+    openssh-server openssh-client iproute2
 )
 
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then

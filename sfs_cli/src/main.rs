@@ -1,8 +1,10 @@
 //! `sfs`: the command a job script and a person use to run SFS.
 //!
-//! `sfs start` manages the servers of a hostfile that live on this machine,
-//! `sfs stop` and `sfs status` every server of the hostfile (over their
-//! control RPCs); `sfs ls/put/get/rm/mkdir/stat` work on the SFS namespace
+//! `sfs start` starts every server of a hostfile (this machine's directly,
+//! the others' through the launcher: ssh), `sfs stop` and `sfs status`
+//! reach every server over their control RPCs, `sfs clean` removes every
+//! server's state, `sfs hostfile` writes a hostfile from the batch system's
+//! node list; `sfs ls/put/get/rm/mkdir/stat` work on the SFS namespace
 //! through the client library, and `sfs flush` copies files to the object
 //! back end; `sfs server` is the daemon itself (what
 //! `sfs start` launches in the background); `sfs exec -- PROGRAM` runs an
@@ -20,11 +22,16 @@ macro_rules! outln {
 
 mod bench;
 mod checkpoint;
+mod clean;
 mod exec;
 mod files;
 mod flush;
 mod fsck;
+mod launcher;
 mod local_time;
+mod make_hostfile;
+mod node;
+mod report;
 mod servers;
 mod setup;
 mod status;
@@ -55,13 +62,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the hostfile's servers that live on this machine and wait until they are ready.
+    /// Start every server of the hostfile (other hosts' through the
+    /// config's `launcher`, all at once) and wait until they are ready.
     Start {
         /// Start from the namespace checkpoint in the object back end
         /// (written by `sfs stop --flush` or `sfs checkpoint`, with any
         /// number of servers); every server's rootdir must be fresh.
         #[arg(long)]
         restore: bool,
+        /// Start only the servers whose address is on this machine (for a
+        /// launcher of your own, such as pdsh or a Slurm prolog).
+        #[arg(long)]
+        local_only: bool,
     },
     /// Stop every server of the hostfile, on this machine or not (graceful: in-flight requests finish).
     Stop {
@@ -69,6 +81,33 @@ enum Command {
         /// (`sfs checkpoint`); nothing is stopped if that fails.
         #[arg(long)]
         flush: bool,
+    },
+    /// Remove every server's state (its directory under `rootdir`, and
+    /// under `metadir`) on every host; refused while a server runs. The
+    /// object back end and the job secret stay.
+    Clean,
+    /// Write a hostfile for the job's nodes (standard output, or --output).
+    #[command(group(clap::ArgGroup::new("nodes").required(true).args(["slurm", "from"])))]
+    Hostfile {
+        /// The nodes of this Slurm job (SLURM_JOB_NODELIST, expanded by
+        /// `scontrol show hostnames`).
+        #[arg(long)]
+        slurm: bool,
+        /// A file with one host a line (MPI machine file, PBS_NODEFILE); a
+        /// host listed N times gets N servers.
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// RPC port of each node's first server; a node's further servers
+        /// step past the data ports (port + data_port_offset).
+        #[arg(long, default_value_t = sfs_global::hostfile::DEFAULT_PORT)]
+        port: u16,
+        /// Servers on each node.
+        #[arg(long, default_value_t = 1)]
+        servers_per_node: u32,
+        /// Write the hostfile here (whole, or not at all) instead of to
+        /// standard output.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Check the object back end and every server's chunks against the
     /// namespace: orphan objects and chunks, missing objects, a broken
@@ -149,6 +188,19 @@ enum Command {
     },
     /// Print the default configuration (what config.example.json holds).
     ConfigExample,
+    /// What the launcher runs on another host: start or clean the servers
+    /// named there, with the job secret on standard input.
+    #[command(hide = true)]
+    Node {
+        /// The digest of the launcher's hostfile (16 hex digits).
+        #[arg(long)]
+        hostfile_digest: String,
+        /// The digest of the launcher's config (16 hex digits).
+        #[arg(long)]
+        config_digest: String,
+        #[command(subcommand)]
+        action: NodeCommand,
+    },
     /// Run one server in the foreground (what `sfs start` launches).
     #[command(hide = true)]
     Server {
@@ -158,6 +210,22 @@ enum Command {
         /// Restore the namespace checkpoint before serving.
         #[arg(long)]
         restore: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Start these servers of this host and wait until they are ready.
+    Start {
+        #[arg(long)]
+        restore: bool,
+        #[arg(required = true)]
+        servers: Vec<String>,
+    },
+    /// Remove these servers' state on this host.
+    Clean {
+        #[arg(required = true)]
+        servers: Vec<String>,
     },
 }
 
@@ -218,8 +286,50 @@ fn main() {
         Command::ConfigExample => {
             outln!("{}", Config::default().to_json_pretty().trim_end()).map_err(anyhow::Error::from)
         }
+        Command::Hostfile {
+            slurm,
+            from,
+            port,
+            servers_per_node,
+            output,
+        } => setup::load_config(&request(&matches, &cli)).and_then(|(config, _)| {
+            let source = match (slurm, from) {
+                (true, _) => make_hostfile::Source::Slurm,
+                (false, Some(file)) => make_hostfile::Source::File(file),
+                (false, None) => unreachable!("clap requires --slurm or --from"),
+            };
+            make_hostfile::run(
+                &config,
+                &source,
+                *port,
+                *servers_per_node,
+                output.as_deref(),
+            )
+        }),
         command => setup::load(&request(&matches, &cli)).and_then(|setup| match command {
-            Command::Start { restore } => servers::start(&setup, *restore),
+            Command::Start {
+                restore,
+                local_only,
+            } => servers::start(&setup, *restore, *local_only),
+            Command::Clean => clean::clean(&setup),
+            Command::Node {
+                hostfile_digest,
+                config_digest,
+                action,
+            } => {
+                let expected = node::Expected {
+                    hostfile_digest,
+                    config_digest,
+                };
+                let action = match action {
+                    NodeCommand::Start { restore, servers } => node::Action::Start {
+                        restore: *restore,
+                        servers,
+                    },
+                    NodeCommand::Clean { servers } => node::Action::Clean { servers },
+                };
+                node::run(&setup, &expected, &action)
+            }
             Command::Stop { flush } => {
                 if *flush {
                     checkpoint::checkpoint(&setup)?;
@@ -251,7 +361,7 @@ fn main() {
                 block_kib,
             }) => bench::data(&setup, *size_mib << 20, *block_kib << 10),
             Command::Bench(BenchCommand::Meta { files }) => bench::metadata(&setup, *files),
-            Command::ConfigExample => unreachable!("handled above"),
+            Command::ConfigExample | Command::Hostfile { .. } => unreachable!("handled above"),
         }),
     };
     if let Err(e) = result {

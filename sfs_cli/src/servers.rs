@@ -4,7 +4,9 @@
 //! whose address belongs to this machine, detached in its own session with
 //! its log in `rootdir/NAME/server.log`, and waits for each one's ready file
 //! (written by the server once both listeners accept), so a job script can
-//! use SFS as soon as `sfs start` returns.
+//! use SFS as soon as `sfs start` returns. The servers of other hosts it
+//! starts at the same time through the launcher (`crate::launcher`), which
+//! runs the same code there (`sfs node start`).
 //!
 //! Before it starts any server, `sfs start` makes the job secret's file if
 //! there is none (docs/security.md).
@@ -13,18 +15,21 @@
 //! hostfile, on this machine or not, so that it works from a login node as
 //! well as from a node of the job; it then waits until each server's process
 //! has exited (on this machine, where its ready file gives the pid) or its
-//! RPC port refuses connections (elsewhere). It fails when it stopped
-//! nothing, or when a server could neither be asked nor found down.
+//! RPC port refuses connections (elsewhere), all servers at once. It fails
+//! when it stopped nothing, or when a server could neither be asked nor
+//! found down. Both report per host (`crate::report`).
 
-use crate::Setup;
+use crate::report::{self, Outcome};
+use crate::{launcher, Setup};
 use anyhow::{bail, Context, Result};
 use sfs_client::Client;
 use sfs_global::hostfile::HostEntry;
+use sfs_global::secret::Secret;
 use std::io::IsTerminal;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,14 +62,12 @@ fn log_tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-pub fn start(setup: &Setup, restore: bool) -> Result<()> {
-    let local = setup.hostfile.local_entries();
-    if local.is_empty() {
-        bail!(
-            "{}: no server of the hostfile has an address on this machine",
-            setup.hostfile_path.display()
-        );
-    }
+/// `sfs start`: this machine's servers directly, every other host's through
+/// the launcher (all at once), then one report line per server or host and
+/// a summary; fails naming each host where something failed. With
+/// `local_only`, only this machine's servers (for a launcher of the job's
+/// own, such as pdsh).
+pub fn start(setup: &Setup, restore: bool, local_only: bool) -> Result<()> {
     let duplicates = sfs_global::hostfile::duplicate_addresses(&setup.hostfile);
     if !duplicates.is_empty() {
         bail!(
@@ -74,86 +77,171 @@ pub fn start(setup: &Setup, restore: bool) -> Result<()> {
     }
     // The job secret (docs/security.md): made here, once, before the
     // servers start, so they and every client of the job read one file.
-    sfs_global::secret::for_server(&setup.config, &setup.hostfile)
+    let (secret, _) = sfs_global::secret::for_server(&setup.config, &setup.hostfile)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let exe = std::env::current_exe().context("locating the sfs binary")?;
-    let mut launched = Vec::new();
-    for entry in local {
-        let run_dir = setup.config.run_dir(&entry.name);
-        // Private, as the server makes it (docs/security.md): the log names
-        // the job's paths.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&run_dir)
-            .with_context(|| format!("creating {}", run_dir.display()))?;
-        let ready = run_dir.join("ready");
-        if let Some(pid) = ready_pid(&ready).filter(|&p| process_alive(p)) {
-            outln!("server {} already running (pid {pid})", entry.name)?;
-            continue;
-        }
-        let _ = std::fs::remove_file(&ready);
-        let log_path = run_dir.join("server.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .with_context(|| format!("opening {}", log_path.display()))?;
-        let mut command = Command::new(&exe);
-        if let Some(config) = &setup.config_path {
-            command.arg("--config").arg(config);
-        }
-        let child = command
-            .arg("--hostfile")
-            .arg(&setup.hostfile_path)
-            .arg("server")
-            .arg("--id")
-            .arg(&entry.name)
-            .args(restore.then_some("--restore"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("launching server {}", entry.name))?;
-        launched.push((entry.clone(), child, ready, log_path));
+    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) =
+        setup.hostfile.hosts.iter().partition(|e| e.is_local());
+    if local_only && local.is_empty() {
+        bail!(
+            "{}: no server of the hostfile has an address on this machine",
+            setup.hostfile_path.display()
+        );
     }
-    for (entry, mut child, ready, log_path) in launched {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if ready_pid(&ready) == Some(child.id() as i32) {
-                outln!(
-                    "server {} ready on {} (pid {})",
-                    entry.name,
-                    entry.endpoint(),
-                    child.id()
-                )?;
-                break;
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!(
+    let groups = match local_only {
+        true => Vec::new(),
+        false => launcher::group_by_host(remote),
+    };
+    let action = launcher::NodeAction::Start { restore };
+    let outcomes = std::thread::scope(|scope| {
+        let there = scope.spawn(|| launcher::run(setup, Some(&secret), &groups, &action));
+        let mut outcomes = start_here(setup, &local, restore, None);
+        outcomes.extend(there.join().expect("the launcher thread does not panic"));
+        outcomes
+    });
+    let started = outcomes.iter().any(|o| o.result.is_ok());
+    report::print("start", &outcomes).map_err(|e| match started {
+        true => {
+            anyhow::anyhow!("{e}; the servers that started keep running (`sfs stop` stops them)")
+        }
+        false => e,
+    })
+}
+
+/// Starts `entries` on this machine, detached, and waits until each is
+/// ready; one outcome per server. `secret` is handed to the servers in
+/// their environment (`SFS_SECRET`) when given: `sfs node`, which received
+/// it from the launcher; otherwise they find it as every process of the
+/// job does.
+pub fn start_here(
+    setup: &Setup,
+    entries: &[&HostEntry],
+    restore: bool,
+    secret: Option<&Secret>,
+) -> Vec<Outcome> {
+    let mut outcomes = Vec::new();
+    let mut launched = Vec::new();
+    for &entry in entries {
+        match launch(setup, entry, restore, secret) {
+            Ok(Launch::AlreadyRunning(pid)) => outcomes.push(Outcome::of_server(
+                entry,
+                Ok(format!("server {} already running (pid {pid})", entry.name)),
+            )),
+            Ok(Launch::Started(child, ready, log)) => launched.push((entry, child, ready, log)),
+            Err(e) => outcomes.push(Outcome::of_server(
+                entry,
+                Err(format!("server {}: {e:#}", entry.name)),
+            )),
+        }
+    }
+    for (entry, child, ready, log_path) in launched {
+        outcomes.push(Outcome::of_server(
+            entry,
+            wait_ready(entry, child, &ready, &log_path),
+        ));
+    }
+    outcomes
+}
+
+/// What [`launch`] did for one server.
+enum Launch {
+    AlreadyRunning(i32),
+    /// Spawned: the child, its ready file and its log.
+    Started(std::process::Child, PathBuf, PathBuf),
+}
+
+fn launch(
+    setup: &Setup,
+    entry: &HostEntry,
+    restore: bool,
+    secret: Option<&Secret>,
+) -> Result<Launch> {
+    let exe = std::env::current_exe().context("locating the sfs binary")?;
+    let run_dir = setup.config.run_dir(&entry.name);
+    // Private, as the server makes it (docs/security.md): the log names
+    // the job's paths.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&run_dir)
+        .with_context(|| format!("creating {}", run_dir.display()))?;
+    let ready = run_dir.join("ready");
+    if let Some(pid) = ready_pid(&ready).filter(|&p| process_alive(p)) {
+        return Ok(Launch::AlreadyRunning(pid));
+    }
+    let _ = std::fs::remove_file(&ready);
+    let log_path = run_dir.join("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut command = Command::new(&exe);
+    if let Some(config) = &setup.config_path {
+        command.arg("--config").arg(config);
+    }
+    if let Some(secret) = secret {
+        command.env(sfs_global::secret::SECRET_VAR, secret.to_hex());
+    }
+    let child = command
+        .arg("--hostfile")
+        .arg(&setup.hostfile_path)
+        .arg("server")
+        .arg("--id")
+        .arg(&entry.name)
+        .args(restore.then_some("--restore"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("launching the server")?;
+    Ok(Launch::Started(child, ready, log_path))
+}
+
+/// Waits until a launched server's ready file names it; the report line,
+/// or why it is not ready (with the end of its log when it exited).
+fn wait_ready(
+    entry: &HostEntry,
+    mut child: std::process::Child,
+    ready: &Path,
+    log_path: &Path,
+) -> Result<String, String> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if ready_pid(ready) == Some(child.id() as i32) {
+            return Ok(format!(
+                "server {} ready on {} (pid {})",
+                entry.name,
+                entry.endpoint(),
+                child.id()
+            ));
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                return Err(format!(
                     "server {} exited during start-up ({status}); its log {} ends with:\n{}",
                     entry.name,
                     log_path.display(),
-                    log_tail(&log_path)
-                );
+                    log_tail(log_path)
+                ))
             }
-            if Instant::now() > deadline {
-                bail!(
-                    "server {} not ready after {START_TIMEOUT:?}; see {}",
-                    entry.name,
-                    log_path.display()
-                );
-            }
-            std::thread::sleep(POLL);
+            Ok(None) => {}
+            Err(e) => return Err(format!("server {}: waiting for it: {e}", entry.name)),
         }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "server {} not ready after {START_TIMEOUT:?}; see {}",
+                entry.name,
+                log_path.display()
+            ));
+        }
+        std::thread::sleep(POLL);
     }
-    Ok(())
 }
 
 /// What a connection attempt to a server's RPC port found.
-enum Probe {
+pub enum Probe {
     Listening,
     /// Nothing listens there: the server is not running (or not on this
     /// address), a definite answer.
@@ -162,7 +250,7 @@ enum Probe {
     Unknown(String),
 }
 
-fn probe(entry: &HostEntry, timeout: Duration) -> Probe {
+pub fn probe(entry: &HostEntry, timeout: Duration) -> Probe {
     let address = match entry.socket_addr() {
         Ok(address) => address,
         Err(e) => return Probe::Unknown(format!("resolving {}: {e}", entry.host)),
@@ -235,95 +323,135 @@ fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
     ready_pid(&setup.config.run_dir(&entry.name).join("ready")).filter(|&p| process_alive(p))
 }
 
+/// What asking one server to stop found.
+enum Asked {
+    /// It was asked (or signalled) and is going.
+    Stopping(Gone),
+    /// Nothing listens on its port.
+    NotRunning,
+    /// It could not be asked and may still run.
+    Failed(String),
+}
+
+/// Asks one server to stop: its `Shutdown` RPC, or SIGTERM for a local
+/// process that does not answer; otherwise finds out whether anything
+/// listens on its port.
+fn ask_to_stop(
+    setup: &Setup,
+    client: &Result<Client, sfs_client::SfsError>,
+    entry: &HostEntry,
+    connect_timeout: Duration,
+) -> Asked {
+    let pid = local_pid(setup, entry);
+    let asked = match client {
+        Ok(client) => client.shutdown_server(entry.index),
+        Err(e) => Err(e.clone()),
+    };
+    let error = match asked {
+        Ok(()) => return Asked::Stopping(Gone::of(entry, pid)),
+        Err(e) => e,
+    };
+    if let Some(p) = pid {
+        // The process lives but does not answer: ask it the Unix way.
+        eprintln!(
+            "server {}: shutdown request failed ({error}); sending SIGTERM to {p}",
+            entry.name
+        );
+        let signalled = rustix::process::Pid::from_raw(p)
+            .ok_or(rustix::io::Errno::SRCH)
+            .and_then(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM));
+        return match signalled {
+            Ok(()) => Asked::Stopping(Gone::ProcessExited(p)),
+            Err(e) => Asked::Failed(format!(
+                "server {} {}: pid {p} cannot be signalled ({e}) (shutdown request: {error})",
+                entry.name,
+                entry.endpoint()
+            )),
+        };
+    }
+    match probe(entry, connect_timeout) {
+        Probe::Refused => Asked::NotRunning,
+        Probe::Listening => Asked::Failed(format!(
+            "server {} {}: listening, but the shutdown request failed: {error}",
+            entry.name,
+            entry.endpoint()
+        )),
+        Probe::Unknown(why) => Asked::Failed(format!(
+            "server {} {}: {why} (shutdown request: {error}); it may still run",
+            entry.name,
+            entry.endpoint()
+        )),
+    }
+}
+
+/// `sfs stop`: asks every server of the hostfile at once, wherever it
+/// runs, waits until each has gone, reports each by host with a summary;
+/// fails naming the hosts of servers that could not be asked or did not
+/// go, or when no server was running at all.
 pub fn stop(setup: &Setup) -> Result<()> {
     let connect_timeout = Duration::from_millis(setup.config.connect_timeout_ms.max(1));
     // Without the job secret no server can be asked; the servers that
     // are not running are still found (and a secret that was never made
     // means none of this job ever started).
     let client = Client::new(setup.config.clone(), setup.hostfile.clone());
-    let mut stopping = Vec::new();
-    let mut not_running = Vec::new();
-    let mut unreachable = Vec::new();
-    for entry in &setup.hostfile.hosts {
-        let pid = local_pid(setup, entry);
-        let asked = match &client {
-            Ok(client) => client.shutdown_server(entry.index),
-            Err(e) => Err(e.clone()),
-        };
-        let error = match asked {
-            Ok(()) => {
-                stopping.push((entry, Gone::of(entry, pid)));
-                continue;
-            }
-            Err(e) => e,
-        };
-        if let Some(p) = pid {
-            // The process lives but does not answer: ask it the Unix way.
-            eprintln!(
-                "server {}: shutdown request failed ({error}); sending SIGTERM to {p}",
-                entry.name
-            );
-            let signalled = rustix::process::Pid::from_raw(p)
-                .ok_or(rustix::io::Errno::SRCH)
-                .and_then(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM));
-            match signalled {
-                Ok(()) => stopping.push((entry, Gone::ProcessExited(p))),
-                Err(e) => unreachable.push(format!(
-                    "{} {}: pid {p} cannot be signalled ({e}) (shutdown request: {error})",
-                    entry.name,
-                    entry.endpoint()
-                )),
-            }
-            continue;
-        }
-        match probe(entry, connect_timeout) {
-            Probe::Refused => not_running.push(entry),
-            Probe::Listening => unreachable.push(format!(
-                "{} {}: listening, but the shutdown request failed: {error}",
-                entry.name,
-                entry.endpoint()
-            )),
-            Probe::Unknown(why) => unreachable.push(format!(
-                "{} {}: {why} (shutdown request: {error})",
-                entry.name,
-                entry.endpoint()
-            )),
-        }
-    }
+    let hosts = &setup.hostfile.hosts;
+    let asked: Vec<Asked> = std::thread::scope(|scope| {
+        let threads: Vec<_> = hosts
+            .iter()
+            .map(|entry| {
+                let client = &client;
+                scope.spawn(move || ask_to_stop(setup, client, entry, connect_timeout))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("asking a server to stop does not panic"))
+            .collect()
+    });
     // Close this client's connections before waiting: a server drains its
     // open connections before it exits, and an idle one of ours (nobody
     // drives a current-thread runtime between calls) would hold it until its
     // drain timeout.
     drop(client);
-    for (entry, gone) in &stopping {
-        gone.wait(&entry.name, connect_timeout)?;
-        outln!("server {} stopped ({})", entry.name, entry.endpoint())?;
-    }
-    for entry in &not_running {
-        outln!(
-            "server {} not running (nothing listens on {})",
-            entry.name,
-            entry.endpoint()
-        )?;
-    }
-    let hostfile = setup.hostfile_path.display();
-    if !unreachable.is_empty() {
-        bail!(
-            "{} server(s) of {hostfile} could not be asked to stop and may still run:\n  {}",
-            unreachable.len(),
-            unreachable.join("\n  ")
-        );
-    }
-    if stopping.is_empty() {
-        let hosts: Vec<String> = setup
-            .hostfile
-            .hosts
+    let outcomes: Vec<Outcome> = std::thread::scope(|scope| {
+        let threads: Vec<_> = hosts
+            .iter()
+            .zip(&asked)
+            .map(|(entry, asked)| {
+                scope.spawn(move || {
+                    let result = match asked {
+                        Asked::Stopping(gone) => gone
+                            .wait(&entry.name, connect_timeout)
+                            .map(|()| {
+                                format!("server {} stopped ({})", entry.name, entry.endpoint())
+                            })
+                            .map_err(|e| e.to_string()),
+                        Asked::NotRunning => Ok(format!(
+                            "server {} not running (nothing listens on {})",
+                            entry.name,
+                            entry.endpoint()
+                        )),
+                        Asked::Failed(why) => Err(why.clone()),
+                    };
+                    Outcome::of_server(entry, result)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("waiting for a server does not panic"))
+            .collect()
+    });
+    report::print("stop", &outcomes)?;
+    if !asked.iter().any(|a| matches!(a, Asked::Stopping(_))) {
+        let all: Vec<String> = hosts
             .iter()
             .map(|h| format!("{} {}", h.name, h.endpoint()))
             .collect();
         bail!(
-            "nothing stopped: no server of {hostfile} is running (nothing listens on {})",
-            hosts.join(", ")
+            "nothing stopped: no server of {} is running (nothing listens on {})",
+            setup.hostfile_path.display(),
+            all.join(", ")
         );
     }
     Ok(())

@@ -118,18 +118,25 @@ fn unreadable_message(path: &Path, choice: &Choice, reason: &str) -> String {
     )
 }
 
-/// Reads the config and the hostfile the request leads to.
-pub fn load(request: &Request) -> Result<Setup> {
+/// Reads the config the request leads to (the built-in defaults when none
+/// is named and there is no `./config.json`), and the path of the file read.
+pub fn load_config(request: &Request) -> Result<(Config, Option<PathBuf>)> {
     let config_path = request
         .config
         .clone()
         .unwrap_or_else(|| PathBuf::from("config.json"));
-    let config_file_read = request.config.is_some() || config_path.exists();
-    let config = if config_file_read {
-        Config::load(&config_path)?
+    if request.config.is_some() || config_path.exists() {
+        let config = Config::load(&config_path)?;
+        let absolute = std::path::absolute(&config_path).context("resolving the config path")?;
+        Ok((config, Some(absolute)))
     } else {
-        Config::default()
-    };
+        Ok((Config::default(), None))
+    }
+}
+
+/// Reads the config and the hostfile the request leads to.
+pub fn load(request: &Request) -> Result<Setup> {
+    let (config, config_path) = load_config(request)?;
     let (hostfile_path, choice) = choose_hostfile(request, &config);
     let hostfile = match Hostfile::load(&hostfile_path) {
         Ok(hostfile) => hostfile,
@@ -143,10 +150,7 @@ pub fn load(request: &Request) -> Result<Setup> {
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
     Ok(Setup {
         config,
-        config_path: match config_file_read {
-            true => Some(std::path::absolute(&config_path).context("resolving the config path")?),
-            false => None,
-        },
+        config_path,
         hostfile,
         hostfile_path: std::path::absolute(&hostfile_path)
             .context("resolving the hostfile path")?,

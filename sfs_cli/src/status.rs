@@ -63,9 +63,25 @@ pub fn status(setup: &Setup, json: bool) -> Result<()> {
     } else {
         print_table(&rows)?;
     }
-    let down = rows.iter().filter(|r| r.stats.is_err()).count();
-    if down > 0 {
-        bail!("{down} of {} server(s) down", rows.len());
+    let down: Vec<String> = rows
+        .iter()
+        .filter(|r| r.stats.is_err())
+        .map(|r| format!("{} ({})", r.name, r.address))
+        .collect();
+    if !json {
+        outln!(
+            "sfs status: {} of {} server(s) up",
+            rows.len() - down.len(),
+            rows.len()
+        )?;
+    }
+    if !down.is_empty() {
+        bail!(
+            "{} of {} server(s) down: {}",
+            down.len(),
+            rows.len(),
+            down.join(", ")
+        );
     }
     // Two lines naming one server answer twice: "up" would hide that half
     // of the placement goes nowhere.

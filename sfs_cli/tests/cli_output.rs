@@ -1,6 +1,7 @@
 //! What the `sfs` command prints: server logs without colour codes, `ls -l`
 //! in the format of coreutils, quiet ends on a closed pipe, `status` in text
-//! and JSON, the hostfile lookup in its error, and what `stop` reports.
+//! and JSON, the hostfile lookup in its error, what `stop` reports, and the
+//! hostfiles `sfs hostfile` writes.
 
 mod common;
 
@@ -395,4 +396,73 @@ fn start_without_a_config_file_uses_the_defaults() {
     assert!(started.status.success(), "{}", describe(&started));
     assert!(listed.status.success(), "{}", describe(&listed));
     assert!(stopped.status.success(), "{}", describe(&stopped));
+}
+
+/// `sfs hostfile` from a machine file and from a Slurm node list (expanded
+/// by SFS itself: no `scontrol` on the PATH here), read back by the
+/// hostfile parser; outside an allocation `--slurm` names the variable.
+#[test]
+fn hostfile_is_written_from_a_machine_file_and_a_slurm_node_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let sfs = || {
+        let mut command = Command::new(common::SFS);
+        command
+            .current_dir(dir.path())
+            .env_remove("SFS_CONFIG")
+            .env_remove("SFS_HOSTFILE")
+            .env_remove("SLURM_JOB_NODELIST")
+            .env_remove("SLURM_NODELIST")
+            .env("PATH", dir.path());
+        command
+    };
+    let machines = dir.path().join("machines");
+    std::fs::write(&machines, "# PBS_NODEFILE\nnode-a\nnode-b\nnode-a\n").unwrap();
+    let written = dir.path().join("hostfile");
+    let out = sfs()
+        .args(["hostfile", "--from"])
+        .arg(&machines)
+        .args(["--port", "9000", "-o"])
+        .arg(&written)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let hostfile = sfs_global::hostfile::Hostfile::load(&written).unwrap();
+    let servers: Vec<String> = hostfile
+        .hosts
+        .iter()
+        .map(|h| format!("{} {}", h.name, h.endpoint()))
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            "node-a-0 node-a:9000",
+            "node-a-1 node-a:9002",
+            "node-b node-b:9000"
+        ]
+    );
+
+    let out = sfs()
+        .args(["hostfile", "--slurm", "--servers-per-node", "2"])
+        .env("SLURM_JOB_NODELIST", "c[08-09]")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "c08-0 c08:7700\nc08-1 c08:7702\nc09-0 c09:7700\nc09-1 c09:7702\n"
+    );
+
+    let out = sfs().args(["hostfile", "--slurm"]).output().unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("not inside a Slurm allocation (SLURM_JOB_NODELIST"),
+        "{}",
+        describe(&out)
+    );
+    let out = sfs().arg("hostfile").output().unwrap();
+    assert!(
+        !out.status.success(),
+        "neither --slurm nor --from: {}",
+        describe(&out)
+    );
 }

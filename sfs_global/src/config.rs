@@ -11,8 +11,10 @@
 //! written out, and a test keeps the two equal.
 
 mod backend;
+mod launcher;
 
 pub use backend::{BackendConfig, BackendKind, WritebackPolicy};
+pub use launcher::{LauncherConfig, LauncherKind};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -276,6 +278,8 @@ pub struct Config {
     pub rdma: RdmaConfig,
     /// The object back end that `sfs flush` writes file data to.
     pub backend: BackendConfig,
+    /// How `sfs start` and `sfs clean` reach the servers of other hosts.
+    pub launcher: LauncherConfig,
     /// Log filter of the servers (tracing `EnvFilter` syntax); `SFS_LOG` wins.
     pub log_level: String,
 }
@@ -305,6 +309,7 @@ impl Default for Config {
             data_memory_per_connection_bytes: 32 << 20,
             rdma: RdmaConfig::default(),
             backend: BackendConfig::default(),
+            launcher: LauncherConfig::default(),
             log_level: "info".into(),
         }
     }
@@ -361,7 +366,11 @@ impl Config {
                     found: json_kind(&value),
                 });
             }
-            for (field, what) in [("rdma", "RDMA"), ("backend", "object back end")] {
+            for (field, what) in [
+                ("rdma", "RDMA"),
+                ("backend", "object back end"),
+                ("launcher", "launcher"),
+            ] {
                 if let Some(section) = value.get(field).filter(|s| !s.is_object()) {
                     return Err(ConfigError::BadValue {
                         file: origin.to_string(),
@@ -511,7 +520,15 @@ impl Config {
                 ),
             );
         }
-        self.backend.validate_in(self.chunk_size, origin)
+        self.backend.validate_in(self.chunk_size, origin)?;
+        self.launcher.validate_in(origin)
+    }
+
+    /// A digest of every setting: two processes that read the same config
+    /// file (the launcher and the `sfs` it runs on another host) agree on
+    /// it.
+    pub fn digest(&self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(self.to_json_pretty().as_bytes())
     }
 
     /// Directory of one server's chunk store.

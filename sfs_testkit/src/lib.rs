@@ -1,6 +1,7 @@
 //! Test support shared by SFS's integration tests: [`artifacts`] (below),
-//! [`fuzz`], the decoders' fuzzer, and [`ceph`], the Ceph cluster the
-//! `rados` and `s3` back ends are tested against.
+//! [`fuzz`], the decoders' fuzzer, [`ceph`], the Ceph cluster the
+//! `rados` and `s3` back ends are tested against, and [`netns`], simulated
+//! nodes (network namespaces with their own sshd).
 //!
 //! Tests that run SFS as a user does need artefacts that are not their own
 //! crate's: the `sfs` binary, the preload entry library
@@ -18,6 +19,7 @@
 
 pub mod ceph;
 pub mod fuzz;
+pub mod netns;
 
 use fs2::FileExt;
 use std::path::{Path, PathBuf};

@@ -228,3 +228,50 @@ fn backend_directory_defaults_under_the_rootdir() {
         "c: field `backend.path` must be an absolute directory, or empty for <rootdir>/backend, got \"job\""
     );
 }
+
+#[test]
+fn launcher_settings_are_checked_naming_the_field() {
+    let config = Config::parse("{}", "c").unwrap();
+    assert_eq!(config.launcher.kind, LauncherKind::Ssh);
+    for (json, message) in [
+        (
+            r#"{"launcher": {"ssh_command": []}}"#,
+            "c: field `launcher.ssh_command` must name the ssh program, e.g. [\"ssh\"], got an empty list",
+        ),
+        (
+            r#"{"launcher": {"ssh_command": [" ", "-F", "x"]}}"#,
+            "c: field `launcher.ssh_command` must start with the ssh program, got \" \"",
+        ),
+        (
+            r#"{"launcher": {"sfs_path": "bin/sfs"}}"#,
+            "c: field `launcher.sfs_path` must be an absolute path, or empty for this sfs binary's path, got \"bin/sfs\"",
+        ),
+        (
+            r#"{"launcher": {"fanout": 0}}"#,
+            "c: field `launcher.fanout` must be from 1 to 4096, got 0",
+        ),
+        (
+            r#"{"launcher": {"timeout_ms": 0}}"#,
+            "c: field `launcher.timeout_ms` must be from 1 to 3600000, got 0",
+        ),
+    ] {
+        assert_eq!(Config::parse(json, "c").unwrap_err().to_string(), message);
+    }
+    let e = Config::parse(r#"{"launcher": {"kind": "pdsh"}}"#, "c").unwrap_err();
+    assert!(e.to_string().contains("launcher.kind"), "{e}");
+    let e = Config::parse(r#"{"launcher": "ssh"}"#, "c").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("field `launcher` must be a JSON object"),
+        "{e}"
+    );
+}
+
+#[test]
+fn digest_follows_every_setting() {
+    let a = Config::default();
+    let mut b = Config::default();
+    assert_eq!(a.digest(), b.digest());
+    b.launcher.timeout_ms += 1;
+    assert_ne!(a.digest(), b.digest());
+}

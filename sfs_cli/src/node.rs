@@ -1,0 +1,218 @@
+//! `sfs node` (hidden): what the launcher runs on another host
+//! (`crate::launcher`) — start or clean the servers it names, which live on
+//! that host.
+//!
+//! Before it acts it checks that it reads what the launcher read: the
+//! hostfile and config at the paths given must have the launcher's digests
+//! (they differ when those paths are not on a file system shared by the
+//! nodes, or name other files there), and a job secret file found here must
+//! hold the secret the launcher sent on standard input. The secret reaches
+//! the servers through their environment, never a command line.
+
+use crate::Setup;
+use anyhow::{anyhow, bail, Context, Result};
+use sfs_global::hostfile::HostEntry;
+use sfs_global::secret::{self, Lookup, Secret};
+use std::io::BufRead;
+
+/// What the launcher expects this host to read, as `--hostfile-digest` and
+/// `--config-digest` give it (16 hex digits each).
+pub struct Expected<'a> {
+    pub hostfile_digest: &'a str,
+    pub config_digest: &'a str,
+}
+
+/// What to do here.
+pub enum Action<'a> {
+    Start {
+        restore: bool,
+        servers: &'a [String],
+    },
+    Clean {
+        servers: &'a [String],
+    },
+}
+
+pub fn run(setup: &Setup, expected: &Expected<'_>, action: &Action<'_>) -> Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the job secret from standard input")?;
+    check_same_files(setup, expected)?;
+    let (names, outcomes) = match action {
+        Action::Start { restore, servers } => {
+            let secret = received_secret(setup, &line)?;
+            let entries = entries(setup, servers)?;
+            let outcomes = crate::servers::start_here(setup, &entries, *restore, Some(&secret));
+            (servers, outcomes)
+        }
+        Action::Clean { servers } => {
+            let entries = entries(setup, servers)?;
+            (servers, crate::clean::clean_here(&setup.config, &entries))
+        }
+    };
+    let mut failed = Vec::new();
+    for outcome in outcomes {
+        match outcome.result {
+            Ok(lines) => {
+                for line in lines {
+                    outln!("{line}")?;
+                }
+            }
+            Err(why) => failed.push(why),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} server(s) failed:\n{}",
+            failed.len(),
+            names.len(),
+            failed.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The hostfile entries named, refusing a name the hostfile does not have.
+fn entries<'a>(setup: &'a Setup, names: &[String]) -> Result<Vec<&'a HostEntry>> {
+    names
+        .iter()
+        .map(|name| {
+            setup.hostfile.by_name(name).ok_or_else(|| {
+                anyhow!(
+                    "{}: no server named {name:?} (the launcher's hostfile has one)",
+                    setup.hostfile_path.display()
+                )
+            })
+        })
+        .collect()
+}
+
+const SHARED: &str = "the launcher runs sfs on every node with the same config and hostfile \
+                      paths, which must be on a shared file system (the same files at the same \
+                      path on every node)";
+
+fn check_same_files(setup: &Setup, expected: &Expected<'_>) -> Result<()> {
+    let hostfile = format!("{:016x}", setup.hostfile.digest());
+    if hostfile != expected.hostfile_digest {
+        bail!(
+            "the hostfile {} here differs from the launcher's (digest {hostfile}, the launcher's {}): {SHARED}",
+            setup.hostfile_path.display(),
+            expected.hostfile_digest
+        );
+    }
+    let config = format!("{:016x}", setup.config.digest());
+    if config != expected.config_digest {
+        let which = match &setup.config_path {
+            Some(path) => format!("the config {}", path.display()),
+            None => "the built-in default config (no config file named, no ./config.json)".into(),
+        };
+        bail!(
+            "{which} here differs from the launcher's (digest {config}, the launcher's {}): {SHARED}",
+            expected.config_digest
+        );
+    }
+    Ok(())
+}
+
+/// The secret the launcher sent, checked against a secret file that this
+/// host finds (a stale or unshared file would lock this host's clients out).
+fn received_secret(setup: &Setup, line: &str) -> Result<Secret> {
+    let sent = Secret::from_hex(line)
+        .map_err(|e| anyhow!("no job secret received on standard input: {e}"))?;
+    if let Lookup::File { path, named_by } =
+        secret::lookup(&setup.config, &setup.hostfile, secret::environment)
+    {
+        if path.exists() {
+            let here = Secret::load(&path).map_err(|e| anyhow!("{e}"))?;
+            if here != sent {
+                bail!(
+                    "the job secret {} (named by {named_by}) here differs from the launcher's: \
+                     clients on this host would be refused; {SHARED}",
+                    path.display()
+                );
+            }
+        }
+    }
+    Ok(sent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sfs_global::config::Config;
+    use sfs_global::hostfile::Hostfile;
+
+    fn setup_in(dir: &std::path::Path) -> Setup {
+        let hostfile_path = dir.join("hostfile");
+        std::fs::write(&hostfile_path, "s0 192.0.2.1\n").unwrap();
+        Setup {
+            config: Config::default(),
+            config_path: None,
+            hostfile: Hostfile::load(&hostfile_path).unwrap(),
+            hostfile_path,
+        }
+    }
+
+    #[test]
+    fn files_that_differ_from_the_launchers_are_refused_naming_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = setup_in(dir.path());
+        let hostfile = format!("{:016x}", setup.hostfile.digest());
+        let config = format!("{:016x}", setup.config.digest());
+        let same = Expected {
+            hostfile_digest: &hostfile,
+            config_digest: &config,
+        };
+        check_same_files(&setup, &same).unwrap();
+        let e = check_same_files(
+            &setup,
+            &Expected {
+                hostfile_digest: "0000000000000001",
+                config_digest: &config,
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(&setup.hostfile_path.display().to_string())
+                && e.contains("shared")
+                && e.contains("0000000000000001"),
+            "{e}"
+        );
+        let e = check_same_files(
+            &setup,
+            &Expected {
+                hostfile_digest: &hostfile,
+                config_digest: "0000000000000002",
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("built-in default config"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_file_here_must_hold_the_secret_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = setup_in(dir.path());
+        let sent = Secret::generate().unwrap();
+        let line = format!("{}\n", sent.to_hex());
+        // No file here: the secret sent is used.
+        assert_eq!(received_secret(&setup, &line).unwrap(), sent);
+        assert!(received_secret(&setup, "\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no job secret received"));
+        let file = secret::default_path(&setup.hostfile_path);
+        let (here, _) = Secret::load_or_create(&file).unwrap();
+        let e = received_secret(&setup, &line).unwrap_err().to_string();
+        assert!(
+            e.contains(&file.display().to_string()) && e.contains("differs"),
+            "{e}"
+        );
+        let line = format!("{}\n", here.to_hex());
+        assert_eq!(received_secret(&setup, &line).unwrap(), here);
+    }
+}
