@@ -143,3 +143,69 @@ fn start_own() -> Ceph {
     }
     Ceph::from_env_file(&env)
 }
+
+/// A cluster of one test's own (not the run's shared one), for what must
+/// not disturb other tests: freezing its OSD, stopping it. Stopped and
+/// removed on drop (and by scripts/ceph.sh's watcher if this process dies).
+pub struct PrivateCeph {
+    pub ceph: Ceph,
+    dir: PathBuf,
+}
+
+impl PrivateCeph {
+    /// Starts one (about 2 s); panics with the script's output if it cannot.
+    pub fn start() -> PrivateCeph {
+        let dir = std::env::temp_dir().join(unique_name("sfs-ceph-private"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("start")
+            .arg(&dir)
+            .arg("--stop-with")
+            .arg(std::process::id().to_string())
+            .output()
+            .expect("running bash scripts/ceph.sh");
+        if !out.status.success() {
+            let _ = Command::new("bash")
+                .arg(&script)
+                .arg("stop")
+                .arg(&dir)
+                .output();
+            panic!(
+                "scripts/ceph.sh start {} failed ({}):\n{}{}",
+                dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        PrivateCeph {
+            ceph: Ceph::from_env_file(&dir.join("env")),
+            dir,
+        }
+    }
+
+    /// The pids of the cluster's daemons named like `name` (`osd`, `mon`,
+    /// `rgw`), from DIR/pids.
+    pub fn pids(&self, name: &str) -> Vec<i32> {
+        std::fs::read_to_string(self.dir.join("pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(_, n)| n.contains(name))
+            .filter_map(|(pid, _)| pid.parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for PrivateCeph {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph.sh");
+        let _ = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

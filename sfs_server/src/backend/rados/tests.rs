@@ -109,3 +109,62 @@ async fn a_server_opens_rados_from_its_config() {
     assert_eq!(backend.kind(), "rados");
     assert!(backend.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_disappears_fails_with_eio_and_works_when_it_returns() {
+    // A cluster of this test's own: its only OSD is frozen (SIGSTOP) and
+    // thawed, which the shared cluster's tests must not see.
+    let private = sfs_testkit::ceph::PrivateCeph::start();
+    let osds = private.pids("osd");
+    assert_eq!(osds.len(), 1, "one OSD in {:?}", private.ceph.dir);
+    let backend = open(RadosSettings {
+        conf: private.ceph.conf.clone(),
+        user: "admin".into(),
+        pool: private.ceph.pool.clone(),
+        namespace: unique_name("away"),
+        timeout: Duration::from_secs(2),
+    })
+    .await
+    .unwrap();
+    let id = FileId(0xd15b);
+    backend.write(id, 0, b"before").await.unwrap();
+
+    let signal = |sig| {
+        // SAFETY: kill(2) with a pid read from the cluster's pid file and a
+        // valid signal number; it touches no memory of this process.
+        let rc = unsafe { libc::kill(osds[0], sig) };
+        assert_eq!(rc, 0, "kill({}, {sig})", osds[0]);
+    };
+    signal(libc::SIGSTOP);
+    let started = Instant::now();
+    let away = backend.write(id, 6, b"while away").await;
+    let waited = started.elapsed();
+    signal(libc::SIGCONT);
+    let e = away.unwrap_err();
+    assert_eq!(e.errno, Errno::EIO, "{e}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "failed only after {waited:?}"
+    );
+
+    // Back: the same handle works again (librados resends to the OSD).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match backend.write(id, 6, b" after").await {
+            Ok(()) => break,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not back yet: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the cluster came back but writes still fail: {e}"),
+        }
+    }
+    let back = backend.read(id, 0, 100).await.unwrap();
+    assert_eq!(
+        &back[..12],
+        b"before after",
+        "{:?}",
+        String::from_utf8_lossy(&back)
+    );
+    backend.delete(id).await.unwrap();
+}
