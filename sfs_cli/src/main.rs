@@ -5,8 +5,9 @@
 //! reach every server over their control RPCs, `sfs clean` removes every
 //! server's state, `sfs hostfile` writes a hostfile from the batch system's
 //! node list; `sfs ls/put/get/rm/mkdir/stat` work on the SFS namespace
-//! through the client library, and `sfs flush` copies files to the object
-//! back end; `sfs server` is the daemon itself (what
+//! through the client library, `sfs stage-in/stage-out` copy trees in and
+//! out in parallel (verified, resumable), and `sfs flush` copies files to
+//! the object back end; `sfs server` is the daemon itself (what
 //! `sfs start` launches in the background); `sfs exec -- PROGRAM` runs an
 //! unmodified program with the LD_PRELOAD shim.
 
@@ -34,6 +35,7 @@ mod node;
 mod report;
 mod servers;
 mod setup;
+mod stage;
 mod status;
 
 use clap::parser::ValueSource;
@@ -155,6 +157,12 @@ enum Command {
     },
     /// Show the metadata of an entry.
     Stat { path: String },
+    /// Copy files, directories and S3 prefixes into SFS: in parallel,
+    /// verified (xxh3), resumable (docs/staging.md).
+    StageIn(stage::StageArgs),
+    /// Copy SFS files and directories out to a local path or an S3
+    /// prefix: in parallel, verified (xxh3), resumable (docs/staging.md).
+    StageOut(stage::StageArgs),
     /// Write files to the object back end and make them persistent there
     /// (back-end-persistent); prints the bytes flushed per file and a total.
     Flush {
@@ -346,6 +354,8 @@ fn main() {
             Command::Rm { recursive, paths } => files::rm(&setup, paths, *recursive),
             Command::Mkdir { parents, paths } => files::mkdir(&setup, paths, *parents),
             Command::Stat { path } => files::stat(&setup, path),
+            Command::StageIn(args) => stage::stage(&setup, args, stage::Direction::In),
+            Command::StageOut(args) => stage::stage(&setup, args, stage::Direction::Out),
             Command::Flush {
                 recursive,
                 slice_mib,

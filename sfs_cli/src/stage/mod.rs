@@ -1,0 +1,430 @@
+//! `sfs stage-in SRC... DST` and `sfs stage-out SRC... DST`: parallel,
+//! verified, resumable copies of trees into and out of SFS
+//! (docs/staging.md).
+//!
+//! Stage-in copies local (or parallel file system) paths and S3 prefixes
+//! into an SFS path; stage-out copies SFS paths to a local path or an S3
+//! prefix. The command resolves SRC → DST pairs (`cp -r` rules, or a
+//! `--manifest`), walks each source, drops what the filters and the
+//! journal say to skip, and hands the rest to the engine.
+//!
+//! - [`tree`]: the `Tree` trait every side implements; [`local`], [`sfs`],
+//!   [`s3`] the three kinds of tree.
+//! - [`engine`]: the worker pool, ranges, verification.
+//! - [`journal`]: what resumes an interrupted stage.
+//! - [`filter`], [`progress`]: `--include/--exclude`, the progress display.
+
+mod engine;
+mod filter;
+mod journal;
+mod local;
+mod progress;
+mod s3;
+mod sfs;
+mod tree;
+
+use crate::Setup;
+use anyhow::{bail, Context, Result};
+use engine::Pair;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tree::{EntryKind, Tree};
+
+/// Files in flight by default: enough to keep every server and the
+/// other side busy with small files, few enough for one node's memory
+/// (each worker holds one range).
+const DEFAULT_JOBS: usize = 16;
+
+/// The default range: 8 MiB (16 chunks of the default 512 KiB), rounded
+/// up to whole chunks; also above S3's 5 MiB minimum part size.
+const DEFAULT_RANGE: u64 = 8 << 20;
+
+/// Options shared by stage-in and stage-out.
+#[derive(clap::Args, Debug)]
+pub struct StageArgs {
+    /// Sources, then the destination. DST is a directory to copy into when
+    /// it ends with `/` or there are several sources (or SRC is a file and
+    /// DST an existing directory); otherwise SRC is copied to DST. SRC
+    /// ending in `/` copies its contents.
+    paths: Vec<String>,
+    /// A file of `SRC DST` lines (tab- or space-separated; `#` comments):
+    /// each SRC copied to exactly DST (into it if DST ends with `/`).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Workers moving files and ranges at once.
+    #[arg(short = 'j', long, default_value_t = DEFAULT_JOBS)]
+    jobs: usize,
+    /// Do not read the destination back to compare its hash.
+    #[arg(long)]
+    no_verify: bool,
+    /// Stage only files and symlinks matching one of these globs (a
+    /// pattern without `/` matches names at any depth).
+    #[arg(long)]
+    include: Vec<String>,
+    /// Leave out what matches (an excluded directory is not entered).
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Show what would be done; change nothing.
+    #[arg(short = 'n', long)]
+    dry_run: bool,
+    /// The journal file (default: under $SFS_STAGE_STATE_DIR, else
+    /// $XDG_STATE_HOME/sfs/stage, else ~/.local/state/sfs/stage).
+    #[arg(long)]
+    journal: Option<PathBuf>,
+    /// Copy nothing: compare every file of SRC with its copy in DST (xxh3
+    /// of each range, read from both sides) and list those that differ.
+    #[arg(long, conflicts_with_all = ["dry_run", "no_verify"])]
+    check: bool,
+    /// Forget the journal: copy everything again.
+    #[arg(long)]
+    restart: bool,
+    /// Print `copied DST` for every file as it is done.
+    #[arg(short = 'v', long)]
+    verbose: bool,
+    /// Seconds between progress lines when stderr is not a terminal.
+    #[arg(long, default_value_t = 10)]
+    progress_interval: u64,
+    /// Size of the ranges large files are cut into, in MiB (rounded up to
+    /// whole chunks).
+    #[arg(long)]
+    range_mib: Option<u64>,
+}
+
+/// Which way data moves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::In => "stage-in",
+            Direction::Out => "stage-out",
+        }
+    }
+}
+
+/// Makes the trees a command names.
+struct Trees<'a> {
+    setup: &'a Setup,
+    clients: Option<Arc<Vec<sfs_client::Client>>>,
+    clients_wanted: usize,
+    runtime: Option<Arc<tokio::runtime::Runtime>>,
+    buckets: HashMap<String, Arc<s3::Bucket>>,
+}
+
+impl Trees<'_> {
+    fn clients(&mut self) -> Result<Arc<Vec<sfs_client::Client>>> {
+        if let Some(clients) = &self.clients {
+            return Ok(Arc::clone(clients));
+        }
+        let clients = (0..self.clients_wanted)
+            .map(|_| crate::files::client(self.setup))
+            .collect::<Result<Vec<_>>>()?;
+        let clients = Arc::new(clients);
+        self.clients = Some(Arc::clone(&clients));
+        Ok(clients)
+    }
+
+    /// An SFS path (a path under the mount directory is taken as the SFS
+    /// path it names).
+    fn sfs(&mut self, spec: &str) -> Result<Arc<dyn Tree>> {
+        let path = sfs_global::path::strip_mount(spec, &self.setup.config.mountdir)
+            .unwrap_or_else(|| spec.to_string());
+        let path = sfs_global::path::normalize(&path)
+            .with_context(|| format!("{spec}: not an SFS path"))?;
+        Ok(Arc::new(sfs::SfsTree::new(self.clients()?, path)))
+    }
+
+    /// A local path or an `s3://` URL.
+    fn outside(&mut self, spec: &str) -> Result<Arc<dyn Tree>> {
+        let Some(url) = s3::parse_url(spec) else {
+            return Ok(Arc::new(local::LocalTree::new(PathBuf::from(spec))));
+        };
+        let (bucket, prefix) = url?;
+        if !self.buckets.contains_key(&bucket) {
+            let runtime = match &self.runtime {
+                Some(runtime) => Arc::clone(runtime),
+                None => {
+                    let runtime = Arc::new(
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .context("starting the S3 runtime")?,
+                    );
+                    self.runtime = Some(Arc::clone(&runtime));
+                    runtime
+                }
+            };
+            let connected = Arc::new(s3::Bucket::connect(&bucket, runtime)?);
+            self.buckets.insert(bucket.clone(), connected);
+        }
+        Ok(Arc::new(s3::S3Tree::new(
+            Arc::clone(&self.buckets[&bucket]),
+            prefix,
+        )))
+    }
+
+    fn tree(&mut self, spec: &str, sfs_side: bool) -> Result<Arc<dyn Tree>> {
+        match sfs_side {
+            true => self.sfs(spec),
+            false => self.outside(spec),
+        }
+    }
+}
+
+/// The last component of `spec` (a path or an S3 URL).
+fn basename(spec: &str) -> Result<&str> {
+    let trimmed = spec.trim_end_matches('/');
+    let name = trimmed.rsplit('/').next().unwrap_or(trimmed);
+    if name.is_empty() || name == "." || name == ".." || name.ends_with(':') {
+        bail!("{spec}: has no name to copy into a directory (end it with / to copy its contents)");
+    }
+    Ok(name)
+}
+
+fn join_spec(dir: &str, name: &str) -> String {
+    format!("{}/{name}", dir.trim_end_matches('/'))
+}
+
+/// The SRC → DST pairs of the command line and the manifest.
+fn pairs(
+    args: &StageArgs,
+    trees: &mut Trees,
+    direction: Direction,
+) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    match args.paths.len() {
+        0 if args.manifest.is_some() => {}
+        0 | 1 => bail!("{}: give SRC... DST or --manifest FILE", direction.name()),
+        n => {
+            let (srcs, dst) = (&args.paths[..n - 1], &args.paths[n - 1]);
+            let into = srcs.len() > 1 || dst.ends_with('/');
+            let dst_is_dir = |trees: &mut Trees| -> Result<bool> {
+                let tree = trees.tree(dst, direction == Direction::In)?;
+                Ok(tree.root_kind()? == Some(EntryKind::Dir))
+            };
+            for src in srcs {
+                // A single file also goes into an existing directory; a
+                // single directory is copied to DST whatever is there, so
+                // that the same command names the same paths on every run
+                // (which is what lets it resume).
+                let into = into
+                    || (!src.ends_with('/')
+                        && trees.tree(src, direction == Direction::Out)?.root_kind()?
+                            == Some(EntryKind::File)
+                        && dst_is_dir(trees)?);
+                let to = match into && !src.ends_with('/') {
+                    true => join_spec(dst, basename(src)?),
+                    false => dst.clone(),
+                };
+                pairs.push((src.clone(), to));
+            }
+        }
+    }
+    if let Some(manifest) = &args.manifest {
+        let text = std::fs::read_to_string(manifest)
+            .with_context(|| format!("reading manifest {}", manifest.display()))?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = match line.contains('\t') {
+                true => line.split('\t').filter(|f| !f.is_empty()).collect(),
+                false => line.split_whitespace().collect(),
+            };
+            let [src, dst] = fields[..] else {
+                bail!(
+                    "{}:{}: expected `SRC DST`, got {line:?}",
+                    manifest.display(),
+                    number + 1
+                );
+            };
+            let to = match dst.ends_with('/') && !src.ends_with('/') {
+                true => join_spec(dst, basename(src)?),
+                false => dst.to_string(),
+            };
+            pairs.push((src.to_string(), to));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Runs `sfs stage-in` or `sfs stage-out`.
+pub fn stage(setup: &Setup, args: &StageArgs, direction: Direction) -> Result<()> {
+    let what = direction.name();
+    let jobs = args.jobs.max(1);
+    let mut trees = Trees {
+        setup,
+        clients: None,
+        clients_wanted: jobs.min(sfs::MAX_CLIENTS),
+        runtime: None,
+        buckets: HashMap::new(),
+    };
+    let specs = pairs(args, &mut trees, direction)?;
+    let filter = filter::Filter::new(&args.include, &args.exclude)?;
+    let chunk = setup.config.chunk_size;
+    let range_size = args
+        .range_mib
+        .map_or(DEFAULT_RANGE, |mib| mib.max(1) << 20)
+        .div_ceil(chunk)
+        * chunk;
+
+    let mut failures = Vec::new();
+    let mut pairs = Vec::new();
+    let mut described = Vec::new();
+    for (src_spec, dst_spec) in &specs {
+        let src = trees.tree(src_spec, direction == Direction::Out)?;
+        let dst = trees.tree(dst_spec, direction == Direction::In)?;
+        described.push((src.describe(""), dst.describe("")));
+        if src.root_kind()?.is_none() {
+            failures.push((src.describe(""), "no such file or directory".to_string()));
+            continue;
+        }
+        let mut problems = Vec::new();
+        let walked = src
+            .walk(&|rel| filter.excluded(rel), &mut problems)
+            .with_context(|| format!("walking {}", src.describe("")))?;
+        failures.extend(problems);
+        pairs.push(Pair {
+            src,
+            dst,
+            entries: filter.keep_included(walked),
+        });
+    }
+    let journal_path = match &args.journal {
+        Some(path) => path.clone(),
+        None => journal::default_path(what, &described)?,
+    };
+    let journal =
+        journal::Journal::open(&journal_path, args.restart && !args.dry_run && !args.check)?;
+    eprintln!("{what}: journal {}", journal.path().display());
+
+    // What the journal already has (and the destination still holds).
+    let mut todo = Vec::new();
+    let mut skipped = 0u64;
+    for pair in &pairs {
+        let mut left = Vec::new();
+        for (i, entry) in pair.entries.iter().enumerate() {
+            match entry.kind {
+                EntryKind::Dir => {}
+                EntryKind::Symlink => left.push(i),
+                EntryKind::File => {
+                    let done = !args.check
+                        && journal
+                            .finished(&pair.dst.describe(&entry.rel))
+                            .is_some_and(|r| {
+                                r.src == pair.src.describe(&entry.rel)
+                                    && r.size == entry.size
+                                    && r.version == entry.version
+                            })
+                        && pair
+                            .dst
+                            .file_state(&entry.rel)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|s| s.size == entry.size);
+                    match done {
+                        true => skipped += 1,
+                        false => left.push(i),
+                    }
+                }
+            }
+        }
+        todo.push(left);
+    }
+
+    if args.dry_run {
+        return dry_run(what, &pairs, &todo, skipped, &failures);
+    }
+    let settings = engine::Settings {
+        jobs,
+        verify: !args.no_verify && !args.check,
+        check_only: args.check,
+        range_size,
+        verbose: args.verbose,
+        progress_every: Duration::from_secs(args.progress_interval.max(1)),
+    };
+    let started = std::time::Instant::now();
+    let mut outcome = engine::run(what, &pairs, &todo, &settings, &journal);
+    outcome.files_skipped = skipped;
+    failures.extend(std::mem::take(&mut outcome.failures));
+    let seconds = started.elapsed().as_secs_f64();
+    if args.check {
+        outln!(
+            "{what} --check: {} files ({:.1} MiB) the same, {} differ or failed, in {seconds:.1} s",
+            outcome.files_copied,
+            outcome.bytes_copied as f64 / 1048576.0,
+            failures.len()
+        )?;
+        return report_failures(what, &failures);
+    }
+    outln!(
+        "{what}: {} files ({:.1} MiB) copied{}, {} already staged (journal), {} directories, \
+         {} symlinks, {} failed, in {seconds:.1} s ({:.1} MiB/s)",
+        outcome.files_copied,
+        outcome.bytes_copied as f64 / 1048576.0,
+        if settings.verify { " and verified" } else { "" },
+        outcome.files_skipped,
+        outcome.dirs,
+        outcome.symlinks,
+        failures.len(),
+        outcome.bytes_copied as f64 / 1048576.0 / seconds.max(1e-3)
+    )?;
+    report_failures(what, &failures)
+}
+
+/// Lists the failing paths on stderr; an error if there are any.
+fn report_failures(what: &str, failures: &[(String, String)]) -> Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    for (path, cause) in failures {
+        eprintln!("{what}: FAILED {path}: {cause}");
+    }
+    bail!(
+        "{what}: {} path{} failed (listed above); run the same command again to retry them",
+        failures.len(),
+        if failures.len() == 1 { "" } else { "s" }
+    )
+}
+
+/// `--dry-run`: what the stage would do, one line per entry.
+fn dry_run(
+    what: &str,
+    pairs: &[Pair],
+    todo: &[Vec<usize>],
+    skipped: u64,
+    failures: &[(String, String)],
+) -> Result<()> {
+    let (mut files, mut bytes) = (0u64, 0u64);
+    for (pair, todo) in pairs.iter().zip(todo) {
+        for entry in pair.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+            outln!("mkdir {}", pair.dst.describe(&entry.rel))?;
+        }
+        for &i in todo {
+            let entry = &pair.entries[i];
+            let (src, dst) = (pair.src.describe(&entry.rel), pair.dst.describe(&entry.rel));
+            match entry.kind {
+                EntryKind::File => {
+                    files += 1;
+                    bytes += entry.size;
+                    outln!("copy {src} -> {dst} ({} bytes)", entry.size)?;
+                }
+                EntryKind::Symlink => outln!("symlink {dst} -> {}", entry.target)?,
+                EntryKind::Dir => {}
+            }
+        }
+    }
+    outln!(
+        "{what} (dry run): would copy {files} files ({:.1} MiB), {skipped} already staged (journal)",
+        bytes as f64 / 1048576.0
+    )?;
+    report_failures(what, failures)
+}
