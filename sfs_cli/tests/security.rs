@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Cluster, SFS};
+use common::{describe as text, Cluster, SFS};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -12,15 +12,6 @@ use std::time::Duration;
 
 /// The uid and gid the second user runs as (`nobody` on Debian).
 const OTHER: &str = "65534";
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// Runs `sfs` as the other user (setpriv drops root), with `env` added.
 fn sfs_as_other(sfs: &Path, cluster: &Cluster, env: &[(&str, &str)], args: &[&str]) -> Output {

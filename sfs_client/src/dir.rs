@@ -50,7 +50,8 @@ impl Client {
     /// `opendir(3)`: ENOTDIR unless `path` (after symlinks) is a directory.
     pub fn read_dir(&self, path: &str) -> SfsResult<ReadDir<'_>> {
         let path = normalize(path)?;
-        let (dir, md) = self.block_on(self.resolve(&path))?;
+        // Listing needs read permission on the directory (its owner checks).
+        let (dir, md) = self.block_on(self.resolve_access(&path, sfs_global::access::MAY_READ))?;
         if !md.is_dir() {
             return Err(SfsError::not_dir(&path));
         }

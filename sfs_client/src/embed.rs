@@ -67,8 +67,6 @@ impl Client {
     /// rather than dropped (dropping could wait for those threads).
     pub fn reinit_after_fork(&mut self, on_thread_start: ThreadStart) -> SfsResult<()> {
         self.replace_runtime(&on_thread_start, true)?;
-        self.uid = rustix::process::geteuid().as_raw();
-        self.gid = rustix::process::getegid().as_raw();
         Ok(())
     }
 

@@ -64,6 +64,20 @@ impl OpenFlags {
     fn has(self, flag: i32) -> bool {
         self.0 & flag != 0
     }
+    /// The permissions an open with these flags needs on an existing
+    /// file, as open(2): read and/or write by the access mode, write for
+    /// `O_TRUNC` (`sfs_global::access` bits).
+    pub(crate) fn access_mask(self) -> u32 {
+        use sfs_global::access::{MAY_READ, MAY_WRITE};
+        let mut mask = 0;
+        if self.readable() {
+            mask |= MAY_READ;
+        }
+        if self.writable() || self.has(libc::O_TRUNC) {
+            mask |= MAY_WRITE;
+        }
+        mask
+    }
 }
 
 /// `lseek(2)` origins.
@@ -284,7 +298,8 @@ impl Client {
             && md.kind() == FileKind::File
             && md.size > 0
         {
-            self.block_on(self.truncate_resolved(&path, 0))?;
+            // The open checked write permission (or made the file).
+            self.block_on(self.truncate_resolved(&path, 0, true))?;
         }
         Ok(OpenFile::new(path, &md, flags))
     }
@@ -295,10 +310,11 @@ impl Client {
         flags: OpenFlags,
         mode: u32,
     ) -> SfsResult<(String, Metadata)> {
+        let access = flags.access_mask();
         if flags.has(libc::O_CREAT) {
             let exclusive = flags.has(libc::O_EXCL);
             match self
-                .create_entry(path, FileKind::File, mode, exclusive, "")
+                .create_entry(path, FileKind::File, mode, exclusive, "", access)
                 .await
             {
                 Ok((md, _)) if md.kind() != FileKind::Symlink => return Ok((path.to_string(), md)),
@@ -312,7 +328,7 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
-        let md = self.lookup(path).await?;
+        let md = self.lookup_access(path, access).await?;
         if md.kind() == FileKind::Symlink {
             if flags.has(libc::O_NOFOLLOW) {
                 return Err(SfsError::new(
@@ -320,7 +336,7 @@ impl Client {
                     format!("{path}: is a symbolic link (O_NOFOLLOW)"),
                 ));
             }
-            return self.resolve(path).await;
+            return self.resolve_access(path, access).await;
         }
         Ok((path.to_string(), md))
     }
@@ -491,7 +507,7 @@ impl Client {
                 "ftruncate: descriptor {fd} is not open for writing a file"
             )));
         }
-        self.block_on(self.truncate_resolved(&file.path(), size))
+        self.block_on(self.truncate_resolved(&file.path(), size, true))
     }
 
     /// `fsync(2)`: when it returns, the file's chunks on every server and the
@@ -756,6 +772,7 @@ impl Client {
                         check_id: true,
                         id_hi: file.id.hi(),
                         id_lo: file.id.lo(),
+                        ..Default::default()
                     }),
                 })
                 .await?;

@@ -12,6 +12,7 @@
 //! - [`namespace`]: stat, mkdir, unlink, rename, symlinks, attributes.
 //! - [`dir`]: streamed directory listings.
 //! - [`flush`]: copy a file's data to the object back end.
+//! - [`permissions`]: which server checks the caller's permissions on what.
 //! - [`capi`]: the C ABI (`include/sfs.h`).
 //! - [`embed`]: what the LD_PRELOAD shim needs beyond POSIX: descriptors at
 //!   numbers it chooses, and a fresh runtime in a forked child.
@@ -24,6 +25,7 @@ pub mod inventory;
 pub mod io;
 pub mod namespace;
 pub mod orphans;
+pub mod permissions;
 pub mod pieces;
 pub mod servers;
 
@@ -34,6 +36,7 @@ use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::Hostfile;
 use sfs_rpc::lean::spin::Spin;
 use std::future::Future;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -41,6 +44,7 @@ pub use dir::{DirEntry, ReadDir};
 pub use flush::{CheckpointStats, FlushStats};
 pub use inventory::Inventory;
 pub use io::{DescriptorOffsets, OpenFlags, Whence};
+pub use sfs_global::access::Caller;
 pub use sfs_global::holdings::Held;
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 /// What one server's `Stats` call answers ([`Client::server_stats`]).
@@ -65,8 +69,6 @@ pub struct Client {
     pub(crate) options: ConnectOptions,
     pub(crate) files: io::FileTable,
     pub(crate) orphans: orphans::Orphans,
-    pub(crate) uid: u32,
-    pub(crate) gid: u32,
     /// Where descriptor offsets live when an embedder keeps them
     /// ([`io::DescriptorOffsets`]); `None`: in the open files.
     pub(crate) descriptor_offsets: Option<std::sync::Arc<dyn io::DescriptorOffsets>>,
@@ -109,6 +111,7 @@ impl Client {
             secret: std::sync::Arc::new(secret),
             hostfile_digest: hostfile.digest(),
             server_count: hostfile.len(),
+            caller: Arc::default(),
         };
         // A current-thread runtime: the calling thread drives the I/O itself
         // inside `block_on`, so a call costs no thread hand-offs (a
@@ -136,8 +139,6 @@ impl Client {
             options,
             files: io::FileTable::default(),
             orphans: orphans::Orphans::default(),
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
             descriptor_offsets: None,
             spin,
             runtime,
@@ -149,6 +150,14 @@ impl Client {
         let config = Config::load(config).map_err(|e| SfsError::invalid(e.to_string()))?;
         let hostfile = Hostfile::load(hostfile).map_err(|e| SfsError::invalid(e.to_string()))?;
         Client::new(config, hostfile)
+    }
+
+    /// Makes every later request act for `caller` (`None`: for this
+    /// process's effective uid, gid and groups at the time of each call,
+    /// the default). For tools that act on a user's behalf, and tests; the
+    /// servers check permissions against it (docs/semantics.md).
+    pub fn set_caller(&self, caller: Option<Caller>) {
+        self.options.caller.set(caller);
     }
 
     pub fn config(&self) -> &Config {

@@ -7,7 +7,9 @@
 //! data asks every server to drop its chunks. Symlinks are followed at the
 //! last component only (paths are otherwise taken lexically).
 
+use crate::permissions::sticky_owner;
 use crate::Client;
+use sfs_global::access::{MAY_EXEC, MAY_WRITE};
 use sfs_global::path::{is_within, normalize, split_parent, strip_mount};
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::pb;
@@ -33,25 +35,48 @@ impl Client {
     }
 
     async fn stat_entry(&self, path: &str, id: Option<sfs_global::FileId>) -> SfsResult<Metadata> {
-        let entry = self
-            .owner(path)
-            .await?
-            .rpc
-            .stat(pb::PathRequest {
-                path: path.to_string(),
-                check_id: id.is_some(),
-                id_hi: id.map_or(0, |id| id.hi()),
-                id_lo: id.map_or(0, |id| id.lo()),
-            })
-            .await?;
+        self.stat_request(pb::PathRequest {
+            path: path.to_string(),
+            check_id: id.is_some(),
+            id_hi: id.map_or(0, |id| id.hi()),
+            id_lo: id.map_or(0, |id| id.lo()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// `Stat` on the owner of `req.path`.
+    pub(crate) async fn stat_request(&self, req: pb::PathRequest) -> SfsResult<Metadata> {
+        let entry = self.owner(&req.path).await?.rpc.stat(req).await?;
         Ok(Metadata::from(&entry))
+    }
+
+    /// The entry of a normalised path, not following a final symlink, if
+    /// the caller has the `access` bits on it (`sfs_global::access`; the
+    /// owner checks, EACCES; a symlink is never checked).
+    pub(crate) async fn lookup_access(&self, path: &str, access: u32) -> SfsResult<Metadata> {
+        self.stat_request(pb::PathRequest {
+            path: path.to_string(),
+            access,
+            ..Default::default()
+        })
+        .await
     }
 
     /// Resolves a final symlink chain: returns the path reached and its entry.
     pub(crate) async fn resolve(&self, path: &str) -> SfsResult<(String, Metadata)> {
+        self.resolve_access(path, 0).await
+    }
+
+    /// [`Client::resolve`], checking `access` on the entry reached.
+    pub(crate) async fn resolve_access(
+        &self,
+        path: &str,
+        access: u32,
+    ) -> SfsResult<(String, Metadata)> {
         let mut current = path.to_string();
         for _ in 0..MAX_SYMLINK_HOPS {
-            let md = self.lookup(&current).await?;
+            let md = self.lookup_access(&current, access).await?;
             if md.kind() != FileKind::Symlink {
                 return Ok((current, md));
             }
@@ -79,19 +104,6 @@ impl Client {
         }
     }
 
-    /// Fails unless `path`'s parent exists and is a directory.
-    pub(crate) async fn check_parent(&self, path: &str) -> SfsResult<()> {
-        let Some((parent, _)) = split_parent(path) else {
-            return Err(SfsError::exists(path));
-        };
-        let (_, md) = self.resolve(parent).await?;
-        if md.is_dir() {
-            Ok(())
-        } else {
-            Err(SfsError::not_dir(parent))
-        }
-    }
-
     /// `stat(2)`: follows a final symlink.
     pub fn stat(&self, path: &str) -> SfsResult<Metadata> {
         let path = normalize(path)?;
@@ -104,11 +116,24 @@ impl Client {
         self.block_on(self.lookup(&path))
     }
 
-    /// `access(2)` with F_OK semantics: permissions are stored, not enforced.
+    /// `access(2)` with F_OK: the path exists (after symlinks).
     pub fn exists(&self, path: &str) -> SfsResult<()> {
         self.stat(path).map(|_| ())
     }
 
+    /// `access(2)`: EACCES unless the caller has the `mode` bits (R_OK,
+    /// W_OK, X_OK; 0 for F_OK) on `path` (after symlinks), as the
+    /// entry's owner decides. Directories above it are not checked
+    /// (docs/semantics.md, "Permissions").
+    pub fn access(&self, path: &str, mode: u32) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(self.resolve_access(&path, mode)).map(|_| ())
+    }
+
+    /// Creates an entry (or, without `exclusive`, finds the one there):
+    /// the caller needs write and search permission on the parent to
+    /// create, search permission to find, and `access` (R_OK/W_OK bits,
+    /// what an open asks for) on an entry found.
     pub(crate) async fn create_entry(
         &self,
         path: &str,
@@ -116,15 +141,15 @@ impl Client {
         perm: u32,
         exclusive: bool,
         link_target: &str,
+        access: u32,
     ) -> SfsResult<(Metadata, bool)> {
         let request = |check_parent| pb::CreateRequest {
             path: path.to_string(),
             mode: kind.type_bits() | (perm & 0o7777),
-            uid: self.uid,
-            gid: self.gid,
             exclusive,
             link_target: link_target.to_string(),
             check_parent,
+            access,
         };
         let owner = self.distributor.metadata_server(path);
         let parent_owner = split_parent(path).map(|(p, _)| self.distributor.metadata_server(p));
@@ -138,24 +163,28 @@ impl Client {
             }
         }
         // The parent check and the create go out together: a create costs one
-        // round trip, not two. If the parent turns out to be missing, an entry
-        // this call made is taken back (only that entry: `if_id`).
+        // round trip, not two. If the parent turns out to be missing or
+        // closed to the caller, an entry this call made is taken back (only
+        // that entry: `if_id`).
         let create = async {
             let r = self.server(owner).await?.rpc.create(request(false)).await?;
             created_entry(r)
         };
-        let (parent, created) = futures::join!(self.check_parent(path), create);
+        let (parent, created) = futures::join!(self.parent_dir(path, MAY_WRITE | MAY_EXEC), create);
         let parent = match parent {
             // A transient failure (timeout, lost connection) says nothing
             // about the parent: ask again, alone, before deciding anything.
-            Err(e) if !parent_is_missing(&e) => self.check_parent(path).await,
+            Err(e) if !parent_is_missing(&e) && e.errno != Errno::EACCES => {
+                self.parent_dir(path, MAY_WRITE | MAY_EXEC).await
+            }
             other => other,
         };
         match (parent, created) {
-            (Ok(()), created) => created,
-            (Err(e), Ok((md, true))) if parent_is_missing(&e) => {
-                // The parent is definitely not there: take back the entry this
-                // call made (by id: never an entry another client made).
+            (Ok(_), created) => created,
+            (Err(e), Ok((md, true))) if parent_is_missing(&e) || e.errno == Errno::EACCES => {
+                // The parent is definitely not there, or the caller may not
+                // add to it: take back the entry this call made (by id:
+                // never an entry another client made).
                 let kind = if md.is_dir() {
                     pb::RemoveKind::RemoveDirectory
                 } else {
@@ -173,6 +202,13 @@ impl Client {
                 }
                 Err(e)
             }
+            (Err(e), found) if e.errno == Errno::EACCES => {
+                // Finding an existing entry (EEXIST, or an O_CREAT open of
+                // it) needs only search permission on the parent, as in
+                // POSIX: ask for that alone before answering.
+                self.parent_dir(path, MAY_EXEC).await?;
+                found
+            }
             (Err(e), _) => Err(e),
         }
     }
@@ -180,7 +216,7 @@ impl Client {
     /// `mkdir(2)`.
     pub fn mkdir(&self, path: &str, mode: u32) -> SfsResult<()> {
         let path = normalize(path)?;
-        self.block_on(self.create_entry(&path, FileKind::Directory, mode, true, ""))
+        self.block_on(self.create_entry(&path, FileKind::Directory, mode, true, "", 0))
             .map(|_| ())
     }
 
@@ -207,17 +243,32 @@ impl Client {
             ));
         }
         self.block_on(async {
-            let md = self.lookup(&path).await?;
+            // Permission first (EACCES/EPERM before ENOTEMPTY, as Linux).
+            let (md, parent) = futures::join!(
+                self.lookup(&path),
+                self.parent_dir(&path, MAY_WRITE | MAY_EXEC)
+            );
+            let (md, parent) = (md?, parent?);
             if !md.is_dir() {
                 return Err(SfsError::not_dir(&path));
             }
             if self.has_children(&path).await? {
                 return Err(SfsError::not_empty(&path));
             }
-            self.remove_entry(&path, pb::RemoveKind::RemoveDirectory, None)
-                .await
-                .map(|_| ())
+            self.remove_request(pb::RemoveRequest {
+                path: path.clone(),
+                kind: pb::RemoveKind::RemoveDirectory as i32,
+                sticky_parent_uid: sticky_owner(&parent),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ())
         })
+    }
+
+    pub(crate) async fn remove_request(&self, req: pb::RemoveRequest) -> SfsResult<Metadata> {
+        let removed = self.owner(&req.path).await?.rpc.remove(req).await?;
+        Ok(Metadata::from(&removed))
     }
 
     pub(crate) async fn remove_entry(
@@ -226,19 +277,15 @@ impl Client {
         kind: pb::RemoveKind,
         if_id: Option<sfs_global::FileId>,
     ) -> SfsResult<Metadata> {
-        let removed = self
-            .owner(path)
-            .await?
-            .rpc
-            .remove(pb::RemoveRequest {
-                path: path.to_string(),
-                kind: kind as i32,
-                if_id: if_id.is_some(),
-                id_hi: if_id.map_or(0, |i| i.hi()),
-                id_lo: if_id.map_or(0, |i| i.lo()),
-            })
-            .await?;
-        Ok(Metadata::from(&removed))
+        self.remove_request(pb::RemoveRequest {
+            path: path.to_string(),
+            kind: kind as i32,
+            if_id: if_id.is_some(),
+            id_hi: if_id.map_or(0, |i| i.hi()),
+            id_lo: if_id.map_or(0, |i| i.lo()),
+            ..Default::default()
+        })
+        .await
     }
 
     /// Drops every chunk of a file on every server.
@@ -263,7 +310,7 @@ impl Client {
                 return Ok(());
             }
             let removed = self
-                .remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, None)
+                .remove_permitted(&path, pb::RemoveKind::RemoveNotDirectory)
                 .await?;
             // An empty file has no chunks (truncation drops them), so its
             // removal is one round trip. The exception is a write racing the
@@ -282,7 +329,7 @@ impl Client {
         if target.is_empty() {
             return Err(SfsError::new(Errno::ENOENT, "symlink target is empty"));
         }
-        self.block_on(self.create_entry(&path, FileKind::Symlink, 0o777, true, target))
+        self.block_on(self.create_entry(&path, FileKind::Symlink, 0o777, true, target, 0))
             .map(|_| ())
     }
 
@@ -333,7 +380,29 @@ impl Client {
         })
     }
 
+    /// `utimensat(2)` with NULL times or two `UTIME_NOW` (follows symlinks
+    /// when `follow`): both times to the server's current time, which the
+    /// owner or anyone with write permission may set.
+    pub fn touch(&self, path: &str, follow: bool) -> SfsResult<()> {
+        let path = normalize(path)?;
+        self.block_on(async {
+            let target = if follow {
+                self.resolve(&path).await?.0
+            } else {
+                path
+            };
+            let req = pb::SetAttrRequest {
+                path: target.clone(),
+                times_now: true,
+                ..Default::default()
+            };
+            self.set_attr(&target, req).await.map(|_| ())
+        })
+    }
+
     /// `utimensat(2)` (follows symlinks); `None` leaves a time unchanged.
+    /// Explicit times are for the owner or root only ([`Client::touch`]
+    /// sets the current time).
     pub fn utimens(
         &self,
         path: &str,
@@ -354,7 +423,14 @@ impl Client {
     }
 
     /// Sets a resolved file's size on its owner, then trims chunks past it.
-    pub(crate) async fn truncate_resolved(&self, path: &str, size: u64) -> SfsResult<()> {
+    /// The owner checks write permission unless `opened_for_write` (a
+    /// descriptor's, checked at its open).
+    pub(crate) async fn truncate_resolved(
+        &self,
+        path: &str,
+        size: u64,
+        opened_for_write: bool,
+    ) -> SfsResult<()> {
         if size > sfs_global::chunk::MAX_FILE_SIZE {
             return Err(SfsError::new(
                 Errno::EFBIG,
@@ -368,6 +444,7 @@ impl Client {
             .truncate(pb::TruncateRequest {
                 path: path.to_string(),
                 size,
+                opened_for_write,
             })
             .await?;
         let id = e.file_id();
@@ -390,7 +467,7 @@ impl Client {
             if md.is_dir() {
                 return Err(SfsError::is_dir(&path));
             }
-            self.truncate_resolved(&target, size).await
+            self.truncate_resolved(&target, size, false).await
         })
     }
 
@@ -411,16 +488,18 @@ impl Client {
             if old == new {
                 return Ok(());
             }
-            self.check_parent(&new).await?;
+            let new_parent = self.rename_permitted(&old, &new, &md).await?;
+            let sticky = sticky_owner(&new_parent);
             if md.is_dir() {
                 if is_within(&new, &old) {
                     return Err(SfsError::invalid(format!(
                         "cannot move {old} into itself ({new})"
                     )));
                 }
-                self.rename_directory(&old, &new, md.clone()).await?;
+                self.rename_directory(&old, &new, md.clone(), sticky)
+                    .await?;
             } else {
-                self.put_entry(&new, &md, true).await?;
+                self.put_entry(&new, &md, true, sticky).await?;
                 self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
                     .await?;
             }
@@ -432,11 +511,14 @@ impl Client {
     }
 
     /// Places `md` at `path` on its owner; drops the data of a replaced file.
+    /// `sticky_parent_uid`: `path`'s parent is sticky and owned by that
+    /// uid (its owner then refuses to replace another user's entry).
     pub(crate) async fn put_entry(
         &self,
         path: &str,
         md: &Metadata,
         replace: bool,
+        sticky_parent_uid: Option<u32>,
     ) -> SfsResult<()> {
         if replace && md.is_dir() {
             if let Ok(existing) = self.lookup(path).await {
@@ -445,7 +527,10 @@ impl Client {
                 }
             }
         }
-        if let Some(replaced) = self.place_entry(path, md, replace).await? {
+        if let Some(replaced) = self
+            .place_entry(path, md, replace, sticky_parent_uid)
+            .await?
+        {
             if replaced.kind() == FileKind::File
                 && replaced.id != md.id
                 && !self.orphan_replaced(path, &replaced).await?
@@ -462,6 +547,7 @@ impl Client {
         path: &str,
         md: &Metadata,
         replace: bool,
+        sticky_parent_uid: Option<u32>,
     ) -> SfsResult<Option<Metadata>> {
         let r = self
             .owner(path)
@@ -471,19 +557,26 @@ impl Client {
                 path: path.to_string(),
                 entry: Some(md.into()),
                 replace,
+                sticky_parent_uid,
             })
             .await?;
         Ok(r.replaced.as_ref().map(Metadata::from))
     }
 
-    async fn rename_directory(&self, old: &str, new: &str, md: Metadata) -> SfsResult<()> {
+    async fn rename_directory(
+        &self,
+        old: &str,
+        new: &str,
+        md: Metadata,
+        sticky_parent_uid: Option<u32>,
+    ) -> SfsResult<()> {
         let mut subtree = self.list_subtree(old).await?;
         // Parents before children when placing, children first when removing.
         subtree.sort_by_key(|(p, _)| p.matches('/').count());
-        self.put_entry(new, &md, true).await?;
+        self.put_entry(new, &md, true, sticky_parent_uid).await?;
         for (path, entry) in &subtree {
             let moved = format!("{new}{}", &path[old.len()..]);
-            self.put_entry(&moved, entry, false).await?;
+            self.put_entry(&moved, entry, false, None).await?;
         }
         for (path, entry) in subtree.iter().rev() {
             let kind = if entry.is_dir() {
@@ -537,7 +630,7 @@ impl Client {
 }
 
 /// The entry a create answered and whether the call made it.
-fn created_entry(r: pb::CreateResponse) -> SfsResult<(Metadata, bool)> {
+pub(crate) fn created_entry(r: pb::CreateResponse) -> SfsResult<(Metadata, bool)> {
     let entry = r
         .entry
         .ok_or_else(|| SfsError::io("server sent a create reply without an entry"))?;

@@ -25,6 +25,7 @@
 
 use crate::io::{OpenFile, OpenFlags};
 use crate::Client;
+use sfs_global::access::{MAY_EXEC, MAY_WRITE};
 use sfs_global::{FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::pb;
 use std::collections::HashMap;
@@ -75,7 +76,9 @@ impl Client {
             return Err(SfsError::invalid("O_TMPFILE needs O_WRONLY or O_RDWR"));
         }
         self.block_on(async {
-            let (_, parent) = self.resolve(dir).await?;
+            // The caller must be allowed to create in `dir`, although the
+            // file lives under a hidden name in the root.
+            let (_, parent) = self.resolve_access(dir, MAY_WRITE | MAY_EXEC).await?;
             if !parent.is_dir() {
                 return Err(SfsError::not_dir(dir));
             }
@@ -91,11 +94,8 @@ impl Client {
                     std::process::id(),
                     NEXT.fetch_add(1, Ordering::Relaxed)
                 );
-                match self
-                    .create_entry(&hidden, FileKind::File, mode, true, "")
-                    .await
-                {
-                    Ok((md, _)) => break (hidden, md),
+                match self.create_hidden(&hidden, mode).await {
+                    Ok(md) => break (hidden, md),
                     Err(e) if e.errno == sfs_global::Errno::EEXIST => continue,
                     Err(e) => return Err(e),
                 }
@@ -109,6 +109,24 @@ impl Client {
             );
             Ok(OpenFile::new(hidden, &md, open_flags))
         })
+    }
+
+    /// Creates the hidden entry of an unnamed file (exclusive; the root
+    /// always exists and the caller's right to create was checked on the
+    /// directory it named, so the root's permissions do not apply).
+    async fn create_hidden(&self, hidden: &str, mode: u32) -> SfsResult<Metadata> {
+        let r = self
+            .owner(hidden)
+            .await?
+            .rpc
+            .create(pb::CreateRequest {
+                path: hidden.to_string(),
+                mode: FileKind::File.type_bits() | (mode & 0o7777),
+                exclusive: true,
+                ..Default::default()
+            })
+            .await?;
+        crate::namespace::created_entry(r).map(|(md, _)| md)
     }
 
     /// This client's open files of `id` at `path`.
@@ -139,7 +157,7 @@ impl Client {
         remove_old: bool,
     ) -> SfsResult<()> {
         let hidden = orphan_path(md.id);
-        self.place_entry(&hidden, md, false).await?;
+        self.place_entry(&hidden, md, false, None).await?;
         if remove_old {
             self.remove_entry(path, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
                 .await?;
@@ -171,6 +189,8 @@ impl Client {
         if open.is_empty() {
             return Ok(false);
         }
+        // The unlink's own permission checks, before the file moves.
+        self.check_removal(path, &md).await?;
         self.orphan(path, &md, open, true).await?;
         Ok(true)
     }

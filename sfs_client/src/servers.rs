@@ -47,6 +47,9 @@ pub struct ConnectOptions {
     /// whose own differs is refused at the handshake.
     pub hostfile_digest: u64,
     pub server_count: usize,
+    /// Whose metadata requests these are (`sfs_rpc::caller`): the
+    /// process's credentials at each call unless fixed.
+    pub caller: Arc<sfs_rpc::caller::CallerSource>,
 }
 
 /// The RPC client and data channel of one server, ready to use.
@@ -71,13 +74,16 @@ impl ServerSlot {
     /// Must be called inside the client's runtime (a gRPC channel binds to it).
     pub fn new(entry: HostEntry, options: &ConnectOptions) -> SfsResult<Self> {
         let rpc = match options.metadata_rpc {
-            MetadataRpc::Lean => Rpc::Lean(Arc::new(LeanClient::new(
-                &entry.name,
-                &entry.endpoint(),
-                options.secret.clone(),
-                options.connect_timeout,
-                options.request_timeout,
-            ))),
+            MetadataRpc::Lean => Rpc::Lean(Arc::new(
+                LeanClient::new(
+                    &entry.name,
+                    &entry.endpoint(),
+                    options.secret.clone(),
+                    options.connect_timeout,
+                    options.request_timeout,
+                )
+                .with_caller(options.caller.clone()),
+            )),
             MetadataRpc::Grpc => {
                 let uri = format!("http://{}", entry.endpoint());
                 let endpoint = Endpoint::from_shared(uri.clone())
@@ -95,7 +101,9 @@ impl ServerSlot {
                     label.clone(),
                     options.connect_timeout,
                 );
-                Rpc::Grpc(Arc::new(GrpcClients::new(channel, &label)))
+                Rpc::Grpc(Arc::new(
+                    GrpcClients::new(channel, &label).with_caller(options.caller.clone()),
+                ))
             }
         };
         Ok(ServerSlot {

@@ -1,6 +1,7 @@
 //! Shared vocabulary of SFS: everything that both servers and clients must agree
 //! on bit for bit, and nothing that knows about networks.
 //!
+//! - [`access`]: who asks ([`access::Caller`]) and the POSIX permission rules.
 //! - [`config`]: the one typed `config.json`, with defaults and validation.
 //! - [`hostfile`]: the list of servers of a job.
 //! - [`path`]: normalisation of paths inside the mount.
@@ -12,6 +13,7 @@
 //! - [`secret`]: the job secret every connection proves it holds.
 //! - [`error`]: the error type every layer converts into, and its errno.
 
+pub mod access;
 pub mod checkpoint;
 pub mod chunk;
 pub mod config;

@@ -3,6 +3,7 @@
 //! the same services without HTTP/2, and the conversions between wire
 //! messages and `sfs_global` types (entries, file ids, errors with errnos).
 //! [`auth`] is the handshake that opens every connection (the job secret).
+//! [`caller`] carries whose request it is (uid, gid, groups).
 //! [`mux`] is the request bookkeeping of a multiplexed connection, shared by
 //! the lean client and the data transports of `sfs_rdma`.
 //!
@@ -16,6 +17,7 @@ pub mod pb {
 }
 
 pub mod auth;
+pub mod caller;
 pub mod lean;
 pub mod mux;
 

@@ -321,11 +321,14 @@ pub async fn run_until(
     );
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .add_service(
+        // The caller of each metadata request (its `sfs-caller` header)
+        // becomes a request extension, as the lean server puts it.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             MetadataServer::from_arc(metadata)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+            sfs_rpc::caller::grpc_interceptor,
+        ))
         .add_service(
             ChunkControlServer::from_arc(chunk_control)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -8,6 +8,7 @@
 //! The seeds (the corpus) are valid encodings made here with the
 //! encoders, so every mutation starts from something the decoder accepts.
 
+use sfs_global::access::Caller;
 use sfs_global::checkpoint::{decode_dump, DumpWriter, Manifest};
 use sfs_global::config::Config;
 use sfs_global::hostfile::Hostfile;
@@ -16,7 +17,7 @@ use sfs_global::{FileId, FileKind, Metadata};
 use sfs_rdma::rdma::proto::{self, Descriptor, Hello, Payload, RdmaRequest, Region};
 use sfs_rdma::wire::{self, Op};
 use sfs_rdma::ChunkRef;
-use sfs_rpc::lean;
+use sfs_rpc::{caller, lean};
 use sfs_testkit::fuzz;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,8 +95,17 @@ fn lean_rpc_frame_headers() {
     let seeds = vec![
         lean::RequestHeader {
             method: 50,
+            flags: 0,
             request_id: 1,
             body_len: 0,
+        }
+        .encode()
+        .to_vec(),
+        lean::RequestHeader {
+            method: 2,
+            flags: sfs_rpc::caller::FLAG_CALLER,
+            request_id: 7,
+            body_len: 30,
         }
         .encode()
         .to_vec(),
@@ -114,6 +124,31 @@ fn lean_rpc_frame_headers() {
         let request = lean::RequestHeader::decode(h).is_ok();
         let response = lean::ResponseHeader::decode(h).is_ok();
         request || response
+    });
+}
+
+#[test]
+fn caller_blocks_and_headers() {
+    let callers = [
+        Caller::root(),
+        Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![4, 24, 27, 100],
+        },
+    ];
+    let mut seeds = Vec::new();
+    for c in &callers {
+        let mut block = Vec::new();
+        caller::encode_block(c, &mut block);
+        block.extend_from_slice(b"\x0a\x02/a");
+        seeds.push(block);
+        seeds.push(caller::header_value(c).into_bytes());
+    }
+    check("caller blocks and headers", seeds, |b| {
+        let block = caller::decode_block(b).is_ok();
+        let header = std::str::from_utf8(b).is_ok_and(|s| caller::parse_header(s).is_ok());
+        block || header
     });
 }
 

@@ -307,3 +307,14 @@ pub fn write_at(client: &Client, path: &str, offset: u64, data: &[u8]) {
     assert_eq!(client.pwrite(fd, data, offset).unwrap(), data.len());
     client.close(fd).unwrap();
 }
+
+/// A finished command's status, standard output and error output, for
+/// assertion messages.
+pub fn describe(out: &std::process::Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}

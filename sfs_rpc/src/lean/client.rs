@@ -10,6 +10,7 @@
 //! a restarted server is picked up without restarting the client.
 
 use super::{Inbox, RequestHeader, ResponseHeader, HEADER_LEN, MAX_BODY_BYTES};
+use crate::caller::{CallerSource, FLAG_CALLER};
 use crate::mux::{Mux, OnCancel};
 use crate::pb::chunk_control_client::ChunkControlClient;
 use crate::pb::control_client::ControlClient;
@@ -41,6 +42,8 @@ pub struct GrpcClients {
     pub control: ControlClient<Channel>,
     /// "server NAME (host:port)", for messages.
     label: Arc<str>,
+    /// Whose requests these are (`crate::caller`).
+    caller: Arc<CallerSource>,
 }
 
 impl GrpcClients {
@@ -58,7 +61,30 @@ impl GrpcClients {
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
             label: label.into(),
+            caller: Arc::default(),
         }
+    }
+
+    /// Takes the caller of each metadata request from `caller` (by
+    /// default: this process's credentials at the time of the call).
+    pub fn with_caller(mut self, caller: Arc<CallerSource>) -> Self {
+        self.caller = caller;
+        self
+    }
+
+    /// A request of lean method number `method`, with the `sfs-caller`
+    /// header when that method carries the caller.
+    pub fn request<T>(&self, method: u16, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if super::carries_caller(method) {
+            let value = crate::caller::header_value(&self.caller.current());
+            if let Ok(value) = value.parse() {
+                request
+                    .metadata_mut()
+                    .insert(crate::caller::CALLER_HEADER, value);
+            }
+        }
+        request
     }
 
     /// A failed call as an error: the server's errno when an SFS handler
@@ -213,6 +239,8 @@ pub struct LeanClient {
     request_timeout: Duration,
     /// Proved to the server on every connect (`crate::auth`).
     secret: Arc<Secret>,
+    /// Whose requests these are (`crate::caller`).
+    caller: Arc<CallerSource>,
     connection: tokio::sync::Mutex<Option<Handle>>,
 }
 
@@ -232,8 +260,16 @@ impl LeanClient {
             connect_timeout,
             request_timeout,
             secret,
+            caller: Arc::default(),
             connection: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Takes the caller of each metadata request from `caller` (by
+    /// default: this process's credentials at the time of the call).
+    pub fn with_caller(mut self, caller: Arc<CallerSource>) -> Self {
+        self.caller = caller;
+        self
     }
 
     /// Reads what answers the socket holds now, without waiting, and hands
@@ -307,14 +343,18 @@ impl LeanClient {
         Ok(conn)
     }
 
-    /// Calls `method` with `request`; the server's errno on refusal, EIO
-    /// when the connection fails, ETIMEDOUT after `request_timeout`.
+    /// Calls `method` with `request`, preceded by the caller block when
+    /// `with_caller` (the credentials [`LeanClient::with_caller`] names at
+    /// the time of the call); the server's errno on refusal, EIO when the
+    /// connection fails, ETIMEDOUT after `request_timeout`.
     pub async fn call<Req: Message, Resp: Message + Default>(
         &self,
         method: u16,
+        with_caller: bool,
         request: &Req,
     ) -> SfsResult<Resp> {
-        let body_len = request.encoded_len();
+        let caller = with_caller.then(|| self.caller.current());
+        let body_len = request.encoded_len() + caller.as_ref().map_or(0, crate::caller::block_len);
         if body_len > MAX_BODY_BYTES {
             return Err(SfsError::new(
                 Errno::EOVERFLOW,
@@ -328,11 +368,15 @@ impl LeanClient {
             frame.extend_from_slice(
                 &RequestHeader {
                     method,
+                    flags: if caller.is_some() { FLAG_CALLER } else { 0 },
                     request_id: id,
                     body_len: body_len as u32,
                 }
                 .encode(),
             );
+            if let Some(caller) = &caller {
+                crate::caller::encode_block(caller, &mut frame);
+            }
             request
                 .encode(&mut frame)
                 .map_err(|e| SfsError::io(format!("encoding a request: {e}")))?;

@@ -17,8 +17,9 @@
 //! the other.
 //!
 //! ```text
-//! request  (20 bytes): magic "SFSQ" | method u16 | flags u16 (0) | request id u64 | body len u32
-//!                      then `body len` bytes: the prost-encoded request
+//! request  (20 bytes): magic "SFSQ" | method u16 | flags u16 | request id u64 | body len u32
+//!                      then `body len` bytes: with flag 1 (`FLAG_CALLER`) a caller block
+//!                      (crate::caller), then the prost-encoded request
 //! response (20 bytes): magic "SFSA" | status i32 | request id u64 | body len u32
 //!                      then the prost-encoded response (status 0),
 //!                      or the error message in UTF-8 (status = the errno)
@@ -59,6 +60,8 @@ pub fn is_lean_preamble(first: &[u8]) -> bool {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestHeader {
     pub method: u16,
+    /// [`crate::caller::FLAG_CALLER`] or 0; other bits are refused.
+    pub flags: u16,
     pub request_id: u64,
     pub body_len: u32,
 }
@@ -68,6 +71,7 @@ impl RequestHeader {
         let mut b = [0u8; HEADER_LEN];
         b[0..4].copy_from_slice(&REQUEST_MAGIC);
         b[4..6].copy_from_slice(&self.method.to_le_bytes());
+        b[6..8].copy_from_slice(&self.flags.to_le_bytes());
         b[8..16].copy_from_slice(&self.request_id.to_le_bytes());
         b[16..20].copy_from_slice(&self.body_len.to_le_bytes());
         b
@@ -81,10 +85,17 @@ impl RequestHeader {
         }
         let header = RequestHeader {
             method: u16::from_le_bytes([b[4], b[5]]),
+            flags: u16::from_le_bytes([b[6], b[7]]),
             request_id: u64::from_le_bytes(b[8..16].try_into().expect("8 bytes")),
             body_len: u32::from_le_bytes(b[16..20].try_into().expect("4 bytes")),
         };
         check_body_len(header.body_len)?;
+        if header.flags & !crate::caller::FLAG_CALLER != 0 {
+            return Err(protocol(&format!(
+                "unknown request flags {:#x}",
+                header.flags
+            )));
+        }
         Ok(header)
     }
 }
@@ -215,6 +226,14 @@ fn protocol(why: &str) -> SfsError {
     SfsError::new(Errno::EPROTO, format!("lean RPC: {why}"))
 }
 
+/// Whether requests of `method` carry the caller ([`crate::caller`]): the
+/// `Metadata` service's (1..=31), whose handlers check permissions. Chunk
+/// and control calls act on file ids a permitted open handed out, or
+/// concern the whole server, and go without (no bytes, no system calls).
+pub const fn carries_caller(method: u16) -> bool {
+    method < 32
+}
+
 /// Declares the methods the lean RPC carries, once: the server's dispatch
 /// ([`Services`]), the typed calls of [`LeanClient`] and of [`Rpc`] (which
 /// sends each call over lean or gRPC) all come from this table, so the
@@ -238,7 +257,12 @@ macro_rules! lean_methods {
         {
             /// Decodes the body of a `method` request, calls the service and
             /// encodes its answer.
-            async fn dispatch(&self, method: u16, body: bytes::Bytes) -> Result<Vec<u8>, tonic::Status> {
+            async fn dispatch(
+                &self,
+                method: u16,
+                caller: Option<sfs_global::access::Caller>,
+                body: bytes::Bytes,
+            ) -> Result<Vec<u8>, tonic::Status> {
                 use prost::Message;
                 #[allow(unused_imports)]
                 use crate::pb::{chunk_control_server::ChunkControl, control_server::Control, metadata_server::Metadata};
@@ -249,7 +273,11 @@ macro_rules! lean_methods {
                                 "{}: undecodable request: {e}", stringify!($method)
                             ))
                         })?;
-                        let response = self.$service.$method(tonic::Request::new(request)).await?;
+                        let mut request = tonic::Request::new(request);
+                        if let Some(caller) = caller {
+                            request.extensions_mut().insert(caller);
+                        }
+                        let response = self.$service.$method(request).await?;
                         Ok(response.into_inner().encode_to_vec())
                     } )*
                     other => Err(crate::status_from_error(&SfsError::new(
@@ -263,7 +291,7 @@ macro_rules! lean_methods {
         impl client::LeanClient {
             $(
                 pub async fn $method(&self, request: crate::pb::$req) -> SfsResult<crate::pb::$resp> {
-                    self.call($code, &request).await
+                    self.call($code, carries_caller($code), &request).await
                 }
             )*
         }
@@ -276,7 +304,7 @@ macro_rules! lean_methods {
                         client::Rpc::Grpc(grpc) => grpc
                             .$service
                             .clone()
-                            .$method(request)
+                            .$method(grpc.request($code, request))
                             .await
                             .map(tonic::Response::into_inner)
                             .map_err(|status| grpc.error(status)),
@@ -326,6 +354,7 @@ mod frame_tests {
     fn headers_round_trip() {
         let q = RequestHeader {
             method: 7,
+            flags: crate::caller::FLAG_CALLER,
             request_id: u64::MAX - 3,
             body_len: 1234,
         };
@@ -342,6 +371,7 @@ mod frame_tests {
     fn hostile_headers_are_refused() {
         let mut q = RequestHeader {
             method: 1,
+            flags: 0,
             request_id: 1,
             body_len: 0,
         }
@@ -350,6 +380,7 @@ mod frame_tests {
         assert_eq!(RequestHeader::decode(&q).unwrap_err().errno, Errno::EPROTO);
         let big = RequestHeader {
             method: 1,
+            flags: 0,
             request_id: 1,
             body_len: MAX_BODY_BYTES as u32 + 1,
         };
@@ -358,6 +389,18 @@ mod frame_tests {
             Errno::EPROTO
         );
         assert!(ResponseHeader::decode(&[0; HEADER_LEN]).is_err());
+        let unknown_flag = RequestHeader {
+            method: 1,
+            flags: 2,
+            request_id: 1,
+            body_len: 0,
+        };
+        assert_eq!(
+            RequestHeader::decode(&unknown_flag.encode())
+                .unwrap_err()
+                .errno,
+            Errno::EPROTO
+        );
         // A request header is not a response header and vice versa.
         let a = ResponseHeader {
             status: 0,

@@ -10,9 +10,11 @@
 
 use super::spin::Spin;
 use super::{Inbox, RequestHeader, ResponseHeader, MAX_ERROR_MESSAGE};
+use crate::caller::FLAG_CALLER;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use sfs_global::access::Caller;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,6 +40,7 @@ pub trait Dispatch: Send + Sync + 'static {
     fn call(
         &self,
         method: u16,
+        caller: Option<Caller>,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>>;
 }
@@ -51,9 +54,10 @@ where
     fn call(
         &self,
         method: u16,
+        caller: Option<Caller>,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
-        Box::pin(self.dispatch(method, body))
+        Box::pin(self.dispatch(method, caller, body))
     }
 }
 
@@ -157,12 +161,28 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// Runs one request. A caller block that does not decode is that
+/// request's refusal (EPROTO), as an undecodable body is.
 async fn answer(
     dispatch: &dyn Dispatch,
     header: RequestHeader,
     body: Bytes,
 ) -> (u64, Result<Vec<u8>, Status>) {
-    (header.request_id, dispatch.call(header.method, body).await)
+    let (caller, body) = if header.flags & FLAG_CALLER != 0 {
+        match crate::caller::decode_block(&body) {
+            Ok((caller, rest)) => {
+                let at = body.len() - rest.len();
+                (Some(caller), body.slice(at..))
+            }
+            Err(e) => return (header.request_id, Err(crate::status_from_error(&e))),
+        }
+    } else {
+        (None, body)
+    };
+    (
+        header.request_id,
+        dispatch.call(header.method, caller, body).await,
+    )
 }
 
 fn encode_response(output: &mut Vec<u8>, request_id: u64, result: Result<Vec<u8>, Status>) {

@@ -7,6 +7,7 @@ use super::{LeanClient, RequestHeader, HEADER_LEN};
 use crate::pb;
 use bytes::Bytes;
 use prost::Message;
+use sfs_global::access::Caller;
 use sfs_global::{Errno, SfsError};
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +28,8 @@ const STAT: u16 = 2;
 const REMOVE: u16 = 3;
 const SLOW: u16 = 12;
 
-/// Answers `STAT` with an entry whose size is the path's length, `REMOVE`
+/// Answers `STAT` with an entry whose size is the path's length and whose
+/// uid and gid are the caller's (u32::MAX without one), `REMOVE`
 /// with ENOENT, `SLOW` after 300 ms; anything else is ENOSYS.
 struct Echo {
     calls: AtomicUsize,
@@ -37,6 +39,7 @@ impl Dispatch for Echo {
     fn call(
         &self,
         method: u16,
+        caller: Option<Caller>,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -48,6 +51,8 @@ impl Dispatch for Echo {
                     Ok(pb::Entry {
                         size: req.path.len() as u64,
                         link_target: req.path,
+                        uid: caller.as_ref().map_or(u32::MAX, |c| c.uid),
+                        gid: caller.as_ref().map_or(u32::MAX, |c| c.gid),
                         ..Default::default()
                     }
                     .encode_to_vec())
@@ -146,7 +151,7 @@ async fn many_calls_in_flight_each_get_their_own_answer() {
         let client = &client;
         async move {
             let path = format!("/{}", "x".repeat(i % 97));
-            let entry: pb::Entry = client.call(STAT, &stat(&path)).await.unwrap();
+            let entry: pb::Entry = client.call(STAT, true, &stat(&path)).await.unwrap();
             assert_eq!(entry.link_target, path);
             assert_eq!(entry.size, path.len() as u64);
         }
@@ -160,18 +165,18 @@ async fn refusals_carry_the_errno_and_the_message() {
     let server = TestServer::start().await;
     let client = server.client(Duration::from_secs(5));
     let e = client
-        .call::<_, pb::Entry>(REMOVE, &stat("/gone"))
+        .call::<_, pb::Entry>(REMOVE, true, &stat("/gone"))
         .await
         .unwrap_err();
     assert_eq!(e.errno, Errno::ENOENT);
     assert!(e.message.contains("/gone"), "{}", e.message);
     let e = client
-        .call::<_, pb::Empty>(999, &pb::Empty {})
+        .call::<_, pb::Empty>(999, true, &pb::Empty {})
         .await
         .unwrap_err();
     assert_eq!(e.errno, Errno::ENOSYS);
     // The connection survives refusals.
-    let entry: pb::Entry = client.call(STAT, &stat("/ok")).await.unwrap();
+    let entry: pb::Entry = client.call(STAT, true, &stat("/ok")).await.unwrap();
     assert_eq!(entry.size, 3);
 }
 
@@ -179,11 +184,11 @@ async fn refusals_carry_the_errno_and_the_message() {
 async fn a_slow_call_does_not_hold_up_quick_ones_behind_it() {
     let server = TestServer::start().await;
     let client = server.client(Duration::from_secs(5));
-    let slow = client.call::<_, pb::Empty>(SLOW, &pb::Empty {});
+    let slow = client.call::<_, pb::Empty>(SLOW, true, &pb::Empty {});
     let quick = async {
         let started = Instant::now();
         for _ in 0..20 {
-            let _: pb::Entry = client.call(STAT, &stat("/q")).await.unwrap();
+            let _: pb::Entry = client.call(STAT, true, &stat("/q")).await.unwrap();
         }
         started.elapsed()
     };
@@ -200,13 +205,13 @@ async fn an_unanswered_call_times_out_and_the_connection_stays_usable() {
     let server = TestServer::start().await;
     let client = server.client(Duration::from_millis(100));
     let e = client
-        .call::<_, pb::Empty>(SLOW, &pb::Empty {})
+        .call::<_, pb::Empty>(SLOW, true, &pb::Empty {})
         .await
         .unwrap_err();
     assert_eq!(e.errno, Errno::ETIMEDOUT);
     // The late answer arrives on the same connection and is dropped.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let entry: pb::Entry = client.call(STAT, &stat("/after")).await.unwrap();
+    let entry: pb::Entry = client.call(STAT, true, &stat("/after")).await.unwrap();
     assert_eq!(entry.size, 6);
 }
 
@@ -214,10 +219,10 @@ async fn an_unanswered_call_times_out_and_the_connection_stays_usable() {
 async fn a_vanished_server_is_eio_at_once_and_a_returning_one_is_used_again() {
     let server = TestServer::start().await;
     let client = server.client(Duration::from_secs(5));
-    let _: pb::Entry = client.call(STAT, &stat("/a")).await.unwrap();
+    let _: pb::Entry = client.call(STAT, true, &stat("/a")).await.unwrap();
     // A call in flight when the server goes away fails at once, not at the
     // timeout.
-    let slow = client.call::<_, pb::Empty>(SLOW, &pb::Empty {});
+    let slow = client.call::<_, pb::Empty>(SLOW, true, &pb::Empty {});
     let addr = {
         let server = server;
         let kill = async {
@@ -233,7 +238,7 @@ async fn a_vanished_server_is_eio_at_once_and_a_returning_one_is_used_again() {
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let e = client
-        .call::<_, pb::Entry>(STAT, &stat("/b"))
+        .call::<_, pb::Entry>(STAT, true, &stat("/b"))
         .await
         .unwrap_err();
     assert_eq!(e.errno, Errno::EIO, "{e}");
@@ -241,7 +246,7 @@ async fn a_vanished_server_is_eio_at_once_and_a_returning_one_is_used_again() {
     // The server comes back on the same port: the next call reconnects.
     let listener = TcpListener::bind(addr).await.unwrap();
     let _server = TestServer::start_on(listener).await;
-    let entry: pb::Entry = client.call(STAT, &stat("/back")).await.unwrap();
+    let entry: pb::Entry = client.call(STAT, true, &stat("/back")).await.unwrap();
     assert_eq!(entry.size, 5);
 }
 
@@ -259,7 +264,7 @@ async fn authenticated(addr: std::net::SocketAddr) -> TcpStream {
 async fn hostile_frames_close_only_their_own_connection() {
     let server = TestServer::start().await;
     let client = server.client(Duration::from_secs(5));
-    let _: pb::Entry = client.call(STAT, &stat("/a")).await.unwrap();
+    let _: pb::Entry = client.call(STAT, true, &stat("/a")).await.unwrap();
 
     for garbage in [
         // A wrong magic.
@@ -267,6 +272,7 @@ async fn hostile_frames_close_only_their_own_connection() {
         // A body larger than any message.
         RequestHeader {
             method: STAT,
+            flags: 0,
             request_id: 1,
             body_len: u32::MAX,
         }
@@ -286,6 +292,7 @@ async fn hostile_frames_close_only_their_own_connection() {
     let mut raw = authenticated(server.addr).await;
     let mut frame = RequestHeader {
         method: STAT,
+        flags: 0,
         request_id: 9,
         body_len: 3,
     }
@@ -299,7 +306,7 @@ async fn hostile_frames_close_only_their_own_connection() {
     assert_eq!((header.request_id, header.status), (9, Errno::EINVAL.0));
 
     // Everyone else is still served.
-    let entry: pb::Entry = client.call(STAT, &stat("/still")).await.unwrap();
+    let entry: pb::Entry = client.call(STAT, true, &stat("/still")).await.unwrap();
     assert_eq!(entry.size, 6);
 }
 
@@ -324,10 +331,10 @@ async fn answers_also_arrive_by_polling() {
         Duration::from_secs(2),
         Duration::from_secs(5),
     );
-    let _: pb::Entry = client.call(STAT, &stat("/first")).await.unwrap();
+    let _: pb::Entry = client.call(STAT, true, &stat("/first")).await.unwrap();
     assert!(!client.waiting() && !client.poll_answers());
     let request = stat("/polled");
-    let call = client.call::<_, pb::Entry>(STAT, &request);
+    let call = client.call::<_, pb::Entry>(STAT, true, &request);
     let mut call = std::pin::pin!(call);
     let waker = futures::task::noop_waker();
     let mut cx = std::task::Context::from_waker(&waker);
@@ -365,6 +372,7 @@ async fn a_client_closing_while_the_server_polls_ends_the_connection_cleanly() {
         let body = stat("/a").encode_to_vec();
         let mut frame = RequestHeader {
             method: STAT,
+            flags: 0,
             request_id: 1,
             body_len: body.len() as u32,
         }
@@ -398,4 +406,46 @@ async fn a_client_closing_while_the_server_polls_ends_the_connection_cleanly() {
         closed.elapsed() < Duration::from_secs(4),
         "the server saw the close while it polled"
     );
+}
+
+#[tokio::test]
+async fn each_request_carries_the_caller_of_its_time() {
+    let server = TestServer::start().await;
+    let source = Arc::new(crate::caller::CallerSource::default());
+    let client = server
+        .client(Duration::from_secs(5))
+        .with_caller(source.clone());
+    let me = crate::caller::of_process();
+    let entry: pb::Entry = client.call(STAT, true, &stat("/a")).await.unwrap();
+    assert_eq!((entry.uid, entry.gid), (me.uid, me.gid));
+    // A change of credentials counts from the next request on, on the
+    // same connection.
+    source.set(Some(Caller {
+        uid: 1234,
+        gid: 567,
+        groups: vec![8, 9],
+    }));
+    let entry: pb::Entry = client.call(STAT, true, &stat("/a")).await.unwrap();
+    assert_eq!((entry.uid, entry.gid), (1234, 567));
+    assert_eq!(entry.size, 2, "the body after the caller block is intact");
+    let entry: pb::Entry = client.call(STAT, false, &stat("/a")).await.unwrap();
+    assert_eq!((entry.uid, entry.gid), (u32::MAX, u32::MAX));
+
+    // A caller block cut short is that request's refusal.
+    let mut raw = authenticated(server.addr).await;
+    let mut frame = RequestHeader {
+        method: STAT,
+        flags: crate::caller::FLAG_CALLER,
+        request_id: 5,
+        body_len: 4,
+    }
+    .encode()
+    .to_vec();
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    raw.write_all(&frame).await.unwrap();
+    let mut header = [0u8; HEADER_LEN];
+    raw.read_exact(&mut header).await.unwrap();
+    let header = super::ResponseHeader::decode(&header).unwrap();
+    assert_eq!((header.request_id, header.status), (5, Errno::EPROTO.0));
+    server.shut_down();
 }

@@ -214,6 +214,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         check_id: true,
         id_hi: id.id_hi,
         id_lo: id.id_lo ^ 1,
+        ..Default::default()
     };
     assert_eq!(errno(meta.stat(wrong).await), Errno::ESTALE);
     let right = pb::PathRequest {
@@ -221,6 +222,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         check_id: true,
         id_hi: id.id_hi,
         id_lo: id.id_lo,
+        ..Default::default()
     };
     assert_eq!(meta.stat(right).await.unwrap().into_inner().size, 100);
     assert_eq!(
@@ -310,6 +312,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
     let huge = pb::TruncateRequest {
         path: "/f".into(),
         size: u64::MAX,
+        ..Default::default()
     };
     assert_eq!(errno(meta.truncate(huge).await), Errno::EFBIG);
     let odd_kind = pb::RemoveRequest {
@@ -322,6 +325,7 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         path: "/g".into(),
         entry: None,
         replace: false,
+        ..Default::default()
     };
     assert_eq!(errno(meta.put_entry(no_entry).await), Errno::EINVAL);
     assert_eq!(
@@ -384,6 +388,93 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         !server.ready_file.exists(),
         "the ready file is removed on shutdown"
     );
+}
+
+/// `message` as a request of the caller `uid:gid` (the gRPC header).
+fn as_user<T>(caller: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(sfs_rpc::caller::CALLER_HEADER, caller.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_requests_are_checked_against_their_caller() {
+    let server = TestServer::start().await;
+    let mut meta = server.metadata().await;
+    let made = meta
+        .create(as_user(
+            "1000:1000",
+            create("/own", libc::S_IFREG | 0o600, true),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = made.entry.unwrap();
+    assert_eq!((entry.uid, entry.gid), (1000, 1000), "owned by the caller");
+    let read = |caller: Option<&str>| {
+        let message = pb::PathRequest {
+            path: "/own".into(),
+            access: sfs_global::access::MAY_READ,
+            ..Default::default()
+        };
+        match caller {
+            Some(c) => as_user(c, message),
+            None => tonic::Request::new(message),
+        }
+    };
+    meta.stat(read(Some("1000:1000"))).await.unwrap();
+    meta.stat(read(Some("0:0"))).await.unwrap();
+    assert_eq!(
+        errno(meta.stat(read(Some("1001:1000:4,1000"))).await),
+        Errno::EACCES
+    );
+    // Without a caller a request acts for nobody.
+    assert_eq!(errno(meta.stat(read(None)).await), Errno::EACCES);
+    let chmod = |caller| {
+        as_user(
+            caller,
+            pb::SetAttrRequest {
+                path: "/own".into(),
+                mode: Some(0o666),
+                ..Default::default()
+            },
+        )
+    };
+    assert_eq!(errno(meta.set_attr(chmod("1001:1000")).await), Errno::EPERM);
+    let changed = meta
+        .set_attr(chmod("1000:1000"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.mode & 0o7777, 0o666);
+    let truncate = |caller| {
+        as_user(
+            caller,
+            pb::TruncateRequest {
+                path: "/own".into(),
+                size: 1,
+                ..Default::default()
+            },
+        )
+    };
+    meta.truncate(truncate("1001:1001")).await.unwrap();
+    let chmod_ro = as_user(
+        "1000:1000",
+        pb::SetAttrRequest {
+            path: "/own".into(),
+            mode: Some(0o444),
+            ..Default::default()
+        },
+    );
+    meta.set_attr(chmod_ro).await.unwrap();
+    assert_eq!(
+        errno(meta.truncate(truncate("1000:1000")).await),
+        Errno::EACCES
+    );
+    let garbage = as_user("root", read(None).into_inner());
+    assert_eq!(errno(meta.stat(garbage).await), Errno::EPROTO);
 }
 
 fn lean_create(path: &str, mode: u32, link_target: &str) -> pb::CreateRequest {
@@ -549,6 +640,7 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
                 check_id: true,
                 id_hi: file_entry.id_hi,
                 id_lo: file_entry.id_lo,
+                ..Default::default()
             }),
         })
         .await

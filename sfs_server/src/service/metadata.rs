@@ -2,7 +2,10 @@
 //!
 //! Each handler validates its request, runs the store call (inline when it
 //! is a point operation, on the blocking pool when it is long)
-//! and maps the result to a message. Cross-server rules (a parent must
+//! and maps the result to a message. Permissions are checked here against
+//! the caller each request carries (`sfs_rpc::caller`) on the entries this
+//! server owns: the entry itself, and the parent when it lives here too
+//! (docs/semantics.md, "Permissions"). Cross-server rules (a parent must
 //! exist, a directory must be empty on *every* server before rmdir, rename
 //! spans two owners) are the client's: this server enforces what it alone can
 //! see, atomically.
@@ -12,10 +15,14 @@ use super::{
     refuse, ServerState,
 };
 use crate::meta_store::{now_ns, RemoveKind};
+use sfs_global::access::{
+    check_access, check_set_attr, check_sticky, missing, AttrChange, MAY_EXEC, MAY_WRITE,
+};
 use sfs_global::distributor::Distributor;
 use sfs_global::metadata::MetaUpdate;
 use sfs_global::path::split_parent;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
+use sfs_rpc::caller::caller_of;
 use sfs_rpc::pb::{self, metadata_server};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -63,7 +70,8 @@ impl MetadataService {
         check_path(path).map_err(refuse)
     }
 
-    /// The parent check of a create whose parent this server owns.
+    /// The parent check of a create or remove whose parent this server
+    /// owns: the parent's entry when it is a directory.
     fn check_own_parent(&self, path: &str) -> Result<ParentCheck, Status> {
         let Some((parent, _)) = split_parent(path) else {
             return Err(refuse(SfsError::exists(path)));
@@ -78,7 +86,7 @@ impl MetadataService {
         let meta = self.state.meta.clone();
         let found = quick(move || meta.get(parent))?;
         match found {
-            Some(md) if md.is_dir() => Ok(ParentCheck::Directory),
+            Some(md) if md.is_dir() => Ok(ParentCheck::Directory(md)),
             Some(md) if md.kind() == FileKind::Symlink => Ok(ParentCheck::Symlink),
             Some(_) => Err(refuse(SfsError::not_dir(parent))),
             None => Err(refuse(SfsError::not_found(parent))),
@@ -88,8 +96,13 @@ impl MetadataService {
 
 /// What a server-side parent check found (failures are errors).
 enum ParentCheck {
-    Directory,
+    Directory(Metadata),
     Symlink,
+}
+
+/// The parent directory of `path` (which has one: the caller checked).
+fn parent_of(path: &str) -> &str {
+    split_parent(path).map_or("/", |(parent, _)| parent)
 }
 
 /// A fresh random file id: ids are never reused, so a stale chunk of a
@@ -176,19 +189,44 @@ impl metadata_server::Metadata for MetadataService {
         &self,
         request: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
         let kind = check_mode(req.mode).map_err(refuse)?;
         check_link_target(kind, &req.link_target).map_err(refuse)?;
         let mut entry = Metadata::new(kind, req.mode, new_file_id(), now_ns());
-        entry.uid = req.uid;
-        entry.gid = req.gid;
+        entry.uid = caller.uid;
+        entry.gid = caller.gid;
         entry.size = req.link_target.len() as u64;
         entry.link_target = req.link_target;
         let meta = self.state.meta.clone();
         if req.check_parent {
             match self.check_own_parent(&req.path)? {
-                ParentCheck::Directory => {}
+                ParentCheck::Directory(parent) => {
+                    let parent_path = parent_of(&req.path);
+                    check_access(&parent, &caller, MAY_EXEC, parent_path).map_err(refuse)?;
+                    if missing(&parent, &caller, MAY_WRITE) != 0 {
+                        // Without write permission on the parent only an
+                        // existing entry may be opened (O_CREAT without
+                        // O_EXCL); a new one is EACCES.
+                        match quick(|| meta.get(&req.path))? {
+                            Some(_) if req.exclusive => {
+                                return Err(refuse(SfsError::exists(&req.path)))
+                            }
+                            Some(existing) => {
+                                check_access(&existing, &caller, req.access, &req.path)
+                                    .map_err(refuse)?;
+                                return Ok(Response::new(pb::CreateResponse {
+                                    entry: Some(pb::Entry::from(&existing)),
+                                    created: false,
+                                    parent_is_symlink: false,
+                                }));
+                            }
+                            None => check_access(&parent, &caller, MAY_WRITE, parent_path)
+                                .map_err(refuse)?,
+                        }
+                    }
+                }
                 ParentCheck::Symlink => {
                     return Ok(Response::new(pb::CreateResponse {
                         entry: None,
@@ -198,7 +236,12 @@ impl metadata_server::Metadata for MetadataService {
                 }
             }
         }
-        let (entry, created) = quick(move || meta.create(&req.path, entry, req.exclusive))?;
+        let path = req.path;
+        let (entry, created) = quick(|| meta.create(&path, entry, req.exclusive))?;
+        if !created {
+            // Opening what exists: the access asked for, as open(2).
+            check_access(&entry, &caller, req.access, &path).map_err(refuse)?;
+        }
         Ok(Response::new(pb::CreateResponse {
             entry: Some(pb::Entry::from(&entry)),
             created,
@@ -207,6 +250,7 @@ impl metadata_server::Metadata for MetadataService {
     }
 
     async fn stat(&self, request: Request<pb::PathRequest>) -> Result<Response<pb::Entry>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
         let if_id = req
@@ -216,10 +260,14 @@ impl metadata_server::Metadata for MetadataService {
         let meta = self.state.meta.clone();
         let entry = quick(move || {
             let md = meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path))?;
-            match if_id {
-                Some(id) if md.id != id => Err(crate::meta_rocks::stale(&path, id)),
-                _ => Ok(md),
+            if let Some(id) = if_id.filter(|id| md.id != *id) {
+                return Err(crate::meta_rocks::stale(&path, id));
             }
+            check_access(&md, &caller, req.access, &path)?;
+            if let Some(parent_uid) = req.sticky_parent_uid {
+                check_sticky(libc::S_ISVTX, parent_uid, md.uid, &caller, &path)?;
+            }
+            Ok(md)
         })?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
@@ -228,6 +276,7 @@ impl metadata_server::Metadata for MetadataService {
         &self,
         request: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
         let kind = match pb::RemoveKind::try_from(req.kind) {
@@ -240,8 +289,30 @@ impl metadata_server::Metadata for MetadataService {
                 ))))
             }
         };
-        let if_id = req.if_id.then(|| FileId::from_parts(req.id_hi, req.id_lo));
+        let mut if_id = req.if_id.then(|| FileId::from_parts(req.id_hi, req.id_lo));
+        let mut sticky_parent_uid = req.sticky_parent_uid;
+        if req.check_parent {
+            let ParentCheck::Directory(parent) = self.check_own_parent(&req.path)? else {
+                return Err(refuse(SfsError::not_dir(parent_of(&req.path))));
+            };
+            check_access(&parent, &caller, MAY_WRITE | MAY_EXEC, parent_of(&req.path))
+                .map_err(refuse)?;
+            if parent.mode & libc::S_ISVTX != 0 {
+                sticky_parent_uid = Some(parent.uid);
+            }
+        }
         let meta = self.state.meta.clone();
+        if let Some(parent_uid) = sticky_parent_uid {
+            // The sticky rule needs the entry's owner; the removal then
+            // takes only the entry that was checked (by id).
+            let path = req.path.as_str();
+            let md = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+            if if_id.is_some_and(|id| id != md.id) {
+                return Err(refuse(crate::meta_rocks::stale(path, md.id)));
+            }
+            check_sticky(libc::S_ISVTX, parent_uid, md.uid, &caller, path).map_err(refuse)?;
+            if_id = Some(md.id);
+        }
         // A directory removal scans for children: the blocking pool.
         let removed = if kind == RemoveKind::Directory {
             blocking(move || meta.remove(&req.path, kind, if_id)).await?
@@ -289,10 +360,16 @@ impl metadata_server::Metadata for MetadataService {
         &self,
         request: Request<pb::TruncateRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
         check_size("truncate size", req.size).map_err(refuse)?;
         let meta = self.state.meta.clone();
+        if !req.opened_for_write {
+            let path = req.path.as_str();
+            let md = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+            check_access(&md, &caller, MAY_WRITE, path).map_err(refuse)?;
+        }
         let entry = quick(move || meta.truncate(&req.path, req.size, now_ns()))?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
@@ -301,6 +378,7 @@ impl metadata_server::Metadata for MetadataService {
         &self,
         request: Request<pb::SetAttrRequest>,
     ) -> Result<Response<pb::Entry>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
         if let Some(mode) = req.mode {
@@ -310,15 +388,31 @@ impl metadata_server::Metadata for MetadataService {
                 ))));
             }
         }
-        let update = MetaUpdate::SetAttr {
-            mode: req.mode,
+        let meta = self.state.meta.clone();
+        let path = req.path.as_str();
+        let current = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+        let mut change = AttrChange {
+            mode: req.mode.map(|m| m & 0o7777),
             uid: req.uid,
             gid: req.gid,
             atime_ns: req.atime_ns,
             mtime_ns: req.mtime_ns,
-            ctime_ns: now_ns(),
+            times_now: req.times_now,
         };
-        let meta = self.state.meta.clone();
+        check_set_attr(&current, &caller, &mut change, path).map_err(refuse)?;
+        let now = now_ns();
+        if change.times_now {
+            change.atime_ns = Some(now);
+            change.mtime_ns = Some(now);
+        }
+        let update = MetaUpdate::SetAttr {
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            atime_ns: change.atime_ns,
+            mtime_ns: change.mtime_ns,
+            ctime_ns: now,
+        };
         let entry = quick(move || meta.set_attr(&req.path, update))?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
@@ -357,6 +451,7 @@ impl metadata_server::Metadata for MetadataService {
         &self,
         request: Request<pb::PutEntryRequest>,
     ) -> Result<Response<pb::PutEntryResponse>, Status> {
+        let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
         let entry = req
@@ -366,6 +461,14 @@ impl metadata_server::Metadata for MetadataService {
             .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
         check_entry(&entry).map_err(refuse)?;
         let meta = self.state.meta.clone();
+        if let (true, Some(parent_uid)) = (req.replace, req.sticky_parent_uid) {
+            // Replacing another user's entry in a sticky directory.
+            let path = req.path.as_str();
+            if let Some(existing) = quick(|| meta.get(path))? {
+                check_sticky(libc::S_ISVTX, parent_uid, existing.uid, &caller, path)
+                    .map_err(refuse)?;
+            }
+        }
         let replaced = blocking(move || meta.put_entry(&req.path, entry, req.replace)).await?;
         Ok(Response::new(pb::PutEntryResponse {
             replaced: replaced.as_ref().map(pb::Entry::from),

@@ -393,19 +393,28 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// (atime, mtime) in ns from a `timespec[2]` (NULL = both now).
+/// What a utimens-family call sets.
+pub(crate) enum Times {
+    /// Both times to the current time (NULL times, or two `UTIME_NOW`):
+    /// the owner or anyone with write permission may (Client::touch).
+    Now,
+    /// (atime, mtime) in ns; `None` leaves one as it is. Owner or root.
+    Set(Option<i64>, Option<i64>),
+}
+
+/// The times of a `timespec[2]` (NULL = both now).
 ///
 /// # Safety
 /// `times` NULL or valid for two timespecs.
-unsafe fn times_from_timespec(
-    times: *const libc::timespec,
-) -> SfsResult<(Option<i64>, Option<i64>)> {
+unsafe fn times_from_timespec(times: *const libc::timespec) -> SfsResult<Times> {
     if times.is_null() {
-        let now = now_ns();
-        return Ok((Some(now), Some(now)));
+        return Ok(Times::Now);
     }
     // SAFETY: per the contract above.
     let ts = unsafe { std::slice::from_raw_parts(times, 2) };
+    if ts.iter().all(|t| t.tv_nsec == libc::UTIME_NOW) {
+        return Ok(Times::Now);
+    }
     let one = |t: &libc::timespec| -> SfsResult<Option<i64>> {
         match t.tv_nsec {
             libc::UTIME_OMIT => Ok(None),
@@ -414,35 +423,26 @@ unsafe fn times_from_timespec(
             _ => Err(err(libc::EINVAL, "tv_nsec out of range")),
         }
     };
-    Ok((one(&ts[0])?, one(&ts[1])?))
+    Ok(Times::Set(one(&ts[0])?, one(&ts[1])?))
 }
 
 /// # Safety
 /// `times` NULL or valid for two timevals.
-pub(crate) unsafe fn times_from_timeval(
-    times: *const libc::timeval,
-) -> SfsResult<(Option<i64>, Option<i64>)> {
+pub(crate) unsafe fn times_from_timeval(times: *const libc::timeval) -> SfsResult<Times> {
     if times.is_null() {
-        let now = now_ns();
-        return Ok((Some(now), Some(now)));
+        return Ok(Times::Now);
     }
     // SAFETY: per the contract above.
     let tv = unsafe { std::slice::from_raw_parts(times, 2) };
     let one = |t: &libc::timeval| Some(t.tv_sec * 1_000_000_000 + t.tv_usec * 1000);
-    Ok((one(&tv[0]), one(&tv[1])))
+    Ok(Times::Set(one(&tv[0]), one(&tv[1])))
 }
 
-pub(crate) fn utimens_sfs(
-    path: &str,
-    times: (Option<i64>, Option<i64>),
-    follow: bool,
-) -> SfsResult<c_int> {
-    ok(with_client(|c| {
-        if follow {
-            c.utimens(path, times.0, times.1)
-        } else {
-            c.lutimens(path, times.0, times.1)
-        }
+pub(crate) fn utimens_sfs(path: &str, times: Times, follow: bool) -> SfsResult<c_int> {
+    ok(with_client(|c| match times {
+        Times::Now => c.touch(path, follow),
+        Times::Set(atime, mtime) if follow => c.utimens(path, atime, mtime),
+        Times::Set(atime, mtime) => c.lutimens(path, atime, mtime),
     }))
 }
 
@@ -503,11 +503,10 @@ hook! {
         match sfs_path(libc::AT_FDCWD, path) {
             Some((_inside, p)) => run("utime", || {
                 let t = if times.is_null() {
-                    let now = now_ns();
-                    (Some(now), Some(now))
+                    Times::Now
                 } else {
                     let t = &*times;
-                    (Some(t.actime * 1_000_000_000), Some(t.modtime * 1_000_000_000))
+                    Times::Set(Some(t.actime * 1_000_000_000), Some(t.modtime * 1_000_000_000))
                 };
                 utimens_sfs(&p, t, true)
             }),

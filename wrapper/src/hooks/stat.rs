@@ -259,18 +259,21 @@ hook! {
     }
 }
 
-/// access(2) on SFS: permissions are stored but not enforced by SFS, so the
-/// answer is "exists", except that X_OK on a file without any execute bit
-/// is EACCES (shells use it to search PATH).
+/// access(2) on SFS: the entry's owner checks the R_OK/W_OK/X_OK bits
+/// against this process's effective ids (not the real ones access(2)
+/// names: SFS requests carry only the effective ids, which is what
+/// `faccessat(AT_EACCESS)` asks anyway). A symlink itself
+/// (`AT_SYMLINK_NOFOLLOW`) is always accessible.
 fn access_sfs(path: &str, mode: c_int, follow: bool) -> SfsResult<c_int> {
-    let (md, _) = metadata(&Target::Path {
-        path: path.to_string(),
-        follow,
-    })?;
-    if mode & libc::X_OK != 0 && !md.is_dir() && md.mode & 0o111 == 0 {
-        return Err(err(libc::EACCES, format!("{path}: not executable")));
+    if !follow {
+        metadata(&Target::Path {
+            path: path.to_string(),
+            follow,
+        })?;
+        return Ok(0);
     }
-    Ok(0)
+    let bits = (mode & (libc::R_OK | libc::W_OK | libc::X_OK)) as u32;
+    with_client(|c| c.access(path, bits)).map(|()| 0)
 }
 
 /// # Safety

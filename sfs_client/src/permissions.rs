@@ -1,0 +1,137 @@
+//! The client's half of the permission checks: which server to ask about
+//! what. Servers check the caller against the entries they own
+//! (`sfs_global::access`, docs/semantics.md "Permissions"), but a call
+//! often concerns two entries on two servers — the entry and its parent
+//! directory — so the client asks the parent's owner first (or together
+//! with a create, which can be taken back) and passes what it learned
+//! (a sticky parent's owner) to the entry's owner.
+
+use crate::Client;
+use sfs_global::access::{MAY_EXEC, MAY_WRITE};
+use sfs_global::path::split_parent;
+use sfs_global::{Errno, Metadata, SfsError, SfsResult};
+use sfs_rpc::pb;
+
+impl Client {
+    /// The entry of `path`'s parent directory (after symlinks), if the
+    /// caller has the `access` bits on it (checked by its owner: EACCES);
+    /// ENOENT/ENOTDIR unless it exists and is a directory.
+    pub(crate) async fn parent_dir(&self, path: &str, access: u32) -> SfsResult<Metadata> {
+        let Some((parent, _)) = split_parent(path) else {
+            return Err(SfsError::exists(path));
+        };
+        let md = match self.resolve_access(parent, access).await {
+            Ok((_, md)) => md,
+            // A parent that is not a directory is ENOTDIR whatever its
+            // bits (one more look, only on this error path).
+            Err(e) if e.errno == Errno::EACCES => match self.resolve(parent).await {
+                Ok((_, md)) if !md.is_dir() => md,
+                _ => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        if md.is_dir() {
+            Ok(md)
+        } else {
+            Err(SfsError::not_dir(parent))
+        }
+    }
+
+    /// Removes the entry at `path` (not `/`) if the caller may: write and
+    /// search permission on the parent and, in a sticky parent, owning the
+    /// entry or the parent. One call when the parent lives on the entry's
+    /// server (it checks both); otherwise the parent's owner checks first,
+    /// then the entry's owner applies the sticky rule and removes.
+    pub(crate) async fn remove_permitted(
+        &self,
+        path: &str,
+        kind: pb::RemoveKind,
+    ) -> SfsResult<Metadata> {
+        let parent_path = split_parent(path).map_or("/", |(p, _)| p);
+        let owner = self.distributor.metadata_server(path);
+        if self.distributor.metadata_server(parent_path) == owner {
+            let here = self
+                .remove_request(pb::RemoveRequest {
+                    path: path.to_string(),
+                    kind: kind as i32,
+                    check_parent: true,
+                    ..Default::default()
+                })
+                .await;
+            // A parent that is a symlink (which that server does not
+            // follow) answers ENOTDIR: the general path resolves it.
+            match here {
+                Err(e) if e.errno == Errno::ENOTDIR => {}
+                other => return other,
+            }
+        }
+        let parent = self.parent_dir(path, MAY_WRITE | MAY_EXEC).await?;
+        self.remove_request(pb::RemoveRequest {
+            path: path.to_string(),
+            kind: kind as i32,
+            sticky_parent_uid: sticky_owner(&parent),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// The checks of [`Client::remove_permitted`] without the removal,
+    /// for an entry `md` at `path` that is moved away instead (an open
+    /// file's unlink makes it an orphan).
+    pub(crate) async fn check_removal(&self, path: &str, md: &Metadata) -> SfsResult<()> {
+        let parent = self.parent_dir(path, MAY_WRITE | MAY_EXEC).await?;
+        if let Some(owner) = sticky_owner(&parent) {
+            self.stat_request(pb::PathRequest {
+                path: path.to_string(),
+                check_id: true,
+                id_hi: md.id.hi(),
+                id_lo: md.id.lo(),
+                sticky_parent_uid: Some(owner),
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The permission checks of a rename of `md` from `old` to `new`:
+    /// write and search permission on both parents (each checked by its
+    /// owner, at once), then, where they apply, the sticky rule of the old
+    /// parent and write permission on a directory that changes parent
+    /// (its `..` changes), checked by the entry's owner. The new parent's
+    /// entry comes back: its sticky rule applies to an entry the rename
+    /// replaces (checked by the owner of `new` as it places the entry).
+    pub(crate) async fn rename_permitted(
+        &self,
+        old: &str,
+        new: &str,
+        md: &Metadata,
+    ) -> SfsResult<Metadata> {
+        let (old_parent, new_parent) = futures::join!(
+            self.parent_dir(old, MAY_WRITE | MAY_EXEC),
+            self.parent_dir(new, MAY_WRITE | MAY_EXEC)
+        );
+        let (old_parent, new_parent) = (old_parent?, new_parent?);
+        let moves_directory =
+            md.is_dir() && split_parent(old).map(|p| p.0) != split_parent(new).map(|p| p.0);
+        let sticky = sticky_owner(&old_parent);
+        if sticky.is_some() || moves_directory {
+            self.stat_request(pb::PathRequest {
+                path: old.to_string(),
+                check_id: true,
+                id_hi: md.id.hi(),
+                id_lo: md.id.lo(),
+                access: if moves_directory { MAY_WRITE } else { 0 },
+                sticky_parent_uid: sticky,
+            })
+            .await?;
+        }
+        Ok(new_parent)
+    }
+}
+
+/// The uid a sticky directory's rule protects entries for (its owner), or
+/// `None` when `dir` is not sticky.
+pub(crate) fn sticky_owner(dir: &Metadata) -> Option<u32> {
+    (dir.mode & libc::S_ISVTX != 0).then_some(dir.uid)
+}
