@@ -125,8 +125,16 @@ enum Command {
     /// Show every server: up, data path, entries (estimate), bytes, free space, requests, uptime.
     Status {
         /// One JSON object with every field of every server, for scripts.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "watch")]
         json: bool,
+        /// Redraw the table every SECONDS (default 2) with each server's
+        /// requests/s and MB/s written and read since the last redraw;
+        /// until interrupted, or --count redraws.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many redraws.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
     },
     /// List a directory (or show one entry).
     Ls {
@@ -346,7 +354,14 @@ fn main() {
             }
             Command::Checkpoint => checkpoint::checkpoint(&setup),
             Command::Fsck { repair } => fsck::fsck(&setup, *repair),
-            Command::Status { json } => status::status(&setup, *json),
+            Command::Status {
+                json, watch: None, ..
+            } => status::status(&setup, *json),
+            Command::Status {
+                watch: Some(seconds),
+                count,
+                ..
+            } => status::watch(&setup, *seconds, *count),
             Command::Server { id, restore } => servers::serve(setup, id.clone(), *restore),
             Command::Ls { long, path } => files::ls(&setup, path, *long),
             Command::Put { local, path } => files::put(&setup, local, path),

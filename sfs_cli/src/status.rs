@@ -7,6 +7,8 @@
 //! an exact count would be a scan of the whole metadata store on every call.
 //! So it is shown as an estimate (`~41k`) and named `entries_estimate` in
 //! the JSON, never as a number to compare with a file count.
+//!
+//! `--watch` redraws a shorter table with rates ([`watch`]).
 
 use crate::Setup;
 use anyhow::{bail, Result};
@@ -34,8 +36,12 @@ struct Row {
 
 fn rows(setup: &Setup) -> Result<Vec<Row>> {
     let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
+    Ok(rows_of(&client))
+}
+
+fn rows_of(client: &Client) -> Vec<Row> {
     let transports = client.data_transports();
-    Ok(client
+    client
         .server_stats()
         .into_iter()
         .zip(transports)
@@ -53,7 +59,7 @@ fn rows(setup: &Setup) -> Result<Vec<Row>> {
                 tier: s,
             }),
         })
-        .collect())
+        .collect()
 }
 
 pub fn status(setup: &Setup, json: bool) -> Result<()> {
@@ -214,6 +220,8 @@ fn print_json(setup: &Setup, rows: &[Row]) -> Result<()> {
                 "free_bytes": stats.map(|s| s.free_bytes),
                 "requests": stats.map(|s| s.requests),
                 "uptime_ms": stats.map(|s| s.uptime_ms),
+                "data_bytes_in": stats.map(|s| s.tier.data_bytes_in),
+                "data_bytes_out": stats.map(|s| s.tier.data_bytes_out),
                 "tiering": stats.map(|s| serde_json::json!({
                     "backend": s.tier.backend,
                     "writeback": s.tier.writeback,
@@ -238,6 +246,155 @@ fn print_json(setup: &Setup, rows: &[Row]) -> Result<()> {
         "down": rows.len() - up,
     });
     outln!("{report}")?;
+    Ok(())
+}
+
+/// What one server's rates are computed from: two successive answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Sample {
+    uptime_ms: u64,
+    requests: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Sample {
+    fn of(stats: &Stats) -> Sample {
+        Sample {
+            uptime_ms: stats.uptime_ms,
+            requests: stats.requests,
+            bytes_in: stats.tier.data_bytes_in,
+            bytes_out: stats.tier.data_bytes_out,
+        }
+    }
+}
+
+/// Requests per second and MB/s (10^6 bytes) in and out between two
+/// samples of one server, over the server's own clock (its uptime); `None`
+/// when the server restarted in between or no time passed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Rates {
+    requests: f64,
+    mb_in: f64,
+    mb_out: f64,
+}
+
+fn rates(before: &Sample, now: &Sample) -> Option<Rates> {
+    let seconds = now.uptime_ms.checked_sub(before.uptime_ms)? as f64 / 1000.0;
+    if seconds <= 0.0 {
+        return None;
+    }
+    let per_second = |now: u64, before: u64| Some(now.checked_sub(before)? as f64 / seconds);
+    Some(Rates {
+        requests: per_second(now.requests, before.requests)?,
+        mb_in: per_second(now.bytes_in, before.bytes_in)? / 1e6,
+        mb_out: per_second(now.bytes_out, before.bytes_out)? / 1e6,
+    })
+}
+
+/// `sfs status --watch`: asks every server for its `Stats` every `seconds`
+/// and redraws the table with the rates since the previous answers, and the
+/// cluster's sums; `count` redraws, or until interrupted.
+pub fn watch(setup: &Setup, seconds: f64, count: Option<u64>) -> Result<()> {
+    if !(seconds.is_finite() && (0.1..=86_400.0).contains(&seconds)) {
+        bail!("--watch: the interval must be from 0.1 to 86400 seconds, got {seconds}");
+    }
+    let client = Client::new(setup.config.clone(), setup.hostfile.clone())?;
+    let interval = std::time::Duration::from_secs_f64(seconds);
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut previous: Vec<Option<Sample>> = Vec::new();
+    let mut redraws = 0u64;
+    loop {
+        let rows = rows_of(&client);
+        let samples: Vec<Option<Sample>> = rows
+            .iter()
+            .map(|r| r.stats.as_ref().ok().map(Sample::of))
+            .collect();
+        if terminal {
+            // Home and clear: the table is drawn over the last one.
+            use std::io::Write as _;
+            write!(std::io::stdout().lock(), "\x1b[H\x1b[2J")?;
+        }
+        print_watch(&rows, &samples, &previous, seconds)?;
+        previous = samples;
+        redraws += 1;
+        if count.is_some_and(|n| redraws >= n) {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+fn print_watch(
+    rows: &[Row],
+    samples: &[Option<Sample>],
+    previous: &[Option<Sample>],
+    seconds: f64,
+) -> Result<()> {
+    outln!("sfs status --watch {seconds}: rates since the previous redraw")?;
+    let header = |a: &str, b: &str, c: &str, d: &str, e: &str, f: &str, g: &str, h: &str| {
+        let line = format!("{a:<12} {b:<22} {c:<4} {d:>10} {e:>10} {f:>10} {g:>9} {h:>10}");
+        line.trim_end().to_string()
+    };
+    outln!(
+        "{}",
+        header("SERVER", "ADDRESS", "UP", "REQ/S", "IN MB/s", "OUT MB/s", "~ENTRIES", "USED")
+    )?;
+    let mut sum = Rates::default();
+    let mut measured = false;
+    for (i, row) in rows.iter().enumerate() {
+        let rate = match (previous.get(i).copied().flatten(), samples[i]) {
+            (Some(before), Some(now)) => rates(&before, &now),
+            _ => None,
+        };
+        if let Some(r) = rate {
+            measured = true;
+            sum.requests += r.requests;
+            sum.mb_in += r.mb_in;
+            sum.mb_out += r.mb_out;
+        }
+        let shown = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
+        match &row.stats {
+            Ok(s) => outln!(
+                "{}",
+                header(
+                    &row.name,
+                    &row.address,
+                    "yes",
+                    &shown(rate.map(|r| r.requests)),
+                    &shown(rate.map(|r| r.mb_in)),
+                    &shown(rate.map(|r| r.mb_out)),
+                    &approximate(s.entries_estimate),
+                    &human_bytes(s.chunk_bytes),
+                )
+            )?,
+            Err(e) => outln!(
+                "{}  ({e})",
+                header(&row.name, &row.address, "no", "-", "-", "-", "-", "-")
+            )?,
+        }
+    }
+    let total = |v: f64| {
+        if measured {
+            format!("{v:.1}")
+        } else {
+            "-".into()
+        }
+    };
+    let up = samples.iter().filter(|s| s.is_some()).count();
+    outln!(
+        "{}",
+        header(
+            "TOTAL",
+            &format!("{up} of {} up", rows.len()),
+            "",
+            &total(sum.requests),
+            &total(sum.mb_in),
+            &total(sum.mb_out),
+            "",
+            ""
+        )
+    )?;
     Ok(())
 }
 
@@ -297,6 +454,38 @@ mod tests {
         assert_eq!(approximate(4_149), "~4.1k");
         assert_eq!(approximate(41_234), "~41k");
         assert_eq!(approximate(2_500_000), "~2.5M");
+    }
+
+    #[test]
+    fn rates_come_from_two_answers_of_one_server() {
+        let before = Sample {
+            uptime_ms: 10_000,
+            requests: 100,
+            bytes_in: 0,
+            bytes_out: 5_000_000,
+        };
+        let now = Sample {
+            uptime_ms: 12_000,
+            requests: 700,
+            bytes_in: 8_000_000,
+            bytes_out: 5_000_000,
+        };
+        assert_eq!(
+            rates(&before, &now),
+            Some(Rates {
+                requests: 300.0,
+                mb_in: 4.0,
+                mb_out: 0.0
+            })
+        );
+        // Restarted in between (uptime and counters went back), or no time.
+        let restarted = Sample {
+            uptime_ms: 1_000,
+            requests: 3,
+            ..now
+        };
+        assert_eq!(rates(&now, &restarted), None);
+        assert_eq!(rates(&now, &now), None);
     }
 
     #[test]

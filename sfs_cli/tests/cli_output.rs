@@ -163,6 +163,8 @@ fn status_reports_every_field_as_text_and_json() {
             "free_bytes",
             "requests",
             "uptime_ms",
+            "data_bytes_in",
+            "data_bytes_out",
         ] {
             assert!(server[field].is_u64(), "{field}: {report}");
         }

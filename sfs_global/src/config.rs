@@ -241,6 +241,10 @@ pub struct Config {
     /// The data port is the server's hostfile port plus this offset; 0 lets the
     /// system pick one (clients learn it from the server's handshake).
     pub data_port_offset: u16,
+    /// A server serves Prometheus metrics over HTTP (`GET /metrics`) on its
+    /// hostfile port plus this offset, on its hostfile address (or
+    /// `listen`); 0 (the default): no metrics port.
+    pub metrics_port_offset: u16,
     /// Protocol of a client's metadata and control calls: "lean" or "grpc".
     pub metadata_rpc: MetadataRpc,
     /// Microseconds a client polls the socket for a lean RPC answer before
@@ -297,6 +301,7 @@ impl Default for Config {
             chunk_store_capacity: 0,
             transport: TransportKind::Auto,
             data_port_offset: 1,
+            metrics_port_offset: 0,
             metadata_rpc: MetadataRpc::Lean,
             rpc_spin_us: 50,
             inline_data_bytes: 64 * 1024,
@@ -449,6 +454,15 @@ impl Config {
                 format!(
                     "must be an IP address such as 0.0.0.0 or empty, got {:?}",
                     self.listen
+                ),
+            );
+        }
+        if self.metrics_port_offset != 0 && self.metrics_port_offset == self.data_port_offset {
+            return bad(
+                "metrics_port_offset",
+                format!(
+                    "must differ from `data_port_offset` ({}): both would be the same port",
+                    self.data_port_offset
                 ),
             );
         }

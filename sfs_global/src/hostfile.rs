@@ -362,56 +362,79 @@ pub fn duplicate_addresses(hostfile: &Hostfile) -> Vec<String> {
 }
 
 /// Refuses a hostfile whose servers could not all bind their ports under
-/// `config`: a data port (RPC port + `data_port_offset`) past 65535, or equal
-/// to another server's RPC or data port on the same address. Otherwise
-/// whichever of the two servers starts second fails its bind, so the job
-/// breaks in a way that depends on start order. With `data_port_offset` 0 the
-/// system picks data ports, so only RPC ports remain (checked by
-/// [`Hostfile::parse`]).
+/// `config`: a data port (RPC port + `data_port_offset`) or metrics port
+/// (RPC port + `metrics_port_offset`) past 65535, or equal to another
+/// port of a server on the same address (its RPC, data or metrics port).
+/// Otherwise whichever of the two servers starts second fails its bind, so
+/// the job breaks in a way that depends on start order. With
+/// `data_port_offset` 0 the system picks data ports, and with
+/// `metrics_port_offset` 0 no metrics port exists, so only RPC ports remain
+/// (checked by [`Hostfile::parse`]).
 ///
 /// Addresses are compared as written ([`HostEntry::same_host`]); servers
 /// that share a machine under different addresses, or that bind
 /// `config.listen` instead, are found out at bind time.
 pub fn validate_ports(config: &Config, hostfile: &Hostfile) -> Result<(), HostfileError> {
-    let offset = config.data_port_offset;
-    if offset == 0 {
-        return Ok(());
-    }
+    let derived = [
+        ("data", "data_port_offset", config.data_port_offset),
+        ("metrics", "metrics_port_offset", config.metrics_port_offset),
+    ];
     let file = &hostfile.origin;
     let bad = |entry: &HostEntry, problem: String| HostfileError::BadLine {
         file: file.clone(),
         line: entry.line,
         problem,
     };
+    // The fixed ports of a server other than its RPC port, by kind.
+    let ports_of = |entry: &HostEntry| {
+        derived
+            .iter()
+            .filter(|(_, _, offset)| *offset != 0)
+            .filter_map(|(kind, _, offset)| Some((*kind, entry.port.checked_add(*offset)?)))
+            .collect::<Vec<_>>()
+    };
     for entry in &hostfile.hosts {
-        let data = entry.data_port(offset).ok_or_else(|| {
-            bad(
-                entry,
-                format!(
-                    "{}'s data port, port {} + `data_port_offset` {offset}, is past 65535; \
-                     give the server a lower port or lower `data_port_offset`",
-                    entry.name, entry.port
-                ),
-            )
-        })?;
-        for other in hostfile.hosts.iter().filter(|o| o.same_host(entry)) {
-            let clash = if other.port == data {
-                "RPC"
-            } else if other.index != entry.index && other.data_port(offset) == Some(data) {
-                "data"
-            } else {
-                continue;
-            };
-            return Err(bad(
-                entry,
-                format!(
-                    "{}'s data port {data} is {}'s {clash} port ({file}:{}); the data port \
-                     is the port + `data_port_offset` {offset}: space the servers' ports \
-                     further apart, change `data_port_offset`, or set it to 0 to let the \
-                     system pick data ports",
-                    entry.name, other.name, other.line
-                ),
-            ));
+        for (kind, field, offset) in derived.iter().filter(|(_, _, offset)| *offset != 0) {
+            let port = entry.port.checked_add(*offset).ok_or_else(|| {
+                bad(
+                    entry,
+                    format!(
+                        "{}'s {kind} port, port {} + `{field}` {offset}, is past 65535; \
+                         give the server a lower port or lower `{field}`",
+                        entry.name, entry.port
+                    ),
+                )
+            })?;
+            for other in hostfile.hosts.iter().filter(|o| o.same_host(entry)) {
+                let clash = if other.port == port {
+                    "RPC"
+                } else if let Some((other_kind, _)) =
+                    ports_of(other)
+                        .into_iter()
+                        .find(|(other_kind, other_port)| {
+                            *other_port == port
+                                && (other.index != entry.index || other_kind != kind)
+                        })
+                {
+                    other_kind
+                } else {
+                    continue;
+                };
+                let advice = if *kind == "data" {
+                    ", or set it to 0 to let the system pick data ports"
+                } else {
+                    ""
+                };
+                return Err(bad(
+                    entry,
+                    format!(
+                        "{}'s {kind} port {port} is {}'s {clash} port ({file}:{}); the {kind} port \
+                         is the port + `{field}` {offset}: space the servers' ports \
+                         further apart or change `{field}`{advice}",
+                        entry.name, other.name, other.line
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -630,8 +653,8 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Accepted exactly when every RPC and data endpoint is distinct
-        /// and every data port fits in 16 bits.
+        /// Accepted exactly when every RPC, data and metrics endpoint is
+        /// distinct and every derived port fits in 16 bits.
         #[test]
         fn validate_ports_accepts_exactly_distinct_endpoints(
             servers in proptest::collection::btree_set(
@@ -639,6 +662,7 @@ mod tests {
                 1..6,
             ),
             data_port_offset in 0u16..10,
+            metrics_port_offset in 0u16..10,
         ) {
             let text: String = servers
                 .iter()
@@ -652,16 +676,62 @@ mod tests {
                 endpoints.insert((*host, u32::from(*port)));
             }
             let mut distinct = true;
-            if data_port_offset != 0 {
-                for (host, port) in &servers {
-                    let data = u32::from(*port) + u32::from(data_port_offset);
-                    fits &= data <= 65535;
-                    distinct &= endpoints.insert((*host, data));
+            for offset in [data_port_offset, metrics_port_offset] {
+                if offset != 0 {
+                    for (host, port) in &servers {
+                        let derived = u32::from(*port) + u32::from(offset);
+                        fits &= derived <= 65535;
+                        distinct &= endpoints.insert((*host, derived));
+                    }
                 }
             }
-            let result = validate_ports(&offset(data_port_offset), &h);
+            let config = Config {
+                metrics_port_offset,
+                ..offset(data_port_offset)
+            };
+            let result = validate_ports(&config, &h);
             proptest::prop_assert_eq!(result.is_ok(), fits && distinct, "{:?}", result);
         }
+    }
+
+    #[test]
+    fn metrics_port_on_another_port_is_refused() {
+        let h = Hostfile::parse(
+            "s0 127.0.0.1:7000
+s1 127.0.0.1:7010
+",
+            "hf",
+        )
+        .unwrap();
+        let config = |metrics_port_offset| Config {
+            metrics_port_offset,
+            ..offset(1)
+        };
+        let message = validate_ports(&config(10), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with("hf:1: s0's metrics port 7010 is s1's RPC port (hf:2);"),
+            "{message}"
+        );
+        assert!(message.contains("`metrics_port_offset` 10"), "{message}");
+        let message = validate_ports(&config(11), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with("hf:1: s0's metrics port 7011 is s1's data port (hf:2);"),
+            "{message}"
+        );
+        validate_ports(&config(2), &h).unwrap();
+        let h = Hostfile::parse(
+            "a 127.0.0.1:65534
+",
+            "hf",
+        )
+        .unwrap();
+        let message = validate_ports(&config(2), &h).unwrap_err().to_string();
+        assert!(
+            message.starts_with(
+                "hf:1: a's metrics port, port 65534 + `metrics_port_offset` 2, is past 65535;"
+            ),
+            "{message}"
+        );
     }
 
     #[test]

@@ -80,6 +80,13 @@ pub trait ChunkHandler: Send + Sync + 'static {
     /// (fewer when the chunk is shorter or absent: the caller treats the rest
     /// as a hole of zeros).
     fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize>;
+
+    /// A data connection was accepted and proved the job secret (the
+    /// server counts its open connections for its metrics).
+    fn connection_opened(&self) {}
+
+    /// A connection announced by [`ChunkHandler::connection_opened`] ended.
+    fn connection_closed(&self) {}
 }
 
 /// The client side of the data path to one server.

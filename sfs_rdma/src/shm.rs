@@ -300,9 +300,11 @@ pub async fn serve(
                             tracing::info!("node-local data connection refused: {refused}");
                             return;
                         }
-                        if let Err(e) = serve_connection(stream, &name, handler, chunk_size, stop).await {
+                        handler.connection_opened();
+                        if let Err(e) = serve_connection(stream, &name, handler.clone(), chunk_size, stop).await {
                             tracing::debug!("node-local data connection ended: {e}");
                         }
+                        handler.connection_closed();
                     });
                 }
                 Err(e) => {

@@ -119,7 +119,11 @@ pub async fn serve(
                     connections.spawn(async move {
                         let mut stream = stream;
                         match auth::server(&mut stream, &secret, Purpose::Data).await {
-                            Ok(()) => serve_connection(stream, peer, handler, chunk_size, pool, memory, stop_rx).await,
+                            Ok(()) => {
+                                handler.connection_opened();
+                                serve_connection(stream, peer, handler.clone(), chunk_size, pool, memory, stop_rx).await;
+                                handler.connection_closed();
+                            }
                             Err(refused) => tracing::info!(%peer, "data connection refused: {refused}"),
                         }
                     });

@@ -10,13 +10,15 @@
 //! implementations; [`tier`] makes the chunk store a write-back cache in
 //! front of it (write-back, eviction, read-through); [`checkpoint`] writes
 //! the namespace into it and reads it back (a namespace that outlives the
-//! job).
+//! job); [`metrics`] counts requests and bytes and serves them to
+//! Prometheus.
 
 pub mod backend;
 pub mod checkpoint;
 pub mod chunk_store;
 pub mod meta_rocks;
 pub mod meta_store;
+pub mod metrics;
 pub mod rpc_listener;
 pub mod server;
 pub mod service;

@@ -9,10 +9,12 @@
 //! connection that does not is told why and closed, and nothing of it
 //! reaches a service.
 
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use sfs_global::secret::Secret;
 use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -40,6 +42,7 @@ pub fn split(
     dispatch: Arc<dyn Dispatch>,
     secret: Arc<Secret>,
     spin: Duration,
+    metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> (GrpcIncoming, tokio::task::JoinHandle<std::io::Result<()>>) {
     let (grpc_tx, grpc_rx) = mpsc::channel(GRPC_BACKLOG);
@@ -56,7 +59,7 @@ pub fn split(
                         // replies for a delayed ACK (40 ms).
                         let _ = stream.set_nodelay(true);
                         let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
-                        let secret = secret.clone();
+                        let (secret, metrics) = (secret.clone(), metrics.clone());
                         connections.spawn(async move {
                             let mut stream = stream;
                             if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
@@ -64,7 +67,11 @@ pub fn split(
                                 return;
                             }
                             match first_bytes_are_lean(&stream).await {
-                                Ok(true) => serve_connection(stream, dispatch, spin, shutdown.wait()).await,
+                                Ok(true) => {
+                                    metrics.rpc_connections.fetch_add(1, Ordering::Relaxed);
+                                    serve_connection(stream, dispatch, spin, shutdown.wait()).await;
+                                    metrics.rpc_connections.fetch_sub(1, Ordering::Relaxed);
+                                }
                                 Ok(false) => {
                                     let _ = grpc_tx.send(Ok(stream)).await;
                                 }

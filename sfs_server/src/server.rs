@@ -14,6 +14,8 @@
 use crate::chunk_store::ChunkStore;
 use crate::meta_rocks::RocksMetadataStore;
 use crate::meta_store::{now_ns, MetadataStore};
+use crate::metrics::metered::{MeteredChunks, MeteredDispatch};
+use crate::metrics::{Metrics, Transport};
 use crate::service::chunk_control::ChunkControlService;
 use crate::service::control::ControlService;
 use crate::service::metadata::MetadataService;
@@ -261,7 +263,11 @@ pub async fn run_until(
         None
     };
 
+    let metrics_listener =
+        crate::metrics::http::bind(config.metrics_port_offset, &entry, grpc_addr.ip()).await?;
+
     let shutdown = Shutdown::new();
+    let metrics = Arc::new(Metrics::default());
     let state = Arc::new(ServerState::new(
         config.clone(),
         name.clone(),
@@ -276,11 +282,13 @@ pub async fn run_until(
             .as_ref()
             .map(|_| shm_path.display().to_string()),
         shutdown.clone(),
+        metrics.clone(),
     ));
+    let metered = |transport| MeteredChunks::wrap(chunks.clone(), metrics.clone(), transport);
 
     let data_task = tokio::spawn(sfs_rdma::tcp::serve(
         data_listener,
-        chunks.clone(),
+        metered(Transport::Tcp),
         secret.clone(),
         chunk_size,
         sfs_rdma::tcp::MemoryLimits::from_config(&config),
@@ -290,7 +298,7 @@ pub async fn run_until(
         tokio::spawn(sfs_rdma::shm::serve(
             listener,
             name.clone(),
-            chunks.clone(),
+            metered(Transport::Shm),
             secret.clone(),
             chunk_size,
             shutdown.wait(),
@@ -298,7 +306,7 @@ pub async fn run_until(
     });
     let rdma_task = rdma_listener.map(|listener| {
         tokio::spawn(listener.serve(
-            chunks.clone(),
+            metered(Transport::Rdma),
             chunk_size,
             config.rdma.clone(),
             shutdown.wait(),
@@ -307,18 +315,30 @@ pub async fn run_until(
     let metadata = Arc::new(MetadataService::new(state.clone()));
     let chunk_control = Arc::new(ChunkControlService::new(state.clone(), metadata.clone()));
     let control = Arc::new(ControlService::new(state.clone()));
-    let lean: Arc<dyn sfs_rpc::lean::Dispatch> = Arc::new(sfs_rpc::lean::Services {
-        metadata: metadata.clone(),
-        chunks: chunk_control.clone(),
-        control: control.clone(),
-    });
+    let lean = MeteredDispatch::wrap(
+        Arc::new(sfs_rpc::lean::Services {
+            metadata: metadata.clone(),
+            chunks: chunk_control.clone(),
+            control: control.clone(),
+        }),
+        metrics.clone(),
+    );
     let (grpc_incoming, lean_task) = crate::rpc_listener::split(
         grpc_listener,
         lean,
         secret.clone(),
         server_spin(&config, &hostfile, &name),
+        metrics.clone(),
         shutdown.clone(),
     );
+    let metrics_task = metrics_listener.map(|listener| {
+        let state = state.clone();
+        tokio::spawn(crate::metrics::http::serve(
+            listener,
+            move || crate::metrics::scrape(state.clone()),
+            shutdown.clone(),
+        ))
+    });
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         // The caller of each metadata request (its `sfs-caller` header)
@@ -390,6 +410,9 @@ pub async fn run_until(
     }
     if let Some(task) = rdma_task {
         drain(&name, "RDMA listener", "RDMA transfers", task).await;
+    }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
     }
     chunks.stop();
     let sync = tokio::task::spawn_blocking(move || meta.sync()).await?;

@@ -275,3 +275,18 @@ fn digest_follows_every_setting() {
     b.launcher.timeout_ms += 1;
     assert_ne!(a.digest(), b.digest());
 }
+
+#[test]
+fn metrics_port_offset_must_differ_from_the_data_port_offset() {
+    let e = Config::parse(
+        r#"{"data_port_offset": 3, "metrics_port_offset": 3}"#,
+        "c.json",
+    )
+    .unwrap_err();
+    let message = e.to_string();
+    assert!(message.contains("`metrics_port_offset`"), "{message}");
+    assert!(message.contains("`data_port_offset` (3)"), "{message}");
+    let config = Config::parse(r#"{"metrics_port_offset": 2}"#, "c.json").unwrap();
+    assert_eq!(config.metrics_port_offset, 2);
+    assert_eq!(Config::default().metrics_port_offset, 0, "off by default");
+}

@@ -155,8 +155,11 @@ impl RdmaListener {
                             match accept(&self.channel, event, handler.clone(), chunk_size, &config) {
                                 Ok((conn, stop)) => {
                                     connections.insert(key, stop.clone());
+                                    let handler = handler.clone();
+                                    handler.connection_opened();
                                     tasks.spawn(async move {
                                         run_connection(conn, stop).await;
+                                        handler.connection_closed();
                                         key
                                     });
                                 }

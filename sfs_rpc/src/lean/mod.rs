@@ -241,6 +241,10 @@ pub const fn carries_caller(method: u16) -> bool {
 /// reuse one.
 macro_rules! lean_methods {
     ($( $code:literal => $service:ident . $method:ident ( $req:ident ) -> $resp:ident ; )*) => {
+        /// Every method number with its name, in table order (for the
+        /// server's per-method metrics).
+        pub const METHODS: &[(u16, &str)] = &[$( ($code, stringify!($method)), )*];
+
         /// The name of a method number (for logs and errors).
         pub fn method_name(method: u16) -> Option<&'static str> {
             match method {

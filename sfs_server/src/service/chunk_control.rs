@@ -8,7 +8,7 @@
 use super::metadata::MetadataService;
 use super::{blocking, check_size, quick, refuse, ServerState};
 use sfs_global::FileId;
-use sfs_rdma::{ChunkHandler, ChunkRef};
+use sfs_rdma::ChunkRef;
 use sfs_rpc::pb::metadata_server::Metadata as _;
 use sfs_rpc::pb::{self, chunk_control_server};
 use std::sync::Arc;
@@ -93,7 +93,8 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
                 req.data.len()
             ))));
         }
-        let chunks = self.state.chunks.clone();
+        // Counted as the `rpc` transport (bytes inline on the RPC connection).
+        let chunks = self.state.inline_chunks.clone();
         if chunk.len <= INLINE_PIECE_BYTES {
             quick(|| chunks.write_chunk(&chunk, &req.data))?;
         } else {
@@ -117,7 +118,7 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
             Some(stat) => Some(self.metadata.stat(Request::new(stat)).await?.into_inner()),
             None => None,
         };
-        let chunks = self.state.chunks.clone();
+        let chunks = self.state.inline_chunks.clone();
         let read = move || {
             let mut data = vec![0u8; chunk.len as usize];
             let held = chunks.read_chunk(&chunk, &mut data)?;

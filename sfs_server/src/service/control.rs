@@ -87,6 +87,8 @@ impl control_server::Control for ControlService {
             writeback_errors: tier.writeback_errors,
             backend_error: tier.backend_error,
             writeback_bytes_per_s: tier.writeback_bytes_per_s,
+            data_bytes_in: state.metrics.data_bytes_in(),
+            data_bytes_out: state.metrics.data_bytes_out(),
         }))
     }
 

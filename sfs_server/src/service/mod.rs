@@ -17,6 +17,8 @@ pub mod control;
 pub mod metadata;
 
 use crate::meta_store::MetadataStore;
+use crate::metrics::metered::MeteredChunks;
+use crate::metrics::{Metrics, Transport};
 use crate::shutdown::Shutdown;
 use crate::tier::TieredStore;
 use sfs_global::chunk::MAX_FILE_SIZE;
@@ -43,6 +45,11 @@ pub struct ServerState {
     /// The chunk store behind its write-back tier (the object back end,
     /// shared by all servers, is `chunks.backend()`).
     pub chunks: Arc<TieredStore>,
+    /// The chunk store for pieces that travel inline on the RPC connection,
+    /// counted as transport `rpc` in [`ServerState::metrics`].
+    pub inline_chunks: Arc<dyn sfs_rdma::ChunkHandler>,
+    /// The server's counters (served on `GET /metrics`).
+    pub metrics: Arc<Metrics>,
     /// Data transport in use ("tcp" or "rdma") and its `host:port`.
     pub data_transport: &'static str,
     pub data_endpoint: String,
@@ -67,8 +74,11 @@ impl ServerState {
         data_endpoint: String,
         data_local_socket: Option<String>,
         shutdown: Shutdown,
+        metrics: Arc<Metrics>,
     ) -> Self {
         ServerState {
+            inline_chunks: MeteredChunks::wrap(chunks.clone(), metrics.clone(), Transport::Rpc),
+            metrics,
             config,
             name,
             index,
