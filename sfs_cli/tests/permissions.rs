@@ -354,3 +354,57 @@ fn the_shim_enforces_permissions_against_another_user() {
         "600 0\n666 0\n666 0\nshared\nmore\n"
     );
 }
+
+/// A removal reuses the attributes of a parent on another server for a
+/// moment (one round trip for many removals in one directory), but never
+/// past this client's own chmod of it, never for another caller's rights,
+/// and never for longer than the TTL after another client's chmod.
+#[test]
+fn a_removal_reuses_a_remote_parent_only_while_it_cannot_have_changed() {
+    use sfs_global::access::Caller;
+    use sfs_global::distributor::Distributor;
+    let cluster = Cluster::start(2);
+    let client = cluster.client();
+    let other = Caller {
+        uid: 65534,
+        gid: 65534,
+        groups: Vec::new(),
+    };
+    client.mkdir("/d", 0o777).unwrap();
+    client.chmod("/d", 0o777).unwrap();
+    // Files whose entries live on the other server than /d's.
+    let places = Distributor::new(2);
+    let remote: Vec<String> = (0..200)
+        .map(|i| format!("/d/f{i}"))
+        .filter(|p| places.metadata_server(p) != places.metadata_server("/d"))
+        .take(4)
+        .collect();
+    assert_eq!(remote.len(), 4);
+    for path in &remote {
+        let fd = client
+            .open(path, libc::O_CREAT | libc::O_WRONLY, 0o666)
+            .unwrap();
+        client.close(fd).unwrap();
+    }
+    client.set_caller(Some(other.clone()));
+    client.unlink(&remote[0]).unwrap();
+    // This client's chmod: the next removal asks afresh.
+    client.set_caller(None);
+    client.chmod("/d", 0o755).unwrap();
+    client.set_caller(Some(other.clone()));
+    let e = client.unlink(&remote[1]).unwrap_err();
+    assert_eq!(e.errno, sfs_global::Errno::EACCES, "{e}");
+    // The parent now known as 0755: root may, the other user may not,
+    // whoever asked first.
+    client.set_caller(None);
+    client.unlink(&remote[1]).unwrap();
+    client.set_caller(Some(other.clone()));
+    assert_eq!(
+        client.unlink(&remote[2]).unwrap_err().errno,
+        sfs_global::Errno::EACCES
+    );
+    // Another client opens the directory up: seen within the TTL.
+    cluster.client().chmod("/d", 0o777).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    client.unlink(&remote[2]).unwrap();
+}

@@ -69,6 +69,9 @@ pub struct Client {
     pub(crate) options: ConnectOptions,
     pub(crate) files: io::FileTable,
     pub(crate) orphans: orphans::Orphans,
+    /// Parent directories' attributes a removal's permission check saw
+    /// (reused briefly: [`permissions::ParentCache`]).
+    pub(crate) parents: permissions::ParentCache,
     /// Where descriptor offsets live when an embedder keeps them
     /// ([`io::DescriptorOffsets`]); `None`: in the open files.
     pub(crate) descriptor_offsets: Option<std::sync::Arc<dyn io::DescriptorOffsets>>,
@@ -139,6 +142,7 @@ impl Client {
             options,
             files: io::FileTable::default(),
             orphans: orphans::Orphans::default(),
+            parents: permissions::ParentCache::default(),
             descriptor_offsets: None,
             spin,
             runtime,

@@ -267,6 +267,10 @@ impl Client {
     }
 
     pub(crate) async fn remove_request(&self, req: pb::RemoveRequest) -> SfsResult<Metadata> {
+        if req.kind != pb::RemoveKind::RemoveNotDirectory as i32 {
+            // A directory may go (and come back as another one).
+            self.parents.clear();
+        }
         let removed = self.owner(&req.path).await?.rpc.remove(req).await?;
         Ok(Metadata::from(&removed))
     }
@@ -347,6 +351,8 @@ impl Client {
         path: &str,
         req: pb::SetAttrRequest,
     ) -> SfsResult<Metadata> {
+        // A directory's bits or owner may change: removals check afresh.
+        self.parents.clear();
         let e = self.owner(path).await?.rpc.set_attr(req).await?;
         Ok(Metadata::from(&e))
     }
@@ -483,6 +489,8 @@ impl Client {
                 "cannot rename the root of the mount",
             ));
         }
+        // Directories may move: removals check their parents afresh.
+        self.parents.clear();
         self.block_on(async {
             let md = self.lookup(&old).await?;
             if old == new {

@@ -7,10 +7,54 @@
 //! (a sticky parent's owner) to the entry's owner.
 
 use crate::Client;
-use sfs_global::access::{MAY_EXEC, MAY_WRITE};
+use sfs_global::access::{check_access, MAY_EXEC, MAY_WRITE};
 use sfs_global::path::split_parent;
 use sfs_global::{Errno, Metadata, SfsError, SfsResult};
 use sfs_rpc::pb;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a removal reuses the attributes of a parent directory that
+/// lives on another server than the entry (so `rm` of many files in one
+/// directory asks the parent's server once, not once per file).
+pub(crate) const PARENT_TTL: Duration = Duration::from_secs(1);
+
+/// At most this many parents are remembered (then the cache starts over).
+const PARENTS_KEPT: usize = 1024;
+
+/// Parent directories' attributes seen by a removal's permission check,
+/// each reused for [`PARENT_TTL`]; the current caller is checked against
+/// them locally with the servers' rules (`sfs_global::access`). Cleared by
+/// this client's own chmod/chown/utimens, rmdir and rename. Another
+/// client's change of a directory's bits reaches this client's removals
+/// within [`PARENT_TTL`] (docs/semantics.md, "Permissions").
+#[derive(Default)]
+pub(crate) struct ParentCache {
+    seen: Mutex<HashMap<String, (Instant, Metadata)>>,
+}
+
+impl ParentCache {
+    fn get(&self, path: &str) -> Option<Metadata> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.get(path)
+            .filter(|(at, _)| at.elapsed() < PARENT_TTL)
+            .map(|(_, md)| md.clone())
+    }
+
+    fn put(&self, path: &str, md: &Metadata) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= PARENTS_KEPT {
+            seen.clear();
+        }
+        seen.insert(path.to_string(), (Instant::now(), md.clone()));
+    }
+
+    /// Forgets every parent (a directory's attributes may have changed).
+    pub(crate) fn clear(&self) {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
 
 impl Client {
     /// The entry of `path`'s parent directory (after symlinks), if the
@@ -65,7 +109,18 @@ impl Client {
                 other => return other,
             }
         }
-        let parent = self.parent_dir(path, MAY_WRITE | MAY_EXEC).await?;
+        let parent = match self.parents.get(parent_path) {
+            Some(parent) => {
+                let caller = self.options.caller.current();
+                check_access(&parent, &caller, MAY_WRITE | MAY_EXEC, parent_path)?;
+                parent
+            }
+            None => {
+                let parent = self.parent_dir(path, MAY_WRITE | MAY_EXEC).await?;
+                self.parents.put(parent_path, &parent);
+                parent
+            }
+        };
         self.remove_request(pb::RemoveRequest {
             path: path.to_string(),
             kind: kind as i32,

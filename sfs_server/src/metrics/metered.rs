@@ -123,11 +123,12 @@ impl Dispatch for MeteredDispatch {
     fn call(
         &self,
         method: u16,
+        caller: Option<sfs_global::access::Caller>,
         body: Bytes,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
         Box::pin(async move {
             let started = Instant::now();
-            let result = self.inner.call(method, body).await;
+            let result = self.inner.call(method, caller, body).await;
             let errno = result.as_ref().err().map(errno_of);
             self.metrics.rpc_done(method, started.elapsed(), errno);
             result
