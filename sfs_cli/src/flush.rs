@@ -50,13 +50,13 @@ pub fn flush(setup: &Setup, paths: &[String], recursive: bool, slice: u64) -> Re
     let progress = Progress::new(&files);
     let slices = slices(&files, slice_bytes(slice, setup.config.chunk_size));
     // Per file: slices still to do, and what the done ones wrote.
-    let per_file: Vec<Mutex<(usize, FlushStats)>> = files
-        .iter()
-        .enumerate()
-        .map(|(i, _)| {
-            let count = slices.iter().filter(|s| s.file == i).count();
-            Mutex::new((count, FlushStats::default()))
-        })
+    let mut counts = vec![0usize; files.len()];
+    for slice in &slices {
+        counts[slice.file] += 1;
+    }
+    let per_file: Vec<Mutex<(usize, FlushStats)>> = counts
+        .into_iter()
+        .map(|count| Mutex::new((count, FlushStats::default())))
         .collect();
     let workers = FILES_AT_ONCE.min(slices.len());
     progress.workers.store(workers, Ordering::Release);

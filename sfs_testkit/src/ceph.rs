@@ -104,6 +104,17 @@ impl Ceph {
     }
 }
 
+/// Runs `scripts/ceph.sh COMMAND DIR [--stop-with PID]`; its output.
+fn ceph_script(command: &str, dir: &Path, stop_with: Option<u32>) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph.sh");
+    let mut run = Command::new("bash");
+    run.arg(script).arg(command).arg(dir);
+    if let Some(pid) = stop_with {
+        run.arg("--stop-with").arg(pid.to_string());
+    }
+    run.output().expect("running bash scripts/ceph.sh")
+}
+
 /// Starts a cluster for this run (nextest) or process (cargo test), or
 /// joins the one another test process of the run started.
 fn start_own() -> Ceph {
@@ -122,15 +133,7 @@ fn start_own() -> Ceph {
         .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
     let env = dir.join("env");
     if !env.exists() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .arg("--stop-with")
-            .arg(owner.to_string())
-            .output()
-            .expect("running bash scripts/ceph.sh");
+        let out = ceph_script("start", &dir, Some(owner));
         assert!(
             out.status.success(),
             "scripts/ceph.sh start {} failed ({}); the back-end tests need a Ceph \
@@ -156,21 +159,9 @@ impl PrivateCeph {
     /// Starts one (about 2 s); panics with the script's output if it cannot.
     pub fn start() -> PrivateCeph {
         let dir = std::env::temp_dir().join(unique_name("sfs-ceph-private"));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("start")
-            .arg(&dir)
-            .arg("--stop-with")
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("running bash scripts/ceph.sh");
+        let out = ceph_script("start", &dir, Some(std::process::id()));
         if !out.status.success() {
-            let _ = Command::new("bash")
-                .arg(&script)
-                .arg("stop")
-                .arg(&dir)
-                .output();
+            let _ = ceph_script("stop", &dir, None);
             panic!(
                 "scripts/ceph.sh start {} failed ({}):\n{}{}",
                 dir.display(),
@@ -200,12 +191,7 @@ impl PrivateCeph {
 
 impl Drop for PrivateCeph {
     fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ceph.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .arg("stop")
-            .arg(&self.dir)
-            .output();
+        let _ = ceph_script("stop", &self.dir, None);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -220,21 +220,19 @@ async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsRe
         .buffer_unordered(batches_in_flight)
         .collect()
         .await;
-    let copied = batches.into_iter().flat_map(|batch| match batch {
-        Ok(done) => done.into_iter().map(Ok).collect::<Vec<_>>(),
-        Err(e) => vec![Err(e)],
-    });
     let mut flushed = Flushed::default();
     let mut done = Vec::new();
     let mut first_error = None;
-    for result in copied {
-        match result {
-            Ok((index, generation, bytes)) => {
-                if bytes > 0 {
-                    flushed.chunks += 1;
-                    flushed.bytes += bytes;
+    for batch in batches {
+        match batch {
+            Ok(copied) => {
+                for (index, generation, bytes) in copied {
+                    if bytes > 0 {
+                        flushed.chunks += 1;
+                        flushed.bytes += bytes;
+                    }
+                    done.push((index, generation));
                 }
-                done.push((index, generation));
             }
             Err(e) => {
                 first_error.get_or_insert(e);
