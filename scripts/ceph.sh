@@ -184,6 +184,11 @@ osd crush chooseleaf type = 0
 # radosgw's pools) at once instead of batching them for a second each.
 paxos propose interval = 0.01
 paxos min wait = 0.001
+# The monitor's store is a few MiB: a build machine whose disk is over 95 %
+# full (a cold cargo target fills tens of GiB) must not stop it from
+# starting ("monitor data filesystem reached concerning levels").
+mon data avail crit = 0
+mon data avail warn = 0
 # Clients give up instead of waiting forever.
 client mount timeout = 15
 rados mon op timeout = 15
