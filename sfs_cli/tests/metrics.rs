@@ -218,6 +218,42 @@ fn counters_match_a_workload_on_every_server() {
         }
     }
 
+    // gRPC requests are counted by method too: a client speaking gRPC
+    // stats every file once and one missing path.
+    let mut config = cluster.config.clone();
+    config.metadata_rpc = sfs_global::config::MetadataRpc::Grpc;
+    let grpc_client = sfs_client::Client::new(config, cluster.hostfile.clone()).unwrap();
+    let grpc_stats = |samples: &[BTreeMap<String, f64>]| {
+        total(
+            samples,
+            "sfs_rpc_requests_total{",
+            &["protocol=\"grpc\"", "method=\"stat\""],
+        )
+    };
+    let before = grpc_stats(&after_reads);
+    for i in 0..files {
+        grpc_client.stat(&format!("/f{i}")).unwrap();
+    }
+    assert!(grpc_client.stat("/missing-too").is_err());
+    let after_grpc = scrape_all(&cluster);
+    assert_eq!(grpc_stats(&after_grpc) - before, files as f64 + 1.0);
+    assert_eq!(
+        total(
+            &after_grpc,
+            "sfs_rpc_request_duration_seconds_count{",
+            &["protocol=\"grpc\"", "method=\"stat\""]
+        ),
+        grpc_stats(&after_grpc)
+    );
+    assert!(
+        total(
+            &after_grpc,
+            "sfs_errors_total{",
+            &["source=\"rpc\"", "errno=\"ENOENT\""]
+        ) >= 2.0
+    );
+    drop(grpc_client);
+
     // Anything but GET /metrics is refused, and the server still answers.
     let port = cluster.hostfile.hosts[0].port + OFFSET;
     assert_eq!(get(port, "/").0, "HTTP/1.1 404 Not Found");
@@ -238,6 +274,35 @@ fn metrics_are_off_by_default() {
         let log = std::fs::read_to_string(cluster.log_file(i)).unwrap();
         assert!(!log.contains("/metrics"), "{log}");
     }
+}
+
+#[test]
+fn debug_logs_say_what_each_request_asked_and_how_it_ended() {
+    let cluster = Cluster::start_with(1, |c| {
+        c.log_level = "sfs_server::requests=debug,info".into();
+    });
+    let client = cluster.client();
+    write_at(&client, "/logged", 0, &pattern(3, 3 << 19));
+    assert!(client.stat("/not-there").is_err());
+    let log = std::fs::read_to_string(cluster.log_file(0)).unwrap();
+    let has = |parts: &[&str]| log.lines().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(
+        has(&[
+            "protocol=\"lean\"",
+            "method=\"create\"",
+            "result=ok",
+            "micros="
+        ]),
+        "{log}"
+    );
+    assert!(
+        has(&["method=\"stat\"", "result=ENOENT"]),
+        "a failed request names its errno:\n{log}"
+    );
+    assert!(
+        has(&["method=\"write\"", "chunk=2", "len=524288", "result=ok"]),
+        "chunk requests name file, chunk and range:\n{log}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! [`scrape`] and [`render`]. [`http`] serves the text on `GET /metrics` (config
 //! `metrics_port_offset`; docs/operations.md lists every metric).
 
+pub mod grpc;
 pub mod http;
 pub mod metered;
 
@@ -162,12 +163,37 @@ impl ErrnoCounters {
     }
 }
 
+/// The lean method number of a gRPC path's method: its last segment
+/// (`GrowSize`) is the lean method's name (`grow_size`) in CamelCase.
+pub fn grpc_method(path: &str) -> Option<u16> {
+    let camel = path.rsplit('/').next()?;
+    let mut snake = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                snake.push('_');
+            }
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    sfs_rpc::lean::METHODS
+        .iter()
+        .find(|(_, name)| *name == snake)
+        .map(|(code, _)| *code)
+}
+
 /// Every counter of one server.
 pub struct Metrics {
     /// By lean method number.
     methods: [MethodCounters; METHOD_SLOTS],
     /// Lean requests whose number no method has.
     unknown_methods: AtomicU64,
+    /// gRPC requests, by the lean number of the method of the same name.
+    grpc_methods: [MethodCounters; METHOD_SLOTS],
+    /// gRPC requests for a path no method has.
+    grpc_unknown: AtomicU64,
     transports: [TransportCounters; 4],
     rpc_errors: ErrnoCounters,
     data_errors: ErrnoCounters,
@@ -180,6 +206,8 @@ impl Default for Metrics {
         Metrics {
             methods: std::array::from_fn(|_| MethodCounters::default()),
             unknown_methods: AtomicU64::new(0),
+            grpc_methods: std::array::from_fn(|_| MethodCounters::default()),
+            grpc_unknown: AtomicU64::new(0),
             transports: std::array::from_fn(|_| TransportCounters::default()),
             rpc_errors: ErrnoCounters::default(),
             data_errors: ErrnoCounters::default(),
@@ -206,20 +234,28 @@ impl Metrics {
         }
     }
 
+    /// Counts one gRPC request for `path` (`/sfs.Metadata/GrowSize`) that
+    /// took `elapsed` and failed with `errno` (`None`: succeeded).
+    pub fn grpc_done(&self, path: &str, elapsed: Duration, errno: Option<Errno>) {
+        match grpc_method(path).and_then(|code| self.grpc_methods.get(usize::from(code))) {
+            Some(counters) => {
+                counters.requests.fetch_add(1, Ordering::Relaxed);
+                counters.latency.observe(elapsed);
+            }
+            None => {
+                self.grpc_unknown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(errno) = errno {
+            self.rpc_errors.count(errno);
+        }
+    }
+
     /// Lean requests of `method` so far.
     pub fn rpc_requests(&self, method: u16) -> u64 {
         self.methods
             .get(usize::from(method))
             .map_or(0, |m| m.requests.load(Ordering::Relaxed))
-    }
-
-    /// Lean requests of every method so far (unknown numbers included).
-    fn lean_requests(&self) -> u64 {
-        self.methods
-            .iter()
-            .map(|m| m.requests.load(Ordering::Relaxed))
-            .sum::<u64>()
-            + self.unknown_methods.load(Ordering::Relaxed)
     }
 
     pub fn transport(&self, transport: Transport) -> &TransportCounters {
@@ -279,6 +315,15 @@ fn label(value: &str) -> String {
 
 /// The Prometheus text exposition (format 0.0.4) of `metrics` and
 /// `snapshot`, every sample labelled `server="<server>"`.
+/// Every method's name with its counters among `counters`.
+fn named(
+    counters: &[MethodCounters; METHOD_SLOTS],
+) -> impl Iterator<Item = (&'static str, &MethodCounters)> + '_ {
+    sfs_rpc::lean::METHODS
+        .iter()
+        .map(move |(code, name)| (*name, &counters[usize::from(*code)]))
+}
+
 pub fn render(server: &str, metrics: &Metrics, snapshot: &Snapshot) -> String {
     let server = format!("server=\"{}\"", label(server));
     let mut out = String::with_capacity(16 * 1024);
@@ -303,43 +348,40 @@ pub fn render(server: &str, metrics: &Metrics, snapshot: &Snapshot) -> String {
         &mut out,
         "sfs_rpc_requests_total",
         "counter",
-        "Requests by protocol and method (gRPC requests are counted as method \"any\").",
+        "Requests by protocol and method (the unknown method: a number or path no method has).",
     );
-    let methods = || {
-        sfs_rpc::lean::METHODS
-            .iter()
-            .map(|(code, name)| (name, &metrics.methods[usize::from(*code)]))
-    };
-    for (name, counters) in methods() {
-        let n = counters.requests.load(Ordering::Relaxed);
+    for (protocol, counters, unknown) in [
+        ("lean", &metrics.methods, &metrics.unknown_methods),
+        ("grpc", &metrics.grpc_methods, &metrics.grpc_unknown),
+    ] {
+        for (name, counters) in named(counters) {
+            let n = counters.requests.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "sfs_rpc_requests_total{{{server},protocol=\"{protocol}\",method=\"{name}\"}} {n}"
+            );
+        }
+        let unknown = unknown.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
-            "sfs_rpc_requests_total{{{server},protocol=\"lean\",method=\"{name}\"}} {n}"
+            "sfs_rpc_requests_total{{{server},protocol=\"{protocol}\",method=\"unknown\"}} {unknown}"
         );
     }
-    let unknown = metrics.unknown_methods.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "sfs_rpc_requests_total{{{server},protocol=\"lean\",method=\"unknown\"}} {unknown}"
-    );
-    let grpc = snapshot.requests.saturating_sub(metrics.lean_requests());
-    let _ = writeln!(
-        out,
-        "sfs_rpc_requests_total{{{server},protocol=\"grpc\",method=\"any\"}} {grpc}"
-    );
 
     family(
         &mut out,
         "sfs_rpc_request_duration_seconds",
         "histogram",
-        "Time the server took to answer a lean request, by method (methods called at least once).",
+        "Time the server took to answer a request, by protocol and method (methods called at least once).",
     );
-    for (name, counters) in methods().filter(|(_, c)| c.latency.count() > 0) {
-        counters.latency.render(
-            &mut out,
-            "sfs_rpc_request_duration_seconds",
-            &format!("{server},method=\"{name}\""),
-        );
+    for (protocol, counters) in [("lean", &metrics.methods), ("grpc", &metrics.grpc_methods)] {
+        for (name, counters) in named(counters).filter(|(_, c)| c.latency.count() > 0) {
+            counters.latency.render(
+                &mut out,
+                "sfs_rpc_request_duration_seconds",
+                &format!("{server},protocol=\"{protocol}\",method=\"{name}\""),
+            );
+        }
     }
 
     // Two counters per transport in each of these families.

@@ -341,6 +341,9 @@ pub async fn run_until(
     });
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Every gRPC request counted by method (`/metrics`) and logged at
+        // debug level, as the lean dispatch's are.
+        .layer(crate::metrics::grpc::GrpcMetricsLayer::new(metrics.clone()))
         // The caller of each metadata request (its `sfs-caller` header)
         // becomes a request extension, as the lean server puts it.
         .add_service(tonic::service::interceptor::InterceptedService::new(

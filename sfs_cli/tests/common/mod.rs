@@ -145,7 +145,7 @@ impl Cluster {
             .arg(&self.hostfile_path)
             .args(["server", "--id", &self.hostfile.hosts[i].name])
             .args(&self.first_start_args)
-            .env("SFS_LOG", "info")
+            .env("SFS_LOG", &self.config.log_level)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -74,10 +74,40 @@ pub fn count_read(
     }
 }
 
+/// One chunk request at debug level: which file, chunk and range, and how
+/// it ended.
+fn log_chunk(
+    op: &str,
+    transport: Transport,
+    chunk: &ChunkRef,
+    started: Instant,
+    error: Option<&sfs_global::SfsError>,
+) {
+    tracing::debug!(
+        target: "sfs_server::requests",
+        protocol = ?transport,
+        method = op,
+        file = %chunk.id,
+        chunk = chunk.index,
+        offset = chunk.offset,
+        len = chunk.len,
+        result = %error.map_or("ok".to_string(), |e| e.errno.name()),
+        micros = started.elapsed().as_micros() as u64,
+        "chunk"
+    );
+}
+
 impl ChunkHandler for MeteredChunks {
     fn write_chunk(&self, chunk: &ChunkRef, data: &[u8]) -> SfsResult<()> {
         let started = Instant::now();
         let result = self.inner.write_chunk(chunk, data);
+        log_chunk(
+            "write",
+            self.transport,
+            chunk,
+            started,
+            result.as_ref().err(),
+        );
         count_write(
             &self.metrics,
             self.transport,
@@ -91,6 +121,13 @@ impl ChunkHandler for MeteredChunks {
     fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize> {
         let started = Instant::now();
         let result = self.inner.read_chunk(chunk, buf);
+        log_chunk(
+            "read",
+            self.transport,
+            chunk,
+            started,
+            result.as_ref().err(),
+        );
         count_read(&self.metrics, self.transport, started, &result);
         result
     }
@@ -128,9 +165,22 @@ impl Dispatch for MeteredDispatch {
     ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
         Box::pin(async move {
             let started = Instant::now();
+            let uid = caller.as_ref().map(|c| c.uid);
+            let bytes = body.len();
             let result = self.inner.call(method, caller, body).await;
             let errno = result.as_ref().err().map(errno_of);
-            self.metrics.rpc_done(method, started.elapsed(), errno);
+            let elapsed = started.elapsed();
+            self.metrics.rpc_done(method, elapsed, errno);
+            tracing::debug!(
+                target: "sfs_server::requests",
+                protocol = "lean",
+                method = sfs_rpc::lean::method_name(method).unwrap_or("unknown"),
+                uid = ?uid,
+                request_bytes = bytes,
+                result = %errno.map_or("ok".to_string(), |e| e.name()),
+                micros = elapsed.as_micros() as u64,
+                "request"
+            );
             result
         })
     }

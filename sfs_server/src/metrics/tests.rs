@@ -76,6 +76,13 @@ fn exposition_names_every_figure_and_parses() {
     metrics.rpc_done(create, Duration::from_micros(30), None);
     metrics.rpc_done(create, Duration::from_millis(3), Some(Errno::EEXIST));
     metrics.rpc_done(999, Duration::from_micros(1), Some(Errno(5000)));
+    metrics.grpc_done("/sfs.Metadata/Stat", Duration::from_micros(80), None);
+    metrics.grpc_done(
+        "/sfs.Metadata/Stat",
+        Duration::from_micros(90),
+        Some(Errno::ENOENT),
+    );
+    metrics.grpc_done("/sfs.Nothing/Here", Duration::from_micros(1), None);
     let tcp = metrics.transport(Transport::Tcp);
     tcp.bytes_in.fetch_add(1 << 20, Ordering::Relaxed);
     tcp.connections.fetch_add(2, Ordering::Relaxed);
@@ -115,27 +122,44 @@ fn exposition_names_every_figure_and_parses() {
         )),
         1.0
     );
-    // 10 answered in all, 2 of them lean (the unknown number reached no service).
     assert_eq!(
         get(&format!(
-            "sfs_rpc_requests_total{{{s},protocol=\"grpc\",method=\"any\"}}"
+            "sfs_rpc_requests_total{{{s},protocol=\"grpc\",method=\"stat\"}}"
         )),
-        7.0
+        2.0
     );
     assert_eq!(
         get(&format!(
-            "sfs_rpc_request_duration_seconds_bucket{{{s},method=\"create\",le=\"0.0025\"}}"
+            "sfs_rpc_requests_total{{{s},protocol=\"grpc\",method=\"unknown\"}}"
         )),
         1.0
     );
     assert_eq!(
         get(&format!(
-            "sfs_rpc_request_duration_seconds_count{{{s},method=\"create\"}}"
+            "sfs_rpc_requests_total{{{s},protocol=\"grpc\",method=\"create\"}}"
+        )),
+        0.0
+    );
+    assert_eq!(
+        get(&format!(
+            "sfs_rpc_request_duration_seconds_bucket{{{s},protocol=\"lean\",method=\"create\",le=\"0.0025\"}}"
+        )),
+        1.0
+    );
+    assert_eq!(
+        get(&format!(
+            "sfs_rpc_request_duration_seconds_count{{{s},protocol=\"lean\",method=\"create\"}}"
+        )),
+        2.0
+    );
+    assert_eq!(
+        get(&format!(
+            "sfs_rpc_request_duration_seconds_count{{{s},protocol=\"grpc\",method=\"stat\"}}"
         )),
         2.0
     );
     assert!(
-        !text.contains("method=\"stat\",le="),
+        !text.contains("protocol=\"lean\",method=\"stat\",le="),
         "an unused method has no histogram"
     );
     assert_eq!(
