@@ -47,8 +47,9 @@ pub fn clean(setup: &Setup) -> Result<()> {
             running.join(", ")
         );
     }
-    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) =
-        hosts.iter().partition(|e| e.is_local());
+    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) = hosts
+        .iter()
+        .partition(|e| e.is_local() && !launcher::takes_every_host(setup));
     let groups = launcher::group_by_host(remote);
     // A secret is not needed to remove files; the far side ignores it.
     let outcomes = std::thread::scope(|scope| {

@@ -18,6 +18,11 @@
 //! from the launcher's (the digests). The job secret is written to the
 //! login's standard input, never put on a command line (where `ps` on
 //! either machine would show it).
+//!
+//! With `launcher.kind` `"srun"` every host, this one included, is one
+//! task of a Slurm job step ([`srun`]).
+
+pub mod srun;
 
 use crate::report::Outcome;
 use crate::Setup;
@@ -71,6 +76,12 @@ pub enum NodeAction {
     Clean,
 }
 
+/// True when the launcher runs this machine's servers too (`srun`: all
+/// servers in one job step), so callers hand it every group.
+pub fn takes_every_host(setup: &Setup) -> bool {
+    setup.config.launcher.kind == LauncherKind::Srun
+}
+
 /// Runs `action` on every group's host through the configured launcher, all
 /// hosts at once; one outcome per group, in order.
 pub fn run(
@@ -80,6 +91,16 @@ pub fn run(
     action: &NodeAction,
 ) -> Vec<Outcome> {
     let launcher = &setup.config.launcher;
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    if launcher.kind == LauncherKind::Srun {
+        let action = match action {
+            NodeAction::Start { restore } => srun::StepAction::Start { restore: *restore },
+            NodeAction::Clean => srun::StepAction::Clean,
+        };
+        return srun::run(setup, secret, groups, action);
+    }
     if launcher.kind == LauncherKind::Local {
         return groups
             .iter()
@@ -177,13 +198,9 @@ fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// The arguments of `sfs node` for `action` on `group`'s servers.
-fn node_args(
-    setup: &Setup,
-    sfs_path: &OsString,
-    group: &HostGroup<'_>,
-    action: &NodeAction,
-) -> Vec<String> {
+/// `SFS [--config C] --hostfile H node --hostfile-digest X --config-digest
+/// Y`: the far side's command up to its action.
+fn node_prefix(setup: &Setup, sfs_path: &OsString) -> Vec<String> {
     let mut args = vec![sfs_path.to_string_lossy().into_owned()];
     if let Some(config) = &setup.config_path {
         args.extend(["--config".into(), config.display().to_string()]);
@@ -197,6 +214,17 @@ fn node_args(
         "--config-digest".into(),
         format!("{:016x}", setup.config.digest()),
     ]);
+    args
+}
+
+/// The arguments of `sfs node` for `action` on `group`'s servers.
+fn node_args(
+    setup: &Setup,
+    sfs_path: &OsString,
+    group: &HostGroup<'_>,
+    action: &NodeAction,
+) -> Vec<String> {
+    let mut args = node_prefix(setup, sfs_path);
     match action {
         NodeAction::Start { restore } => {
             args.push("start".into());

@@ -103,6 +103,11 @@ enum Command {
         /// step past the data ports (port + data_port_offset).
         #[arg(long, default_value_t = sfs_global::hostfile::DEFAULT_PORT)]
         port: u16,
+        /// The address a node's servers listen on: `{node}` is the node's
+        /// name, `{number}` its place in the list from 1 (`{node}-ib`,
+        /// `10.1.0.{number}`).
+        #[arg(long, default_value = "{node}", value_name = "TEMPLATE")]
+        address: String,
         /// Servers on each node.
         #[arg(long, default_value_t = 1)]
         servers_per_node: u32,
@@ -243,6 +248,19 @@ enum NodeCommand {
         #[arg(required = true)]
         servers: Vec<String>,
     },
+    /// A task of the srun launcher's step: start the servers of this
+    /// node's slot (`NODE=s1,s2`), then stay until they exit.
+    StepStart {
+        #[arg(long)]
+        restore: bool,
+        #[arg(required = true)]
+        slots: Vec<String>,
+    },
+    /// A task of `sfs clean`'s srun step.
+    StepClean {
+        #[arg(required = true)]
+        slots: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -305,6 +323,7 @@ fn main() {
         Command::Hostfile {
             slurm,
             from,
+            address,
             port,
             servers_per_node,
             output,
@@ -317,6 +336,7 @@ fn main() {
             make_hostfile::run(
                 &config,
                 &source,
+                address,
                 *port,
                 *servers_per_node,
                 output.as_deref(),
@@ -343,6 +363,11 @@ fn main() {
                         servers,
                     },
                     NodeCommand::Clean { servers } => node::Action::Clean { servers },
+                    NodeCommand::StepStart { restore, slots } => node::Action::StepStart {
+                        restore: *restore,
+                        slots,
+                    },
+                    NodeCommand::StepClean { slots } => node::Action::StepClean { slots },
                 };
                 node::run(&setup, &expected, &action)
             }

@@ -9,6 +9,11 @@
 //!   `PBS_NODEFILE` list them; a host listed several times gets that many
 //!   servers.
 //!
+//! A server listens on its node's name, or on the address `--address`
+//! makes of it (`{node}-ib`, `10.1.0.{number}`: the node's name and its
+//! place in the list from 1), and is named after the node either way, so
+//! that the srun launcher knows which node runs it.
+//!
 //! Each node gets `--servers-per-node` servers (times its count in a
 //! `--from` file). A node's first server listens on `--port`; the next
 //! ones step past the data ports (`port + data_port_offset`) so that no
@@ -37,6 +42,7 @@ const NODELIST_VARS: [&str; 2] = ["SLURM_JOB_NODELIST", "SLURM_NODELIST"];
 pub fn run(
     config: &Config,
     source: &Source<'_>,
+    address: &str,
     port: u16,
     servers_per_node: u32,
     output: Option<&Path>,
@@ -56,7 +62,8 @@ pub fn run(
         .into_iter()
         .map(|(host, count)| (host, count.saturating_mul(servers_per_node)))
         .collect();
-    let text = hostfile_text(&nodes, port, config.data_port_offset).map_err(|e| anyhow!(e))?;
+    let text =
+        hostfile_text(&nodes, address, port, config.data_port_offset).map_err(|e| anyhow!(e))?;
     let origin = "the generated hostfile";
     let hostfile = Hostfile::parse(&text, origin)?;
     sfs_global::hostfile::validate_with_config(config, &hostfile)?;
@@ -75,7 +82,7 @@ pub fn run(
 }
 
 /// The nodes of this Slurm job, each once.
-fn slurm_nodes() -> Result<Vec<(String, u32)>> {
+pub fn slurm_nodes() -> Result<Vec<(String, u32)>> {
     let (var, list) = NODELIST_VARS
         .iter()
         .find_map(|var| {
@@ -206,20 +213,33 @@ fn expand_name(pattern: &str) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-/// The hostfile lines for `nodes` (each host with its number of servers).
+/// The address the servers of the `number`-th node (from 1) listen on:
+/// `template` with `{node}` and `{number}` replaced (`{node}-ib` for an
+/// InfiniBand interface's name, `10.1.0.{number}`).
+pub fn node_address(template: &str, node: &str, number: usize) -> String {
+    template
+        .replace("{node}", node)
+        .replace("{number}", &number.to_string())
+}
+
+/// The hostfile lines for `nodes` (each host with its number of servers),
+/// servers named after their node and listening on the address `template`
+/// makes of it ([`node_address`]).
 pub fn hostfile_text(
     nodes: &[(String, u32)],
+    template: &str,
     port: u16,
     data_port_offset: u16,
 ) -> Result<String, String> {
     // With a data port per server, the next server's RPC port comes after it.
     let step = u32::from(data_port_offset) + 1;
     let mut text = String::new();
-    for (host, count) in nodes {
-        let name = host.replace(
+    for (number, (node, count)) in nodes.iter().enumerate() {
+        let name = node.replace(
             |c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)),
             "_",
         );
+        let host = node_address(template, node, number + 1);
         let address = match host.contains(':') {
             true => format!("[{host}]"),
             false => host.clone(),
@@ -285,15 +305,26 @@ mod tests {
     #[test]
     fn generated_hostfiles_parse_and_keep_ports_apart() {
         let nodes = [("n1".to_string(), 2), ("10.0.0.7".to_string(), 1)];
-        let text = hostfile_text(&nodes, 7700, 1).unwrap();
+        let text = hostfile_text(&nodes, "{node}", 7700, 1).unwrap();
         assert_eq!(text, "n1-0 n1:7700\nn1-1 n1:7702\n10.0.0.7 10.0.0.7:7700\n");
         let hostfile = Hostfile::parse(&text, "generated").unwrap();
         let config = Config::default();
         sfs_global::hostfile::validate_with_config(&config, &hostfile).unwrap();
-        let text = hostfile_text(&[("::1".to_string(), 2)], 9000, 0).unwrap();
+        let text = hostfile_text(&[("::1".to_string(), 2)], "{node}", 9000, 0).unwrap();
         assert_eq!(text, "__1-0 [::1]:9000\n__1-1 [::1]:9001\n");
         Hostfile::parse(&text, "generated").unwrap();
-        let e = hostfile_text(&[("n".to_string(), 3)], 65533, 1).unwrap_err();
+        let e = hostfile_text(&[("n".to_string(), 3)], "{node}", 65533, 1).unwrap_err();
         assert!(e.contains("pass port 65535"), "{e}");
+    }
+
+    #[test]
+    fn an_address_template_keeps_servers_named_after_their_node() {
+        let nodes = [("n1".to_string(), 1), ("n2".to_string(), 2)];
+        let text = hostfile_text(&nodes, "127.0.0.{number}", 7700, 1).unwrap();
+        assert_eq!(
+            text,
+            "n1 127.0.0.1:7700\nn2-0 127.0.0.2:7700\nn2-1 127.0.0.2:7702\n"
+        );
+        assert_eq!(node_address("{node}-ib", "c07", 3), "c07-ib");
     }
 }

@@ -31,9 +31,30 @@ pub enum Action<'a> {
     Clean {
         servers: &'a [String],
     },
+    /// A task of the srun launcher's step (`crate::launcher::srun`): start
+    /// the servers of this task's slot, then stay until they exit.
+    StepStart {
+        restore: bool,
+        slots: &'a [String],
+    },
+    /// A task of `sfs clean`'s srun step.
+    StepClean {
+        slots: &'a [String],
+    },
 }
 
 pub fn run(setup: &Setup, expected: &Expected<'_>, action: &Action<'_>) -> Result<()> {
+    match action {
+        Action::StepStart { restore, slots } => {
+            check_same_files(setup, expected)?;
+            return step_start(setup, *restore, slots);
+        }
+        Action::StepClean { slots } => {
+            check_same_files(setup, expected)?;
+            return step_clean(setup, slots);
+        }
+        Action::Start { .. } | Action::Clean { .. } => {}
+    }
     let mut line = String::new();
     std::io::stdin()
         .lock()
@@ -51,6 +72,7 @@ pub fn run(setup: &Setup, expected: &Expected<'_>, action: &Action<'_>) -> Resul
             let entries = entries(setup, servers)?;
             (servers, crate::clean::clean_here(&setup.config, &entries))
         }
+        Action::StepStart { .. } | Action::StepClean { .. } => unreachable!("handled above"),
     };
     let mut failed = Vec::new();
     for outcome in outcomes {
@@ -70,6 +92,82 @@ pub fn run(setup: &Setup, expected: &Expected<'_>, action: &Action<'_>) -> Resul
             names.len(),
             failed.join("\n")
         );
+    }
+    Ok(())
+}
+
+/// The servers of this step task's slot (`SLURMD_NODENAME`, `SLURM_NODEID`).
+fn slot_servers(slots: &[String]) -> Result<Vec<String>> {
+    let name = std::env::var("SLURMD_NODENAME").ok();
+    let id = std::env::var("SLURM_NODEID")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    crate::launcher::srun::my_slot(slots, name.as_deref(), id).map_err(|e| anyhow!(e))
+}
+
+/// Prints a step task's report: its lines, then the final line the
+/// launcher reads (`ready|failed|cleaned` and the slot's servers).
+fn step_report(outcomes: &[crate::report::Outcome], servers: &[String], done: &str) -> bool {
+    let mut ok = true;
+    for outcome in outcomes {
+        match &outcome.result {
+            Ok(lines) => lines.iter().for_each(|l| println!("{l}")),
+            Err(why) => {
+                ok = false;
+                println!("{why}");
+            }
+        }
+    }
+    let word = if ok { done } else { "failed" };
+    println!(
+        "{} {word} {}",
+        crate::launcher::srun::FINAL,
+        servers.join(",")
+    );
+    ok
+}
+
+/// `sfs node step-start`: starts this task's servers with the secret of
+/// the step's environment, reports, then stays until every server that
+/// started has exited — the servers are the task's children, so Slurm
+/// tracks them as part of the step and signals them when the job ends.
+fn step_start(setup: &Setup, restore: bool, slots: &[String]) -> Result<()> {
+    let servers = slot_servers(slots)?;
+    let secret = match std::env::var(secret::SECRET_VAR) {
+        Ok(hex) => Secret::from_hex(&hex)
+            .map_err(|e| anyhow!("{}: not a job secret: {e}", secret::SECRET_VAR))?,
+        Err(_) => bail!(
+            "no job secret in the step's environment ({})",
+            secret::SECRET_VAR
+        ),
+    };
+    let entries = entries(setup, &servers)?;
+    let outcomes = crate::servers::start_here(setup, &entries, restore, Some(&secret));
+    let ok = step_report(&outcomes, &servers, "ready");
+    // Stay while any of this task's servers runs (`sfs stop` ends them).
+    loop {
+        let running: Vec<i32> = entries
+            .iter()
+            .filter_map(|e| crate::servers::local_pid(setup, e))
+            .collect();
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    if !ok {
+        bail!("not every server of this node started");
+    }
+    Ok(())
+}
+
+/// `sfs node step-clean`: removes this task's servers' state.
+fn step_clean(setup: &Setup, slots: &[String]) -> Result<()> {
+    let servers = slot_servers(slots)?;
+    let entries = entries(setup, &servers)?;
+    let outcomes = crate::clean::clean_here(&setup.config, &entries);
+    if !step_report(&outcomes, &servers, "cleaned") {
+        bail!("not every server's state was removed");
     }
     Ok(())
 }

@@ -79,8 +79,11 @@ pub fn start(setup: &Setup, restore: bool, local_only: bool) -> Result<()> {
     // servers start, so they and every client of the job read one file.
     let (secret, _) = sfs_global::secret::for_server(&setup.config, &setup.hostfile)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) =
-        setup.hostfile.hosts.iter().partition(|e| e.is_local());
+    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) = setup
+        .hostfile
+        .hosts
+        .iter()
+        .partition(|e| e.is_local() && (local_only || !launcher::takes_every_host(setup)));
     if local_only && local.is_empty() {
         bail!(
             "{}: no server of the hostfile has an address on this machine",
@@ -316,7 +319,7 @@ impl Gone {
 /// The live pid of a server on this machine, from its ready file. Only for
 /// local entries: `rootdir` may be shared between machines, and a pid of
 /// another machine means nothing here.
-fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
+pub fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
     if !entry.is_local() {
         return None;
     }

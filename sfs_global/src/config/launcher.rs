@@ -2,12 +2,15 @@
 //! reach the servers of the hostfile that do not live on the machine the
 //! command runs on (docs/operations.md, "Running across nodes").
 //!
-//! Servers on this machine are always started directly. For the others the
-//! launcher logs in to each host (`ssh`, in parallel, never asking for a
+//! With `ssh`, servers on this machine are started directly; for the others
+//! the launcher logs in to each host (in parallel, never asking for a
 //! password) and runs the same `sfs` binary there with the same config and
 //! hostfile paths: the launcher assumes that those three files are on a
 //! file system every node sees at the same path. The job secret travels on
-//! the login's standard input, never on a command line.
+//! the login's standard input, never on a command line. With `srun`, every
+//! server (this machine's too) runs in one job step of the Slurm allocation
+//! `sfs start` runs in, one task per node, so that Slurm tracks them and
+//! nothing outlives the job; the secret travels in the step's environment.
 
 use super::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -21,19 +24,26 @@ pub enum LauncherKind {
     Local,
     /// `ssh HOST sfs ...`, one login per host, all hosts at once.
     Ssh,
+    /// `srun --overlap ... sfs node ...`: one step of the Slurm allocation,
+    /// one task per host, which keeps running beside the job's own steps.
+    Srun,
 }
 
 /// Settings of the launcher (`"launcher": {...}` in config.json).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LauncherConfig {
-    /// How other hosts are reached: "local" or "ssh".
+    /// How other hosts are reached: "local", "ssh" or "srun".
     pub kind: LauncherKind,
     /// `ssh`: the program and its first arguments, such as
     /// `["ssh", "-F", "/etc/sfs/ssh_config"]`. SFS adds `-o BatchMode=yes`
     /// (never a password prompt) and a `ConnectTimeout` after the program,
     /// then the host (its hostfile address) and the remote command.
     pub ssh_command: Vec<String>,
+    /// `srun`: the program and its first arguments, such as `["srun",
+    /// "--partition=bb"]`. SFS adds `--overlap`, the node and task counts,
+    /// `--nodelist` when the hostfile names the job's nodes, and `--label`.
+    pub srun_command: Vec<String>,
     /// The `sfs` binary on the other hosts, absolute; empty means the path
     /// of the `sfs` that runs the launcher.
     pub sfs_path: String,
@@ -50,6 +60,7 @@ impl Default for LauncherConfig {
         LauncherConfig {
             kind: LauncherKind::Ssh,
             ssh_command: vec!["ssh".into()],
+            srun_command: vec!["srun".into()],
             sfs_path: String::new(),
             fanout: 64,
             timeout_ms: 90_000,
@@ -65,20 +76,25 @@ impl LauncherConfig {
             field,
             problem,
         };
-        match self.ssh_command.first() {
-            None => {
-                return Err(bad(
-                    "launcher.ssh_command",
-                    "must name the ssh program, e.g. [\"ssh\"], got an empty list".into(),
-                ))
+        for (field, command, program) in [
+            ("launcher.ssh_command", &self.ssh_command, "ssh"),
+            ("launcher.srun_command", &self.srun_command, "srun"),
+        ] {
+            match command.first() {
+                None => return Err(bad(
+                    field,
+                    format!(
+                        "must name the {program} program, e.g. [\"{program}\"], got an empty list"
+                    ),
+                )),
+                Some(first) if first.trim().is_empty() => {
+                    return Err(bad(
+                        field,
+                        format!("must start with the {program} program, got {first:?}"),
+                    ))
+                }
+                Some(_) => {}
             }
-            Some(program) if program.trim().is_empty() => {
-                return Err(bad(
-                    "launcher.ssh_command",
-                    format!("must start with the ssh program, got {program:?}"),
-                ))
-            }
-            Some(_) => {}
         }
         if !self.sfs_path.is_empty() && !self.sfs_path.starts_with('/') {
             return Err(bad(
