@@ -298,6 +298,7 @@ impl ServerSlot {
             "rdma" => match sfs_rdma::rdma::select_transport(options.transport)?.name {
                 "rdma" => Arc::new(RdmaChannel::new(
                     data_addr,
+                    options.secret.clone(),
                     options.rdma.clone(),
                     options.chunk_size,
                     options.connect_timeout,

@@ -93,13 +93,18 @@ async fn main() {
         }
         "rdma" => {
             let listener = RdmaListener::bind(addr).expect("RDMA listener");
-            tokio::spawn(
-                listener.serve(Arc::new(Discard), CHUNK, config.clone(), async move {
+            tokio::spawn(listener.serve(
+                Arc::new(Discard),
+                secret(),
+                CHUNK,
+                config.clone(),
+                async move {
                     let _ = stop_rx.await;
-                }),
-            );
+                },
+            ));
             Arc::new(RdmaChannel::new(
                 addr,
+                secret(),
                 config.clone(),
                 CHUNK,
                 Duration::from_secs(3),
@@ -209,12 +214,15 @@ async fn eager_versus_one_sided(addr: SocketAddr, repetitions: usize) {
     };
     let listener = RdmaListener::bind(addr).expect("RDMA listener");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server =
-        tokio::spawn(
-            listener.serve(Arc::new(Discard), CHUNK, server_config, async move {
-                let _ = stop_rx.await;
-            }),
-        );
+    let server = tokio::spawn(listener.serve(
+        Arc::new(Discard),
+        secret(),
+        CHUNK,
+        server_config,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     // medians[mode][op][size] = one median per repetition.
     let mut medians = vec![vec![vec![Vec::new(); SIZES.len()]; 2]; 2];
     let mut registration: Vec<Vec<f64>> = vec![Vec::new(); 2];
@@ -229,6 +237,7 @@ async fn eager_versus_one_sided(addr: SocketAddr, repetitions: usize) {
                 };
                 RdmaChannel::new(
                     addr,
+                    secret(),
                     config,
                     CHUNK,
                     Duration::from_secs(3),

@@ -17,7 +17,7 @@ use sfs_rdma::rdma::proto::Descriptor;
 use sfs_rdma::rdma::{rdma_devices, RdmaChannel, RdmaListener};
 use sfs_rdma::shm::ShmChannel;
 use sfs_rdma::tcp::{serve, TcpChannel};
-use sfs_rdma::{ChunkRef, DataChannel};
+use sfs_rdma::{ChunkHandler, ChunkRef, DataChannel};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
@@ -210,7 +210,7 @@ impl Transport for Rdma {
             let config = self.config.clone();
             let task = tokio::spawn(async move {
                 listener
-                    .serve(store, CHUNK, config, async move {
+                    .serve(store, secret(), CHUNK, config, async move {
                         let _ = rx.await;
                     })
                     .await
@@ -232,6 +232,7 @@ impl Transport for Rdma {
     fn rdma_channel_with_eager(&self, addr: SocketAddr, threshold: u32) -> Option<RdmaChannel> {
         Some(RdmaChannel::new(
             addr,
+            secret(),
             RdmaConfig {
                 eager_threshold: threshold,
                 ..self.config.clone()
@@ -557,6 +558,49 @@ async fn eager_threshold_mismatch(t: &dyn Transport) -> Result<(), Failed> {
     Ok(())
 }
 
+/// Only clients that prove the job secret are served: a client of another
+/// job is told (EACCES) and sends nothing, one that ignores the server's
+/// proof and makes up its own is cut off before its request is served;
+/// the server goes on serving its own clients.
+async fn only_the_jobs_clients_are_served(t: &dyn Transport) -> Result<(), Failed> {
+    let store = Arc::new(MemoryChunks::default());
+    let server = t.start(store.clone(), None).await;
+    let stranger = t
+        .rdma_channel(server.addr)
+        .expect("rdma only")
+        .with_secret(Arc::new(sfs_global::secret::Secret::from_bytes([8; 32])));
+    let e = err(stranger.write_chunk(chunk(10, 0, 0, 100), &[1; 100]).await)?;
+    check(e.errno == Errno::EACCES, format!("errno of {e}"))?;
+    check(
+        e.message.contains("does not hold this job's secret"),
+        format!("the refusal names the cause: {e}"),
+    )?;
+    let forger = t
+        .rdma_channel(server.addr)
+        .expect("rdma only")
+        .with_forged_proof();
+    let started = Instant::now();
+    let e = err(forger.write_chunk(chunk(10, 1, 0, 100), &[2; 100]).await)?;
+    check(
+        started.elapsed() < REQUEST_TIMEOUT,
+        format!("cut off, not left waiting: {e}"),
+    )?;
+    let mut back = [0u8; 100];
+    for index in [0, 1] {
+        let n = store.read_chunk(&chunk(10, index, 0, 100), &mut back)?;
+        check(
+            n == 0,
+            format!("chunk {index} was written by a client without the secret"),
+        )?;
+    }
+    let honest = t.rdma_channel(server.addr).expect("rdma only");
+    honest.write_chunk(chunk(10, 2, 0, 100), &[3; 100]).await?;
+    let n = honest.read_chunk(chunk(10, 2, 0, 100), &mut back).await?;
+    check(n == 100 && back == [3; 100], "the job's client is served")?;
+    server.stop().await;
+    Ok(())
+}
+
 type Case = fn(&dyn Transport) -> futures::future::BoxFuture<'_, Result<(), Failed>>;
 
 /// A non-default eager threshold: payloads of up to 64 KiB travel inside
@@ -616,6 +660,11 @@ fn cases() -> Vec<(&'static str, Case, bool)> {
         (
             "eager_threshold_mismatch",
             |t| Box::pin(eager_threshold_mismatch(t)),
+            true,
+        ),
+        (
+            "only_the_jobs_clients_are_served",
+            |t| Box::pin(only_the_jobs_clients_are_served(t)),
             true,
         ),
     ]

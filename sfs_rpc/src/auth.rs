@@ -52,6 +52,10 @@ pub enum Purpose {
     Data = 2,
     /// The node-local shared-memory data socket.
     SharedMemory = 3,
+    /// Chunk data over RDMA: the same proofs, carried in rdmacm's connect
+    /// and accept private data and the connection's first SEND
+    /// ([`Exchange`]).
+    Rdma = 4,
 }
 
 impl Purpose {
@@ -60,6 +64,7 @@ impl Purpose {
             1 => Some(Purpose::Rpc),
             2 => Some(Purpose::Data),
             3 => Some(Purpose::SharedMemory),
+            4 => Some(Purpose::Rdma),
             _ => None,
         }
     }
@@ -110,6 +115,75 @@ fn verify(
     keyed(secret, side, purpose, client_nonce, server_nonce)
         .verify_slice(given)
         .is_ok()
+}
+
+/// The proofs of a handshake whose messages travel inside another
+/// protocol's (RDMA: the client's nonce in its connect private data, the
+/// server's nonce and proof in the accept private data, the client's proof
+/// in its first SEND). The same MACs as the stream handshake, keyed by the
+/// secret and bound to the purpose and both nonces; the caller moves the
+/// bytes.
+pub struct Exchange<'a> {
+    pub secret: &'a Secret,
+    pub purpose: Purpose,
+    pub client_nonce: &'a [u8],
+    pub server_nonce: &'a [u8],
+}
+
+/// Length of a proof.
+pub const PROOF_LEN: usize = PROOF;
+
+impl Exchange<'_> {
+    /// What the server sends to prove the secret.
+    pub fn server_proof(&self) -> [u8; PROOF] {
+        proof(
+            self.secret,
+            "server",
+            self.purpose,
+            self.client_nonce,
+            self.server_nonce,
+        )
+    }
+
+    /// What the client sends to prove the secret.
+    pub fn client_proof(&self) -> [u8; PROOF] {
+        proof(
+            self.secret,
+            "client",
+            self.purpose,
+            self.client_nonce,
+            self.server_nonce,
+        )
+    }
+
+    /// Whether `given` is the server's proof (constant time).
+    pub fn server_proof_is(&self, given: &[u8]) -> bool {
+        verify(
+            self.secret,
+            "server",
+            self.purpose,
+            self.client_nonce,
+            self.server_nonce,
+            given,
+        )
+    }
+
+    /// Whether `given` is the client's proof (constant time).
+    pub fn client_proof_is(&self, given: &[u8]) -> bool {
+        verify(
+            self.secret,
+            "client",
+            self.purpose,
+            self.client_nonce,
+            self.server_nonce,
+            given,
+        )
+    }
+}
+
+/// Fresh random bytes for a nonce.
+pub fn fill_nonce(buf: &mut [u8]) -> std::io::Result<()> {
+    random_bytes(buf)
 }
 
 fn nonce() -> std::io::Result<[u8; NONCE]> {
@@ -412,6 +486,33 @@ mod tests {
         // A client that gave up closes its connection.
         drop(a);
         (client, server.await.unwrap())
+    }
+
+    #[test]
+    fn an_exchange_proves_both_sides_and_binds_nonces_and_purpose() {
+        let s = Secret::generate().unwrap();
+        let other = Secret::generate().unwrap();
+        let exchange = |secret, purpose, client_nonce, server_nonce| Exchange {
+            secret,
+            purpose,
+            client_nonce,
+            server_nonce,
+        };
+        let ours = exchange(&s, Purpose::Rdma, &[1u8; 12][..], &[2u8; 32][..]);
+        assert!(ours.server_proof_is(&ours.server_proof()));
+        assert!(ours.client_proof_is(&ours.client_proof()));
+        // One side's proof is not the other's.
+        assert!(!ours.client_proof_is(&ours.server_proof()));
+        for theirs in [
+            exchange(&other, Purpose::Rdma, &[1u8; 12][..], &[2u8; 32][..]),
+            exchange(&s, Purpose::Data, &[1u8; 12][..], &[2u8; 32][..]),
+            exchange(&s, Purpose::Rdma, &[9u8; 12][..], &[2u8; 32][..]),
+            exchange(&s, Purpose::Rdma, &[1u8; 12][..], &[3u8; 32][..]),
+        ] {
+            assert!(!ours.client_proof_is(&theirs.client_proof()));
+            assert!(!ours.server_proof_is(&theirs.server_proof()));
+        }
+        assert!(!ours.client_proof_is(&ours.client_proof()[..31]));
     }
 
     #[tokio::test]

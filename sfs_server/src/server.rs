@@ -307,6 +307,7 @@ pub async fn run_until(
     let rdma_task = rdma_listener.map(|listener| {
         tokio::spawn(listener.serve(
             metered(Transport::Rdma),
+            secret.clone(),
             chunk_size,
             config.rdma.clone(),
             shutdown.wait(),

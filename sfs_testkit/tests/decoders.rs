@@ -236,18 +236,30 @@ fn rdma_messages_and_hello() {
                 len: 16 * CHUNK,
                 rkey: 99,
             },
+            nonce: [0x11; proto::CLIENT_NONCE_LEN],
         }
         .encode()
         .to_vec(),
     );
+    seeds.push(
+        proto::Accept {
+            nonce: [0x22; proto::SERVER_NONCE_LEN],
+            proof: [0x33; 32],
+        }
+        .encode()
+        .to_vec(),
+    );
+    seeds.push(proto::ClientProof([0x44; 32]).encode().to_vec());
     check("rdma messages", seeds, |b| {
         let request = RdmaRequest::decode(b, CHUNK, eager).is_ok();
         let response = proto::decode_response(b).is_ok();
         let hello = Hello::decode(b).is_ok();
+        let accept = proto::Accept::decode(b).is_ok();
+        let proof = proto::ClientProof::decode(b).is_ok();
         if let Ok(d) = <&[u8; proto::DESCRIPTOR_LEN]>::try_from(b) {
             let _ = Descriptor::decode(d);
         }
-        request || response || hello
+        request || response || hello || accept || proof
     });
 }
 

@@ -12,11 +12,18 @@
 //! completion channel's fd (tokio `AsyncFd`); the rdmacm channel is watched
 //! by the same task, so a vanished server fails every waiting request at
 //! once (EIO / ETIMEDOUT) instead of leaving it hanging.
+//!
+//! Connecting proves the job secret both ways (`sfs_rpc::auth::Exchange`):
+//! the hello carries our nonce; the server's accept carries its nonce and
+//! proof, checked before the connection is used (a server of another job
+//! gets nothing, EACCES); our proof is the connection's first SEND, and its
+//! completion is awaited before any request reuses the send buffer.
 
 use super::pool::SlotPool;
 use super::proto::{
-    decode_response, Descriptor, Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ,
-    ACCESS_WRITE, RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN,
+    decode_response, Accept, ClientProof, Descriptor, Hello, MessageSizes, Payload, RdmaRequest,
+    Region, ACCESS_READ, ACCESS_WRITE, CLIENT_NONCE_LEN, CLIENT_PROOF_LEN, RDMA_REQUEST_LEN,
+    RDMA_RESPONSE_LEN,
 };
 use super::server::{WR_INDEX, WR_RECV, WR_SEND};
 use super::verbs::{cm_event_name, reject_reason, CmId, EventChannel, QueuePair, QueueSizes};
@@ -26,7 +33,9 @@ use futures::future::BoxFuture;
 use rdma_sys::ibv_wr_opcode::IBV_WR_SEND;
 use rdma_sys::rdma_cm_event_type::*;
 use sfs_global::config::RdmaConfig;
+use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_rpc::auth::{Exchange, Purpose};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,6 +101,8 @@ impl ClientConnection {
 
 async fn connect(
     peer: SocketAddr,
+    secret: &Secret,
+    forged_proof: bool,
     config: &RdmaConfig,
     chunk_size: usize,
 ) -> SfsResult<Arc<ClientConnection>> {
@@ -132,7 +143,10 @@ async fn connect(
         "RDMA buffers registered"
     );
     let data = qp.buffer(DATA);
+    let mut nonce = [0u8; CLIENT_NONCE_LEN];
+    sfs_rpc::auth::fill_nonce(&mut nonce).map_err(|e| SfsError::io(format!("nonce: {e}")))?;
     let hello = Hello {
+        nonce,
         queue_depth: config.queue_depth,
         eager_threshold: config.eager_threshold,
         chunk_size: chunk_size as u64,
@@ -143,24 +157,42 @@ async fn connect(
         },
     };
     id.connect(&qp, config, &hello.encode())?;
-    let event = channel.next().await?;
-    if event.kind != RDMA_CM_EVENT_CONNECT_RESPONSE {
-        // A server that says why it refused speaks another protocol
-        // (EPROTO, as a version mismatch on TCP); any other failure to
-        // connect is a server that cannot be reached (EIO).
-        let (errno, reason) = match reject_reason(&event.private_data) {
-            Some(why) if event.kind == RDMA_CM_EVENT_REJECTED => {
-                (Errno::EPROTO, format!(": {why}"))
-            }
-            _ => (Errno::EIO, String::new()),
-        };
+    // The event holds rdmacm pointers (not Send): it must not live across
+    // the awaits below.
+    let accepted = {
+        let event = channel.next().await?;
+        if event.kind != RDMA_CM_EVENT_CONNECT_RESPONSE {
+            // A server that says why it refused speaks another protocol
+            // (EPROTO, as a version mismatch on TCP); any other failure to
+            // connect is a server that cannot be reached (EIO).
+            let (errno, reason) = match reject_reason(&event.private_data) {
+                Some(why) if event.kind == RDMA_CM_EVENT_REJECTED => {
+                    (Errno::EPROTO, format!(": {why}"))
+                }
+                _ => (Errno::EIO, String::new()),
+            };
+            return Err(SfsError::new(
+                errno,
+                format!(
+                    "{} (status {}){reason}",
+                    cm_event_name(event.kind),
+                    event.status
+                ),
+            ));
+        }
+        Accept::decode(&event.private_data)?
+    };
+    let exchange = Exchange {
+        secret,
+        purpose: Purpose::Rdma,
+        client_nonce: &nonce,
+        server_nonce: &accepted.nonce,
+    };
+    if !forged_proof && !exchange.server_proof_is(&accepted.proof) {
         return Err(SfsError::new(
-            errno,
-            format!(
-                "{} (status {}){reason}",
-                cm_event_name(event.kind),
-                event.status
-            ),
+            Errno::EACCES,
+            "the RDMA data server does not hold this job's secret: it belongs to another \
+             job (or this client read the wrong secret); nothing was sent to it",
         ));
     }
     qp.ready(&id, config)?;
@@ -168,6 +200,37 @@ async fn connect(
         qp.post_recv(WR_RECV | i as u64, RECV, i * recv_size, recv_size)?;
     }
     id.establish()?;
+    // Our proof, the connection's first message, from slot 0's send buffer;
+    // its completion is awaited so that no request overwrites the buffer
+    // before the device has sent it.
+    {
+        // SAFETY: no request exists yet; slot 0's send buffer is free.
+        let msg = unsafe { qp.buffer(SEND).range_mut(0, CLIENT_PROOF_LEN) };
+        let proof = match forged_proof {
+            false => exchange.client_proof(),
+            true => [0x5a; sfs_rpc::auth::PROOF_LEN],
+        };
+        msg.copy_from_slice(&ClientProof(proof).encode());
+    }
+    qp.post_send(WR_SEND, IBV_WR_SEND, SEND, 0, CLIENT_PROOF_LEN, None, true)?;
+    let mut completions = Vec::new();
+    'sent: loop {
+        qp.completions(&mut completions).await?;
+        for wc in completions.drain(..) {
+            if wc.status != rdma_sys::ibv_wc_status::IBV_WC_SUCCESS {
+                return Err(SfsError::new(
+                    super::verbs::wc_status_errno(wc.status),
+                    format!(
+                        "sending the proof of the job secret failed (completion status {})",
+                        wc.status
+                    ),
+                ));
+            }
+            if wc.wr_id == WR_SEND {
+                break 'sent;
+            }
+        }
+    }
     let conn = Arc::new(ClientConnection {
         qp,
         id,
@@ -294,6 +357,10 @@ impl Drop for AbandonGuard<'_> {
 /// Client side of the RDMA transport to one server.
 pub struct RdmaChannel {
     peer: SocketAddr,
+    secret: Arc<Secret>,
+    /// Tests only: skip the server's proof and send a wrong proof of our
+    /// own ([`RdmaChannel::with_forged_proof`]).
+    forged_proof: bool,
     config: RdmaConfig,
     chunk_size: usize,
     connect_timeout: Duration,
@@ -306,6 +373,7 @@ impl RdmaChannel {
     /// on first use.
     pub fn new(
         peer: SocketAddr,
+        secret: Arc<Secret>,
         config: RdmaConfig,
         chunk_size: u64,
         connect_timeout: Duration,
@@ -313,6 +381,8 @@ impl RdmaChannel {
     ) -> Self {
         RdmaChannel {
             peer,
+            secret,
+            forged_proof: false,
             config,
             chunk_size: chunk_size as usize,
             connect_timeout,
@@ -331,7 +401,13 @@ impl RdmaChannel {
         *slot = None;
         let conn = tokio::time::timeout(
             self.connect_timeout,
-            connect(self.peer, &self.config, self.chunk_size),
+            connect(
+                self.peer,
+                &self.secret,
+                self.forged_proof,
+                &self.config,
+                self.chunk_size,
+            ),
         )
         .await
         .map_err(|_| {
@@ -344,10 +420,9 @@ impl RdmaChannel {
             // Whatever the verbs call reported (ECONNREFUSED, EHOSTUNREACH,
             // ...): a server that cannot be reached is EIO on every
             // transport; a protocol refusal stays EPROTO.
-            let errno = if e.errno == Errno::EPROTO {
-                Errno::EPROTO
-            } else {
-                Errno::EIO
+            let errno = match e.errno {
+                Errno::EPROTO | Errno::EACCES => e.errno,
+                _ => Errno::EIO,
             };
             SfsError::new(
                 errno,
@@ -519,6 +594,22 @@ impl RdmaChannel {
         }
         drop(slot);
         Ok(n)
+    }
+
+    /// This channel with another job secret (tests of the refusal).
+    #[doc(hidden)]
+    pub fn with_secret(mut self, secret: Arc<Secret>) -> Self {
+        self.secret = secret;
+        self
+    }
+
+    /// This channel as a client without the secret that ignores the
+    /// server's proof and sends a made-up one (tests that the server serves
+    /// nothing to it).
+    #[doc(hidden)]
+    pub fn with_forged_proof(mut self) -> Self {
+        self.forged_proof = true;
+        self
     }
 
     /// Writes with a rewritten descriptor: for tests that the server refuses

@@ -30,9 +30,24 @@ use sfs_global::{Errno, SfsError, SfsResult};
 pub const DESCRIPTOR_LEN: usize = 21;
 pub const RDMA_REQUEST_LEN: usize = REQUEST_HEADER_LEN + 8 + DESCRIPTOR_LEN + 3;
 pub const RDMA_RESPONSE_LEN: usize = RESPONSE_HEADER_LEN;
-pub const HELLO_LEN: usize = 44;
+/// The connect private data: 56 bytes, all that rdmacm carries in an IB
+/// connect request.
+pub const HELLO_LEN: usize = 56;
 pub const HELLO_MAGIC: [u8; 4] = *b"SFSH";
-pub const PROTOCOL_VERSION: u16 = 1;
+/// 2: the hello carries the client's nonce and the job secret is proven
+/// ([`Accept`], [`ClientProof`]).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The client's nonce: what is left of the connect private data.
+pub const CLIENT_NONCE_LEN: usize = 12;
+/// The server's nonce, in the accept private data.
+pub const SERVER_NONCE_LEN: usize = 32;
+const PROOF_LEN: usize = sfs_rpc::auth::PROOF_LEN;
+/// The accept private data: magic, server nonce, server proof.
+pub const ACCEPT_LEN: usize = 4 + SERVER_NONCE_LEN + PROOF_LEN;
+const ACCEPT_MAGIC: [u8; 4] = *b"SFSA";
+/// The client's first SEND: magic, client proof.
+pub const CLIENT_PROOF_LEN: usize = 4 + PROOF_LEN;
+const CLIENT_PROOF_MAGIC: [u8; 4] = *b"SFSP";
 
 /// Sizes of one slot's message buffers for an eager threshold: the largest
 /// request and response either side may send, so a client's send buffer
@@ -233,6 +248,8 @@ pub struct Hello {
     pub eager_threshold: u32,
     pub chunk_size: u64,
     pub region: Region,
+    /// Fresh random bytes for the proofs of the job secret.
+    pub nonce: [u8; CLIENT_NONCE_LEN],
 }
 
 impl Hello {
@@ -246,6 +263,7 @@ impl Hello {
         b[24..32].copy_from_slice(&self.region.addr.to_le_bytes());
         b[32..40].copy_from_slice(&self.region.len.to_le_bytes());
         b[40..44].copy_from_slice(&self.region.rkey.to_le_bytes());
+        b[44..56].copy_from_slice(&self.nonce);
         b
     }
 
@@ -275,7 +293,66 @@ impl Hello {
                 len: u64_at(32),
                 rkey: u32_at(40),
             },
+            nonce: b[44..56].try_into().expect("12"),
         })
+    }
+}
+
+/// What the server answers a connect with (the accept's private data): its
+/// nonce and its proof of the job secret over both nonces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Accept {
+    pub nonce: [u8; SERVER_NONCE_LEN],
+    pub proof: [u8; PROOF_LEN],
+}
+
+impl Accept {
+    pub fn encode(&self) -> [u8; ACCEPT_LEN] {
+        let mut b = [0u8; ACCEPT_LEN];
+        b[0..4].copy_from_slice(&ACCEPT_MAGIC);
+        b[4..36].copy_from_slice(&self.nonce);
+        b[36..68].copy_from_slice(&self.proof);
+        b
+    }
+
+    /// Decodes an accept (private data may carry padding after it).
+    pub fn decode(b: &[u8]) -> SfsResult<Accept> {
+        if b.len() < ACCEPT_LEN || b[0..4] != ACCEPT_MAGIC {
+            return Err(SfsError::new(
+                Errno::EPROTO,
+                "the RDMA server's accept carries no proof of the job secret \
+                 (an SFS server of another version?)",
+            ));
+        }
+        Ok(Accept {
+            nonce: b[4..36].try_into().expect("32"),
+            proof: b[36..68].try_into().expect("32"),
+        })
+    }
+}
+
+/// The client's first message on a connection: its proof of the job
+/// secret. The server serves nothing before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientProof(pub [u8; PROOF_LEN]);
+
+impl ClientProof {
+    pub fn encode(&self) -> [u8; CLIENT_PROOF_LEN] {
+        let mut b = [0u8; CLIENT_PROOF_LEN];
+        b[0..4].copy_from_slice(&CLIENT_PROOF_MAGIC);
+        b[4..].copy_from_slice(&self.0);
+        b
+    }
+
+    /// Decodes the first message; EACCES for anything else.
+    pub fn decode(b: &[u8]) -> SfsResult<ClientProof> {
+        if b.len() != CLIENT_PROOF_LEN || b[0..4] != CLIENT_PROOF_MAGIC {
+            return Err(SfsError::new(
+                Errno::EACCES,
+                "the first message is not a proof of the job secret",
+            ));
+        }
+        Ok(ClientProof(b[4..].try_into().expect("32")))
     }
 }
 
@@ -467,6 +544,7 @@ mod tests {
             eager_threshold: 4096,
             chunk_size: 512 * 1024,
             region: REGION,
+            nonce: [7; CLIENT_NONCE_LEN],
         };
         let b = h.encode();
         assert!(b.len() <= 56, "fits an RC connect's private data");
@@ -479,5 +557,39 @@ mod tests {
         old[4] = 9;
         assert_eq!(Hello::decode(&old).unwrap_err().errno, Errno::EPROTO);
         assert!(decode_response(&[0u8; 3]).is_err());
+    }
+
+    #[test]
+    fn accept_and_client_proof_round_trip_and_refuse_strangers() {
+        let a = Accept {
+            nonce: [3; SERVER_NONCE_LEN],
+            proof: [4; PROOF_LEN],
+        };
+        let b = a.encode();
+        assert!(b.len() <= 196, "fits an accept's private data");
+        assert_eq!(Accept::decode(&b).unwrap(), a);
+        // rdmacm may pad private data with zeros.
+        let mut padded = b.to_vec();
+        padded.extend_from_slice(&[0; 20]);
+        assert_eq!(Accept::decode(&padded).unwrap(), a);
+        assert_eq!(Accept::decode(&b[..60]).unwrap_err().errno, Errno::EPROTO);
+        assert_eq!(
+            Accept::decode(&[0; ACCEPT_LEN]).unwrap_err().errno,
+            Errno::EPROTO
+        );
+        let p = ClientProof([5; PROOF_LEN]);
+        let m = p.encode();
+        assert!(m.len() <= RDMA_REQUEST_LEN, "fits a request buffer");
+        assert_eq!(ClientProof::decode(&m).unwrap(), p);
+        assert_eq!(
+            ClientProof::decode(&m[..35]).unwrap_err().errno,
+            Errno::EACCES
+        );
+        let mut request = vec![0u8; RDMA_REQUEST_LEN];
+        request[..4].copy_from_slice(b"SFSQ");
+        assert_eq!(
+            ClientProof::decode(&request).unwrap_err().errno,
+            Errno::EACCES
+        );
     }
 }

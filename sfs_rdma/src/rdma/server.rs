@@ -10,6 +10,12 @@
 //! acknowledged; a read's bytes are pushed with RDMA WRITE followed by the
 //! response SEND (RC ordering places the data before the response).
 //!
+//! A client proves the job secret before anything is served
+//! (`sfs_rpc::auth::Exchange`, purpose RDMA): its connect's hello carries
+//! its nonce, the accept's private data the server's nonce and proof, and
+//! the client's first SEND its own proof; a connection whose first message
+//! is not the right proof is cut off without an answer.
+//!
 //! Nothing from a client is trusted: the hello must match our chunk size and
 //! limits, descriptors must lie inside the region announced in the hello
 //! (EINVAL otherwise, the QP is never pointed outside it), and a client that
@@ -17,8 +23,8 @@
 
 use super::pool::{Slot, SlotPool, Unanswered};
 use super::proto::{
-    Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ, ACCESS_WRITE, RDMA_REQUEST_LEN,
-    RDMA_RESPONSE_LEN,
+    Accept, ClientProof, Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ,
+    ACCESS_WRITE, RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN, SERVER_NONCE_LEN,
 };
 use super::verbs::{
     cm_event_name, wc_status_errno, CmEvent, CmId, EventChannel, QueuePair, QueueSizes,
@@ -28,7 +34,9 @@ use crate::ChunkHandler;
 use rdma_sys::ibv_wr_opcode::{IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND};
 use rdma_sys::rdma_cm_event_type::*;
 use sfs_global::config::RdmaConfig;
+use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_rpc::auth::{Exchange, Purpose};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -136,6 +144,7 @@ impl RdmaListener {
     pub async fn serve(
         self,
         handler: Arc<dyn ChunkHandler>,
+        secret: Arc<Secret>,
         chunk_size: u64,
         config: RdmaConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -152,7 +161,7 @@ impl RdmaListener {
                     match event.kind {
                         RDMA_CM_EVENT_CONNECT_REQUEST => {
                             let key = event.id as usize;
-                            match accept(&self.channel, event, handler.clone(), chunk_size, &config) {
+                            match accept(&self.channel, event, handler.clone(), &secret, chunk_size, &config) {
                                 Ok((conn, stop)) => {
                                     connections.insert(key, stop.clone());
                                     let handler = handler.clone();
@@ -203,12 +212,42 @@ struct ServerConnection {
     slots: Arc<SlotPool>,
     unanswered: Unanswered,
     waiters: Mutex<Waiters>,
+    /// The client's proof this connection waits for as its first message,
+    /// checked by [`Exchange::client_proof_is`].
+    expected: ProofCheck,
+}
+
+/// What checks the first message of a connection.
+struct ProofCheck {
+    secret: Arc<Secret>,
+    client_nonce: [u8; super::proto::CLIENT_NONCE_LEN],
+    server_nonce: [u8; SERVER_NONCE_LEN],
+}
+
+impl ProofCheck {
+    fn holds(&self, message: &[u8]) -> SfsResult<()> {
+        let proof = ClientProof::decode(message)?;
+        let exchange = Exchange {
+            secret: &self.secret,
+            purpose: Purpose::Rdma,
+            client_nonce: &self.client_nonce,
+            server_nonce: &self.server_nonce,
+        };
+        if !exchange.client_proof_is(&proof.0) {
+            return Err(SfsError::new(
+                Errno::EACCES,
+                "the client does not hold this job's secret",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn accept(
     channel: &Arc<EventChannel>,
     event: CmEvent,
     handler: Arc<dyn ChunkHandler>,
+    secret: &Arc<Secret>,
     chunk_size: u64,
     config: &RdmaConfig,
 ) -> SfsResult<(Arc<ServerConnection>, Arc<Notify>)> {
@@ -279,7 +318,23 @@ fn accept(
             return Err(e);
         }
     };
-    id.accept(&qp, config)?;
+    let mut server_nonce = [0u8; SERVER_NONCE_LEN];
+    if let Err(e) = sfs_rpc::auth::fill_nonce(&mut server_nonce) {
+        id.reject("the server cannot draw a nonce");
+        return Err(SfsError::io(format!("drawing a nonce: {e}")));
+    }
+    let proof = Exchange {
+        secret,
+        purpose: Purpose::Rdma,
+        client_nonce: &hello.nonce,
+        server_nonce: &server_nonce,
+    }
+    .server_proof();
+    let answer = Accept {
+        nonce: server_nonce,
+        proof,
+    };
+    id.accept(&qp, config, &answer.encode())?;
     tracing::debug!(
         queue_depth = depth,
         eager,
@@ -299,6 +354,11 @@ fn accept(
             slots: Arc::new(SlotPool::new(depth)),
             unanswered: Unanswered::new(depth),
             waiters: Waiters::new(depth),
+            expected: ProofCheck {
+                secret: secret.clone(),
+                client_nonce: hello.nonce,
+                server_nonce,
+            },
         }),
         Arc::new(Notify::new()),
     ))
@@ -308,6 +368,8 @@ fn accept(
 async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
     let mut requests = JoinSet::new();
     let mut completions = Vec::new();
+    // Nothing is served until the first message proved the secret.
+    let mut proven = false;
     let why = 'run: loop {
         tokio::select! {
             _ = stop.notified() => break 'run "disconnected".to_string(),
@@ -320,7 +382,15 @@ async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
                     if wc.status != rdma_sys::ibv_wc_status::IBV_WC_SUCCESS {
                         break 'run format!("completion error status {} on wr {:#x}", wc.status, wc.wr_id);
                     }
-                    if wc.wr_id & !WR_INDEX == WR_RECV {
+                    if wc.wr_id & !WR_INDEX == WR_RECV && !proven {
+                        match take_proof(&conn, index, wc.byte_len as usize) {
+                            Ok(()) => proven = true,
+                            Err(e) => {
+                                tracing::info!("RDMA connection refused: {}", e.message);
+                                break 'run e.message;
+                            }
+                        }
+                    } else if wc.wr_id & !WR_INDEX == WR_RECV {
                         // A slot is freed when its response SEND completes,
                         // which the client may see answered (and reuse)
                         // slightly earlier: a request may wait briefly for
@@ -356,6 +426,24 @@ async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
     fail_all(&conn.waiters);
     conn.slots.close();
     while requests.join_next().await.is_some() {}
+}
+
+/// Checks the connection's first message, the client's proof, and
+/// re-posts its buffer.
+fn take_proof(conn: &ServerConnection, index: usize, len: usize) -> SfsResult<()> {
+    // SAFETY: receive buffer `index` was just completed by the device and is
+    // not re-posted until after this copy.
+    let msg = unsafe {
+        conn.qp.take_received(
+            RECV,
+            WR_RECV | index as u64,
+            index,
+            conn.slots.capacity(),
+            conn.recv_size,
+            len,
+        )
+    }?;
+    conn.expected.holds(&msg)
 }
 
 /// Copies a received request out of its receive buffer and re-posts the

@@ -374,8 +374,8 @@ impl CmId {
         Ok(())
     }
 
-    pub fn accept(&self, qp: &QueuePair, cfg: &RdmaConfig) -> SfsResult<()> {
-        let mut param = Self::conn_param(qp.qp_num(), qp.rd_atomic, cfg, &[]);
+    pub fn accept(&self, qp: &QueuePair, cfg: &RdmaConfig, private: &[u8]) -> SfsResult<()> {
+        let mut param = Self::conn_param(qp.qp_num(), qp.rd_atomic, cfg, private);
         // SAFETY: as in `connect`.
         if unsafe { rdma_accept(self.id, &mut param) } != 0 {
             return Err(os_error("rdma_accept"));
