@@ -81,12 +81,14 @@ impl LauncherConfig {
             ("launcher.srun_command", &self.srun_command, "srun"),
         ] {
             match command.first() {
-                None => return Err(bad(
-                    field,
-                    format!(
+                None => {
+                    return Err(bad(
+                        field,
+                        format!(
                         "must name the {program} program, e.g. [\"{program}\"], got an empty list"
                     ),
-                )),
+                    ))
+                }
                 Some(first) if first.trim().is_empty() => {
                     return Err(bad(
                         field,

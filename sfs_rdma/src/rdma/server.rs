@@ -428,12 +428,12 @@ async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
     while requests.join_next().await.is_some() {}
 }
 
-/// Checks the connection's first message, the client's proof, and
-/// re-posts its buffer.
-fn take_proof(conn: &ServerConnection, index: usize, len: usize) -> SfsResult<()> {
+/// Copies received message `index` out of its receive buffer and re-posts
+/// the buffer.
+fn take_message(conn: &ServerConnection, index: usize, len: usize) -> SfsResult<Vec<u8>> {
     // SAFETY: receive buffer `index` was just completed by the device and is
     // not re-posted until after this copy.
-    let msg = unsafe {
+    unsafe {
         conn.qp.take_received(
             RECV,
             WR_RECV | index as u64,
@@ -442,29 +442,21 @@ fn take_proof(conn: &ServerConnection, index: usize, len: usize) -> SfsResult<()
             conn.recv_size,
             len,
         )
-    }?;
-    conn.expected.holds(&msg)
+    }
 }
 
-/// Copies a received request out of its receive buffer and re-posts the
-/// buffer.
+/// Checks the connection's first message, the client's proof.
+fn take_proof(conn: &ServerConnection, index: usize, len: usize) -> SfsResult<()> {
+    conn.expected.holds(&take_message(conn, index, len)?)
+}
+
+/// Takes a received request (and its eager payload).
 fn take_request(
     conn: &ServerConnection,
     index: usize,
     len: usize,
 ) -> SfsResult<(RdmaRequest, Vec<u8>)> {
-    // SAFETY: receive buffer `index` was just completed by the device and is
-    // not re-posted until after this copy.
-    let msg = unsafe {
-        conn.qp.take_received(
-            RECV,
-            WR_RECV | index as u64,
-            index,
-            conn.slots.capacity(),
-            conn.recv_size,
-            len,
-        )
-    }?;
+    let msg = take_message(conn, index, len)?;
     let request = RdmaRequest::decode(&msg, conn.chunk_size, conn.eager)?;
     Ok((request, msg[RDMA_REQUEST_LEN..].to_vec()))
 }
