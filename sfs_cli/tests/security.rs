@@ -214,12 +214,17 @@ fn rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-#[test]
-fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
-    const MIB: u64 = 1 << 20;
+const MIB: u64 = 1 << 20;
+
+/// A one-server cluster with a 64 MiB budget (16 MiB a connection) on both
+/// the TCP data path and the lean RPC, one chunk of data in `/big`: the
+/// cluster, the file's id and the server's pid.
+fn flood_target() -> (Cluster, sfs_global::FileId, u32) {
     let cluster = Cluster::start_with(1, |c| {
         c.data_memory_bytes = 64 * MIB;
         c.data_memory_per_connection_bytes = 16 * MIB;
+        c.rpc_memory_bytes = 64 * MIB;
+        c.rpc_memory_per_connection_bytes = 16 * MIB;
         c.shared_memory_data = false;
     });
     // One chunk of real data to read again and again.
@@ -232,25 +237,39 @@ fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
     client.close(fd).unwrap();
     let id = client.stat("/big").unwrap().id;
     drop(client);
-    let ready: serde_json::Value = serde_json::from_str(
+    let pid = ready_file(&cluster)["pid"].as_u64().unwrap() as u32;
+    (cluster, id, pid)
+}
+
+fn ready_file(cluster: &Cluster) -> serde_json::Value {
+    serde_json::from_str(
         &std::fs::read_to_string(cluster.config.run_dir("s0").join("ready")).unwrap(),
     )
-    .unwrap();
-    let pid = ready["pid"].as_u64().unwrap() as u32;
-    let data: std::net::SocketAddr = ready["data_endpoint"].as_str().unwrap().parse().unwrap();
+    .unwrap()
+}
+
+/// Opens 24 authenticated connections for `purpose` to `address`, sends
+/// each one `frames` (full-chunk reads it never reads the answers of), and
+/// checks the server's RSS: within the 64 MiB budget (plus the idle buffer
+/// pool and slack) while flooded, back near where it was once the
+/// connections close, and other clients served meanwhile.
+fn flood(
+    cluster: &Cluster,
+    pid: u32,
+    address: std::net::SocketAddr,
+    purpose: sfs_rpc::auth::Purpose,
+    frames: &[u8],
+) {
     let secret = sfs_global::secret::Secret::load(&cluster.path().join("hostfile.secret")).unwrap();
     let before = rss(pid);
-
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    // 24 connections, each sending 400 full-chunk reads (200 MiB asked per
-    // connection, 4.7 GiB in all) and never reading an answer.
     let connections: Vec<tokio::net::TcpStream> = runtime.block_on(async {
         let mut all = Vec::new();
         for _ in 0..24 {
             let stream = sfs_rpc::auth::connect_tcp(
-                data,
+                address,
                 &secret,
-                sfs_rpc::auth::Purpose::Data,
+                purpose,
                 "server s0",
                 Duration::from_secs(5),
             )
@@ -259,24 +278,8 @@ fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
             all.push(stream);
         }
         for stream in &mut all {
-            let mut frames = Vec::new();
-            for i in 0..400u64 {
-                frames.extend_from_slice(
-                    &sfs_rdma::wire::RequestHeader {
-                        op: sfs_rdma::wire::Op::Read,
-                        request_id: i + 1,
-                        chunk: sfs_rdma::ChunkRef {
-                            id,
-                            index: 0,
-                            offset: 0,
-                            len: chunk,
-                        },
-                    }
-                    .encode(),
-                );
-            }
-            // Headers are small: all of them fit the socket buffers.
-            tokio::io::AsyncWriteExt::write_all(stream, &frames)
+            // Requests are small: all of them fit the socket buffers.
+            tokio::io::AsyncWriteExt::write_all(stream, frames)
                 .await
                 .unwrap();
         }
@@ -305,7 +308,7 @@ fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
         after = rss(pid);
     }
     eprintln!(
-        "RSS before {} MiB, flooded {} MiB, after {} MiB",
+        "{purpose:?}: RSS before {} MiB, flooded {} MiB, after {} MiB",
         before / MIB,
         flooded / MIB,
         after / MIB
@@ -316,4 +319,73 @@ fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
         after / MIB,
         before / MIB
     );
+}
+
+#[test]
+fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
+    let (cluster, id, pid) = flood_target();
+    let data: std::net::SocketAddr = ready_file(&cluster)["data_endpoint"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // 400 full-chunk reads a connection (200 MiB asked per connection,
+    // 4.7 GiB in all).
+    let mut frames = Vec::new();
+    for i in 0..400u64 {
+        frames.extend_from_slice(
+            &sfs_rdma::wire::RequestHeader {
+                op: sfs_rdma::wire::Op::Read,
+                request_id: i + 1,
+                chunk: sfs_rdma::ChunkRef {
+                    id,
+                    index: 0,
+                    offset: 0,
+                    len: cluster.config.chunk_size,
+                },
+            }
+            .encode(),
+        );
+    }
+    flood(&cluster, pid, data, sfs_rpc::auth::Purpose::Data, &frames);
+}
+
+/// The same flood on the lean RPC port: full-chunk `read_chunk` calls
+/// (which the RPC serves for small pieces, but a client may ask any range).
+#[test]
+fn a_flood_of_unread_rpc_reads_stays_within_the_memory_budget_and_memory_returns() {
+    use prost::Message;
+    let (cluster, id, pid) = flood_target();
+    let entry = &cluster.hostfile.hosts[0];
+    let rpc: std::net::SocketAddr = entry.endpoint().parse().unwrap();
+    let read = sfs_rpc::pb::ReadChunkRequest {
+        range: Some(sfs_rpc::pb::ChunkRange {
+            id_hi: id.hi(),
+            id_lo: id.lo(),
+            index: 0,
+            offset: 0,
+            len: cluster.config.chunk_size,
+        }),
+        stat: None,
+    }
+    .encode_to_vec();
+    let method = sfs_rpc::lean::METHODS
+        .iter()
+        .find(|(_, name)| *name == "read_chunk")
+        .unwrap()
+        .0;
+    let mut frames = Vec::new();
+    for i in 0..400u64 {
+        frames.extend_from_slice(
+            &sfs_rpc::lean::RequestHeader {
+                method,
+                flags: 0,
+                request_id: i + 1,
+                body_len: read.len() as u32,
+            }
+            .encode(),
+        );
+        frames.extend_from_slice(&read);
+    }
+    flood(&cluster, pid, rpc, sfs_rpc::auth::Purpose::Rpc, &frames);
 }

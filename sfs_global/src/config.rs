@@ -278,6 +278,14 @@ pub struct Config {
     /// take the whole server's budget. Both bounds are raised to one chunk
     /// if smaller (a whole-chunk request must fit).
     pub data_memory_per_connection_bytes: u64,
+    /// Bytes the lean RPC may hold for requests in flight and their
+    /// unwritten answers, over all connections (a request's body, plus the
+    /// range a `read_chunk` asks for): a request waits, and its connection
+    /// is not read further, until its bytes fit.
+    pub rpc_memory_bytes: u64,
+    /// The same bound per lean RPC connection. A single request larger
+    /// than either bound still runs (alone).
+    pub rpc_memory_per_connection_bytes: u64,
     /// Tunables of the RDMA data path (used when the transport is RDMA).
     pub rdma: RdmaConfig,
     /// The object back end that `sfs flush` writes file data to.
@@ -312,6 +320,8 @@ impl Default for Config {
             readdir_page_size: 1024,
             data_memory_bytes: 256 << 20,
             data_memory_per_connection_bytes: 32 << 20,
+            rpc_memory_bytes: 256 << 20,
+            rpc_memory_per_connection_bytes: 32 << 20,
             rdma: RdmaConfig::default(),
             backend: BackendConfig::default(),
             launcher: LauncherConfig::default(),
@@ -517,6 +527,11 @@ impl Config {
                 self.data_memory_per_connection_bytes,
             ),
             ("data_memory_bytes", self.data_memory_bytes),
+            (
+                "rpc_memory_per_connection_bytes",
+                self.rpc_memory_per_connection_bytes,
+            ),
+            ("rpc_memory_bytes", self.rpc_memory_bytes),
         ] {
             if !(1..=u64::from(u32::MAX)).contains(&value) {
                 return bad(field, format!("must be from 1 to 4294967295, got {value}"));

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use sfs_global::secret::Secret;
 use sfs_rpc::auth::{self, Purpose};
-use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch};
+use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch, MemoryBudget};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +42,7 @@ pub fn split(
     dispatch: Arc<dyn Dispatch>,
     secret: Arc<Secret>,
     spin: Duration,
+    budget: MemoryBudget,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> (GrpcIncoming, tokio::task::JoinHandle<std::io::Result<()>>) {
@@ -59,7 +60,7 @@ pub fn split(
                         // replies for a delayed ACK (40 ms).
                         let _ = stream.set_nodelay(true);
                         let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
-                        let (secret, metrics) = (secret.clone(), metrics.clone());
+                        let (secret, metrics, budget) = (secret.clone(), metrics.clone(), budget.clone());
                         connections.spawn(async move {
                             let mut stream = stream;
                             if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
@@ -69,7 +70,7 @@ pub fn split(
                             match first_bytes_are_lean(&stream).await {
                                 Ok(true) => {
                                     metrics.rpc_connections.fetch_add(1, Ordering::Relaxed);
-                                    serve_connection(stream, dispatch, spin, shutdown.wait()).await;
+                                    serve_connection(stream, dispatch, budget, spin, shutdown.wait()).await;
                                     metrics.rpc_connections.fetch_sub(1, Ordering::Relaxed);
                                 }
                                 Ok(false) => {

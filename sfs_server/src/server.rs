@@ -329,6 +329,10 @@ pub async fn run_until(
         lean,
         secret.clone(),
         server_spin(&config, &hostfile, &name),
+        sfs_rpc::lean::MemoryBudget::new(
+            config.rpc_memory_bytes,
+            config.rpc_memory_per_connection_bytes,
+        ),
         metrics.clone(),
         shutdown.clone(),
     );

@@ -35,7 +35,7 @@ pub mod server;
 pub mod spin;
 
 pub use client::{GrpcClients, LeanClient, Rpc};
-pub use server::{serve_connection, Dispatch, Services};
+pub use server::{serve_connection, Dispatch, MemoryBudget, Services};
 
 use sfs_global::{Errno, SfsError, SfsResult};
 use std::os::fd::AsFd;
@@ -192,6 +192,20 @@ impl Inbox {
             rustix::net::RecvFlags::DONTWAIT,
         )?;
         Ok(stored)
+    }
+
+    /// The next complete frame without taking it (what [`Inbox::next_frame`]
+    /// would return next).
+    pub(crate) fn peek_frame<H: Header>(&mut self) -> SfsResult<Option<(H, &[u8])>> {
+        let start = self.start;
+        let frame = self.next_frame::<H>()?;
+        let Some((header, _)) = frame else {
+            return Ok(None);
+        };
+        let at = start + HEADER_LEN;
+        let end = at + header.body_len();
+        self.start = start;
+        Ok(Some((header, &self.buf[at..end])))
     }
 
     /// Takes the next complete frame: its header and body.

@@ -7,6 +7,15 @@
 //! and one `write`. Calls that wait (syncs, scans on the blocking pool) stay
 //! in flight while the connection goes on reading, so a slow call never
 //! holds up the quick ones behind it.
+//!
+//! Memory is bounded ([`MemoryBudget`]): a request reserves its body and,
+//! for a chunk read, the range it asks for, from its connection's share and
+//! then the server's, before it starts; the reservation is given back once
+//! its answer has been written to the socket. A request that does not fit
+//! stays unread in the connection's buffer, and the connection is not read
+//! further until it does (back-pressure: the client's sends block), so a
+//! client that pipelines requests and never reads the answers pins at most
+//! its share.
 
 use super::spin::Spin;
 use super::{Inbox, RequestHeader, ResponseHeader, MAX_ERROR_MESSAGE};
@@ -21,11 +30,72 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 /// Requests of one connection in flight at once; past this the server stops
 /// reading that connection until some finish (TCP pushes back on the client).
 pub const MAX_IN_FLIGHT: usize = 256;
+
+/// The lean method number of `read_chunk`, whose answer is as large as the
+/// range it asks for.
+const READ_CHUNK: u16 = 36;
+
+/// How many bytes the lean RPC may hold for requests in flight and their
+/// unwritten answers: per connection, and over all connections of a server
+/// (config `rpc_memory_per_connection_bytes`, `rpc_memory_bytes`).
+#[derive(Clone)]
+pub struct MemoryBudget {
+    server: Arc<Semaphore>,
+    per_connection: usize,
+}
+
+impl MemoryBudget {
+    /// A budget of `total` bytes a server, `per_connection` a connection
+    /// (each at least 1, the total at least one connection's).
+    pub fn new(total: u64, per_connection: u64) -> MemoryBudget {
+        let per_connection = usize::try_from(per_connection.max(1)).unwrap_or(usize::MAX);
+        let server_bytes = usize::try_from(total.max(1))
+            .unwrap_or(usize::MAX)
+            .max(per_connection)
+            .min(Semaphore::MAX_PERMITS);
+        MemoryBudget {
+            server: Arc::new(Semaphore::new(server_bytes)),
+            per_connection: per_connection.min(server_bytes),
+        }
+    }
+
+    /// What a request reserves: its body, plus the range a chunk read asks
+    /// for; never more than a connection's share (a request larger than
+    /// the budget runs alone rather than never).
+    fn cost(&self, header: &RequestHeader, body: &[u8]) -> usize {
+        let asked = if header.method == READ_CHUNK {
+            use prost::Message;
+            crate::pb::ReadChunkRequest::decode(body)
+                .ok()
+                .and_then(|r| r.range)
+                .map_or(0, |r| usize::try_from(r.len).unwrap_or(usize::MAX))
+                .min(super::MAX_BODY_BYTES)
+        } else {
+            0
+        };
+        (body.len() + asked).clamp(1, self.per_connection)
+    }
+}
+
+/// A small request a connection with nothing else in flight may always
+/// run, even when other connections hold the server's whole budget (for
+/// example clients that never read their answers): every connection keeps
+/// making progress, and what such requests hold is bounded by the number of
+/// connections times this.
+const ALWAYS_ADMITTED: usize = 64 * 1024;
+
+/// Bytes reserved by one request until its answer is written (the
+/// server's permit, or none for an [`ALWAYS_ADMITTED`] request).
+struct Reserved {
+    bytes: usize,
+    _permit: Option<OwnedSemaphorePermit>,
+}
 
 /// The three services of a server, as the lean RPC calls them.
 pub struct Services<M, C, K> {
@@ -68,6 +138,7 @@ where
 pub async fn serve_connection(
     stream: TcpStream,
     dispatch: Arc<dyn Dispatch>,
+    budget: MemoryBudget,
     spin: Duration,
     stop: impl Future<Output = ()>,
 ) {
@@ -80,24 +151,60 @@ pub async fn serve_connection(
     let mut output: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
+    // Bytes this connection has reserved: requests in flight and answers in
+    // `output`, whose reservations wait in `written` for the write.
+    let mut used = 0usize;
+    let mut written: Vec<Reserved> = Vec::new();
+    // The cost of the next request when it waits for the server's budget
+    // with nothing of this connection's own to wait for.
+    let mut waiting_for_server: Option<usize> = None;
     tokio::pin!(stop);
     loop {
-        // Start every complete request already read.
-        while in_flight.len() < MAX_IN_FLIGHT {
-            match inbox.next_frame::<RequestHeader>() {
-                Ok(Some((header, body))) => {
-                    in_flight.push(answer(dispatch, header, Bytes::copy_from_slice(body)))
-                }
+        // Start every complete request already read that fits the budget.
+        let mut full = false;
+        while in_flight.len() < MAX_IN_FLIGHT && waiting_for_server.is_none() {
+            let cost = match inbox.peek_frame::<RequestHeader>() {
+                Ok(Some((header, body))) => budget.cost(&header, body),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, "dropping lean RPC connection: {}", e.message);
                     return;
                 }
+            };
+            if used > 0 && used + cost > budget.per_connection {
+                full = true;
+                break;
+            }
+            let permit = match budget.server.clone().try_acquire_many_owned(cost as u32) {
+                Ok(permit) => Some(permit),
+                Err(_) if used == 0 && cost <= ALWAYS_ADMITTED => None,
+                Err(_) if used > 0 => {
+                    full = true;
+                    break;
+                }
+                Err(_) => {
+                    waiting_for_server = Some(cost);
+                    break;
+                }
+            };
+            used += cost;
+            let reserved = Reserved {
+                bytes: cost,
+                _permit: permit,
+            };
+            if let Ok(Some((header, body))) = inbox.next_frame::<RequestHeader>() {
+                in_flight.push(answer(
+                    dispatch,
+                    header,
+                    Bytes::copy_from_slice(body),
+                    reserved,
+                ));
             }
         }
         // Point calls finish on their first poll: answer them now, together.
-        while let Some(Some((id, result))) = in_flight.next().now_or_never() {
+        while let Some(Some((id, result, reserved))) = in_flight.next().now_or_never() {
             encode_response(&mut output, id, result);
+            written.push(reserved);
         }
         if !output.is_empty() {
             if write_all(&stream, &output).await.is_err() {
@@ -105,12 +212,18 @@ pub async fn serve_connection(
             }
             output.clear();
             output.shrink_to(64 * 1024);
+            used -= written.iter().map(|r| r.bytes).sum::<usize>();
+            written.clear();
+            if full {
+                // Room was made: admit what waits before reading more.
+                continue;
+            }
         }
         if !reading && in_flight.is_empty() {
             break;
         }
         // Idle: the client is likely to send its next request at once.
-        if reading && in_flight.is_empty() {
+        if reading && in_flight.is_empty() && !full && waiting_for_server.is_none() {
             match spin.poll(|| match inbox.recv_from(&stream) {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                 other => Some(other),
@@ -128,7 +241,9 @@ pub async fn serve_connection(
             }
         }
         tokio::select! {
-            ready = stream.readable(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
+            // Over budget the connection is not read further: its requests
+            // wait in the socket (and the client's sends block).
+            ready = stream.readable(), if reading && in_flight.len() < MAX_IN_FLIGHT && !full && waiting_for_server.is_none() => {
                 if ready.is_err() {
                     return;
                 }
@@ -140,8 +255,18 @@ pub async fn serve_connection(
                     Err(_) => return,
                 }
             }
-            Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((id, result, reserved)) = in_flight.next(), if !in_flight.is_empty() => {
                 encode_response(&mut output, id, result);
+                written.push(reserved);
+            }
+            permit = budget.server.clone().acquire_many_owned(waiting_for_server.unwrap_or(1) as u32), if waiting_for_server.is_some() => {
+                let Ok(permit) = permit else { return };
+                let cost = waiting_for_server.take().unwrap_or(0);
+                if let Ok(Some((header, body))) = inbox.next_frame::<RequestHeader>() {
+                    used += cost;
+                    let reserved = Reserved { bytes: cost, _permit: Some(permit) };
+                    in_flight.push(answer(dispatch, header, Bytes::copy_from_slice(body), reserved));
+                }
             }
             () = &mut stop, if reading => reading = false,
         }
@@ -164,6 +289,16 @@ async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> 
 /// Runs one request. A caller block that does not decode is that
 /// request's refusal (EPROTO), as an undecodable body is.
 async fn answer(
+    dispatch: &dyn Dispatch,
+    header: RequestHeader,
+    body: Bytes,
+    reserved: Reserved,
+) -> (u64, Result<Vec<u8>, Status>, Reserved) {
+    let (id, result) = run(dispatch, header, body).await;
+    (id, result, reserved)
+}
+
+async fn run(
     dispatch: &dyn Dispatch,
     header: RequestHeader,
     body: Bytes,
@@ -216,4 +351,59 @@ fn encode_response(output: &mut Vec<u8>, request_id: u64, result: Result<Vec<u8>
     };
     output.extend_from_slice(&header.encode());
     output.extend_from_slice(&body);
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn a_chunk_read_reserves_the_range_it_asks_for() {
+        assert_eq!(
+            super::super::method_name(READ_CHUNK),
+            Some("read_chunk"),
+            "READ_CHUNK names the lean method"
+        );
+        let budget = MemoryBudget::new(64 << 20, 16 << 20);
+        let read = |len: u64| {
+            crate::pb::ReadChunkRequest {
+                range: Some(crate::pb::ChunkRange {
+                    id_hi: 1,
+                    id_lo: 2,
+                    index: 0,
+                    offset: 0,
+                    len,
+                }),
+                stat: None,
+            }
+            .encode_to_vec()
+        };
+        let header = |method: u16, body: &[u8]| RequestHeader {
+            method,
+            flags: 0,
+            request_id: 1,
+            body_len: body.len() as u32,
+        };
+        let body = read(512 * 1024);
+        assert_eq!(
+            budget.cost(&header(READ_CHUNK, &body), &body),
+            body.len() + 512 * 1024
+        );
+        // The same bytes under another method cost their length only.
+        assert_eq!(budget.cost(&header(2, &body), &body), body.len());
+        // Never more than a connection's share, never nothing.
+        let huge = read(u64::MAX);
+        assert_eq!(budget.cost(&header(READ_CHUNK, &huge), &huge), 16 << 20);
+        assert_eq!(budget.cost(&header(2, &[]), &[]), 1);
+        // Garbage is charged as its length.
+        assert_eq!(budget.cost(&header(READ_CHUNK, &[0xff; 9]), &[0xff; 9]), 9);
+    }
+
+    #[test]
+    fn the_server_budget_is_at_least_one_connections() {
+        let budget = MemoryBudget::new(1, 8 << 20);
+        assert_eq!(budget.server.available_permits(), 8 << 20);
+        assert_eq!(budget.per_connection, 8 << 20);
+    }
 }

@@ -103,9 +103,16 @@ impl TestServer {
                     {
                         return;
                     }
-                    serve_connection(stream, dispatch, Duration::from_micros(20), async move {
-                        let _ = stopped.wait_for(|s| *s).await;
-                    })
+                    let budget = super::MemoryBudget::new(256 << 20, 32 << 20);
+                    serve_connection(
+                        stream,
+                        dispatch,
+                        budget,
+                        Duration::from_micros(20),
+                        async move {
+                            let _ = stopped.wait_for(|s| *s).await;
+                        },
+                    )
                     .await
                 });
             }
@@ -394,6 +401,7 @@ async fn a_client_closing_while_the_server_polls_ends_the_connection_cleanly() {
     let served = tokio::spawn(serve_connection(
         stream,
         dispatch,
+        super::MemoryBudget::new(256 << 20, 32 << 20),
         Duration::from_secs(5),
         std::future::pending(),
     ));
