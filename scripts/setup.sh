@@ -15,6 +15,9 @@
 #   RDMA in a VM (scripts/rdma-vm-test.sh): qemu-system-x86 cpio xz-utils
 #   simulated nodes (sfs_cli/tests/launcher.rs: sshd per network namespace,
 #          `sfs start` over ssh): openssh-server openssh-client iproute2
+#   Slurm and MPI (sfs_testkit::slurm, sfs_cli/tests/slurm.rs: a private
+#          slurmctld, three slurmd, munged; MPI jobs): slurm-wlm munge
+#          openmpi-bin libopenmpi-dev
 set -euo pipefail
 
 packages=(
@@ -23,6 +26,7 @@ packages=(
     librados-dev ceph-mon ceph-osd ceph-common radosgw uuid-runtime curl
     qemu-system-x86 cpio xz-utils
     openssh-server openssh-client iproute2
+    slurm-wlm munge openmpi-bin libopenmpi-dev
 )
 
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then

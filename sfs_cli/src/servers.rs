@@ -186,7 +186,7 @@ fn launch(
     if let Some(secret) = secret {
         command.env(sfs_global::secret::SECRET_VAR, secret.to_hex());
     }
-    let child = command
+    command
         .arg("--hostfile")
         .arg(&setup.hostfile_path)
         .arg("server")
@@ -196,10 +196,33 @@ fn launch(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .process_group(0)
-        .spawn()
-        .context("launching the server")?;
+        .process_group(0);
+    // SAFETY: between fork and exec the child only makes one system call
+    // (close_range, async-signal-safe) and allocates nothing.
+    unsafe {
+        command.pre_exec(close_inherited_descriptors);
+    }
+    let child = command.spawn().context("launching the server")?;
     Ok(Launch::Started(child, ready, log_path))
+}
+
+/// Marks every descriptor above standard error close-on-exec in a server
+/// about to be exec'd. A server outlives the command that starts it, and
+/// any descriptor it inherited without close-on-exec — the pipe through
+/// which a batch system's script runner (Slurm's burst-buffer functions),
+/// an ssh session or a `$(sfs start)` reads the starter's output — would
+/// keep that reader waiting for an end of file until the server exits.
+fn close_inherited_descriptors() -> std::io::Result<()> {
+    /// `CLOSE_RANGE_CLOEXEC` (Linux 5.11): mark instead of closing, so the
+    /// pipe through which Rust reports a failed exec keeps working.
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    // SAFETY: close_range(2) takes plain integers and only changes the
+    // close-on-exec flags of this (forked) process's descriptors.
+    let marked =
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    // An older kernel (ENOSYS, EINVAL): start the server as before.
+    let _ = marked;
+    Ok(())
 }
 
 /// Waits until a launched server's ready file names it; the report line,

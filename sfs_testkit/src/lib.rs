@@ -1,7 +1,8 @@
 //! Test support shared by SFS's integration tests: [`artifacts`] (below),
 //! [`fuzz`], the decoders' fuzzer, [`ceph`], the Ceph cluster the
-//! `rados` and `s3` back ends are tested against, and [`netns`], simulated
-//! nodes (network namespaces with their own sshd).
+//! `rados` and `s3` back ends are tested against, [`netns`], simulated
+//! nodes (network namespaces with their own sshd), and [`slurm`], a private
+//! Slurm cluster on 127.0.0.1.
 //!
 //! Tests that run SFS as a user does need artefacts that are not their own
 //! crate's: the `sfs` binary, the preload entry library
@@ -20,11 +21,33 @@
 pub mod ceph;
 pub mod fuzz;
 pub mod netns;
+pub mod slurm;
 
 use fs2::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+/// Runs `command`; panics with its command line, status and output if it
+/// cannot run or fails, followed by `context()` (logs worth seeing then).
+pub fn run_checked(
+    command: &mut Command,
+    context: impl FnOnce() -> String,
+) -> std::process::Output {
+    let shown = format!("{command:?}");
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown}: {}\n{}{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        context()
+    );
+    out
+}
 
 /// The artefacts of this build (the test's own profile and target
 /// directory), all present and current.

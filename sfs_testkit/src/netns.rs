@@ -64,18 +64,7 @@ pub const SSHD: &str = "/usr/sbin/sshd";
 
 /// Runs `command`, panicking with its output if it fails.
 pub fn run_ok(command: &mut Command) -> Output {
-    let shown = format!("{command:?}");
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    crate::run_checked(command, String::new)
 }
 
 fn ip(args: &[&str]) {
