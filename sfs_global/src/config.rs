@@ -286,6 +286,11 @@ pub struct Config {
     /// The same bound per lean RPC connection. A single request larger
     /// than either bound still runs (alone).
     pub rpc_memory_per_connection_bytes: u64,
+    /// Connections a server holds open at once over all its listeners (RPC,
+    /// TCP data, shared memory, RDMA); past it a new one is refused at once
+    /// with the reason. 0: half of what the open-file limit leaves after
+    /// 1024 for the server itself, at least 64.
+    pub max_connections: u64,
     /// Tunables of the RDMA data path (used when the transport is RDMA).
     pub rdma: RdmaConfig,
     /// The object back end that `sfs flush` writes file data to.
@@ -322,6 +327,7 @@ impl Default for Config {
             data_memory_per_connection_bytes: 32 << 20,
             rpc_memory_bytes: 256 << 20,
             rpc_memory_per_connection_bytes: 32 << 20,
+            max_connections: 0,
             rdma: RdmaConfig::default(),
             backend: BackendConfig::default(),
             launcher: LauncherConfig::default(),
@@ -536,6 +542,15 @@ impl Config {
             if !(1..=u64::from(u32::MAX)).contains(&value) {
                 return bad(field, format!("must be from 1 to 4294967295, got {value}"));
             }
+        }
+        if self.max_connections > 100_000_000 {
+            return bad(
+                "max_connections",
+                format!(
+                    "must be from 0 (derived from the open-file limit) to 100000000, got {}",
+                    self.max_connections
+                ),
+            );
         }
         self.rdma.validate_in(self.chunk_size, origin)?;
         // A writer waiting for room longer than the client waits for its

@@ -78,6 +78,7 @@ async fn main() {
                 secret(),
                 CHUNK,
                 sfs_rdma::tcp::MemoryLimits::from_config(&sfs_global::config::Config::default()),
+                sfs_rpc::limits::ConnectionLimit::new(4096, "s0"),
                 async move {
                     let _ = stop_rx.await;
                 },
@@ -98,6 +99,7 @@ async fn main() {
                 secret(),
                 CHUNK,
                 config.clone(),
+                sfs_rpc::limits::ConnectionLimit::new(4096, "s0"),
                 async move {
                     let _ = stop_rx.await;
                 },
@@ -219,6 +221,7 @@ async fn eager_versus_one_sided(addr: SocketAddr, repetitions: usize) {
         secret(),
         CHUNK,
         server_config,
+        sfs_rpc::limits::ConnectionLimit::new(4096, "s0"),
         async move {
             let _ = stop_rx.await;
         },

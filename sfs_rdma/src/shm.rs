@@ -44,6 +44,7 @@ use futures::future::BoxFuture;
 use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rpc::auth::{self, Purpose};
+use sfs_rpc::limits::ConnectionLimit;
 use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -276,6 +277,7 @@ pub async fn serve(
     handler: Arc<dyn ChunkHandler>,
     secret: Arc<Secret>,
     chunk_size: u64,
+    places: ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
@@ -289,8 +291,17 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     let (handler, name, stop) = (handler.clone(), name.clone(), stop_rx.clone());
                     let secret = secret.clone();
+                    let place = places.admit();
                     connections.spawn(async move {
                         let mut stream = stream;
+                        let _place = match place {
+                            Ok(place) => place,
+                            Err(why) => {
+                                tracing::info!("node-local data connection refused: {why}");
+                                auth::refuse(&mut stream, &why).await;
+                                return;
+                            }
+                        };
                         if let Err(why) = peer_allowed(&stream) {
                             tracing::info!("node-local data connection refused: {why}");
                             auth::refuse(&mut stream, &why).await;

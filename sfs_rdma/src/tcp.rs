@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 use sfs_global::secret::Secret;
 use sfs_global::{SfsError, SfsResult};
 use sfs_rpc::auth::{self, Purpose};
+use sfs_rpc::limits::ConnectionLimit;
 use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -97,6 +98,7 @@ pub async fn serve(
     secret: Arc<Secret>,
     chunk_size: u64,
     limits: MemoryLimits,
+    places: ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
@@ -116,8 +118,17 @@ pub async fn serve(
                         server: budget.clone(),
                         connection: Arc::new(Semaphore::new(limits.per_connection_bytes as usize)),
                     };
+                    let place = places.admit();
                     connections.spawn(async move {
                         let mut stream = stream;
+                        let _place = match place {
+                            Ok(place) => place,
+                            Err(why) => {
+                                tracing::info!(%peer, "data connection refused: {why}");
+                                auth::refuse(&mut stream, &why).await;
+                                return;
+                            }
+                        };
                         match auth::server(&mut stream, &secret, Purpose::Data).await {
                             Ok(()) => {
                                 handler.connection_opened();

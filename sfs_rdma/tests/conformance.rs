@@ -111,7 +111,7 @@ impl Transport for Tcp {
                     .expect("bind");
             let addr = listener.local_addr().unwrap();
             Server::spawn(addr, |stop| async move {
-                serve(listener, store, secret(), CHUNK, sfs_rdma::tcp::MemoryLimits::from_config(&sfs_global::config::Config::default()), stop)
+                serve(listener, store, secret(), CHUNK, sfs_rdma::tcp::MemoryLimits::from_config(&sfs_global::config::Config::default()), sfs_rpc::limits::ConnectionLimit::new(4096, "s0"), stop)
                     .await
                     .expect("tcp serve");
             })
@@ -161,9 +161,17 @@ impl Transport for Shm {
             });
             let listener = sfs_rdma::shm::bind(&self.path(addr)).expect("bind");
             Server::spawn(addr, |stop| async move {
-                sfs_rdma::shm::serve(listener, "s0".into(), store, secret(), CHUNK, stop)
-                    .await
-                    .expect("shm serve");
+                sfs_rdma::shm::serve(
+                    listener,
+                    "s0".into(),
+                    store,
+                    secret(),
+                    CHUNK,
+                    sfs_rpc::limits::ConnectionLimit::new(4096, "s0"),
+                    stop,
+                )
+                .await
+                .expect("shm serve");
             })
         })
     }
@@ -210,9 +218,16 @@ impl Transport for Rdma {
             let config = self.config.clone();
             let task = tokio::spawn(async move {
                 listener
-                    .serve(store, secret(), CHUNK, config, async move {
-                        let _ = rx.await;
-                    })
+                    .serve(
+                        store,
+                        secret(),
+                        CHUNK,
+                        config,
+                        sfs_rpc::limits::ConnectionLimit::new(4096, "s0"),
+                        async move {
+                            let _ = rx.await;
+                        },
+                    )
                     .await
                     .expect("rdma serve");
             });

@@ -19,6 +19,7 @@ pub mod pb {
 pub mod auth;
 pub mod caller;
 pub mod lean;
+pub mod limits;
 pub mod mux;
 
 use sfs_global::{Errno, FileId, Metadata, SfsError};

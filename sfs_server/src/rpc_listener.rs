@@ -14,6 +14,7 @@ use crate::shutdown::Shutdown;
 use sfs_global::secret::Secret;
 use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch, MemoryBudget};
+use sfs_rpc::limits::ConnectionLimit;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +33,19 @@ const GRPC_BACKLOG: usize = 64;
 /// The gRPC side of a split listener: the connections tonic serves.
 pub type GrpcIncoming = ReceiverStream<std::io::Result<TcpStream>>;
 
+/// How the listener treats its connections.
+pub struct Policy {
+    /// How long a lean connection polls for its next request before it
+    /// sleeps.
+    pub spin: Duration,
+    /// The lean RPC's memory budget (shared by its connections).
+    pub budget: MemoryBudget,
+    /// The server's connection places (shared with its data listeners).
+    pub places: ConnectionLimit,
+}
+
 /// Accepts on `listener` until `shutdown`, serving lean connections itself
-/// (each polls for its next request for up to `spin` before sleeping) and
+/// (each polls for its next request for up to `policy.spin` before sleeping) and
 /// passing the others to the returned stream (for
 /// `serve_with_incoming_shutdown`). The task ends when every lean
 /// connection has answered what it read.
@@ -41,11 +53,15 @@ pub fn split(
     listener: TcpListener,
     dispatch: Arc<dyn Dispatch>,
     secret: Arc<Secret>,
-    spin: Duration,
-    budget: MemoryBudget,
+    policy: Policy,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> (GrpcIncoming, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let Policy {
+        spin,
+        budget,
+        places,
+    } = policy;
     let (grpc_tx, grpc_rx) = mpsc::channel(GRPC_BACKLOG);
     let task = tokio::spawn(async move {
         let mut connections = JoinSet::new();
@@ -61,8 +77,19 @@ pub fn split(
                         let _ = stream.set_nodelay(true);
                         let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
                         let (secret, metrics, budget) = (secret.clone(), metrics.clone(), budget.clone());
+                        let place = places.admit();
                         connections.spawn(async move {
                             let mut stream = stream;
+                            // A gRPC connection gives its place back when it
+                            // is handed to tonic (which holds it from then on).
+                            let _place = match place {
+                                Ok(place) => place,
+                                Err(why) => {
+                                    tracing::info!(%peer, "RPC connection refused: {why}");
+                                    auth::refuse(&mut stream, &why).await;
+                                    return;
+                                }
+                            };
                             if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
                                 tracing::info!(%peer, "RPC connection refused: {refused}");
                                 return;

@@ -285,6 +285,15 @@ pub async fn run_until(
         metrics.clone(),
     ));
     let metered = |transport| MeteredChunks::wrap(chunks.clone(), metrics.clone(), transport);
+    let places = sfs_rpc::limits::ConnectionLimit::from_config(
+        config.max_connections,
+        sfs_rpc::limits::raise_open_file_limit(),
+        &name,
+    );
+    tracing::info!(
+        "server {name}: at most {} connections at once (max_connections)",
+        places.limit()
+    );
 
     let data_task = tokio::spawn(sfs_rdma::tcp::serve(
         data_listener,
@@ -292,6 +301,7 @@ pub async fn run_until(
         secret.clone(),
         chunk_size,
         sfs_rdma::tcp::MemoryLimits::from_config(&config),
+        places.clone(),
         shutdown.wait(),
     ));
     let shm_task = shm_listener.map(|listener| {
@@ -301,6 +311,7 @@ pub async fn run_until(
             metered(Transport::Shm),
             secret.clone(),
             chunk_size,
+            places.clone(),
             shutdown.wait(),
         ))
     });
@@ -310,6 +321,7 @@ pub async fn run_until(
             secret.clone(),
             chunk_size,
             config.rdma.clone(),
+            places.clone(),
             shutdown.wait(),
         ))
     });
@@ -328,11 +340,14 @@ pub async fn run_until(
         grpc_listener,
         lean,
         secret.clone(),
-        server_spin(&config, &hostfile, &name),
-        sfs_rpc::lean::MemoryBudget::new(
-            config.rpc_memory_bytes,
-            config.rpc_memory_per_connection_bytes,
-        ),
+        crate::rpc_listener::Policy {
+            spin: server_spin(&config, &hostfile, &name),
+            budget: sfs_rpc::lean::MemoryBudget::new(
+                config.rpc_memory_bytes,
+                config.rpc_memory_per_connection_bytes,
+            ),
+            places: places.clone(),
+        },
         metrics.clone(),
         shutdown.clone(),
     );

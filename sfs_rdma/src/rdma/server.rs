@@ -37,6 +37,7 @@ use sfs_global::config::RdmaConfig;
 use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rpc::auth::{Exchange, Purpose};
+use sfs_rpc::limits::ConnectionLimit;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -147,6 +148,7 @@ impl RdmaListener {
         secret: Arc<Secret>,
         chunk_size: u64,
         config: RdmaConfig,
+        places: ConnectionLimit,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> SfsResult<()> {
         tokio::pin!(shutdown);
@@ -161,12 +163,21 @@ impl RdmaListener {
                     match event.kind {
                         RDMA_CM_EVENT_CONNECT_REQUEST => {
                             let key = event.id as usize;
+                            let place = match places.admit() {
+                                Ok(place) => place,
+                                Err(why) => {
+                                    tracing::info!("RDMA connection refused: {why}");
+                                    CmId::adopt(event.id, &self.channel).reject(&why);
+                                    continue;
+                                }
+                            };
                             match accept(&self.channel, event, handler.clone(), &secret, chunk_size, &config) {
                                 Ok((conn, stop)) => {
                                     connections.insert(key, stop.clone());
                                     let handler = handler.clone();
                                     handler.connection_opened();
                                     tasks.spawn(async move {
+                                        let _place = place;
                                         run_connection(conn, stop).await;
                                         handler.connection_closed();
                                         key

@@ -49,6 +49,7 @@ impl TestServer {
             handler,
             secret(),
             CHUNK,
+            sfs_rpc::limits::ConnectionLimit::new(1024, "s0"),
             async move {
                 let _ = rx.await;
             },

@@ -18,6 +18,17 @@ async fn start(
     oneshot::Sender<()>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
+    start_with(store, ConnectionLimit::new(1024, "test server")).await
+}
+
+async fn start_with(
+    store: Arc<MemoryChunks>,
+    places: ConnectionLimit,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -27,6 +38,7 @@ async fn start(
         secret(),
         CHUNK,
         MemoryLimits::from_config(&sfs_global::config::Config::default()),
+        places,
         async move {
             let _ = stop_rx.await;
         },
@@ -199,5 +211,42 @@ async fn hostile_frames_drop_the_connection_only() {
         Duration::from_secs(5),
     );
     channel.write_chunk(chunk(0, 0, 1), b"y").await.unwrap();
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_a_client_is_told_and_places_come_back() {
+    let store = Arc::new(MemoryChunks::default());
+    let (addr, stop, _task) = start_with(store, ConnectionLimit::new(1, "s9")).await;
+    let key = secret();
+    let connect = || {
+        auth::connect_tcp(
+            addr,
+            &key,
+            Purpose::Data,
+            "data server",
+            Duration::from_secs(5),
+        )
+    };
+    let first = connect().await.unwrap();
+    let e = connect().await.unwrap_err();
+    assert!(
+        e.message.contains("server s9 has 1 connections open")
+            && e.message.contains("max_connections"),
+        "{e}"
+    );
+    // Once the first connection closes, its place is free for the next.
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match connect().await {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.message.contains("max_connections"), "{e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the place never came back: {e}"),
+        }
+    }
     let _ = stop.send(());
 }
