@@ -62,7 +62,8 @@ use tokio::task::JoinSet;
 pub const MAGIC: [u8; 4] = *b"SFSM";
 pub const VERSION: u32 = 1;
 pub const SHM_REQUEST_LEN: usize = REQUEST_HEADER_LEN + 8;
-const WELCOME_LEN: usize = 8;
+/// Bytes of the server's welcome.
+pub const WELCOME_LEN: usize = 8;
 const MAX_NAME: usize = 255;
 const HELLO_FIXED: usize = 4 + 4 + 4 + 8 + 2;
 
@@ -203,14 +204,17 @@ fn proto(why: impl Into<String>) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, why.into())
 }
 
-fn encode_request(header: &RequestHeader, slot: u32) -> [u8; SHM_REQUEST_LEN] {
+/// A data request naming `slot`.
+pub fn encode_request(header: &RequestHeader, slot: u32) -> [u8; SHM_REQUEST_LEN] {
     let mut b = [0u8; SHM_REQUEST_LEN];
     b[..REQUEST_HEADER_LEN].copy_from_slice(&header.encode());
     b[REQUEST_HEADER_LEN..REQUEST_HEADER_LEN + 4].copy_from_slice(&slot.to_le_bytes());
     b
 }
 
-fn decode_request(
+/// Decodes a data request of a connection whose region has `slots` slots
+/// of `chunk_size` bytes: its header and slot.
+pub fn decode_request(
     b: &[u8; SHM_REQUEST_LEN],
     chunk_size: u64,
     slots: u32,
@@ -368,10 +372,27 @@ async fn receive_hello(stream: &UnixStream) -> std::io::Result<(Vec<u8>, Option<
     }
 }
 
-/// Checks a hello; the region's slot count on success.
-fn accept_hello(
+/// A client's hello asking server `server_name` for `slots` slots of
+/// `slot_size` bytes (the memfd travels beside it). `server_name` must be at
+/// most 255 bytes (the client checks).
+pub fn encode_hello(slots: u32, slot_size: u64, server_name: &str) -> Vec<u8> {
+    let name = server_name.as_bytes();
+    let mut hello = Vec::with_capacity(HELLO_FIXED + name.len());
+    hello.extend_from_slice(&MAGIC);
+    hello.extend_from_slice(&VERSION.to_le_bytes());
+    hello.extend_from_slice(&slots.to_le_bytes());
+    hello.extend_from_slice(&slot_size.to_le_bytes());
+    hello.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    hello.extend_from_slice(name);
+    hello
+}
+
+/// Decodes and checks a hello's bytes (the memory attached to it is checked
+/// apart): it must be for `server_name`, with 1 to 16 slots of `chunk_size`
+/// bytes. The slot count on success, else the errno the welcome carries
+/// and why.
+pub fn decode_hello(
     bytes: &[u8],
-    fd: Option<&OwnedFd>,
     server_name: &str,
     chunk_size: u64,
 ) -> Result<u32, (Errno, String)> {
@@ -408,11 +429,46 @@ fn accept_hello(
             format!("{slots} slots of {slot_size} bytes (chunk size {chunk_size}, at most {MAX_SLOTS} slots)"),
         );
     }
-    let Some(fd) = fd else {
-        return refuse(Errno::EPROTO, "no shared memory attached".into());
-    };
-    check_sealed(fd, slots as usize * slot_size as usize).map_err(|why| (Errno::EINVAL, why))?;
     Ok(slots)
+}
+
+/// Checks a hello and the memory attached to it; the region's slot count
+/// on success.
+fn accept_hello(
+    bytes: &[u8],
+    fd: Option<&OwnedFd>,
+    server_name: &str,
+    chunk_size: u64,
+) -> Result<u32, (Errno, String)> {
+    let slots = decode_hello(bytes, server_name, chunk_size)?;
+    let Some(fd) = fd else {
+        return Err((Errno::EPROTO, "no shared memory attached".into()));
+    };
+    // The slot size is the chunk size (checked).
+    check_sealed(fd, slots as usize * chunk_size as usize).map_err(|why| (Errno::EINVAL, why))?;
+    Ok(slots)
+}
+
+/// The server's answer to a hello: `status` 0 (accepted) or the errno.
+pub fn encode_welcome(status: i32) -> [u8; WELCOME_LEN] {
+    let mut welcome = [0u8; WELCOME_LEN];
+    welcome[..4].copy_from_slice(&MAGIC);
+    welcome[4..].copy_from_slice(&status.to_le_bytes());
+    welcome
+}
+
+/// Decodes the server's welcome: `Ok` when it accepted the hello, else the
+/// errno it sent (EPROTO for a welcome without the magic and no errno).
+pub fn decode_welcome(welcome: &[u8; WELCOME_LEN]) -> Result<(), Errno> {
+    let status = i32::from_le_bytes(welcome[4..].try_into().expect("4 bytes"));
+    if welcome[..4] != MAGIC || status != 0 {
+        return Err(if status != 0 {
+            Errno(status)
+        } else {
+            Errno::EPROTO
+        });
+    }
+    Ok(())
 }
 
 async fn serve_connection(
@@ -436,14 +492,11 @@ async fn serve_connection(
             .map_err(|e| (SfsError::from(e).errno, "mapping the region".to_string()))
     });
     drop(fd);
-    let mut welcome = [0u8; WELCOME_LEN];
-    welcome[..4].copy_from_slice(&MAGIC);
     let (slots, region) = match accepted {
         Ok(ok) => ok,
         Err((errno, why)) => {
-            welcome[4..].copy_from_slice(&errno.0.to_le_bytes());
             let mut stream = stream;
-            let _ = stream.write_all(&welcome).await;
+            let _ = stream.write_all(&encode_welcome(errno.0)).await;
             return Err(proto(format!("refused a node-local client: {why}")));
         }
     };
@@ -453,7 +506,7 @@ async fn serve_connection(
     let busy: Arc<Vec<AtomicBool>> = Arc::new((0..slots).map(|_| AtomicBool::new(false)).collect());
     let (mut reader, writer) = stream.into_split();
     let (reply_tx, reply_rx) = mpsc::channel::<ResponseHeader>(slots as usize);
-    let writer_task = tokio::spawn(write_replies(writer, welcome, reply_rx));
+    let writer_task = tokio::spawn(write_replies(writer, encode_welcome(0), reply_rx));
     let mut in_flight = JoinSet::new();
     let result = loop {
         let mut raw = [0u8; SHM_REQUEST_LEN];
@@ -722,20 +775,13 @@ impl ShmChannel {
         let len = SLOTS as usize * self.slot_size;
         let memfd = sealed_memfd(len).map_err(|e| fail("shared memory", e))?;
         let region = Region::map(&memfd, len).map_err(|e| fail("mapping", e))?;
-        let name = self.server.as_bytes();
-        if name.len() > MAX_NAME {
+        if self.server.len() > MAX_NAME {
             return Err(SfsError::invalid(format!(
                 "server name {} is longer than {MAX_NAME} bytes",
                 self.server
             )));
         }
-        let mut hello = Vec::with_capacity(HELLO_FIXED + name.len());
-        hello.extend_from_slice(&MAGIC);
-        hello.extend_from_slice(&VERSION.to_le_bytes());
-        hello.extend_from_slice(&SLOTS.to_le_bytes());
-        hello.extend_from_slice(&(self.slot_size as u64).to_le_bytes());
-        hello.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        hello.extend_from_slice(name);
+        let hello = encode_hello(SLOTS, self.slot_size as u64, &self.server);
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         loop {
             stream.writable().await.map_err(|e| fail("hello", e))?;
@@ -764,14 +810,9 @@ impl ShmChannel {
             .read_exact(&mut welcome)
             .await
             .map_err(|e| fail("welcome", e))?;
-        let status = i32::from_le_bytes(welcome[4..].try_into().expect("4 bytes"));
-        if welcome[..4] != MAGIC || status != 0 {
+        if let Err(errno) = decode_welcome(&welcome) {
             return Err(SfsError::new(
-                if status != 0 {
-                    Errno(status)
-                } else {
-                    Errno::EPROTO
-                },
+                errno,
                 format!(
                     "node-local data path to {} ({}): refused",
                     self.server,

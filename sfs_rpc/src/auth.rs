@@ -20,6 +20,11 @@
 //! another job (a stale hostfile, a port reused by another job's server).
 //! What follows the handshake is neither encrypted nor integrity-protected
 //! (docs/security.md).
+//!
+//! Each message has a pure encoder and decoder ([`decode_hello`],
+//! [`decode_answer`], [`decode_proof`]): the I/O code reads exactly the
+//! bytes a decoder asks for, and the decoders are fuzzed
+//! (`sfs_testkit/tests/decoders.rs`).
 
 use hmac::{Hmac, Mac};
 use sfs_global::secret::{random_bytes, Secret};
@@ -32,12 +37,24 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const HELLO_MAGIC: &[u8; 4] = b"SFSH";
 const CHALLENGE_MAGIC: &[u8; 4] = b"SFSC";
 const PROOF_MAGIC: &[u8; 4] = b"SFSP";
-const ACCEPT_MAGIC: &[u8; 4] = b"SFSK";
+/// The server's whole answer to a good proof.
+pub const ACCEPT_MAGIC: &[u8; 4] = b"SFSK";
 const REFUSE_MAGIC: &[u8; 4] = b"SFSN";
 const VERSION: u8 = 1;
-const NONCE: usize = 32;
-const PROOF: usize = 32;
+/// Bytes of a nonce.
+pub const NONCE: usize = 32;
+/// Bytes of a proof (an HMAC-SHA256).
+pub const PROOF: usize = 32;
 const MAX_REFUSAL: usize = 512;
+/// Bytes of a client's hello.
+pub const HELLO_LEN: usize = 8 + NONCE;
+/// Bytes of a server's challenge.
+pub const CHALLENGE_LEN: usize = 4 + NONCE + PROOF;
+/// Bytes of a client's proof message.
+pub const PROOF_LEN: usize = 4 + PROOF;
+/// Why the server refuses a client whose proof is wrong.
+const WRONG_SECRET: &str = "wrong job secret: the client does not hold this job's secret \
+                            (another job's, or none)";
 
 /// How long either end waits for the other's next handshake message.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -130,8 +147,8 @@ pub struct Exchange<'a> {
     pub server_nonce: &'a [u8],
 }
 
-/// Length of a proof.
-pub const PROOF_LEN: usize = PROOF;
+/// Length of a proof (the MAC) of an [`Exchange`].
+pub const PROOF_MAC_LEN: usize = PROOF;
 
 impl Exchange<'_> {
     /// What the server sends to prove the secret.
@@ -196,6 +213,196 @@ fn denied(message: String) -> SfsError {
     SfsError::new(Errno::EACCES, message)
 }
 
+// --- the messages, encoded and decoded without I/O (so they can be fuzzed:
+// sfs_testkit/tests/decoders.rs) -----------------------------------------------
+
+/// Why a handshake message did not decode (yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// The bytes so far begin a valid message, which is at least this many
+    /// bytes long (always more than were given): read up to it and decode
+    /// again.
+    Short(usize),
+    /// The bytes cannot begin this message; the reason, as the peer is told.
+    Bad(String),
+}
+
+/// A client's hello for a connection of `purpose`.
+pub fn encode_hello(purpose: Purpose, client_nonce: &[u8; NONCE]) -> [u8; HELLO_LEN] {
+    let mut b = [0u8; HELLO_LEN];
+    b[..4].copy_from_slice(HELLO_MAGIC);
+    b[4] = VERSION;
+    b[5] = purpose as u8;
+    b[8..].copy_from_slice(client_nonce);
+    b
+}
+
+/// Decodes a client's hello on a port for `purpose`: the client's nonce.
+/// The magic is checked as soon as four bytes are there (a connection that
+/// starts with anything else is refused without waiting for more), the
+/// version and purpose once the whole hello is; bytes after it are not
+/// looked at.
+pub fn decode_hello(bytes: &[u8], purpose: Purpose) -> Result<[u8; NONCE], Malformed> {
+    if bytes.len() < 4 {
+        return Err(Malformed::Short(4));
+    }
+    if &bytes[..4] != HELLO_MAGIC {
+        return Err(Malformed::Bad(format!(
+            "no handshake (first bytes {:?}): every connection must prove the job secret first",
+            String::from_utf8_lossy(&bytes[..4])
+        )));
+    }
+    if bytes.len() < HELLO_LEN {
+        return Err(Malformed::Short(HELLO_LEN));
+    }
+    if bytes[4] != VERSION {
+        return Err(Malformed::Bad(format!(
+            "handshake version {} (this server speaks {VERSION})",
+            bytes[4]
+        )));
+    }
+    if Purpose::from_byte(bytes[5]) != Some(purpose) {
+        return Err(Malformed::Bad(format!(
+            "a handshake for connection kind {} on a port for {purpose:?}",
+            bytes[5]
+        )));
+    }
+    Ok(bytes[8..HELLO_LEN].try_into().expect("32 bytes"))
+}
+
+/// A server's challenge: its nonce and its proof.
+pub fn encode_challenge(
+    server_nonce: &[u8; NONCE],
+    server_proof: &[u8; PROOF],
+) -> [u8; CHALLENGE_LEN] {
+    let mut b = [0u8; CHALLENGE_LEN];
+    b[..4].copy_from_slice(CHALLENGE_MAGIC);
+    b[4..4 + NONCE].copy_from_slice(server_nonce);
+    b[4 + NONCE..].copy_from_slice(server_proof);
+    b
+}
+
+/// A client's proof message.
+pub fn encode_proof(client_proof: &[u8; PROOF]) -> [u8; PROOF_LEN] {
+    let mut b = [0u8; PROOF_LEN];
+    b[..4].copy_from_slice(PROOF_MAGIC);
+    b[4..].copy_from_slice(client_proof);
+    b
+}
+
+/// Decodes a client's proof message: the proof, not verified yet. Any
+/// 36 bytes are read first; a wrong magic is refused as a wrong secret.
+pub fn decode_proof(bytes: &[u8]) -> Result<[u8; PROOF], Malformed> {
+    if bytes.len() < PROOF_LEN {
+        return Err(Malformed::Short(PROOF_LEN));
+    }
+    if &bytes[..4] != PROOF_MAGIC {
+        return Err(Malformed::Bad(WRONG_SECRET.into()));
+    }
+    Ok(bytes[4..PROOF_LEN].try_into().expect("32 bytes"))
+}
+
+/// A server's refusal: the magic, the length and at most 512 bytes of
+/// `message` (cut anywhere: the client decodes it lossily).
+pub fn encode_refusal(message: &str) -> Vec<u8> {
+    let text = &message.as_bytes()[..message.len().min(MAX_REFUSAL)];
+    let mut frame = Vec::with_capacity(8 + text.len());
+    frame.extend_from_slice(REFUSE_MAGIC);
+    frame.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    frame.extend_from_slice(text);
+    frame
+}
+
+/// Where a client is in the handshake: what the server's answer may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The hello was sent: a challenge or a refusal.
+    Hello,
+    /// The proof was sent: an acceptance or a refusal.
+    Proof,
+}
+
+/// A server's answer, as a client decodes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The server's nonce and proof (after the hello).
+    Challenge {
+        nonce: [u8; NONCE],
+        proof: [u8; PROOF],
+    },
+    /// The client's proof is good: the protocol starts (after the proof).
+    Accepted,
+    /// The server refused the client, for this reason (at most 512 bytes of
+    /// it, however long the server says it is; lossy UTF-8).
+    Refused(String),
+    /// Four bytes that are no answer at this step.
+    Unexpected([u8; 4]),
+}
+
+/// Decodes a server's answer at `step` of the handshake. Only ever
+/// [`Malformed::Short`]: four bytes that are no answer are
+/// [`Answer::Unexpected`], for the client to report.
+pub fn decode_answer(bytes: &[u8], step: Step) -> Result<Answer, Malformed> {
+    let Some(magic) = bytes.first_chunk::<4>() else {
+        return Err(Malformed::Short(4));
+    };
+    match (magic, step) {
+        (m, _) if m == REFUSE_MAGIC => {
+            let Some(len) = bytes.get(4..8) else {
+                return Err(Malformed::Short(8));
+            };
+            let n =
+                (u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize).min(MAX_REFUSAL);
+            match bytes.get(8..8 + n) {
+                Some(text) => Ok(Answer::Refused(String::from_utf8_lossy(text).into_owned())),
+                None => Err(Malformed::Short(8 + n)),
+            }
+        }
+        (m, Step::Hello) if m == CHALLENGE_MAGIC => {
+            if bytes.len() < CHALLENGE_LEN {
+                return Err(Malformed::Short(CHALLENGE_LEN));
+            }
+            Ok(Answer::Challenge {
+                nonce: bytes[4..4 + NONCE].try_into().expect("32 bytes"),
+                proof: bytes[4 + NONCE..CHALLENGE_LEN]
+                    .try_into()
+                    .expect("32 bytes"),
+            })
+        }
+        (m, Step::Proof) if m == ACCEPT_MAGIC => Ok(Answer::Accepted),
+        (m, _) => Ok(Answer::Unexpected(*m)),
+    }
+}
+
+/// Reads one handshake message from `stream`: as many bytes as `decode`
+/// asks for, until it decides (exactly the message's bytes, nothing after
+/// them). An I/O error comes with the bytes read before it.
+async fn read_message<S: AsyncRead + Unpin, T>(
+    stream: &mut S,
+    decode: impl Fn(&[u8]) -> Result<T, Malformed>,
+) -> Result<Result<T, String>, (std::io::Error, Vec<u8>)> {
+    let mut bytes = Vec::new();
+    loop {
+        match decode(&bytes) {
+            Ok(message) => return Ok(Ok(message)),
+            Err(Malformed::Bad(why)) => return Ok(Err(why)),
+            Err(Malformed::Short(need)) => {
+                let have = bytes.len();
+                if need <= have {
+                    // Never so (the decoders' fuzz test checks): stop
+                    // rather than spin.
+                    return Ok(Err(format!("handshake message undecided at {have} bytes")));
+                }
+                bytes.resize(need, 0);
+                if let Err(e) = stream.read_exact(&mut bytes[have..]).await {
+                    bytes.truncate(have);
+                    return Err((e, bytes));
+                }
+            }
+        }
+    }
+}
+
 /// The client's half: proves the secret to the server behind `stream` and
 /// checks the server's proof. `label` names the server in messages. EACCES
 /// when either side's proof is wrong, EIO when the connection fails,
@@ -227,70 +434,82 @@ async fn client_steps<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> SfsResult<()> {
     let lost = |e: std::io::Error| SfsError::io(format!("{label}: handshake failed: {e}"));
     let client_nonce = nonce().map_err(lost)?;
-    let mut hello = Vec::with_capacity(40);
-    hello.extend_from_slice(HELLO_MAGIC);
-    hello.extend_from_slice(&[VERSION, purpose as u8, 0, 0]);
-    hello.extend_from_slice(&client_nonce);
-    stream.write_all(&hello).await.map_err(lost)?;
+    stream
+        .write_all(&encode_hello(purpose, &client_nonce))
+        .await
+        .map_err(lost)?;
 
-    let mut magic = [0u8; 4];
-    stream.read_exact(&mut magic).await.map_err(lost)?;
-    if &magic == REFUSE_MAGIC {
-        return Err(read_refusal(stream, label).await);
-    }
-    if &magic != CHALLENGE_MAGIC {
-        return Err(SfsError::new(
-            Errno::EPROTO,
-            format!("{label}: not an SFS server of this version (handshake answer {magic:?})"),
-        ));
-    }
-    let mut challenge = [0u8; NONCE + PROOF];
-    stream.read_exact(&mut challenge).await.map_err(lost)?;
-    let (server_nonce, server_proof) = challenge.split_at(NONCE);
+    let (server_nonce, server_proof) = match read_answer(stream, Step::Hello, label).await? {
+        Answer::Challenge { nonce, proof } => (nonce, proof),
+        Answer::Refused(text) => return Err(refused(label, &text)),
+        other => {
+            return Err(SfsError::new(
+                Errno::EPROTO,
+                format!(
+                    "{label}: not an SFS server of this version (handshake answer {:?})",
+                    other.magic()
+                ),
+            ))
+        }
+    };
     if !verify(
         secret,
         "server",
         purpose,
         &client_nonce,
-        server_nonce,
-        server_proof,
+        &server_nonce,
+        &server_proof,
     ) {
         return Err(denied(format!(
             "{label} does not hold this job's secret: it belongs to another job \
              (or this client read the wrong secret); nothing was sent to it"
         )));
     }
-    let mut answer = Vec::with_capacity(4 + PROOF);
-    answer.extend_from_slice(PROOF_MAGIC);
-    answer.extend_from_slice(&proof(
-        secret,
-        "client",
-        purpose,
-        &client_nonce,
-        server_nonce,
-    ));
-    stream.write_all(&answer).await.map_err(lost)?;
-    stream.read_exact(&mut magic).await.map_err(lost)?;
-    match &magic {
-        m if m == ACCEPT_MAGIC => Ok(()),
-        m if m == REFUSE_MAGIC => Err(read_refusal(stream, label).await),
+    let client_proof = proof(secret, "client", purpose, &client_nonce, &server_nonce);
+    stream
+        .write_all(&encode_proof(&client_proof))
+        .await
+        .map_err(lost)?;
+    match read_answer(stream, Step::Proof, label).await? {
+        Answer::Accepted => Ok(()),
+        Answer::Refused(text) => Err(refused(label, &text)),
         other => Err(SfsError::new(
             Errno::EPROTO,
-            format!("{label}: bad handshake answer {other:?}"),
+            format!("{label}: bad handshake answer {:?}", other.magic()),
         )),
     }
 }
 
-async fn read_refusal<S: AsyncRead + Unpin>(stream: &mut S, label: &str) -> SfsError {
-    let mut len = [0u8; 4];
-    let mut text = String::from("(no reason given)");
-    if stream.read_exact(&mut len).await.is_ok() {
-        let n = (u32::from_le_bytes(len) as usize).min(MAX_REFUSAL);
-        let mut buf = vec![0u8; n];
-        if stream.read_exact(&mut buf).await.is_ok() {
-            text = String::from_utf8_lossy(&buf).into_owned();
+impl Answer {
+    /// The four bytes the answer began with.
+    fn magic(&self) -> [u8; 4] {
+        match self {
+            Answer::Challenge { .. } => *CHALLENGE_MAGIC,
+            Answer::Accepted => *ACCEPT_MAGIC,
+            Answer::Refused(_) => *REFUSE_MAGIC,
+            Answer::Unexpected(magic) => *magic,
         }
     }
+}
+
+/// Reads the server's answer at `step`. A refusal whose reason cannot be
+/// read is still a refusal.
+async fn read_answer<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    step: Step,
+    label: &str,
+) -> SfsResult<Answer> {
+    match read_message(stream, |b| decode_answer(b, step)).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(why)) => Err(SfsError::new(Errno::EPROTO, format!("{label}: {why}"))),
+        Err((_, read)) if read.starts_with(REFUSE_MAGIC) => {
+            Ok(Answer::Refused("(no reason given)".into()))
+        }
+        Err((e, _)) => Err(SfsError::io(format!("{label}: handshake failed: {e}"))),
+    }
+}
+
+fn refused(label: &str, text: &str) -> SfsError {
     denied(format!("{label} refused this client: {text}"))
 }
 
@@ -359,12 +578,7 @@ impl std::fmt::Display for Refused {
 /// Sends a refusal the client can show, best effort, and ends the
 /// connection's sending side.
 pub async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, message: &str) {
-    let text = &message.as_bytes()[..message.len().min(MAX_REFUSAL)];
-    let mut frame = Vec::with_capacity(8 + text.len());
-    frame.extend_from_slice(REFUSE_MAGIC);
-    frame.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    frame.extend_from_slice(text);
-    let _ = stream.write_all(&frame).await;
+    let _ = stream.write_all(&encode_refusal(message)).await;
     let _ = stream.shutdown().await;
     // Closing a socket with unread input sends a reset, which can destroy
     // the refusal before the peer read it: read what the peer already sent
@@ -405,62 +619,35 @@ async fn server_steps<S: AsyncRead + AsyncWrite + Unpin>(
     purpose: Purpose,
 ) -> Result<(), Refused> {
     let io = |e: std::io::Error| Refused(format!("handshake failed: {e}"));
-    let mut hello = [0u8; 40];
-    stream.read_exact(&mut hello[..4]).await.map_err(io)?;
-    if &hello[..4] != HELLO_MAGIC {
-        let why = format!(
-            "no handshake (first bytes {:?}): every connection must prove the job secret first",
-            String::from_utf8_lossy(&hello[..4])
-        );
-        refuse(stream, &why).await;
-        return Err(Refused(why));
-    }
-    stream.read_exact(&mut hello[4..]).await.map_err(io)?;
-    if hello[4] != VERSION {
-        let why = format!(
-            "handshake version {} (this server speaks {VERSION})",
-            hello[4]
-        );
-        refuse(stream, &why).await;
-        return Err(Refused(why));
-    }
-    if Purpose::from_byte(hello[5]) != Some(purpose) {
-        let why = format!(
-            "a handshake for connection kind {} on a port for {purpose:?}",
-            hello[5]
-        );
-        refuse(stream, &why).await;
-        return Err(Refused(why));
-    }
-    let client_nonce = &hello[8..];
+    let client_nonce = match read_message(stream, |b| decode_hello(b, purpose)).await {
+        Ok(Ok(client_nonce)) => client_nonce,
+        Ok(Err(why)) => {
+            refuse(stream, &why).await;
+            return Err(Refused(why));
+        }
+        Err((e, _)) => return Err(io(e)),
+    };
     let server_nonce = nonce().map_err(io)?;
-    let mut challenge = Vec::with_capacity(4 + NONCE + PROOF);
-    challenge.extend_from_slice(CHALLENGE_MAGIC);
-    challenge.extend_from_slice(&server_nonce);
-    challenge.extend_from_slice(&proof(
-        secret,
-        "server",
-        purpose,
-        client_nonce,
-        &server_nonce,
-    ));
-    stream.write_all(&challenge).await.map_err(io)?;
-    let mut answer = [0u8; 4 + PROOF];
-    stream.read_exact(&mut answer).await.map_err(io)?;
-    if &answer[..4] != PROOF_MAGIC
-        || !verify(
+    let server_proof = proof(secret, "server", purpose, &client_nonce, &server_nonce);
+    stream
+        .write_all(&encode_challenge(&server_nonce, &server_proof))
+        .await
+        .map_err(io)?;
+    let good = match read_message(stream, decode_proof).await {
+        Ok(Ok(client_proof)) => verify(
             secret,
             "client",
             purpose,
-            client_nonce,
+            &client_nonce,
             &server_nonce,
-            &answer[4..],
-        )
-    {
-        let why = "wrong job secret: the client does not hold this job's secret \
-                   (another job's, or none)";
-        refuse(stream, why).await;
-        return Err(Refused(why.into()));
+            &client_proof,
+        ),
+        Ok(Err(_)) => false,
+        Err((e, _)) => return Err(io(e)),
+    };
+    if !good {
+        refuse(stream, WRONG_SECRET).await;
+        return Err(Refused(WRONG_SECRET.into()));
     }
     stream.write_all(ACCEPT_MAGIC).await.map_err(io)?;
     Ok(())
@@ -556,8 +743,12 @@ mod tests {
         let mut magic = [0u8; 4];
         a.read_exact(&mut magic).await.unwrap();
         assert_eq!(&magic, REFUSE_MAGIC);
-        let e = read_refusal(&mut a, "server s0").await;
-        assert!(e.message.contains("wrong job secret"), "{e}");
+        let mut len = [0u8; 4];
+        a.read_exact(&mut len).await.unwrap();
+        let mut text = vec![0u8; u32::from_le_bytes(len) as usize];
+        a.read_exact(&mut text).await.unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text, WRONG_SECRET);
         assert!(server
             .await
             .unwrap()
@@ -592,5 +783,121 @@ mod tests {
         assert_ne!(p, proof(&s, "server", Purpose::Data, &[1; 32], &[2; 32]));
         assert_ne!(p, proof(&s, "server", Purpose::Rpc, &[1; 32], &[3; 32]));
         assert!(verify(&s, "server", Purpose::Rpc, &[1; 32], &[2; 32], &p));
+    }
+
+    #[test]
+    fn messages_round_trip_through_their_decoders() {
+        let (n1, n2, p) = ([1u8; NONCE], [2u8; NONCE], [3u8; PROOF]);
+        let hello = encode_hello(Purpose::Data, &n1);
+        assert_eq!(decode_hello(&hello, Purpose::Data), Ok(n1));
+        let challenge = encode_challenge(&n2, &p);
+        assert_eq!(
+            decode_answer(&challenge, Step::Hello),
+            Ok(Answer::Challenge {
+                nonce: n2,
+                proof: p
+            })
+        );
+        assert_eq!(decode_proof(&encode_proof(&p)), Ok(p));
+        assert_eq!(
+            decode_answer(ACCEPT_MAGIC, Step::Proof),
+            Ok(Answer::Accepted)
+        );
+        for step in [Step::Hello, Step::Proof] {
+            assert_eq!(
+                decode_answer(&encode_refusal("no"), step),
+                Ok(Answer::Refused("no".into()))
+            );
+        }
+        // The wire format of docs/security.md, byte for byte.
+        assert_eq!(&hello[..8], b"SFSH\x01\x02\x00\x00");
+        assert_eq!(&encode_refusal("ab")[..], b"SFSN\x02\x00\x00\x00ab");
+    }
+
+    #[test]
+    fn decoders_ask_for_what_they_need_and_decide_as_early_as_before() {
+        let hello = encode_hello(Purpose::Rpc, &[9; NONCE]);
+        assert_eq!(
+            decode_hello(&hello[..3], Purpose::Rpc),
+            Err(Malformed::Short(4))
+        );
+        // The magic alone decides a connection that is no handshake.
+        assert_eq!(
+            decode_hello(&hello[..4], Purpose::Rpc),
+            Err(Malformed::Short(HELLO_LEN))
+        );
+        let Err(Malformed::Bad(why)) = decode_hello(b"SFSQ", Purpose::Rpc) else {
+            panic!("a lean request frame passed as a hello");
+        };
+        assert!(why.contains("no handshake"), "{why}");
+        let Err(Malformed::Bad(why)) = decode_hello(&hello, Purpose::Data) else {
+            panic!("a hello for another purpose passed");
+        };
+        assert!(why.contains("connection kind 1"), "{why}");
+        let mut old = hello;
+        old[4] = 2;
+        assert!(matches!(
+            decode_hello(&old, Purpose::Rpc),
+            Err(Malformed::Bad(_))
+        ));
+        // Bytes after a message are not its own.
+        let mut longer = hello.to_vec();
+        longer.extend_from_slice(b"SFSQ");
+        assert_eq!(decode_hello(&longer, Purpose::Rpc), Ok([9; NONCE]));
+
+        assert_eq!(decode_proof(b"SFSP"), Err(Malformed::Short(PROOF_LEN)));
+        assert_eq!(
+            decode_proof(&[0; PROOF_LEN]),
+            Err(Malformed::Bad(WRONG_SECRET.into()))
+        );
+
+        // A refusal is read to its (capped) length; its text is lossy.
+        let mut refusal = encode_refusal("why");
+        assert_eq!(
+            decode_answer(&refusal[..6], Step::Hello),
+            Err(Malformed::Short(8))
+        );
+        assert_eq!(
+            decode_answer(&refusal[..9], Step::Hello),
+            Err(Malformed::Short(11))
+        );
+        refusal[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode_answer(&refusal, Step::Hello),
+            Err(Malformed::Short(8 + MAX_REFUSAL))
+        );
+        let mut long = refusal[..8].to_vec();
+        long.extend_from_slice(&[0xff; MAX_REFUSAL + 10]);
+        let Ok(Answer::Refused(text)) = decode_answer(&long, Step::Hello) else {
+            panic!("a long refusal was not read");
+        };
+        assert_eq!(text.chars().count(), MAX_REFUSAL);
+        // An answer that does not belong to the step is reported, not read on.
+        assert_eq!(
+            decode_answer(b"SFSC", Step::Proof),
+            Ok(Answer::Unexpected(*b"SFSC"))
+        );
+        assert_eq!(
+            decode_answer(ACCEPT_MAGIC, Step::Hello),
+            Ok(Answer::Unexpected(*ACCEPT_MAGIC))
+        );
+        assert_eq!(
+            decode_answer(b"SFSC", Step::Hello),
+            Err(Malformed::Short(CHALLENGE_LEN))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_cut_short_is_still_a_refusal() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        b.write_all(b"SFSN\x10\x00").await.unwrap();
+        drop(b);
+        let answer = read_answer(&mut a, Step::Hello, "s0").await.unwrap();
+        assert_eq!(answer, Answer::Refused("(no reason given)".into()));
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        b.write_all(b"SFSC").await.unwrap();
+        drop(b);
+        let e = read_answer(&mut a, Step::Hello, "s0").await.unwrap_err();
+        assert_eq!(e.errno, Errno::EIO);
     }
 }

@@ -7,24 +7,49 @@
 //!
 //! The seeds (the corpus) are valid encodings made here with the
 //! encoders, so every mutation starts from something the decoder accepts.
+//! One test more, `rpc_bodies_at_the_message_limit`, measures what prost
+//! allocates for bodies at the 16 MiB message limit, past the fuzzer's
+//! input size.
 
 use sfs_global::access::Caller;
 use sfs_global::checkpoint::{decode_dump, DumpWriter, Manifest};
 use sfs_global::config::Config;
 use sfs_global::hostfile::Hostfile;
 use sfs_global::metadata::{apply_updates, combine_updates, MetaUpdate};
+use sfs_global::secret::Secret;
 use sfs_global::{FileId, FileKind, Metadata};
 use sfs_rdma::rdma::proto::{self, Descriptor, Hello, Payload, RdmaRequest, Region};
+use sfs_rdma::shm;
 use sfs_rdma::wire::{self, Op};
 use sfs_rdma::ChunkRef;
-use sfs_rpc::{caller, lean};
+use sfs_rpc::auth::{self, Answer, Malformed, Purpose, Step};
+use sfs_rpc::{caller, lean, pb};
+use sfs_server::tier::journal::{Record, Replayed};
 use sfs_testkit::fuzz;
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::time::Duration;
 
-/// The largest single allocation since the last reset.
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// The largest single allocation of this thread since the last reset:
+    /// per thread, as the tests run in parallel and one test's allocations
+    /// must not count against another's inputs. (A `const` `Cell` of a
+    /// plain integer: using it never allocates, so the allocator may.)
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Notes an allocation of `size` bytes.
+fn note(size: usize) {
+    // `try_with`: allocations while the thread is torn down go unnoted.
+    let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+}
+
+/// The largest single allocation `f` made (on this thread).
+fn largest_allocation(f: impl FnOnce()) -> usize {
+    LARGEST.with(|largest| largest.set(0));
+    f();
+    LARGEST.with(Cell::get)
+}
 
 struct Tracking;
 
@@ -32,7 +57,7 @@ struct Tracking;
 // counter is only observed.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        note(layout.size());
         // SAFETY: the caller's contract for `alloc` is System's.
         unsafe { System.alloc(layout) }
     }
@@ -41,7 +66,7 @@ unsafe impl GlobalAlloc for Tracking {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        note(new_size);
         // SAFETY: as for `alloc` and `dealloc`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -63,9 +88,8 @@ fn check(name: &str, seeds: Vec<Vec<u8>>, target: impl Fn(&[u8]) -> bool) {
         MAX_INPUT,
         Duration::from_secs(1),
         |input| {
-            LARGEST.store(0, Ordering::Relaxed);
-            let accepted = target(input);
-            let largest = LARGEST.load(Ordering::Relaxed);
+            let mut accepted = false;
+            let largest = largest_allocation(|| accepted = target(input));
             assert!(
                 largest <= MAX_ALLOCATION,
                 "allocated {largest} bytes at once for a {}-byte input",
@@ -348,4 +372,492 @@ fn namespace_checkpoint_dumps_and_manifests() {
         };
         as_is || resealed
     });
+}
+
+/// Decodes `input` as the I/O code of `sfs_rpc::auth` reads a handshake
+/// message: starting from nothing, each time the decoder says
+/// [`Malformed::Short`] the next bytes up to the length it asks for are
+/// added (as far as `input` has them). Checks that every `Short` asks for
+/// more than it was given (the reader would stop otherwise), and that the
+/// decision is the one the decoder makes on the whole input (bytes after a
+/// message are not looked at).
+fn stepwise<T: PartialEq + std::fmt::Debug>(
+    input: &[u8],
+    decode: impl Fn(&[u8]) -> Result<T, Malformed>,
+) -> Result<T, Malformed> {
+    let mut have = 0;
+    loop {
+        match decode(&input[..have]) {
+            Err(Malformed::Short(need)) => {
+                assert!(need > have, "asked for {need} bytes with {have} read");
+                if need > input.len() {
+                    assert_eq!(decode(input), Err(Malformed::Short(need)));
+                    return Err(Malformed::Short(need));
+                }
+                have = need;
+            }
+            decided => {
+                assert_eq!(decided, decode(input), "decided at {have} bytes");
+                return decided;
+            }
+        }
+    }
+}
+
+#[test]
+fn connection_handshake_and_secret_text() {
+    let secret = Secret::from_bytes([0x5a; 32]);
+    let purposes = [Purpose::Rpc, Purpose::Data, Purpose::SharedMemory];
+    let mut seeds: Vec<Vec<u8>> = purposes
+        .iter()
+        .map(|&p| auth::encode_hello(p, &[0x11; auth::NONCE]).to_vec())
+        .collect();
+    seeds.push(auth::encode_challenge(&[0x22; auth::NONCE], &[0x33; auth::PROOF]).to_vec());
+    seeds.push(auth::encode_proof(&[0x44; auth::PROOF]).to_vec());
+    seeds.push(auth::ACCEPT_MAGIC.to_vec());
+    seeds.push(auth::encode_refusal(
+        "wrong job secret: the client does not hold it",
+    ));
+    seeds.push(auth::encode_refusal(&"é".repeat(300)));
+    // What a secret file and SFS_SECRET hold.
+    seeds.push(format!("{}\n", secret.to_hex()).into_bytes());
+    check("handshake and secret", seeds, |b| {
+        let mut accepted = false;
+        for purpose in purposes {
+            accepted |= stepwise(b, |x| auth::decode_hello(x, purpose)).is_ok();
+        }
+        accepted |= stepwise(b, auth::decode_proof).is_ok();
+        for step in [Step::Hello, Step::Proof] {
+            let answer = stepwise(b, |x| auth::decode_answer(x, step));
+            accepted |= matches!(answer, Ok(a) if !matches!(a, Answer::Unexpected(_)));
+        }
+        if let Ok(text) = std::str::from_utf8(b) {
+            accepted |= Secret::from_hex(text).is_ok();
+        }
+        accepted
+    });
+}
+
+#[test]
+fn shared_memory_hello_welcome_and_requests() {
+    const SERVERS: [&str; 2] = ["s0", "a-server-with-a-longer-name-0007"];
+    let mut seeds = vec![
+        shm::encode_hello(shm::SLOTS, CHUNK, SERVERS[0]),
+        shm::encode_hello(16, CHUNK, SERVERS[1]),
+        shm::encode_welcome(0).to_vec(),
+        shm::encode_welcome(sfs_global::Errno::EINVAL.0).to_vec(),
+    ];
+    let header = wire::RequestHeader {
+        op: Op::Read,
+        request_id: 12,
+        chunk: chunk(3, 0, CHUNK),
+    };
+    seeds.push(shm::encode_request(&header, shm::SLOTS - 1).to_vec());
+    check("shared-memory hello", seeds, |b| {
+        let hello = SERVERS
+            .iter()
+            .any(|name| shm::decode_hello(b, name, CHUNK).is_ok());
+        let welcome = <&[u8; shm::WELCOME_LEN]>::try_from(b).is_ok_and(|w| {
+            // The client's message names the errno: any i32 the server sends.
+            shm::decode_welcome(w)
+                .map_err(|errno| sfs_global::SfsError::new(errno, "refused").to_string())
+                .is_ok()
+        });
+        let request = <&[u8; shm::SHM_REQUEST_LEN]>::try_from(b)
+            .is_ok_and(|r| shm::decode_request(r, CHUNK, shm::SLOTS).is_ok());
+        hello || welcome || request
+    });
+}
+
+#[test]
+fn tier_journal_records() {
+    let ids = [
+        FileId(1),
+        FileId(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
+        FileId(u128::MAX),
+    ];
+    let records = [
+        Record::Dirty(ids[0]),
+        Record::InBackend(ids[1]),
+        Record::Dirty(ids[2]),
+        Record::Clean(ids[0]),
+        Record::Gone(ids[2]),
+        Record::InBackend(ids[2]),
+    ];
+    let journal =
+        |rs: &[Record]| -> Vec<u8> { rs.iter().map(|r| r.line()).collect::<String>().into_bytes() };
+    let mut torn = journal(&records);
+    torn.extend_from_slice(&Record::Dirty(ids[1]).line().as_bytes()[..20]);
+    let seeds = vec![journal(&records), journal(&records[..2]), torn];
+    check("tier journal", seeds, |b| {
+        let replayed = Replayed::replay(b);
+        // What `Journal::open` rewrites (the facts alone) replays to the
+        // same facts.
+        let mut facts: Vec<Record> = replayed.dirty.iter().map(|&id| Record::Dirty(id)).collect();
+        facts.extend(replayed.in_backend.iter().map(|&id| Record::InBackend(id)));
+        assert_eq!(Replayed::replay(&journal(&facts)), replayed);
+        !replayed.dirty.is_empty() || !replayed.in_backend.is_empty()
+    });
+}
+
+/// Decodes `$input` (an expression giving a `prost::bytes::Buf`, evaluated
+/// once per type) as each message type: how many took it. A message that
+/// decodes encodes and decodes back to itself.
+macro_rules! decode_as_each {
+    ($input:expr; $($message:ty),* $(,)?) => {{
+        let mut took = 0;
+        $(
+            if let Ok(m) = <$message as prost::Message>::decode($input) {
+                let again = <$message as prost::Message>::decode(
+                    prost::Message::encode_to_vec(&m).as_slice(),
+                )
+                .expect("a re-encoded message decodes");
+                assert_eq!(again, m, "{} round trip", stringify!($message));
+                took += 1;
+            }
+        )*
+        took
+    }};
+}
+
+fn entry() -> pb::Entry {
+    let mut m = Metadata::new(
+        FileKind::Symlink,
+        0o777,
+        FileId(1 << 100 | 77),
+        1_700_000_000,
+    );
+    m.size = 5;
+    m.link_target = "../target".into();
+    pb::Entry::from(&m)
+}
+
+fn encode(m: &impl prost::Message) -> Vec<u8> {
+    m.encode_to_vec()
+}
+
+/// The request bodies a server decodes (lean and gRPC: the same prost
+/// messages), seeded with each type and with a lean caller block before
+/// the metadata requests' bodies.
+#[test]
+fn rpc_request_bodies() {
+    let range = pb::ChunkRange {
+        id_hi: 1 << 60,
+        id_lo: 42,
+        index: 3,
+        offset: 100,
+        len: 3000,
+    };
+    let path = pb::PathRequest {
+        path: "/data/run-07/output.h5".into(),
+        check_id: true,
+        id_hi: u64::MAX,
+        id_lo: 9,
+        access: 6,
+        sticky_parent_uid: Some(1000),
+    };
+    let grow = pb::GrowSizeRequest {
+        path: "/a/b".into(),
+        end: 1 << 40,
+        check_id: true,
+        id_hi: 1,
+        id_lo: 2,
+    };
+    let bodies = vec![
+        encode(&pb::CreateRequest {
+            path: "/a/new".into(),
+            mode: 0o100644,
+            exclusive: true,
+            link_target: String::new(),
+            check_parent: true,
+            access: 2,
+        }),
+        encode(&pb::CreateRequest {
+            path: "/a/link".into(),
+            mode: 0o120777,
+            link_target: "../b/c".into(),
+            ..Default::default()
+        }),
+        encode(&path),
+        encode(&pb::RemoveRequest {
+            path: "/a/old".into(),
+            kind: pb::RemoveKind::RemoveDirectory as i32,
+            if_id: true,
+            id_hi: 3,
+            id_lo: 4,
+            check_parent: true,
+            sticky_parent_uid: Some(0),
+        }),
+        encode(&grow),
+        encode(&pb::ReserveAppendRequest {
+            path: "/log".into(),
+            len: 4096,
+            check_id: false,
+            id_hi: 0,
+            id_lo: 0,
+        }),
+        encode(&pb::TruncateRequest {
+            path: "/t".into(),
+            size: 1 << 33,
+            opened_for_write: true,
+        }),
+        encode(&pb::SetAttrRequest {
+            path: "/s".into(),
+            mode: Some(0o600),
+            uid: Some(1000),
+            gid: Some(100),
+            atime_ns: Some(-1),
+            mtime_ns: Some(i64::MAX),
+            times_now: false,
+        }),
+        encode(&pb::ReaddirRequest {
+            dir: "/d".into(),
+            page_size: 1024,
+        }),
+        encode(&pb::ReaddirPageRequest {
+            dir: "/d".into(),
+            page_size: 512,
+            after: "name-0511".into(),
+        }),
+        encode(&pb::PutEntryRequest {
+            path: "/moved".into(),
+            entry: Some(entry()),
+            replace: true,
+            sticky_parent_uid: Some(7),
+        }),
+        encode(&pb::Empty {}),
+        encode(&pb::FileRequest { id_hi: 5, id_lo: 6 }),
+        encode(&pb::TruncateChunksRequest {
+            id_hi: 5,
+            id_lo: 6,
+            size: 123_456,
+        }),
+        encode(&pb::WriteChunkRequest {
+            range: Some(range),
+            data: (0..3000u32).map(|i| i as u8).collect(),
+            grow: Some(grow),
+        }),
+        encode(&pb::ReadChunkRequest {
+            range: Some(range),
+            stat: Some(path),
+        }),
+        encode(&pb::FlushChunksRequest {
+            id_hi: 5,
+            id_lo: 6,
+            ranged: true,
+            first_chunk: 10,
+            chunk_count: 20,
+        }),
+        encode(&pb::HoldingsRequest {
+            after_hi: 1,
+            after_lo: 2,
+            from_start: false,
+            limit: 1000,
+        }),
+        encode(&pb::HelloRequest {
+            protocol_version: 3,
+        }),
+        encode(&pb::CheckpointRequest { sequence: 9 }),
+        encode(&pb::CommitCheckpointRequest {
+            sequence: 9,
+            servers: 4,
+            entries: 1 << 20,
+            files: 1 << 19,
+            file_bytes: 1 << 40,
+        }),
+    ];
+    // Cut to the fuzzer's 4 KiB, a write whose data field declares 64 KiB.
+    let mut seeds = vec![encode(&pb::WriteChunkRequest {
+        range: Some(range),
+        data: vec![0x5a; 64 * 1024],
+        grow: None,
+    })];
+    // Metadata calls come with the caller's block first.
+    let mut with_caller = Vec::new();
+    caller::encode_block(
+        &Caller {
+            uid: 1000,
+            gid: 100,
+            groups: vec![4, 27],
+        },
+        &mut with_caller,
+    );
+    seeds.extend(bodies.iter().cloned());
+    for body in bodies.iter().take(11) {
+        let mut seed = with_caller.clone();
+        seed.extend_from_slice(body);
+        seeds.push(seed);
+    }
+    check("rpc request bodies", seeds, |b| {
+        let decode = |body: &[u8]| -> usize {
+            // The lean server decodes from the frame's `Bytes`.
+            let body = bytes::Bytes::copy_from_slice(body);
+            decode_as_each!(body.clone();
+                pb::CreateRequest, pb::PathRequest, pb::RemoveRequest,
+                pb::GrowSizeRequest, pb::ReserveAppendRequest, pb::TruncateRequest,
+                pb::SetAttrRequest, pb::ReaddirRequest, pb::ReaddirPageRequest,
+                pb::PutEntryRequest, pb::Empty, pb::FileRequest,
+                pb::TruncateChunksRequest, pb::WriteChunkRequest, pb::ReadChunkRequest,
+                pb::FlushChunksRequest, pb::HoldingsRequest, pb::HelloRequest,
+                pb::CheckpointRequest, pb::CommitCheckpointRequest,
+            )
+        };
+        let mut took = decode(b);
+        if let Ok((_, rest)) = caller::decode_block(b) {
+            took += decode(rest);
+        }
+        took > 0
+    });
+}
+
+/// The response bodies a client decodes.
+#[test]
+fn rpc_response_bodies() {
+    let dir_entry = |name: &str| pb::DirEntry {
+        name: name.into(),
+        entry: Some(entry()),
+    };
+    let seeds = vec![
+        encode(&pb::CreateResponse {
+            entry: Some(entry()),
+            created: true,
+            parent_is_symlink: false,
+        }),
+        encode(&entry()),
+        encode(&pb::ReserveAppendResponse { offset: 1 << 35 }),
+        encode(&pb::ReaddirPage {
+            entries: (0..20)
+                .map(|i| dir_entry(&format!("file-{i:04}")))
+                .collect(),
+            more: true,
+        }),
+        encode(&pb::HasChildrenResponse { has_children: true }),
+        encode(&pb::PutEntryResponse {
+            replaced: Some(entry()),
+        }),
+        encode(&pb::SubtreePage {
+            entries: (0..10)
+                .map(|i| pb::SubtreeEntry {
+                    path: format!("/a/b/{i}"),
+                    entry: Some(entry()),
+                })
+                .collect(),
+            more: false,
+        }),
+        encode(&pb::ReadChunkResponse {
+            data: vec![0xab; 2000],
+            entry: Some(entry()),
+        }),
+        encode(&pb::FlushChunksResponse {
+            chunks: 7,
+            bytes: 7 * CHUNK,
+        }),
+        encode(&pb::HoldingsResponse {
+            files: (0..30)
+                .map(|i| pb::HeldFile {
+                    id_hi: i,
+                    id_lo: !i,
+                    chunks: i * 3,
+                    in_backend: i % 2 == 0,
+                })
+                .collect(),
+            more: true,
+        }),
+        encode(&pb::HelloResponse {
+            protocol_version: 3,
+            server_name: "s0".into(),
+            server_index: 0,
+            server_count: 4,
+            chunk_size: CHUNK,
+            data_transport: "tcp".into(),
+            data_endpoint: "10.0.0.1:7001".into(),
+            data_local_socket: "/run/sfs/s0/data.sock".into(),
+            node_id: "2b4c1e0e-8b0f-4a4e-9d53-000000000000".into(),
+            hostfile_digest: 0xdead_beef,
+        }),
+        encode(&pb::StatsResponse {
+            server_name: "s0".into(),
+            entries: 10,
+            backend: "dir".into(),
+            writeback: "idle".into(),
+            backend_error: "no space".into(),
+            data_bytes_in: u64::MAX,
+            ..Default::default()
+        }),
+        encode(&pb::CheckpointResponse {
+            entries: 1,
+            files: 2,
+            file_bytes: 3,
+            written_back_bytes: 4,
+            dump_bytes: 5,
+        }),
+    ];
+    check("rpc response bodies", seeds, |b| {
+        // The lean client decodes from a slice.
+        let took = decode_as_each!(b;
+            pb::CreateResponse, pb::Entry, pb::ReserveAppendResponse, pb::ReaddirPage,
+            pb::HasChildrenResponse, pb::PutEntryResponse, pb::SubtreePage,
+            pb::ReadChunkResponse, pb::FlushChunksResponse, pb::HoldingsResponse,
+            pb::HelloResponse, pb::StatsResponse, pb::CheckpointResponse, pb::Empty,
+        );
+        took > 0
+    });
+}
+
+/// prost at the message limit (16 MiB, `sfs_rpc::MAX_MESSAGE_BYTES`, for
+/// lean bodies and gRPC messages alike), beyond the fuzzer's 4 KiB inputs.
+/// Requests have no repeated fields: a server never allocates more at once
+/// than the body's size — the most is a `WriteChunkRequest` whose data
+/// fills the body, and a `bytes` field declaring more than the body holds
+/// allocates nothing (prost checks the length against the bytes left
+/// first). Responses with repeated entries do cost more than their size: a
+/// client decoding a `ReaddirPage` or `SubtreePage` spends 112 bytes per
+/// entry, and an empty entry takes 2 bytes of the body (docs/security.md,
+/// "Fuzzing").
+#[test]
+fn rpc_bodies_at_the_message_limit() {
+    use prost::Message;
+    let limit = sfs_rpc::MAX_MESSAGE_BYTES;
+    let write = pb::WriteChunkRequest {
+        range: Some(pb::ChunkRange {
+            id_hi: 1,
+            id_lo: 2,
+            index: 0,
+            offset: 0,
+            len: (limit - 64) as u64,
+        }),
+        data: vec![7; limit - 64],
+        grow: None,
+    }
+    .encode_to_vec();
+    assert!(write.len() <= limit);
+    let body = bytes::Bytes::from(write.clone());
+    let largest = largest_allocation(|| {
+        pb::WriteChunkRequest::decode(body).unwrap();
+    });
+    assert!(largest <= limit, "{largest} bytes for a full write");
+
+    let cut = bytes::Bytes::copy_from_slice(&write[..MAX_INPUT]);
+    let largest = largest_allocation(|| {
+        pb::WriteChunkRequest::decode(cut).unwrap_err();
+    });
+    assert!(largest <= MAX_INPUT, "{largest} bytes for a cut-off write");
+
+    // 64 KiB of empty directory entries: 32,768 of them.
+    let empty_entries: Vec<u8> = [0x0a, 0x00].repeat(32 * 1024);
+    let page = bytes::Bytes::from(empty_entries);
+    let per_entry = std::mem::size_of::<pb::DirEntry>();
+    let largest = largest_allocation(|| {
+        assert_eq!(
+            pb::ReaddirPage::decode(page).unwrap().entries.len(),
+            32 * 1024
+        );
+    });
+    eprintln!(
+        "a 64 KiB ReaddirPage of empty entries: {largest} bytes at once ({per_entry} per entry)"
+    );
+    assert!(
+        per_entry <= 112 && largest <= 32 * 1024 * per_entry,
+        "{largest} bytes, {per_entry} per entry: update docs/security.md"
+    );
 }

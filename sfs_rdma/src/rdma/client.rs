@@ -208,7 +208,7 @@ async fn connect(
         let msg = unsafe { qp.buffer(SEND).range_mut(0, CLIENT_PROOF_LEN) };
         let proof = match forged_proof {
             false => exchange.client_proof(),
-            true => [0x5a; sfs_rpc::auth::PROOF_LEN],
+            true => [0x5a; sfs_rpc::auth::PROOF_MAC_LEN],
         };
         msg.copy_from_slice(&ClientProof(proof).encode());
     }

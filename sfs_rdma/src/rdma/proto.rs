@@ -41,7 +41,7 @@ pub const PROTOCOL_VERSION: u16 = 2;
 pub const CLIENT_NONCE_LEN: usize = 12;
 /// The server's nonce, in the accept private data.
 pub const SERVER_NONCE_LEN: usize = 32;
-const PROOF_LEN: usize = sfs_rpc::auth::PROOF_LEN;
+const PROOF_LEN: usize = sfs_rpc::auth::PROOF_MAC_LEN;
 /// The accept private data: magic, server nonce, server proof.
 pub const ACCEPT_LEN: usize = 4 + SERVER_NONCE_LEN + PROOF_LEN;
 const ACCEPT_MAGIC: [u8; 4] = *b"SFSA";

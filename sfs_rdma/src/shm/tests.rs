@@ -377,3 +377,37 @@ async fn slots_of_a_connection_given_up_are_never_reused() {
     drop(channel);
     server.stop().await;
 }
+
+#[test]
+fn hello_and_welcome_bytes_are_checked_without_the_memory() {
+    let hello = encode_hello(2, CHUNK, "s0");
+    assert_eq!(decode_hello(&hello, "s0", CHUNK), Ok(2));
+    let errno = |r: Result<u32, (Errno, String)>| r.unwrap_err().0;
+    assert_eq!(
+        errno(decode_hello(&hello, "s1", CHUNK)),
+        Errno::EADDRNOTAVAIL
+    );
+    assert_eq!(errno(decode_hello(&hello, "s0", 2 * CHUNK)), Errno::EINVAL);
+    assert_eq!(
+        errno(decode_hello(&encode_hello(17, CHUNK, "s0"), "s0", CHUNK)),
+        Errno::EINVAL
+    );
+    assert_eq!(
+        errno(decode_hello(&hello[..hello.len() - 1], "s0", CHUNK)),
+        Errno::EPROTO
+    );
+    assert_eq!(
+        errno(decode_hello(&hello[..10], "s0", CHUNK)),
+        Errno::EPROTO
+    );
+    let mut newer = hello.clone();
+    newer[4] = 2;
+    assert_eq!(errno(decode_hello(&newer, "s0", CHUNK)), Errno::EPROTO);
+
+    assert_eq!(decode_welcome(&encode_welcome(0)), Ok(()));
+    assert_eq!(
+        decode_welcome(&encode_welcome(libc::EINVAL)),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(decode_welcome(&[0; WELCOME_LEN]), Err(Errno::EPROTO));
+}

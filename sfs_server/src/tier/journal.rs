@@ -34,7 +34,8 @@ pub enum Record {
 }
 
 impl Record {
-    fn line(self) -> String {
+    /// The record as a journal line, newline included.
+    pub fn line(self) -> String {
         let (tag, id) = match self {
             Record::Dirty(id) => ('D', id),
             Record::Clean(id) => ('C', id),
@@ -44,7 +45,9 @@ impl Record {
         format!("{tag} {}\n", id.to_hex())
     }
 
-    fn parse(line: &str) -> Option<Record> {
+    /// Parses one journal line (without its newline); `None` for anything
+    /// that is not a record, such as a line torn by a crash.
+    pub fn parse(line: &str) -> Option<Record> {
         let (tag, hex) = line.split_once(' ')?;
         if hex.len() != 32 {
             return None;
@@ -97,6 +100,20 @@ const COMPACT_AFTER_BYTES: u64 = 64 << 20;
 const LINE_BYTES: u64 = 35;
 
 impl Replayed {
+    /// What a journal's bytes say: its records applied in order, lines that
+    /// are no record (a torn last line) skipped. Pure: the journal's decoder
+    /// (fuzzed in sfs_testkit/tests/decoders.rs).
+    pub fn replay(bytes: &[u8]) -> Replayed {
+        let mut replayed = Replayed::default();
+        for record in String::from_utf8_lossy(bytes)
+            .lines()
+            .filter_map(Record::parse)
+        {
+            replayed.apply(record);
+        }
+        replayed
+    }
+
     fn apply(&mut self, record: Record) {
         match record {
             Record::Dirty(id) => {
@@ -151,15 +168,11 @@ impl Journal {
     /// line (a crash mid-append) is ignored: its write had not returned, so
     /// the data it announced was not written either.
     pub fn open(path: &Path) -> SfsResult<(Journal, Replayed)> {
-        let text = match std::fs::read(path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        let replayed = match std::fs::read(path) {
+            Ok(bytes) => Replayed::replay(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Replayed::default(),
             Err(e) => return Err(failed("read", path, e)),
         };
-        let mut replayed = Replayed::default();
-        for record in text.lines().filter_map(Record::parse) {
-            replayed.apply(record);
-        }
         let file = rewrite(path, &replayed)?;
         Ok((
             Journal {
@@ -287,5 +300,36 @@ mod tests {
         let (_, replayed) = Journal::open(&path).unwrap();
         assert_eq!(replayed.dirty, HashSet::from([FileId(8)]));
         assert_eq!(replayed.in_backend, HashSet::from([kept]));
+    }
+
+    #[test]
+    fn records_parse_back_and_replay_skips_what_is_no_record() {
+        let id = FileId(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        for r in [
+            Record::Dirty(id),
+            Record::Clean(id),
+            Record::InBackend(id),
+            Record::Gone(id),
+        ] {
+            let line = r.line();
+            assert_eq!(line.len() as u64, LINE_BYTES);
+            assert_eq!(Record::parse(line.trim_end_matches('\n')), Some(r));
+        }
+        for bad in [
+            "",
+            "D",
+            "D 12",
+            "Q 00000000000000000000000000000001",
+            "D0 0000000000000000000000000000001",
+        ] {
+            assert_eq!(Record::parse(bad), None, "{bad:?}");
+        }
+        let mut bytes = Record::Dirty(id).line().into_bytes();
+        bytes.extend_from_slice(b"\xff\xfe garbage\n");
+        bytes.extend_from_slice(Record::InBackend(FileId(9)).line().as_bytes());
+        bytes.extend_from_slice(b"C 0123456789abcdef00112233445566");
+        let replayed = Replayed::replay(&bytes);
+        assert_eq!(replayed.dirty, HashSet::from([id]));
+        assert_eq!(replayed.in_backend, HashSet::from([FileId(9)]));
     }
 }
