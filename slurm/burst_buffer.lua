@@ -215,8 +215,10 @@ local function owner(job_id)
 	return uid, gid
 end
 
--- `sfs ARGS` as the job's user, with the job's config and hostfile.
-local function sfs_as_user(job_id, args, extra_env)
+-- A shell command (`words`, already quoted) as the job's user, in a clean
+-- environment with the job's config and hostfile: nothing of it runs as
+-- root.
+local function as_user(job_id, words, extra_env)
 	local uid, gid = owner(job_id)
 	if not uid then
 		return false, "no owner recorded for job " .. job_id .. " (setup did not run)"
@@ -237,10 +239,13 @@ local function sfs_as_user(job_id, args, extra_env)
 		.. " "
 		.. (os.getenv("SLURM_CONF") and ("SLURM_CONF=" .. quote(os.getenv("SLURM_CONF")) .. " ") or "")
 		.. (extra_env or "")
-		.. quote(site.sfs)
-		.. " "
-		.. args
+		.. words
 	return run(job_id, command)
+end
+
+-- `sfs ARGS` as the job's user (`as_user`).
+local function sfs_as_user(job_id, args, extra_env)
+	return as_user(job_id, quote(site.sfs) .. " " .. args, extra_env)
 end
 
 -- The job's config.json, for `nodes` nodes.
@@ -345,7 +350,7 @@ function slurm_bb_data_in(job_id, job_script)
 	local wanted = parse_directives(job_script)
 	for _, pair in ipairs(wanted and wanted.stage_in or {}) do
 		if not pair[1]:match("^s3://") then
-			local ok = sfs_as_user(job_id, "--version >/dev/null && test -r " .. quote(pair[1]))
+			local ok = as_user(job_id, "test -r " .. quote(pair[1]))
 			if not ok then
 				return slurm.ERROR, "SFS burst buffer: stage-in source " .. pair[1] .. " is not readable by the job's user"
 			end

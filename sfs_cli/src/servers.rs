@@ -217,11 +217,10 @@ fn close_inherited_descriptors() -> std::io::Result<()> {
     /// pipe through which Rust reports a failed exec keeps working.
     const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
     // SAFETY: close_range(2) takes plain integers and only changes the
-    // close-on-exec flags of this (forked) process's descriptors.
-    let marked =
-        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    // An older kernel (ENOSYS, EINVAL): start the server as before.
-    let _ = marked;
+    // close-on-exec flags of this (forked) process's descriptors. Its
+    // result is not looked at: on an older kernel (ENOSYS, EINVAL) the
+    // server starts as before.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     Ok(())
 }
 

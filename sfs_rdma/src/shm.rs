@@ -44,7 +44,7 @@ use futures::future::BoxFuture;
 use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rpc::auth::{self, Purpose};
-use sfs_rpc::limits::ConnectionLimit;
+use sfs_rpc::limits::{self, ConnectionLimit};
 use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::mem::MaybeUninit;
@@ -298,13 +298,8 @@ pub async fn serve(
                     let place = places.admit();
                     connections.spawn(async move {
                         let mut stream = stream;
-                        let _place = match place {
-                            Ok(place) => place,
-                            Err(why) => {
-                                tracing::info!("node-local data connection refused: {why}");
-                                auth::refuse(&mut stream, &why).await;
-                                return;
-                            }
+                        let Some(_place) = limits::placed_or_refused(place, &mut stream, "node-local data").await else {
+                            return;
                         };
                         if let Err(why) = peer_allowed(&stream) {
                             tracing::info!("node-local data connection refused: {why}");

@@ -22,7 +22,7 @@ use futures::future::BoxFuture;
 use sfs_global::secret::Secret;
 use sfs_global::{SfsError, SfsResult};
 use sfs_rpc::auth::{self, Purpose};
-use sfs_rpc::limits::ConnectionLimit;
+use sfs_rpc::limits::{self, ConnectionLimit};
 use sfs_rpc::mux::{Mux, OnCancel};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -121,13 +121,8 @@ pub async fn serve(
                     let place = places.admit();
                     connections.spawn(async move {
                         let mut stream = stream;
-                        let _place = match place {
-                            Ok(place) => place,
-                            Err(why) => {
-                                tracing::info!(%peer, "data connection refused: {why}");
-                                auth::refuse(&mut stream, &why).await;
-                                return;
-                            }
+                        let Some(_place) = limits::placed_or_refused(place, &mut stream, "data").await else {
+                            return;
                         };
                         match auth::server(&mut stream, &secret, Purpose::Data).await {
                             Ok(()) => {

@@ -72,6 +72,28 @@ impl ConnectionLimit {
     }
 }
 
+/// The place a socket connection was given at accept, or — when it got
+/// none — the refusal sent to it (the handshake's refusal, with the
+/// reason) and `None`: the connection's task then ends. `what` names the
+/// kind of connection in the server's log.
+pub async fn placed_or_refused<S>(
+    place: Result<Place, String>,
+    stream: &mut S,
+    what: &str,
+) -> Option<Place>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match place {
+        Ok(place) => Some(place),
+        Err(why) => {
+            tracing::info!("{what} connection refused: {why}");
+            crate::auth::refuse(stream, &why).await;
+            None
+        }
+    }
+}
+
 /// Raises this process's soft open-file limit to its hard limit (servers
 /// hold a socket per connection) and returns the soft limit then in force.
 pub fn raise_open_file_limit() -> u64 {

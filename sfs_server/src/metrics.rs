@@ -220,30 +220,36 @@ impl Metrics {
     /// Counts one lean request of `method` that took `elapsed` and failed
     /// with `errno` (`None`: succeeded).
     pub fn rpc_done(&self, method: u16, elapsed: Duration, errno: Option<Errno>) {
-        match self.methods.get(usize::from(method)) {
-            Some(counters) if sfs_rpc::lean::method_name(method).is_some() => {
-                counters.requests.fetch_add(1, Ordering::Relaxed);
-                counters.latency.observe(elapsed);
-            }
-            _ => {
-                self.unknown_methods.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if let Some(errno) = errno {
-            self.rpc_errors.count(errno);
-        }
+        let known = sfs_rpc::lean::method_name(method).is_some();
+        let counters = known
+            .then(|| self.methods.get(usize::from(method)))
+            .flatten();
+        self.count_request(counters, &self.unknown_methods, elapsed, errno);
     }
 
     /// Counts one gRPC request for `path` (`/sfs.Metadata/GrowSize`) that
     /// took `elapsed` and failed with `errno` (`None`: succeeded).
     pub fn grpc_done(&self, path: &str, elapsed: Duration, errno: Option<Errno>) {
-        match grpc_method(path).and_then(|code| self.grpc_methods.get(usize::from(code))) {
+        let counters = grpc_method(path).and_then(|code| self.grpc_methods.get(usize::from(code)));
+        self.count_request(counters, &self.grpc_unknown, elapsed, errno);
+    }
+
+    /// One request of a known method (its `counters`) or of none
+    /// (`unknown`), with its failure by errno.
+    fn count_request(
+        &self,
+        counters: Option<&MethodCounters>,
+        unknown: &AtomicU64,
+        elapsed: Duration,
+        errno: Option<Errno>,
+    ) {
+        match counters {
             Some(counters) => {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 counters.latency.observe(elapsed);
             }
             None => {
-                self.grpc_unknown.fetch_add(1, Ordering::Relaxed);
+                unknown.fetch_add(1, Ordering::Relaxed);
             }
         }
         if let Some(errno) = errno {

@@ -14,7 +14,7 @@ use crate::shutdown::Shutdown;
 use sfs_global::secret::Secret;
 use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch, MemoryBudget};
-use sfs_rpc::limits::ConnectionLimit;
+use sfs_rpc::limits::{self, ConnectionLimit};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,13 +82,8 @@ pub fn split(
                             let mut stream = stream;
                             // A gRPC connection gives its place back when it
                             // is handed to tonic (which holds it from then on).
-                            let _place = match place {
-                                Ok(place) => place,
-                                Err(why) => {
-                                    tracing::info!(%peer, "RPC connection refused: {why}");
-                                    auth::refuse(&mut stream, &why).await;
-                                    return;
-                                }
+                            let Some(_place) = limits::placed_or_refused(place, &mut stream, "RPC").await else {
+                                return;
                             };
                             if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
                                 tracing::info!(%peer, "RPC connection refused: {refused}");

@@ -28,6 +28,20 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// Whether this process runs as root (its effective uid, from /proc):
+/// what the tests of simulated nodes and of a private Slurm need.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Runs `command`; panics with its command line, status and output if it
 /// cannot run or fails, followed by `context()` (logs worth seeing then).
 pub fn run_checked(

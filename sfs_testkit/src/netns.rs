@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// they need root (namespaces, the bridge, sshd) and the `ip`, `sshd`,
 /// `ssh` and `ssh-keygen` programs (`scripts/setup.sh` installs them).
 pub fn missing_prerequisites() -> Option<String> {
-    if !is_root() {
+    if !crate::is_root() {
         return Some("not root: network namespaces and sshd need root".into());
     }
     for (program, package) in [
@@ -44,19 +44,6 @@ pub fn missing_prerequisites() -> Option<String> {
         }
     }
     None
-}
-
-/// Whether this process runs as root (its effective uid, from /proc).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Where Debian installs sshd (it must be run by its absolute path).

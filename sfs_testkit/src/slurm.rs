@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 /// it needs root (the daemons run as root; `runuser` for other users) and
 /// Debian's `slurm-wlm` and `munge` packages.
 pub fn missing_prerequisites() -> Option<String> {
-    if !is_root() {
+    if !crate::is_root() {
         return Some("not root: the Slurm daemons and munged run as root".into());
     }
     for (program, package) in [
@@ -93,19 +93,6 @@ pub fn ensure_user(name: &str) {
         "useradd {name} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Whether this process runs as root (its effective uid, from /proc).
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// `program` on the PATH or in the sbin directories (which a test's PATH
