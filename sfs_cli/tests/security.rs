@@ -248,50 +248,28 @@ fn ready_file(cluster: &Cluster) -> serde_json::Value {
     .unwrap()
 }
 
-/// Opens 24 authenticated connections for `purpose` to `address`, sends
-/// each one `frames` (full-chunk reads it never reads the answers of), and
-/// checks the server's RSS: within the 64 MiB budget (plus the idle buffer
-/// pool and slack) while flooded, back near where it was once the
-/// connections close, and other clients served meanwhile.
-fn flood(
+/// Loads the server with `load` (which opens connections that ask for
+/// much and never read the answers, and returns them) and checks the
+/// server's RSS: within the 64 MiB budget (plus the idle buffer pool and
+/// slack) while flooded, back near where it was once the connections
+/// close, and other clients served meanwhile.
+fn flood<T>(
     cluster: &Cluster,
     pid: u32,
-    address: std::net::SocketAddr,
-    purpose: sfs_rpc::auth::Purpose,
-    frames: &[u8],
+    what: &str,
+    load: impl FnOnce(&tokio::runtime::Runtime, &sfs_global::secret::Secret) -> T,
 ) {
     let secret = sfs_global::secret::Secret::load(&cluster.path().join("hostfile.secret")).unwrap();
     let before = rss(pid);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let connections: Vec<tokio::net::TcpStream> = runtime.block_on(async {
-        let mut all = Vec::new();
-        for _ in 0..24 {
-            let stream = sfs_rpc::auth::connect_tcp(
-                address,
-                &secret,
-                purpose,
-                "server s0",
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-            all.push(stream);
-        }
-        for stream in &mut all {
-            // Requests are small: all of them fit the socket buffers.
-            tokio::io::AsyncWriteExt::write_all(stream, frames)
-                .await
-                .unwrap();
-        }
-        all
-    });
+    let connections = load(&runtime, &secret);
     std::thread::sleep(Duration::from_secs(3));
     let flooded = rss(pid);
     // The budget, the idle buffer pool (64 MiB) and slack for the rest.
     let allowed = 64 * MIB + 64 * MIB + 48 * MIB;
     assert!(
         flooded.saturating_sub(before) <= allowed,
-        "RSS grew by {} MiB (from {} MiB), budget 64 MiB",
+        "{what}: RSS grew by {} MiB (from {} MiB), budget 64 MiB",
         (flooded - before) / MIB,
         before / MIB
     );
@@ -308,17 +286,66 @@ fn flood(
         after = rss(pid);
     }
     eprintln!(
-        "{purpose:?}: RSS before {} MiB, flooded {} MiB, after {} MiB",
+        "{what}: RSS before {} MiB, flooded {} MiB, after {} MiB",
         before / MIB,
         flooded / MIB,
         after / MIB
     );
     assert!(
         after <= before + 64 * MIB + 16 * MIB,
-        "RSS stayed at {} MiB after the connections closed (before: {} MiB)",
+        "{what}: RSS stayed at {} MiB after the connections closed (before: {} MiB)",
         after / MIB,
         before / MIB
     );
+}
+
+/// 24 authenticated connections for `purpose` to `address`, each sent
+/// `frames` (full-chunk reads whose answers it never reads).
+fn raw_flood(
+    runtime: &tokio::runtime::Runtime,
+    secret: &sfs_global::secret::Secret,
+    address: std::net::SocketAddr,
+    purpose: sfs_rpc::auth::Purpose,
+    frames: &[u8],
+) -> Vec<tokio::net::TcpStream> {
+    runtime.block_on(async {
+        let mut all = Vec::new();
+        for _ in 0..24 {
+            let stream = sfs_rpc::auth::connect_tcp(
+                address,
+                secret,
+                purpose,
+                "server s0",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+            all.push(stream);
+        }
+        for stream in &mut all {
+            // Requests are small: all of them fit the socket buffers.
+            tokio::io::AsyncWriteExt::write_all(stream, frames)
+                .await
+                .unwrap();
+        }
+        all
+    })
+}
+
+/// A full-chunk read of `/big`'s first chunk, prost-encoded.
+fn full_chunk_read(cluster: &Cluster, id: sfs_global::FileId) -> Vec<u8> {
+    use prost::Message;
+    sfs_rpc::pb::ReadChunkRequest {
+        range: Some(sfs_rpc::pb::ChunkRange {
+            id_hi: id.hi(),
+            id_lo: id.lo(),
+            index: 0,
+            offset: 0,
+            len: cluster.config.chunk_size,
+        }),
+        stat: None,
+    }
+    .encode_to_vec()
 }
 
 #[test]
@@ -347,28 +374,19 @@ fn a_flood_of_unread_reads_stays_within_the_memory_budget_and_memory_returns() {
             .encode(),
         );
     }
-    flood(&cluster, pid, data, sfs_rpc::auth::Purpose::Data, &frames);
+    flood(&cluster, pid, "TCP data", |runtime, secret| {
+        raw_flood(runtime, secret, data, sfs_rpc::auth::Purpose::Data, &frames)
+    });
 }
 
 /// The same flood on the lean RPC port: full-chunk `read_chunk` calls
 /// (which the RPC serves for small pieces, but a client may ask any range).
 #[test]
 fn a_flood_of_unread_rpc_reads_stays_within_the_memory_budget_and_memory_returns() {
-    use prost::Message;
     let (cluster, id, pid) = flood_target();
     let entry = &cluster.hostfile.hosts[0];
     let rpc: std::net::SocketAddr = entry.endpoint().parse().unwrap();
-    let read = sfs_rpc::pb::ReadChunkRequest {
-        range: Some(sfs_rpc::pb::ChunkRange {
-            id_hi: id.hi(),
-            id_lo: id.lo(),
-            index: 0,
-            offset: 0,
-            len: cluster.config.chunk_size,
-        }),
-        stat: None,
-    }
-    .encode_to_vec();
+    let read = full_chunk_read(&cluster, id);
     let method = sfs_rpc::lean::METHODS
         .iter()
         .find(|(_, name)| *name == "read_chunk")
@@ -387,5 +405,132 @@ fn a_flood_of_unread_rpc_reads_stays_within_the_memory_budget_and_memory_returns
         );
         frames.extend_from_slice(&read);
     }
-    flood(&cluster, pid, rpc, sfs_rpc::auth::Purpose::Rpc, &frames);
+    flood(&cluster, pid, "lean RPC", |runtime, secret| {
+        raw_flood(runtime, secret, rpc, sfs_rpc::auth::Purpose::Rpc, &frames)
+    });
+}
+
+/// The same flood over gRPC on the RPC port: 24 HTTP/2 connections, each
+/// opening as many `ReadChunk` streams as the server lets it and never
+/// reading an answer (the client's flow-control windows stay closed, so
+/// every answer past the first 64 KiB waits in the server).
+#[test]
+fn a_flood_of_unread_grpc_reads_stays_within_the_memory_budget_and_memory_returns() {
+    let (cluster, id, pid) = flood_target();
+    let rpc: std::net::SocketAddr = cluster.hostfile.hosts[0].endpoint().parse().unwrap();
+    let read = full_chunk_read(&cluster, id);
+    let mut message = vec![0u8];
+    message.extend_from_slice(&(read.len() as u32).to_be_bytes());
+    message.extend_from_slice(&read);
+    let message = bytes::Bytes::from(message);
+    flood(&cluster, pid, "gRPC", |runtime, secret| {
+        runtime.block_on(async {
+            let mut all = Vec::new();
+            let mut streams = 0;
+            for _ in 0..24 {
+                let stream = sfs_rpc::auth::connect_tcp(
+                    rpc,
+                    secret,
+                    sfs_rpc::auth::Purpose::Rpc,
+                    "server s0",
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap();
+                let (mut send, connection) = h2::client::handshake(stream).await.unwrap();
+                tokio::spawn(connection);
+                // The server's settings (its stream limit) arrive first.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut pending = Vec::new();
+                for _ in 0..400 {
+                    // The server's stream limit: `ready` waits past it.
+                    match tokio::time::timeout(Duration::from_millis(200), send.clone().ready())
+                        .await
+                    {
+                        Ok(Ok(ready)) => send = ready,
+                        _ => break,
+                    }
+                    let request = http::Request::post("http://s0/sfs.v1.ChunkControl/ReadChunk")
+                        .header("content-type", "application/grpc")
+                        .header("te", "trailers")
+                        .body(())
+                        .unwrap();
+                    let (response, mut body) = send.send_request(request, false).unwrap();
+                    body.send_data(message.clone(), true).unwrap();
+                    pending.push(response);
+                    streams += 1;
+                }
+                all.push((send, pending));
+            }
+            eprintln!("gRPC flood: {streams} ReadChunk requests sent");
+            assert!(streams >= 24 * 8, "only {streams} requests sent");
+            all
+        })
+    });
+}
+/// A gRPC connection keeps its connection place for as long as it is open
+/// (not only until the listener hands it to tonic): with
+/// `max_connections = 4`, four open HTTP/2 connections leave no room for a
+/// fifth, which is refused with the reason; closing one makes room.
+#[test]
+fn grpc_connections_hold_their_place_while_open() {
+    let cluster = Cluster::start_with(1, |c| {
+        c.max_connections = 4;
+        c.shared_memory_data = false;
+    });
+    let rpc: std::net::SocketAddr = cluster.hostfile.hosts[0].endpoint().parse().unwrap();
+    let secret = sfs_global::secret::Secret::load(&cluster.path().join("hostfile.secret")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let connect = || {
+        runtime.block_on(sfs_rpc::auth::connect_tcp(
+            rpc,
+            &secret,
+            sfs_rpc::auth::Purpose::Rpc,
+            "server s0",
+            Duration::from_secs(5),
+        ))
+    };
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let stream = connect().unwrap();
+        let send = runtime.block_on(async {
+            let (send, connection) = h2::client::handshake(stream).await.unwrap();
+            let driver = tokio::spawn(connection);
+            // A request through it: the connection is tonic's now.
+            let request = http::Request::post("http://s0/sfs.v1.Control/Stats")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+            let (response, mut body) = send
+                .clone()
+                .ready()
+                .await
+                .unwrap()
+                .send_request(request, false)
+                .unwrap();
+            body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+                .unwrap();
+            let response = response.await.unwrap();
+            assert_eq!(response.status(), 200);
+            (send, driver)
+        });
+        open.push(send);
+    }
+    let refused = connect().expect_err("a fifth connection was let in");
+    assert!(refused.to_string().contains("max_connections"), "{refused}");
+    let (send, driver) = open.pop().unwrap();
+    drop(send);
+    driver.abort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect() {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("no place came back after a connection closed: {e}"),
+        }
+    }
 }

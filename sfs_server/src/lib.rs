@@ -16,6 +16,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod chunk_store;
+pub mod grpc_budget;
 pub mod meta_rocks;
 pub mod meta_store;
 pub mod metrics;

@@ -9,6 +9,7 @@
 //! connection that does not is told why and closed, and nothing of it
 //! reaches a service.
 
+use crate::grpc_budget::GrpcStream;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use sfs_global::secret::Secret;
@@ -30,15 +31,18 @@ const FIRST_BYTES_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections handed to gRPC and not yet taken by tonic.
 const GRPC_BACKLOG: usize = 64;
 
-/// The gRPC side of a split listener: the connections tonic serves.
-pub type GrpcIncoming = ReceiverStream<std::io::Result<TcpStream>>;
+/// The gRPC side of a split listener: the connections tonic serves, each
+/// with its place and its share of the memory budget
+/// ([`crate::grpc_budget`]).
+pub type GrpcIncoming = ReceiverStream<std::io::Result<GrpcStream>>;
 
 /// How the listener treats its connections.
 pub struct Policy {
     /// How long a lean connection polls for its next request before it
     /// sleeps.
     pub spin: Duration,
-    /// The lean RPC's memory budget (shared by its connections).
+    /// The RPC port's memory budget (shared by its lean and gRPC
+    /// connections).
     pub budget: MemoryBudget,
     /// The server's connection places (shared with its data listeners).
     pub places: ConnectionLimit,
@@ -80,9 +84,8 @@ pub fn split(
                         let place = places.admit();
                         connections.spawn(async move {
                             let mut stream = stream;
-                            // A gRPC connection gives its place back when it
-                            // is handed to tonic (which holds it from then on).
-                            let Some(_place) = limits::placed_or_refused(place, &mut stream, "RPC").await else {
+                            // A gRPC connection takes its place along to tonic.
+                            let Some(place) = limits::placed_or_refused(place, &mut stream, "RPC").await else {
                                 return;
                             };
                             if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
@@ -94,9 +97,10 @@ pub fn split(
                                     metrics.rpc_connections.fetch_add(1, Ordering::Relaxed);
                                     serve_connection(stream, dispatch, budget, spin, shutdown.wait()).await;
                                     metrics.rpc_connections.fetch_sub(1, Ordering::Relaxed);
+                                    drop(place);
                                 }
                                 Ok(false) => {
-                                    let _ = grpc_tx.send(Ok(stream)).await;
+                                    let _ = grpc_tx.send(Ok(GrpcStream::new(stream, place, &budget))).await;
                                 }
                                 Err(e) => tracing::debug!(%peer, "dropping a connection before its first request: {e}"),
                             }

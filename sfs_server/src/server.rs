@@ -46,6 +46,10 @@ use tokio::signal::unix::{signal, SignalKind};
 /// How long shutdown waits for in-flight requests and open listings.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// HTTP/2 streams a gRPC connection may have open at once (what they hold
+/// is bounded by the memory budget; this bounds the streams' own state).
+const GRPC_STREAMS_PER_CONNECTION: u32 = 128;
+
 /// What a server needs to start.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
@@ -336,16 +340,17 @@ pub async fn run_until(
         }),
         metrics.clone(),
     );
+    let rpc_budget = sfs_rpc::lean::MemoryBudget::new(
+        config.rpc_memory_bytes,
+        config.rpc_memory_per_connection_bytes,
+    );
     let (grpc_incoming, lean_task) = crate::rpc_listener::split(
         grpc_listener,
         lean,
         secret.clone(),
         crate::rpc_listener::Policy {
             spin: server_spin(&config, &hostfile, &name),
-            budget: sfs_rpc::lean::MemoryBudget::new(
-                config.rpc_memory_bytes,
-                config.rpc_memory_per_connection_bytes,
-            ),
+            budget: rpc_budget.clone(),
             places: places.clone(),
         },
         metrics.clone(),
@@ -364,6 +369,13 @@ pub async fn run_until(
         // Every gRPC request counted by method (`/metrics`) and logged at
         // debug level, as the lean dispatch's are.
         .layer(crate::metrics::grpc::GrpcMetricsLayer::new(metrics.clone()))
+        // Each request reserves bytes of the RPC port's memory budget until
+        // its answer is sent; a connection has at most this many streams.
+        .layer(crate::grpc_budget::GrpcBudgetLayer::new(
+            rpc_budget,
+            config.chunk_size,
+        ))
+        .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
         // The caller of each metadata request (its `sfs-caller` header)
         // becomes a request extension, as the lean server puts it.
         .add_service(tonic::service::interceptor::InterceptedService::new(

@@ -35,7 +35,7 @@ pub mod server;
 pub mod spin;
 
 pub use client::{GrpcClients, LeanClient, Rpc};
-pub use server::{serve_connection, Dispatch, MemoryBudget, Services};
+pub use server::{serve_connection, Dispatch, MemoryBudget, Reservation, Services};
 
 use sfs_global::{Errno, SfsError, SfsResult};
 use std::os::fd::AsFd;

@@ -83,6 +83,55 @@ impl MemoryBudget {
     }
 }
 
+/// Bytes a request of a connection the lean server does not read itself
+/// (a gRPC connection) holds of a [`MemoryBudget`] until its answer is
+/// sent: its connection's share and, unless it was admitted as the
+/// connection's only small request, the server's.
+pub struct Reservation {
+    _share: OwnedSemaphorePermit,
+    _server: Option<OwnedSemaphorePermit>,
+}
+
+impl MemoryBudget {
+    /// A new connection's own share of the budget, for
+    /// [`MemoryBudget::reserve`].
+    pub fn connection_share(&self) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(self.per_connection))
+    }
+
+    /// Reserves `cost` bytes (at least 1, at most a connection's share) for
+    /// one request of the connection whose share is `share`, waiting until
+    /// the connection's earlier requests and then the server's other
+    /// connections leave room — the same rules as the lean server's: a
+    /// small request of a connection with nothing else reserved is always
+    /// admitted. `None` only when the budget was closed.
+    pub async fn reserve(&self, share: &Arc<Semaphore>, cost: usize) -> Option<Reservation> {
+        let cost = cost.clamp(1, self.per_connection);
+        let own = share.clone().acquire_many_owned(cost as u32).await.ok()?;
+        let alone = share.available_permits() + cost >= self.per_connection;
+        let server = match self.server.clone().try_acquire_many_owned(cost as u32) {
+            Ok(permit) => Some(permit),
+            Err(_) if alone && cost <= ALWAYS_ADMITTED => None,
+            Err(_) => Some(
+                self.server
+                    .clone()
+                    .acquire_many_owned(cost as u32)
+                    .await
+                    .ok()?,
+            ),
+        };
+        Some(Reservation {
+            _share: own,
+            _server: server,
+        })
+    }
+
+    /// The bytes of the server's budget not reserved now.
+    pub fn available(&self) -> usize {
+        self.server.available_permits()
+    }
+}
+
 /// A small request a connection with nothing else in flight may always
 /// run, even when other connections hold the server's whole budget (for
 /// example clients that never read their answers): every connection keeps
