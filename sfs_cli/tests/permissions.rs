@@ -408,3 +408,43 @@ fn a_removal_reuses_a_remote_parent_only_while_it_cannot_have_changed() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     client.unlink(&remote[2]).unwrap();
 }
+
+/// A write or truncate by anyone but root clears `S_ISUID`, and `S_ISGID`
+/// when the group may execute (Linux's rule); root's writes keep them, and
+/// `S_ISGID` without group execute stays. Before, the bits survived every
+/// write: a user could rewrite a setuid program of theirs, or another's
+/// group-writable one, and keep its privileges.
+#[test]
+fn writes_by_a_user_clear_setuid_and_setgid() {
+    // Over both protocols: the shim speaks the configured one.
+    for rpc in [MetadataRpc::Lean, MetadataRpc::Grpc] {
+        let Some(s) = Setup::new(rpc) else {
+            return;
+        };
+        writes_clear_privileges(&s);
+    }
+}
+
+fn writes_clear_privileges(s: &Setup) {
+    let made = s.shim(
+        true,
+        "set -e; M=$1
+         for f in w a t g l; do echo x > $M/open/$f; done
+         chmod 6775 $M/open/w $M/open/a $M/open/t $M/open/l
+         chmod 2745 $M/open/g
+         echo y > $M/open/w; echo y >> $M/open/a; truncate -s 1 $M/open/t
+         echo y >> $M/open/g
+         stat -c '%a' $M/open/w $M/open/a $M/open/t $M/open/g",
+    );
+    succeeded("writes by the owner", &made);
+    assert_eq!(
+        String::from_utf8_lossy(&made.stdout),
+        "775\n775\n775\n2745\n"
+    );
+    let root = s.shim(
+        false,
+        "set -e; M=$1; echo y >> $M/open/l; truncate -s 1 $M/open/l; stat -c '%a' $M/open/l",
+    );
+    succeeded("writes by root", &root);
+    assert_eq!(String::from_utf8_lossy(&root.stdout), "6775\n");
+}

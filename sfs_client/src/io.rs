@@ -38,6 +38,11 @@ impl OpenFile {
             offset: Mutex::new(0),
             size_hint: AtomicU64::new(if flags.has(libc::O_TRUNC) { 0 } else { md.size }),
             written: AtomicBool::new(false),
+            drop_privileges: AtomicBool::new(
+                flags.writable()
+                    && md.kind() == FileKind::File
+                    && sfs_global::access::without_privileges(md.mode & 0o7777) != md.mode & 0o7777,
+            ),
         })
     }
 
@@ -121,6 +126,11 @@ pub(crate) struct OpenFile {
     /// Whether data was written through this description (its last close
     /// then asks for a write-back under the `close` policy).
     pub written: AtomicBool,
+    /// Whether the file had `S_ISUID` (or `S_ISGID` with group execute)
+    /// when opened for writing and this description has not written yet:
+    /// its first write asks the server to clear them (which it does unless
+    /// the caller is root), as a write does in Linux.
+    pub drop_privileges: AtomicBool,
 }
 
 /// Where an embedding process keeps the shared state of the open file
@@ -607,6 +617,22 @@ impl Client {
             return Ok(0);
         }
         file.written.store(true, Ordering::Relaxed);
+        if file.drop_privileges.swap(false, Ordering::Relaxed) {
+            let path = file.path();
+            let req = pb::SetAttrRequest {
+                path: path.clone(),
+                drop_privileges: true,
+                ..Default::default()
+            };
+            match self.set_attr(&path, req).await {
+                // Write permission taken away since the open: the write
+                // goes on (checked at open), the bits stay.
+                Err(e) if e.errno == Errno::EACCES => {}
+                other => {
+                    other?;
+                }
+            }
+        }
         let end = offset
             .checked_add(buf.len() as u64)
             .filter(|&e| e <= MAX_FILE_SIZE)

@@ -225,10 +225,7 @@ pub fn check_set_attr(
         }
         if md.kind() == FileKind::File {
             let base = change.mode.unwrap_or(md.mode & 0o7777);
-            let mut cleared = base & !libc::S_ISUID;
-            if base & 0o010 != 0 {
-                cleared &= !libc::S_ISGID;
-            }
+            let cleared = without_privileges(base);
             if cleared != base {
                 change.mode = Some(cleared);
             }
@@ -244,6 +241,26 @@ pub fn check_set_attr(
         }
     }
     Ok(())
+}
+
+/// `mode` (permission bits) without what a change of the file's content
+/// or owner takes away: `S_ISUID`, and `S_ISGID` when the group may
+/// execute (without group execute, `S_ISGID` marks mandatory locking and
+/// stays), as Linux's `should_remove_suid` does.
+pub fn without_privileges(mode: u32) -> u32 {
+    let mut cleared = mode & !libc::S_ISUID;
+    if mode & 0o010 != 0 {
+        cleared &= !libc::S_ISGID;
+    }
+    cleared
+}
+
+/// Whether a write or truncate of a regular file with `mode` changes it:
+/// the privileges of [`without_privileges`] are set and the writer is not
+/// root (root keeps them, as a caller with `CAP_FSETID` does).
+pub fn write_drops_privileges(mode: u32, caller: &Caller) -> bool {
+    let bits = mode & 0o7777;
+    !caller.is_root() && without_privileges(bits) != bits
 }
 
 /// "read", "write", "execute"/"search" for the bits of `mask`.
@@ -327,6 +344,19 @@ mod tests {
         let e = check_sticky(sticky, 10, 20, &caller, "/t/a").unwrap_err();
         assert_eq!(e.errno, Errno::EPERM);
         check_sticky(libc::S_IFDIR | 0o777, 10, 20, &caller, "/t/a").unwrap();
+    }
+
+    #[test]
+    fn a_write_by_anyone_but_root_drops_setuid_and_executable_setgid() {
+        let other = user(11, 20, &[]);
+        assert_eq!(without_privileges(0o6775), 0o775);
+        assert_eq!(without_privileges(0o2745), 0o2745);
+        assert_eq!(without_privileges(0o4755), 0o755);
+        assert!(write_drops_privileges(libc::S_IFREG | 0o4755, &other));
+        assert!(write_drops_privileges(0o2775, &other));
+        assert!(!write_drops_privileges(0o2745, &other));
+        assert!(!write_drops_privileges(0o755, &other));
+        assert!(!write_drops_privileges(0o6775, &Caller::root()));
     }
 
     #[test]

@@ -609,6 +609,7 @@ fn rpc_request_bodies() {
             atime_ns: Some(-1),
             mtime_ns: Some(i64::MAX),
             times_now: false,
+            drop_privileges: true,
         }),
         encode(&pb::ReaddirRequest {
             dir: "/d".into(),

@@ -16,7 +16,8 @@ use super::{
 };
 use crate::meta_store::{now_ns, RemoveKind};
 use sfs_global::access::{
-    check_access, check_set_attr, check_sticky, missing, AttrChange, MAY_EXEC, MAY_WRITE,
+    check_access, check_set_attr, check_sticky, missing, without_privileges,
+    write_drops_privileges, AttrChange, MAY_EXEC, MAY_WRITE,
 };
 use sfs_global::distributor::Distributor;
 use sfs_global::metadata::MetaUpdate;
@@ -370,7 +371,11 @@ impl metadata_server::Metadata for MetadataService {
             let md = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
             check_access(&md, &caller, MAY_WRITE, path).map_err(refuse)?;
         }
-        let entry = quick(move || meta.truncate(&req.path, req.size, now_ns()))?;
+        let now = now_ns();
+        let mut entry = quick(|| meta.truncate(&req.path, req.size, now))?;
+        if entry.kind() == FileKind::File && write_drops_privileges(entry.mode, &caller) {
+            entry = quick(|| meta.set_attr(&req.path, drop_privileges(&entry, now)))?;
+        }
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 
@@ -391,6 +396,26 @@ impl metadata_server::Metadata for MetadataService {
         let meta = self.state.meta.clone();
         let path = req.path.as_str();
         let current = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+        if req.drop_privileges {
+            let only = req.mode.is_none()
+                && req.uid.is_none()
+                && req.gid.is_none()
+                && req.atime_ns.is_none()
+                && req.mtime_ns.is_none()
+                && !req.times_now;
+            if !only {
+                return Err(refuse(SfsError::invalid(
+                    "set_attr: drop_privileges comes alone",
+                )));
+            }
+            check_access(&current, &caller, MAY_WRITE, path).map_err(refuse)?;
+            if current.kind() != FileKind::File || !write_drops_privileges(current.mode, &caller) {
+                return Ok(Response::new(pb::Entry::from(&current)));
+            }
+            let update = drop_privileges(&current, now_ns());
+            let entry = quick(|| meta.set_attr(path, update))?;
+            return Ok(Response::new(pb::Entry::from(&entry)));
+        }
         let mut change = AttrChange {
             mode: req.mode.map(|m| m & 0o7777),
             uid: req.uid,
@@ -539,5 +564,18 @@ impl metadata_server::Metadata for MetadataService {
         let meta = self.state.meta.clone();
         blocking(move || meta.sync()).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+}
+
+/// The update a write or truncate by a caller other than root makes to a
+/// file whose mode has `S_ISUID` (or `S_ISGID` with group execute).
+fn drop_privileges(md: &Metadata, now: i64) -> MetaUpdate {
+    MetaUpdate::SetAttr {
+        mode: Some(without_privileges(md.mode & 0o7777)),
+        uid: None,
+        gid: None,
+        atime_ns: None,
+        mtime_ns: None,
+        ctime_ns: now,
     }
 }
