@@ -21,6 +21,7 @@ const OTHER: &str = "65534";
 /// | path | mode | for |
 /// |---|---|---|
 /// | /private, /private/f | 0700 dir | listing, reading, creating inside |
+/// | /private/sub, /private/sub/g | 0777 dir, 0644 | search above the parent |
 /// | /secret.txt | 0600 | reading, chmod, chown |
 /// | /shared.txt | 0644 | writing, truncating; unlink from the 0755 root |
 /// | /tmp | 1777 | sticky: root's /tmp/rootfile (0666) |
@@ -30,7 +31,9 @@ const OTHER: &str = "65534";
 const FIXTURE: &str = r#"
 set -e
 M=$1
-mkdir $M/private; echo top > $M/private/f; chmod 700 $M/private
+mkdir $M/private; echo top > $M/private/f
+mkdir $M/private/sub; chmod 777 $M/private/sub; echo g > $M/private/sub/g
+chmod 700 $M/private
 echo secret > $M/secret.txt; chmod 600 $M/secret.txt
 echo shared > $M/shared.txt; chmod 644 $M/shared.txt
 mkdir $M/tmp; chmod 1777 $M/tmp
@@ -171,6 +174,11 @@ fn the_cli_enforces_permissions_against_another_user() {
         "EACCES",
     );
     refused(
+        "get of a 0644 file below a 0700 directory",
+        &other(&["get", "/private/sub/g", "/dev/null"]),
+        "EACCES",
+    );
+    refused(
         "put into a 0755 directory of root's",
         &other(&["put", "/etc/hostname", "/ro/x"]),
         "EACCES",
@@ -232,7 +240,7 @@ fn the_cli_enforces_permissions_against_another_user() {
     let private = s.cli(false, &["ls", "/private"]);
     assert_eq!(
         String::from_utf8_lossy(&private.stdout).trim(),
-        "f",
+        "f\nsub",
         "{}",
         text(&private)
     );
@@ -246,6 +254,28 @@ fn the_shim_enforces_permissions_against_another_user() {
     let other = |script: &str| s.shim(true, script);
     refused("ls of a 0700 directory", &other("ls $1/private"), "EACCES");
     refused("cat of a 0600 file", &other("cat $1/secret.txt"), "EACCES");
+    // Search permission on every directory above: the files' own modes
+    // (0644) and the 0777 parent would let the other user in.
+    refused(
+        "cat of a 0644 file in a 0700 directory",
+        &other("cat $1/private/f"),
+        "EACCES",
+    );
+    refused(
+        "stat below a 0700 directory",
+        &other("stat $1/private/sub/g"),
+        "EACCES",
+    );
+    refused(
+        "create in a 0777 directory below a 0700 one",
+        &other("touch $1/private/sub/new"),
+        "EACCES",
+    );
+    refused(
+        "unlink in a 0777 directory below a 0700 one",
+        &other("rm -f $1/private/sub/g"),
+        "EACCES",
+    );
     refused(
         "append to a 0644 file",
         &other("echo x >> $1/shared.txt"),
@@ -329,7 +359,7 @@ fn the_shim_enforces_permissions_against_another_user() {
         &s.shim(
             false,
             "set -e; M=$1
-             ls $M/private >/dev/null; cat $M/open/keep >/dev/null
+             ls $M/private >/dev/null; cat $M/open/keep $M/private/sub/g >/dev/null
              chmod 644 $M/open/keep; chown 0:0 $M/open/keep
              rm $M/tmp/left; echo more >> $M/shared.txt",
         ),

@@ -248,25 +248,75 @@ int main(int argc, char **argv) {
 }
 "#,
     );
-    let script = "\"$1\" \"$2/f\" && cat \"$2/f\"";
-    let local = tempfile::tempdir().unwrap();
-    let expected = shim_support::local(
-        script,
-        &[
-            &program.display().to_string(),
-            &local.path().display().to_string(),
-        ],
-    );
-    assert_ok("setfl locally", &expected);
-    let out = under_shim(
-        &cluster,
-        script,
-        &[&program.display().to_string(), &cluster.config.mountdir],
-    );
-    assert_ok("setfl", &out);
-    assert_eq!(text(&out.stdout), text(&expected.stdout));
+    let out = program_locally_and_under_shim(&cluster, &program, "\"$1\" \"$2/f\" && cat \"$2/f\"");
     assert_eq!(
-        text(&out.stdout),
+        out,
         "append at open 0\nflags 1 1 1\nappend after clearing 0\nX123456789AC"
     );
+}
+
+/// A path argument that cannot point into the process's memory (NULL, the
+/// kernel's half of the address space) gives EFAULT under the shim as
+/// without it, instead of crashing the program in the shim's `strlen`
+/// (pjdfstest's `efault_path` cases): path calls, and symlink's target
+/// beside a link path inside the mount.
+#[test]
+fn a_path_pointer_outside_the_process_gives_efault() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let program = compile_c(
+        dir.path(),
+        "efault",
+        r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+static void show(const char *what, int rc) {
+    printf("%s %d %s\n", what, rc, rc < 0 ? strerrorname_np(errno) : "-");
+}
+int main(int argc, char **argv) {
+    const char *bad[2] = { NULL, (const char *)-1 };
+    struct stat st;
+    char link[4096];
+    snprintf(link, sizeof link, "%s/l", argv[1]);
+    if (chdir(argv[1]) != 0) { perror("chdir"); return 1; }
+    for (int i = 0; i < 2; i++) {
+        show("open", open(bad[i], O_RDONLY));
+        show("openat", openat(AT_FDCWD, bad[i], O_RDONLY));
+        show("stat", stat(bad[i], &st));
+        show("mkdir", mkdir(bad[i], 0755));
+        show("unlink", unlink(bad[i]));
+        show("rename", rename(bad[i], "x"));
+        show("chmod", chmod(bad[i], 0644));
+        show("access", access(bad[i], F_OK));
+        show("symlink", symlink(bad[i], link));
+    }
+    return 0;
+}
+"#,
+    );
+    let out = program_locally_and_under_shim(&cluster, &program, "\"$1\" \"$2\"");
+    assert!(out.contains("open -1 EFAULT"), "{out}");
+}
+
+/// Runs `script` (`$1` the program, `$2` a directory) with a local
+/// directory and then under the shim with the mount, and returns the
+/// standard output, asserting both runs succeed and print the same.
+fn program_locally_and_under_shim(
+    cluster: &Cluster,
+    program: &std::path::Path,
+    script: &str,
+) -> String {
+    let local = tempfile::tempdir().unwrap();
+    let program = program.display().to_string();
+    let expected = shim_support::local(script, &[&program, &local.path().display().to_string()]);
+    assert_ok("locally", &expected);
+    let out = under_shim(cluster, script, &[&program, &cluster.config.mountdir]);
+    assert_ok("under the shim", &out);
+    assert_eq!(text(&out.stdout), text(&expected.stdout));
+    text(&out.stdout)
 }

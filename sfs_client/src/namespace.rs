@@ -20,6 +20,15 @@ const MAX_SYMLINK_HOPS: usize = 40;
 impl Client {
     /// The entry of a normalised path, not following a final symlink.
     pub(crate) async fn lookup(&self, path: &str) -> SfsResult<Metadata> {
+        self.search_permitted(path).await?;
+        let md = self.stat_entry(path, None).await?;
+        self.saw_entry(path, &md);
+        Ok(md)
+    }
+
+    /// [`Client::lookup`] without the search check of the directories
+    /// above and without filling their cache (what the check itself asks).
+    pub(crate) async fn lookup_uncached(&self, path: &str) -> SfsResult<Metadata> {
         self.stat_entry(path, None).await
     }
 
@@ -55,12 +64,16 @@ impl Client {
     /// the caller has the `access` bits on it (`sfs_global::access`; the
     /// owner checks, EACCES; a symlink is never checked).
     pub(crate) async fn lookup_access(&self, path: &str, access: u32) -> SfsResult<Metadata> {
-        self.stat_request(pb::PathRequest {
-            path: path.to_string(),
-            access,
-            ..Default::default()
-        })
-        .await
+        self.search_permitted(path).await?;
+        let md = self
+            .stat_request(pb::PathRequest {
+                path: path.to_string(),
+                access,
+                ..Default::default()
+            })
+            .await?;
+        self.saw_entry(path, &md);
+        Ok(md)
     }
 
     /// Resolves a final symlink chain: returns the path reached and its entry.
@@ -123,8 +136,8 @@ impl Client {
 
     /// `access(2)`: EACCES unless the caller has the `mode` bits (R_OK,
     /// W_OK, X_OK; 0 for F_OK) on `path` (after symlinks), as the
-    /// entry's owner decides. Directories above it are not checked
-    /// (docs/semantics.md, "Permissions").
+    /// entry's owner decides, after search permission on the directories
+    /// above it ([`Client::search_permitted`]).
     pub fn access(&self, path: &str, mode: u32) -> SfsResult<()> {
         let path = normalize(path)?;
         self.block_on(self.resolve_access(&path, mode)).map(|_| ())
@@ -143,6 +156,7 @@ impl Client {
         link_target: &str,
         access: u32,
     ) -> SfsResult<(Metadata, bool)> {
+        self.search_permitted(path).await?;
         let request = |check_parent| pb::CreateRequest {
             path: path.to_string(),
             mode: kind.type_bits() | (perm & 0o7777),

@@ -35,14 +35,14 @@ pub(crate) struct ParentCache {
 }
 
 impl ParentCache {
-    fn get(&self, path: &str) -> Option<Metadata> {
+    pub(crate) fn get(&self, path: &str) -> Option<Metadata> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         seen.get(path)
             .filter(|(at, _)| at.elapsed() < PARENT_TTL)
             .map(|(_, md)| md.clone())
     }
 
-    fn put(&self, path: &str, md: &Metadata) {
+    pub(crate) fn put(&self, path: &str, md: &Metadata) {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.len() >= PARENTS_KEPT {
             seen.clear();
@@ -57,6 +57,64 @@ impl ParentCache {
 }
 
 impl Client {
+    /// Search permission on every directory above `path` (from `/` down to
+    /// its parent), for a call that names `path` (descriptor calls do not
+    /// come here: POSIX checks the path at open). Root passes at once.
+    /// Directory attributes come from the client's cache of directories
+    /// ([`ParentCache`], 1 s, also filled by lookups that find a
+    /// directory); the ones missing are asked of their owners all at once
+    /// (one round trip, in parallel), and a cached directory that denies
+    /// is asked again before the call is refused (EACCES). A missing
+    /// ancestor, or one that is not a directory, ends the walk: the call
+    /// itself then fails as it would have (ENOENT, ENOTDIR).
+    pub(crate) async fn search_permitted(&self, path: &str) -> SfsResult<()> {
+        let caller = self.options.caller.current();
+        if caller.is_root() {
+            return Ok(());
+        }
+        let above = ancestors(path);
+        let missing: Vec<&str> = above
+            .iter()
+            .copied()
+            .filter(|dir| self.parents.get(dir).is_none())
+            .collect();
+        let fetched =
+            futures::future::join_all(missing.iter().map(|dir| self.lookup_uncached(dir))).await;
+        for (dir, md) in missing.iter().zip(fetched) {
+            if let Ok(md) = md {
+                self.parents.put(dir, &md);
+            }
+        }
+        for dir in above {
+            let Some(md) = self.parents.get(dir) else {
+                return Ok(());
+            };
+            if !md.is_dir() {
+                return Ok(());
+            }
+            if check_access(&md, &caller, MAY_EXEC, dir).is_err() {
+                // Perhaps opened up since it was cached: ask again.
+                let fresh = match self.lookup_uncached(dir).await {
+                    Ok(fresh) => fresh,
+                    Err(_) => return Ok(()),
+                };
+                self.parents.put(dir, &fresh);
+                if fresh.is_dir() {
+                    check_access(&fresh, &caller, MAY_EXEC, dir)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Remembers `md`, the entry of `path` just looked up, when it is a
+    /// directory (for [`Client::search_permitted`] of the paths below it).
+    pub(crate) fn saw_entry(&self, path: &str, md: &Metadata) {
+        if md.is_dir() {
+            self.parents.put(path, md);
+        }
+    }
+
     /// The entry of `path`'s parent directory (after symlinks), if the
     /// caller has the `access` bits on it (checked by its owner: EACCES);
     /// ENOENT/ENOTDIR unless it exists and is a directory.
@@ -91,6 +149,7 @@ impl Client {
         path: &str,
         kind: pb::RemoveKind,
     ) -> SfsResult<Metadata> {
+        self.search_permitted(path).await?;
         let parent_path = split_parent(path).map_or("/", |(p, _)| p);
         let owner = self.distributor.metadata_server(path);
         if self.distributor.metadata_server(parent_path) == owner {
@@ -185,8 +244,36 @@ impl Client {
     }
 }
 
+/// The directories above the normalised `path`, from `/` down to its
+/// parent (none for `/`).
+fn ancestors(path: &str) -> Vec<&str> {
+    let mut above = Vec::new();
+    if path == "/" {
+        return above;
+    }
+    above.push("/");
+    for (i, b) in path.bytes().enumerate().skip(1) {
+        if b == b'/' {
+            above.push(&path[..i]);
+        }
+    }
+    above
+}
+
 /// The uid a sticky directory's rule protects entries for (its owner), or
 /// `None` when `dir` is not sticky.
 pub(crate) fn sticky_owner(dir: &Metadata) -> Option<u32> {
     (dir.mode & libc::S_ISVTX != 0).then_some(dir.uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ancestors;
+
+    #[test]
+    fn ancestors_run_from_the_root_to_the_parent() {
+        assert!(ancestors("/").is_empty());
+        assert_eq!(ancestors("/a"), vec!["/"]);
+        assert_eq!(ancestors("/a/b/c"), vec!["/", "/a", "/a/b"]);
+    }
 }

@@ -15,12 +15,31 @@ use crate::state::{self, Inside, Settings};
 use sfs_global::path::strip_mount;
 use std::ffi::{c_char, c_int, CStr};
 
-/// The bytes of a C string argument, or `None` for NULL.
+/// The lowest address no process's memory can be at: above it lies the
+/// kernel's half of the address space on every 64-bit Linux (user space
+/// ends below 2^47, or 2^56 with five-level page tables on x86-64; 2^52 on
+/// arm64).
+const FIRST_NON_USER_ADDRESS: usize = 1 << 56;
+
+/// Whether `p` cannot point into the process's memory: NULL, the first
+/// page (never mapped) or the kernel's half. The shim does not read such
+/// an argument; the call goes to the kernel as it is, which answers EFAULT
+/// as it would without the shim. (An unmapped address elsewhere is read,
+/// and faults, as the program's own `strlen` of it would.)
+pub fn surely_invalid(p: *const c_char) -> bool {
+    let at = p as usize;
+    !(4096..FIRST_NON_USER_ADDRESS).contains(&at)
+}
+
+/// The bytes of a C string argument, or `None` for a pointer that surely
+/// does not point into the process's memory (NULL included:
+/// [`surely_invalid`]), which callers hand to the kernel unread.
 ///
 /// # Safety
-/// `p` is NULL or a NUL-terminated string that outlives the returned slice.
+/// `p` is such a pointer or a NUL-terminated string that outlives the
+/// returned slice.
 pub unsafe fn c_bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
-    if p.is_null() {
+    if surely_invalid(p) {
         None
     } else {
         // SAFETY: per the contract above.
@@ -110,6 +129,10 @@ pub unsafe fn sfs_path_pair(
     dirfd2: c_int,
     path2: *const c_char,
 ) -> Option<(Inside, Option<String>, Option<String>)> {
+    if surely_invalid(path1) || surely_invalid(path2) {
+        // The kernel's EFAULT (not a cross-file-system answer).
+        return None;
+    }
     // SAFETY: forwarded contract.
     let (a, b) = unsafe { (c_str(path1), c_str(path2)) };
     let inside = state::enter()?;

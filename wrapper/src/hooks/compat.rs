@@ -251,7 +251,7 @@ hook! {
 // otherwise the kernel's, with SFS descriptors handed over as execve does.
 hook! {
     unsafe fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int => sfs_execveat {
-        let empty = !path.is_null() && *path == 0;
+        let empty = !crate::paths::surely_invalid(path) && *path == 0;
         if empty && flags & libc::AT_EMPTY_PATH != 0 {
             return process::sfs_fexecve(dirfd, argv, envp);
         }

@@ -305,6 +305,12 @@ hook! {
 /// # Safety
 /// `target` NULL or NUL-terminated.
 unsafe fn symlink_sfs(target: *const c_char, linkpath: &str) -> SfsResult<c_int> {
+    if crate::paths::surely_invalid(target) {
+        return Err(err(
+            libc::EFAULT,
+            "symlink target is not in the process's memory",
+        ));
+    }
     // SAFETY: forwarded contract.
     let target =
         unsafe { c_str(target) }.ok_or_else(|| err(libc::EINVAL, "symlink target is not UTF-8"))?;
