@@ -320,3 +320,59 @@ fn program_locally_and_under_shim(
     assert_eq!(text(&out.stdout), text(&expected.stdout));
     text(&out.stdout)
 }
+
+/// Symlinks in the middle of a path are followed (relative, absolute into
+/// the mount, chained), a regular file in the middle gives ENOTDIR, a loop
+/// ELOOP and a missing directory ENOENT, for lookups, creates, renames and
+/// removals, as on a local directory.
+#[test]
+fn symlinks_and_files_in_the_middle_of_a_path_resolve_as_the_kernel_does() {
+    let cluster = Cluster::start(2);
+    let script = r#"
+set -eu
+cd "$1"
+mkdir -p runs/run42/sub
+ln -s runs/run42 latest
+echo data > latest/out.h5
+cat runs/run42/out.h5 latest/out.h5
+ls latest
+mkdir latest/new
+ls runs/run42
+ln -s run42 runs/alias
+cat runs/alias/out.h5
+ln -s "$1/runs" abs
+cat abs/alias/out.h5
+mv latest/out.h5 latest/moved.h5
+echo z > z
+mv z latest/z
+ls runs/run42
+rm latest/moved.h5 latest/z
+rmdir latest/new
+ls runs/run42
+touch plain
+ln -s loop2 loop1
+ln -s loop1 loop2
+python3 - <<'PY'
+import errno, os
+def attempt(name, call):
+    try:
+        call()
+        print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+attempt("stat file/x", lambda: os.stat("plain/x"))
+attempt("open file/x", lambda: open("plain/x"))
+attempt("create file/x", lambda: open("plain/x", "w"))
+attempt("mkdir file/x", lambda: os.mkdir("plain/x"))
+attempt("stat loop/x", lambda: os.stat("loop1/x"))
+attempt("stat missing/x", lambda: os.stat("missing/x"))
+attempt("create missing/x", lambda: open("missing/x", "w"))
+attempt("stat latest/sub", lambda: os.stat("latest/sub"))
+attempt("chmod latest/sub", lambda: os.chmod("latest/sub", 0o700))
+print(oct(os.stat("runs/run42/sub").st_mode & 0o777))
+PY
+"#;
+    let out = same_on_sfs_and_local(&cluster, script, &[]);
+    assert!(out.contains("stat loop/x ELOOP"), "{out}");
+    assert!(out.contains("open file/x ENOTDIR"), "{out}");
+}

@@ -11,7 +11,6 @@
 //! `..` are not listed (the shim adds them).
 
 use crate::Client;
-use sfs_global::path::normalize;
 use sfs_global::{Metadata, SfsError, SfsResult};
 use sfs_rpc::pb;
 use std::collections::VecDeque;
@@ -49,17 +48,19 @@ pub struct ReadDir<'a> {
 impl Client {
     /// `opendir(3)`: ENOTDIR unless `path` (after symlinks) is a directory.
     pub fn read_dir(&self, path: &str) -> SfsResult<ReadDir<'_>> {
-        let path = normalize(path)?;
-        // Listing needs read permission on the directory (its owner checks).
-        let (dir, md) = self.block_on(self.resolve_access(&path, sfs_global::access::MAY_READ))?;
-        if !md.is_dir() {
-            return Err(SfsError::not_dir(&path));
-        }
-        Ok(ReadDir {
-            client: self,
-            dir,
-            cursor: Some(DirCursor::start()),
-            buffered: VecDeque::new(),
+        self.through_dirs(path, |path| {
+            // Listing needs read permission on the directory (its owner checks).
+            let (dir, md) =
+                self.block_on(self.resolve_access(&path, sfs_global::access::MAY_READ))?;
+            if !md.is_dir() {
+                return Err(SfsError::not_dir(&path));
+            }
+            Ok(ReadDir {
+                client: self,
+                dir,
+                cursor: Some(DirCursor::start()),
+                buffered: VecDeque::new(),
+            })
         })
     }
 

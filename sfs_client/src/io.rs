@@ -13,7 +13,6 @@ use crate::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sfs_global::chunk::{split, ChunkPiece as Piece, MAX_FILE_SIZE};
 use sfs_global::config::WritebackPolicy;
-use sfs_global::path::normalize;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rdma::ChunkRef;
 use sfs_rpc::pb;
@@ -291,7 +290,11 @@ impl Client {
 
     /// The open file description `open` would create, not yet in the table.
     pub(crate) fn open_file(&self, path: &str, flags: i32, mode: u32) -> SfsResult<Arc<OpenFile>> {
-        let path = normalize(path)?;
+        self.through_dirs(path, |path| self.open_normal(path, flags, mode))
+    }
+
+    /// [`Client::open_file`] of a normalised path.
+    fn open_normal(&self, path: String, flags: i32, mode: u32) -> SfsResult<Arc<OpenFile>> {
         if flags & libc::O_TMPFILE == libc::O_TMPFILE {
             return self.open_unnamed(&path, flags, mode);
         }

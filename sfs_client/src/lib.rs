@@ -28,6 +28,7 @@ pub mod orphans;
 pub mod permissions;
 pub mod pieces;
 pub mod servers;
+pub mod walk;
 
 use futures::future::join_all;
 use servers::{ConnectOptions, ServerHandle, ServerSlot};

@@ -88,8 +88,23 @@ impl Client {
         access: u32,
     ) -> SfsResult<(String, Metadata)> {
         let mut current = path.to_string();
-        for _ in 0..MAX_SYMLINK_HOPS {
-            let md = self.lookup_access(&current, access).await?;
+        for hop in 0..MAX_SYMLINK_HOPS {
+            let md = match self.lookup_access(&current, access).await {
+                Ok(md) => md,
+                // A symlink's destination may lead through symlinked
+                // directories of its own (crate::walk); the path the
+                // caller gave is retried by its caller.
+                Err(e) if hop > 0 && matches!(e.errno, Errno::ENOENT | Errno::ENOTDIR) => {
+                    match self.real_dirs(&current).await? {
+                        Some(real) => {
+                            current = real;
+                            continue;
+                        }
+                        None => return Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
             if md.kind() != FileKind::Symlink {
                 return Ok((current, md));
             }
@@ -102,7 +117,7 @@ impl Client {
     }
 
     /// Where a symlink at `link` pointing to `target` leads, as an SFS path.
-    fn link_destination(&self, link: &str, target: &str) -> SfsResult<String> {
+    pub(crate) fn link_destination(&self, link: &str, target: &str) -> SfsResult<String> {
         if target.starts_with('/') {
             // Absolute targets are host paths (what `ln -s` through the shim writes).
             strip_mount(target, &self.config.mountdir).ok_or_else(|| {
@@ -119,14 +134,14 @@ impl Client {
 
     /// `stat(2)`: follows a final symlink.
     pub fn stat(&self, path: &str) -> SfsResult<Metadata> {
-        let path = normalize(path)?;
-        self.block_on(async { self.resolve(&path).await.map(|(_, md)| md) })
+        self.through_dirs(path, |path| {
+            self.block_on(async { self.resolve(&path).await.map(|(_, md)| md) })
+        })
     }
 
     /// `lstat(2)`: does not follow a final symlink.
     pub fn lstat(&self, path: &str) -> SfsResult<Metadata> {
-        let path = normalize(path)?;
-        self.block_on(self.lookup(&path))
+        self.through_dirs(path, |path| self.block_on(self.lookup(&path)))
     }
 
     /// `access(2)` with F_OK: the path exists (after symlinks).
@@ -139,8 +154,9 @@ impl Client {
     /// entry's owner decides, after search permission on the directories
     /// above it ([`Client::search_permitted`]).
     pub fn access(&self, path: &str, mode: u32) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(self.resolve_access(&path, mode)).map(|_| ())
+        self.through_dirs(path, |path| {
+            self.block_on(self.resolve_access(&path, mode)).map(|_| ())
+        })
     }
 
     /// Creates an entry (or, without `exclusive`, finds the one there):
@@ -184,14 +200,25 @@ impl Client {
             let r = self.server(owner).await?.rpc.create(request(false)).await?;
             created_entry(r)
         };
-        let (parent, created) = futures::join!(self.parent_dir(path, MAY_WRITE | MAY_EXEC), create);
+        let (parent, created) =
+            futures::join!(self.parent_dir_at(path, MAY_WRITE | MAY_EXEC), create);
         let parent = match parent {
             // A transient failure (timeout, lost connection) says nothing
             // about the parent: ask again, alone, before deciding anything.
             Err(e) if !parent_is_missing(&e) && e.errno != Errno::EACCES => {
-                self.parent_dir(path, MAY_WRITE | MAY_EXEC).await
+                self.parent_dir_at(path, MAY_WRITE | MAY_EXEC).await
             }
             other => other,
+        };
+        // A parent that is a symlink: the entry belongs where it leads. The
+        // one made here is taken back as for a missing parent, and the
+        // caller's walk (crate::walk) makes the call again there.
+        let lexical_parent = split_parent(path).map_or("/", |(p, _)| p);
+        let parent = match parent {
+            Ok((at, _)) if at != lexical_parent => Err(SfsError::not_found(format!(
+                "{path}: {lexical_parent} is a symbolic link"
+            ))),
+            other => other.map(|(_, md)| md),
         };
         match (parent, created) {
             (Ok(_), created) => created,
@@ -229,9 +256,10 @@ impl Client {
 
     /// `mkdir(2)`.
     pub fn mkdir(&self, path: &str, mode: u32) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(self.create_entry(&path, FileKind::Directory, mode, true, "", 0))
-            .map(|_| ())
+        self.through_dirs(path, |path| {
+            self.block_on(self.create_entry(&path, FileKind::Directory, mode, true, "", 0))
+                .map(|_| ())
+        })
     }
 
     /// True if any server holds an entry below `dir`.
@@ -249,34 +277,35 @@ impl Client {
 
     /// `rmdir(2)`: ENOTEMPTY if any server holds an entry in it.
     pub fn rmdir(&self, path: &str) -> SfsResult<()> {
-        let path = normalize(path)?;
-        if path == "/" {
-            return Err(SfsError::new(
-                Errno::EBUSY,
-                "/: cannot remove the root of the mount",
-            ));
-        }
-        self.block_on(async {
-            // Permission first (EACCES/EPERM before ENOTEMPTY, as Linux).
-            let (md, parent) = futures::join!(
-                self.lookup(&path),
-                self.parent_dir(&path, MAY_WRITE | MAY_EXEC)
-            );
-            let (md, parent) = (md?, parent?);
-            if !md.is_dir() {
-                return Err(SfsError::not_dir(&path));
+        self.through_dirs(path, |path| {
+            if path == "/" {
+                return Err(SfsError::new(
+                    Errno::EBUSY,
+                    "/: cannot remove the root of the mount",
+                ));
             }
-            if self.has_children(&path).await? {
-                return Err(SfsError::not_empty(&path));
-            }
-            self.remove_request(pb::RemoveRequest {
-                path: path.clone(),
-                kind: pb::RemoveKind::RemoveDirectory as i32,
-                sticky_parent_uid: sticky_owner(&parent),
-                ..Default::default()
+            self.block_on(async {
+                // Permission first (EACCES/EPERM before ENOTEMPTY, as Linux).
+                let (md, parent) = futures::join!(
+                    self.lookup(&path),
+                    self.parent_dir_really_at(&path, MAY_WRITE | MAY_EXEC)
+                );
+                let (md, parent) = (md?, parent?);
+                if !md.is_dir() {
+                    return Err(SfsError::not_dir(&path));
+                }
+                if self.has_children(&path).await? {
+                    return Err(SfsError::not_empty(&path));
+                }
+                self.remove_request(pb::RemoveRequest {
+                    path: path.clone(),
+                    kind: pb::RemoveKind::RemoveDirectory as i32,
+                    sticky_parent_uid: sticky_owner(&parent),
+                    ..Default::default()
+                })
+                .await
+                .map(|_| ())
             })
-            .await
-            .map(|_| ())
         })
     }
 
@@ -320,35 +349,37 @@ impl Client {
 
     /// `unlink(2)`: removes the entry, then the file's chunks.
     pub fn unlink(&self, path: &str) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(async {
-            // A file this client still has open keeps its data until the
-            // last close (crate::orphans).
-            if self.orphan_if_open(&path).await? {
-                return Ok(());
-            }
-            let removed = self
-                .remove_permitted(&path, pb::RemoveKind::RemoveNotDirectory)
-                .await?;
-            // An empty file has no chunks (truncation drops them), so its
-            // removal is one round trip. The exception is a write racing the
-            // unlink from another client: its chunks stay behind unreferenced
-            // (docs/semantics.md).
-            if removed.kind() == FileKind::File && removed.size > 0 {
-                self.remove_chunks(removed.id).await?;
-            }
-            Ok(())
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                // A file this client still has open keeps its data until the
+                // last close (crate::orphans).
+                if self.orphan_if_open(&path).await? {
+                    return Ok(());
+                }
+                let removed = self
+                    .remove_permitted(&path, pb::RemoveKind::RemoveNotDirectory)
+                    .await?;
+                // An empty file has no chunks (truncation drops them), so its
+                // removal is one round trip. The exception is a write racing the
+                // unlink from another client: its chunks stay behind unreferenced
+                // (docs/semantics.md).
+                if removed.kind() == FileKind::File && removed.size > 0 {
+                    self.remove_chunks(removed.id).await?;
+                }
+                Ok(())
+            })
         })
     }
 
     /// `symlink(2)`: creates `linkpath` pointing to `target` (stored verbatim).
     pub fn symlink(&self, target: &str, linkpath: &str) -> SfsResult<()> {
-        let path = normalize(linkpath)?;
         if target.is_empty() {
             return Err(SfsError::new(Errno::ENOENT, "symlink target is empty"));
         }
-        self.block_on(self.create_entry(&path, FileKind::Symlink, 0o777, true, target, 0))
-            .map(|_| ())
+        self.through_dirs(linkpath, |path| {
+            self.block_on(self.create_entry(&path, FileKind::Symlink, 0o777, true, target, 0))
+                .map(|_| ())
+        })
     }
 
     /// `readlink(2)`: EINVAL if the entry is not a symlink.
@@ -373,30 +404,32 @@ impl Client {
 
     /// `chmod(2)` (follows symlinks).
     pub fn chmod(&self, path: &str, mode: u32) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(async {
-            let (target, _) = self.resolve(&path).await?;
-            let req = pb::SetAttrRequest {
-                path: target.clone(),
-                mode: Some(mode & 0o7777),
-                ..Default::default()
-            };
-            self.set_attr(&target, req).await.map(|_| ())
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                let (target, _) = self.resolve(&path).await?;
+                let req = pb::SetAttrRequest {
+                    path: target.clone(),
+                    mode: Some(mode & 0o7777),
+                    ..Default::default()
+                };
+                self.set_attr(&target, req).await.map(|_| ())
+            })
         })
     }
 
     /// `chown(2)` (follows symlinks); `None` leaves an id unchanged.
     pub fn chown(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(async {
-            let (target, _) = self.resolve(&path).await?;
-            let req = pb::SetAttrRequest {
-                path: target.clone(),
-                uid,
-                gid,
-                ..Default::default()
-            };
-            self.set_attr(&target, req).await.map(|_| ())
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                let (target, _) = self.resolve(&path).await?;
+                let req = pb::SetAttrRequest {
+                    path: target.clone(),
+                    uid,
+                    gid,
+                    ..Default::default()
+                };
+                self.set_attr(&target, req).await.map(|_| ())
+            })
         })
     }
 
@@ -404,19 +437,20 @@ impl Client {
     /// when `follow`): both times to the server's current time, which the
     /// owner or anyone with write permission may set.
     pub fn touch(&self, path: &str, follow: bool) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(async {
-            let target = if follow {
-                self.resolve(&path).await?.0
-            } else {
-                path
-            };
-            let req = pb::SetAttrRequest {
-                path: target.clone(),
-                times_now: true,
-                ..Default::default()
-            };
-            self.set_attr(&target, req).await.map(|_| ())
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                let target = if follow {
+                    self.resolve(&path).await?.0
+                } else {
+                    path
+                };
+                let req = pb::SetAttrRequest {
+                    path: target.clone(),
+                    times_now: true,
+                    ..Default::default()
+                };
+                self.set_attr(&target, req).await.map(|_| ())
+            })
         })
     }
 
@@ -429,16 +463,17 @@ impl Client {
         atime_ns: Option<i64>,
         mtime_ns: Option<i64>,
     ) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(async {
-            let (target, _) = self.resolve(&path).await?;
-            let req = pb::SetAttrRequest {
-                path: target.clone(),
-                atime_ns,
-                mtime_ns,
-                ..Default::default()
-            };
-            self.set_attr(&target, req).await.map(|_| ())
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                let (target, _) = self.resolve(&path).await?;
+                let req = pb::SetAttrRequest {
+                    path: target.clone(),
+                    atime_ns,
+                    mtime_ns,
+                    ..Default::default()
+                };
+                self.set_attr(&target, req).await.map(|_| ())
+            })
         })
     }
 
@@ -481,13 +516,14 @@ impl Client {
 
     /// `truncate(2)` (follows symlinks).
     pub fn truncate(&self, path: &str, size: u64) -> SfsResult<()> {
-        let path = normalize(path)?;
-        self.block_on(async {
-            let (target, md) = self.resolve(&path).await?;
-            if md.is_dir() {
-                return Err(SfsError::is_dir(&path));
-            }
-            self.truncate_resolved(&target, size, false).await
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                let (target, md) = self.resolve(&path).await?;
+                if md.is_dir() {
+                    return Err(SfsError::is_dir(&path));
+                }
+                self.truncate_resolved(&target, size, false).await
+            })
         })
     }
 
@@ -495,40 +531,40 @@ impl Client {
     /// A file moves as one entry; a directory moves entry by entry (see
     /// docs/semantics.md); data never moves.
     pub fn rename(&self, old: &str, new: &str) -> SfsResult<()> {
-        let old = normalize(old)?;
-        let new = normalize(new)?;
-        if old == "/" || new == "/" {
-            return Err(SfsError::new(
-                Errno::EBUSY,
-                "cannot rename the root of the mount",
-            ));
-        }
-        // Directories may move: removals check their parents afresh.
-        self.parents.clear();
-        self.block_on(async {
-            let md = self.lookup(&old).await?;
-            if old == new {
-                return Ok(());
+        self.through_dirs2(old, new, |old, new| {
+            if old == "/" || new == "/" {
+                return Err(SfsError::new(
+                    Errno::EBUSY,
+                    "cannot rename the root of the mount",
+                ));
             }
-            let new_parent = self.rename_permitted(&old, &new, &md).await?;
-            let sticky = sticky_owner(&new_parent);
-            if md.is_dir() {
-                if is_within(&new, &old) {
-                    return Err(SfsError::invalid(format!(
-                        "cannot move {old} into itself ({new})"
-                    )));
+            // Directories may move: removals check their parents afresh.
+            self.parents.clear();
+            self.block_on(async {
+                let md = self.lookup(&old).await?;
+                if old == new {
+                    return Ok(());
                 }
-                self.rename_directory(&old, &new, md.clone(), sticky)
-                    .await?;
-            } else {
-                self.put_entry(&new, &md, true, sticky).await?;
-                self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
-                    .await?;
-            }
-            // This client's descriptors follow the file (or everything
-            // below the directory) to its new name.
-            self.follow_rename(&old, &new, md.id, md.is_dir());
-            Ok(())
+                let new_parent = self.rename_permitted(&old, &new, &md).await?;
+                let sticky = sticky_owner(&new_parent);
+                if md.is_dir() {
+                    if is_within(&new, &old) {
+                        return Err(SfsError::invalid(format!(
+                            "cannot move {old} into itself ({new})"
+                        )));
+                    }
+                    self.rename_directory(&old, &new, md.clone(), sticky)
+                        .await?;
+                } else {
+                    self.put_entry(&new, &md, true, sticky).await?;
+                    self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
+                        .await?;
+                }
+                // This client's descriptors follow the file (or everything
+                // below the directory) to its new name.
+                self.follow_rename(&old, &new, md.id, md.is_dir());
+                Ok(())
+            })
         })
     }
 

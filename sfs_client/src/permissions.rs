@@ -68,10 +68,10 @@ impl Client {
     /// ancestor, or one that is not a directory, ends the walk: the call
     /// itself then fails as it would have (ENOENT, ENOTDIR).
     pub(crate) async fn search_permitted(&self, path: &str) -> SfsResult<()> {
-        let caller = self.options.caller.current();
-        if caller.is_root() {
+        if self.options.caller.is_root() {
             return Ok(());
         }
+        let caller = self.options.caller.current();
         let above = ancestors(path);
         let missing: Vec<&str> = above
             .iter()
@@ -119,21 +119,50 @@ impl Client {
     /// caller has the `access` bits on it (checked by its owner: EACCES);
     /// ENOENT/ENOTDIR unless it exists and is a directory.
     pub(crate) async fn parent_dir(&self, path: &str, access: u32) -> SfsResult<Metadata> {
+        self.parent_dir_at(path, access).await.map(|(_, md)| md)
+    }
+
+    /// [`Client::parent_dir`] for a call that acts on `path` by its name
+    /// (a removal, a rename): ENOENT when the parent is a symlink, so that
+    /// the caller's walk (crate::walk) makes the call again at the path
+    /// the symlink leads to, instead of acting on a name under the link.
+    pub(crate) async fn parent_dir_really_at(
+        &self,
+        path: &str,
+        access: u32,
+    ) -> SfsResult<Metadata> {
+        let (at, md) = self.parent_dir_at(path, access).await?;
+        let lexical = split_parent(path).map_or("/", |(p, _)| p);
+        if at != lexical {
+            return Err(SfsError::not_found(format!(
+                "{path}: {lexical} is a symbolic link"
+            )));
+        }
+        Ok(md)
+    }
+
+    /// [`Client::parent_dir`], and the path the parent really is at (another
+    /// one when the parent is a symlink).
+    pub(crate) async fn parent_dir_at(
+        &self,
+        path: &str,
+        access: u32,
+    ) -> SfsResult<(String, Metadata)> {
         let Some((parent, _)) = split_parent(path) else {
             return Err(SfsError::exists(path));
         };
-        let md = match self.resolve_access(parent, access).await {
-            Ok((_, md)) => md,
+        let (at, md) = match self.resolve_access(parent, access).await {
+            Ok(found) => found,
             // A parent that is not a directory is ENOTDIR whatever its
             // bits (one more look, only on this error path).
             Err(e) if e.errno == Errno::EACCES => match self.resolve(parent).await {
-                Ok((_, md)) if !md.is_dir() => md,
+                Ok(found) if !found.1.is_dir() => found,
                 _ => return Err(e),
             },
             Err(e) => return Err(e),
         };
         if md.is_dir() {
-            Ok(md)
+            Ok((at, md))
         } else {
             Err(SfsError::not_dir(parent))
         }
@@ -175,7 +204,9 @@ impl Client {
                 parent
             }
             None => {
-                let parent = self.parent_dir(path, MAY_WRITE | MAY_EXEC).await?;
+                let parent = self
+                    .parent_dir_really_at(path, MAY_WRITE | MAY_EXEC)
+                    .await?;
                 self.parents.put(parent_path, &parent);
                 parent
             }
@@ -193,7 +224,9 @@ impl Client {
     /// for an entry `md` at `path` that is moved away instead (an open
     /// file's unlink makes it an orphan).
     pub(crate) async fn check_removal(&self, path: &str, md: &Metadata) -> SfsResult<()> {
-        let parent = self.parent_dir(path, MAY_WRITE | MAY_EXEC).await?;
+        let parent = self
+            .parent_dir_really_at(path, MAY_WRITE | MAY_EXEC)
+            .await?;
         if let Some(owner) = sticky_owner(&parent) {
             self.stat_request(pb::PathRequest {
                 path: path.to_string(),
@@ -222,8 +255,8 @@ impl Client {
         md: &Metadata,
     ) -> SfsResult<Metadata> {
         let (old_parent, new_parent) = futures::join!(
-            self.parent_dir(old, MAY_WRITE | MAY_EXEC),
-            self.parent_dir(new, MAY_WRITE | MAY_EXEC)
+            self.parent_dir_really_at(old, MAY_WRITE | MAY_EXEC),
+            self.parent_dir_really_at(new, MAY_WRITE | MAY_EXEC)
         );
         let (old_parent, new_parent) = (old_parent?, new_parent?);
         let moves_directory =
@@ -246,7 +279,7 @@ impl Client {
 
 /// The directories above the normalised `path`, from `/` down to its
 /// parent (none for `/`).
-fn ancestors(path: &str) -> Vec<&str> {
+pub(crate) fn ancestors(path: &str) -> Vec<&str> {
     let mut above = Vec::new();
     if path == "/" {
         return above;

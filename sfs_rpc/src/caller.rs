@@ -149,7 +149,21 @@ pub fn of_process() -> Caller {
     Caller {
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),
-        groups: rustix::process::getgroups()
+        groups: process_groups(),
+    }
+}
+
+/// The process's supplementary groups: one `getgroups` call into a buffer
+/// that holds the usual handful (two calls and an allocation only for a
+/// process in more than 32 groups).
+fn process_groups() -> Vec<u32> {
+    let mut buf = [0 as libc::gid_t; 32];
+    // SAFETY: `buf` has room for `buf.len()` ids, the size passed.
+    let n = unsafe { libc::getgroups(buf.len() as libc::c_int, buf.as_mut_ptr()) };
+    match usize::try_from(n) {
+        Ok(n) => buf[..n].to_vec(),
+        // EINVAL: more groups than the buffer holds.
+        Err(_) => rustix::process::getgroups()
             .map(|groups| groups.into_iter().map(|g| g.as_raw()).collect())
             .unwrap_or_default(),
     }
@@ -170,6 +184,15 @@ impl CallerSource {
         match &*self.fixed.read().expect("caller lock") {
             Some(caller) => caller.clone(),
             None => of_process(),
+        }
+    }
+
+    /// Whether a request sent now would carry root's uid: one `geteuid`
+    /// (no groups read) unless the caller is fixed.
+    pub fn is_root(&self) -> bool {
+        match &*self.fixed.read().expect("caller lock") {
+            Some(caller) => caller.is_root(),
+            None => rustix::process::geteuid().is_root(),
         }
     }
 
@@ -227,6 +250,22 @@ mod tests {
         for bad in ["", "1", "x:1", "1:2:", "1:2:a", "-1:2", "1:2:3,,4"] {
             assert!(parse_header(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_process_groups_are_read_in_one_call_as_in_two() {
+        let two: Vec<u32> = rustix::process::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        assert_eq!(process_groups(), two);
+        let source = CallerSource::default();
+        assert_eq!(source.is_root(), of_process().is_root());
+        source.set(Some(Caller::nobody()));
+        assert!(!source.is_root());
+        source.set(Some(Caller::root()));
+        assert!(source.is_root());
     }
 
     #[test]

@@ -1,0 +1,132 @@
+//! Symlinks and non-directories in the middle of a path.
+//!
+//! The namespace is flat: a path is one key on the server its hash names,
+//! and the servers know nothing of the directories above it. A call is
+//! first made with the path as it is, which costs nothing extra when every
+//! directory on the way is a real directory (the common case). Only when
+//! it answers ENOENT or ENOTDIR does the client walk the directories above
+//! the path: it looks up those it has not seen as directories in the last
+//! second (all at once: one round trip, in parallel), and
+//!
+//! - a directory that is a symlink is replaced by where it leads and the
+//!   call is made again on the path reached (`latest/out.h5` with
+//!   `latest -> run42` is `run42/out.h5`), up to 40 symlinks (ELOOP);
+//! - a directory that is a regular file (or any other non-directory)
+//!   makes the call fail with ENOTDIR, as the kernel's lookup does;
+//! - a missing one makes it fail with ENOENT naming that directory;
+//! - when all are directories the call's own answer stands.
+
+use crate::permissions::ancestors;
+use crate::Client;
+use sfs_global::path::normalize;
+use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
+use std::collections::HashMap;
+
+/// Symlinks followed among the directories of one path before ELOOP, as
+/// Linux's MAXSYMLINKS.
+const MAX_DIRECTORY_SYMLINKS: usize = 40;
+
+impl Client {
+    /// Runs `op` on `path` (made absolute and normal: [`normalize`]), and
+    /// again on the path its directories really lead to when `op` answered
+    /// ENOENT or ENOTDIR because a directory above it is a symlink (see
+    /// the module's documentation).
+    pub(crate) fn through_dirs<T>(
+        &self,
+        path: &str,
+        op: impl Fn(String) -> SfsResult<T>,
+    ) -> SfsResult<T> {
+        let path = normalize(path)?;
+        match op(path.clone()) {
+            Err(e) if retry_after(&e) => match self.block_on(self.real_dirs(&path))? {
+                Some(real) => op(real),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+
+    /// [`Client::through_dirs`] for calls with two paths (rename).
+    pub(crate) fn through_dirs2<T>(
+        &self,
+        a: &str,
+        b: &str,
+        op: impl Fn(String, String) -> SfsResult<T>,
+    ) -> SfsResult<T> {
+        let (a, b) = (normalize(a)?, normalize(b)?);
+        match op(a.clone(), b.clone()) {
+            Err(e) if retry_after(&e) => {
+                let (real_a, real_b) =
+                    self.block_on(async { futures::join!(self.real_dirs(&a), self.real_dirs(&b)) });
+                let (real_a, real_b) = (real_a?, real_b?);
+                if real_a.is_none() && real_b.is_none() {
+                    return Err(e);
+                }
+                op(real_a.unwrap_or(a), real_b.unwrap_or(b))
+            }
+            other => other,
+        }
+    }
+
+    /// `path` with the symlinks among the directories above it replaced by
+    /// where they lead: `None` when all of them are directories; ENOTDIR
+    /// when one is something else, ENOENT when one is missing, ELOOP past
+    /// [`MAX_DIRECTORY_SYMLINKS`].
+    pub(crate) async fn real_dirs(&self, path: &str) -> SfsResult<Option<String>> {
+        let mut current = path.to_string();
+        let mut followed = 0;
+        'walk: loop {
+            let above: Vec<String> = ancestors(&current)
+                .into_iter()
+                .skip(1) // "/" is a directory
+                .map(str::to_string)
+                .collect();
+            let unknown: Vec<&String> = above
+                .iter()
+                .filter(|dir| !self.parents.get(dir).is_some_and(|md| md.is_dir()))
+                .collect();
+            let answers =
+                futures::future::join_all(unknown.iter().map(|dir| self.lookup_uncached(dir)))
+                    .await;
+            let mut looked: HashMap<&str, SfsResult<Metadata>> = unknown
+                .into_iter()
+                .map(String::as_str)
+                .zip(answers)
+                .collect();
+            for dir in &above {
+                let md = match looked.remove(dir.as_str()) {
+                    Some(Ok(md)) => md,
+                    Some(Err(e)) if e.errno == Errno::ENOENT => {
+                        return Err(SfsError::not_found(dir));
+                    }
+                    Some(Err(e)) => return Err(e),
+                    // Known as a directory.
+                    None => continue,
+                };
+                match md.kind() {
+                    FileKind::Directory => self.parents.put(dir, &md),
+                    FileKind::Symlink => {
+                        followed += 1;
+                        if followed > MAX_DIRECTORY_SYMLINKS {
+                            return Err(SfsError::new(
+                                Errno::ELOOP,
+                                format!("{path}: too many levels of symbolic links"),
+                            ));
+                        }
+                        let leads_to = self.link_destination(dir, &md.link_target)?;
+                        current = normalize(&format!("{leads_to}/{}", &current[dir.len() + 1..]))?;
+                        continue 'walk;
+                    }
+                    _ => return Err(SfsError::not_dir(dir)),
+                }
+            }
+            return Ok((current != path).then_some(current));
+        }
+    }
+}
+
+/// Whether a call's error may come from a directory above its path that is
+/// not a real directory.
+fn retry_after(e: &SfsError) -> bool {
+    e.errno == Errno::ENOENT || e.errno == Errno::ENOTDIR
+}
