@@ -328,7 +328,8 @@ fn program_locally_and_under_shim(
 #[test]
 fn symlinks_and_files_in_the_middle_of_a_path_resolve_as_the_kernel_does() {
     let cluster = Cluster::start(2);
-    let script = r#"
+    let script = format!(
+        r#"
 set -eu
 cd "$1"
 mkdir -p runs/run42/sub
@@ -353,14 +354,7 @@ touch plain
 ln -s loop2 loop1
 ln -s loop1 loop2
 python3 - <<'PY'
-import errno, os
-def attempt(name, call):
-    try:
-        call()
-        print(name, "ok")
-    except OSError as e:
-        print(name, errno.errorcode[e.errno])
-attempt("stat file/x", lambda: os.stat("plain/x"))
+{ATTEMPT}attempt("stat file/x", lambda: os.stat("plain/x"))
 attempt("open file/x", lambda: open("plain/x"))
 attempt("create file/x", lambda: open("plain/x", "w"))
 attempt("mkdir file/x", lambda: os.mkdir("plain/x"))
@@ -371,8 +365,52 @@ attempt("stat latest/sub", lambda: os.stat("latest/sub"))
 attempt("chmod latest/sub", lambda: os.chmod("latest/sub", 0o700))
 print(oct(os.stat("runs/run42/sub").st_mode & 0o777))
 PY
-"#;
-    let out = same_on_sfs_and_local(&cluster, script, &[]);
+"#
+    );
+    let out = same_on_sfs_and_local(&cluster, &script, &[]);
     assert!(out.contains("stat loop/x ELOOP"), "{out}");
     assert!(out.contains("open file/x ENOTDIR"), "{out}");
 }
+
+/// `open(O_CREAT)` through a dangling symlink creates the file it names
+/// (relative and chained), `O_EXCL` refuses it (EEXIST), `O_NOFOLLOW`
+/// refuses the link (ELOOP), as on a local directory.
+#[test]
+fn o_creat_through_a_dangling_symlink_creates_its_target() {
+    let cluster = Cluster::start(2);
+    let script = format!(
+        r#"
+set -eu
+cd "$1"
+mkdir d
+ln -s d/target dangling
+ln -s dangling chained
+ln -s d/other second
+python3 - <<'PY'
+{ATTEMPT}with open("dangling", "w") as f:
+    f.write("through\n")
+print(open("d/target").read(), end="")
+attempt("excl", lambda: os.open("second", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+attempt("nofollow", lambda: os.open("second", os.O_CREAT | os.O_NOFOLLOW | os.O_WRONLY, 0o644))
+os.remove("d/target")
+with open("chained", "a") as f:
+    f.write("chained\n")
+print(open("d/target").read(), end="")
+print(sorted(os.listdir("d")))
+PY
+"#
+    );
+    let out = same_on_sfs_and_local(&cluster, &script, &[]);
+    assert!(out.contains("through\nexcl EEXIST"), "{out}");
+}
+
+/// The Python helper of the scripts above: `attempt(name, call)` prints
+/// the call's name and "ok" or the errno's name.
+const ATTEMPT: &str = "import errno, os
+def attempt(name, call):
+    try:
+        call()
+        print(name, \"ok\")
+    except OSError as e:
+        print(name, errno.errorcode[e.errno])
+";

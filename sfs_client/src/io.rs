@@ -27,6 +27,9 @@ const PIECES_IN_FLIGHT: usize = 32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenFlags(pub i32);
 
+/// Symlinks an `open(O_CREAT)` follows before ELOOP, as Linux's MAXSYMLINKS.
+const MAX_CREATE_HOPS: usize = 40;
+
 impl OpenFile {
     pub(crate) fn new(path: String, md: &Metadata, flags: OpenFlags) -> Arc<OpenFile> {
         Arc::new(OpenFile {
@@ -337,7 +340,7 @@ impl Client {
                         format!("{path}: is a symbolic link (O_NOFOLLOW)"),
                     ))
                 }
-                Ok(_) => {}
+                Ok((link, _)) => return self.create_through(path, link, mode, access).await,
                 Err(e) => return Err(e),
             }
         }
@@ -352,6 +355,34 @@ impl Client {
             return self.resolve_access(path, access).await;
         }
         Ok((path.to_string(), md))
+    }
+
+    /// `open(O_CREAT)` (without `O_EXCL`) that found the symlink `link` at
+    /// `path`: opens what the chain of symlinks leads to, creating a
+    /// regular file where it ends at a missing name (Linux creates the
+    /// target of a dangling symlink); ELOOP past 40 links.
+    async fn create_through(
+        &self,
+        path: &str,
+        link: Metadata,
+        mode: u32,
+        access: u32,
+    ) -> SfsResult<(String, Metadata)> {
+        let (mut at, mut md) = (path.to_string(), link);
+        for _ in 0..MAX_CREATE_HOPS {
+            let leads_to = self.link_destination(&at, &md.link_target)?;
+            let (found, _) = self
+                .create_entry(&leads_to, FileKind::File, mode, false, "", access)
+                .await?;
+            if found.kind() != FileKind::Symlink {
+                return Ok((leads_to, found));
+            }
+            (at, md) = (leads_to, found);
+        }
+        Err(SfsError::new(
+            Errno::ELOOP,
+            format!("{path}: too many levels of symbolic links"),
+        ))
     }
 
     /// Reads up to `buf.len()` bytes at `offset` of the file at `path`
