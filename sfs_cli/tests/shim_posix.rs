@@ -364,6 +364,11 @@ attempt("create missing/x", lambda: open("missing/x", "w"))
 attempt("stat latest/sub", lambda: os.stat("latest/sub"))
 attempt("chmod latest/sub", lambda: os.chmod("latest/sub", 0o700))
 print(oct(os.stat("runs/run42/sub").st_mode & 0o777))
+import ctypes
+libc = ctypes.CDLL(None)
+libc.realpath.restype = ctypes.c_char_p
+for p in [b"latest/sub", b"abs/alias/sub", b"latest"]:
+    print(os.path.relpath(libc.realpath(p, None).decode()))
 PY
 "#
     );

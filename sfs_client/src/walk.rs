@@ -46,6 +46,14 @@ impl Client {
         }
     }
 
+    /// `path` with the symlinks among the directories above it followed
+    /// (the last component as it is): what `realpath(3)` needs. ENOENT,
+    /// ENOTDIR or ELOOP as [`Client::real_dirs`].
+    pub fn resolve_directories(&self, path: &str) -> SfsResult<String> {
+        let path = normalize(path)?;
+        Ok(self.block_on(self.real_dirs(&path))?.unwrap_or(path))
+    }
+
     /// [`Client::through_dirs`] for calls with two paths (rename).
     pub(crate) fn through_dirs2<T>(
         &self,

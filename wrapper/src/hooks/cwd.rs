@@ -127,13 +127,14 @@ hook! {
     }
 }
 
-/// realpath of an SFS path: follows symlinks at the last component (SFS
-/// takes inner components lexically), fails like realpath if it does not
-/// exist. `Err(host)` when a symlink leads out of the mount.
+/// realpath of an SFS path: follows symlinks among its directories and at
+/// the last component, fails like realpath if it does not exist.
+/// `Err(host)` when a symlink leads out of the mount.
 fn realpath_sfs(path: &str) -> SfsResult<Result<String, String>> {
     let settings = state::settings().ok_or_else(|| err(libc::EIO, "no settings"))?;
     let mut current = path.to_string();
     for _ in 0..40 {
+        current = with_client(|c| c.resolve_directories(&current))?;
         let md = with_client(|c| c.lstat(&current))?;
         if md.kind() != sfs_global::FileKind::Symlink {
             return Ok(Ok(state::host_path(settings, &current)));
