@@ -18,6 +18,8 @@
 #   Slurm and MPI (sfs_testkit::slurm, sfs_cli/tests/slurm.rs: a private
 #          slurmctld, three slurmd, munged; MPI jobs): slurm-wlm munge
 #          openmpi-bin libopenmpi-dev
+#   and, with cargo, pjdfstest 0.2.2 into ~/.cache/sfs/tools (the POSIX
+#          conformance run of sfs_cli/tests/pjdfstest.rs)
 set -euo pipefail
 
 packages=(
@@ -41,8 +43,29 @@ for p in "${packages[@]}"; do
     [[ "$status" == "installed" ]] || missing+=("$p")
 done
 
+# Tools from crates.io the tests run (no Debian package): pjdfstest, the
+# POSIX conformance suite the shim is checked against.
+tools="$HOME/.cache/sfs/tools"
+install_tools() {
+    if [[ -x "$tools/bin/pjdfstest" ]]; then
+        echo "setup.sh: pjdfstest present ($tools/bin)"
+        return
+    fi
+    echo "setup.sh: installing pjdfstest 0.2.2 into $tools (cargo install)"
+    local tool_log
+    tool_log=$(mktemp)
+    if ! cargo install --locked --quiet pjdfstest --version 0.2.2 --root "$tools" >"$tool_log" 2>&1; then
+        echo "setup.sh: FAILED: cargo install pjdfstest" >&2
+        tail -n 30 "$tool_log" >&2
+        rm -f "$tool_log"
+        exit 1
+    fi
+    rm -f "$tool_log"
+}
+
 if ((${#missing[@]} == 0)); then
     echo "setup.sh: all ${#packages[@]} packages present"
+    install_tools
     exit 0
 fi
 
@@ -76,3 +99,4 @@ echo "setup.sh: installing: ${missing[*]}"
 apt_quiet apt-get update -q
 apt_quiet apt-get install -y -q --no-install-recommends "${missing[@]}"
 echo "setup.sh: installed: ${missing[*]}"
+install_tools
