@@ -163,15 +163,12 @@ impl Client {
 
     /// `lchown(2)`: like `chown` but on a symlink itself.
     pub fn lchown(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> SfsResult<()> {
-        self.through_dirs(path, |path| {
-            let req = sfs_rpc::pb::SetAttrRequest {
-                path: path.clone(),
-                uid,
-                gid,
-                ..Default::default()
-            };
-            self.block_on(self.set_attr(&path, req)).map(|_| ())
-        })
+        let req = sfs_rpc::pb::SetAttrRequest {
+            uid,
+            gid,
+            ..Default::default()
+        };
+        self.change_attrs(path, false, req)
     }
 
     /// `utimensat(2)` with `AT_SYMLINK_NOFOLLOW`: times of a symlink itself.
@@ -181,30 +178,24 @@ impl Client {
         atime_ns: Option<i64>,
         mtime_ns: Option<i64>,
     ) -> SfsResult<()> {
-        self.through_dirs(path, |path| {
-            let req = sfs_rpc::pb::SetAttrRequest {
-                path: path.clone(),
-                atime_ns,
-                mtime_ns,
-                ..Default::default()
-            };
-            self.block_on(self.set_attr(&path, req)).map(|_| ())
-        })
+        let req = sfs_rpc::pb::SetAttrRequest {
+            atime_ns,
+            mtime_ns,
+            ..Default::default()
+        };
+        self.change_attrs(path, false, req)
     }
 
     /// Permission bits and mtime of `path` itself (a final symlink is not
     /// followed) in one call: what a copy tool sets on a file it has
     /// written, one round trip instead of chmod's and utimens's two each.
     pub fn lset_mode_and_mtime(&self, path: &str, mode: u32, mtime_ns: i64) -> SfsResult<()> {
-        self.through_dirs(path, |path| {
-            let req = sfs_rpc::pb::SetAttrRequest {
-                path: path.clone(),
-                mode: Some(mode & 0o7777),
-                mtime_ns: Some(mtime_ns),
-                ..Default::default()
-            };
-            self.block_on(self.set_attr(&path, req)).map(|_| ())
-        })
+        let req = sfs_rpc::pb::SetAttrRequest {
+            mode: Some(mode & 0o7777),
+            mtime_ns: Some(mtime_ns),
+            ..Default::default()
+        };
+        self.change_attrs(path, false, req)
     }
 
     /// True if every server of the hostfile is on this machine: then all

@@ -651,7 +651,10 @@ impl Client {
             return Ok(0);
         }
         file.written.store(true, Ordering::Relaxed);
-        if file.drop_privileges.swap(false, Ordering::Relaxed) {
+        // Loaded first: every write reads it, only the first may clear it.
+        if file.drop_privileges.load(Ordering::Relaxed)
+            && file.drop_privileges.swap(false, Ordering::Relaxed)
+        {
             let path = file.path();
             let req = pb::SetAttrRequest {
                 path: path.clone(),

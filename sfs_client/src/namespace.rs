@@ -200,25 +200,20 @@ impl Client {
             let r = self.server(owner).await?.rpc.create(request(false)).await?;
             created_entry(r)
         };
-        let (parent, created) =
-            futures::join!(self.parent_dir_at(path, MAY_WRITE | MAY_EXEC), create);
+        // A parent that is a symlink answers ENOENT: the entry belongs where
+        // it leads, so the one made here is taken back as for a missing
+        // parent and the caller's walk (crate::walk) makes the call there.
+        let (parent, created) = futures::join!(
+            self.parent_dir_really_at(path, MAY_WRITE | MAY_EXEC),
+            create
+        );
         let parent = match parent {
             // A transient failure (timeout, lost connection) says nothing
             // about the parent: ask again, alone, before deciding anything.
             Err(e) if !parent_is_missing(&e) && e.errno != Errno::EACCES => {
-                self.parent_dir_at(path, MAY_WRITE | MAY_EXEC).await
+                self.parent_dir_really_at(path, MAY_WRITE | MAY_EXEC).await
             }
             other => other,
-        };
-        // A parent that is a symlink: the entry belongs where it leads. The
-        // one made here is taken back as for a missing parent, and the
-        // caller's walk (crate::walk) makes the call again there.
-        let lexical_parent = split_parent(path).map_or("/", |(p, _)| p);
-        let parent = match parent {
-            Ok((at, _)) if at != lexical_parent => Err(SfsError::not_found(format!(
-                "{path}: {lexical_parent} is a symbolic link"
-            ))),
-            other => other.map(|(_, md)| md),
         };
         match (parent, created) {
             (Ok(_), created) => created,
@@ -404,54 +399,32 @@ impl Client {
 
     /// `chmod(2)` (follows symlinks).
     pub fn chmod(&self, path: &str, mode: u32) -> SfsResult<()> {
-        self.through_dirs(path, |path| {
-            self.block_on(async {
-                let (target, _) = self.resolve(&path).await?;
-                let req = pb::SetAttrRequest {
-                    path: target.clone(),
-                    mode: Some(mode & 0o7777),
-                    ..Default::default()
-                };
-                self.set_attr(&target, req).await.map(|_| ())
-            })
-        })
+        let req = pb::SetAttrRequest {
+            mode: Some(mode & 0o7777),
+            ..Default::default()
+        };
+        self.change_attrs(path, true, req)
     }
 
     /// `chown(2)` (follows symlinks); `None` leaves an id unchanged.
     pub fn chown(&self, path: &str, uid: Option<u32>, gid: Option<u32>) -> SfsResult<()> {
-        self.through_dirs(path, |path| {
-            self.block_on(async {
-                let (target, _) = self.resolve(&path).await?;
-                let req = pb::SetAttrRequest {
-                    path: target.clone(),
-                    uid,
-                    gid,
-                    ..Default::default()
-                };
-                self.set_attr(&target, req).await.map(|_| ())
-            })
-        })
+        let req = pb::SetAttrRequest {
+            uid,
+            gid,
+            ..Default::default()
+        };
+        self.change_attrs(path, true, req)
     }
 
     /// `utimensat(2)` with NULL times or two `UTIME_NOW` (follows symlinks
     /// when `follow`): both times to the server's current time, which the
     /// owner or anyone with write permission may set.
     pub fn touch(&self, path: &str, follow: bool) -> SfsResult<()> {
-        self.through_dirs(path, |path| {
-            self.block_on(async {
-                let target = if follow {
-                    self.resolve(&path).await?.0
-                } else {
-                    path
-                };
-                let req = pb::SetAttrRequest {
-                    path: target.clone(),
-                    times_now: true,
-                    ..Default::default()
-                };
-                self.set_attr(&target, req).await.map(|_| ())
-            })
-        })
+        let req = pb::SetAttrRequest {
+            times_now: true,
+            ..Default::default()
+        };
+        self.change_attrs(path, follow, req)
     }
 
     /// `utimensat(2)` (follows symlinks); `None` leaves a time unchanged.
@@ -463,14 +436,33 @@ impl Client {
         atime_ns: Option<i64>,
         mtime_ns: Option<i64>,
     ) -> SfsResult<()> {
+        let req = pb::SetAttrRequest {
+            atime_ns,
+            mtime_ns,
+            ..Default::default()
+        };
+        self.change_attrs(path, true, req)
+    }
+
+    /// Sends `req` (its `path` filled in) to the owner of `path`, after a
+    /// final symlink when `follow`: what chmod, chown, utimens and their
+    /// `l` forms share.
+    pub(crate) fn change_attrs(
+        &self,
+        path: &str,
+        follow: bool,
+        req: pb::SetAttrRequest,
+    ) -> SfsResult<()> {
         self.through_dirs(path, |path| {
             self.block_on(async {
-                let (target, _) = self.resolve(&path).await?;
+                let target = if follow {
+                    self.resolve(&path).await?.0
+                } else {
+                    path
+                };
                 let req = pb::SetAttrRequest {
                     path: target.clone(),
-                    atime_ns,
-                    mtime_ns,
-                    ..Default::default()
+                    ..req.clone()
                 };
                 self.set_attr(&target, req).await.map(|_| ())
             })

@@ -72,33 +72,19 @@ impl Client {
             return Ok(());
         }
         let caller = self.options.caller.current();
-        let above = ancestors(path);
-        let missing: Vec<&str> = above
-            .iter()
-            .copied()
-            .filter(|dir| self.parents.get(dir).is_none())
-            .collect();
-        let fetched =
-            futures::future::join_all(missing.iter().map(|dir| self.lookup_uncached(dir))).await;
-        for (dir, md) in missing.iter().zip(fetched) {
-            if let Ok(md) = md {
-                self.parents.put(dir, &md);
-            }
-        }
-        for dir in above {
-            let Some(md) = self.parents.get(dir) else {
-                return Ok(());
+        for (dir, md) in self.dirs_above(path, true).await {
+            let md = match md {
+                Ok(md) if md.is_dir() => md,
+                // Missing or not a directory: the call fails on its own.
+                _ => return Ok(()),
             };
-            if !md.is_dir() {
-                return Ok(());
-            }
             if check_access(&md, &caller, MAY_EXEC, dir).is_err() {
                 // Perhaps opened up since it was cached: ask again.
                 let fresh = match self.lookup_uncached(dir).await {
                     Ok(fresh) => fresh,
                     Err(_) => return Ok(()),
                 };
-                self.parents.put(dir, &fresh);
+                self.saw_entry(dir, &fresh);
                 if fresh.is_dir() {
                     check_access(&fresh, &caller, MAY_EXEC, dir)?;
                 }

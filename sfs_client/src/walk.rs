@@ -20,7 +20,6 @@ use crate::permissions::ancestors;
 use crate::Client;
 use sfs_global::path::normalize;
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
-use std::collections::HashMap;
 
 /// Symlinks followed among the directories of one path before ELOOP, as
 /// Linux's MAXSYMLINKS.
@@ -76,6 +75,52 @@ impl Client {
         }
     }
 
+    /// The entries of the directories above the normalised `path`, from `/`
+    /// down to its parent, in order: those seen as directories in the last
+    /// second from the cache of directories, the others looked up at once
+    /// (in parallel, one round trip); the directories found are cached.
+    /// Without `with_root`, `/` (always a directory) is left out. What
+    /// [`Client::real_dirs`] and [`Client::search_permitted`] walk.
+    pub(crate) async fn dirs_above<'p>(
+        &self,
+        path: &'p str,
+        with_root: bool,
+    ) -> Vec<(&'p str, SfsResult<Metadata>)> {
+        let mut above = ancestors(path);
+        if !with_root && !above.is_empty() {
+            above.remove(0);
+        }
+        let cached: Vec<Option<Metadata>> = above
+            .iter()
+            .map(|dir| self.parents.get(dir).filter(Metadata::is_dir))
+            .collect();
+        let looked = futures::future::join_all(
+            above
+                .iter()
+                .zip(&cached)
+                .filter(|(_, known)| known.is_none())
+                .map(|(dir, _)| self.lookup_uncached(dir)),
+        )
+        .await;
+        let mut looked = looked.into_iter();
+        above
+            .into_iter()
+            .zip(cached)
+            .map(|(dir, known)| {
+                let md = match known {
+                    Some(md) => Ok(md),
+                    None => looked
+                        .next()
+                        .unwrap_or_else(|| Err(SfsError::not_found(dir))),
+                };
+                if let Ok(md) = &md {
+                    self.saw_entry(dir, md);
+                }
+                (dir, md)
+            })
+            .collect()
+    }
+
     /// `path` with the symlinks among the directories above it replaced by
     /// where they lead: `None` when all of them are directories; ENOTDIR
     /// when one is something else, ENOENT when one is missing, ELOOP past
@@ -84,35 +129,14 @@ impl Client {
         let mut current = path.to_string();
         let mut followed = 0;
         'walk: loop {
-            let above: Vec<String> = ancestors(&current)
-                .into_iter()
-                .skip(1) // "/" is a directory
-                .map(str::to_string)
-                .collect();
-            let unknown: Vec<&String> = above
-                .iter()
-                .filter(|dir| !self.parents.get(dir).is_some_and(|md| md.is_dir()))
-                .collect();
-            let answers =
-                futures::future::join_all(unknown.iter().map(|dir| self.lookup_uncached(dir)))
-                    .await;
-            let mut looked: HashMap<&str, SfsResult<Metadata>> = unknown
-                .into_iter()
-                .map(String::as_str)
-                .zip(answers)
-                .collect();
-            for dir in &above {
-                let md = match looked.remove(dir.as_str()) {
-                    Some(Ok(md)) => md,
-                    Some(Err(e)) if e.errno == Errno::ENOENT => {
-                        return Err(SfsError::not_found(dir));
-                    }
-                    Some(Err(e)) => return Err(e),
-                    // Known as a directory.
-                    None => continue,
+            for (dir, md) in self.dirs_above(&current, false).await {
+                let md = match md {
+                    Ok(md) => md,
+                    Err(e) if e.errno == Errno::ENOENT => return Err(SfsError::not_found(dir)),
+                    Err(e) => return Err(e),
                 };
                 match md.kind() {
-                    FileKind::Directory => self.parents.put(dir, &md),
+                    FileKind::Directory => {}
                     FileKind::Symlink => {
                         followed += 1;
                         if followed > MAX_DIRECTORY_SYMLINKS {
@@ -122,7 +146,8 @@ impl Client {
                             ));
                         }
                         let leads_to = self.link_destination(dir, &md.link_target)?;
-                        current = normalize(&format!("{leads_to}/{}", &current[dir.len() + 1..]))?;
+                        let rest = &current[dir.len() + 1..];
+                        current = normalize(&format!("{leads_to}/{rest}"))?;
                         continue 'walk;
                     }
                     _ => return Err(SfsError::not_dir(dir)),
