@@ -48,6 +48,7 @@ pub use io::{DescriptorOffsets, OpenFlags, Whence};
 pub use sfs_global::access::Caller;
 pub use sfs_global::holdings::Held;
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
+pub use sfs_rpc::caller::ids_changed;
 /// What one server's `Stats` call answers ([`Client::server_stats`]).
 pub use sfs_rpc::pb::StatsResponse as ServerStats;
 

@@ -15,14 +15,16 @@
 //! `setuid`/`setgroups`, so a per-connection credential would be wrong as
 //! soon as the process changes its ids (a daemon dropping privileges, `su`
 //! run under the shim). The price is 10 bytes plus 4 per supplementary
-//! group on each metadata request, and three system calls on the client to
-//! read the ids ([`CallerSource`]). The ids are trusted because the
+//! group on each metadata request; the client reads its ids once and keeps
+//! them until they may have changed ([`CallerSource`]). The ids are trusted because the
 //! connection proved the job secret (`crate::auth`): a client of the job
 //! could claim any uid, as NFS's AUTH_SYS lets any client host do.
 
 use sfs_global::access::Caller;
 use sfs_global::{Errno, SfsError, SfsResult};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Lean request header flag: the body starts with a caller block.
 pub const FLAG_CALLER: u16 = 1;
@@ -169,37 +171,100 @@ fn process_groups() -> Vec<u32> {
     }
 }
 
+/// How long [`CallerSource`] trusts the process's ids it read without
+/// anything saying they changed: a process that changes its ids with a raw
+/// system call (not through the libc functions the shim hooks, which call
+/// [`ids_changed`]) is seen with its new ids after at most this long.
+pub const IDS_REREAD: Duration = Duration::from_secs(1);
+
+/// Bumped by [`ids_changed`]: a cached read of the process's ids taken at
+/// another count is stale.
+static IDS_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Says that the process's ids may just have changed (the shim's hooks of
+/// `setuid`, `setgroups` and the rest call it after libc's function): every
+/// [`CallerSource`] reads them again for its next request.
+pub fn ids_changed() {
+    IDS_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The process's ids as last read, and when.
+struct ReadIds {
+    caller: Arc<Caller>,
+    generation: u64,
+    at: Instant,
+}
+
 /// Where a client takes the caller of each request from: the process's
-/// credentials at the time of the call (the default, so a `setuid` takes
-/// effect at the next call), or fixed ones ([`CallerSource::set`]: a tool
+/// credentials (the default), or fixed ones ([`CallerSource::set`]: a tool
 /// acting for a user, tests).
-#[derive(Debug, Default)]
+///
+/// The process's credentials are read with three system calls (`geteuid`,
+/// `getegid`, `getgroups`), which measured about 5 % of a create's time
+/// when made for every request; they are kept until [`ids_changed`] is
+/// called or for [`IDS_REREAD`], whichever comes first.
 pub struct CallerSource {
-    fixed: RwLock<Option<Caller>>,
+    fixed: RwLock<Option<Arc<Caller>>>,
+    read: RwLock<Option<ReadIds>>,
+    /// Reads the process's ids ([`of_process`]; another function in tests).
+    reader: fn() -> Caller,
+}
+
+impl Default for CallerSource {
+    fn default() -> Self {
+        CallerSource::reading(of_process)
+    }
+}
+
+impl std::fmt::Debug for CallerSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerSource")
+            .field("fixed", &*self.fixed.read().expect("caller lock"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallerSource {
-    /// The caller a request sent now carries.
-    pub fn current(&self) -> Caller {
-        match &*self.fixed.read().expect("caller lock") {
-            Some(caller) => caller.clone(),
-            None => of_process(),
+    fn reading(reader: fn() -> Caller) -> Self {
+        CallerSource {
+            fixed: RwLock::new(None),
+            read: RwLock::new(None),
+            reader,
         }
     }
 
-    /// Whether a request sent now would carry root's uid: one `geteuid`
-    /// (no groups read) unless the caller is fixed.
-    pub fn is_root(&self) -> bool {
-        match &*self.fixed.read().expect("caller lock") {
-            Some(caller) => caller.is_root(),
-            None => rustix::process::geteuid().is_root(),
+    /// The caller a request sent now carries.
+    pub fn current(&self) -> Arc<Caller> {
+        if let Some(caller) = &*self.fixed.read().expect("caller lock") {
+            return caller.clone();
         }
+        // The count is taken before the ids are read: a change that lands
+        // during the read bumps it afterwards, so what is stored here is
+        // read again next time.
+        let generation = IDS_GENERATION.load(Ordering::SeqCst);
+        if let Some(ids) = &*self.read.read().expect("caller lock") {
+            if ids.generation == generation && ids.at.elapsed() < IDS_REREAD {
+                return ids.caller.clone();
+            }
+        }
+        let caller = Arc::new((self.reader)());
+        *self.read.write().expect("caller lock") = Some(ReadIds {
+            caller: caller.clone(),
+            generation,
+            at: Instant::now(),
+        });
+        caller
+    }
+
+    /// Whether a request sent now would carry root's uid.
+    pub fn is_root(&self) -> bool {
+        self.current().is_root()
     }
 
     /// Fixes the caller of every later request (`None`: the process's
     /// credentials again).
     pub fn set(&self, caller: Option<Caller>) {
-        *self.fixed.write().expect("caller lock") = caller;
+        *self.fixed.write().expect("caller lock") = caller.map(Arc::new);
     }
 }
 
@@ -294,10 +359,39 @@ mod tests {
     #[test]
     fn the_source_follows_the_process_unless_fixed() {
         let source = CallerSource::default();
-        assert_eq!(source.current(), of_process());
+        assert_eq!(*source.current(), of_process());
         source.set(Some(Caller::nobody()));
-        assert_eq!(source.current(), Caller::nobody());
+        assert_eq!(*source.current(), Caller::nobody());
         source.set(None);
         assert_eq!(source.current().uid, of_process().uid);
+    }
+
+    #[test]
+    fn the_process_ids_are_read_again_only_when_they_may_have_changed() {
+        static READS: AtomicU64 = AtomicU64::new(0);
+        fn counting() -> Caller {
+            let n = READS.fetch_add(1, Ordering::SeqCst);
+            Caller {
+                uid: n as u32,
+                gid: 0,
+                groups: Vec::new(),
+            }
+        }
+        let source = CallerSource::reading(counting);
+        let first = source.current();
+        for _ in 0..1000 {
+            assert_eq!(source.current(), first, "kept while nothing changed");
+        }
+        ids_changed();
+        let second = source.current();
+        assert_ne!(second, first, "read again after ids_changed");
+        assert_eq!(source.current(), second);
+        std::thread::sleep(IDS_REREAD + Duration::from_millis(50));
+        assert_ne!(source.current(), second, "read again after IDS_REREAD");
+        // Fixed ids are not read at all.
+        let reads = READS.load(Ordering::SeqCst);
+        source.set(Some(Caller::nobody()));
+        assert_eq!(*source.current(), Caller::nobody());
+        assert_eq!(READS.load(Ordering::SeqCst), reads);
     }
 }

@@ -354,7 +354,8 @@ impl LeanClient {
         request: &Req,
     ) -> SfsResult<Resp> {
         let caller = with_caller.then(|| self.caller.current());
-        let body_len = request.encoded_len() + caller.as_ref().map_or(0, crate::caller::block_len);
+        let body_len =
+            request.encoded_len() + caller.as_deref().map_or(0, crate::caller::block_len);
         if body_len > MAX_BODY_BYTES {
             return Err(SfsError::new(
                 Errno::EOVERFLOW,

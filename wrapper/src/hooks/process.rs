@@ -2,11 +2,12 @@
 //! (which pass SFS descriptors and the working directory on, see
 //! [`crate::exec`], and run programs stored in SFS, see
 //! [`crate::program`]). fork itself is handled by the pthread_atfork handlers
-//! in [`crate::state`].
+//! in [`crate::state`]. And the set*id family, after which the client
+//! reads the caller's ids again.
 
 use crate::exec::{environ, environment_for_exec, pointers};
 use crate::{program, state};
-use libc::{c_char, c_int, pid_t};
+use libc::{c_char, c_int, gid_t, pid_t, size_t, uid_t};
 use redhook::{hook, real};
 use std::ffi::{CStr, CString};
 
@@ -212,4 +213,78 @@ hook! {
             spawn_one(pid, candidate.as_ptr(), actions, attr, argv, envp)
         })
     }
+}
+
+// The calls that change the process's ids: libc's, then the client library
+// is told that the caller its requests carry may have changed (it keeps the
+// ids it read, sfs_rpc::caller::CallerSource). glibc's own set*id functions
+// call the system calls directly, so each one that can change an id SFS
+// sends (effective uid and gid, supplementary groups) is hooked.
+hook! {
+    unsafe fn setuid(uid: uid_t) -> c_int => sfs_setuid {
+        ids_changed_after(real!(setuid)(uid))
+    }
+}
+
+hook! {
+    unsafe fn seteuid(uid: uid_t) -> c_int => sfs_seteuid {
+        ids_changed_after(real!(seteuid)(uid))
+    }
+}
+
+hook! {
+    unsafe fn setreuid(ruid: uid_t, euid: uid_t) -> c_int => sfs_setreuid {
+        ids_changed_after(real!(setreuid)(ruid, euid))
+    }
+}
+
+hook! {
+    unsafe fn setresuid(ruid: uid_t, euid: uid_t, suid: uid_t) -> c_int => sfs_setresuid {
+        ids_changed_after(real!(setresuid)(ruid, euid, suid))
+    }
+}
+
+hook! {
+    unsafe fn setgid(gid: gid_t) -> c_int => sfs_setgid {
+        ids_changed_after(real!(setgid)(gid))
+    }
+}
+
+hook! {
+    unsafe fn setegid(gid: gid_t) -> c_int => sfs_setegid {
+        ids_changed_after(real!(setegid)(gid))
+    }
+}
+
+hook! {
+    unsafe fn setregid(rgid: gid_t, egid: gid_t) -> c_int => sfs_setregid {
+        ids_changed_after(real!(setregid)(rgid, egid))
+    }
+}
+
+hook! {
+    unsafe fn setresgid(rgid: gid_t, egid: gid_t, sgid: gid_t) -> c_int => sfs_setresgid {
+        ids_changed_after(real!(setresgid)(rgid, egid, sgid))
+    }
+}
+
+hook! {
+    unsafe fn setgroups(size: size_t, list: *const gid_t) -> c_int => sfs_setgroups {
+        ids_changed_after(real!(setgroups)(size, list))
+    }
+}
+
+hook! {
+    // The user is a name, not a path: spelled so the preload library's
+    // generator does not take it for one (wrapper/preload/build.rs).
+    unsafe fn initgroups(user: *const libc::c_char, group: gid_t) -> c_int => sfs_initgroups {
+        ids_changed_after(real!(initgroups)(user, group))
+    }
+}
+
+/// Tells the client library the ids may have changed, and passes `rc` on.
+/// Also after a failure: a spurious re-read costs three system calls.
+fn ids_changed_after(rc: c_int) -> c_int {
+    sfs_client::ids_changed();
+    rc
 }
