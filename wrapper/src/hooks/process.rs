@@ -219,72 +219,31 @@ hook! {
 // is told that the caller its requests carry may have changed (it keeps the
 // ids it read, sfs_rpc::caller::CallerSource). glibc's own set*id functions
 // call the system calls directly, so each one that can change an id SFS
-// sends (effective uid and gid, supplementary groups) is hooked.
-hook! {
-    unsafe fn setuid(uid: uid_t) -> c_int => sfs_setuid {
-        ids_changed_after(real!(setuid)(uid))
-    }
+// sends (effective uid and gid, supplementary groups) is hooked. Also after
+// a failure: a needless re-read costs three system calls.
+macro_rules! ids_hooks {
+    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $changes:literal;)*) => {$(
+        hook! {
+            unsafe fn $name($($arg: $ty),*) -> $ret => $hook {
+                let rc = real!($name)($($arg),*);
+                sfs_client::ids_changed();
+                rc
+            }
+        }
+    )*};
 }
 
-hook! {
-    unsafe fn seteuid(uid: uid_t) -> c_int => sfs_seteuid {
-        ids_changed_after(real!(seteuid)(uid))
-    }
-}
-
-hook! {
-    unsafe fn setreuid(ruid: uid_t, euid: uid_t) -> c_int => sfs_setreuid {
-        ids_changed_after(real!(setreuid)(ruid, euid))
-    }
-}
-
-hook! {
-    unsafe fn setresuid(ruid: uid_t, euid: uid_t, suid: uid_t) -> c_int => sfs_setresuid {
-        ids_changed_after(real!(setresuid)(ruid, euid, suid))
-    }
-}
-
-hook! {
-    unsafe fn setgid(gid: gid_t) -> c_int => sfs_setgid {
-        ids_changed_after(real!(setgid)(gid))
-    }
-}
-
-hook! {
-    unsafe fn setegid(gid: gid_t) -> c_int => sfs_setegid {
-        ids_changed_after(real!(setegid)(gid))
-    }
-}
-
-hook! {
-    unsafe fn setregid(rgid: gid_t, egid: gid_t) -> c_int => sfs_setregid {
-        ids_changed_after(real!(setregid)(rgid, egid))
-    }
-}
-
-hook! {
-    unsafe fn setresgid(rgid: gid_t, egid: gid_t, sgid: gid_t) -> c_int => sfs_setresgid {
-        ids_changed_after(real!(setresgid)(rgid, egid, sgid))
-    }
-}
-
-hook! {
-    unsafe fn setgroups(size: size_t, list: *const gid_t) -> c_int => sfs_setgroups {
-        ids_changed_after(real!(setgroups)(size, list))
-    }
-}
-
-hook! {
-    // The user is a name, not a path: spelled so the preload library's
-    // generator does not take it for one (wrapper/preload/build.rs).
-    unsafe fn initgroups(user: *const libc::c_char, group: gid_t) -> c_int => sfs_initgroups {
-        ids_changed_after(real!(initgroups)(user, group))
-    }
-}
-
-/// Tells the client library the ids may have changed, and passes `rc` on.
-/// Also after a failure: a spurious re-read costs three system calls.
-fn ids_changed_after(rc: c_int) -> c_int {
-    sfs_client::ids_changed();
-    rc
+ids_hooks! {
+    setuid => sfs_setuid(uid: uid_t) -> c_int, "uids";
+    seteuid => sfs_seteuid(uid: uid_t) -> c_int, "effective uid";
+    setreuid => sfs_setreuid(ruid: uid_t, euid: uid_t) -> c_int, "uids";
+    setresuid => sfs_setresuid(ruid: uid_t, euid: uid_t, suid: uid_t) -> c_int, "uids";
+    setgid => sfs_setgid(gid: gid_t) -> c_int, "gids";
+    setegid => sfs_setegid(gid: gid_t) -> c_int, "effective gid";
+    setregid => sfs_setregid(rgid: gid_t, egid: gid_t) -> c_int, "gids";
+    setresgid => sfs_setresgid(rgid: gid_t, egid: gid_t, sgid: gid_t) -> c_int, "gids";
+    setgroups => sfs_setgroups(size: size_t, list: *const gid_t) -> c_int, "groups";
+    // The user is a name, not a path: spelled so that the preload
+    // library's generator does not take it for one (wrapper/preload/build.rs).
+    initgroups => sfs_initgroups(user: *const libc::c_char, group: gid_t) -> c_int, "groups";
 }
