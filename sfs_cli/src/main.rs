@@ -38,6 +38,7 @@ mod setup;
 mod stage;
 mod status;
 
+use anyhow::Context;
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use sfs_global::config::Config;
@@ -83,6 +84,11 @@ enum Command {
         /// (`sfs checkpoint`); nothing is stopped if that fails.
         #[arg(long)]
         flush: bool,
+        /// First write what changed back by name to the config's
+        /// `backing_dir`, as `sfs stage-out --changed / BACKING_DIR` (before
+        /// --flush); nothing is stopped if a path fails.
+        #[arg(long)]
+        write_back: bool,
     },
     /// Remove every server's state (its directory under `rootdir`, and
     /// under `metadir`) on every host; refused while a server runs. The
@@ -175,7 +181,7 @@ enum Command {
     StageIn(stage::StageArgs),
     /// Copy SFS files and directories out to a local path or an S3
     /// prefix: in parallel, verified (xxh3), resumable (docs/staging.md).
-    StageOut(stage::StageArgs),
+    StageOut(stage::StageOutArgs),
     /// Write files to the object back end and make them persistent there
     /// (back-end-persistent); prints the bytes flushed per file and a total.
     Flush {
@@ -371,7 +377,12 @@ fn main() {
                 };
                 node::run(&setup, &expected, &action)
             }
-            Command::Stop { flush } => {
+            Command::Stop { flush, write_back } => {
+                if *write_back {
+                    stage::write_back(&setup).context(
+                        "nothing stopped (the servers keep running, so the data stays reachable in SFS)",
+                    )?;
+                }
                 if *flush {
                     checkpoint::checkpoint(&setup)?;
                 }
@@ -394,8 +405,8 @@ fn main() {
             Command::Rm { recursive, paths } => files::rm(&setup, paths, *recursive),
             Command::Mkdir { parents, paths } => files::mkdir(&setup, paths, *parents),
             Command::Stat { path } => files::stat(&setup, path),
-            Command::StageIn(args) => stage::stage(&setup, args, stage::Direction::In),
-            Command::StageOut(args) => stage::stage(&setup, args, stage::Direction::Out),
+            Command::StageIn(args) => stage::stage_in(&setup, args),
+            Command::StageOut(args) => stage::stage_out(&setup, args),
             Command::Flush {
                 recursive,
                 slice_mib,

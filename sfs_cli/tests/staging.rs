@@ -7,111 +7,13 @@
 
 mod common;
 
+use common::tree::{allocated, assert_same, set_mtime, snapshot, Node};
 use common::Cluster;
-use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
-
-/// What a tree entry must keep through a stage.
-#[derive(Debug, PartialEq, Eq)]
-enum Node {
-    File {
-        mode: u32,
-        mtime_ns: i64,
-        size: u64,
-        xxh3: u128,
-    },
-    Dir {
-        mode: u32,
-        mtime_ns: i64,
-    },
-    Link {
-        target: String,
-        mtime_ns: i64,
-    },
-}
-
-fn mtime_ns(md: &std::fs::Metadata) -> i64 {
-    md.mtime() * 1_000_000_000 + md.mtime_nsec()
-}
-
-/// Every entry under `root` (relative paths; `""` is the root).
-fn snapshot(root: &Path) -> BTreeMap<String, Node> {
-    let mut nodes = BTreeMap::new();
-    let mut pending = vec![String::new()];
-    while let Some(rel) = pending.pop() {
-        let path = if rel.is_empty() {
-            root.to_path_buf()
-        } else {
-            root.join(&rel)
-        };
-        let md = std::fs::symlink_metadata(&path).unwrap();
-        let mode = md.permissions().mode() & 0o7777;
-        let node = if md.file_type().is_symlink() {
-            Node::Link {
-                target: std::fs::read_link(&path)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-                mtime_ns: mtime_ns(&md),
-            }
-        } else if md.is_dir() {
-            for child in std::fs::read_dir(&path).unwrap() {
-                let name = child.unwrap().file_name().into_string().unwrap();
-                pending.push(if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                });
-            }
-            Node::Dir {
-                mode,
-                mtime_ns: mtime_ns(&md),
-            }
-        } else {
-            Node::File {
-                mode,
-                mtime_ns: mtime_ns(&md),
-                size: md.len(),
-                xxh3: xxhash_rust::xxh3::xxh3_128(&std::fs::read(&path).unwrap()),
-            }
-        };
-        nodes.insert(rel, node);
-    }
-    nodes
-}
-
-/// Asserts that two snapshots are equal, naming the first difference.
-fn assert_same(expected: &BTreeMap<String, Node>, got: &BTreeMap<String, Node>) {
-    for (rel, node) in expected {
-        assert_eq!(Some(node), got.get(rel), "entry {rel:?}");
-    }
-    for rel in got.keys() {
-        assert!(expected.contains_key(rel), "extra entry {rel:?}");
-    }
-}
-
-fn set_mtime(path: &Path, secs: i64, nanos: i64) {
-    let times = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: 0,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: secs,
-            tv_nsec: nanos,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &times,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-}
 
 const MIB: usize = 1 << 20;
 
@@ -223,11 +125,6 @@ fn stage_fails(cluster: &Cluster, args: &[&str], envs: &[(&str, &str)]) -> Strin
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "sfs {args:?} succeeded: {stderr}");
     stderr
-}
-
-/// Blocks the file system holds for `path` (less than its size: sparse).
-fn allocated(path: &Path) -> u64 {
-    std::fs::metadata(path).unwrap().blocks() * 512
 }
 
 fn small_files() -> usize {
@@ -630,6 +527,13 @@ fn a_tree_goes_out_to_s3_and_back_unchanged() {
     stage_ok(&cluster, &["stage-in", src.to_str().unwrap(), "/in"], &envs);
     let out = stage_ok(&cluster, &["stage-out", "/in", &url], &envs);
     assert!(out.contains("0 failed"), "{out}");
+    // Every object now has its file's size, mode and mtime: `--changed`
+    // writes none again.
+    let out = stage_ok(&cluster, &["stage-out", "--changed", "/in", &url], &envs);
+    assert!(
+        out.starts_with("stage-out: 0 files (0.0 MiB) copied") && out.contains("0 failed"),
+        "{out}"
+    );
     let out = stage_ok(&cluster, &["stage-in", &url, "/back"], &envs);
     assert!(out.contains("0 failed"), "{out}");
     let dst = work.join("copy");

@@ -302,7 +302,11 @@ impl Client {
             return self.open_unnamed(&path, flags, mode);
         }
         let flags = OpenFlags(flags);
-        let (path, md) = self.block_on(self.open_entry(&path, flags, mode))?;
+        let (path, md) = self.block_on(async {
+            let (path, md) = self.open_entry(&path, flags, mode).await?;
+            self.tell_source(&md).await?;
+            Ok::<_, SfsError>((path, md))
+        })?;
         if md.is_dir() && flags.writable() {
             return Err(SfsError::is_dir(&path));
         }
@@ -318,6 +322,42 @@ impl Client {
             self.block_on(self.truncate_resolved(&path, 0, true))?;
         }
         Ok(OpenFile::new(path, &md, flags))
+    }
+
+    /// Cache mode: tells the servers that hold chunks of `md`, a file
+    /// taken from the backing directory, where its bytes come from (they
+    /// read them through by chunk); once per file and client, before the
+    /// first read or write through any descriptor of it.
+    pub(crate) async fn tell_source(&self, md: &Metadata) -> SfsResult<()> {
+        if md.source.is_empty() || md.kind() != FileKind::File || md.source_len == 0 {
+            return Ok(());
+        }
+        if self.sourced.lock().expect("sourced lock").contains(&md.id) {
+            return Ok(());
+        }
+        // The servers of its chunks below source_len: every server soon for
+        // a large file, one for a file of one chunk.
+        let chunks = md.source_len.div_ceil(self.config.chunk_size);
+        let mut servers = std::collections::BTreeSet::new();
+        for index in 0..chunks {
+            servers.insert(self.distributor.chunk_server(md.id, index));
+            if servers.len() == self.distributor.servers() {
+                break;
+            }
+        }
+        let request = pb::SetSourceRequest {
+            id_hi: md.id.hi(),
+            id_lo: md.id.lo(),
+            source: md.source.clone(),
+            source_len: md.source_len,
+        };
+        let told = servers.into_iter().map(|server| {
+            let request = request.clone();
+            async move { self.server(server).await?.rpc.set_source(request).await }
+        });
+        futures::future::try_join_all(told).await?;
+        self.sourced.lock().expect("sourced lock").insert(md.id);
+        Ok(())
     }
 
     async fn open_entry(

@@ -77,6 +77,9 @@ pub struct Client {
     /// Where descriptor offsets live when an embedder keeps them
     /// ([`io::DescriptorOffsets`]); `None`: in the open files.
     pub(crate) descriptor_offsets: Option<std::sync::Arc<dyn io::DescriptorOffsets>>,
+    /// Cache mode: files taken from the backing directory whose source this
+    /// client told their chunks' servers ([`Client::tell_source`]).
+    pub(crate) sourced: std::sync::Mutex<std::collections::HashSet<FileId>>,
     /// How long a waiting call polls for answers before sleeping.
     spin: Spin,
     runtime: tokio::runtime::Runtime,
@@ -146,6 +149,7 @@ impl Client {
             orphans: orphans::Orphans::default(),
             parents: permissions::ParentCache::default(),
             descriptor_offsets: None,
+            sourced: Default::default(),
             spin,
             runtime,
         })

@@ -540,6 +540,16 @@ impl Client {
                 let new_parent = self.rename_permitted(&old, &new, &md).await?;
                 let sticky = sticky_owner(&new_parent);
                 if md.is_dir() {
+                    if !md.source.is_empty() {
+                        // Cache mode: its backing names not taken in yet
+                        // would not follow; `mv` copies instead.
+                        return Err(SfsError::new(
+                            Errno::EXDEV,
+                            format!(
+                                "{old}: a directory of the backing directory is not renamed in SFS (cache mode)"
+                            ),
+                        ));
+                    }
                     if is_within(&new, &old) {
                         return Err(SfsError::invalid(format!(
                             "cannot move {old} into itself ({new})"

@@ -222,6 +222,14 @@ pub struct Config {
     /// Where a server keeps its RocksDB metadata (`metadir/<server name>/`);
     /// empty means `rootdir/<server name>/meta`.
     pub metadir: String,
+    /// Cache mode (docs/staging.md): a directory every server can read (a
+    /// parallel file system's path, the same on every node) whose tree the
+    /// SFS namespace starts as a view of. Entries SFS has not seen are
+    /// looked up there, a file's data is read through from it by chunk on
+    /// first access, and `sfs stop --write-back` / `sfs stage-out
+    /// --changed` write what changed back by name. Empty (the default):
+    /// SFS starts empty.
+    pub backing_dir: String,
     /// Hostfile to use when neither `--hostfile` nor `SFS_HOSTFILE` is given;
     /// a relative path is taken relative to the config file's directory.
     pub hosts_file: String,
@@ -307,6 +315,7 @@ impl Default for Config {
             mountdir: "/tmp/sfs".into(),
             rootdir: "/tmp/sfs-root".into(),
             metadir: String::new(),
+            backing_dir: String::new(),
             hosts_file: "hostfile".into(),
             secret_file: String::new(),
             listen: String::new(),
@@ -456,6 +465,12 @@ impl Config {
             return bad(
                 "rootdir",
                 "must name a directory, got an empty string".into(),
+            );
+        }
+        if !self.backing_dir.is_empty() && !self.backing_dir.starts_with('/') {
+            return bad(
+                "backing_dir",
+                format!("must be an absolute path, got {:?}", self.backing_dir),
             );
         }
         if self.hosts_file.is_empty() {

@@ -92,9 +92,21 @@ pub struct Metadata {
     pub ctime_ns: i64,
     /// Target of a symlink; empty otherwise.
     pub link_target: String,
+    /// Cache mode (docs/staging.md): the path under `backing_dir` whose
+    /// bytes this file started with, for offsets below `source_len`
+    /// (read through by the data servers on first access); empty for a
+    /// file SFS made. Kept across renames.
+    pub source: String,
+    /// Bytes of `source` that are this file's: its size when it was taken
+    /// into SFS, lowered by every truncate below it.
+    pub source_len: u64,
 }
 
 const ENCODING_V1: u8 = 1;
+/// Version 1 followed by `source_len` (u64) and `source` (u32 length and
+/// bytes); written only for an entry with a source, so every other entry
+/// keeps its version 1 bytes.
+const ENCODING_V2: u8 = 2;
 const FIXED_V1: usize = 1 + 4 * 4 + 8 + 16 + 8 * 3 + 4;
 
 impl Metadata {
@@ -111,6 +123,8 @@ impl Metadata {
             mtime_ns: now_ns,
             ctime_ns: now_ns,
             link_target: String::new(),
+            source: String::new(),
+            source_len: 0,
         }
     }
 
@@ -124,7 +138,11 @@ impl Metadata {
     /// Versioned little-endian encoding (what RocksDB stores).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(FIXED_V1 + self.link_target.len());
-        out.push(ENCODING_V1);
+        out.push(if self.source.is_empty() {
+            ENCODING_V1
+        } else {
+            ENCODING_V2
+        });
         for v in [self.mode, self.uid, self.gid, self.nlink] {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -135,13 +153,19 @@ impl Metadata {
         }
         out.extend_from_slice(&(self.link_target.len() as u32).to_le_bytes());
         out.extend_from_slice(self.link_target.as_bytes());
+        if !self.source.is_empty() {
+            out.extend_from_slice(&self.source_len.to_le_bytes());
+            out.extend_from_slice(&(self.source.len() as u32).to_le_bytes());
+            out.extend_from_slice(self.source.as_bytes());
+        }
         out
     }
 
     /// Decodes [`Metadata::encode`]'s output; refuses anything else with EIO.
     pub fn decode(bytes: &[u8]) -> SfsResult<Metadata> {
         let corrupt = |why: &str| SfsError::io(format!("corrupt metadata entry: {why}"));
-        if bytes.first() != Some(&ENCODING_V1) {
+        let version = bytes.first().copied();
+        if version != Some(ENCODING_V1) && version != Some(ENCODING_V2) {
             return Err(corrupt("unknown encoding version"));
         }
         if bytes.len() < FIXED_V1 {
@@ -158,11 +182,31 @@ impl Metadata {
         let mtime_ns = r.u64() as i64;
         let ctime_ns = r.u64() as i64;
         let target_len = r.u32() as usize;
-        if bytes.len() != FIXED_V1 + target_len {
+        let target_end = FIXED_V1
+            .checked_add(target_len)
+            .filter(|&end| end <= bytes.len())
+            .ok_or_else(|| corrupt("length does not match its link target"))?;
+        if version == Some(ENCODING_V1) && bytes.len() != target_end {
             return Err(corrupt("length does not match its link target"));
         }
-        let link_target = String::from_utf8(bytes[FIXED_V1..].to_vec())
+        let link_target = String::from_utf8(bytes[FIXED_V1..target_end].to_vec())
             .map_err(|_| corrupt("link target is not UTF-8"))?;
+        let (source, source_len) = if version == Some(ENCODING_V2) {
+            let rest = &bytes[target_end..];
+            if rest.len() < 12 {
+                return Err(corrupt("source cut short"));
+            }
+            let source_len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
+            let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
+            if rest.len() - 12 != len || len == 0 {
+                return Err(corrupt("length does not match its source"));
+            }
+            let source = String::from_utf8(rest[12..].to_vec())
+                .map_err(|_| corrupt("source is not UTF-8"))?;
+            (source, source_len)
+        } else {
+            (String::new(), 0)
+        };
         Ok(Metadata {
             mode,
             uid,
@@ -174,6 +218,8 @@ impl Metadata {
             mtime_ns,
             ctime_ns,
             link_target,
+            source,
+            source_len,
         })
     }
 }
@@ -312,6 +358,9 @@ impl MetaUpdate {
             }
             MetaUpdate::SetSize { size, time_ns } => {
                 md.size = size;
+                // Bytes cut off are not the source's any more, also after
+                // the file grows again.
+                md.source_len = md.source_len.min(size);
                 md.mtime_ns = time_ns;
                 md.ctime_ns = time_ns;
             }
@@ -456,6 +505,47 @@ mod tests {
         assert_eq!(
             FileId::from_parts(1, 2).to_hex(),
             format!("{:016x}{:016x}", 1, 2)
+        );
+    }
+
+    #[test]
+    fn a_source_is_encoded_only_when_there_is_one_and_truncates_lower_it() {
+        let mut m = Metadata::new(FileKind::File, 0o644, FileId(7), 5);
+        m.size = 100;
+        let v1 = m.encode();
+        assert_eq!(
+            v1[0], ENCODING_V1,
+            "entries without a source keep version 1"
+        );
+        m.source = "/in/data.bin".into();
+        m.source_len = 100;
+        let v2 = m.encode();
+        assert_eq!(v2[0], ENCODING_V2);
+        assert_eq!(Metadata::decode(&v2).unwrap(), m);
+        for cut in 1..v2.len() - v1.len() {
+            assert!(
+                Metadata::decode(&v2[..v2.len() - cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut longer = v2.clone();
+        longer.push(b'x');
+        assert!(Metadata::decode(&longer).is_err());
+        MetaUpdate::SetSize {
+            size: 40,
+            time_ns: 9,
+        }
+        .apply(&mut m);
+        assert_eq!(m.source_len, 40);
+        MetaUpdate::GrowSize {
+            end: 80,
+            time_ns: 10,
+        }
+        .apply(&mut m);
+        assert_eq!(
+            (m.size, m.source_len),
+            (80, 40),
+            "growth adds no source bytes"
         );
     }
 

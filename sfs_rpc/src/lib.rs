@@ -44,6 +44,8 @@ impl From<&Metadata> for pb::Entry {
             mtime_ns: m.mtime_ns,
             ctime_ns: m.ctime_ns,
             link_target: m.link_target.clone(),
+            source: m.source.clone(),
+            source_len: m.source_len,
         }
     }
 }
@@ -61,6 +63,8 @@ impl From<&pb::Entry> for Metadata {
             mtime_ns: e.mtime_ns,
             ctime_ns: e.ctime_ns,
             link_target: e.link_target.clone(),
+            source: e.source.clone(),
+            source_len: e.source_len,
         }
     }
 }

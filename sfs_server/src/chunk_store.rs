@@ -17,6 +17,7 @@ use sfs_global::{Errno, FileId, SfsError, SfsResult};
 use sfs_rdma::{ChunkHandler, ChunkRef};
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,12 +51,19 @@ fn io_error(e: std::io::Error, what: &str, path: &Path) -> SfsError {
     )
 }
 
+/// Name of the file in a file's chunk directory that records its source
+/// in cache mode ([`ChunkStore::set_source`]).
+const SOURCE_FILE: &str = ".source";
+
 /// Size of every file in `dir` (one file's chunks), for the start-up scan;
 /// removes what a fetch from the back end left half-written in a crash.
 fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
+        if entry.file_name() == SOURCE_FILE {
+            continue; // not chunk bytes
+        }
         if entry.file_name().to_string_lossy().starts_with(".fetch.") {
             std::fs::remove_file(entry.path())?;
         } else if entry.file_type()?.is_file() {
@@ -172,6 +180,13 @@ impl ChunkStore {
     pub fn remove_chunks(&self, id: FileId) -> SfsResult<()> {
         self.drop_chunks_from(id, 0, None)?;
         let dir = self.file_dir(id);
+        let source = dir.join(SOURCE_FILE);
+        match std::fs::remove_file(&source) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(io_error(e, "remove", &source))
+            }
+            _ => {}
+        }
         match std::fs::remove_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -243,6 +258,46 @@ impl ChunkStore {
             }
         }
         Ok(files)
+    }
+
+    /// Cache mode: records that the bytes of `id` below `len` that no
+    /// chunk here holds come from the file at `source` (replacing what was
+    /// recorded; written to a temporary name and renamed, so a crash leaves
+    /// the old record or the new one).
+    pub fn set_source(&self, id: FileId, source: &Path, len: u64) -> SfsResult<()> {
+        let dir = self.file_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(e, "create", &dir))?;
+        let path = dir.join(SOURCE_FILE);
+        let temporary = dir.join(".source.new");
+        let mut text = format!("{len}\n").into_bytes();
+        text.extend_from_slice(source.as_os_str().as_encoded_bytes());
+        std::fs::write(&temporary, &text).map_err(|e| io_error(e, "write", &temporary))?;
+        std::fs::rename(&temporary, &path).map_err(|e| io_error(e, "rename", &path))
+    }
+
+    /// Every file whose source [`ChunkStore::set_source`] recorded here,
+    /// with it: (id, source, length). A record that does not parse is
+    /// reported and left out.
+    pub fn sources(&self) -> SfsResult<Vec<(FileId, PathBuf, u64)>> {
+        let mut found = Vec::new();
+        for id in self.file_ids()? {
+            let path = self.file_dir(id).join(SOURCE_FILE);
+            let text = match std::fs::read(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(e, "read", &path)),
+            };
+            let parsed = text.iter().position(|&b| b == b'\n').and_then(|at| {
+                let len = std::str::from_utf8(&text[..at]).ok()?.parse::<u64>().ok()?;
+                let source = std::ffi::OsStr::from_bytes(&text[at + 1..]);
+                Some((PathBuf::from(source), len))
+            });
+            match parsed {
+                Some((source, len)) => found.push((id, source, len)),
+                None => tracing::warn!("{}: not a source record; ignored", path.display()),
+            }
+        }
+        Ok(found)
     }
 
     /// Every file with a chunk directory here (foreign names ignored).

@@ -14,6 +14,7 @@
 //! Prometheus.
 
 pub mod backend;
+pub mod backing;
 pub mod checkpoint;
 pub mod chunk_store;
 pub mod grpc_budget;

@@ -379,6 +379,24 @@ impl MetadataStore for RocksMetadataStore {
             .collect())
     }
 
+    fn is_whiteout(&self, path: &str) -> SfsResult<bool> {
+        let found = self
+            .db
+            .get_pinned(whiteout_key(path))
+            .map_err(|e| db_error(path, e))?;
+        Ok(found.is_some())
+    }
+
+    fn set_whiteout(&self, path: &str, on: bool) -> SfsResult<()> {
+        let key = whiteout_key(path);
+        if on {
+            self.db.put(key, [])
+        } else {
+            self.db.delete(key)
+        }
+        .map_err(|e| db_error(path, e))
+    }
+
     fn sync(&self) -> SfsResult<()> {
         self.db
             .flush_wal(true)
@@ -395,6 +413,15 @@ impl MetadataStore for RocksMetadataStore {
 
 #[cfg(test)]
 mod tests;
+
+/// Key of the whiteout of `path`: byte 1 and the path. Entry keys start
+/// with `/` (or are the root's `[0]`), so no entry scan meets one.
+fn whiteout_key(path: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(path.len() + 1);
+    key.push(1);
+    key.extend_from_slice(path.as_bytes());
+    key
+}
 
 /// The error for an open file whose path now names another file.
 pub(crate) fn stale(path: &str, id: FileId) -> SfsError {

@@ -87,6 +87,15 @@ pub trait MetadataStore: Send + Sync + 'static {
         limit: usize,
     ) -> SfsResult<Vec<(String, Metadata)>>;
 
+    /// Cache mode: whether `path` is marked as removed from the backing
+    /// directory's view (a whiteout: the backing entry of that name stays
+    /// hidden). Whiteouts are kept apart from entries: no listing, scan or
+    /// count of entries sees them.
+    fn is_whiteout(&self, path: &str) -> SfsResult<bool>;
+
+    /// Sets (`on`) or clears the whiteout of `path`.
+    fn set_whiteout(&self, path: &str, on: bool) -> SfsResult<()>;
+
     /// Makes every acknowledged change durable.
     fn sync(&self) -> SfsResult<()>;
 

@@ -475,7 +475,7 @@ pub fn render(server: &str, metrics: &Metrics, snapshot: &Snapshot) -> String {
 
     // The figures read from the stores, one sample each.
     let tier = &snapshot.tier;
-    let single: [(&str, &str, &str, u64); 11] = [
+    let single: [(&str, &str, &str, u64); 12] = [
         (
             "sfs_metadata_entries",
             "gauge",
@@ -529,6 +529,12 @@ pub fn render(server: &str, metrics: &Metrics, snapshot: &Snapshot) -> String {
             "counter",
             "Chunk bytes read back from the object back end.",
             tier.fetched_bytes,
+        ),
+        (
+            "sfs_tier_sourced_bytes_total",
+            "counter",
+            "Cache mode: chunk bytes read in from files of the backing directory.",
+            tier.sourced_bytes,
         ),
         (
             "sfs_tier_writeback_errors_total",

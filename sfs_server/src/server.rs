@@ -149,8 +149,24 @@ pub async fn run_until(
     remove_if_present(&ready_file)?;
 
     let meta_dir = config.meta_dir(&name);
-    let meta: Arc<dyn MetadataStore> =
+    let mut meta: Arc<dyn MetadataStore> =
         Arc::new(tokio::task::spawn_blocking(move || RocksMetadataStore::open(&meta_dir)).await??);
+    if !config.backing_dir.is_empty() {
+        let backing = Path::new(&config.backing_dir);
+        if !backing.is_dir() {
+            bail!(
+                "server {name}: config: backing_dir {} is not a directory this server can read",
+                backing.display()
+            );
+        }
+        tracing::info!("server {name}: cache mode over {}", backing.display());
+        meta = Arc::new(crate::backing::BackedStore::new(
+            meta,
+            backing,
+            entry.index,
+            hostfile.len(),
+        ));
+    }
     let (chunk_dir, chunk_size, capacity) = (
         config.chunk_dir(&name),
         config.chunk_size,

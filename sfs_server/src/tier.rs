@@ -44,7 +44,7 @@ use sfs_global::{Errno, FileId, SfsError, SfsResult};
 use sfs_rdma::{ChunkHandler, ChunkRef};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -87,6 +87,10 @@ struct State {
     /// When a file whose write-back failed may be tried again, and the
     /// back-off that got it there.
     retry: HashMap<FileId, (Instant, Duration)>,
+    /// Cache mode: files whose bytes below a length come from a file of
+    /// the backing directory when no chunk here (nor the object) has them
+    /// ([`TieredStore::set_source`]); kept in the chunk store too.
+    sources: HashMap<FileId, (PathBuf, u64)>,
 }
 
 impl State {
@@ -135,6 +139,8 @@ pub struct TierCounters {
     pub written_back_bytes: AtomicU64,
     pub evicted_bytes: AtomicU64,
     pub fetched_bytes: AtomicU64,
+    /// Cache mode: bytes read in from files of the backing directory.
+    pub sourced_bytes: AtomicU64,
     pub writeback_errors: AtomicU64,
     /// Bytes written by clients since start (the I/O-aware policy's gauge).
     pub intake_bytes: AtomicU64,
@@ -149,6 +155,7 @@ pub struct TierStatus {
     pub written_back_bytes: u64,
     pub evicted_bytes: u64,
     pub fetched_bytes: u64,
+    pub sourced_bytes: u64,
     pub writeback_errors: u64,
     /// The last back-end error, empty when the last write-back succeeded.
     pub backend_error: String,
@@ -220,6 +227,11 @@ impl TieredStore {
             .map_err(|e| SfsError::io(format!("tier: cannot start its runtime: {e}")))?;
         let mut state = State {
             in_backend: replayed.in_backend,
+            sources: store
+                .sources()?
+                .into_iter()
+                .map(|(id, source, len)| (id, (source, len)))
+                .collect(),
             ..State::default()
         };
         let long_ago = Instant::now()
@@ -348,6 +360,30 @@ impl TieredStore {
         lock(&self.state).in_backend.contains(&id)
     }
 
+    /// Whether a chunk of `id` that is not here may be had from elsewhere:
+    /// the file's object, or its source in cache mode.
+    fn fetchable(&self, id: FileId) -> bool {
+        let state = lock(&self.state);
+        state.in_backend.contains(&id) || state.sources.contains_key(&id)
+    }
+
+    /// Cache mode: the bytes of `id` below `len` that neither a chunk here
+    /// nor the file's object holds are read from `source` (a file of the
+    /// backing directory) when first needed, by chunk. A file recorded
+    /// already keeps its source, and the smaller length: a truncate since
+    /// lowered it, and a later opener must not raise it again.
+    pub fn set_source(&self, id: FileId, source: PathBuf, len: u64) -> SfsResult<()> {
+        let mut state = lock(&self.state);
+        let (source, len) = match state.sources.get(&id) {
+            Some((known, known_len)) if *known_len <= len => return Ok(()),
+            Some((known, _)) => (known.clone(), len),
+            None => (source, len),
+        };
+        self.store.set_source(id, &source, len)?;
+        state.sources.insert(id, (source, len));
+        Ok(())
+    }
+
     /// Whether the store needs room: past its high watermark, or a writer
     /// waits for room (a chunk's growth may not fit below the watermark).
     /// Never without a configured capacity.
@@ -410,28 +446,39 @@ impl TieredStore {
     fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<Option<Vec<u8>>> {
         let chunk_size = self.store.chunk_size();
         loop {
-            let epoch = {
+            let (epoch, object, source) = {
                 let state = lock(&self.state);
-                if !state.in_backend.contains(&id) {
+                let object = state.in_backend.contains(&id);
+                let source = state.sources.get(&id).cloned();
+                if !object && source.is_none() {
                     return Ok(None);
                 }
-                *state.epochs.get(&id).unwrap_or(&0)
+                (*state.epochs.get(&id).unwrap_or(&0), object, source)
             };
             if epoch % 2 == 1 {
                 // A truncate of this file is running: wait for its end.
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            let backend = self.backend.clone();
-            let data = self.wait_for(async move {
-                match backend
-                    .read(id, index * chunk_size, chunk_size as usize)
-                    .await
-                {
-                    Err(e) if e.errno == Errno::ENOENT => Ok(Vec::new()),
-                    other => other,
+            let mut data = Vec::new();
+            if object {
+                let backend = self.backend.clone();
+                data = self.wait_for(async move {
+                    match backend
+                        .read(id, index * chunk_size, chunk_size as usize)
+                        .await
+                    {
+                        Err(e) if e.errno == Errno::ENOENT => Ok(Vec::new()),
+                        other => other,
+                    }
+                })?;
+            }
+            if data.is_empty() {
+                // Never written back (or a hole there): the source's bytes.
+                if let Some((source, len)) = &source {
+                    data = read_source(source, *len, index, chunk_size)?;
                 }
-            })?;
+            }
             if data.is_empty() {
                 return Ok(None);
             }
@@ -444,9 +491,12 @@ impl TieredStore {
                 // sees the chunk and cuts it.
                 match self.store.install_locked(id, index, &data) {
                     Ok(()) => {
-                        self.counters
-                            .fetched_bytes
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        let counter = if object {
+                            &self.counters.fetched_bytes
+                        } else {
+                            &self.counters.sourced_bytes
+                        };
+                        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
                         return Ok(Some(data));
                     }
                     Err(e) if e.errno == Errno::ENOSPC => {
@@ -533,6 +583,7 @@ impl TieredStore {
             let mut state = lock(&self.state);
             let was_dirty = state.dirty.remove(&id).is_some();
             let had_object = state.in_backend.remove(&id);
+            state.sources.remove(&id);
             state.forget_from(id, 0);
             state.epochs.remove(&id);
             state.retry.remove(&id);
@@ -558,6 +609,17 @@ impl TieredStore {
         };
         let result = (|| {
             self.store.truncate_chunks(id, size)?;
+            {
+                // The source's bytes past the cut are not the file's any
+                // more, also once it grows again.
+                let mut state = lock(&self.state);
+                if let Some((source, len)) = state.sources.get_mut(&id) {
+                    if *len > size {
+                        *len = size;
+                        self.store.set_source(id, source, size)?;
+                    }
+                }
+            }
             let (first_removed, _) = truncation_point(size, self.store.chunk_size());
             {
                 let mut state = lock(&self.state);
@@ -736,6 +798,7 @@ impl TieredStore {
             written_back_bytes: c.written_back_bytes.load(Ordering::Relaxed),
             evicted_bytes: c.evicted_bytes.load(Ordering::Relaxed),
             fetched_bytes: c.fetched_bytes.load(Ordering::Relaxed),
+            sourced_bytes: c.sourced_bytes.load(Ordering::Relaxed),
             writeback_errors: c.writeback_errors.load(Ordering::Relaxed),
             backend_error: lock(&self.last_error).clone(),
             writeback_bytes_per_s: self.writeback_rate(),
@@ -784,11 +847,11 @@ impl ChunkHandler for TieredStore {
         loop {
             let guard = self.store.lock(chunk.id, chunk.index);
             if !whole_chunk
-                && self.in_backend(chunk.id)
+                && self.fetchable(chunk.id)
                 && !self.store.has_chunk(chunk.id, chunk.index)
             {
-                // A partial write into an evicted chunk: the rest of it
-                // comes back first.
+                // A partial write into an evicted chunk, or one still in its
+                // source: the rest of it comes first.
                 self.fetch_locked(chunk.id, chunk.index)?;
             }
             self.mark_dirty(chunk.id, chunk.index, None)?;
@@ -823,8 +886,9 @@ impl ChunkHandler for TieredStore {
                 return Ok(n);
             }
             // Asked after the miss: a chunk is evicted only once its file
-            // is in the back end.
-            None if !self.in_backend(chunk.id) => return Ok(0),
+            // is in the back end, and is elsewhere only then or when the
+            // file has a source.
+            None if !self.fetchable(chunk.id) => return Ok(0),
             None => {}
         }
         let _guard = self.store.lock(chunk.id, chunk.index);
@@ -846,6 +910,25 @@ impl ChunkHandler for TieredStore {
         }
         Ok(n.unwrap_or(0))
     }
+}
+
+/// The bytes of chunk `index` of a file whose first `len` bytes are those
+/// of the file at `source`: up to a chunk, fewer at the end (or if the
+/// source shrank since), none past `len`.
+fn read_source(source: &Path, len: u64, index: u64, chunk_size: u64) -> SfsResult<Vec<u8>> {
+    let start = index * chunk_size;
+    if start >= len {
+        return Ok(Vec::new());
+    }
+    let want = (len - start).min(chunk_size) as usize;
+    let failed = |e: std::io::Error| {
+        SfsError::new(
+            SfsError::from(std::io::Error::from(e.kind())).errno,
+            format!("cache mode: cannot read {}: {e}", source.display()),
+        )
+    };
+    let file = std::fs::File::open(source).map_err(failed)?;
+    crate::backend::dir::read_up_to(&file, start, want).map_err(failed)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! is hashed (xxh3-128) as it is read from the source; once every range of
 //! a file is written and the file completed (mode, mtime), its ranges are
 //! read back from the destination, hashed and compared (unless
-//! `--no-verify`). Only then is the file recorded in the journal.
+//! `--no-verify`). Only then is the file recorded in the journal (when the
+//! stage keeps one: `--changed` does not).
 //! Verification tasks go to the front of the queue: files finish (and are
 //! journaled) early rather than all at the end.
 
@@ -162,7 +163,7 @@ struct Run<'a> {
     pairs: &'a [Pair],
     files: Vec<FileJob>,
     settings: &'a Settings,
-    journal: &'a Journal,
+    journal: Option<&'a Journal>,
     progress: &'a Progress,
     queue: Queue,
     failures: Mutex<Vec<(String, String)>>,
@@ -170,13 +171,14 @@ struct Run<'a> {
 }
 
 /// Stages `pairs`; `todo[p]` lists the entries of pair `p` that the
-/// journal does not already have.
+/// journal (or `--changed`'s look at the destination) does not already
+/// have; finished files are recorded in `journal` if there is one.
 pub fn run(
     what: &'static str,
     pairs: &[Pair],
     todo: &[Vec<usize>],
     settings: &Settings,
-    journal: &Journal,
+    journal: Option<&Journal>,
 ) -> Outcome {
     let mut outcome = Outcome::default();
     let mut failures = Vec::new();
@@ -479,11 +481,11 @@ impl Run<'_> {
                     );
                 }
             }
-            if self.settings.check_only {
+            let Some(journal) = self.journal.filter(|_| !self.settings.check_only) else {
                 return Ok(());
-            }
+            };
             let digests = job.digests.lock().unwrap_or_else(|p| p.into_inner());
-            self.journal.record(&Record {
+            journal.record(&Record {
                 src: pair.src.describe(&job.entry.rel),
                 dst: dst.clone(),
                 size: job.entry.size,

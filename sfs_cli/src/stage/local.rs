@@ -52,6 +52,28 @@ fn mtime_ns(md: &std::fs::Metadata) -> i64 {
     md.mtime() * 1_000_000_000 + md.mtime_nsec()
 }
 
+/// The entry at `path` (named `rel` in its tree), a symlink not followed;
+/// `None` for a kind a stage does not copy (FIFO, socket, device).
+fn entry_at(path: &Path, rel: &str) -> std::io::Result<Option<Entry>> {
+    let md = std::fs::symlink_metadata(path)?;
+    let Some(kind) = kind_of(&md) else {
+        return Ok(None);
+    };
+    let target = match kind {
+        EntryKind::Symlink => std::fs::read_link(path)?.to_string_lossy().into_owned(),
+        _ => String::new(),
+    };
+    Ok(Some(Entry {
+        rel: rel.to_string(),
+        kind,
+        mode: md.permissions().mode() & 0o7777,
+        mtime_ns: mtime_ns(&md),
+        size: if kind == EntryKind::File { md.len() } else { 0 },
+        target,
+        version: mtime_ns(&md),
+    }))
+}
+
 /// Sets the mtime of `path` itself (not a symlink's target); atime stays.
 fn set_mtime(path: &Path, mtime_ns: i64) -> Result<()> {
     let times = Timestamps {
@@ -107,8 +129,15 @@ impl Tree for LocalTree {
         let mut pending = vec![String::new()];
         while let Some(rel) = pending.pop() {
             let path = self.path(&rel);
-            let md = match std::fs::symlink_metadata(&path) {
-                Ok(md) => md,
+            let entry = match entry_at(&path, &rel) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => {
+                    problems.push((
+                        path.display().to_string(),
+                        "not a regular file, directory or symlink (not staged)".into(),
+                    ));
+                    continue;
+                }
                 Err(e) if rel.is_empty() => {
                     return Err(e).with_context(|| format!("{}", path.display()))
                 }
@@ -117,32 +146,8 @@ impl Tree for LocalTree {
                     continue;
                 }
             };
-            let Some(kind) = kind_of(&md) else {
-                problems.push((
-                    path.display().to_string(),
-                    "not a regular file, directory or symlink (not staged)".into(),
-                ));
-                continue;
-            };
-            let target = match kind {
-                EntryKind::Symlink => match std::fs::read_link(&path) {
-                    Ok(t) => t.to_string_lossy().into_owned(),
-                    Err(e) => {
-                        problems.push((path.display().to_string(), e.to_string()));
-                        continue;
-                    }
-                },
-                _ => String::new(),
-            };
-            entries.push(Entry {
-                rel: rel.clone(),
-                kind,
-                mode: md.permissions().mode() & 0o7777,
-                mtime_ns: mtime_ns(&md),
-                size: if kind == EntryKind::File { md.len() } else { 0 },
-                target,
-                version: mtime_ns(&md),
-            });
+            let kind = entry.kind;
+            entries.push(entry);
             if kind != EntryKind::Dir {
                 continue;
             }
@@ -186,6 +191,13 @@ impl Tree for LocalTree {
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| self.describe(rel)),
+        }
+    }
+
+    fn entry(&self, rel: &str) -> Result<Option<Entry>> {
+        match entry_at(&self.path(rel), rel) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            found => found.with_context(|| self.describe(rel)),
         }
     }
 

@@ -8,6 +8,11 @@
 //! `--manifest`), walks each source, drops what the filters and the
 //! journal say to skip, and hands the rest to the engine.
 //!
+//! `stage-out --changed` (and `sfs stop --write-back`, which runs it from
+//! SFS's root to the config's `backing_dir`) skips instead what the
+//! destination already holds, by size, mode and mtime, and keeps no
+//! journal: the destination itself says what is done.
+//!
 //! - [`tree`]: the `Tree` trait every side implements; [`local`], [`sfs`],
 //!   [`s3`] the three kinds of tree.
 //! - [`engine`]: the worker pool, ranges, verification.
@@ -40,6 +45,9 @@ const DEFAULT_JOBS: usize = 16;
 /// The default range: 8 MiB (16 chunks of the default 512 KiB), rounded
 /// up to whole chunks; also above S3's 5 MiB minimum part size.
 const DEFAULT_RANGE: u64 = 8 << 20;
+
+/// Seconds between progress lines when stderr is not a terminal.
+const DEFAULT_PROGRESS_INTERVAL: u64 = 10;
 
 /// Options shared by stage-in and stage-out.
 #[derive(clap::Args, Debug)]
@@ -84,7 +92,7 @@ pub struct StageArgs {
     #[arg(short = 'v', long)]
     verbose: bool,
     /// Seconds between progress lines when stderr is not a terminal.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = DEFAULT_PROGRESS_INTERVAL)]
     progress_interval: u64,
     /// Size of the ranges large files are cut into, in MiB (rounded up to
     /// whole chunks).
@@ -92,9 +100,43 @@ pub struct StageArgs {
     range_mib: Option<u64>,
 }
 
+impl StageArgs {
+    /// The options of `SRC DST` with no flag given.
+    fn plain(src: &str, dst: &str) -> StageArgs {
+        StageArgs {
+            paths: vec![src.to_string(), dst.to_string()],
+            manifest: None,
+            jobs: DEFAULT_JOBS,
+            no_verify: false,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            dry_run: false,
+            journal: None,
+            check: false,
+            restart: false,
+            verbose: false,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            range_mib: None,
+        }
+    }
+}
+
+/// The options of `sfs stage-out`: the shared ones and `--changed`.
+#[derive(clap::Args, Debug)]
+pub struct StageOutArgs {
+    #[command(flatten)]
+    stage: StageArgs,
+    /// Write only what differs from DST: a file that DST already holds
+    /// with the same size, mode and mtime (a symlink: same target and
+    /// mtime) is skipped without being read. Nothing at DST is deleted.
+    /// Keeps no journal (DST says what is done).
+    #[arg(long, conflicts_with_all = ["check", "journal", "restart"])]
+    changed: bool,
+}
+
 /// Which way data moves.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+enum Direction {
     In,
     Out,
 }
@@ -104,6 +146,26 @@ impl Direction {
         match self {
             Direction::In => "stage-in",
             Direction::Out => "stage-out",
+        }
+    }
+}
+
+/// What says that a file needs no copying.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// The journal has it, from the same source version, and the
+    /// destination still has its size: resuming a stage.
+    Journaled,
+    /// `--changed`: the destination already holds it ([`tree::unchanged`]).
+    Unchanged,
+}
+
+impl Skip {
+    /// How the summary names the files skipped.
+    fn label(self) -> &'static str {
+        match self {
+            Skip::Journaled => "already staged (journal)",
+            Skip::Unchanged => "unchanged (same size, mode and mtime)",
         }
     }
 }
@@ -256,8 +318,47 @@ fn pairs(
     Ok(pairs)
 }
 
+/// `sfs stage-in`.
+pub fn stage_in(setup: &Setup, args: &StageArgs) -> Result<()> {
+    stage(setup, args, Direction::In, Skip::Journaled)
+}
+
+/// `sfs stage-out`.
+pub fn stage_out(setup: &Setup, args: &StageOutArgs) -> Result<()> {
+    let skip = match args.changed {
+        true => Skip::Unchanged,
+        false => Skip::Journaled,
+    };
+    stage(setup, &args.stage, Direction::Out, skip)
+}
+
+/// `sfs stop --write-back`'s first half: SFS written back by name to the
+/// config's `backing_dir`, as `sfs stage-out --changed / BACKING_DIR`.
+/// Failing paths are listed on stderr and make it an error.
+pub fn write_back(setup: &Setup) -> Result<()> {
+    let dir = &setup.config.backing_dir;
+    if dir.is_empty() {
+        let config = match &setup.config_path {
+            Some(path) => path.display().to_string(),
+            None => "no config file: the built-in defaults".into(),
+        };
+        bail!(
+            "--write-back: the config field `backing_dir` is empty ({config}); set it to the \
+             directory to write back to, or copy with `sfs stage-out --changed / DIR`"
+        );
+    }
+    eprintln!("write-back: sfs:/ -> {dir} (as `sfs stage-out --changed / {dir}`)");
+    stage(
+        setup,
+        &StageArgs::plain("/", dir),
+        Direction::Out,
+        Skip::Unchanged,
+    )
+    .with_context(|| format!("write-back to {dir}"))
+}
+
 /// Runs `sfs stage-in` or `sfs stage-out`.
-pub fn stage(setup: &Setup, args: &StageArgs, direction: Direction) -> Result<()> {
+fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> Result<()> {
     let what = direction.name();
     let jobs = args.jobs.max(1);
     let mut trees = Trees {
@@ -298,50 +399,49 @@ pub fn stage(setup: &Setup, args: &StageArgs, direction: Direction) -> Result<()
             entries: filter.keep_included(walked),
         });
     }
-    let journal_path = match &args.journal {
-        Some(path) => path.clone(),
-        None => journal::default_path(what, &described)?,
+    let journal = match skip {
+        Skip::Unchanged => None,
+        Skip::Journaled => {
+            let path = match &args.journal {
+                Some(path) => path.clone(),
+                None => journal::default_path(what, &described)?,
+            };
+            let journal =
+                journal::Journal::open(&path, args.restart && !args.dry_run && !args.check)?;
+            eprintln!("{what}: journal {}", journal.path().display());
+            Some(journal)
+        }
     };
-    let journal =
-        journal::Journal::open(&journal_path, args.restart && !args.dry_run && !args.check)?;
-    eprintln!("{what}: journal {}", journal.path().display());
 
-    // What the journal already has (and the destination still holds).
+    // What the journal or the destination says is done already.
     let mut todo = Vec::new();
     let mut skipped = 0u64;
     for pair in &pairs {
         let mut left = Vec::new();
         for (i, entry) in pair.entries.iter().enumerate() {
-            match entry.kind {
-                EntryKind::Dir => {}
-                EntryKind::Symlink => left.push(i),
-                EntryKind::File => {
-                    let done = !args.check
-                        && journal
-                            .finished(&pair.dst.describe(&entry.rel))
-                            .is_some_and(|r| {
-                                r.src == pair.src.describe(&entry.rel)
-                                    && r.size == entry.size
-                                    && r.version == entry.version
-                            })
-                        && pair
-                            .dst
-                            .file_state(&entry.rel)
-                            .ok()
-                            .flatten()
-                            .is_some_and(|s| s.size == entry.size);
-                    match done {
-                        true => skipped += 1,
-                        false => left.push(i),
-                    }
-                }
+            let done = match (entry.kind, &journal) {
+                (EntryKind::Dir, _) => continue,
+                // No journal: `--changed`, which asks the destination.
+                (_, None) => pair
+                    .dst
+                    .entry(&entry.rel)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|dst| tree::unchanged(entry, &dst)),
+                (EntryKind::Symlink, Some(_)) => false,
+                (EntryKind::File, Some(journal)) => !args.check && journaled(journal, pair, entry),
+            };
+            match done {
+                true if entry.kind == EntryKind::File => skipped += 1,
+                true => {}
+                false => left.push(i),
             }
         }
         todo.push(left);
     }
 
     if args.dry_run {
-        return dry_run(what, &pairs, &todo, skipped, &failures);
+        return dry_run(what, &pairs, &todo, skipped, skip, &failures);
     }
     let settings = engine::Settings {
         jobs,
@@ -352,7 +452,7 @@ pub fn stage(setup: &Setup, args: &StageArgs, direction: Direction) -> Result<()
         progress_every: Duration::from_secs(args.progress_interval.max(1)),
     };
     let started = std::time::Instant::now();
-    let mut outcome = engine::run(what, &pairs, &todo, &settings, &journal);
+    let mut outcome = engine::run(what, &pairs, &todo, &settings, journal.as_ref());
     outcome.files_skipped = skipped;
     failures.extend(std::mem::take(&mut outcome.failures));
     let seconds = started.elapsed().as_secs_f64();
@@ -366,18 +466,37 @@ pub fn stage(setup: &Setup, args: &StageArgs, direction: Direction) -> Result<()
         return report_failures(what, &failures);
     }
     outln!(
-        "{what}: {} files ({:.1} MiB) copied{}, {} already staged (journal), {} directories, \
+        "{what}: {} files ({:.1} MiB) copied{}, {} {}, {} directories, \
          {} symlinks, {} failed, in {seconds:.1} s ({:.1} MiB/s)",
         outcome.files_copied,
         outcome.bytes_copied as f64 / 1048576.0,
         if settings.verify { " and verified" } else { "" },
         outcome.files_skipped,
+        skip.label(),
         outcome.dirs,
         outcome.symlinks,
         failures.len(),
         outcome.bytes_copied as f64 / 1048576.0 / seconds.max(1e-3)
     )?;
     report_failures(what, &failures)
+}
+
+/// Whether the journal finished `entry` of `pair` from the source as it is
+/// now, and the destination still has a file of its size.
+fn journaled(journal: &journal::Journal, pair: &Pair, entry: &tree::Entry) -> bool {
+    journal
+        .finished(&pair.dst.describe(&entry.rel))
+        .is_some_and(|r| {
+            r.src == pair.src.describe(&entry.rel)
+                && r.size == entry.size
+                && r.version == entry.version
+        })
+        && pair
+            .dst
+            .file_state(&entry.rel)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.size == entry.size)
 }
 
 /// Lists the failing paths on stderr; an error if there are any.
@@ -401,6 +520,7 @@ fn dry_run(
     pairs: &[Pair],
     todo: &[Vec<usize>],
     skipped: u64,
+    skip: Skip,
     failures: &[(String, String)],
 ) -> Result<()> {
     let (mut files, mut bytes) = (0u64, 0u64);
@@ -423,8 +543,9 @@ fn dry_run(
         }
     }
     outln!(
-        "{what} (dry run): would copy {files} files ({:.1} MiB), {skipped} already staged (journal)",
-        bytes as f64 / 1048576.0
+        "{what} (dry run): would copy {files} files ({:.1} MiB), {skipped} {}",
+        bytes as f64 / 1048576.0,
+        skip.label()
     )?;
     report_failures(what, failures)
 }

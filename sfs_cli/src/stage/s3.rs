@@ -260,17 +260,8 @@ impl Tree for S3Tree {
         _problems: &mut Vec<(String, String)>,
     ) -> Result<Vec<Entry>> {
         if self.root_kind()? == Some(EntryKind::File) {
-            let meta = self.head("")?.context("the object went away")?;
-            let (mode, mtime) = self.object_attributes("")?;
-            return Ok(vec![Entry {
-                rel: String::new(),
-                kind: EntryKind::File,
-                mode: mode.unwrap_or(DEFAULT_FILE_MODE),
-                mtime_ns: mtime.unwrap_or_else(|| nanos(&meta)),
-                size: meta.size,
-                target: String::new(),
-                version: version(&meta),
-            }]);
+            let object = self.entry("")?.context("the object went away")?;
+            return Ok(vec![object]);
         }
         let sidecar = self.load_sidecar()?.unwrap_or_default();
         let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
@@ -367,6 +358,24 @@ impl Tree for S3Tree {
             .collect();
         *self.sidecar.lock().unwrap_or_else(|p| p.into_inner()) = Some(sidecar);
         Ok(walked)
+    }
+
+    /// The object `rel` with the mode and mtime of its user metadata
+    /// (symlinks live in the sidecar: never found here).
+    fn entry(&self, rel: &str) -> Result<Option<Entry>> {
+        let Some(meta) = self.head(rel)? else {
+            return Ok(None);
+        };
+        let (mode, mtime) = self.object_attributes(rel)?;
+        Ok(Some(Entry {
+            rel: rel.to_string(),
+            kind: EntryKind::File,
+            mode: mode.unwrap_or(DEFAULT_FILE_MODE),
+            mtime_ns: mtime.unwrap_or_else(|| nanos(&meta)),
+            size: meta.size,
+            target: String::new(),
+            version: version(&meta),
+        }))
     }
 
     fn file_state(&self, rel: &str) -> Result<Option<FileState>> {

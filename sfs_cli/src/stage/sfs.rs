@@ -166,6 +166,13 @@ impl Tree for SfsTree {
         Ok(entries)
     }
 
+    fn entry(&self, rel: &str) -> Result<Option<Entry>> {
+        let client = self.client();
+        Ok(self
+            .lstat(client, &self.path(rel))?
+            .map(|md| entry_of(rel.to_string(), &md)))
+    }
+
     fn file_state(&self, rel: &str) -> Result<Option<FileState>> {
         let client = self.client();
         Ok(self

@@ -64,6 +64,11 @@ pub trait Tree: Send + Sync {
         problems: &mut Vec<(String, String)>,
     ) -> Result<Vec<Entry>>;
 
+    /// The entry at `rel` as [`Tree::walk`] would list it (a symlink not
+    /// followed); `None` when there is none, or one of a kind a stage does
+    /// not copy. What `stage-out --changed` compares a source entry with.
+    fn entry(&self, rel: &str) -> Result<Option<Entry>>;
+
     /// Size and mtime of the file at `rel`; `None` when there is none.
     fn file_state(&self, rel: &str) -> Result<Option<FileState>>;
 
@@ -128,6 +133,39 @@ pub fn all_zero(data: &[u8]) -> bool {
     words_zero && words.remainder().iter().all(|&b| b == 0)
 }
 
+/// Whether `dst` already is what staging `src` would make of it, by the
+/// quick check of `stage-out --changed` (rsync's, with the mode): a file
+/// of the same size, permission bits and mtime, or a symlink to the same
+/// target with the same mtime. No data is read: content changed with size
+/// and mtime kept (or set back) is not seen.
+pub fn unchanged(src: &Entry, dst: &Entry) -> bool {
+    src.kind == dst.kind
+        && same_mtime(src.mtime_ns, dst.mtime_ns)
+        && match src.kind {
+            EntryKind::File => src.size == dst.size && src.mode == dst.mode,
+            EntryKind::Symlink => src.target == dst.target,
+            // Directories are cheap: always made and given their attributes.
+            EntryKind::Dir => false,
+        }
+}
+
+/// Whether the destination's mtime `kept` is `mtime` as the destination
+/// keeps it. A stage sets the destination's mtime to the source's, to the
+/// nanosecond; a file system with coarser timestamps (whole seconds on
+/// some parallel file systems, microseconds on others) truncates it. Its
+/// precision is read off `kept` itself, from its trailing decimal zeros:
+/// `kept` must then equal `mtime` truncated to that precision. (A file
+/// system that keeps nanoseconds shows whole seconds only by a 1 in 10⁹
+/// chance, or for a timestamp someone set so; then a change within that
+/// same second with the same size is not seen.)
+fn same_mtime(mtime: i64, kept: i64) -> bool {
+    let mut precision = 1i64;
+    while precision < 1_000_000_000 && kept.rem_euclid(precision * 10) == 0 {
+        precision *= 10;
+    }
+    mtime - mtime.rem_euclid(precision) == kept
+}
+
 /// `base` joined with relative `rel` by `/` (`rel` may be empty).
 pub fn join_rel(base: &str, rel: &str) -> String {
     match (base.is_empty(), rel.is_empty()) {
@@ -151,6 +189,77 @@ mod tests {
             data[at] = 0;
         }
         assert!(all_zero(&data[3..]));
+    }
+
+    #[test]
+    fn an_mtime_matches_to_the_precision_the_destination_keeps() {
+        let second = 1_000_000_000i64;
+        let mtime = 1_700_000_000 * second + 123_456_789;
+        // Nanoseconds kept: only the same instant matches.
+        assert!(same_mtime(mtime, mtime));
+        assert!(!same_mtime(mtime, mtime + 1));
+        assert!(!same_mtime(mtime, mtime - 10));
+        assert!(!same_mtime(mtime, mtime + 11));
+        // Whole seconds, microseconds, 100 ns (NTFS/CIFS): truncated.
+        assert!(same_mtime(mtime, 1_700_000_000 * second));
+        assert!(same_mtime(mtime, mtime - 789));
+        assert!(same_mtime(mtime, mtime - 89));
+        // Another second, or another microsecond, is a change.
+        assert!(!same_mtime(mtime, 1_700_000_001 * second));
+        assert!(!same_mtime(mtime, 1_699_999_999 * second));
+        assert!(!same_mtime(mtime, mtime - 789 + 1000));
+        // Before 1970 too (floor, as the kernel truncates).
+        let early = -5 * second + 250;
+        assert!(same_mtime(early, -5 * second));
+        assert!(!same_mtime(early, -4 * second));
+    }
+
+    #[test]
+    fn unchanged_compares_size_mode_mtime_and_link_target() {
+        let file = Entry {
+            rel: "a".into(),
+            kind: EntryKind::File,
+            mode: 0o644,
+            mtime_ns: 1_000_000_007,
+            size: 10,
+            target: String::new(),
+            version: 1_000_000_007,
+        };
+        assert!(unchanged(&file, &file.clone()));
+        let differs = |change: fn(&mut Entry)| {
+            let mut other = file.clone();
+            change(&mut other);
+            !unchanged(&file, &other)
+        };
+        assert!(differs(|e| e.size = 11));
+        assert!(differs(|e| e.mode = 0o600));
+        assert!(differs(|e| e.mtime_ns += 1));
+        assert!(differs(|e| e.kind = EntryKind::Symlink));
+        let link = Entry {
+            kind: EntryKind::Symlink,
+            target: "x".into(),
+            size: 0,
+            ..file.clone()
+        };
+        assert!(unchanged(
+            &link,
+            &Entry {
+                mode: 0o777,
+                ..link.clone()
+            }
+        ));
+        assert!(!unchanged(
+            &link,
+            &Entry {
+                target: "y".into(),
+                ..link.clone()
+            }
+        ));
+        let dir = Entry {
+            kind: EntryKind::Dir,
+            ..file.clone()
+        };
+        assert!(!unchanged(&dir, &dir.clone()));
     }
 
     #[test]

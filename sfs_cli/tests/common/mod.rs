@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod tree;
+
 use sfs_client::Client;
 use sfs_global::config::Config;
 use sfs_global::hostfile::Hostfile;
@@ -230,6 +232,14 @@ impl Cluster {
         }
         for &i in &stopped {
             self.wait_ready(i);
+        }
+    }
+
+    /// Whether server `i` is still running (it has not exited).
+    pub fn running(&mut self, i: usize) -> bool {
+        match self.servers[i].as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
         }
     }
 

@@ -354,6 +354,7 @@ lean_methods! {
     37 => chunks.flush_chunks(FlushChunksRequest) -> FlushChunksResponse;
     38 => chunks.holdings(HoldingsRequest) -> HoldingsResponse;
     39 => chunks.write_back_soon(FileRequest) -> Empty;
+    40 => chunks.set_source(SetSourceRequest) -> Empty;
     48 => control.hello(HelloRequest) -> HelloResponse;
     49 => control.stats(Empty) -> StatsResponse;
     50 => control.shutdown(Empty) -> Empty;

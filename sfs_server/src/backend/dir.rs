@@ -142,18 +142,7 @@ impl ObjectBackend for DirBackend {
         let objects = self.objects.clone();
         blocking(move || {
             let file = open_object(&objects, id, false)?;
-            let mut buf = vec![0u8; len];
-            let mut filled = 0;
-            while filled < len {
-                match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(failed("reading", id, e)),
-                }
-            }
-            buf.truncate(filled);
-            Ok(buf)
+            read_up_to(&file, offset, len).map_err(|e| failed("reading", id, e))
         })
         .await
     }
@@ -254,6 +243,26 @@ impl ObjectBackend for DirBackend {
         })
         .await
     }
+}
+
+/// Up to `len` bytes of `file` from `offset`: fewer only at its end.
+pub(crate) fn read_up_to(
+    file: &std::fs::File,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 #[cfg(test)]

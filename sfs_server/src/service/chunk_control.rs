@@ -7,7 +7,7 @@
 
 use super::metadata::MetadataService;
 use super::{blocking, check_size, quick, refuse, ServerState};
-use sfs_global::FileId;
+use sfs_global::{FileId, SfsError};
 use sfs_rdma::ChunkRef;
 use sfs_rpc::pb::metadata_server::Metadata as _;
 use sfs_rpc::pb::{self, chunk_control_server};
@@ -76,6 +76,37 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let chunks = self.state.chunks.clone();
         blocking(move || chunks.truncate_chunks(id, req.size)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn set_source(
+        &self,
+        request: Request<pb::SetSourceRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.state.served();
+        let req = request.into_inner();
+        let backing = &self.state.config.backing_dir;
+        if backing.is_empty() {
+            return Err(refuse(SfsError::invalid(format!(
+                "server {} has no backing_dir (cache mode is off)",
+                self.state.name
+            ))));
+        }
+        // Only a path within the backing directory: normalised, so no `..`
+        // climbs out of it.
+        if sfs_global::path::normalize(&req.source).ok().as_deref() != Some(req.source.as_str())
+            || req.source == "/"
+        {
+            return Err(refuse(SfsError::invalid(format!(
+                "source {:?} is not a normalised path below the backing directory",
+                req.source
+            ))));
+        }
+        check_size("source length", req.source_len).map_err(refuse)?;
+        let id = FileId::from_parts(req.id_hi, req.id_lo);
+        let source = std::path::Path::new(backing).join(&req.source[1..]);
+        let chunks = self.state.chunks.clone();
+        blocking(move || chunks.set_source(id, source, req.source_len)).await?;
         Ok(Response::new(pb::Empty {}))
     }
 

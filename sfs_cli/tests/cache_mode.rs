@@ -1,0 +1,148 @@
+//! Cache mode (config `backing_dir`, docs/staging.md): a Python program
+//! under the shim reads inputs it never staged straight from the backing
+//! directory (listing, stat, data read through by chunk on two servers),
+//! changes some of them (a partial overwrite inside a chunk, a truncate
+//! and regrowth, an append, a removal), writes outputs, and `sfs stop
+//! --write-back` leaves the outputs and the changes in the backing
+//! directory byte-exact, the untouched inputs untouched.
+
+mod common;
+mod shim_support;
+
+use common::{describe, pattern, Cluster};
+use shim_support::under_shim;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+const MIB: usize = 1 << 20;
+
+/// The inputs: a file of many chunks, a small one, one below a
+/// subdirectory, one to truncate, and a symlink.
+fn make_inputs(backing: &Path) {
+    std::fs::create_dir_all(backing.join("in/sub")).unwrap();
+    std::fs::write(backing.join("in/big.bin"), pattern(1, 5 * MIB + 123)).unwrap();
+    std::fs::write(backing.join("in/small.txt"), "small input\n").unwrap();
+    std::fs::write(backing.join("in/sub/deep.txt"), "deep input\n").unwrap();
+    std::fs::write(backing.join("in/trunc.bin"), pattern(2, 10_000)).unwrap();
+    std::os::unix::fs::symlink("big.bin", backing.join("in/latest")).unwrap();
+}
+
+const PROGRAM: &str = r#"
+import hashlib, os, sys
+m = sys.argv[1]
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+print("listing", sorted(os.listdir(m + "/in")), sorted(os.listdir(m + "/in/sub")))
+print("size", os.stat(m + "/in/big.bin").st_size, os.readlink(m + "/in/latest"))
+for name in ["big.bin", "small.txt", "sub/deep.txt", "latest"]:
+    print("sha", name, digest(m + "/in/" + name))
+# Changes: a patch inside the second chunk, a truncate and regrowth, an
+# append, a removal; and outputs.
+with open(m + "/in/big.bin", "r+b") as f:
+    f.seek(600_000)
+    f.write(b"PATCHED")
+os.truncate(m + "/in/trunc.bin", 1000)
+with open(m + "/in/trunc.bin", "r+b") as f:
+    f.seek(3000)
+    f.write(b"end")
+with open(m + "/in/small.txt", "a") as f:
+    f.write("appended\n")
+os.remove(m + "/in/sub/deep.txt")
+print("removed", os.path.exists(m + "/in/sub/deep.txt"), sorted(os.listdir(m + "/in/sub")))
+os.makedirs(m + "/out/run1")
+with open(m + "/out/run1/result.txt", "w") as f:
+    f.write("big " + digest(m + "/in/big.bin") + "\n")
+try:
+    os.rename(m + "/in/sub", m + "/in/moved")
+    print("rename of a backing directory: done")
+except OSError as e:
+    print("rename of a backing directory:", e.strerror)
+"#;
+
+fn sha256(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_program_reads_the_backing_directory_through_sfs_and_its_outputs_are_written_back() {
+    let shared = tempfile::tempdir().unwrap();
+    let backing = shared.path().join("backing");
+    make_inputs(&backing);
+    let untouched = std::fs::metadata(backing.join("in/sub/deep.txt")).unwrap();
+    let mut cluster = Cluster::start_with(2, |config| {
+        config.backing_dir = backing.display().to_string();
+    });
+    let script = shared.path().join("program.py");
+    std::fs::write(&script, PROGRAM).unwrap();
+    let mount = cluster.config.mountdir.clone();
+    let out = under_shim(
+        &cluster,
+        &format!("python3 {} \"$1\"", script.display()),
+        &[&mount],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let big = pattern(1, 5 * MIB + 123);
+    let expected = [
+        "listing ['big.bin', 'latest', 'small.txt', 'sub', 'trunc.bin'] ['deep.txt']".to_string(),
+        format!("size {} big.bin", big.len()),
+        format!("sha big.bin {}", sha256(&big)),
+        format!("sha small.txt {}", sha256(b"small input\n")),
+        format!("sha sub/deep.txt {}", sha256(b"deep input\n")),
+        format!("sha latest {}", sha256(&big)),
+        "removed False []".to_string(),
+        "rename of a backing directory: Invalid cross-device link".to_string(),
+    ];
+    for line in &expected {
+        assert!(
+            stdout.contains(line.as_str()),
+            "{line:?} missing in:\n{stdout}"
+        );
+    }
+    // Nothing reached the backing directory before the write-back.
+    assert_eq!(
+        std::fs::read(backing.join("in/small.txt")).unwrap(),
+        b"small input\n"
+    );
+    assert!(!backing.join("out").exists());
+
+    let stopped = cluster.sfs(&["stop", "--write-back"]);
+    assert!(stopped.status.success(), "{}", describe(&stopped));
+    for i in 0..2 {
+        assert!(cluster.wait_exit(i).success(), "server {i} failed to stop");
+    }
+    let mut patched = big.clone();
+    patched[600_000..600_007].copy_from_slice(b"PATCHED");
+    assert_eq!(std::fs::read(backing.join("in/big.bin")).unwrap(), patched);
+    let mut trunc = pattern(2, 1000);
+    trunc.resize(3000, 0);
+    trunc.extend_from_slice(b"end");
+    assert_eq!(std::fs::read(backing.join("in/trunc.bin")).unwrap(), trunc);
+    assert_eq!(
+        std::fs::read(backing.join("in/small.txt")).unwrap(),
+        b"small input\nappended\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(backing.join("out/run1/result.txt")).unwrap(),
+        format!("big {}\n", sha256(&patched))
+    );
+    // A removal in SFS is not propagated; the file stays as it was.
+    let deep = std::fs::metadata(backing.join("in/sub/deep.txt")).unwrap();
+    assert_eq!(
+        (deep.ino(), deep.ctime(), deep.ctime_nsec()),
+        (untouched.ino(), untouched.ctime(), untouched.ctime_nsec())
+    );
+}

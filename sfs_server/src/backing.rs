@@ -1,0 +1,299 @@
+//! Cache mode (config `backing_dir`, docs/staging.md): the namespace starts
+//! as a view of a directory every server can read.
+//!
+//! [`BackedStore`] wraps a server's [`MetadataStore`]. An entry is *taken
+//! in* — created in the store from the backing entry's `lstat` (type, mode,
+//! owner, size, times; a symlink's target), with `source` naming it — the
+//! first time a call of this server needs it: a lookup that finds nothing
+//! here, a create or rename onto the name, a listing of its directory. Each
+//! server takes in only the names it owns, so a listing stays one scan per
+//! server. From then on the entry is an ordinary SFS entry: changes stay in
+//! SFS until they are written back by name (`sfs stage-out --changed`,
+//! `sfs stop --write-back`).
+//!
+//! A removal of a name the backing directory has leaves a *whiteout*
+//! ([`MetadataStore::set_whiteout`]) so the backing entry is not taken in
+//! again. A directory can only be removed once empty, and emptiness takes
+//! its backing children in first, so every backing name below a removed
+//! directory has its whiteout: a directory made again at that path starts
+//! empty. The bytes of a file taken in stay in the backing file until read
+//! (the data servers read them through by chunk: `TieredStore::set_source`).
+//!
+//! What the view does not follow: a backing entry that changes after it
+//! was taken in (SFS keeps what it saw), and a backing directory listed by
+//! this server once (its names added later are found by lookup, not by
+//! listing).
+
+use crate::meta_store::{MetadataStore, RemoveKind};
+use crate::service::metadata::new_file_id;
+use sfs_global::distributor::Distributor;
+use sfs_global::metadata::MetaUpdate;
+use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Striped locks over paths: a take-in and a removal of one name never
+/// interleave (a removal's whiteout could otherwise be overtaken by a
+/// take-in that checked for it just before).
+const STRIPES: usize = 256;
+
+/// A server's metadata store in cache mode.
+pub struct BackedStore {
+    inner: Arc<dyn MetadataStore>,
+    root: PathBuf,
+    places: Distributor,
+    index: usize,
+    /// Directories whose backing children this server has taken in.
+    listed: Mutex<HashSet<String>>,
+    stripes: Box<[Mutex<()>]>,
+}
+
+impl BackedStore {
+    /// The view of `root` for server `index` of `servers`, over `inner`.
+    pub fn new(inner: Arc<dyn MetadataStore>, root: &Path, index: usize, servers: usize) -> Self {
+        BackedStore {
+            inner,
+            root: root.to_path_buf(),
+            places: Distributor::new(servers),
+            index,
+            listed: Mutex::new(HashSet::new()),
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    fn lock(&self, path: &str) -> MutexGuard<'_, ()> {
+        let stripe = (xxhash_rust::xxh3::xxh3_64(path.as_bytes()) % STRIPES as u64) as usize;
+        self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Where `path` is in the backing directory.
+    fn backing_path(&self, path: &str) -> PathBuf {
+        self.root.join(path.trim_start_matches('/'))
+    }
+
+    /// The entry the backing directory has at `path`, as SFS would take
+    /// it in (a new id); `None` when it has none, or only something SFS
+    /// does not store (a device, FIFO or socket; a name or link target
+    /// that is not UTF-8).
+    fn backing_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        let at = self.backing_path(path);
+        let st = match std::fs::symlink_metadata(&at) {
+            Ok(st) => st,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG)
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(SfsError::new(
+                    SfsError::from(std::io::Error::from(e.kind())).errno,
+                    format!("cache mode: cannot look at {}: {e}", at.display()),
+                ))
+            }
+        };
+        let Some(kind) = FileKind::from_mode(st.mode()) else {
+            return Ok(None);
+        };
+        let time = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
+        let mut md = Metadata::new(kind, st.mode() & 0o7777, new_file_id(), 0);
+        md.uid = st.uid();
+        md.gid = st.gid();
+        md.atime_ns = time(st.atime(), st.atime_nsec());
+        md.mtime_ns = time(st.mtime(), st.mtime_nsec());
+        md.ctime_ns = time(st.ctime(), st.ctime_nsec());
+        md.source = path.to_string();
+        match kind {
+            FileKind::File => {
+                md.size = st.len();
+                md.source_len = st.len();
+            }
+            FileKind::Symlink => {
+                let target = std::fs::read_link(&at).map_err(SfsError::from)?;
+                let Some(target) = target.to_str() else {
+                    return Ok(None);
+                };
+                md.link_target = target.to_string();
+                md.size = target.len() as u64;
+            }
+            FileKind::Directory => {}
+        }
+        Ok(Some(md))
+    }
+
+    /// Takes `path` in from the backing directory unless it was removed in
+    /// SFS (a whiteout) or something is there already; the entry now at
+    /// `path`, if any.
+    fn take_in(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        let _guard = self.lock(path);
+        if let Some(md) = self.inner.get(path)? {
+            return Ok(Some(md));
+        }
+        if path == "/" || self.inner.is_whiteout(path)? {
+            return Ok(None);
+        }
+        match self.backing_entry(path)? {
+            Some(md) => Ok(Some(self.inner.create(path, md, false)?.0)),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes in every name of the backing directory `dir` that this server
+    /// owns (once per directory and run of this server).
+    fn take_in_children(&self, dir: &str) -> SfsResult<()> {
+        if self.listed.lock().expect("listed lock").contains(dir) {
+            return Ok(());
+        }
+        let at = self.backing_path(dir);
+        if let Ok(entries) = std::fs::read_dir(&at) {
+            for entry in entries {
+                let entry = entry.map_err(SfsError::from)?;
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                    continue; // SFS names are UTF-8
+                };
+                let child = if dir == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{dir}/{name}")
+                };
+                if self.places.metadata_server(&child) == self.index {
+                    self.take_in(&child)?;
+                }
+            }
+        }
+        self.listed
+            .lock()
+            .expect("listed lock")
+            .insert(dir.to_string());
+        Ok(())
+    }
+
+    /// Runs `op`; if it found no entry at `path`, takes `path` in and runs
+    /// it once more.
+    fn with_entry<T>(&self, path: &str, op: impl Fn() -> SfsResult<T>) -> SfsResult<T> {
+        match op() {
+            Err(e) if e.errno == Errno::ENOENT => match self.take_in(path)? {
+                Some(_) => op(),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+}
+
+impl MetadataStore for BackedStore {
+    fn get(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        match self.inner.get(path)? {
+            Some(md) => Ok(Some(md)),
+            None => self.take_in(path),
+        }
+    }
+
+    fn create(&self, path: &str, entry: Metadata, exclusive: bool) -> SfsResult<(Metadata, bool)> {
+        // A name the backing directory has exists already (EEXIST for an
+        // exclusive create, found for any other).
+        self.get(path)?;
+        self.inner.create(path, entry, exclusive)
+    }
+
+    fn remove(&self, path: &str, kind: RemoveKind, if_id: Option<FileId>) -> SfsResult<Metadata> {
+        self.get(path)?;
+        if kind == RemoveKind::Directory {
+            // Its backing children held here count for emptiness.
+            self.take_in_children(path)?;
+        }
+        let _guard = self.lock(path);
+        let removed = self.inner.remove(path, kind, if_id)?;
+        if self.backing_path(path).symlink_metadata().is_ok() {
+            self.inner.set_whiteout(path, true)?;
+        }
+        Ok(removed)
+    }
+
+    fn update(&self, path: &str, update: MetaUpdate, if_id: Option<FileId>) -> SfsResult<()> {
+        self.with_entry(path, || self.inner.update(path, update.clone(), if_id))
+    }
+
+    fn reserve_append(
+        &self,
+        path: &str,
+        len: u64,
+        time_ns: i64,
+        if_id: Option<FileId>,
+    ) -> SfsResult<u64> {
+        self.with_entry(path, || {
+            self.inner.reserve_append(path, len, time_ns, if_id)
+        })
+    }
+
+    fn truncate(&self, path: &str, size: u64, time_ns: i64) -> SfsResult<Metadata> {
+        self.with_entry(path, || self.inner.truncate(path, size, time_ns))
+    }
+
+    fn set_attr(&self, path: &str, update: MetaUpdate) -> SfsResult<Metadata> {
+        self.with_entry(path, || self.inner.set_attr(path, update.clone()))
+    }
+
+    fn put_entry(&self, path: &str, entry: Metadata, replace: bool) -> SfsResult<Option<Metadata>> {
+        // What a rename replaces is what the view shows there.
+        if let Some(old) = self.get(path)? {
+            if old.is_dir() && replace {
+                self.take_in_children(path)?;
+            }
+        }
+        self.inner.put_entry(path, entry, replace)
+    }
+
+    fn children(
+        &self,
+        dir: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> SfsResult<Vec<(String, Metadata)>> {
+        self.take_in_children(dir)?;
+        self.inner.children(dir, start_after, limit)
+    }
+
+    fn has_children(&self, dir: &str) -> SfsResult<bool> {
+        self.take_in_children(dir)?;
+        self.inner.has_children(dir)
+    }
+
+    /// What this server holds below `dir`, without taking anything in: a
+    /// directory taken from the backing directory is not renamed
+    /// (`rename(2)` of one is EXDEV, docs/staging.md), and a checkpoint
+    /// saves what SFS holds.
+    fn subtree(
+        &self,
+        dir: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> SfsResult<Vec<(String, Metadata)>> {
+        self.inner.subtree(dir, start_after, limit)
+    }
+
+    fn is_whiteout(&self, path: &str) -> SfsResult<bool> {
+        self.inner.is_whiteout(path)
+    }
+
+    fn set_whiteout(&self, path: &str, on: bool) -> SfsResult<()> {
+        self.inner.set_whiteout(path, on)
+    }
+
+    fn sync(&self) -> SfsResult<()> {
+        self.inner.sync()
+    }
+
+    fn entry_count(&self) -> SfsResult<u64> {
+        self.inner.entry_count()
+    }
+}
+
+#[cfg(test)]
+mod tests;
