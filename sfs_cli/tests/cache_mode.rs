@@ -25,6 +25,7 @@ fn make_inputs(backing: &Path) {
     std::fs::write(backing.join("in/sub/deep.txt"), "deep input\n").unwrap();
     std::fs::write(backing.join("in/trunc.bin"), pattern(2, 10_000)).unwrap();
     std::os::unix::fs::symlink("big.bin", backing.join("in/latest")).unwrap();
+    std::fs::write(backing.join("in/unread.bin"), pattern(3, 3 * MIB + 5)).unwrap();
 }
 
 const PROGRAM: &str = r#"
@@ -49,6 +50,9 @@ with open(m + "/in/trunc.bin", "r+b") as f:
 with open(m + "/in/small.txt", "a") as f:
     f.write("appended\n")
 os.remove(m + "/in/sub/deep.txt")
+# Changed without reading a byte: the write-back rewrites it from chunks
+# SFS reads from the very file it replaces.
+os.chmod(m + "/in/unread.bin", 0o600)
 print("removed", os.path.exists(m + "/in/sub/deep.txt"), sorted(os.listdir(m + "/in/sub")))
 os.makedirs(m + "/out/run1")
 with open(m + "/out/run1/result.txt", "w") as f:
@@ -97,7 +101,8 @@ fn a_program_reads_the_backing_directory_through_sfs_and_its_outputs_are_written
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let big = pattern(1, 5 * MIB + 123);
     let expected = [
-        "listing ['big.bin', 'latest', 'small.txt', 'sub', 'trunc.bin'] ['deep.txt']".to_string(),
+        "listing ['big.bin', 'latest', 'small.txt', 'sub', 'trunc.bin', 'unread.bin'] ['deep.txt']"
+            .to_string(),
         format!("size {} big.bin", big.len()),
         format!("sha big.bin {}", sha256(&big)),
         format!("sha small.txt {}", sha256(b"small input\n")),
@@ -139,6 +144,9 @@ fn a_program_reads_the_backing_directory_through_sfs_and_its_outputs_are_written
         std::fs::read_to_string(backing.join("out/run1/result.txt")).unwrap(),
         format!("big {}\n", sha256(&patched))
     );
+    let unread = backing.join("in/unread.bin");
+    assert_eq!(std::fs::read(&unread).unwrap(), pattern(3, 3 * MIB + 5));
+    assert_eq!(std::fs::metadata(&unread).unwrap().mode() & 0o7777, 0o600);
     // A removal in SFS is not propagated; the file stays as it was.
     let deep = std::fs::metadata(backing.join("in/sub/deep.txt")).unwrap();
     assert_eq!(

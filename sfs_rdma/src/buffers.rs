@@ -50,6 +50,11 @@ impl BufferPool {
         }
     }
 
+    /// The size of the pool's buffers.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// Buffers waiting in the pool.
     pub fn idle(&self) -> usize {
         self.free.lock().expect("buffer pool").len()

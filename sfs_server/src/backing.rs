@@ -43,6 +43,10 @@ const STRIPES: usize = 256;
 pub struct BackedStore {
     inner: Arc<dyn MetadataStore>,
     root: PathBuf,
+    /// `root` with every symlink resolved: a backing path is taken in only
+    /// if its parent resolves to the same path below it (no symlink on the
+    /// way, nothing outside).
+    real_root: PathBuf,
     places: Distributor,
     index: usize,
     /// Directories whose backing children this server has taken in.
@@ -56,6 +60,7 @@ impl BackedStore {
         BackedStore {
             inner,
             root: root.to_path_buf(),
+            real_root: std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()),
             places: Distributor::new(servers),
             index,
             listed: Mutex::new(HashSet::new()),
@@ -80,6 +85,9 @@ impl BackedStore {
     /// does not store (a device, FIFO or socket; a name or link target
     /// that is not UTF-8).
     fn backing_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        if !self.parent_is_plain(path) {
+            return Ok(None);
+        }
         let at = self.backing_path(path);
         let st = match std::fs::symlink_metadata(&at) {
             Ok(st) => st,
@@ -127,6 +135,20 @@ impl BackedStore {
         Ok(Some(md))
     }
 
+    /// Whether the backing directory's parent of `path` is that very
+    /// directory: no symlink among the components above `path` (SFS
+    /// follows those itself, through the symlink entries it took in), so
+    /// nothing is taken in twice under two names or from outside the
+    /// backing directory.
+    fn parent_is_plain(&self, path: &str) -> bool {
+        let parent = match sfs_global::path::split_parent(path) {
+            Some(("/", _)) | None => return true,
+            Some((parent, _)) => parent,
+        };
+        std::fs::canonicalize(self.backing_path(parent))
+            .is_ok_and(|real| real == self.real_root.join(parent.trim_start_matches('/')))
+    }
+
     /// Takes `path` in from the backing directory unless it was removed in
     /// SFS (a whiteout) or something is there already; the entry now at
     /// `path`, if any.
@@ -151,7 +173,24 @@ impl BackedStore {
             return Ok(());
         }
         let at = self.backing_path(dir);
-        if let Ok(entries) = std::fs::read_dir(&at) {
+        let listing = if dir == "/" || self.parent_is_plain(&format!("{dir}/x")) {
+            std::fs::read_dir(&at)
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::ENOENT))
+        };
+        let entries = match listing {
+            Ok(entries) => Some(entries),
+            // Nothing there, or not a directory: nothing to take in.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => None,
+            // Anything else may pass: not marked as listed.
+            Err(e) => {
+                return Err(SfsError::new(
+                    SfsError::from(std::io::Error::from(e.kind())).errno,
+                    format!("cache mode: cannot list {}: {e}", at.display()),
+                ))
+            }
+        };
+        if let Some(entries) = entries {
             for entry in entries {
                 let entry = entry.map_err(SfsError::from)?;
                 let Some(name) = entry.file_name().to_str().map(str::to_string) else {

@@ -187,6 +187,7 @@ pub async fn run_until(
         })
         .await??
     };
+    chunks.set_placement(Distributor::new(hostfile.len()), entry.index);
     if restore {
         let restored =
             crate::checkpoint::restore(meta.clone(), &chunks, entry.index, hostfile.len())

@@ -189,7 +189,18 @@ pub struct TieredStore {
     /// Chunk-sized buffers the write-back reads chunks into and hands to
     /// the back end (reused: no zeroed allocation per chunk).
     buffers: Arc<sfs_rdma::buffers::BufferPool>,
+    /// This store, for work it hands to its runtime (read-ahead).
+    me: std::sync::Weak<TieredStore>,
+    /// Which chunks are this server's ([`TieredStore::set_placement`]):
+    /// read-ahead fetches only those.
+    placement: std::sync::OnceLock<(sfs_global::distributor::Distributor, usize)>,
 }
+
+/// Chunks of a file with a source that a read of one not held here also
+/// brings in, in the background: the next ones this server owns. A
+/// sequential reader then finds most chunks here instead of waiting for
+/// each one's read of the backing file.
+const SOURCE_READ_AHEAD: usize = 4;
 
 /// Runs `f` when dropped.
 struct OnDrop<F: FnMut()>(F);
@@ -272,7 +283,9 @@ impl TieredStore {
             }
         }
         let buffers = writeback::buffer_pool(store.chunk_size(), &settings);
-        let tier = Arc::new(TieredStore {
+        let tier = Arc::new_cyclic(|me| TieredStore {
+            me: me.clone(),
+            placement: std::sync::OnceLock::new(),
             buffers,
             store,
             backend,
@@ -302,6 +315,41 @@ impl TieredStore {
             }
         });
         Ok(tier)
+    }
+
+    /// Says which chunks are this server's: server `index` of the
+    /// placement `places` (once, at start).
+    pub fn set_placement(&self, places: sfs_global::distributor::Distributor, index: usize) {
+        let _ = self.placement.set((places, index));
+    }
+
+    /// Brings in, in the background, the next [`SOURCE_READ_AHEAD`] chunks
+    /// of `id` after `index` that this server owns and its source has.
+    fn read_ahead(&self, id: FileId, index: u64) {
+        let (Some((places, me)), Some(tier)) = (self.placement.get(), self.me.upgrade()) else {
+            return;
+        };
+        let Some(len) = lock(&self.state).sources.get(&id).map(|(_, len)| *len) else {
+            return;
+        };
+        let end = len.div_ceil(self.store.chunk_size());
+        let ahead = (index + 1..end.min(index + 1 + 16 * SOURCE_READ_AHEAD as u64))
+            .filter(|&i| places.chunk_server(id, i) == *me)
+            .take(SOURCE_READ_AHEAD);
+        for next in ahead {
+            if self.store.has_chunk(id, next) {
+                continue;
+            }
+            let tier = tier.clone();
+            self.rt().spawn_blocking(move || {
+                let _guard = tier.store.lock(id, next);
+                if !tier.store.has_chunk(id, next) {
+                    if let Err(e) = tier.fetch_locked(id, next) {
+                        tracing::debug!("read-ahead of chunk {next} of {id}: {e}");
+                    }
+                }
+            });
+        }
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -443,7 +491,7 @@ impl TieredStore {
     /// caller holds the chunk's lock. Returns the chunk's bytes as
     /// installed, or `None` when nothing came back (a hole in the object
     /// too is nothing).
-    fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<Option<Vec<u8>>> {
+    fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<Option<Fetched>> {
         let chunk_size = self.store.chunk_size();
         loop {
             let (epoch, object, source) = {
@@ -460,10 +508,10 @@ impl TieredStore {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            let mut data = Vec::new();
+            let mut data = Fetched::Object(Vec::new());
             if object {
                 let backend = self.backend.clone();
-                data = self.wait_for(async move {
+                data = Fetched::Object(self.wait_for(async move {
                     match backend
                         .read(id, index * chunk_size, chunk_size as usize)
                         .await
@@ -471,12 +519,12 @@ impl TieredStore {
                         Err(e) if e.errno == Errno::ENOENT => Ok(Vec::new()),
                         other => other,
                     }
-                })?;
+                })?);
             }
             if data.is_empty() {
                 // Never written back (or a hole there): the source's bytes.
                 if let Some((source, len)) = &source {
-                    data = read_source(source, *len, index, chunk_size)?;
+                    data = Fetched::Source(read_source(source, *len, index, &self.buffers)?);
                 }
             }
             if data.is_empty() {
@@ -491,10 +539,9 @@ impl TieredStore {
                 // sees the chunk and cuts it.
                 match self.store.install_locked(id, index, &data) {
                     Ok(()) => {
-                        let counter = if object {
-                            &self.counters.fetched_bytes
-                        } else {
-                            &self.counters.sourced_bytes
+                        let counter = match data {
+                            Fetched::Object(_) => &self.counters.fetched_bytes,
+                            Fetched::Source(_) => &self.counters.sourced_bytes,
                         };
                         counter.fetch_add(data.len() as u64, Ordering::Relaxed);
                         return Ok(Some(data));
@@ -896,6 +943,7 @@ impl ChunkHandler for TieredStore {
         if !self.store.has_chunk(chunk.id, chunk.index) {
             if let Some(data) = self.fetch_locked(chunk.id, chunk.index)? {
                 touch();
+                self.read_ahead(chunk.id, chunk.index);
                 // Answered from the fetched bytes (what the store now
                 // holds, installed under this lock): no second read.
                 let from = (chunk.offset as usize).min(data.len());
@@ -912,15 +960,40 @@ impl ChunkHandler for TieredStore {
     }
 }
 
-/// The bytes of chunk `index` of a file whose first `len` bytes are those
-/// of the file at `source`: up to a chunk, fewer at the end (or if the
-/// source shrank since), none past `len`.
-fn read_source(source: &Path, len: u64, index: u64, chunk_size: u64) -> SfsResult<Vec<u8>> {
-    let start = index * chunk_size;
-    if start >= len {
-        return Ok(Vec::new());
+/// A chunk brought back whole: read from the file's object, or from its
+/// source (into a pooled buffer: a source is read a chunk at a time, and a
+/// fresh allocation per chunk cost more in page faults than the read).
+enum Fetched {
+    Object(Vec<u8>),
+    Source(sfs_rdma::buffers::PooledBuffer),
+}
+
+impl std::ops::Deref for Fetched {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Fetched::Object(data) => data,
+            Fetched::Source(data) => data,
+        }
     }
-    let want = (len - start).min(chunk_size) as usize;
+}
+
+/// The bytes of chunk `index` of a file whose first `len` bytes are those
+/// of the file at `source`: up to a chunk (the pool's buffer size), fewer
+/// at the end (or if the source shrank since), none past `len`.
+fn read_source(
+    source: &Path,
+    len: u64,
+    index: u64,
+    buffers: &Arc<sfs_rdma::buffers::BufferPool>,
+) -> SfsResult<sfs_rdma::buffers::PooledBuffer> {
+    let chunk_size = buffers.size() as u64;
+    let start = index * chunk_size;
+    let want = len.saturating_sub(start).min(chunk_size) as usize;
+    let mut data = buffers.take(want);
+    if want == 0 {
+        return Ok(data);
+    }
     let failed = |e: std::io::Error| {
         SfsError::new(
             SfsError::from(std::io::Error::from(e.kind())).errno,
@@ -928,7 +1001,9 @@ fn read_source(source: &Path, len: u64, index: u64, chunk_size: u64) -> SfsResul
         )
     };
     let file = std::fs::File::open(source).map_err(failed)?;
-    crate::backend::dir::read_up_to(&file, start, want).map_err(failed)
+    let got = crate::backend::dir::read_into(&file, start, &mut data).map_err(failed)?;
+    data.truncate(got);
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -43,6 +43,10 @@ pub struct Settings {
     pub range_size: u64,
     pub verbose: bool,
     pub progress_every: Duration,
+    /// `--changed`: a directory's mode and mtime are set only where the
+    /// destination's differ, and the destination's top directory keeps
+    /// its own.
+    pub changed_only: bool,
 }
 
 /// What a stage did.
@@ -250,6 +254,17 @@ pub fn run(
     for pair in pairs.iter().filter(|_| !settings.check_only) {
         for entry in pair.entries.iter().rev() {
             if entry.kind == EntryKind::Dir {
+                if settings.changed_only
+                    && (entry.rel.is_empty()
+                        || pair
+                            .dst
+                            .entry(&entry.rel)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|dst| crate::stage::tree::unchanged(entry, &dst)))
+                {
+                    continue;
+                }
                 if let Err(e) = pair
                     .dst
                     .set_dir_attrs(&entry.rel, entry.mode, entry.mtime_ns)

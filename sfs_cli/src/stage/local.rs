@@ -256,9 +256,19 @@ impl Tree for LocalTree {
         set_mtime(&path, mtime_ns)
     }
 
+    /// The file is written under a temporary name beside its place and
+    /// renamed over it when complete: a reader never sees it half written,
+    /// and the file it replaces stays whole until then — in cache mode SFS
+    /// may still be reading that very file for chunks it has not read yet
+    /// (docs/staging.md).
     fn create_file(&self, entry: &Entry, _ranges: usize) -> Result<Box<dyn FileSink>> {
         let path = self.path(&entry.rel);
         clear_for(&path, "file")?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temporary = path.with_file_name(format!(".{name}.sfs-stage.{}", std::process::id()));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -266,16 +276,18 @@ impl Tree for LocalTree {
             .truncate(true)
             .custom_flags(libc::O_NOFOLLOW)
             .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+            .open(&temporary)
+            .with_context(|| format!("creating {}", temporary.display()))?;
         // The whole file is a hole at first; ranges fill in its data.
         file.set_len(entry.size)
-            .with_context(|| format!("sizing {}", path.display()))?;
+            .with_context(|| format!("sizing {}", temporary.display()))?;
         Ok(Box::new(LocalSink {
             path,
+            temporary,
             file,
             mode: entry.mode,
             mtime_ns: entry.mtime_ns,
+            done: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -297,9 +309,21 @@ impl Tree for LocalTree {
 /// A local file being written by range.
 struct LocalSink {
     path: PathBuf,
+    /// Where it is written until complete.
+    temporary: PathBuf,
     file: File,
     mode: u32,
     mtime_ns: i64,
+    /// Renamed into place (nothing left to clean up).
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for LocalSink {
+    fn drop(&mut self) {
+        if !self.done.load(std::sync::atomic::Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.temporary);
+        }
+    }
 }
 
 impl FileSink for LocalSink {
@@ -333,7 +357,11 @@ impl FileSink for LocalSink {
     fn complete(&self) -> Result<()> {
         self.file
             .set_permissions(std::fs::Permissions::from_mode(self.mode))
-            .with_context(|| format!("chmod {}", self.path.display()))?;
-        set_mtime(&self.path, self.mtime_ns)
+            .with_context(|| format!("chmod {}", self.temporary.display()))?;
+        set_mtime(&self.temporary, self.mtime_ns)?;
+        std::fs::rename(&self.temporary, &self.path)
+            .with_context(|| format!("renaming {} into place", self.temporary.display()))?;
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }

@@ -450,6 +450,7 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
         range_size,
         verbose: args.verbose,
         progress_every: Duration::from_secs(args.progress_interval.max(1)),
+        changed_only: journal.is_none(),
     };
     let started = std::time::Instant::now();
     let mut outcome = engine::run(what, &pairs, &todo, &settings, journal.as_ref());

@@ -135,8 +135,8 @@ pub fn all_zero(data: &[u8]) -> bool {
 
 /// Whether `dst` already is what staging `src` would make of it, by the
 /// quick check of `stage-out --changed` (rsync's, with the mode): a file
-/// of the same size, permission bits and mtime, or a symlink to the same
-/// target with the same mtime. No data is read: content changed with size
+/// of the same size, permission bits and mtime, a symlink to the same
+/// target with the same mtime, a directory of the same bits and mtime. No data is read: content changed with size
 /// and mtime kept (or set back) is not seen.
 pub fn unchanged(src: &Entry, dst: &Entry) -> bool {
     src.kind == dst.kind
@@ -144,8 +144,9 @@ pub fn unchanged(src: &Entry, dst: &Entry) -> bool {
         && match src.kind {
             EntryKind::File => src.size == dst.size && src.mode == dst.mode,
             EntryKind::Symlink => src.target == dst.target,
-            // Directories are cheap: always made and given their attributes.
-            EntryKind::Dir => false,
+            // A directory's attributes are given again only where they
+            // differ (a chmod of another user's directory would fail).
+            EntryKind::Dir => src.mode == dst.mode,
         }
 }
 
@@ -259,7 +260,14 @@ mod tests {
             kind: EntryKind::Dir,
             ..file.clone()
         };
-        assert!(!unchanged(&dir, &dir.clone()));
+        assert!(unchanged(&dir, &dir.clone()));
+        assert!(!unchanged(
+            &dir,
+            &Entry {
+                mode: 0o700,
+                ..dir.clone()
+            }
+        ));
     }
 
     #[test]

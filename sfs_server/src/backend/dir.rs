@@ -142,7 +142,11 @@ impl ObjectBackend for DirBackend {
         let objects = self.objects.clone();
         blocking(move || {
             let file = open_object(&objects, id, false)?;
-            read_up_to(&file, offset, len).map_err(|e| failed("reading", id, e))
+            let mut buf = vec![0u8; len];
+            let filled =
+                read_into(&file, offset, &mut buf).map_err(|e| failed("reading", id, e))?;
+            buf.truncate(filled);
+            Ok(buf)
         })
         .await
     }
@@ -245,15 +249,15 @@ impl ObjectBackend for DirBackend {
     }
 }
 
-/// Up to `len` bytes of `file` from `offset`: fewer only at its end.
-pub(crate) fn read_up_to(
+/// Fills `buf` from `file` at `offset`; fewer bytes (the count returned)
+/// only at the file's end.
+pub(crate) fn read_into(
     file: &std::fs::File,
     offset: u64,
-    len: usize,
-) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; len];
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let mut filled = 0;
-    while filled < len {
+    while filled < buf.len() {
         match file.read_at(&mut buf[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
@@ -261,8 +265,7 @@ pub(crate) fn read_up_to(
             Err(e) => return Err(e),
         }
     }
-    buf.truncate(filled);
-    Ok(buf)
+    Ok(filled)
 }
 
 #[cfg(test)]

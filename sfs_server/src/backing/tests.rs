@@ -116,3 +116,21 @@ fn each_server_takes_in_only_the_names_it_owns() {
     seen.sort();
     assert_eq!(seen, ["a.txt", "sub"]);
 }
+
+#[test]
+fn nothing_is_taken_in_through_a_symlink_on_the_way() {
+    let (dir, store) = view(0, 1);
+    std::fs::create_dir(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/secret"), "s").unwrap();
+    std::os::unix::fs::symlink("../outside", dir.path().join("backing/out")).unwrap();
+    // The symlinks themselves are entries; what lies behind them is SFS's
+    // to follow, never taken in under a second name.
+    assert_eq!(
+        store.get("/out").unwrap().unwrap().kind(),
+        FileKind::Symlink
+    );
+    assert_eq!(store.get("/out/secret").unwrap(), None);
+    assert_eq!(store.get("/link/a.txt").unwrap(), None);
+    assert!(names(&store, "/link").is_empty());
+    assert!(store.get("/in/a.txt").unwrap().is_some());
+}

@@ -104,9 +104,27 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         }
         check_size("source length", req.source_len).map_err(refuse)?;
         let id = FileId::from_parts(req.id_hi, req.id_lo);
-        let source = std::path::Path::new(backing).join(&req.source[1..]);
+        let backing = std::path::PathBuf::from(backing);
+        let source = backing.join(&req.source[1..]);
         let chunks = self.state.chunks.clone();
-        blocking(move || chunks.set_source(id, source, req.source_len)).await?;
+        blocking(move || {
+            // A regular file inside the backing directory once every
+            // symlink is resolved (a link on the way may not lead out),
+            // and not a FIFO a read would block on.
+            let outside = || {
+                SfsError::invalid(format!(
+                    "source {}: not a regular file inside the backing directory",
+                    source.display()
+                ))
+            };
+            let real = std::fs::canonicalize(&source).map_err(|_| outside())?;
+            let real_backing = std::fs::canonicalize(&backing).map_err(SfsError::from)?;
+            if !real.starts_with(&real_backing) || !std::fs::metadata(&real)?.is_file() {
+                return Err(outside());
+            }
+            chunks.set_source(id, real, req.source_len)
+        })
+        .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
