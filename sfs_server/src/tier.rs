@@ -508,8 +508,16 @@ impl TieredStore {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
+            // A chunk of a file with a source, below its length, that is not
+            // here was never written in SFS (such files are never evicted,
+            // and a truncate lowers the length): the source has its bytes,
+            // whatever the object holds there (a range of it never written
+            // back reads as zeros).
+            let from_source = source
+                .as_ref()
+                .is_some_and(|(_, len)| index * chunk_size < *len);
             let mut data = Fetched::Object(Vec::new());
-            if object {
+            if object && !from_source {
                 let backend = self.backend.clone();
                 data = Fetched::Object(self.wait_for(async move {
                     match backend
@@ -521,8 +529,7 @@ impl TieredStore {
                     }
                 })?);
             }
-            if data.is_empty() {
-                // Never written back (or a hole there): the source's bytes.
+            if from_source {
                 if let Some((source, len)) = &source {
                     data = Fetched::Source(read_source(source, *len, index, &self.buffers)?);
                 }

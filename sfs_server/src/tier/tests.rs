@@ -549,3 +549,51 @@ fn the_close_policy_writes_back_a_file_once_its_writer_closed_it() {
     );
     assert_eq!(rt.block_on(f.backend.stat(open)).unwrap(), None);
 }
+
+/// Cache mode: the chunks of a file with a source that were never read
+/// come from the source — also once the file is in the back end, whose
+/// object holds only what was written back (its other ranges read as
+/// zeros) — after a restart too; a truncate lowers what the source counts
+/// for; written chunks are never evicted (the source would bring back
+/// their old bytes); a removal forgets the source.
+#[test]
+fn unread_chunks_of_a_file_with_a_source_come_from_it() {
+    let f = Fixture::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let source = f.dir.path().join("backing.bin");
+    let bytes: Vec<u8> = (0..3 * CHUNK).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&source, &bytes).unwrap();
+    let id = FileId(0x500);
+    let slice = |r: Range<u64>| bytes[r.start as usize..r.end as usize].to_vec();
+    {
+        let tier = f.open(CHUNK * 64, BackendConfig::default());
+        tier.set_source(id, source.clone(), 3 * CHUNK).unwrap();
+        // A partial write brings its chunk in first.
+        tier.write_chunk(&at(id, 1, 10, 5), b"HELLO").unwrap();
+        rt.block_on(tier.flush_file(id, None)).unwrap();
+        writeback::evict_to(&tier, 0).unwrap();
+        assert!(tier.store.has_chunk(id, 1), "a written chunk is kept");
+        assert_eq!(read_whole(&tier, id, 0), slice(0..CHUNK));
+        assert_eq!(
+            tier.counters.sourced_bytes.load(Ordering::Relaxed),
+            2 * CHUNK
+        );
+        tier.stop();
+    }
+    // After a restart: the source is known again (its record in the
+    // chunk store).
+    let tier = f.open(CHUNK * 64, BackendConfig::default());
+    let mut chunk1 = slice(CHUNK..2 * CHUNK);
+    chunk1[10..15].copy_from_slice(b"HELLO");
+    assert_eq!(read_whole(&tier, id, 1), chunk1);
+    // Cut inside chunk 2 (never read) and grown again: past the cut, zeros.
+    tier.truncate_chunks(id, 2 * CHUNK + 7).unwrap();
+    tier.set_source(id, source.clone(), 3 * CHUNK).unwrap();
+    tier.write_chunk(&at(id, 2, CHUNK - 1, 1), &[9]).unwrap();
+    let mut chunk2 = slice(2 * CHUNK..2 * CHUNK + 7);
+    chunk2.resize(CHUNK as usize, 0);
+    chunk2[CHUNK as usize - 1] = 9;
+    assert_eq!(read_whole(&tier, id, 2), chunk2);
+    tier.remove_chunks(id).unwrap();
+    assert!(read_whole(&tier, id, 0).is_empty());
+}

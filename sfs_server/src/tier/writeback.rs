@@ -360,8 +360,8 @@ async fn copy_batch(
 /// Chunks an eviction round takes from the recency order at once.
 const EVICT_BATCH: usize = 1024;
 
-/// Evicts clean chunks of files the back end holds, least recently used
-/// first, until usage is at most `target`; returns the bytes freed. Skips a
+/// Evicts clean chunks of files the back end holds (not those with a
+/// source), least recently used first, until usage is at most `target`; returns the bytes freed. Skips a
 /// chunk whose lock is taken (a writer may be waiting for room while
 /// holding it) and files behind their gate.
 pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
@@ -375,7 +375,11 @@ pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
                 .lru
                 .values()
                 .filter(|(id, index)| {
+                    // A file with a source (cache mode) keeps its chunks:
+                    // one written in SFS must not be fetched from the
+                    // source again (docs/staging.md).
                     state.in_backend.contains(id)
+                        && !state.sources.contains_key(id)
                         && !state.gate.contains(id)
                         && !state
                             .dirty
