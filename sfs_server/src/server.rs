@@ -188,6 +188,9 @@ pub async fn run_until(
         .await??
     };
     chunks.set_placement(Distributor::new(hostfile.len()), entry.index);
+    if !config.backing_dir.is_empty() {
+        chunks.set_cache_mode();
+    }
     if restore {
         let restored =
             crate::checkpoint::restore(meta.clone(), &chunks, entry.index, hostfile.len())

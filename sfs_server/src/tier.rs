@@ -91,6 +91,12 @@ struct State {
     /// the backing directory when no chunk here (nor the object) has them
     /// ([`TieredStore::set_source`]); kept in the chunk store too.
     sources: HashMap<FileId, (PathBuf, u64)>,
+    /// Cache mode: the smallest size a file without a known source was
+    /// truncated to here, so that a `SetSource` arriving after the
+    /// truncate (another client opened the file just before) cannot count
+    /// source bytes past the cut. Kept in memory, only with a backing
+    /// directory, until the file is removed.
+    cuts: HashMap<FileId, u64>,
 }
 
 impl State {
@@ -194,6 +200,9 @@ pub struct TieredStore {
     /// Which chunks are this server's ([`TieredStore::set_placement`]):
     /// read-ahead fetches only those.
     placement: std::sync::OnceLock<(sfs_global::distributor::Distributor, usize)>,
+    /// The server has a backing directory: truncates of files without a
+    /// source are remembered ([`TieredStore::set_cache_mode`]).
+    cache_mode: std::sync::atomic::AtomicBool,
 }
 
 /// Chunks of a file with a source that a read of one not held here also
@@ -286,6 +295,7 @@ impl TieredStore {
         let tier = Arc::new_cyclic(|me| TieredStore {
             me: me.clone(),
             placement: std::sync::OnceLock::new(),
+            cache_mode: std::sync::atomic::AtomicBool::new(false),
             buffers,
             store,
             backend,
@@ -321,6 +331,12 @@ impl TieredStore {
     /// placement `places` (once, at start).
     pub fn set_placement(&self, places: sfs_global::distributor::Distributor, index: usize) {
         let _ = self.placement.set((places, index));
+    }
+
+    /// Cache mode is on (the server has a `backing_dir`): files may get
+    /// a source, so truncates of files without one are remembered.
+    pub fn set_cache_mode(&self) {
+        self.cache_mode.store(true, Ordering::Relaxed);
     }
 
     /// Brings in, in the background, the next [`SOURCE_READ_AHEAD`] chunks
@@ -422,6 +438,7 @@ impl TieredStore {
     /// lowered it, and a later opener must not raise it again.
     pub fn set_source(&self, id: FileId, source: PathBuf, len: u64) -> SfsResult<()> {
         let mut state = lock(&self.state);
+        let len = state.cuts.get(&id).map_or(len, |&cut| cut.min(len));
         let (source, len) = match state.sources.get(&id) {
             Some((known, known_len)) if *known_len <= len => return Ok(()),
             Some((known, _)) => (known.clone(), len),
@@ -638,6 +655,7 @@ impl TieredStore {
             let was_dirty = state.dirty.remove(&id).is_some();
             let had_object = state.in_backend.remove(&id);
             state.sources.remove(&id);
+            state.cuts.remove(&id);
             state.forget_from(id, 0);
             state.epochs.remove(&id);
             state.retry.remove(&id);
@@ -672,6 +690,9 @@ impl TieredStore {
                         *len = size;
                         self.store.set_source(id, source, size)?;
                     }
+                } else if self.cache_mode.load(Ordering::Relaxed) {
+                    let cut = state.cuts.entry(id).or_insert(size);
+                    *cut = (*cut).min(size);
                 }
             }
             let (first_removed, _) = truncation_point(size, self.store.chunk_size());

@@ -597,3 +597,20 @@ fn unread_chunks_of_a_file_with_a_source_come_from_it() {
     tier.remove_chunks(id).unwrap();
     assert!(read_whole(&tier, id, 0).is_empty());
 }
+
+/// Cache mode: a truncate that reaches a server before the file's first
+/// `SetSource` still cuts what the source counts for.
+#[test]
+fn a_truncate_before_the_source_is_known_still_cuts_it() {
+    let f = Fixture::new();
+    let source = f.dir.path().join("backing.bin");
+    std::fs::write(&source, vec![7u8; 2 * CHUNK as usize]).unwrap();
+    let tier = f.open(0, BackendConfig::default());
+    tier.set_cache_mode();
+    let id = FileId(0x501);
+    tier.truncate_chunks(id, 100).unwrap();
+    tier.set_source(id, source, 2 * CHUNK).unwrap();
+    tier.write_chunk(&at(id, 1, 0, 1), &[9]).unwrap();
+    assert_eq!(read_whole(&tier, id, 0), vec![7u8; 100]);
+    assert_eq!(read_whole(&tier, id, 1), vec![9]);
+}
