@@ -84,10 +84,9 @@ impl BackedStore {
     /// it in (a new id); `None` when it has none, or only something SFS
     /// does not store (a device, FIFO or socket; a name or link target
     /// that is not UTF-8).
+    /// The caller checked that `path`'s parent is plain
+    /// ([`BackedStore::dir_is_plain`]).
     fn backing_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
-        if !self.parent_is_plain(path) {
-            return Ok(None);
-        }
         let at = self.backing_path(path);
         let st = match std::fs::symlink_metadata(&at) {
             Ok(st) => st,
@@ -135,29 +134,33 @@ impl BackedStore {
         Ok(Some(md))
     }
 
-    /// Whether the backing directory's parent of `path` is that very
-    /// directory: no symlink among the components above `path` (SFS
-    /// follows those itself, through the symlink entries it took in), so
-    /// nothing is taken in twice under two names or from outside the
-    /// backing directory.
-    fn parent_is_plain(&self, path: &str) -> bool {
-        let parent = match sfs_global::path::split_parent(path) {
-            Some(("/", _)) | None => return true,
-            Some((parent, _)) => parent,
-        };
-        std::fs::canonicalize(self.backing_path(parent))
-            .is_ok_and(|real| real == self.real_root.join(parent.trim_start_matches('/')))
+    /// Whether the backing directory's `dir` is that very directory: no
+    /// symlink among its components (SFS follows those itself, through the
+    /// symlink entries it took in), so nothing is taken in twice under two
+    /// names or from outside the backing directory.
+    fn dir_is_plain(&self, dir: &str) -> bool {
+        dir == "/"
+            || std::fs::canonicalize(self.backing_path(dir))
+                .is_ok_and(|real| real == self.real_root.join(dir.trim_start_matches('/')))
     }
 
     /// Takes `path` in from the backing directory unless it was removed in
-    /// SFS (a whiteout) or something is there already; the entry now at
-    /// `path`, if any.
+    /// SFS (a whiteout), something is there already, or its parent is not
+    /// plain; the entry now at `path`, if any.
     fn take_in(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        match sfs_global::path::split_parent(path) {
+            Some((parent, _)) if self.dir_is_plain(parent) => self.take_in_below_plain(path),
+            _ => Ok(self.inner.get(path)?),
+        }
+    }
+
+    /// [`BackedStore::take_in`] of a path whose parent is known plain.
+    fn take_in_below_plain(&self, path: &str) -> SfsResult<Option<Metadata>> {
         let _guard = self.lock(path);
         if let Some(md) = self.inner.get(path)? {
             return Ok(Some(md));
         }
-        if path == "/" || self.inner.is_whiteout(path)? {
+        if self.inner.is_whiteout(path)? {
             return Ok(None);
         }
         match self.backing_entry(path)? {
@@ -173,7 +176,7 @@ impl BackedStore {
             return Ok(());
         }
         let at = self.backing_path(dir);
-        let listing = if dir == "/" || self.parent_is_plain(&format!("{dir}/x")) {
+        let listing = if self.dir_is_plain(dir) {
             std::fs::read_dir(&at)
         } else {
             Err(std::io::Error::from_raw_os_error(libc::ENOENT))
@@ -202,7 +205,7 @@ impl BackedStore {
                     format!("{dir}/{name}")
                 };
                 if self.places.metadata_server(&child) == self.index {
-                    self.take_in(&child)?;
+                    self.take_in_below_plain(&child)?;
                 }
             }
         }

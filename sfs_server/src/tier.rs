@@ -439,10 +439,10 @@ impl TieredStore {
     pub fn set_source(&self, id: FileId, source: PathBuf, len: u64) -> SfsResult<()> {
         let mut state = lock(&self.state);
         let len = state.cuts.get(&id).map_or(len, |&cut| cut.min(len));
-        let (source, len) = match state.sources.get(&id) {
-            Some((known, known_len)) if *known_len <= len => return Ok(()),
-            Some((known, _)) => (known.clone(), len),
-            None => (source, len),
+        let source = match state.sources.get(&id) {
+            Some((_, known_len)) if *known_len <= len => return Ok(()),
+            Some((known, _)) => known.clone(),
+            None => source,
         };
         self.store.set_source(id, &source, len)?;
         state.sources.insert(id, (source, len));
