@@ -154,3 +154,65 @@ fn a_program_reads_the_backing_directory_through_sfs_and_its_outputs_are_written
         (untouched.ino(), untouched.ctime(), untouched.ctime_nsec())
     );
 }
+
+/// A job reads three times the servers' chunk-store capacity out of the
+/// backing directory, twice: chunks only read are dropped as room is
+/// needed (their backing file has them) and read in again. A chunk changed
+/// in SFS is written back before it is dropped and then comes from the
+/// object back end — not the backing file's old bytes.
+#[test]
+fn a_job_reads_more_of_the_backing_directory_than_the_servers_hold() {
+    const CAPACITY: u64 = 2 << 20;
+    let shared = tempfile::tempdir().unwrap();
+    let backing = shared.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    let mut inputs = Vec::new();
+    for i in 1..=6u64 {
+        let bytes = pattern(10 + i, 2 * MIB + i as usize * 1000);
+        std::fs::write(backing.join(format!("f{i}")), &bytes).unwrap();
+        inputs.push(bytes);
+    }
+    let cluster = Cluster::start_with(2, |c| {
+        c.chunk_size = 64 << 10;
+        c.chunk_store_capacity = CAPACITY;
+        c.backing_dir = backing.display().to_string();
+    });
+    let script = r#"
+set -euo pipefail
+cd "$1"
+sha256sum f1 f2 f3 f4 f5 f6
+printf PATCHED | dd of=f2 bs=1 seek=70000 conv=notrunc status=none
+sha256sum f6 f5 f4 f3 f2 f1
+sha256sum f1 f2 f3 f4 f5 f6
+"#;
+    let out = under_shim(&cluster, script, &[&cluster.config.mountdir]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let mut patched = inputs[1].clone();
+    patched[70_000..70_007].copy_from_slice(b"PATCHED");
+    let sum = |i: usize| {
+        let bytes = if i == 2 { &patched } else { &inputs[i - 1] };
+        format!("{}  f{i}", sha256(bytes))
+    };
+    let mut expected: Vec<String> = (1..=6)
+        .map(|i| format!("{}  f{i}", sha256(&inputs[i - 1])))
+        .collect();
+    expected.extend((1..=6).rev().map(sum));
+    expected.extend((1..=6).map(sum));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+    // Nothing reached the backing directory: the change lives in SFS.
+    assert_eq!(std::fs::read(backing.join("f2")).unwrap(), inputs[1]);
+    let status = cluster.sfs(&["status", "--json"]);
+    assert!(status.status.success(), "{}", describe(&status));
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    for server in report["servers"].as_array().unwrap() {
+        assert!(
+            server["chunk_bytes"].as_u64().unwrap() <= CAPACITY,
+            "{server}"
+        );
+        assert!(
+            server["tiering"]["evicted_bytes"].as_u64().unwrap() > 0,
+            "{server}"
+        );
+    }
+}

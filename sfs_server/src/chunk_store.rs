@@ -55,13 +55,18 @@ fn io_error(e: std::io::Error, what: &str, path: &Path) -> SfsError {
 /// in cache mode ([`ChunkStore::set_source`]).
 const SOURCE_FILE: &str = ".source";
 
+/// Name of the file in a file's chunk directory that lists the chunks of a
+/// file with a source that were written in SFS ([`ChunkStore::add_written`]):
+/// one little-endian `u64` index per record, appended.
+const WRITTEN_FILE: &str = ".written";
+
 /// Size of every file in `dir` (one file's chunks), for the start-up scan;
 /// removes what a fetch from the back end left half-written in a crash.
 fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
     let mut total = 0;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if entry.file_name() == SOURCE_FILE {
+        if entry.file_name() == SOURCE_FILE || entry.file_name() == WRITTEN_FILE {
             continue; // not chunk bytes
         }
         if entry.file_name().to_string_lossy().starts_with(".fetch.") {
@@ -180,12 +185,14 @@ impl ChunkStore {
     pub fn remove_chunks(&self, id: FileId) -> SfsResult<()> {
         self.drop_chunks_from(id, 0, None)?;
         let dir = self.file_dir(id);
-        let source = dir.join(SOURCE_FILE);
-        match std::fs::remove_file(&source) {
-            Err(e) if e.kind() != ErrorKind::NotFound => {
-                return Err(io_error(e, "remove", &source))
+        for record in [SOURCE_FILE, WRITTEN_FILE] {
+            let path = dir.join(record);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != ErrorKind::NotFound => {
+                    return Err(io_error(e, "remove", &path))
+                }
+                _ => {}
             }
-            _ => {}
         }
         match std::fs::remove_dir(&dir) {
             Ok(()) => Ok(()),
@@ -298,6 +305,54 @@ impl ChunkStore {
             }
         }
         Ok(found)
+    }
+
+    /// Cache mode: records that chunk `index` of `id` (a file with a
+    /// source) was written in SFS, so that once evicted it is read from the
+    /// file's object, not from the source. Appended, not synced
+    /// ([`ChunkStore::sync_written`]).
+    pub fn add_written(&self, id: FileId, index: u64) -> SfsResult<()> {
+        use std::io::Write;
+        let dir = self.file_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(e, "create", &dir))?;
+        let path = dir.join(WRITTEN_FILE);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(e, "open", &path))?;
+        // One write of 8 bytes to an O_APPEND file: a crash leaves the
+        // record whole, or torn at the end (ignored when read).
+        file.write_all(&index.to_le_bytes())
+            .map_err(|e| io_error(e, "write", &path))
+    }
+
+    /// Makes the records of [`ChunkStore::add_written`] for `id` durable.
+    pub fn sync_written(&self, id: FileId) -> SfsResult<()> {
+        let dir = self.file_dir(id);
+        let path = dir.join(WRITTEN_FILE);
+        match File::open(&path) {
+            Ok(f) => f.sync_all().map_err(|e| io_error(e, "sync", &path))?,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(e, "open", &path)),
+        }
+        let f = File::open(&dir).map_err(|e| io_error(e, "open", &dir))?;
+        f.sync_all().map_err(|e| io_error(e, "sync", &dir))
+    }
+
+    /// The chunks of `id` that [`ChunkStore::add_written`] recorded (a torn
+    /// last record is ignored).
+    pub fn written(&self, id: FileId) -> SfsResult<Vec<u64>> {
+        let path = self.file_dir(id).join(WRITTEN_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(e, "read", &path)),
+        };
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|record| u64::from_le_bytes(record.try_into().expect("8 bytes")))
+            .collect())
     }
 
     /// Every file with a chunk directory here (foreign names ignored).

@@ -15,6 +15,12 @@
 //!   object — on a read, and before a partial write into it (a whole-chunk
 //!   write needs nothing back). A fetched chunk is put in place whole, under
 //!   the chunk's lock, so concurrent misses of one chunk fetch it once.
+//! - **Sources** (cache mode): a file taken in from the backing directory
+//!   reads a chunk that is not here, below the source's length, from the
+//!   backing file — unless the chunk was written in SFS (recorded per chunk,
+//!   durably before it can be evicted), which comes from the object. So a
+//!   chunk only read is dropped without a write-back, and a written one is
+//!   evicted as any other once written back.
 //! - **Recency**: a clock tick per chunk read or written (the chunks found
 //!   at start ticked first), kept ordered, so eviction walks from the least
 //!   recently used chunk without listing the store.
@@ -97,6 +103,14 @@ struct State {
     /// source bytes past the cut. Kept in memory, only with a backing
     /// directory, until the file is removed.
     cuts: HashMap<FileId, u64>,
+    /// Cache mode: the chunks of files with a source that were written in
+    /// SFS (below the source's length): once evicted they come from the
+    /// object, not from the source. Kept in the chunk store too
+    /// ([`ChunkStore::add_written`]).
+    written: HashMap<FileId, HashSet<u64>>,
+    /// Files with records in `written` not yet synced: a write-back syncs
+    /// them before it marks any chunk of the file clean (evictable).
+    written_unsynced: HashSet<FileId>,
 }
 
 impl State {
@@ -111,6 +125,27 @@ impl State {
             self.lru.remove(&old);
         }
         self.lru.insert(tick, (id, index));
+    }
+
+    /// Whether chunk `index` of `id`, when not here, comes from the file's
+    /// source: below the source's length and never written in SFS.
+    fn in_source(&self, id: FileId, index: u64, chunk_size: u64) -> bool {
+        self.sources
+            .get(&id)
+            .is_some_and(|(_, len)| index.saturating_mul(chunk_size) < *len)
+            && !self.written.get(&id).is_some_and(|w| w.contains(&index))
+    }
+
+    /// Whether chunk `(id, index)` may be dropped here: not dirty, its file
+    /// not behind its gate, and its bytes elsewhere — in the file's object,
+    /// or (never written in SFS) in its source.
+    fn evictable(&self, id: FileId, index: u64, chunk_size: u64) -> bool {
+        !self.gate.contains(&id)
+            && !self
+                .dirty
+                .get(&id)
+                .is_some_and(|f| f.chunks.contains_key(&index))
+            && (self.in_backend.contains(&id) || self.in_source(id, index, chunk_size))
     }
 
     /// Drops the recency of chunk `(id, index)` (evicted, cut, gone).
@@ -257,10 +292,24 @@ impl TieredStore {
         let long_ago = Instant::now()
             .checked_sub(Duration::from_millis(settings.idle_ms))
             .unwrap_or_else(Instant::now);
+        for id in state.sources.keys().copied().collect::<Vec<_>>() {
+            let written: HashSet<u64> = store.written(id)?.into_iter().collect();
+            if !written.is_empty() {
+                state.written.insert(id, written);
+            }
+        }
         let mut resumed = 0;
         for id in replayed.dirty {
             let mut chunks = HashMap::new();
             for index in store.chunk_indexes(id)? {
+                if state.in_source(id, index, store.chunk_size()) {
+                    // Perhaps written before the crash, its record lost with
+                    // it: what is here is the file's, so once written back
+                    // it is read from the object.
+                    store.add_written(id, index)?;
+                    state.written.entry(id).or_default().insert(index);
+                    state.written_unsynced.insert(id);
+                }
                 let generation = state.tick();
                 let end = store.chunk_len(id, index).unwrap_or(0);
                 chunks.insert(index, DirtyChunk { generation, end });
@@ -477,6 +526,14 @@ impl TieredStore {
             // between this record and the map.
             self.journal(Record::Dirty(id), false)?;
         }
+        if end.is_none() && state.in_source(id, index, self.store.chunk_size()) {
+            // A chunk of a file with a source written for the first time:
+            // recorded before the data, so an eviction never drops it as
+            // one its source has.
+            self.store.add_written(id, index)?;
+            state.written.entry(id).or_default().insert(index);
+            state.written_unsynced.insert(id);
+        }
         let file = state.dirty.entry(id).or_insert_with(|| DirtyFile {
             chunks: HashMap::new(),
             last_write: Instant::now(),
@@ -511,28 +568,31 @@ impl TieredStore {
     fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<Option<Fetched>> {
         let chunk_size = self.store.chunk_size();
         loop {
-            let (epoch, object, source) = {
+            // A chunk of a file with a source, below its length, never
+            // written in SFS (a truncate lowers the length): the source has
+            // its bytes, whatever the object holds there (a range of it
+            // never written back reads as zeros). A written one that is not
+            // here was written back and evicted: the object has it.
+            let (epoch, object, source, from_source) = {
                 let state = lock(&self.state);
                 let object = state.in_backend.contains(&id);
                 let source = state.sources.get(&id).cloned();
                 if !object && source.is_none() {
                     return Ok(None);
                 }
-                (*state.epochs.get(&id).unwrap_or(&0), object, source)
+                let from_source = state.in_source(id, index, chunk_size);
+                (
+                    *state.epochs.get(&id).unwrap_or(&0),
+                    object,
+                    source,
+                    from_source,
+                )
             };
             if epoch % 2 == 1 {
                 // A truncate of this file is running: wait for its end.
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            // A chunk of a file with a source, below its length, that is not
-            // here was never written in SFS (such files are never evicted,
-            // and a truncate lowers the length): the source has its bytes,
-            // whatever the object holds there (a range of it never written
-            // back reads as zeros).
-            let from_source = source
-                .as_ref()
-                .is_some_and(|(_, len)| index * chunk_size < *len);
             let mut data = Fetched::Object(Vec::new());
             if object && !from_source {
                 let backend = self.backend.clone();
@@ -555,7 +615,7 @@ impl TieredStore {
                 return Ok(None);
             }
             loop {
-                let state = lock(&self.state);
+                let mut state = lock(&self.state);
                 if *state.epochs.get(&id).unwrap_or(&0) != epoch {
                     break; // a truncate ran meanwhile: read the object again
                 }
@@ -563,6 +623,10 @@ impl TieredStore {
                 // sees the chunk and cuts it.
                 match self.store.install_locked(id, index, &data) {
                     Ok(()) => {
+                        if self.evicts() {
+                            // Read-ahead's chunks too: all are evictable.
+                            state.touch(id, index);
+                        }
                         let counter = match data {
                             Fetched::Object(_) => &self.counters.fetched_bytes,
                             Fetched::Source(_) => &self.counters.sourced_bytes,
@@ -656,6 +720,8 @@ impl TieredStore {
             let had_object = state.in_backend.remove(&id);
             state.sources.remove(&id);
             state.cuts.remove(&id);
+            state.written.remove(&id);
+            state.written_unsynced.remove(&id);
             state.forget_from(id, 0);
             state.epochs.remove(&id);
             state.retry.remove(&id);

@@ -554,8 +554,9 @@ fn the_close_policy_writes_back_a_file_once_its_writer_closed_it() {
 /// come from the source — also once the file is in the back end, whose
 /// object holds only what was written back (its other ranges read as
 /// zeros) — after a restart too; a truncate lowers what the source counts
-/// for; written chunks are never evicted (the source would bring back
-/// their old bytes); a removal forgets the source.
+/// for; a written chunk, once written back and evicted, comes from the
+/// object (not the source, which has its old bytes), after a restart too;
+/// a removal forgets the source.
 #[test]
 fn unread_chunks_of_a_file_with_a_source_come_from_it() {
     let f = Fixture::new();
@@ -572,7 +573,10 @@ fn unread_chunks_of_a_file_with_a_source_come_from_it() {
         tier.write_chunk(&at(id, 1, 10, 5), b"HELLO").unwrap();
         rt.block_on(tier.flush_file(id, None)).unwrap();
         writeback::evict_to(&tier, 0).unwrap();
-        assert!(tier.store.has_chunk(id, 1), "a written chunk is kept");
+        assert!(!tier.store.has_chunk(id, 1), "written back, then evicted");
+        let mut chunk1 = slice(CHUNK..2 * CHUNK);
+        chunk1[10..15].copy_from_slice(b"HELLO");
+        assert_eq!(read_whole(&tier, id, 1), chunk1, "from the object");
         assert_eq!(read_whole(&tier, id, 0), slice(0..CHUNK));
         assert_eq!(
             tier.counters.sourced_bytes.load(Ordering::Relaxed),
@@ -585,6 +589,8 @@ fn unread_chunks_of_a_file_with_a_source_come_from_it() {
     let tier = f.open(CHUNK * 64, BackendConfig::default());
     let mut chunk1 = slice(CHUNK..2 * CHUNK);
     chunk1[10..15].copy_from_slice(b"HELLO");
+    writeback::evict_to(&tier, 0).unwrap();
+    assert!(!tier.store.has_chunk(id, 1));
     assert_eq!(read_whole(&tier, id, 1), chunk1);
     // Cut inside chunk 2 (never read) and grown again: past the cut, zeros.
     tier.truncate_chunks(id, 2 * CHUNK + 7).unwrap();
@@ -613,4 +619,79 @@ fn a_truncate_before_the_source_is_known_still_cuts_it() {
     tier.write_chunk(&at(id, 1, 0, 1), &[9]).unwrap();
     assert_eq!(read_whole(&tier, id, 0), vec![7u8; 100]);
     assert_eq!(read_whole(&tier, id, 1), vec![9]);
+}
+
+/// Cache mode: a job reads more of its backing files than the store holds.
+/// Chunks only read are dropped (their source has them, no write-back), so
+/// the reads never wait for room, and each reads right again.
+#[test]
+fn chunks_only_read_from_a_source_are_evicted_without_a_write_back() {
+    let f = Fixture::new();
+    let tier = f.open(
+        6 * CHUNK,
+        BackendConfig {
+            space_wait_ms: 500,
+            ..BackendConfig::default()
+        },
+    );
+    let sources: Vec<(FileId, Vec<u8>)> = (0..4)
+        .map(|i| {
+            let id = FileId(0x510 + i);
+            let bytes: Vec<u8> = (0..4 * CHUNK).map(|b| (b % 253) as u8 ^ i as u8).collect();
+            let path = f.dir.path().join(format!("in{i}.bin"));
+            std::fs::write(&path, &bytes).unwrap();
+            tier.set_source(id, path, 4 * CHUNK).unwrap();
+            (id, bytes)
+        })
+        .collect();
+    for round in 0..2 {
+        for (id, bytes) in &sources {
+            for index in 0..4 {
+                let start = (index * CHUNK) as usize;
+                assert_eq!(
+                    read_whole(&tier, *id, index),
+                    bytes[start..start + CHUNK as usize],
+                    "round {round}, {id} chunk {index}"
+                );
+                assert!(tier.usage() <= 6 * CHUNK, "usage {}", tier.usage());
+            }
+        }
+    }
+    let status = tier.status();
+    assert!(status.evicted_bytes >= 20 * CHUNK, "{status:?}");
+    assert_eq!(status.written_back_bytes, 0, "{status:?}");
+}
+
+/// Cache mode, after a crash that lost the record of a written chunk: the
+/// journal still names the file dirty, so every chunk of it here counts as
+/// written, is written back, and once evicted comes from the object — not
+/// as the source's old bytes.
+#[test]
+fn a_chunk_written_before_a_crash_is_not_read_from_the_source_again() {
+    let f = Fixture::new();
+    let source = f.dir.path().join("backing.bin");
+    std::fs::write(&source, vec![1u8; 2 * CHUNK as usize]).unwrap();
+    let id = FileId(0x520);
+    {
+        let tier = f.open(CHUNK * 64, BackendConfig::default());
+        tier.set_source(id, source.clone(), 2 * CHUNK).unwrap();
+        tier.write_chunk(&at(id, 0, 0, CHUNK), &vec![2u8; CHUNK as usize])
+            .unwrap();
+        tier.stop();
+    }
+    let record = f
+        .dir
+        .path()
+        .join("chunks")
+        .join(id.to_hex())
+        .join(".written");
+    assert!(record.exists());
+    std::fs::remove_file(&record).unwrap();
+    let tier = f.open(CHUNK * 64, BackendConfig::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(tier.write_back_all()).unwrap();
+    writeback::evict_to(&tier, 0).unwrap();
+    assert!(!tier.store.has_chunk(id, 0));
+    assert_eq!(read_whole(&tier, id, 0), vec![2u8; CHUNK as usize]);
+    assert_eq!(read_whole(&tier, id, 1), vec![1u8; CHUNK as usize]);
 }

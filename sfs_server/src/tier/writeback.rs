@@ -15,7 +15,8 @@
 //! 2. writes back up to `flush_files_in_flight` files at once, each with at
 //!    most [`BYTES_IN_FLIGHT`] of chunk data read and not yet written;
 //! 3. under the same pressure, evicts clean chunks of files the back end
-//!    holds, least recently used first, down to the low watermark, and
+//!    holds, and chunks of files with a source never written in SFS, least
+//!    recently used first, down to the low watermark, and
 //!    wakes the writers waiting for room.
 
 use super::{lock, Record, TieredStore};
@@ -252,6 +253,15 @@ async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsRe
             lock(&tier.state).in_backend.insert(id);
         }
     }
+    if lock(&tier.state).written_unsynced.remove(&id) {
+        // Durable before any written chunk of a file with a source is
+        // clean, i.e. evictable: after a crash it must still be read from
+        // the object, not from the source.
+        if let Err(e) = tier.store.sync_written(id) {
+            lock(&tier.state).written_unsynced.insert(id);
+            return Err(e);
+        }
+    }
     {
         let mut state = lock(&tier.state);
         let now_clean = match state.dirty.get_mut(&id) {
@@ -360,11 +370,14 @@ async fn copy_batch(
 /// Chunks an eviction round takes from the recency order at once.
 const EVICT_BATCH: usize = 1024;
 
-/// Evicts clean chunks of files the back end holds (not those with a
-/// source), least recently used first, until usage is at most `target`; returns the bytes freed. Skips a
+/// Evicts clean chunks of files the back end holds, and chunks of files
+/// with a source that were never written in SFS (the source has them),
+/// least recently used first, until usage is at most `target`; returns the
+/// bytes freed. Skips a
 /// chunk whose lock is taken (a writer may be waiting for room while
 /// holding it) and files behind their gate.
 pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
+    let chunk_size = tier.store.chunk_size();
     let mut freed = 0;
     'rounds: while tier.store.usage() > target {
         // The oldest evictable chunks, walking the recency order (dirty
@@ -374,18 +387,7 @@ pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
             state
                 .lru
                 .values()
-                .filter(|(id, index)| {
-                    // A file with a source (cache mode) keeps its chunks:
-                    // one written in SFS must not be fetched from the
-                    // source again (docs/staging.md).
-                    state.in_backend.contains(id)
-                        && !state.sources.contains_key(id)
-                        && !state.gate.contains(id)
-                        && !state
-                            .dirty
-                            .get(id)
-                            .is_some_and(|f| f.chunks.contains_key(index))
-                })
+                .filter(|(id, index)| state.evictable(*id, *index, chunk_size))
                 .take(EVICT_BATCH)
                 .copied()
                 .collect()
@@ -398,15 +400,8 @@ pub fn evict_to(tier: &TieredStore, target: u64) -> SfsResult<u64> {
             let Some(_guard) = tier.store.try_lock(id, index) else {
                 continue;
             };
-            {
-                let state = lock(&tier.state);
-                let dirty = state
-                    .dirty
-                    .get(&id)
-                    .is_some_and(|f| f.chunks.contains_key(&index));
-                if dirty || state.gate.contains(&id) || !state.in_backend.contains(&id) {
-                    continue;
-                }
+            if !lock(&tier.state).evictable(id, index, chunk_size) {
+                continue;
             }
             // 0 for an entry whose chunk is already gone: forgotten too.
             freed += tier.store.evict_locked(id, index)?;
