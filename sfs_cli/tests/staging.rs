@@ -556,3 +556,87 @@ fn a_tree_goes_out_to_s3_and_back_unchanged() {
     assert_eq!((a.size, a.mode, a.mtime_ns), (b.size, b.mode, b.mtime_ns));
     stage_ok(&cluster, &["stage-in", "--check", &key, "/one.bin"], &envs);
 }
+
+/// Three ranks (as `srun` would start them, one of them taking its rank
+/// from Slurm's environment) stage the same tree in at once: each file is
+/// copied by exactly one of them, every rank gets a share, and the run
+/// without ranks that follows copies nothing and sets the directories'
+/// modes and times. The same out again with two ranks: the copy equals
+/// the source.
+#[test]
+fn ranks_share_a_stage_and_a_last_run_finishes_it() {
+    let (cluster, work, src) = cluster_with_tree(1200, true);
+    let expected = snapshot(&src);
+    let files = expected
+        .values()
+        .filter(|n| matches!(n, Node::File { .. }))
+        .count();
+    let journal_dir = work.join("state");
+    let envs = [("SFS_STAGE_STATE_DIR", journal_dir.to_str().unwrap())];
+    let shared = |args: &[&str], ranks: usize| -> Vec<BTreeSet<String>> {
+        let children: Vec<_> = (0..ranks)
+            .map(|rank| {
+                let mut command = cluster.sfs_command();
+                command.args(args).envs(envs.iter().copied());
+                if rank == ranks - 1 {
+                    command
+                        .arg("--rank-from-env")
+                        .env("SLURM_PROCID", rank.to_string())
+                        .env("SLURM_NTASKS", ranks.to_string());
+                } else {
+                    command.args(["--rank", &rank.to_string(), "--ranks", &ranks.to_string()]);
+                }
+                command.stdout(Stdio::piped()).stderr(Stdio::piped());
+                command.spawn().unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .enumerate()
+            .map(|(rank, child)| {
+                let out = child.wait_with_output().unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+                assert!(
+                    out.status.success(),
+                    "rank {rank} failed: {}\n{stdout}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    stdout.contains(&format!("(rank {rank} of {ranks})")),
+                    "{stdout}"
+                );
+                stdout
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("copied "))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .collect()
+    };
+    let check_split = |done: &[BTreeSet<String>]| {
+        let mut all = BTreeSet::new();
+        for (rank, copied) in done.iter().enumerate() {
+            assert!(!copied.is_empty(), "rank {rank} copied nothing");
+            for path in copied {
+                assert!(all.insert(path.clone()), "{path} copied by two ranks");
+            }
+        }
+        all.len()
+    };
+    let src_arg = src.to_str().unwrap();
+    let copied = check_split(&shared(&["stage-in", "-v", src_arg, "/in"], 3));
+    let finish = stage_ok(&cluster, &["stage-in", "-v", src_arg, "/in"], &envs);
+    assert!(
+        !finish.lines().any(|l| l.starts_with("copied ")),
+        "{finish}"
+    );
+    assert!(finish.contains(" 0 files (0.0 MiB) copied"), "{finish}");
+
+    let dst = work.join("out/copy");
+    let dst_arg = dst.to_str().unwrap();
+    std::fs::create_dir_all(work.join("out")).unwrap();
+    check_split(&shared(&["stage-out", "-v", "/in", dst_arg], 2));
+    stage_ok(&cluster, &["stage-out", "/in", dst_arg], &envs);
+    assert_same(&expected, &snapshot(&dst));
+    assert_eq!(copied, files);
+}

@@ -47,6 +47,10 @@ pub struct Settings {
     /// destination's differ, and the destination's top directory keeps
     /// its own.
     pub changed_only: bool,
+    /// One of several ranks (`--rank`): directories are made, but their
+    /// modes and times (and an S3 sidecar) are left to a run without ranks
+    /// once every rank is done — another rank may still add to them.
+    pub sharded: bool,
 }
 
 /// What a stage did.
@@ -178,7 +182,7 @@ struct Run<'a> {
 /// journal (or `--changed`'s look at the destination) does not already
 /// have; finished files are recorded in `journal` if there is one.
 pub fn run(
-    what: &'static str,
+    what: &str,
     pairs: &[Pair],
     todo: &[Vec<usize>],
     settings: &Settings,
@@ -251,7 +255,10 @@ pub fn run(
     });
     let mut failures = run.failures.into_inner().unwrap_or_else(|p| p.into_inner());
     // Directory attributes, children first (reverse walk order).
-    for pair in pairs.iter().filter(|_| !settings.check_only) {
+    for pair in pairs
+        .iter()
+        .filter(|_| !settings.check_only && !settings.sharded)
+    {
         for entry in pair.entries.iter().rev() {
             if entry.kind == EntryKind::Dir {
                 if settings.changed_only

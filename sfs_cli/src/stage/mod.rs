@@ -98,6 +98,21 @@ pub struct StageArgs {
     /// whole chunks).
     #[arg(long)]
     range_mib: Option<u64>,
+    /// This process is rank R of `--ranks` N processes staging the same
+    /// SRC and DST (one per node, started by `srun` or `mpirun`): it moves
+    /// its share of the files and symlinks only. Run the command once more
+    /// without ranks afterwards to set directory modes and times (and
+    /// write an S3 sidecar); it copies nothing the ranks finished.
+    #[arg(long, requires = "ranks")]
+    rank: Option<usize>,
+    /// How many ranks share the stage (see `--rank`).
+    #[arg(long, requires = "rank")]
+    ranks: Option<usize>,
+    /// Take `--rank` and `--ranks` from the environment `srun` or `mpirun`
+    /// sets (SLURM_PROCID/SLURM_NTASKS, OMPI_COMM_WORLD_RANK/_SIZE,
+    /// PMI_RANK/PMI_SIZE).
+    #[arg(long, conflicts_with_all = ["rank", "ranks"])]
+    rank_from_env: bool,
 }
 
 impl StageArgs {
@@ -117,9 +132,89 @@ impl StageArgs {
             verbose: false,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             range_mib: None,
+            rank: None,
+            ranks: None,
+            rank_from_env: false,
         }
     }
+
+    /// `(rank, ranks)` when this process stages a share only.
+    fn share(&self) -> Result<Option<(usize, usize)>> {
+        let (rank, ranks) = match (self.rank, self.ranks, self.rank_from_env) {
+            (Some(rank), Some(ranks), _) => (rank, ranks),
+            (_, _, true) => rank_from_env()?,
+            _ => return Ok(None),
+        };
+        if ranks == 0 || rank >= ranks {
+            bail!("--rank {rank} --ranks {ranks}: the rank must be below the number of ranks");
+        }
+        Ok((ranks > 1).then_some((rank, ranks)))
+    }
 }
+
+/// The rank and the number of ranks that `srun` or `mpirun` put in the
+/// environment.
+fn rank_from_env() -> Result<(usize, usize)> {
+    const KNOWN: [(&str, &str); 3] = [
+        ("SLURM_PROCID", "SLURM_NTASKS"),
+        ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+        ("PMI_RANK", "PMI_SIZE"),
+    ];
+    for (rank, size) in KNOWN {
+        if let (Ok(r), Ok(n)) = (std::env::var(rank), std::env::var(size)) {
+            let parse = |name: &str, value: &str| -> Result<usize> {
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{name}={value:?}: not a number"))
+            };
+            return Ok((parse(rank, &r)?, parse(size, &n)?));
+        }
+    }
+    bail!(
+        "--rank-from-env: none of {} is set (run under srun or mpirun, or give --rank and --ranks)",
+        KNOWN
+            .iter()
+            .map(|(r, n)| format!("{r}/{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Which files and symlinks of `pairs` rank `rank` of `ranks` stages:
+/// `mine[p][i]` for entry `i` of pair `p`. Every rank computes the same
+/// split from the same walk: entries by size, largest first (ties by
+/// pair and path, not by walk order), each to the rank with the least
+/// work so far, counting [`SHARE_FILE_COST`] per entry on top of its bytes
+/// so that many small files spread as evenly as a few large ones.
+fn shares(pairs: &[Pair], rank: usize, ranks: usize) -> Vec<Vec<bool>> {
+    let mut entries: Vec<(u64, usize, &str, usize)> = Vec::new();
+    for (p, pair) in pairs.iter().enumerate() {
+        for (i, entry) in pair.entries.iter().enumerate() {
+            if entry.kind != EntryKind::Dir {
+                entries.push((entry.size, p, entry.rel.as_str(), i));
+            }
+        }
+    }
+    entries.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
+    let mut load = vec![0u64; ranks];
+    let mut mine: Vec<Vec<bool>> = pairs.iter().map(|p| vec![false; p.entries.len()]).collect();
+    for (size, p, _, i) in entries {
+        let (least, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(r, work)| (*work, r))
+            .expect("at least one rank");
+        load[least] += size + SHARE_FILE_COST;
+        mine[p][i] = least == rank;
+    }
+    mine
+}
+
+/// What a file costs a rank besides its bytes when the ranks split a
+/// stage ([`shares`]): about what a small file's create, write and
+/// verification take, in bytes moved meanwhile.
+const SHARE_FILE_COST: u64 = 256 << 10;
 
 /// The options of `sfs stage-out`: the shared ones and `--changed`.
 #[derive(clap::Args, Debug)]
@@ -399,6 +494,11 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
             entries: filter.keep_included(walked),
         });
     }
+    let share = args.share()?;
+    if share.is_some() && args.restart {
+        bail!("{what}: --restart with ranks would empty the journal the other ranks write to; restart without ranks");
+    }
+    let mine = share.map(|(rank, ranks)| shares(&pairs, rank, ranks));
     let journal = match skip {
         Skip::Unchanged => None,
         Skip::Journaled => {
@@ -419,6 +519,9 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
     for pair in &pairs {
         let mut left = Vec::new();
         for (i, entry) in pair.entries.iter().enumerate() {
+            if mine.as_ref().is_some_and(|mine| !mine[todo.len()][i]) {
+                continue; // another rank's
+            }
             let done = match (entry.kind, &journal) {
                 (EntryKind::Dir, _) => continue,
                 // No journal: `--changed`, which asks the destination.
@@ -451,7 +554,13 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
         verbose: args.verbose,
         progress_every: Duration::from_secs(args.progress_interval.max(1)),
         changed_only: journal.is_none(),
+        sharded: share.is_some(),
     };
+    let what = match share {
+        Some((rank, ranks)) => format!("{what} (rank {rank} of {ranks})"),
+        None => what.to_string(),
+    };
+    let what = what.as_str();
     let started = std::time::Instant::now();
     let mut outcome = engine::run(what, &pairs, &todo, &settings, journal.as_ref());
     outcome.files_skipped = skipped;
@@ -479,6 +588,12 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
         failures.len(),
         outcome.bytes_copied as f64 / 1048576.0 / seconds.max(1e-3)
     )?;
+    if share.is_some() {
+        outln!(
+            "{what}: directory modes and times are not set yet: once every rank is done, \
+             run the same command without ranks"
+        )?;
+    }
     report_failures(what, &failures)
 }
 
@@ -549,4 +664,74 @@ fn dry_run(
         skip.label()
     )?;
     report_failures(what, failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tree::Entry;
+
+    fn pair(entries: Vec<Entry>) -> Pair {
+        let tree: Arc<dyn Tree> = Arc::new(local::LocalTree::new(PathBuf::from("/nonexistent")));
+        Pair {
+            src: Arc::clone(&tree),
+            dst: tree,
+            entries,
+        }
+    }
+
+    fn entry(rel: &str, kind: EntryKind, size: u64) -> Entry {
+        Entry {
+            rel: rel.to_string(),
+            kind,
+            mode: 0o644,
+            mtime_ns: 0,
+            size,
+            target: String::new(),
+            version: 0,
+        }
+    }
+
+    /// Every file and symlink goes to exactly one rank, directories to
+    /// none; the split does not depend on the walk's order; bytes spread
+    /// evenly (within the largest file).
+    #[test]
+    fn every_entry_has_one_rank_whatever_the_walk_order() {
+        let mut entries = vec![entry("", EntryKind::Dir, 0)];
+        for i in 0..200u64 {
+            entries.push(entry(
+                &format!("f{i}"),
+                EntryKind::File,
+                (i * 7919) % 100_000,
+            ));
+        }
+        entries.push(entry("big", EntryKind::File, 50 << 20));
+        entries.push(entry("link", EntryKind::Symlink, 0));
+        let ranks = 3;
+        let pairs = [pair(entries.clone()), pair(entries[..50].to_vec())];
+        let mut reversed = entries.clone();
+        reversed[1..].reverse();
+        let reordered = [pair(reversed), pair(entries[..50].to_vec())];
+        let split: Vec<_> = (0..ranks).map(|r| shares(&pairs, r, ranks)).collect();
+        let mut load = vec![0u64; ranks];
+        for (p, pair) in pairs.iter().enumerate() {
+            for (i, e) in pair.entries.iter().enumerate() {
+                let owners: Vec<usize> = (0..ranks).filter(|&r| split[r][p][i]).collect();
+                match e.kind {
+                    EntryKind::Dir => assert!(owners.is_empty(), "{}", e.rel),
+                    _ => {
+                        assert_eq!(owners.len(), 1, "{}", e.rel);
+                        load[owners[0]] += e.size;
+                        // The same rank when the walk came in another order.
+                        let again = shares(&reordered, owners[0], ranks);
+                        let at = reordered[p].entries.iter().position(|x| x.rel == e.rel);
+                        assert!(again[p][at.unwrap()], "{} moved", e.rel);
+                    }
+                }
+            }
+        }
+        let small: Vec<u64> = load.iter().copied().filter(|&l| l < 50 << 20).collect();
+        let (min, max) = (small.iter().min().unwrap(), small.iter().max().unwrap());
+        assert!(max - min <= 100_000 + SHARE_FILE_COST, "{load:?}");
+    }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// The counters the workers update.
 pub struct Progress {
-    what: &'static str,
+    what: String,
     pub files_total: u64,
     /// Bytes to copy plus, when verifying, bytes to read back.
     pub work_total: u64,
@@ -25,7 +25,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(what: &'static str, files_total: u64, work_total: u64) -> Progress {
+    pub fn new(what: &str, files_total: u64, work_total: u64) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::with_draw_target(Some(work_total), ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template(
@@ -34,11 +34,11 @@ impl Progress {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
             bar.set_style(style);
-            bar.set_prefix(what);
+            bar.set_prefix(what.to_string());
             bar
         });
         Progress {
-            what,
+            what: what.to_string(),
             files_total,
             work_total,
             files_done: AtomicU64::new(0),
