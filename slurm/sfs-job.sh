@@ -17,7 +17,10 @@
 #   SFS_EXTRA_CONFIG  more config.json fields, JSON without braces []
 #   SFS_STAGE_IN_MANIFEST, SFS_STAGE_OUT_MANIFEST
 #                     files of `SRC DST` lines for `sfs stage-in|stage-out
-#                     --manifest` (docs/staging.md) []
+#                     --manifest` (docs/staging.md) []; on several nodes
+#                     one rank per node moves its share (an srun step of
+#                     `--rank-from-env`), then one run finishes the stage
+#   SFS_STAGE_STATE_DIR  the stage journals [$SFS_JOB_DIR/stage]
 set -euo pipefail
 
 SFS=${SFS:-sfs}
@@ -39,6 +42,7 @@ cat >"$SFS_CONFIG" <<EOF
   $SFS_EXTRA_CONFIG}
 }
 EOF
+export SFS_STAGE_STATE_DIR=${SFS_STAGE_STATE_DIR:-$SFS_JOB_DIR/stage}
 "$SFS" hostfile --slurm --address "$SFS_ADDRESS" --port "$SFS_PORT" -o "$SFS_HOSTFILE"
 
 # Stop and clean whatever happens below; the job's exit status is the
@@ -52,8 +56,20 @@ finish() {
 "$SFS" start
 trap finish EXIT
 
+# stage-in|stage-out MANIFEST: on several nodes every node moves its share
+# first; the last run copies what no rank finished and sets directory modes
+# and times.
+stage() {
+    local nodes=${SLURM_JOB_NUM_NODES:-1}
+    if [[ $nodes -gt 1 ]]; then
+        srun --overlap --nodes="$nodes" --ntasks="$nodes" --ntasks-per-node=1 \
+            "$SFS" "$1" --manifest "$2" --rank-from-env
+    fi
+    "$SFS" "$1" --manifest "$2"
+}
+
 if [[ -n "${SFS_STAGE_IN_MANIFEST:-}" ]]; then
-    "$SFS" stage-in --manifest "$SFS_STAGE_IN_MANIFEST"
+    stage stage-in "$SFS_STAGE_IN_MANIFEST"
 fi
 
 if [[ $# -gt 0 ]]; then
@@ -63,5 +79,5 @@ else
 fi
 
 if [[ -n "${SFS_STAGE_OUT_MANIFEST:-}" ]]; then
-    "$SFS" stage-out --manifest "$SFS_STAGE_OUT_MANIFEST"
+    stage stage-out "$SFS_STAGE_OUT_MANIFEST"
 fi

@@ -241,6 +241,11 @@ EOF
         "rank 1 of 2 ok",
         "python saw 3 files, 4194304 bytes",
         "sfs status: 3 of 3 server(s) up",
+        // Staged out by one rank per node, then finished by one run.
+        "stage-out (rank 0 of 3): ",
+        "stage-out (rank 1 of 3): ",
+        "stage-out (rank 2 of 3): ",
+        "stage-out: 0 files (0.0 MiB) copied",
         "sfs stop: 3 of 3 host(s) ok (3 server(s))",
         "sfs clean: 3 of 3 host(s) ok (3 server(s))",
     ] {
