@@ -34,10 +34,18 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+fn lock_set(set: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+    set.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Striped locks over paths: a take-in and a removal of one name never
 /// interleave (a removal's whiteout could otherwise be overtaken by a
 /// take-in that checked for it just before).
 const STRIPES: usize = 256;
+
+/// Plain directories remembered before the set starts over (a path of
+/// about 100 bytes each: a few MiB at most).
+const PLAIN_REMEMBERED: usize = 1 << 16;
 
 /// A server's metadata store in cache mode.
 pub struct BackedStore {
@@ -51,6 +59,10 @@ pub struct BackedStore {
     index: usize,
     /// Directories whose backing children this server has taken in.
     listed: Mutex<HashSet<String>>,
+    /// Directories [`BackedStore::dir_is_plain`] found plain (up to
+    /// [`PLAIN_REMEMBERED`], then forgotten all at once): a backing
+    /// directory that becomes a symlink later is not followed anyway.
+    plain: Mutex<HashSet<String>>,
     stripes: Box<[Mutex<()>]>,
 }
 
@@ -64,6 +76,7 @@ impl BackedStore {
             places: Distributor::new(servers),
             index,
             listed: Mutex::new(HashSet::new()),
+            plain: Mutex::new(HashSet::new()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
         }
     }
@@ -84,7 +97,7 @@ impl BackedStore {
     /// it in (a new id); `None` when it has none, or only something SFS
     /// does not store (a device, FIFO or socket; a name or link target
     /// that is not UTF-8).
-    /// The caller checked that `path`'s parent is plain
+    /// Taken in only where `path`'s parent is plain
     /// ([`BackedStore::dir_is_plain`]).
     fn backing_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
         let at = self.backing_path(path);
@@ -139,23 +152,51 @@ impl BackedStore {
     /// symlink entries it took in), so nothing is taken in twice under two
     /// names or from outside the backing directory.
     fn dir_is_plain(&self, dir: &str) -> bool {
-        dir == "/"
-            || std::fs::canonicalize(self.backing_path(dir))
-                .is_ok_and(|real| real == self.real_root.join(dir.trim_start_matches('/')))
+        if dir == "/" || lock_set(&self.plain).contains(dir) {
+            return true;
+        }
+        let plain = std::fs::canonicalize(self.backing_path(dir))
+            .is_ok_and(|real| real == self.real_root.join(dir.trim_start_matches('/')));
+        if plain {
+            let mut known = lock_set(&self.plain);
+            if known.len() >= PLAIN_REMEMBERED {
+                known.clear();
+            }
+            known.insert(dir.to_string());
+        }
+        plain
     }
 
-    /// Takes `path` in from the backing directory unless it was removed in
-    /// SFS (a whiteout), something is there already, or its parent is not
-    /// plain; the entry now at `path`, if any.
+    /// Takes `path` in from the backing directory (after a miss here)
+    /// unless it was removed in SFS (a whiteout), something is here
+    /// already, or its parent is not plain; the entry now at `path`, if
+    /// any. The backing directory is asked first: most misses (a name made
+    /// in SFS, a lookup of a name nobody has) end with one `lstat`.
     fn take_in(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        let found = self.backing_entry(path);
+        if matches!(found, Ok(None)) {
+            return Ok(None);
+        }
         match sfs_global::path::split_parent(path) {
-            Some((parent, _)) if self.dir_is_plain(parent) => self.take_in_below_plain(path),
-            _ => Ok(self.inner.get(path)?),
+            // An error too only counts where the name could be taken in.
+            Some((parent, _)) if self.dir_is_plain(parent) => self.install(path, || found),
+            _ => Ok(None),
         }
     }
 
-    /// [`BackedStore::take_in`] of a path whose parent is known plain.
+    /// Takes in a name of a listed plain directory: looks here first (a
+    /// listing meets mostly names taken in already).
     fn take_in_below_plain(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        self.install(path, || self.backing_entry(path))
+    }
+
+    /// Under `path`'s lock: the entry here if there is one; none if `path`
+    /// has a whiteout; else `backing`'s entry, created here.
+    fn install(
+        &self,
+        path: &str,
+        backing: impl FnOnce() -> SfsResult<Option<Metadata>>,
+    ) -> SfsResult<Option<Metadata>> {
         let _guard = self.lock(path);
         if let Some(md) = self.inner.get(path)? {
             return Ok(Some(md));
@@ -163,7 +204,7 @@ impl BackedStore {
         if self.inner.is_whiteout(path)? {
             return Ok(None);
         }
-        match self.backing_entry(path)? {
+        match backing()? {
             Some(md) => Ok(Some(self.inner.create(path, md, false)?.0)),
             None => Ok(None),
         }
