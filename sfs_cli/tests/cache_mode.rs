@@ -216,3 +216,77 @@ sha256sum f1 f2 f3 f4 f5 f6
         );
     }
 }
+
+/// Files renamed in SFS still read their unread bytes from their old
+/// backing names; a write-back that rewrites those names must not change
+/// them. A swap (`a` ↔ `b` through a third name) and a log rotation
+/// (`log` → `log.1`, a new `log`), never read before the write-back,
+/// written back one file at a time (`-j 1`, so one name is rewritten
+/// before the next file is read) and again by `sfs stop --write-back`.
+#[test]
+fn a_write_back_keeps_the_bytes_of_files_renamed_in_sfs() {
+    let shared = tempfile::tempdir().unwrap();
+    let backing = shared.path().join("backing");
+    std::fs::create_dir_all(&backing).unwrap();
+    let (a, b, log) = (
+        pattern(21, 300_000),
+        pattern(22, 200_000),
+        pattern(23, 150_000),
+    );
+    std::fs::write(backing.join("a.bin"), &a).unwrap();
+    std::fs::write(backing.join("b.bin"), &b).unwrap();
+    std::fs::write(backing.join("log"), &log).unwrap();
+    let mut cluster = Cluster::start_with(2, |c| {
+        c.chunk_size = 64 << 10;
+        c.backing_dir = backing.display().to_string();
+    });
+    let script = r#"
+set -euo pipefail
+cd "$1"
+mv a.bin t.bin && mv b.bin a.bin && mv t.bin b.bin
+mv log log.1
+echo fresh > log
+"#;
+    let out = under_shim(&cluster, script, &[&cluster.config.mountdir]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let staged = cluster.sfs(&[
+        "stage-out",
+        "--changed",
+        "-j",
+        "1",
+        "/",
+        backing.to_str().unwrap(),
+    ]);
+    assert!(staged.status.success(), "{}", describe(&staged));
+    let check = |when: &str| {
+        assert!(
+            std::fs::read(backing.join("a.bin")).unwrap() == b,
+            "a.bin {when}"
+        );
+        assert!(
+            std::fs::read(backing.join("b.bin")).unwrap() == a,
+            "b.bin {when}"
+        );
+        assert!(
+            std::fs::read(backing.join("log.1")).unwrap() == log,
+            "log.1 {when}"
+        );
+        assert_eq!(
+            std::fs::read(backing.join("log")).unwrap(),
+            b"fresh\n",
+            "{when}"
+        );
+    };
+    check("after stage-out --changed");
+    // SFS reads the same, and a second write-back writes nothing new.
+    let client = cluster.client();
+    let mut buf = vec![0u8; b.len() + 10];
+    let n = client.read_at_path("/a.bin", 0, &mut buf).unwrap();
+    assert!(buf[..n] == b[..], "a.bin through SFS");
+    let stopped = cluster.sfs(&["stop", "--write-back"]);
+    assert!(stopped.status.success(), "{}", describe(&stopped));
+    for i in 0..2 {
+        assert!(cluster.wait_exit(i).success(), "server {i} failed to stop");
+    }
+    check("after sfs stop --write-back");
+}

@@ -475,6 +475,7 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
     let mut failures = Vec::new();
     let mut pairs = Vec::new();
     let mut described = Vec::new();
+    let mut into_backing = Vec::new();
     for (src_spec, dst_spec) in &specs {
         let src = trees.tree(src_spec, direction == Direction::Out)?;
         let dst = trees.tree(dst_spec, direction == Direction::In)?;
@@ -488,11 +489,24 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
             .walk(&|rel| filter.excluded(rel), &mut problems)
             .with_context(|| format!("walking {}", src.describe("")))?;
         failures.extend(problems);
+        into_backing.push(direction == Direction::Out && inside_backing_dir(setup, dst_spec));
         pairs.push(Pair {
             src,
             dst,
             entries: filter.keep_included(walked),
         });
+    }
+    if direction == Direction::Out && !args.check && !args.dry_run {
+        // Cache mode: a file renamed in SFS may still read bytes from its
+        // old backing name, which this stage may be about to rewrite.
+        // Nothing is written unless every such file holds its bytes.
+        let mut held = Vec::new();
+        for (pair, into_backing) in pairs.iter().zip(&into_backing) {
+            if *into_backing {
+                held.extend(pair.src.detach_moved());
+            }
+        }
+        report_failures(what, &held)?;
     }
     let share = args.share()?;
     if share.is_some() && args.restart {
@@ -595,6 +609,37 @@ fn stage(setup: &Setup, args: &StageArgs, direction: Direction, skip: Skip) -> R
         )?;
     }
     report_failures(what, &failures)
+}
+
+/// Whether `spec` (a stage-out's destination) is a local path inside the
+/// config's `backing_dir`.
+fn inside_backing_dir(setup: &Setup, spec: &str) -> bool {
+    let backing = &setup.config.backing_dir;
+    if backing.is_empty() || s3::parse_url(spec).is_some() {
+        return false;
+    }
+    let Ok(backing) = std::fs::canonicalize(backing) else {
+        return false;
+    };
+    // The nearest part of `spec` that exists, resolved, and the rest.
+    let mut existing = std::path::absolute(spec).unwrap_or_else(|_| PathBuf::from(spec));
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&existing) {
+            let full: PathBuf = rest.iter().rev().fold(real, |p, n| p.join(n));
+            return full.starts_with(&backing);
+        }
+        match (
+            existing.file_name().map(|n| n.to_owned()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return false,
+        }
+    }
 }
 
 /// Whether the journal finished `entry` of `pair` from the source as it is

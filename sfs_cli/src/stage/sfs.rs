@@ -21,6 +21,9 @@ pub struct SfsTree {
     next: AtomicUsize,
     base: String,
     chunk_size: u64,
+    /// Files the walk found reading from a backing name not their own:
+    /// (path, bytes that come from it, mtime) ([`Tree::detach_moved`]).
+    moved: std::sync::Mutex<Vec<(String, u64, i64)>>,
 }
 
 impl SfsTree {
@@ -31,7 +34,54 @@ impl SfsTree {
             next: AtomicUsize::new(0),
             base,
             chunk_size,
+            moved: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes a file of the walk that reads unread bytes from another
+    /// backing name than its own.
+    fn note_if_moved(&self, path: &str, md: &Metadata) {
+        if md.kind() == FileKind::File
+            && md.source_len > 0
+            && !md.source.is_empty()
+            && md.source != path
+        {
+            self.moved.lock().unwrap_or_else(|p| p.into_inner()).push((
+                path.to_string(),
+                md.source_len,
+                md.mtime_ns,
+            ));
+        }
+    }
+
+    /// Reads the first `len` bytes of `path` and writes them back where
+    /// they are, so that SFS holds them as written (not read through from
+    /// the backing name any more); its mtime is put back.
+    fn hold(&self, path: &str, len: u64, mtime_ns: i64) -> Result<()> {
+        let client = self.client();
+        let fd = client
+            .open(path, libc::O_RDWR, 0)
+            .with_context(|| format!("opening sfs:{path}"))?;
+        let copied = (|| -> Result<()> {
+            let mut buf = vec![0u8; (self.chunk_size * 16) as usize];
+            let mut offset = 0;
+            while offset < len {
+                let want = (len - offset).min(buf.len() as u64) as usize;
+                let n = client.pread(fd, &mut buf[..want], offset)?;
+                if n == 0 {
+                    break; // cut shorter meanwhile
+                }
+                client.pwrite(fd, &buf[..n], offset)?;
+                offset += n as u64;
+            }
+            Ok(())
+        })();
+        let closed = client.close(fd);
+        copied.with_context(|| format!("reading in sfs:{path}"))?;
+        closed.with_context(|| format!("closing sfs:{path}"))?;
+        client
+            .utimens(path, None, Some(mtime_ns))
+            .with_context(|| format!("putting back the mtime of sfs:{path}"))
     }
 
     /// The client for one operation (round robin).
@@ -119,6 +169,18 @@ impl Tree for SfsTree {
         format!("sfs:{}", self.path(rel))
     }
 
+    fn detach_moved(&self) -> Vec<(String, String)> {
+        let moved = std::mem::take(&mut *self.moved.lock().unwrap_or_else(|p| p.into_inner()));
+        moved
+            .into_iter()
+            .filter_map(|(path, len, mtime_ns)| {
+                self.hold(&path, len, mtime_ns)
+                    .err()
+                    .map(|e| (format!("sfs:{path}"), format!("{e:#}")))
+            })
+            .collect()
+    }
+
     fn root_kind(&self) -> Result<Option<EntryKind>> {
         let client = self.client();
         Ok(self
@@ -135,6 +197,7 @@ impl Tree for SfsTree {
         let root = client
             .lstat(&self.base)
             .with_context(|| format!("sfs:{}", self.base))?;
+        self.note_if_moved(&self.base, &root);
         let mut entries = vec![entry_of(String::new(), &root)];
         let mut pending = match root.is_dir() {
             true => vec![String::new()],
@@ -160,6 +223,7 @@ impl Tree for SfsTree {
                 if child.metadata.is_dir() {
                     pending.push(child_rel.clone());
                 }
+                self.note_if_moved(&self.path(&child_rel), &child.metadata);
                 entries.push(entry_of(child_rel, &child.metadata));
             }
         }

@@ -108,6 +108,15 @@ pub trait Tree: Send + Sync {
     fn finish(&self, _entries: &[Entry]) -> Result<()> {
         Ok(())
     }
+
+    /// Before this tree is written into the backing directory of cache
+    /// mode: files of it whose unread bytes still come from a backing name
+    /// other than their own (renamed in SFS) read them in and hold them, so
+    /// that writing that name cannot change them. The SFS tree only, for
+    /// the files its walk found; `(path, cause)` of each that failed.
+    fn detach_moved(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// A file being written: its ranges arrive from several workers at once,
