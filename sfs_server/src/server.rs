@@ -404,11 +404,13 @@ pub async fn run_until(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             sfs_rpc::caller::grpc_interceptor,
         ))
-        .add_service(
+        // `SetSource` carries its caller too.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             ChunkControlServer::from_arc(chunk_control)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
+            sfs_rpc::caller::grpc_interceptor,
+        ))
         .add_service(
             ControlServer::from_arc(control)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)

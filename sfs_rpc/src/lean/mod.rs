@@ -241,11 +241,13 @@ fn protocol(why: &str) -> SfsError {
 }
 
 /// Whether requests of `method` carry the caller ([`crate::caller`]): the
-/// `Metadata` service's (1..=31), whose handlers check permissions. Chunk
-/// and control calls act on file ids a permitted open handed out, or
-/// concern the whole server, and go without (no bytes, no system calls).
+/// `Metadata` service's (1..=31), whose handlers check permissions, and
+/// `SetSource` (40), whose server checks that the caller may read the
+/// backing file. Other chunk and control calls act on file ids a
+/// permitted open handed out, or concern the whole server, and go without
+/// (no bytes, no system calls).
 pub const fn carries_caller(method: u16) -> bool {
-    method < 32
+    method < 32 || method == 40
 }
 
 /// Declares the methods the lean RPC carries, once: the server's dispatch

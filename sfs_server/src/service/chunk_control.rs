@@ -22,6 +22,43 @@ const INLINE_PIECE_BYTES: u64 = 64 * 1024;
 /// wire, far below the message limit).
 const MAX_HOLDINGS_PAGE: u32 = 65_536;
 
+/// Whether `caller` may read the backing file `file` (below `root`, both
+/// resolved) as the backing file system would let it: search on every
+/// directory below `root` on the way, and read on the file — or owns it
+/// (an owner may give itself the access in SFS with `chmod`). The server
+/// reads backing files with its own rights; this keeps a client from
+/// reading through SFS a backing file its user could not.
+fn may_read_backing(
+    caller: &sfs_global::access::Caller,
+    root: &std::path::Path,
+    file: &std::path::Path,
+) -> sfs_global::SfsResult<()> {
+    use sfs_global::access::{check_access, MAY_EXEC, MAY_READ};
+    use std::os::unix::fs::MetadataExt;
+    let as_entry = |path: &std::path::Path, kind| -> sfs_global::SfsResult<sfs_global::Metadata> {
+        let st = std::fs::metadata(path)?;
+        let mut md = sfs_global::Metadata::new(kind, st.mode() & 0o7777, FileId(0), 0);
+        md.uid = st.uid();
+        md.gid = st.gid();
+        Ok(md)
+    };
+    let mut dirs: Vec<&std::path::Path> = file
+        .ancestors()
+        .skip(1)
+        .take_while(|dir| *dir != root && dir.starts_with(root))
+        .collect();
+    dirs.reverse();
+    for dir in dirs {
+        let md = as_entry(dir, sfs_global::FileKind::Directory)?;
+        check_access(&md, caller, MAY_EXEC, &dir.display().to_string())?;
+    }
+    let md = as_entry(file, sfs_global::FileKind::File)?;
+    if caller.owns(&md) {
+        return Ok(());
+    }
+    check_access(&md, caller, MAY_READ, &file.display().to_string())
+}
+
 /// The chunk range of a request, checked against this server's chunk size.
 fn chunk_ref(range: Option<&pb::ChunkRange>, chunk_size: u64) -> Result<ChunkRef, Status> {
     let r = range.ok_or_else(|| {
@@ -84,6 +121,7 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         request: Request<pb::SetSourceRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
         self.state.served();
+        let caller = sfs_rpc::caller::caller_of(&request);
         let req = request.into_inner();
         let backing = &self.state.config.backing_dir;
         if backing.is_empty() {
@@ -122,6 +160,7 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
             if !real.starts_with(&real_backing) || !std::fs::metadata(&real)?.is_file() {
                 return Err(outside());
             }
+            may_read_backing(&caller, &real_backing, &real)?;
             chunks.set_source(id, real, req.source_len)
         })
         .await?;
@@ -250,5 +289,67 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
                 .collect(),
             more,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::may_read_backing;
+    use sfs_global::access::Caller;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn caller(uid: u32, gid: u32) -> Caller {
+        Caller {
+            uid,
+            gid,
+            groups: Vec::new(),
+        }
+    }
+
+    /// A backing file is readable through `SetSource` only as the backing
+    /// file system would let its caller read it: search on each directory
+    /// on the way, read on the file, or owning it; root always.
+    #[test]
+    fn set_source_asks_what_the_caller_may_read_in_the_backing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let mode = |path: &std::path::Path, m: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(m)).unwrap()
+        };
+        std::fs::create_dir_all(root.join("open/closed")).unwrap();
+        for name in ["open/shared", "open/private", "open/closed/inside"] {
+            std::fs::write(root.join(name), b"x").unwrap();
+        }
+        mode(&root.join("open/shared"), 0o644);
+        mode(&root.join("open/private"), 0o600);
+        mode(&root.join("open/closed"), 0o700);
+        // Everything belongs to this test's user (root in CI): others are
+        // told apart by uid, as the server does.
+        let me = std::fs::metadata(&root).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        });
+        let (owner, group) = me.unwrap();
+        let owner = caller(owner, group);
+        let stranger = caller(owner.uid.wrapping_add(4242), group.wrapping_add(4242));
+        let in_group = caller(owner.uid.wrapping_add(4242), group);
+        let check = |who: &Caller, name: &str| may_read_backing(who, &root, &root.join(name));
+        assert!(check(&stranger, "open/shared").is_ok());
+        let denied = check(&stranger, "open/private").unwrap_err();
+        assert_eq!(denied.errno, sfs_global::Errno::EACCES, "{denied:?}");
+        assert_eq!(
+            check(&stranger, "open/closed/inside").unwrap_err().errno,
+            sfs_global::Errno::EACCES
+        );
+        assert!(check(&owner, "open/private").is_ok());
+        assert!(check(&owner, "open/closed/inside").is_ok());
+        assert!(check(&in_group, "open/shared").is_ok());
+        assert!(check(&in_group, "open/private").is_err());
+        mode(&root.join("open/private"), 0o000);
+        assert!(
+            check(&owner, "open/private").is_ok(),
+            "its owner may chmod it"
+        );
+        assert!(check(&caller(0, 0), "open/closed/inside").is_ok());
     }
 }
