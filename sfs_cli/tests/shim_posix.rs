@@ -419,3 +419,103 @@ def attempt(name, call):
     except OSError as e:
         print(name, errno.errorcode[e.errno])
 ";
+
+/// A trailing `/`, a last `.` or `..`, and `..` after a symlink, a file or
+/// a missing name are taken as the kernel takes them (not folded away):
+/// each call below answers as on a local directory and leaves the same
+/// tree — Python's `os` calls (open with and without `O_CREAT`, unlink,
+/// rmdir, rename, stat, lstat, symlink, mkdir, chmod, access, truncate,
+/// readlink, utime, listdir, chdir) and coreutils (`cp f nodir/`, `rm -f
+/// f/`, `mv ld/ e`, `touch new/`, `cat lx/../deep/../../f` ...).
+#[test]
+fn a_trailing_slash_dot_and_dotdot_are_taken_as_the_kernel_takes_them() {
+    let cluster = Cluster::start(2);
+    let script = r##"
+set -u
+cd "$1"
+export HERE="$PWD"
+python3 - <<'PY'
+@PY@
+PY
+@SH@
+"##
+    .replace("@PY@", PYTHON_CASES)
+    .replace("@SH@", SHELL_CASES);
+    let out = same_on_sfs_and_local(&cluster, &script, &[]);
+    assert!(
+        out.contains("unlink f/                    ENOTDIR"),
+        "{out}"
+    );
+    assert!(out.contains("lstat lx/../deep             ok dir"), "{out}");
+    assert!(out.contains("1 cp f nodir/"), "{out}");
+}
+
+/// The calls of [`a_trailing_slash_dot_and_dotdot_are_taken_as_the_kernel_takes_them`]:
+/// each on a fresh tree (`f` a file, `d` a directory, `s/deep`, `ld -> d`,
+/// `lf -> f`, `lx -> s/deep`), printing its answer and the names left.
+const PYTHON_CASES: &str = r#"import os, errno, shutil, stat as st
+def setup():
+    for n in os.listdir('.'):
+        if os.path.islink(n) or os.path.isfile(n): os.unlink(n)
+        else: shutil.rmtree(n)
+    open('f', 'w').write('x'); os.mkdir('d'); os.makedirs('s/deep')
+    os.symlink('d', 'ld'); os.symlink('f', 'lf'); os.symlink('s/deep', 'lx')
+def answer(r):
+    if isinstance(r, os.stat_result):
+        return 'dir' if st.S_ISDIR(r.st_mode) else ('lnk' if st.S_ISLNK(r.st_mode) else 'file')
+    return 'fd' if isinstance(r, int) else r
+W, R, C = os.O_CREAT | os.O_WRONLY, os.O_RDONLY, os.O_CREAT | os.O_RDONLY
+CASES = [
+    ('open', 'f/', W), ('open', 'new/', W), ('open', 'd/', W), ('open', 'd/', C),
+    ('open', 'f/', R), ('open', 'ld/', R),
+    ('unlink', 'f/'), ('unlink', 'd/'), ('unlink', 'new/'), ('unlink', 'ld/'), ('unlink', 'lf/'),
+    ('rmdir', 'ld/'), ('rmdir', 'd/'), ('rmdir', 'd/.'), ('rmdir', 's/deep/..'), ('rmdir', 'f/'),
+    ('rename', 'f/', 'g'), ('rename', 'f', 'g/'), ('rename', 'd', 'e/'), ('rename', 'd/', 'e'),
+    ('rename', 'ld/', 'e'), ('rename', 'd/.', 'e'), ('rename', 's/deep/..', 'e'),
+    ('rename', 'f', 'd/.'),
+    ('stat', 'f/'), ('lstat', 'ld/'), ('lstat', 'lf/'), ('lstat', 'new/'),
+    ('symlink', 't', 'new/'), ('symlink', 't', 'f/'),
+    ('mkdir', 'new/'), ('mkdir', 'new/.'), ('mkdir', 'd/.'),
+    ('stat', 'missing/../f'), ('unlink', 'missing/../f'), ('stat', 'f/../f'),
+    ('stat', 'lx/..'), ('lstat', 'lx/../deep'),
+    ('chmod', 'f/', 0o600), ('truncate', 'f/', 0), ('readlink', 'ld/'), ('utime', 'f/'),
+    ('listdir', 'ld/'), ('chdir', 'f/'),
+]
+for call, *args in CASES:
+    setup()
+    name = ' '.join([call] + [a for a in args if isinstance(a, str)])
+    try:
+        out = f'ok {answer(getattr(os, call)(*args))}'
+    except OSError as e:
+        out = errno.errorcode[e.errno]
+    print(f'{name:28} {out:10} [{" ".join(sorted(os.listdir(".")))}]')
+    os.chdir(os.environ.get('HERE', '.'))
+"#;
+
+/// Coreutils on the same kind of tree: exit status and what is left.
+const SHELL_CASES: &str = r#"setup() { rm -rf ./* ; echo x > f; mkdir d; mkdir -p s/deep; ln -s d ld; ln -s s/deep lx; }
+t() { setup; "$@" >/dev/null 2>&1; echo "$? $* | $(find . | sort | tr '\n' ' ')"; }
+t cp f nodir/
+t cp f d/
+t cp f ld/
+t mv f nodir/
+t mv f d/
+t rm -f f/
+t rm -rf ld/
+t rm -r d/
+t touch new/
+t mkdir -p a/b/
+t rmdir d/
+t ls f/
+t ls ld/
+t cat lx/../deep/../../f
+t stat -L lx/..
+t ln -s f new/
+t cp -r d newd/
+t mv d e/
+t mv ld e
+t mv ld/ e
+t test -d ld/
+t test -f f/
+t cat missing/../f
+"#;

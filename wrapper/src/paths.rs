@@ -104,18 +104,150 @@ pub fn resolve(settings: &Settings, dirfd: c_int, path: &str) -> Option<String> 
     strip_mount(&format!("{base}/{path}"), &settings.mount)
 }
 
-/// Enters the shim for a path argument if it is SFS: the guard and the SFS
-/// path; `None` means "call the real function".
+/// What a path's last component says beyond its SFS path, which folds it
+/// away: the kernel's rules depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tail {
+    /// The path ends with `/` (the root aside): it names a directory, and
+    /// a symlink there is followed.
+    pub slash: bool,
+    /// The last component is `.` (1) or `..` (2).
+    pub dots: u8,
+}
+
+impl Tail {
+    pub fn of(raw: &str) -> Tail {
+        let trimmed = raw.trim_end_matches('/');
+        let last = trimmed.rsplit('/').next().unwrap_or("");
+        Tail {
+            slash: !trimmed.is_empty() && trimmed.len() < raw.len(),
+            dots: match last {
+                "." => 1,
+                ".." => 2,
+                _ => 0,
+            },
+        }
+    }
+
+    /// Whether the path can only name a directory.
+    pub fn wants_dir(self) -> bool {
+        self.slash || self.dots > 0
+    }
+}
+
+/// `dir` resolved as the kernel resolves a directory in the middle of a
+/// path: every symlink on the way and at its end followed; ENOENT when it
+/// is missing, ENOTDIR when it is not a directory. One lookup at most
+/// (directories seen in the last second are cached by the client).
+pub fn real_dir(dir: &str) -> sfs_global::SfsResult<String> {
+    let probe = if dir == "/" {
+        "/x".to_string()
+    } else {
+        format!("{dir}/x")
+    };
+    let real = state::with_client(|c| c.resolve_directories(&probe))?;
+    Ok(match real.strip_suffix("/x") {
+        Some("") | None => "/".to_string(),
+        Some(parent) => parent.to_string(),
+    })
+}
+
+/// The SFS path of a raw path with `..` components below the mount, each
+/// `..` taken from where the directory before it really is (a symlink
+/// followed, ENOENT for a missing name, ENOTDIR for a file), as the kernel
+/// does; `None` when it has none, or climbs out of the mount (then the
+/// lexical answer stands).
+fn through_dotdots(
+    settings: &Settings,
+    dirfd: c_int,
+    text: &str,
+) -> Option<sfs_global::SfsResult<String>> {
+    if !text.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let host = if text.starts_with('/') {
+        text.to_string()
+    } else {
+        format!("{}/{text}", base_dir(settings, dirfd, text)?)
+    };
+    let rest = host.strip_prefix(settings.mount.as_str())?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let mut current = "/".to_string();
+    for component in rest.split('/') {
+        match component {
+            "" | "." => {}
+            ".." if current == "/" => return None,
+            ".." => {
+                let real = match real_dir(&current) {
+                    Ok(real) => real,
+                    Err(e) => return Some(Err(e)),
+                };
+                current = match real.rsplit_once('/') {
+                    Some(("", _)) | None => "/".to_string(),
+                    Some((parent, _)) => parent.to_string(),
+                };
+            }
+            name => {
+                if current != "/" {
+                    current.push('/');
+                }
+                current.push_str(name);
+            }
+        }
+    }
+    Some(Ok(current))
+}
+
+/// Enters the shim for a path argument if it is SFS: the guard, the SFS
+/// path with its `..` components resolved as the kernel does
+/// ([`through_dotdots`]), and its [`Tail`]. A path found wrong on the way
+/// makes the call fail at its `run` ([`state::fail_call`]). `None` means
+/// "call the real function".
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string valid for the call.
+pub unsafe fn sfs_path_tail(dirfd: c_int, path: *const c_char) -> Option<(Inside, String, Tail)> {
+    // SAFETY: forwarded contract.
+    let text = unsafe { c_str(path) }?;
+    let inside = state::enter()?;
+    let settings = state::settings()?;
+    let mut sfs = resolve(settings, dirfd, text)?;
+    match through_dotdots(settings, dirfd, text) {
+        Some(Ok(real)) => sfs = real,
+        Some(Err(e)) => state::fail_call(e),
+        None => {}
+    }
+    Some((inside, sfs, Tail::of(text)))
+}
+
+/// [`sfs_path_tail`] for calls on an entry that exists, which follow a
+/// symlink named with a trailing `/` (stat, lstat, chmod, open without
+/// `O_CREAT`...): a path ending in `/`, `/.` or `/..` is the directory it
+/// leads to; ENOENT or ENOTDIR when there is none.
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string valid for the call.
 pub unsafe fn sfs_path(dirfd: c_int, path: *const c_char) -> Option<(Inside, String)> {
     // SAFETY: forwarded contract.
-    let text = unsafe { c_str(path) }?;
-    let inside = state::enter()?;
-    let settings = state::settings()?;
-    let sfs = resolve(settings, dirfd, text)?;
-    Some((inside, sfs))
+    let (inside, sfs, tail) = unsafe { sfs_path_tail(dirfd, path) }?;
+    Some((inside, follow_tail(sfs, tail)))
+}
+
+/// The directory `sfs` leads to when `tail` says it must be one (see
+/// [`sfs_path`]); `sfs` itself otherwise, or when the call failed already.
+pub fn follow_tail(sfs: String, tail: Tail) -> String {
+    if !tail.wants_dir() || state::call_failed() {
+        return sfs;
+    }
+    match real_dir(&sfs) {
+        Ok(real) => real,
+        Err(e) => {
+            state::fail_call(e);
+            sfs
+        }
+    }
 }
 
 /// Like [`sfs_path`] for calls with two paths (rename, link): `Some` if
@@ -134,11 +266,43 @@ pub unsafe fn sfs_path_pair(
         return None;
     }
     // SAFETY: forwarded contract.
+    let (inside, a, b) = unsafe { sfs_path_pair_tail(dirfd1, path1, dirfd2, path2) }?;
+    Some((inside, a.map(|(p, _)| p), b.map(|(p, _)| p)))
+}
+
+/// One path of a two-path call: its SFS path and [`Tail`], if it is SFS.
+pub type Side = Option<(String, Tail)>;
+
+/// [`sfs_path_pair`] with each side's [`Tail`], and its `..` components
+/// resolved as [`sfs_path_tail`] does.
+///
+/// # Safety
+/// Both paths are NULL or NUL-terminated strings valid for the call.
+pub unsafe fn sfs_path_pair_tail(
+    dirfd1: c_int,
+    path1: *const c_char,
+    dirfd2: c_int,
+    path2: *const c_char,
+) -> Option<(Inside, Side, Side)> {
+    if surely_invalid(path1) || surely_invalid(path2) {
+        // The kernel's EFAULT (not a cross-file-system answer).
+        return None;
+    }
+    // SAFETY: forwarded contract.
     let (a, b) = unsafe { (c_str(path1), c_str(path2)) };
     let inside = state::enter()?;
     let settings = state::settings()?;
-    let a = a.and_then(|p| resolve(settings, dirfd1, p));
-    let b = b.and_then(|p| resolve(settings, dirfd2, p));
+    let side = |dirfd: c_int, text: &str| {
+        let mut sfs = resolve(settings, dirfd, text)?;
+        match through_dotdots(settings, dirfd, text) {
+            Some(Ok(real)) => sfs = real,
+            Some(Err(e)) => state::fail_call(e),
+            None => {}
+        }
+        Some((sfs, Tail::of(text)))
+    };
+    let a = a.and_then(|p| side(dirfd1, p));
+    let b = b.and_then(|p| side(dirfd2, p));
     if a.is_none() && b.is_none() {
         return None;
     }
@@ -155,6 +319,23 @@ mod tests {
             config_path: None,
             hostfile_path: None,
         }
+    }
+
+    #[test]
+    fn the_tail_says_what_folding_drops() {
+        let t = |slash, dots| Tail { slash, dots };
+        assert_eq!(Tail::of("a/b"), t(false, 0));
+        assert_eq!(Tail::of("a/b/"), t(true, 0));
+        assert_eq!(Tail::of("a/b//"), t(true, 0));
+        assert_eq!(Tail::of("a/."), t(false, 1));
+        assert_eq!(Tail::of("a/./"), t(true, 1));
+        assert_eq!(Tail::of("a/.."), t(false, 2));
+        assert_eq!(Tail::of("."), t(false, 1));
+        assert_eq!(Tail::of("/"), t(false, 0));
+        assert_eq!(Tail::of("/mnt/sfs/"), t(true, 0));
+        assert_eq!(Tail::of("a/.b"), t(false, 0));
+        assert!(!Tail::of("a").wants_dir());
+        assert!(Tail::of("a/").wants_dir() && Tail::of("a/..").wants_dir());
     }
 
     #[test]

@@ -31,6 +31,9 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockWriteGuard};
 
 thread_local! {
     static INSIDE: Cell<bool> = const { Cell::new(false) };
+    /// The answer of the current call, found while its path was resolved
+    /// ([`fail_call`]); lives as long as the call's [`Inside`].
+    static FAILED_CALL: RefCell<Option<SfsError>> = const { RefCell::new(None) };
 }
 
 /// Proof that this thread has entered the shim; leaving resets the flag.
@@ -39,7 +42,30 @@ pub struct Inside(());
 impl Drop for Inside {
     fn drop(&mut self) {
         INSIDE.with(|i| i.set(false));
+        let _ = FAILED_CALL.try_with(|p| p.borrow_mut().take());
     }
+}
+
+/// Makes the current call (the one whose [`Inside`] is held) fail with
+/// `e` at its [`run`], without doing anything: its path turned out to be
+/// wrong while it was resolved (a trailing `/` on a regular file, `..`
+/// after a missing name).
+pub fn fail_call(e: SfsError) {
+    let _ = FAILED_CALL.try_with(|p| *p.borrow_mut() = Some(e));
+}
+
+/// Whether the current call already has its answer ([`fail_call`]).
+pub fn call_failed() -> bool {
+    FAILED_CALL
+        .try_with(|p| p.borrow().is_some())
+        .unwrap_or(false)
+}
+
+fn take_failure() -> Option<SfsError> {
+    FAILED_CALL
+        .try_with(|p| p.borrow_mut().take())
+        .ok()
+        .flatten()
 }
 
 /// Enters the shim, or `None` if this thread is already inside (then the
@@ -203,6 +229,10 @@ impl<T> Failure for *mut T {
 /// Runs an SFS call: errors set errno and return the C failure value; a
 /// panic never crosses the FFI boundary (it becomes EIO).
 pub fn run<R: Failure>(what: &str, call: impl FnOnce() -> SfsResult<R>) -> R {
+    let call = || match take_failure() {
+        Some(e) => Err(e),
+        None => call(),
+    };
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -222,6 +252,10 @@ pub fn run<R: Failure>(what: &str, call: impl FnOnce() -> SfsResult<R>) -> R {
 /// As [`run`] for calls that return the error number instead of -1
 /// (`posix_fadvise`, `posix_fallocate`).
 pub fn run_errno(what: &str, call: impl FnOnce() -> SfsResult<()>) -> i32 {
+    let call = || match take_failure() {
+        Some(e) => Err(e),
+        None => call(),
+    };
     match catch_unwind(AssertUnwindSafe(call)) {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {

@@ -2,7 +2,7 @@
 //! rename, truncate, chmod/chown, symlinks, hard links (refused), times.
 
 use crate::hooks::open::umask_value;
-use crate::paths::{c_str, sfs_path, sfs_path_pair};
+use crate::paths::{c_str, sfs_path, sfs_path_pair, sfs_path_pair_tail, sfs_path_tail, Tail};
 use crate::state::{err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, c_uint, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
 use redhook::{hook, real};
@@ -12,13 +12,73 @@ fn ok(r: SfsResult<()>) -> SfsResult<c_int> {
     r.map(|()| 0)
 }
 
+/// `rmdir` as the kernel answers it for the last component: `.` EINVAL,
+/// `..` ENOTEMPTY, a symlink named with a trailing `/` ENOTDIR (never the
+/// directory it leads to).
+fn rmdir_sfs(p: &str, tail: Tail) -> SfsResult<c_int> {
+    match tail.dots {
+        1 => return Err(err(libc::EINVAL, format!("{p}/.: cannot remove `.`"))),
+        2 => return Err(err(libc::ENOTEMPTY, format!("{p}: `..` is not empty"))),
+        _ => {}
+    }
+    if tail.slash && with_client(|c| c.lstat(p))?.kind() == sfs_global::FileKind::Symlink {
+        return Err(err(
+            libc::ENOTDIR,
+            format!("{p}/: a symlink, not a directory"),
+        ));
+    }
+    ok(with_client(|c| c.rmdir(p)))
+}
+
+/// `unlink`: a path that names a directory (trailing `/`, `.`, `..`) never
+/// removes anything: EISDIR on a directory, ENOTDIR on anything else
+/// (a symlink too: `unlink` does not follow it), ENOENT when missing.
+fn unlink_sfs(p: &str, tail: Tail) -> SfsResult<c_int> {
+    if tail.wants_dir() {
+        let md = with_client(|c| c.lstat(p))?;
+        let errno = if md.is_dir() {
+            libc::EISDIR
+        } else {
+            libc::ENOTDIR
+        };
+        return Err(err(
+            errno,
+            format!("{p}/: unlink of a path that names a directory"),
+        ));
+    }
+    ok(with_client(|c| c.unlink(p)))
+}
+
+/// A path that names a directory (trailing `/`, `.`, `..`) cannot be made
+/// into anything else: EEXIST when something is there, ENOENT when not.
+fn refuse_non_dir_at(p: &str, tail: Tail) -> SfsResult<()> {
+    if !tail.wants_dir() {
+        return Ok(());
+    }
+    match with_client(|c| c.lstat(p)) {
+        Ok(_) => Err(err(libc::EEXIST, format!("{p}: exists"))),
+        Err(_) => Err(err(
+            libc::ENOENT,
+            format!("{p}/: no directory to create it in"),
+        )),
+    }
+}
+
 /// # Safety
 /// `path` NULL or NUL-terminated.
 unsafe fn mkdir_hook(dirfd: c_int, path: *const c_char, mode: mode_t) -> Option<c_int> {
     // SAFETY: forwarded contract.
-    let (_inside, p) = unsafe { sfs_path(dirfd, path) }?;
+    let (_inside, p, tail) = unsafe { sfs_path_tail(dirfd, path) }?;
     let mode = mode & !umask_value() & 0o7777;
-    Some(run("mkdir", || ok(with_client(|c| c.mkdir(&p, mode)))))
+    // `new/` makes a directory; `d/.` or `d/..` name one that is there.
+    let tail = Tail {
+        slash: false,
+        ..tail
+    };
+    Some(run("mkdir", || {
+        refuse_non_dir_at(&p, tail)?;
+        ok(with_client(|c| c.mkdir(&p, mode)))
+    }))
 }
 
 hook! {
@@ -76,8 +136,8 @@ hook! {
 
 hook! {
     unsafe fn rmdir(path: *const c_char) -> c_int => sfs_rmdir {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("rmdir", || ok(with_client(|c| c.rmdir(&p)))),
+        match sfs_path_tail(libc::AT_FDCWD, path) {
+            Some((_inside, p, tail)) => run("rmdir", || rmdir_sfs(&p, tail)),
             None => real!(rmdir)(path),
         }
     }
@@ -85,8 +145,8 @@ hook! {
 
 hook! {
     unsafe fn unlink(path: *const c_char) -> c_int => sfs_unlink {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("unlink", || ok(with_client(|c| c.unlink(&p)))),
+        match sfs_path_tail(libc::AT_FDCWD, path) {
+            Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
             None => real!(unlink)(path),
         }
     }
@@ -95,12 +155,10 @@ hook! {
 // glibc's remove(3) calls its internal unlink/rmdir, which no hook sees.
 hook! {
     unsafe fn remove(path: *const c_char) -> c_int => sfs_remove {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("remove", || {
-                ok(with_client(|c| match c.unlink(&p) {
-                    Err(e) if e.errno.0 == libc::EISDIR => c.rmdir(&p),
-                    other => other,
-                }))
+        match sfs_path_tail(libc::AT_FDCWD, path) {
+            Some((_inside, p, tail)) => run("remove", || match unlink_sfs(&p, tail) {
+                Err(e) if e.errno.0 == libc::EISDIR => rmdir_sfs(&p, tail),
+                other => other,
             }),
             None => real!(remove)(path),
         }
@@ -109,21 +167,40 @@ hook! {
 
 hook! {
     unsafe fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int => sfs_unlinkat {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) if flags & libc::AT_REMOVEDIR != 0 => run("rmdir", || ok(with_client(|c| c.rmdir(&p)))),
-            Some((_inside, p)) => run("unlink", || ok(with_client(|c| c.unlink(&p)))),
+        match sfs_path_tail(dirfd, path) {
+            Some((_inside, p, tail)) if flags & libc::AT_REMOVEDIR != 0 => run("rmdir", || rmdir_sfs(&p, tail)),
+            Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
             None => real!(unlinkat)(dirfd, path, flags),
         }
     }
 }
 
-fn rename_sfs(old: Option<String>, new: Option<String>, flags: c_uint) -> SfsResult<c_int> {
-    let (Some(old), Some(new)) = (old, new) else {
+fn rename_sfs(
+    old: Option<(String, Tail)>,
+    new: Option<(String, Tail)>,
+    flags: c_uint,
+) -> SfsResult<c_int> {
+    let (Some((old, old_tail)), Some((new, new_tail))) = (old, new) else {
         return Err(err(
             libc::EXDEV,
             "rename between SFS and another file system",
         ));
     };
+    // As the kernel: `.` or `..` last is EBUSY; a trailing `/` on either
+    // side is allowed only when what moves is a directory (not a symlink
+    // to one).
+    if old_tail.dots > 0 || new_tail.dots > 0 {
+        return Err(err(
+            libc::EBUSY,
+            format!("rename of {old} to {new}: `.` or `..`"),
+        ));
+    }
+    if (old_tail.slash || new_tail.slash) && !with_client(|c| c.lstat(&old))?.is_dir() {
+        return Err(err(
+            libc::ENOTDIR,
+            format!("rename of {old} to {new}: a trailing `/` names a directory"),
+        ));
+    }
     if flags & libc::RENAME_EXCHANGE != 0 || flags & libc::RENAME_WHITEOUT != 0 {
         return Err(err(
             libc::EINVAL,
@@ -144,7 +221,7 @@ fn rename_sfs(old: Option<String>, new: Option<String>, flags: c_uint) -> SfsRes
 
 hook! {
     unsafe fn rename(old: *const c_char, new: *const c_char) -> c_int => sfs_rename {
-        match sfs_path_pair(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+        match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
             Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
             None => real!(rename)(old, new),
         }
@@ -153,7 +230,7 @@ hook! {
 
 hook! {
     unsafe fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int => sfs_renameat {
-        match sfs_path_pair(olddirfd, old, newdirfd, new) {
+        match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
             Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
             None => real!(renameat)(olddirfd, old, newdirfd, new),
         }
@@ -162,7 +239,7 @@ hook! {
 
 hook! {
     unsafe fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int => sfs_renameat2 {
-        match sfs_path_pair(olddirfd, old, newdirfd, new) {
+        match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
             Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, flags)),
             None => real!(renameat2)(olddirfd, old, newdirfd, new, flags),
         }
@@ -319,8 +396,11 @@ unsafe fn symlink_sfs(target: *const c_char, linkpath: &str) -> SfsResult<c_int>
 
 hook! {
     unsafe fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int => sfs_symlink {
-        match sfs_path(libc::AT_FDCWD, linkpath) {
-            Some((_inside, p)) => run("symlink", || symlink_sfs(target, &p)),
+        match sfs_path_tail(libc::AT_FDCWD, linkpath) {
+            Some((_inside, p, tail)) => run("symlink", || {
+                refuse_non_dir_at(&p, tail)?;
+                symlink_sfs(target, &p)
+            }),
             None => real!(symlink)(target, linkpath),
         }
     }
@@ -328,8 +408,11 @@ hook! {
 
 hook! {
     unsafe fn symlinkat(target: *const c_char, dirfd: c_int, linkpath: *const c_char) -> c_int => sfs_symlinkat {
-        match sfs_path(dirfd, linkpath) {
-            Some((_inside, p)) => run("symlink", || symlink_sfs(target, &p)),
+        match sfs_path_tail(dirfd, linkpath) {
+            Some((_inside, p, tail)) => run("symlink", || {
+                refuse_non_dir_at(&p, tail)?;
+                symlink_sfs(target, &p)
+            }),
             None => real!(symlinkat)(target, dirfd, linkpath),
         }
     }

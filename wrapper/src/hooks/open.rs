@@ -1,7 +1,7 @@
 //! The open family: open, open64, openat, openat64, creat, creat64 and the
 //! fortified `__open_2` variants.
 
-use crate::paths::sfs_path;
+use crate::paths::{follow_tail, sfs_path_tail};
 use crate::state::{self, run, with_client, SFS_FDS};
 use libc::{c_char, c_int, mode_t};
 use redhook::{hook, real};
@@ -74,7 +74,17 @@ unsafe fn open_hook(
     mode: mode_t,
 ) -> Option<c_int> {
     // SAFETY: forwarded contract.
-    let (_inside, sfs) = unsafe { sfs_path(dirfd, path) }?;
+    let (_inside, sfs, tail) = unsafe { sfs_path_tail(dirfd, path) }?;
+    if flags & libc::O_CREAT != 0 && tail.wants_dir() {
+        // As the kernel: O_CREAT of a path that names a directory.
+        return Some(run("open", || {
+            Err::<c_int, _>(state::err(
+                libc::EISDIR,
+                format!("{sfs}/: O_CREAT of a path ending in a directory"),
+            ))
+        }));
+    }
+    let sfs = follow_tail(sfs, tail);
     Some(run("open", || open_sfs(&sfs, flags, mode)))
 }
 
