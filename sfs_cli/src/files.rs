@@ -21,6 +21,10 @@ fn type_char(md: &Metadata) -> char {
         FileKind::Directory => 'd',
         FileKind::Symlink => 'l',
         FileKind::File => '-',
+        FileKind::Fifo => 'p',
+        FileKind::Socket => 's',
+        FileKind::CharDevice => 'c',
+        FileKind::BlockDevice => 'b',
     }
 }
 
@@ -71,7 +75,7 @@ fn long_line(name: &str, md: &Metadata, now: i64) -> String {
         md.nlink,
         md.uid,
         md.gid,
-        md.size,
+        md.st_size(),
         ls_time(md, now)
     )
 }
@@ -239,6 +243,10 @@ pub fn stat(setup: &Setup, path: &str) -> Result<()> {
         FileKind::Directory => "directory",
         FileKind::Symlink => "symbolic link",
         FileKind::File => "regular file",
+        FileKind::Fifo => "fifo",
+        FileKind::Socket => "socket",
+        FileKind::CharDevice => "character special file",
+        FileKind::BlockDevice => "block special file",
     };
     outln!(
         "  File: {path}{}",
@@ -248,7 +256,7 @@ pub fn stat(setup: &Setup, path: &str) -> Result<()> {
             format!(" -> {}", md.link_target)
         }
     )?;
-    outln!("  Size: {:<12} Type: {kind}", md.size)?;
+    outln!("  Size: {:<12} Type: {kind}", md.st_size())?;
     outln!(
         "  Mode: {:04o}/{}  Uid: {}  Gid: {}  Links: {}",
         md.mode & 0o7777,

@@ -172,7 +172,8 @@ fn list_tree(client: &Client, dir: &str, files: &mut Vec<(String, u64)>) -> Resu
         match entry.metadata.kind() {
             FileKind::Directory => list_tree(client, &path, files)?,
             FileKind::File => files.push((path, entry.metadata.size)),
-            FileKind::Symlink => {}
+            // Nothing held: symlinks, FIFOs, sockets, devices.
+            _ => {}
         }
     }
     Ok(())

@@ -430,24 +430,23 @@ def attempt(name, call):
 #[test]
 fn a_trailing_slash_dot_and_dotdot_are_taken_as_the_kernel_takes_them() {
     let cluster = Cluster::start(2);
-    let script = r##"
-set -u
-cd "$1"
-export HERE="$PWD"
-python3 - <<'PY'
-@PY@
-PY
-@SH@
-"##
-    .replace("@PY@", PYTHON_CASES)
-    .replace("@SH@", SHELL_CASES);
-    let out = same_on_sfs_and_local(&cluster, &script, &[]);
+    let out = python_then_shell_on_sfs_and_local(&cluster, PYTHON_CASES, SHELL_CASES);
     assert!(
         out.contains("unlink f/                    ENOTDIR"),
         "{out}"
     );
     assert!(out.contains("lstat lx/../deep             ok dir"), "{out}");
     assert!(out.contains("1 cp f nodir/"), "{out}");
+}
+
+/// Runs the Python program `python`, then the shell commands `shell`, in a
+/// fresh directory on SFS and in one on a local file system (`$HERE` is
+/// that directory); both must succeed and print the same.
+fn python_then_shell_on_sfs_and_local(cluster: &Cluster, python: &str, shell: &str) -> String {
+    let script = format!(
+        "set -u\ncd \"$1\"\nexport HERE=\"$PWD\"\npython3 - <<'PY'\n{python}\nPY\n{shell}\n"
+    );
+    same_on_sfs_and_local(cluster, &script, &[])
 }
 
 /// The calls of [`a_trailing_slash_dot_and_dotdot_are_taken_as_the_kernel_takes_them`]:
@@ -518,4 +517,41 @@ t mv ld/ e
 t test -d ld/
 t test -f f/
 t cat missing/../f
+"#;
+
+/// FIFOs, sockets and devices made with `mkfifo`/`mknod` are entries with
+/// their type, mode (less the umask) and device number, listed with their
+/// type, found by `mkfifo`/`mkdir`/`O_EXCL` (EEXIST), changed by `chmod`,
+/// renamed and removed, not truncated (EINVAL), and not opened (ENXIO: a
+/// FIFO without a reader answers so on Linux too) — as on a local
+/// directory. Devices need root, on SFS as locally (EPERM otherwise).
+#[test]
+fn fifos_sockets_and_devices_are_entries_with_their_type() {
+    let cluster = Cluster::start(2);
+    let out = python_then_shell_on_sfs_and_local(&cluster, SPECIAL_FILES, "");
+    assert!(out.contains("fifo 0o10644 0"), "{out}");
+    assert!(out.contains("open fifo nonblock wronly ENXIO"), "{out}");
+}
+
+/// The calls of [`fifos_sockets_and_devices_are_entries_with_their_type`].
+const SPECIAL_FILES: &str = r#"import os, stat, errno
+for n in os.listdir('.'):
+    os.unlink(n) if not os.path.isdir(n) or os.path.islink(n) else os.rmdir(n)
+os.umask(0o022)
+os.mkfifo('fifo', 0o666)
+os.mknod('chr', 0o640 | stat.S_IFCHR, os.makedev(1, 3))
+os.mknod('blk', 0o600 | stat.S_IFBLK, os.makedev(8, 1))
+os.mknod('sock', 0o644 | stat.S_IFSOCK)
+os.mknod('reg', 0o644)
+for n in sorted(os.listdir('.')):
+    st = os.lstat(n)
+    print(n, oct(st.st_mode), st.st_size, (os.major(st.st_rdev), os.minor(st.st_rdev)) if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else '')
+print([ (e.name, e.is_file(), e.is_dir()) for e in sorted(os.scandir('.'), key=lambda e: e.name)])
+for what, fn in [('mkfifo again', lambda: os.mkfifo('fifo')), ('open fifo nonblock wronly', lambda: os.open('fifo', os.O_WRONLY|os.O_NONBLOCK)),
+                 ('open sock', lambda: os.open('sock', os.O_RDONLY)), ('mkdir over fifo', lambda: os.mkdir('fifo')), ('truncate fifo', lambda: os.truncate('fifo', 0)),
+                 ('open excl fifo', lambda: os.open('fifo', os.O_CREAT|os.O_EXCL|os.O_WRONLY))]:
+    try: fn(); print(what, 'ok')
+    except OSError as e: print(what, errno.errorcode[e.errno])
+os.chmod('fifo', 0o600); print(oct(os.stat('fifo').st_mode))
+os.rename('fifo', 'fifo2'); os.unlink('chr'); print(sorted(os.listdir('.')))
 "#;

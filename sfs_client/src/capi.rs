@@ -21,10 +21,10 @@ pub fn fill_stat(md: &Metadata, chunk_size: u64, st: &mut libc::stat) {
     st.st_nlink = md.nlink.into();
     st.st_uid = md.uid;
     st.st_gid = md.gid;
-    st.st_rdev = 0;
-    st.st_size = md.size as i64;
+    st.st_rdev = md.rdev();
+    st.st_size = md.st_size() as i64;
     st.st_blksize = chunk_size as _;
-    st.st_blocks = md.size.div_ceil(512) as i64;
+    st.st_blocks = md.st_size().div_ceil(512) as i64;
     st.st_atime = md.atime_ns.div_euclid(1_000_000_000);
     st.st_atime_nsec = md.atime_ns.rem_euclid(1_000_000_000);
     st.st_mtime = md.mtime_ns.div_euclid(1_000_000_000);

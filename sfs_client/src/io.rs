@@ -9,6 +9,7 @@
 //! the owner for the size while it fetches the pieces in parallel; bytes no
 //! chunk holds (holes) read as zeros.
 
+use crate::namespace::NewEntry;
 use crate::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use sfs_global::chunk::{split, ChunkPiece as Piece, MAX_FILE_SIZE};
@@ -310,6 +311,14 @@ impl Client {
         if md.is_dir() && flags.writable() {
             return Err(SfsError::is_dir(&path));
         }
+        if md.kind().is_special() {
+            // FIFOs, sockets and devices are names with a type and a mode:
+            // nothing behind them to read or write (docs/semantics.md).
+            return Err(SfsError::new(
+                Errno::ENXIO,
+                format!("{path}: a FIFO, socket or device on SFS cannot be opened"),
+            ));
+        }
         if flags.has(libc::O_DIRECTORY) && !md.is_dir() {
             return Err(SfsError::not_dir(&path));
         }
@@ -370,7 +379,7 @@ impl Client {
         if flags.has(libc::O_CREAT) {
             let exclusive = flags.has(libc::O_EXCL);
             match self
-                .create_entry(path, FileKind::File, mode, exclusive, "", access)
+                .create_entry(path, NewEntry::of(FileKind::File, mode), exclusive, access)
                 .await
             {
                 Ok((md, _)) if md.kind() != FileKind::Symlink => return Ok((path.to_string(), md)),
@@ -412,7 +421,7 @@ impl Client {
         for _ in 0..MAX_CREATE_HOPS {
             let leads_to = self.link_destination(&at, &md.link_target)?;
             let (found, _) = self
-                .create_entry(&leads_to, FileKind::File, mode, false, "", access)
+                .create_entry(&leads_to, NewEntry::of(FileKind::File, mode), false, access)
                 .await?;
             if found.kind() != FileKind::Symlink {
                 return Ok((leads_to, found));

@@ -17,6 +17,27 @@ use sfs_rpc::pb;
 /// Symlinks followed in one lookup before ELOOP, as Linux's MAXSYMLINKS.
 const MAX_SYMLINK_HOPS: usize = 40;
 
+/// What [`Client::create_entry`] makes: a kind with permission bits, and
+/// a symlink's target or a device's number.
+#[derive(Clone, Copy)]
+pub(crate) struct NewEntry<'a> {
+    pub kind: FileKind,
+    pub perm: u32,
+    pub link_target: &'a str,
+    pub rdev: u64,
+}
+
+impl NewEntry<'_> {
+    pub fn of(kind: FileKind, perm: u32) -> Self {
+        NewEntry {
+            kind,
+            perm,
+            link_target: "",
+            rdev: 0,
+        }
+    }
+}
+
 impl Client {
     /// The entry of a normalised path, not following a final symlink.
     pub(crate) async fn lookup(&self, path: &str) -> SfsResult<Metadata> {
@@ -166,12 +187,16 @@ impl Client {
     pub(crate) async fn create_entry(
         &self,
         path: &str,
-        kind: FileKind,
-        perm: u32,
+        new: NewEntry<'_>,
         exclusive: bool,
-        link_target: &str,
         access: u32,
     ) -> SfsResult<(Metadata, bool)> {
+        let NewEntry {
+            kind,
+            perm,
+            link_target,
+            rdev,
+        } = new;
         self.search_permitted(path).await?;
         let request = |check_parent| pb::CreateRequest {
             path: path.to_string(),
@@ -180,6 +205,7 @@ impl Client {
             link_target: link_target.to_string(),
             check_parent,
             access,
+            rdev,
         };
         let owner = self.distributor.metadata_server(path);
         let parent_owner = split_parent(path).map(|(p, _)| self.distributor.metadata_server(p));
@@ -252,8 +278,13 @@ impl Client {
     /// `mkdir(2)`.
     pub fn mkdir(&self, path: &str, mode: u32) -> SfsResult<()> {
         self.through_dirs(path, |path| {
-            self.block_on(self.create_entry(&path, FileKind::Directory, mode, true, "", 0))
-                .map(|_| ())
+            self.block_on(self.create_entry(
+                &path,
+                NewEntry::of(FileKind::Directory, mode),
+                true,
+                0,
+            ))
+            .map(|_| ())
         })
     }
 
@@ -366,14 +397,51 @@ impl Client {
         })
     }
 
+    /// `mknod(2)` and `mkfifo(3)`: a FIFO, socket, character or block device
+    /// (`mode`'s type bits; none or `S_IFREG`: a regular file) with the
+    /// permission bits of `mode` (the caller applies its umask) and, for a
+    /// device, the number `rdev`. EEXIST when the name is taken, EINVAL
+    /// for a directory or symlink type, EPERM for a device unless the
+    /// caller is root. The entry has a type and a mode; it is never opened
+    /// for I/O (ENXIO: docs/semantics.md).
+    pub fn mknod(&self, path: &str, mode: u32, rdev: u64) -> SfsResult<()> {
+        let kind = match mode & libc::S_IFMT {
+            0 => FileKind::File,
+            bits => FileKind::from_mode(bits)
+                .filter(|k| *k == FileKind::File || k.is_special())
+                .ok_or_else(|| {
+                    SfsError::invalid(format!(
+                        "mknod of mode {mode:#o}: not a file type mknod makes"
+                    ))
+                })?,
+        };
+        let rdev = if kind.is_device() { rdev } else { 0 };
+        self.through_dirs(path, |path| {
+            let new = NewEntry {
+                rdev,
+                ..NewEntry::of(kind, mode)
+            };
+            self.block_on(self.create_entry(&path, new, true, 0))
+                .map(|_| ())
+        })
+    }
+
     /// `symlink(2)`: creates `linkpath` pointing to `target` (stored verbatim).
     pub fn symlink(&self, target: &str, linkpath: &str) -> SfsResult<()> {
         if target.is_empty() {
             return Err(SfsError::new(Errno::ENOENT, "symlink target is empty"));
         }
         self.through_dirs(linkpath, |path| {
-            self.block_on(self.create_entry(&path, FileKind::Symlink, 0o777, true, target, 0))
-                .map(|_| ())
+            self.block_on(self.create_entry(
+                &path,
+                NewEntry {
+                    link_target: target,
+                    ..NewEntry::of(FileKind::Symlink, 0o777)
+                },
+                true,
+                0,
+            ))
+            .map(|_| ())
         })
     }
 

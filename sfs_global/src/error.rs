@@ -31,6 +31,7 @@ impl Errno {
     pub const ENAMETOOLONG: Errno = Errno(libc::ENAMETOOLONG);
     pub const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
     pub const ELOOP: Errno = Errno(libc::ELOOP);
+    pub const ENXIO: Errno = Errno(libc::ENXIO);
     pub const ENOTSUP: Errno = Errno(libc::ENOTSUP);
     pub const ETIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
     pub const ECONNREFUSED: Errno = Errno(libc::ECONNREFUSED);
@@ -64,6 +65,7 @@ impl Errno {
             (libc::ENAMETOOLONG, "ENAMETOOLONG"),
             (libc::ENOTEMPTY, "ENOTEMPTY"),
             (libc::ELOOP, "ELOOP"),
+            (libc::ENXIO, "ENXIO"),
             (libc::ENOTSUP, "ENOTSUP"),
             (libc::ETIMEDOUT, "ETIMEDOUT"),
             (libc::ECONNREFUSED, "ECONNREFUSED"),

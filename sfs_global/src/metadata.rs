@@ -56,6 +56,13 @@ pub enum FileKind {
     File,
     Directory,
     Symlink,
+    /// Special files (`mknod`, `mkfifo`, a socket's `bind`): entries with a
+    /// type and a mode, never opened for I/O (docs/semantics.md). A
+    /// device's number is kept in the entry's `size` ([`Metadata::rdev`]).
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
 }
 
 impl FileKind {
@@ -65,6 +72,10 @@ impl FileKind {
             FileKind::File => libc::S_IFREG,
             FileKind::Directory => libc::S_IFDIR,
             FileKind::Symlink => libc::S_IFLNK,
+            FileKind::Fifo => libc::S_IFIFO,
+            FileKind::Socket => libc::S_IFSOCK,
+            FileKind::CharDevice => libc::S_IFCHR,
+            FileKind::BlockDevice => libc::S_IFBLK,
         }
     }
     pub fn from_mode(mode: u32) -> Option<FileKind> {
@@ -72,8 +83,25 @@ impl FileKind {
             libc::S_IFREG => Some(FileKind::File),
             libc::S_IFDIR => Some(FileKind::Directory),
             libc::S_IFLNK => Some(FileKind::Symlink),
+            libc::S_IFIFO => Some(FileKind::Fifo),
+            libc::S_IFSOCK => Some(FileKind::Socket),
+            libc::S_IFCHR => Some(FileKind::CharDevice),
+            libc::S_IFBLK => Some(FileKind::BlockDevice),
             _ => None,
         }
+    }
+
+    /// A FIFO, socket or device: no bytes, never opened for I/O by SFS.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice
+        )
+    }
+
+    /// A device, whose entry keeps its number ([`Metadata::rdev`]).
+    pub fn is_device(self) -> bool {
+        matches!(self, FileKind::CharDevice | FileKind::BlockDevice)
     }
 }
 
@@ -133,6 +161,25 @@ impl Metadata {
     }
     pub fn is_dir(&self) -> bool {
         self.kind() == FileKind::Directory
+    }
+
+    /// `st_rdev`: a device's number, kept in `size` (a device has no
+    /// bytes); 0 for every other kind.
+    pub fn rdev(&self) -> u64 {
+        if self.kind().is_device() {
+            self.size
+        } else {
+            0
+        }
+    }
+
+    /// `st_size`: 0 for a device (whose `size` holds its number).
+    pub fn st_size(&self) -> u64 {
+        if self.kind().is_device() {
+            0
+        } else {
+            self.size
+        }
     }
 
     /// Versioned little-endian encoding (what RocksDB stores).

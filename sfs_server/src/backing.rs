@@ -118,7 +118,9 @@ impl BackedStore {
                 ))
             }
         };
-        let Some(kind) = FileKind::from_mode(st.mode()) else {
+        // Devices, FIFOs and sockets of the backing directory are not taken
+        // in (a view that could open them would reach the host's).
+        let Some(kind) = FileKind::from_mode(st.mode()).filter(|k| !k.is_special()) else {
             return Ok(None);
         };
         let time = |s: i64, ns: i64| s.saturating_mul(1_000_000_000).saturating_add(ns);
@@ -143,6 +145,9 @@ impl BackedStore {
                 md.size = target.len() as u64;
             }
             FileKind::Directory => {}
+            FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice => {
+                return Ok(None)
+            }
         }
         Ok(Some(md))
     }

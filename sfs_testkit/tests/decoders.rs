@@ -575,6 +575,13 @@ fn rpc_request_bodies() {
             link_target: String::new(),
             check_parent: true,
             access: 2,
+            rdev: 0,
+        }),
+        encode(&pb::CreateRequest {
+            path: "/a/dev".into(),
+            mode: 0o020600,
+            rdev: 0x0103,
+            ..Default::default()
         }),
         encode(&pb::CreateRequest {
             path: "/a/link".into(),

@@ -147,13 +147,18 @@ impl SfsTree {
     }
 }
 
-fn entry_of(rel: String, md: &Metadata) -> Entry {
+/// The stage's entry for `md`; `None` for a FIFO, socket or device (not
+/// staged, as in a local tree).
+fn entry_of(rel: String, md: &Metadata) -> Option<Entry> {
     let kind = match md.kind() {
         FileKind::File => EntryKind::File,
         FileKind::Directory => EntryKind::Dir,
         FileKind::Symlink => EntryKind::Symlink,
+        FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice => {
+            return None
+        }
     };
-    Entry {
+    Some(Entry {
         rel,
         kind,
         mode: md.mode & 0o7777,
@@ -161,7 +166,17 @@ fn entry_of(rel: String, md: &Metadata) -> Entry {
         size: if kind == EntryKind::File { md.size } else { 0 },
         target: md.link_target.clone(),
         version: md.mtime_ns,
-    }
+    })
+}
+
+/// [`entry_of`], or the problem a walk reports for an entry it cannot stage.
+fn staged_entry(rel: String, md: &Metadata, path: &str) -> Result<Entry, (String, String)> {
+    entry_of(rel, md).ok_or_else(|| {
+        (
+            format!("sfs:{path}"),
+            "not a regular file, directory or symlink (not staged)".to_string(),
+        )
+    })
 }
 
 impl Tree for SfsTree {
@@ -185,7 +200,8 @@ impl Tree for SfsTree {
         let client = self.client();
         Ok(self
             .lstat(client, &self.base)?
-            .map(|md| entry_of(String::new(), &md).kind))
+            .and_then(|md| entry_of(String::new(), &md))
+            .map(|e| e.kind))
     }
 
     fn walk(
@@ -198,7 +214,8 @@ impl Tree for SfsTree {
             .lstat(&self.base)
             .with_context(|| format!("sfs:{}", self.base))?;
         self.note_if_moved(&self.base, &root);
-        let mut entries = vec![entry_of(String::new(), &root)];
+        let mut entries = vec![staged_entry(String::new(), &root, &self.base)
+            .map_err(|(path, why)| anyhow::anyhow!("{path}: {why}"))?];
         let mut pending = match root.is_dir() {
             true => vec![String::new()],
             false => vec![],
@@ -223,8 +240,12 @@ impl Tree for SfsTree {
                 if child.metadata.is_dir() {
                     pending.push(child_rel.clone());
                 }
-                self.note_if_moved(&self.path(&child_rel), &child.metadata);
-                entries.push(entry_of(child_rel, &child.metadata));
+                let path = self.path(&child_rel);
+                self.note_if_moved(&path, &child.metadata);
+                match staged_entry(child_rel, &child.metadata, &path) {
+                    Ok(entry) => entries.push(entry),
+                    Err(problem) => problems.push(problem),
+                }
             }
         }
         Ok(entries)
@@ -234,7 +255,7 @@ impl Tree for SfsTree {
         let client = self.client();
         Ok(self
             .lstat(client, &self.path(rel))?
-            .map(|md| entry_of(rel.to_string(), &md)))
+            .and_then(|md| entry_of(rel.to_string(), &md)))
     }
 
     fn file_state(&self, rel: &str) -> Result<Option<FileState>> {

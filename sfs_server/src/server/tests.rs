@@ -289,10 +289,28 @@ async fn serves_metadata_and_data_then_shuts_down_cleanly() {
         errno(meta.create(create("/a/../b", file_mode, false)).await),
         Errno::EINVAL
     );
+    // A FIFO is an entry; a device only root makes (this caller is
+    // nobody); a device number only a device has.
+    let fifo = meta
+        .create(create("/fifo", libc::S_IFIFO | 0o644, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fifo.entry.unwrap().mode, libc::S_IFIFO | 0o644);
     assert_eq!(
         errno(
-            meta.create(create("/fifo", libc::S_IFIFO | 0o644, false))
+            meta.create(create("/chr", libc::S_IFCHR | 0o644, false))
                 .await
+        ),
+        Errno::EPERM
+    );
+    assert_eq!(
+        errno(
+            meta.create(pb::CreateRequest {
+                rdev: 7,
+                ..create("/f7", file_mode, false)
+            })
+            .await
         ),
         Errno::EINVAL
     );

@@ -200,6 +200,19 @@ impl metadata_server::Metadata for MetadataService {
         entry.gid = caller.gid;
         entry.size = req.link_target.len() as u64;
         entry.link_target = req.link_target;
+        if kind.is_device() && !caller.is_root() {
+            return Err(refuse(sfs_global::SfsError::new(
+                sfs_global::Errno::EPERM,
+                format!("{}: only root makes device nodes", req.path),
+            )));
+        }
+        if kind.is_device() {
+            entry.size = req.rdev; // a device keeps its number there
+        } else if req.rdev != 0 {
+            return Err(refuse(sfs_global::SfsError::invalid(
+                "only a device has a device number",
+            )));
+        }
         let meta = self.state.meta.clone();
         if req.check_parent {
             match self.check_own_parent(&req.path)? {

@@ -88,14 +88,18 @@ hook! {
 // `__xmknod(_MKNOD_VER, ...)`: what mknod compiled against glibc < 2.33 calls.
 hook! {
     unsafe fn __xmknod(version: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int => sfs_alias_xmknod {
-        namespace::refuse_special(libc::AT_FDCWD, path, "mknod")
+        // SAFETY: `dev` is the caller's device number (read only if set).
+        let number = if dev.is_null() { 0 } else { unsafe { *dev } };
+        namespace::mknod_hook(libc::AT_FDCWD, path, mode, number, "mknod")
             .unwrap_or_else(|| real!(__xmknod)(version, path, mode, dev))
     }
 }
 
 hook! {
     unsafe fn __xmknodat(version: c_int, dirfd: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int => sfs_alias_xmknodat {
-        namespace::refuse_special(dirfd, path, "mknod")
+        // SAFETY: `dev` is the caller's device number (read only if set).
+        let number = if dev.is_null() { 0 } else { unsafe { *dev } };
+        namespace::mknod_hook(dirfd, path, mode, number, "mknod")
             .unwrap_or_else(|| real!(__xmknodat)(version, dirfd, path, mode, dev))
     }
 }

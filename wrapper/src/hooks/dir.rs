@@ -116,6 +116,10 @@ fn d_type(kind: FileKind) -> u8 {
         FileKind::File => libc::DT_REG,
         FileKind::Directory => libc::DT_DIR,
         FileKind::Symlink => libc::DT_LNK,
+        FileKind::Fifo => libc::DT_FIFO,
+        FileKind::Socket => libc::DT_SOCK,
+        FileKind::CharDevice => libc::DT_CHR,
+        FileKind::BlockDevice => libc::DT_BLK,
     }
 }
 

@@ -93,44 +93,48 @@ hook! {
     }
 }
 
+/// `mknod`/`mkfifo`: an entry with a type, the mode less the umask and,
+/// for a device, its number.
+///
 /// # Safety
 /// `path` NULL or NUL-terminated.
-pub(crate) unsafe fn refuse_special(
+pub(crate) unsafe fn mknod_hook(
     dirfd: c_int,
     path: *const c_char,
+    mode: mode_t,
+    dev: libc::dev_t,
     what: &'static str,
 ) -> Option<c_int> {
     // SAFETY: forwarded contract.
-    let (_inside, p) = unsafe { sfs_path(dirfd, path) }?;
+    let (_inside, p, tail) = unsafe { sfs_path_tail(dirfd, path) }?;
+    let mode = (mode & libc::S_IFMT) | (mode & !umask_value() & 0o7777);
     Some(run(what, || {
-        Err::<c_int, _>(err(
-            libc::EPERM,
-            format!("{p}: SFS holds only files, directories and symlinks ({what})"),
-        ))
+        refuse_non_dir_at(&p, tail)?;
+        ok(with_client(|c| c.mknod(&p, mode, dev)))
     }))
 }
 
 hook! {
     unsafe fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int => sfs_mknod {
-        refuse_special(libc::AT_FDCWD, path, "mknod").unwrap_or_else(|| real!(mknod)(path, mode, dev))
+        mknod_hook(libc::AT_FDCWD, path, mode, dev, "mknod").unwrap_or_else(|| real!(mknod)(path, mode, dev))
     }
 }
 
 hook! {
     unsafe fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int => sfs_mknodat {
-        refuse_special(dirfd, path, "mknod").unwrap_or_else(|| real!(mknodat)(dirfd, path, mode, dev))
+        mknod_hook(dirfd, path, mode, dev, "mknod").unwrap_or_else(|| real!(mknodat)(dirfd, path, mode, dev))
     }
 }
 
 hook! {
     unsafe fn mkfifo(path: *const c_char, mode: mode_t) -> c_int => sfs_mkfifo {
-        refuse_special(libc::AT_FDCWD, path, "mkfifo").unwrap_or_else(|| real!(mkfifo)(path, mode))
+        mknod_hook(libc::AT_FDCWD, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo").unwrap_or_else(|| real!(mkfifo)(path, mode))
     }
 }
 
 hook! {
     unsafe fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int => sfs_mkfifoat {
-        refuse_special(dirfd, path, "mkfifo").unwrap_or_else(|| real!(mkfifoat)(dirfd, path, mode))
+        mknod_hook(dirfd, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo").unwrap_or_else(|| real!(mkfifoat)(dirfd, path, mode))
     }
 }
 

@@ -240,8 +240,10 @@ unsafe fn statx_into(target: Target, buf: *mut libc::statx) -> SfsResult<c_int> 
     stx.stx_gid = md.gid;
     stx.stx_mode = md.mode as u16;
     stx.stx_ino = md.id.lo() ^ md.id.hi();
-    stx.stx_size = md.size;
-    stx.stx_blocks = md.size.div_ceil(512);
+    stx.stx_size = md.st_size();
+    stx.stx_blocks = md.st_size().div_ceil(512);
+    stx.stx_rdev_major = libc::major(md.rdev());
+    stx.stx_rdev_minor = libc::minor(md.rdev());
     stx.stx_atime = timestamp(md.atime_ns);
     stx.stx_mtime = timestamp(md.mtime_ns);
     stx.stx_ctime = timestamp(md.ctime_ns);
