@@ -555,3 +555,41 @@ for what, fn in [('mkfifo again', lambda: os.mkfifo('fifo')), ('open fifo nonblo
 os.chmod('fifo', 0o600); print(oct(os.stat('fifo').st_mode))
 os.rename('fifo', 'fifo2'); os.unlink('chr'); print(sorted(os.listdir('.')))
 "#;
+
+/// The kernel limits a path *argument* (4,095 bytes and its NUL), not the
+/// whole path of an entry: a relative path of 4,095 bytes works below a
+/// working directory in the mount (its whole path is longer), one of
+/// 4,096 is ENAMETOOLONG, and a working directory deeper than 4,096 bytes
+/// still works — as on a local directory.
+#[test]
+fn a_path_argument_is_limited_not_the_whole_path() {
+    let cluster = Cluster::start(2);
+    let out = python_then_shell_on_sfs_and_local(&cluster, LONG_PATHS, "");
+    assert!(out.contains("create 4095 ok"), "{out}");
+    assert!(out.contains("create 4096 ENAMETOOLONG"), "{out}");
+}
+
+/// The calls of [`a_path_argument_is_limited_not_the_whole_path`].
+const LONG_PATHS: &str = r#"import os, errno
+def attempt(what, fn):
+    try: fn(); print(what, 'ok')
+    except OSError as e: print(what, errno.errorcode[e.errno])
+name = 'n' * 250
+depth = 0
+path = ''
+# a relative path of exactly 4095 bytes: directories of 251 bytes, then a file
+while len(path) + 251 + 1 < 4095 - 10:
+    path += name + '/'
+    os.mkdir(path)
+last = 'f' * (4095 - len(path))
+full = path + last
+print(len(full))
+attempt('create 4095', lambda: open(full, 'w').write('x'))
+attempt('stat 4095', lambda: os.stat(full))
+attempt('create 4096', lambda: open(full + 'g', 'w'))
+attempt('mkdir 4096', lambda: os.mkdir(full + 'g'))
+attempt('unlink 4095', lambda: os.unlink(full))
+os.chdir(path)
+attempt('create below deep cwd', lambda: open('x' * 200, 'w').write('y'))
+print(len(os.getcwd()) > 4000)
+"#;

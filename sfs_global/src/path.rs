@@ -9,15 +9,22 @@
 use crate::error::{Errno, SfsError, SfsResult};
 use std::borrow::Cow;
 
-/// Longest path SFS accepts (bytes), as Linux's PATH_MAX.
+/// Linux's PATH_MAX: the longest path *argument* of a call, counting its
+/// NUL (the shim answers ENAMETOOLONG from 4096 bytes), and the longest
+/// symlink target.
 pub const PATH_MAX: usize = 4096;
+/// The longest whole path inside SFS. Longer than [`PATH_MAX`]: as on any
+/// Linux file system, a path argument is limited, not the path of an entry
+/// (a 4,095-byte path relative to a working directory deep in the tree
+/// names an entry whose whole path is longer).
+pub const SFS_PATH_MAX: usize = 16 * PATH_MAX;
 /// Longest single name SFS accepts (bytes), as Linux's NAME_MAX.
 pub const NAME_MAX: usize = 255;
 
 /// Normalises an absolute path inside the mount (`/` is the mount's root).
 ///
 /// Refuses relative paths and embedded NULs (EINVAL), names longer than
-/// NAME_MAX and paths longer than PATH_MAX (ENAMETOOLONG), and `..` that would
+/// NAME_MAX and paths longer than [`SFS_PATH_MAX`] (ENAMETOOLONG), and `..` that would
 /// climb above the root of the mount (EINVAL: the path escapes the mount).
 pub fn normalize(path: &str) -> SfsResult<String> {
     if !path.starts_with('/') {
@@ -26,10 +33,10 @@ pub fn normalize(path: &str) -> SfsResult<String> {
     if path.contains('\0') {
         return Err(SfsError::invalid("path contains a NUL byte"));
     }
-    if path.len() > PATH_MAX {
+    if path.len() > SFS_PATH_MAX {
         return Err(SfsError::new(
             Errno::ENAMETOOLONG,
-            format!("path of {} bytes is longer than {PATH_MAX}", path.len()),
+            format!("path of {} bytes is longer than {SFS_PATH_MAX}", path.len()),
         ));
     }
     let mut parts: Vec<&str> = Vec::new();
@@ -186,8 +193,11 @@ mod tests {
         assert_eq!(normalize("/a\0b").unwrap_err().errno, Errno::EINVAL);
         let long = format!("/{}", "x".repeat(256));
         assert_eq!(normalize(&long).unwrap_err().errno, Errno::ENAMETOOLONG);
-        let deep = "/abc".repeat(1100);
+        let deep = "/abc".repeat(SFS_PATH_MAX / 4 + 1);
         assert_eq!(normalize(&deep).unwrap_err().errno, Errno::ENAMETOOLONG);
+        // Longer than a path argument may be, as a whole path may.
+        let long_whole = "/abc".repeat(1100);
+        assert_eq!(normalize(&long_whole).unwrap(), long_whole);
     }
 
     #[test]

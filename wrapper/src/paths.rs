@@ -200,6 +200,38 @@ fn through_dotdots(
     Some(Ok(current))
 }
 
+/// The SFS path of the path argument `text` of the current call, if it is
+/// one: [`resolve`], then as the kernel would — ENAMETOOLONG for an
+/// argument too long ([`refuse_too_long`]), each `..` from where the
+/// directory before it is ([`through_dotdots`]); an error there fails the
+/// call ([`state::fail_call`]).
+fn resolve_argument(settings: &Settings, dirfd: c_int, text: &str) -> Option<String> {
+    let mut sfs = resolve(settings, dirfd, text)?;
+    refuse_too_long(text);
+    if !state::call_failed() {
+        match through_dotdots(settings, dirfd, text) {
+            Some(Ok(real)) => sfs = real,
+            Some(Err(e)) => state::fail_call(e),
+            None => {}
+        }
+    }
+    Some(sfs)
+}
+
+/// A path argument of PATH_MAX bytes or more (its NUL would not fit) is
+/// ENAMETOOLONG, as the kernel answers, whatever the whole path it names.
+fn refuse_too_long(text: &str) {
+    if text.len() >= sfs_global::path::PATH_MAX {
+        state::fail_call(sfs_global::SfsError::new(
+            sfs_global::Errno::ENAMETOOLONG,
+            format!(
+                "a path argument of {} bytes (PATH_MAX is 4096 with its NUL)",
+                text.len()
+            ),
+        ));
+    }
+}
+
 /// Enters the shim for a path argument if it is SFS: the guard, the SFS
 /// path with its `..` components resolved as the kernel does
 /// ([`through_dotdots`]), and its [`Tail`]. A path found wrong on the way
@@ -213,12 +245,7 @@ pub unsafe fn sfs_path_tail(dirfd: c_int, path: *const c_char) -> Option<(Inside
     let text = unsafe { c_str(path) }?;
     let inside = state::enter()?;
     let settings = state::settings()?;
-    let mut sfs = resolve(settings, dirfd, text)?;
-    match through_dotdots(settings, dirfd, text) {
-        Some(Ok(real)) => sfs = real,
-        Some(Err(e)) => state::fail_call(e),
-        None => {}
-    }
+    let sfs = resolve_argument(settings, dirfd, text)?;
     Some((inside, sfs, Tail::of(text)))
 }
 
@@ -293,13 +320,7 @@ pub unsafe fn sfs_path_pair_tail(
     let inside = state::enter()?;
     let settings = state::settings()?;
     let side = |dirfd: c_int, text: &str| {
-        let mut sfs = resolve(settings, dirfd, text)?;
-        match through_dotdots(settings, dirfd, text) {
-            Some(Ok(real)) => sfs = real,
-            Some(Err(e)) => state::fail_call(e),
-            None => {}
-        }
-        Some((sfs, Tail::of(text)))
+        resolve_argument(settings, dirfd, text).map(|sfs| (sfs, Tail::of(text)))
     };
     let a = a.and_then(|p| side(dirfd1, p));
     let b = b.and_then(|p| side(dirfd2, p));
