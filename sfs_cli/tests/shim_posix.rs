@@ -593,3 +593,39 @@ os.chdir(path)
 attempt('create below deep cwd', lambda: open('x' * 200, 'w').write('y'))
 print(len(os.getcwd()) > 4000)
 "#;
+
+/// A Unix socket bound to a path inside the mount is a socket entry in SFS
+/// (mode 0777 less the umask; EADDRINUSE when the name is taken), and a
+/// `connect` to that path reaches it (on the same node); connecting to a
+/// file is ECONNREFUSED, to a missing or unlinked name ENOENT — as on a
+/// local directory.
+#[test]
+fn a_unix_socket_bound_inside_the_mount_is_an_sfs_entry() {
+    let cluster = Cluster::start(2);
+    let out = python_then_shell_on_sfs_and_local(&cluster, UNIX_SOCKETS, "");
+    assert!(out.contains("b'HELLO'"), "{out}");
+    assert!(out.contains("sock 0o140755"), "{out}");
+}
+
+/// The calls of [`a_unix_socket_bound_inside_the_mount_is_an_sfs_entry`].
+const UNIX_SOCKETS: &str = r#"import os, socket, stat, errno, threading
+def attempt(what, fn):
+    try: r = fn(); print(what, 'ok')
+    except OSError as e: print(what, errno.errorcode[e.errno])
+os.umask(0o022)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind('sock'); srv.listen(1)
+st = os.lstat('sock'); print('sock', oct(st.st_mode))
+attempt('bind again', lambda: socket.socket(socket.AF_UNIX).bind('sock'))
+def serve():
+    c, _ = srv.accept(); c.sendall(c.recv(100).upper()); c.close()
+t = threading.Thread(target=serve); t.start()
+cl = socket.socket(socket.AF_UNIX); cl.connect(os.path.abspath('sock')); cl.sendall(b'hello'); print(cl.recv(100)); cl.close(); t.join()
+open('plain', 'w').close()
+attempt('connect plain', lambda: socket.socket(socket.AF_UNIX).connect('plain'))
+attempt('connect missing', lambda: socket.socket(socket.AF_UNIX).connect('missing'))
+os.chmod('sock', 0o700); print(oct(os.stat('sock').st_mode))
+os.unlink('sock')
+attempt('connect unlinked', lambda: socket.socket(socket.AF_UNIX).connect('sock'))
+print(sorted(os.listdir('.')))
+"#;

@@ -149,7 +149,7 @@ fn c_type(ty: &str) -> &'static str {
     match ty {
         "()" => "void",
         "c_int" | "pid_t" => "int",
-        "c_uint" | "mode_t" | "uid_t" | "gid_t" => "unsigned int",
+        "c_uint" | "mode_t" | "uid_t" | "gid_t" | "socklen_t" => "unsigned int",
         "c_long" | "off_t" | "ssize_t" => "long",
         "c_ulong" | "size_t" | "libc::dev_t" => "unsigned long",
         other => {
@@ -191,6 +191,10 @@ fn forwarders(hooks: &[Hook]) -> String {
         // shim can run.
         if matches!(h.name.as_str(), "execvp" | "execvpe" | "posix_spawnp") {
             checks.push("sfs_path_var_touches_mount()".to_string());
+        }
+        // A Unix socket named by a path inside the mount.
+        if matches!(h.name.as_str(), "bind" | "connect") {
+            checks.push("sfs_sockaddr_touches_mount(addr, len)".to_string());
         }
         let touches = if checks.is_empty() {
             "0".to_string()

@@ -17,7 +17,9 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "entry.h"
@@ -228,6 +230,18 @@ int sfs_touches_mount(int dirfd, const char *path) {
     joined[b] = '/';
     memcpy(joined + b + 1, path, p + 1);
     return normalised_is_inside(joined);
+}
+
+int sfs_sockaddr_touches_mount(const void *addr, unsigned int len) {
+    const struct sockaddr_un *un = addr;
+    size_t family = sizeof un->sun_family;
+    if (!addr || len <= family || un->sun_family != AF_UNIX || un->sun_path[0] == 0) return 0;
+    char path[sizeof un->sun_path + 1];
+    size_t n = len - family;
+    if (n > sizeof un->sun_path) n = sizeof un->sun_path;
+    memcpy(path, un->sun_path, n);
+    path[n] = 0;
+    return sfs_touches_mount(AT_FDCWD, path);
 }
 
 int sfs_path_var_touches_mount(void) {

@@ -26,6 +26,10 @@ void *sfs_load_for(struct sfs_slot *slot, const char *name, const char *real_nam
 int sfs_may_route(void);
 /* Would the shim take `path` (relative to `dirfd`) as an SFS path? */
 int sfs_touches_mount(int dirfd, const char *path);
+
+/* Is `addr` (of `len` bytes) an AF_UNIX address naming a path the shim
+ * would take (bind, connect)? */
+int sfs_sockaddr_touches_mount(const void *addr, unsigned int len);
 /* Does an entry of PATH lie under the mount? */
 int sfs_path_var_touches_mount(void);
 

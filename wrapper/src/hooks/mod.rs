@@ -22,5 +22,6 @@ pub mod mmap;
 pub mod namespace;
 pub mod open;
 pub mod process;
+pub mod socket;
 pub mod stat;
 pub mod temp;

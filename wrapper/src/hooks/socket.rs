@@ -1,0 +1,138 @@
+//! Unix domain sockets named by a path inside the mount (`bind`,
+//! `connect`): the name is an SFS entry of type socket (mode `0777` less
+//! the umask, as Linux makes it), and the socket itself is bound to an
+//! abstract address of this node's network namespace derived from that
+//! name. A `connect` to the path looks the entry up (ENOENT when it is
+//! gone, ECONNREFUSED when it is not a socket) and connects to the same
+//! abstract address: processes of one node reach each other through a
+//! socket named in SFS; another node has no listener there
+//! (ECONNREFUSED). docs/semantics.md, "Special files".
+
+use crate::hooks::open::umask_value;
+use crate::paths::sfs_path_tail;
+use crate::state::{self, err, run, with_client};
+use libc::{c_int, sockaddr, socklen_t};
+use redhook::{hook, real};
+use sfs_global::{Errno, FileKind, SfsResult};
+use std::ffi::CString;
+
+/// The path of an `AF_UNIX` address that names one (not an abstract or
+/// unnamed address), as a C string.
+///
+/// # Safety
+/// `addr` is NULL or valid for `len` bytes.
+unsafe fn unix_path(addr: *const sockaddr, len: socklen_t) -> Option<CString> {
+    let family_end = std::mem::size_of::<libc::sa_family_t>();
+    if addr.is_null() || (len as usize) <= family_end {
+        return None;
+    }
+    // SAFETY: valid for `len` bytes, which cover the family.
+    if c_int::from(unsafe { (*addr).sa_family }) != libc::AF_UNIX {
+        return None;
+    }
+    let max = std::mem::size_of::<libc::sockaddr_un>() - family_end;
+    let n = (len as usize - family_end).min(max);
+    // SAFETY: the `n` bytes after the family lie within `len`.
+    let bytes = unsafe { std::slice::from_raw_parts(addr.cast::<u8>().add(family_end), n) };
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(n);
+    if end == 0 {
+        return None; // abstract (leading NUL) or unnamed
+    }
+    CString::new(&bytes[..end]).ok()
+}
+
+/// The abstract address standing for the socket named `sfs` in this SFS
+/// (its mount and hostfile: another job's SFS on the node has others).
+fn abstract_address(sfs: &str) -> (libc::sockaddr_un, socklen_t) {
+    let settings = state::settings();
+    let mut key = String::new();
+    if let Some(s) = settings {
+        key.push_str(&s.mount);
+        key.push('\0');
+        if let Some(h) = &s.hostfile_path {
+            key.push_str(&h.to_string_lossy());
+        }
+        key.push('\0');
+    }
+    key.push_str(sfs);
+    let name = format!(
+        "sfs-socket-{:032x}",
+        xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+    );
+    // SAFETY: all-zero is a valid `sockaddr_un`.
+    let mut sa: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // sun_path[0] stays 0: the abstract namespace.
+    for (i, b) in name.bytes().enumerate() {
+        sa.sun_path[i + 1] = b as libc::c_char;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + 1 + name.len();
+    (sa, len as socklen_t)
+}
+
+fn last_error(what: &str) -> sfs_global::SfsError {
+    let e = std::io::Error::last_os_error();
+    err(
+        e.raw_os_error().unwrap_or(libc::EIO),
+        format!("{what}: {e}"),
+    )
+}
+
+fn bind_sfs(fd: c_int, sfs: &str) -> SfsResult<c_int> {
+    let mode = libc::S_IFSOCK | (0o777 & !umask_value());
+    match with_client(|c| c.mknod(sfs, mode, 0)) {
+        Err(e) if e.errno == Errno::EEXIST => {
+            return Err(err(libc::EADDRINUSE, format!("{sfs}: exists")))
+        }
+        other => other?,
+    }
+    let (sa, len) = abstract_address(sfs);
+    // SAFETY: `sa` is a valid address of `len` bytes.
+    let r = unsafe { real!(bind)(fd, (&sa as *const libc::sockaddr_un).cast(), len) };
+    if r != 0 {
+        let e = last_error(&format!("binding {sfs}"));
+        let _ = with_client(|c| c.unlink(sfs));
+        return Err(e);
+    }
+    Ok(0)
+}
+
+fn connect_sfs(fd: c_int, sfs: &str) -> SfsResult<c_int> {
+    let md = with_client(|c| c.stat(sfs))?;
+    if md.kind() != FileKind::Socket {
+        return Err(err(libc::ECONNREFUSED, format!("{sfs}: not a socket")));
+    }
+    let (sa, len) = abstract_address(sfs);
+    // SAFETY: `sa` is a valid address of `len` bytes.
+    let r = unsafe { real!(connect)(fd, (&sa as *const libc::sockaddr_un).cast(), len) };
+    if r != 0 {
+        return Err(last_error(&format!("connecting to {sfs}")));
+    }
+    Ok(0)
+}
+
+hook! {
+    unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => sfs_bind {
+        let routed = unix_path(addr, len).and_then(|path| {
+            let (inside, sfs, _tail) = sfs_path_tail(libc::AT_FDCWD, path.as_ptr())?;
+            Some(run("bind", || {
+                let _inside = &inside;
+                bind_sfs(fd, &sfs)
+            }))
+        });
+        routed.unwrap_or_else(|| real!(bind)(fd, addr, len))
+    }
+}
+
+hook! {
+    unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => sfs_connect {
+        let routed = unix_path(addr, len).and_then(|path| {
+            let (inside, sfs, _tail) = sfs_path_tail(libc::AT_FDCWD, path.as_ptr())?;
+            Some(run("connect", || {
+                let _inside = &inside;
+                connect_sfs(fd, &sfs)
+            }))
+        });
+        routed.unwrap_or_else(|| real!(connect)(fd, addr, len))
+    }
+}
