@@ -43,9 +43,10 @@ pub fn flush(setup: &Setup, paths: &[String], recursive: bool, slice: u64) -> Re
                 bail!("flush {path}: is a directory (use -r)");
             }
             list_tree(&client, &path, &mut files)?;
-        } else {
+        } else if md.kind() == FileKind::File {
             files.push((path, md.size));
         }
+        // Symlinks, FIFOs, sockets, devices: nothing held to flush.
     }
     let progress = Progress::new(&files);
     let slices = slices(&files, slice_bytes(slice, setup.config.chunk_size));

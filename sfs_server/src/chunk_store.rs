@@ -528,13 +528,25 @@ impl ChunkStore {
             return Ok(());
         }
         let path = self.chunk_path(chunk.id, chunk.index);
-        let file = self.open_for_write(&path)?;
-        let old_len = file
-            .metadata()
-            .map_err(|e| io_error(e, "stat", &path))?
-            .len();
+        // Room first, then the file: a write refused for room must not
+        // leave an empty chunk file behind, which would read as the
+        // chunk's (empty) bytes instead of sending the read to where the
+        // chunk really is (the object, or cache mode's source). The
+        // caller holds the chunk's lock, so its length cannot change.
+        let old_len = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_error(e, "stat", &path)),
+        };
         let growth = (chunk.offset + chunk.len).saturating_sub(old_len);
         self.reserve(growth)?;
+        let file = match self.open_for_write(&path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.release(growth);
+                return Err(e);
+            }
+        };
         if let Err(e) = file.write_all_at(data, chunk.offset) {
             // Keep the count honest: charge only what the file really grew.
             let new_len = file.metadata().map(|m| m.len()).unwrap_or(old_len);

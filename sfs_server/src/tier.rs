@@ -526,10 +526,17 @@ impl TieredStore {
             // between this record and the map.
             self.journal(Record::Dirty(id), false)?;
         }
-        if end.is_none() && state.in_source(id, index, self.store.chunk_size()) {
+        if end.is_some() && state.in_source(id, index, self.store.chunk_size()) {
             // A chunk of a file with a source written for the first time:
-            // recorded before the data, so an eviction never drops it as
-            // one its source has.
+            // recorded once the data is in place, still under the chunk's
+            // lock and with the chunk dirty from here on, so an eviction
+            // never drops it as one its source has. Not before the data: a
+            // write that then fails (ENOSPC) would leave a chunk that counts
+            // as written but is neither dirty nor in the object, and an
+            // eviction followed by a fetch would read zeros for it. A crash
+            // between the data and this record is covered by the journal's
+            // Dirty record (written first): after it every chunk of the file
+            // here counts as written.
             self.store.add_written(id, index)?;
             state.written.entry(id).or_default().insert(index);
             state.written_unsynced.insert(id);

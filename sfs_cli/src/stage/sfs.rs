@@ -244,7 +244,11 @@ impl Tree for SfsTree {
                 self.note_if_moved(&path, &child.metadata);
                 match staged_entry(child_rel, &child.metadata, &path) {
                     Ok(entry) => entries.push(entry),
-                    Err(problem) => problems.push(problem),
+                    // A FIFO, socket or device in SFS (a socket left by a
+                    // program that bound one in the mount) has nothing to
+                    // copy: said, not a failure, so it cannot hold up a
+                    // write-back.
+                    Err((path, why)) => eprintln!("skipped {path}: {why}"),
                 }
             }
         }

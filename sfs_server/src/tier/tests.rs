@@ -695,3 +695,36 @@ fn a_chunk_written_before_a_crash_is_not_read_from_the_source_again() {
     assert_eq!(read_whole(&tier, id, 0), vec![2u8; CHUNK as usize]);
     assert_eq!(read_whole(&tier, id, 1), vec![1u8; CHUNK as usize]);
 }
+
+/// Cache mode: a write into a chunk of a file with a source that fails
+/// (ENOSPC) leaves the chunk as its source has it — not counted as
+/// written, which would make a later read look for it in the object (which
+/// never held it) and answer nothing.
+#[test]
+fn a_failed_write_leaves_the_chunk_to_its_source() {
+    let f = Fixture::new();
+    let source = f.dir.path().join("backing.bin");
+    let bytes: Vec<u8> = (0..2 * CHUNK).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&source, &bytes).unwrap();
+    let tier = f.open(
+        CHUNK,
+        BackendConfig {
+            space_wait_ms: 0,
+            ..BackendConfig::default()
+        },
+    );
+    let id = FileId(0x530);
+    tier.set_source(id, source, 2 * CHUNK).unwrap();
+    assert_eq!(read_whole(&tier, id, 0), bytes[..CHUNK as usize]);
+    // The store is full (chunk 0): a whole-chunk write of chunk 1 fails.
+    let failed = tier.write_chunk(&at(id, 1, 0, CHUNK), &vec![5u8; CHUNK as usize]);
+    assert_eq!(failed.unwrap_err().errno, Errno::ENOSPC);
+    assert!(!tier.store.has_chunk(id, 1), "no empty chunk file left");
+    writeback::evict_to(&tier, 0).unwrap();
+    let got = read_whole(&tier, id, 1);
+    assert!(
+        got == bytes[CHUNK as usize..],
+        "chunk 1 read {} bytes, not the source's",
+        got.len()
+    );
+}

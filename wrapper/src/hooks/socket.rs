@@ -2,11 +2,12 @@
 //! `connect`): the name is an SFS entry of type socket (mode `0777` less
 //! the umask, as Linux makes it), and the socket itself is bound to an
 //! abstract address of this node's network namespace derived from that
-//! name. A `connect` to the path looks the entry up (ENOENT when it is
-//! gone, ECONNREFUSED when it is not a socket) and connects to the same
+//! entry's id. A `connect` to the path looks the entry up (ENOENT when it
+//! is gone, ECONNREFUSED when it is not a socket, EACCES without write
+//! permission on it), following symlinks, and connects to the same
 //! abstract address: processes of one node reach each other through a
-//! socket named in SFS; another node has no listener there
-//! (ECONNREFUSED). docs/semantics.md, "Special files".
+//! socket named in SFS, also after it was renamed; another node has no
+//! listener there (ECONNREFUSED). docs/semantics.md, "Special files".
 
 use crate::hooks::open::umask_value;
 use crate::paths::sfs_path_tail;
@@ -41,9 +42,9 @@ unsafe fn unix_path(addr: *const sockaddr, len: socklen_t) -> Option<CString> {
     CString::new(&bytes[..end]).ok()
 }
 
-/// The abstract address standing for the socket named `sfs` in this SFS
+/// The abstract address standing for the socket entry `id` in this SFS
 /// (its mount and hostfile: another job's SFS on the node has others).
-fn abstract_address(sfs: &str) -> (libc::sockaddr_un, socklen_t) {
+fn abstract_address(id: sfs_global::FileId) -> (libc::sockaddr_un, socklen_t) {
     let settings = state::settings();
     let mut key = String::new();
     if let Some(s) = settings {
@@ -54,7 +55,7 @@ fn abstract_address(sfs: &str) -> (libc::sockaddr_un, socklen_t) {
         }
         key.push('\0');
     }
-    key.push_str(sfs);
+    key.push_str(&id.to_hex());
     let name = format!(
         "sfs-socket-{:032x}",
         xxhash_rust::xxh3::xxh3_128(key.as_bytes())
@@ -86,7 +87,14 @@ fn bind_sfs(fd: c_int, sfs: &str) -> SfsResult<c_int> {
         }
         other => other?,
     }
-    let (sa, len) = abstract_address(sfs);
+    let id = match with_client(|c| c.lstat(sfs)) {
+        Ok(md) => md.id,
+        Err(e) => {
+            let _ = with_client(|c| c.unlink(sfs));
+            return Err(e);
+        }
+    };
+    let (sa, len) = abstract_address(id);
     // SAFETY: `sa` is a valid address of `len` bytes.
     let r = unsafe { real!(bind)(fd, (&sa as *const libc::sockaddr_un).cast(), len) };
     if r != 0 {
@@ -102,7 +110,9 @@ fn connect_sfs(fd: c_int, sfs: &str) -> SfsResult<c_int> {
     if md.kind() != FileKind::Socket {
         return Err(err(libc::ECONNREFUSED, format!("{sfs}: not a socket")));
     }
-    let (sa, len) = abstract_address(sfs);
+    // As Linux: connecting needs write permission on the socket's entry.
+    with_client(|c| c.access(sfs, libc::W_OK as u32))?;
+    let (sa, len) = abstract_address(md.id);
     // SAFETY: `sa` is a valid address of `len` bytes.
     let r = unsafe { real!(connect)(fd, (&sa as *const libc::sockaddr_un).cast(), len) };
     if r != 0 {
