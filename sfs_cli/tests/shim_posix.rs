@@ -635,3 +635,24 @@ os.unlink('sock')
 attempt('connect unlinked', lambda: socket.socket(socket.AF_UNIX).connect('sock'))
 print(sorted(os.listdir('.')))
 "#;
+
+/// `mkstemp` with `..` in its template goes up from where the directory
+/// before it really is (after a symlink), and fails with ENOENT below a
+/// missing one — as on a local directory.
+#[test]
+fn mkstemp_takes_dotdot_as_the_kernel_does() {
+    let cluster = Cluster::start(2);
+    let out = python_then_shell_on_sfs_and_local(&cluster, MKSTEMP_DOTDOT, "");
+    assert!(out.contains("missing/.. ENOENT"), "{out}");
+}
+
+/// The calls of [`mkstemp_takes_dotdot_as_the_kernel_does`].
+const MKSTEMP_DOTDOT: &str = r#"import os, errno, ctypes
+os.makedirs('s/deep'); os.symlink('s/deep', 'lx')
+libc = ctypes.CDLL(None, use_errno=True)
+for d in ['lx/..', 'missing/..', 's']:
+    t = ctypes.create_string_buffer((d + '/tXXXXXX').encode())
+    fd = libc.mkstemp(t)
+    if fd < 0: print(d, errno.errorcode[ctypes.get_errno()]); continue
+    os.close(fd); print(d, 'ok', os.path.dirname(os.path.relpath(os.path.realpath(t.value.decode()))))
+"#;

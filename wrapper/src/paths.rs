@@ -205,7 +205,7 @@ fn through_dotdots(
 /// argument too long ([`refuse_too_long`]), each `..` from where the
 /// directory before it is ([`through_dotdots`]); an error there fails the
 /// call ([`state::fail_call`]).
-fn resolve_argument(settings: &Settings, dirfd: c_int, text: &str) -> Option<String> {
+pub fn resolve_argument(settings: &Settings, dirfd: c_int, text: &str) -> Option<String> {
     let mut sfs = resolve(settings, dirfd, text)?;
     refuse_too_long(text);
     if !state::call_failed() {

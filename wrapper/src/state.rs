@@ -61,7 +61,9 @@ pub fn call_failed() -> bool {
         .unwrap_or(false)
 }
 
-fn take_failure() -> Option<SfsError> {
+/// The current call's answer found while its path was resolved, if any
+/// ([`fail_call`]), taken: for a hook that answers without [`run`].
+pub fn take_failure() -> Option<SfsError> {
     FAILED_CALL
         .try_with(|p| p.borrow_mut().take())
         .ok()

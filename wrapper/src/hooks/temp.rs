@@ -49,6 +49,11 @@ unsafe fn make_temp<R>(
 ) -> Option<SfsResult<R>> {
     // SAFETY: forwarded contract; the guard is held for the whole loop.
     let (_inside, _) = unsafe { sfs_path(libc::AT_FDCWD, template.cast_const()) }?;
+    // A template whose directory is not there (`missing/../tXXXXXX`) or
+    // that is too long fails as the kernel would fail its creation.
+    if let Some(e) = crate::state::take_failure() {
+        return Some(Err(e));
+    }
     // SAFETY: `template` is a NUL-terminated string (checked non-NULL above).
     let len = unsafe { libc::strlen(template) };
     let suffix = usize::try_from(suffix_len).ok()?;
@@ -72,13 +77,17 @@ unsafe fn make_temp<R>(
         // SAFETY: still a NUL-terminated string; the guard taken above makes
         // this lookup skip the re-entrancy check.
         let Some(path) = (unsafe { crate::paths::c_str(template.cast_const()) }).and_then(|t| {
-            crate::state::settings().and_then(|s| crate::paths::resolve(s, libc::AT_FDCWD, t))
+            crate::state::settings()
+                .and_then(|s| crate::paths::resolve_argument(s, libc::AT_FDCWD, t))
         }) else {
             return Some(Err(err(
                 libc::EINVAL,
                 format!("{what}: template left the mount"),
             )));
         };
+        if let Some(e) = crate::state::take_failure() {
+            return Some(Err(e));
+        }
         match create(&path) {
             Err(e) if e.errno == Errno::EEXIST => continue,
             other => return Some(other),
