@@ -466,7 +466,8 @@ def answer(r):
 W, R, C = os.O_CREAT | os.O_WRONLY, os.O_RDONLY, os.O_CREAT | os.O_RDONLY
 CASES = [
     ('open', 'f/', W), ('open', 'new/', W), ('open', 'd/', W), ('open', 'd/', C),
-    ('open', 'f/', R), ('open', 'ld/', R),
+    ('open', 'f/', R), ('open', 'ld/', R), ('open', 'd', C), ('open', 'd', R | os.O_TRUNC),
+    ('open', 'd', os.O_RDWR), ('open', 'd', R),
     ('unlink', 'f/'), ('unlink', 'd/'), ('unlink', 'new/'), ('unlink', 'ld/'), ('unlink', 'lf/'),
     ('rmdir', 'ld/'), ('rmdir', 'd/'), ('rmdir', 'd/.'), ('rmdir', 's/deep/..'), ('rmdir', 'f/'),
     ('rename', 'f/', 'g'), ('rename', 'f', 'g/'), ('rename', 'd', 'e/'), ('rename', 'd/', 'e'),

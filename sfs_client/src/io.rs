@@ -308,7 +308,10 @@ impl Client {
             self.tell_source(&md).await?;
             Ok::<_, SfsError>((path, md))
         })?;
-        if md.is_dir() && flags.writable() {
+        // As Linux: a directory opens only to read, and not with O_CREAT
+        // (even one that exists) or O_TRUNC.
+        if md.is_dir() && (flags.writable() || flags.has(libc::O_CREAT) || flags.has(libc::O_TRUNC))
+        {
             return Err(SfsError::is_dir(&path));
         }
         if md.kind().is_special() {
