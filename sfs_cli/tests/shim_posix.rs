@@ -657,3 +657,36 @@ for d in ['lx/..', 'missing/..', 's']:
     if fd < 0: print(d, errno.errorcode[ctypes.get_errno()]); continue
     os.close(fd); print(d, 'ok', os.path.dirname(os.path.relpath(os.path.realpath(t.value.decode()))))
 "#;
+
+/// RLIMIT_FSIZE (`ulimit -f`) holds for SFS files as for local ones: a
+/// write crossing the limit is cut short at it, one starting at or past it
+/// raises SIGXFSZ (the shell reports the signal, status 153) or, with the
+/// signal ignored, fails with EFBIG, as `truncate`/`ftruncate` past it do.
+/// (Before, a process under a small limit died setting up the node-local
+/// data path, whose shared memory is sized like a file.)
+#[test]
+fn rlimit_fsize_cuts_writes_as_the_kernel_does() {
+    let cluster = Cluster::start(2);
+    let out = same_on_sfs_and_local(&cluster, FSIZE_LIMIT, &[]);
+    assert!(out.contains("short 2048"), "{out}");
+    assert!(out.contains("head: 153"), "{out}");
+}
+
+/// The script of [`rlimit_fsize_cuts_writes_as_the_kernel_does`].
+const FSIZE_LIMIT: &str = r#"cd "$1"
+( ulimit -f 1; head -c 3000 /dev/zero > big ); echo "head: $?"; stat -c '%s' big
+( ulimit -f 1; printf abc >> big ); echo "append: $?"; stat -c '%s' big
+( ulimit -f 2; python3 -c "
+import os, signal, errno
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+fd = os.open('p', os.O_CREAT | os.O_WRONLY)
+print('short', os.pwrite(fd, b'x' * 3000, 0))
+try: os.pwrite(fd, b'y', 2048)
+except OSError as e: print('past', errno.errorcode[e.errno])
+try: os.ftruncate(fd, 5000)
+except OSError as e: print('ftruncate', errno.errorcode[e.errno])
+try: os.truncate('p', 5000)
+except OSError as e: print('truncate', errno.errorcode[e.errno])
+os.ftruncate(fd, 100); print(os.fstat(fd).st_size)
+" ); echo "python: $?"
+"#;

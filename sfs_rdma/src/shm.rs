@@ -152,6 +152,20 @@ impl Drop for Region {
 
 /// A memfd of `len` bytes, sealed so that it can neither shrink nor grow.
 fn sealed_memfd(len: usize) -> std::io::Result<OwnedFd> {
+    // Under an RLIMIT_FSIZE below the region (`ulimit -f`), sizing the
+    // memfd would raise SIGXFSZ, which ends the process: refuse first, so
+    // the caller uses TCP.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) } == 0
+        && limit.rlim_cur != libc::RLIM_INFINITY
+        && len as u64 > limit.rlim_cur
+    {
+        return Err(std::io::Error::from_raw_os_error(libc::EFBIG));
+    }
     // SAFETY: the name is a NUL-terminated literal.
     let fd = unsafe {
         libc::memfd_create(

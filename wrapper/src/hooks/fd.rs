@@ -275,6 +275,7 @@ hook! {
 
 fn ftruncate_sfs(fd: c_int, len: off_t) -> SfsResult<c_int> {
     let len = u64::try_from(len).map_err(|_| err(libc::EINVAL, "negative length"))?;
+    crate::hooks::io::check_truncate_length(len)?;
     with_client(|c| c.ftruncate(fd, len)).map(|()| 0)
 }
 

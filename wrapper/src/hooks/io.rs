@@ -42,11 +42,76 @@ pub fn read_sfs(fd: c_int, buf: &mut [u8], at: Option<i64>) -> SfsResult<usize> 
     })
 }
 
+/// A write as `write`/`pwrite` make it: within the process's
+/// RLIMIT_FSIZE ([`fsize_allows`]).
 pub fn write_sfs(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> {
+    let buf = match file_size_limit() {
+        None => buf,
+        Some(limit) => {
+            let start = match at {
+                Some(off) => offset(off)?,
+                None => with_client(|c| {
+                    let whence = if c.fd_flags(fd)? & libc::O_APPEND != 0 {
+                        Whence::End // an append lands at the end
+                    } else {
+                        Whence::Current
+                    };
+                    c.lseek(fd, 0, whence)
+                })?,
+            };
+            &buf[..fsize_allows(start, buf.len(), limit)?]
+        }
+    };
+    write_unlimited(fd, buf, at)
+}
+
+/// A write without the RLIMIT_FSIZE check (mmap's write-back: the limit
+/// applies to writes, not to stores into a mapping).
+pub fn write_unlimited(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> {
     with_client(|c| match at {
         None => c.write(fd, buf),
         Some(off) => c.pwrite(fd, buf, offset(off)?),
     })
+}
+
+/// The process's RLIMIT_FSIZE, when it has one.
+pub fn file_size_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_FSIZE, &mut limit) };
+    (r == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
+}
+
+/// `truncate`/`ftruncate` to `len` under RLIMIT_FSIZE: past it, SIGXFSZ
+/// and EFBIG, as Linux.
+pub fn check_truncate_length(len: u64) -> SfsResult<()> {
+    match file_size_limit() {
+        Some(limit) if len > limit => fsize_allows(len, 1, len).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// How many of `len` bytes starting at `start` RLIMIT_FSIZE (`limit`)
+/// lets a file take, as Linux decides: the bytes below the limit (a short
+/// write); none at all — SIGXFSZ to the process, then EFBIG — when the
+/// write starts at or past it.
+pub fn fsize_allows(start: u64, len: usize, limit: u64) -> SfsResult<usize> {
+    if len == 0 {
+        return Ok(0);
+    }
+    if start >= limit {
+        // SAFETY: raising a signal in this process; its default action
+        // ends it, as the kernel's would.
+        unsafe { libc::raise(libc::SIGXFSZ) };
+        return Err(err(
+            libc::EFBIG,
+            format!("offset {start} at or past RLIMIT_FSIZE {limit}"),
+        ));
+    }
+    Ok(len.min(usize::try_from(limit - start).unwrap_or(usize::MAX)))
 }
 
 /// The iovecs of a vectored call.

@@ -9,7 +9,7 @@
 //! other processes' mappings or reads before that. Bytes past the end of the
 //! file read as zeros instead of raising SIGBUS.
 
-use crate::hooks::io::{read_sfs, write_sfs};
+use crate::hooks::io::{read_sfs, write_unlimited};
 use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
 use libc::{c_int, c_void, off_t, size_t};
 use redhook::{hook, real};
@@ -146,7 +146,7 @@ fn write_back(m: &Mapping, addr: usize, len: usize) -> SfsResult<()> {
     }
     // SAFETY: the range lies inside a live mapping this module created.
     let data = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
-    write_sfs(m.fd, data, Some(file_offset)).map(|_| ())
+    write_unlimited(m.fd, data, Some(file_offset)).map(|_| ())
 }
 
 extern "C" fn write_back_all() {

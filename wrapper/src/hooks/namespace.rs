@@ -282,7 +282,11 @@ fn size_arg(len: off_t) -> SfsResult<u64> {
 hook! {
     unsafe fn truncate(path: *const c_char, len: off_t) -> c_int => sfs_truncate {
         match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("truncate", || ok(with_client(|c| c.truncate(&p, size_arg(len)?)))),
+            Some((_inside, p)) => run("truncate", || {
+                let len = size_arg(len)?;
+                crate::hooks::io::check_truncate_length(len)?;
+                ok(with_client(|c| c.truncate(&p, len)))
+            }),
             None => real!(truncate)(path, len),
         }
     }
@@ -291,7 +295,11 @@ hook! {
 hook! {
     unsafe fn truncate64(path: *const c_char, len: off_t) -> c_int => sfs_truncate64 {
         match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("truncate", || ok(with_client(|c| c.truncate(&p, size_arg(len)?)))),
+            Some((_inside, p)) => run("truncate", || {
+                let len = size_arg(len)?;
+                crate::hooks::io::check_truncate_length(len)?;
+                ok(with_client(|c| c.truncate(&p, len)))
+            }),
             None => real!(truncate64)(path, len),
         }
     }
