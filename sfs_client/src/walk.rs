@@ -18,7 +18,7 @@
 
 use crate::permissions::ancestors;
 use crate::Client;
-use sfs_global::path::normalize;
+use sfs_global::path::{normalize, split_parent};
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
 
 /// Symlinks followed among the directories of one path before ELOOP, as
@@ -51,6 +51,21 @@ impl Client {
     pub fn resolve_directories(&self, path: &str) -> SfsResult<String> {
         let path = normalize(path)?;
         Ok(self.block_on(self.real_dirs(&path))?.unwrap_or(path))
+    }
+
+    /// `dir` resolved as a directory in the middle of a path resolves:
+    /// every symlink on the way and at its end followed; ENOENT when it is
+    /// missing, ENOTDIR when it is not a directory, ELOOP as
+    /// [`Client::real_dirs`]. One lookup at most (directories seen in the
+    /// last second are cached). What the shim needs for `..` and a trailing
+    /// `/`.
+    pub fn resolve_directory(&self, dir: &str) -> SfsResult<String> {
+        let dir = normalize(dir)?;
+        // The directories above a name inside `dir` are `dir`'s own and
+        // `dir` itself.
+        let inside = sfs_global::path::join(&dir, "x");
+        let real = self.resolve_directories(&inside)?;
+        Ok(split_parent(&real).map_or_else(|| "/".to_string(), |(parent, _)| parent.to_string()))
     }
 
     /// [`Client::through_dirs`] for calls with two paths (rename).

@@ -140,16 +140,7 @@ impl Tail {
 /// is missing, ENOTDIR when it is not a directory. One lookup at most
 /// (directories seen in the last second are cached by the client).
 pub fn real_dir(dir: &str) -> sfs_global::SfsResult<String> {
-    let probe = if dir == "/" {
-        "/x".to_string()
-    } else {
-        format!("{dir}/x")
-    };
-    let real = state::with_client(|c| c.resolve_directories(&probe))?;
-    Ok(match real.strip_suffix("/x") {
-        Some("") | None => "/".to_string(),
-        Some(parent) => parent.to_string(),
-    })
+    state::with_client(|c| c.resolve_directory(dir))
 }
 
 /// The SFS path of a raw path with `..` components below the mount, each

@@ -121,28 +121,34 @@ fn connect_sfs(fd: c_int, sfs: &str) -> SfsResult<c_int> {
     Ok(0)
 }
 
+/// Runs `call` with the SFS path an `AF_UNIX` address names, if it names
+/// one inside the mount (`None`: the real function's business).
+///
+/// # Safety
+/// `addr` is NULL or valid for `len` bytes.
+unsafe fn unix_socket_call(
+    addr: *const sockaddr,
+    len: socklen_t,
+    what: &str,
+    call: impl FnOnce(&str) -> SfsResult<c_int>,
+) -> Option<c_int> {
+    // SAFETY: forwarded contract.
+    let path = unsafe { unix_path(addr, len) }?;
+    // SAFETY: `path` is a NUL-terminated string that outlives the call.
+    let (_inside, sfs, _tail) = unsafe { sfs_path_tail(libc::AT_FDCWD, path.as_ptr()) }?;
+    Some(run(what, || call(&sfs)))
+}
+
 hook! {
     unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => sfs_bind {
-        let routed = unix_path(addr, len).and_then(|path| {
-            let (inside, sfs, _tail) = sfs_path_tail(libc::AT_FDCWD, path.as_ptr())?;
-            Some(run("bind", || {
-                let _inside = &inside;
-                bind_sfs(fd, &sfs)
-            }))
-        });
-        routed.unwrap_or_else(|| real!(bind)(fd, addr, len))
+        unix_socket_call(addr, len, "bind", |sfs| bind_sfs(fd, sfs))
+            .unwrap_or_else(|| real!(bind)(fd, addr, len))
     }
 }
 
 hook! {
     unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => sfs_connect {
-        let routed = unix_path(addr, len).and_then(|path| {
-            let (inside, sfs, _tail) = sfs_path_tail(libc::AT_FDCWD, path.as_ptr())?;
-            Some(run("connect", || {
-                let _inside = &inside;
-                connect_sfs(fd, &sfs)
-            }))
-        });
-        routed.unwrap_or_else(|| real!(connect)(fd, addr, len))
+        unix_socket_call(addr, len, "connect", |sfs| connect_sfs(fd, sfs))
+            .unwrap_or_else(|| real!(connect)(fd, addr, len))
     }
 }
