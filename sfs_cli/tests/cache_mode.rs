@@ -246,6 +246,9 @@ cd "$1"
 mv a.bin t.bin && mv b.bin a.bin && mv t.bin b.bin
 mv log log.1
 echo fresh > log
+# No hard links in the view of a backing directory (docs/staging.md).
+if ln log log.hard 2>/dev/null; then echo "ln worked" >&2; exit 1; fi
+[ ! -e log.hard ]
 "#;
     let out = under_shim(&cluster, script, &[&cluster.config.mountdir]);
     assert!(out.status.success(), "{}", describe(&out));

@@ -362,11 +362,16 @@ fn exec_names_the_servers_that_are_down() {
 #[test]
 fn start_without_a_config_file_uses_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // The server binds `port` and, for data, `port + 1` (the default
+    // `data_port_offset`): both must be free.
+    let port = (0..100)
+        .find_map(|_| {
+            let rpc = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let port = rpc.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("127.0.0.1", port.checked_add(1)?)).ok()?;
+            Some(port)
+        })
+        .expect("two free neighbouring ports");
     // The default rootdir is shared by everything on the machine: a server
     // name of its own keeps this test's state apart, removed at the end.
     let name = format!("no-config-test-{port}");

@@ -304,3 +304,32 @@ fn symlinks_attributes_and_statfs() {
     assert!(fs.capacity_bytes > 0 && fs.free_bytes <= fs.capacity_bytes);
     assert!(fs.entries >= 4);
 }
+
+/// A directory's new times reach the client that changed it at once, and
+/// other clients once the batch is due and that client makes a call, or
+/// when it is dropped (sfs_client::dir_times).
+#[test]
+fn directory_times_reach_other_clients_in_batches() {
+    let cluster = Cluster::start(3);
+    let (a, b) = (cluster.client(), cluster.client());
+    a.mkdir("/d", 0o755).unwrap();
+    let mtime = |c: &sfs_client::Client| c.stat("/d").unwrap().mtime_ns;
+    let made = mtime(&b);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    create(&a, "/d/f");
+    let seen_by_a = mtime(&a);
+    assert!(seen_by_a > made, "the changing client sees its change");
+    assert_eq!(mtime(&b), seen_by_a, "a's stat sent it");
+    create(&a, "/d/g");
+    std::thread::sleep(sfs_client::dir_times::WINDOW + std::time::Duration::from_millis(10));
+    a.lstat("/").unwrap(); // any call once the batch is due
+    assert!(
+        mtime(&b) > seen_by_a,
+        "sent with a's next call after the window"
+    );
+    let before_drop = mtime(&b);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    create(&a, "/d/h");
+    drop(a);
+    assert!(mtime(&b) > before_drop, "sent when a was dropped");
+}

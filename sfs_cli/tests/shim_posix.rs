@@ -690,3 +690,116 @@ except OSError as e: print('truncate', errno.errorcode[e.errno])
 os.ftruncate(fd, 100); print(os.fstat(fd).st_size)
 " ); echo "python: $?"
 "#;
+
+/// Hard links through the shim as on a local directory: `ln`, `link(2)`
+/// and `linkat(2)` (with `AT_SYMLINK_FOLLOW`, and `AT_EMPTY_PATH` giving an
+/// `O_TMPFILE` file its name), `st_nlink` going up and down, data and
+/// attributes shared between names, rename between two names of one file
+/// (nothing happens), tar and cp -a keeping links, errors (EEXIST, EPERM
+/// for a directory, ENOENT), and `pathconf(_PC_LINK_MAX)`.
+#[test]
+fn hard_links_behave_as_on_a_local_directory() {
+    let cluster = Cluster::start(3);
+    let out = python_then_shell_on_sfs_and_local(&cluster, HARD_LINKS, HARD_LINKS_SHELL);
+    assert!(out.contains("nlink after link 2 2"), "{out}");
+    assert!(out.contains("tar kept the link: yes"), "{out}");
+    assert!(out.contains("tmpfile named: b'unnamed' 1"), "{out}");
+}
+
+/// The calls of [`hard_links_behave_as_on_a_local_directory`].
+const HARD_LINKS: &str = r#"import os, errno, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+def attempt(what, fn):
+    try: fn(); print(what, 'ok')
+    except OSError as e: print(what, errno.errorcode[e.errno])
+os.mkdir('d'); os.mkdir('e')
+open('d/a', 'w').write('hello')
+os.link('d/a', 'e/b')
+print('nlink after link', os.stat('d/a').st_nlink, os.stat('e/b').st_nlink)
+print('same file', os.path.samefile('d/a', 'e/b'))
+with open('e/b', 'a') as f: f.write(' world')
+print(open('d/a').read(), os.stat('d/a').st_size)
+os.chmod('e/b', 0o640); print(oct(os.stat('d/a').st_mode & 0o777))
+os.truncate('d/a', 4); print(open('e/b').read())
+attempt('link onto existing', lambda: os.link('d/a', 'e/b'))
+attempt('link a directory', lambda: os.link('d', 'dd'))
+attempt('link a missing file', lambda: os.link('none', 'x'))
+attempt('link into a missing dir', lambda: os.link('d/a', 'none/x'))
+os.rename('d/a', 'e/b'); print('rename between names', sorted(os.listdir('d')), sorted(os.listdir('e')))
+os.link('e/b', 'c'); print('three', os.stat('c').st_nlink)
+os.unlink('d/a'); print('after unlink', os.stat('c').st_nlink, open('c').read())
+os.symlink('c', 'sl')
+os.link('sl', 'sl2', follow_symlinks=False); print('symlink named', os.lstat('sl2').st_nlink, os.readlink('sl2'))
+os.link('sl', 'c2', follow_symlinks=True); print('followed', os.lstat('c2').st_nlink, os.path.islink('c2'))
+fd = os.open('.', os.O_TMPFILE | os.O_WRONLY, 0o600)
+os.write(fd, b'unnamed')
+AT_EMPTY_PATH, AT_FDCWD = 0x1000, -100
+rc = libc.linkat(fd, b'', AT_FDCWD, b'tmp-named', AT_EMPTY_PATH)
+print('linkat empty path', rc, os.strerror(ctypes.get_errno()) if rc else '')
+os.close(fd)
+print('tmpfile named:', open('tmp-named', 'rb').read(), os.stat('tmp-named').st_nlink)
+print('link max', os.pathconf('c', 'PC_LINK_MAX') >= 65000)
+"#;
+
+/// The shell half of [`HARD_LINKS`]: tar and cp -a keep hard links.
+const HARD_LINKS_SHELL: &str = r#"set -e
+mkdir t; echo data > t/x; ln t/x t/y
+tar cf t.tar t; mkdir u; tar xf t.tar -C u
+[ u/t/x -ef u/t/y ] && echo "tar kept the link: yes" || echo "tar kept the link: no"
+cp -a t v; [ v/x -ef v/y ] && echo "cp -a kept the link: yes" || echo "cp -a kept the link: no"
+stat -c '%h %s %A' u/t/x v/y
+rm u/t/x; stat -c '%h' u/t/y; cat u/t/y
+ls -A | sort | tr '\n' ' '; echo
+"#;
+
+/// A directory's mtime and ctime advance when an entry is created, linked,
+/// renamed or removed in it, and a rename changes the ctime of what moves —
+/// seen by the process that made the change and by the next process (the
+/// first sends its waiting directory times at exit), as on a local
+/// directory.
+#[test]
+fn directory_times_follow_their_entries_as_on_a_local_directory() {
+    let cluster = Cluster::start(3);
+    let out = python_then_shell_on_sfs_and_local(&cluster, DIR_TIMES, DIR_TIMES_SHELL);
+    assert!(out.contains("create parent changed True\n"), "{out}");
+    assert!(out.contains("rename parent changed True True"), "{out}");
+    assert!(out.contains("write parent changed False"), "{out}");
+    assert!(out.contains("rename moved ctime changed True"), "{out}");
+    assert!(out.contains("next process: True"), "{out}");
+}
+
+/// The calls of [`directory_times_follow_their_entries_as_on_a_local_directory`].
+const DIR_TIMES: &str = r#"import os, time
+os.mkdir('d'); os.mkdir('e')
+def times(p):
+    st = os.stat(p)
+    return st.st_mtime_ns, st.st_ctime_ns
+def check(what, op, dirs=('d',)):
+    before = [times(d) for d in dirs]
+    time.sleep(0.02)
+    op()
+    after = [times(d) for d in dirs]
+    print(what, 'parent changed', *[a[0] > b[0] and a[1] > b[1] for a, b in zip(after, before)])
+check('create', lambda: open('d/f', 'w').close())
+check('open existing', lambda: open('d/f', 'w').close())
+check('mkdir', lambda: os.mkdir('d/sub'))
+check('symlink', lambda: os.symlink('f', 'd/l'))
+check('mkfifo', lambda: os.mkfifo('d/p'))
+check('link', lambda: os.link('d/f', 'd/h'))
+check('rename', lambda: os.rename('d/h', 'e/h'), ('d', 'e'))
+check('unlink', lambda: os.unlink('e/h'), ('e',))
+check('rmdir', lambda: os.rmdir('d/sub'))
+check('write', lambda: open('d/f', 'a').write('x'))
+before = os.stat('d/f').st_ctime_ns
+time.sleep(0.02)
+os.rename('d/f', 'd/g')
+print('rename moved ctime changed', os.stat('d/g').st_ctime_ns > before)
+open('stamp', 'w').write(str(os.stat('e').st_mtime_ns))
+time.sleep(0.02)
+open('e/last', 'w').close()
+"#;
+
+/// The shell half of [`DIR_TIMES`]: a new process sees the last create of
+/// the one before.
+const DIR_TIMES_SHELL: &str = r#"python3 -c "import os; print('next process:', os.stat('e').st_mtime_ns > int(open('stamp').read()))"
+"#;

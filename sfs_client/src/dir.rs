@@ -92,8 +92,8 @@ impl Client {
             }
             let mut entries = Vec::with_capacity(page.entries.len());
             for e in page.entries {
-                if dir == "/" && e.name.starts_with(crate::orphans::ORPHAN_PREFIX) {
-                    continue; // a file unlinked while open (crate::orphans)
+                if dir == "/" && crate::hidden_in_root(&e.name) {
+                    continue;
                 }
                 let metadata = e
                     .entry
@@ -105,12 +105,33 @@ impl Client {
                     metadata,
                 });
             }
+            self.resolve_names_of_shared(&mut entries)?;
             if !entries.is_empty() {
                 let next = (cursor.server < self.server_count()).then_some(cursor);
                 return Ok((entries, next));
             }
         }
         Ok((Vec::new(), None))
+    }
+}
+
+impl Client {
+    /// Gives the names of hard-linked files in `entries` their files'
+    /// attributes (crate::links), asking for them all at once.
+    fn resolve_names_of_shared(&self, entries: &mut [DirEntry]) -> SfsResult<()> {
+        if !entries.iter().any(|e| e.metadata.is_name_of_shared()) {
+            return Ok(());
+        }
+        self.block_on(async {
+            let asked = entries
+                .iter_mut()
+                .filter(|e| e.metadata.is_name_of_shared())
+                .map(|e| async move {
+                    e.metadata = self.shared_entry(&e.metadata, 0, None).await?;
+                    Ok::<_, SfsError>(())
+                });
+            futures::future::try_join_all(asked).await.map(|_| ())
+        })
     }
 }
 

@@ -331,7 +331,8 @@ impl Client {
             && md.size > 0
         {
             // The open checked write permission (or made the file).
-            self.block_on(self.truncate_resolved(&path, 0, true))?;
+            let at = self.attributes_at(&path, md.id);
+            self.block_on(self.truncate_resolved(&at, 0, true))?;
         }
         Ok(OpenFile::new(path, &md, flags))
     }
@@ -588,9 +589,11 @@ impl Client {
     /// `fstat(2)`; `st_nlink` is 0 for a file unlinked while open.
     pub fn fstat(&self, fd: i32) -> SfsResult<Metadata> {
         let file = self.files.get(fd)?;
-        let mut md = self.block_on(self.lookup_open(&file.path(), file.id))?;
+        let at = self.attributes_at(&file.path(), file.id);
+        let mut md = self.block_on(self.lookup_open(&at, file.id))?;
         if self.orphans.contains(file.id) {
-            md.nlink = 0;
+            // Its hidden name is not one of its names.
+            md.nlink = md.nlink.saturating_sub(1);
         }
         Ok(md)
     }
@@ -603,7 +606,8 @@ impl Client {
                 "ftruncate: descriptor {fd} is not open for writing a file"
             )));
         }
-        self.block_on(self.truncate_resolved(&file.path(), size, true))
+        let at = self.attributes_at(&file.path(), file.id);
+        self.block_on(self.truncate_resolved(&at, size, true))
     }
 
     /// `fsync(2)`: when it returns, the file's chunks on every server and the
@@ -629,11 +633,21 @@ impl Client {
                     self.on_all_servers(|h| h.rpc.flush_chunks(whole)).await?;
                 }
             }
-            self.owner(&file.path())
+            let (path, at) = (file.path(), self.attributes_at(&file.path(), file.id));
+            let owners = [&path, &at].map(|p| self.distributor.metadata_server(p));
+            self.server(owners[0])
                 .await?
                 .rpc
                 .sync_metadata(pb::Empty {})
                 .await?;
+            if owners[1] != owners[0] {
+                // A hard-linked file's attributes live elsewhere.
+                self.server(owners[1])
+                    .await?
+                    .rpc
+                    .sync_metadata(pb::Empty {})
+                    .await?;
+            }
             Ok(())
         })
     }
@@ -675,19 +689,22 @@ impl Client {
     }
 
     async fn reserve_append(&self, path: &str, id: FileId, len: u64) -> SfsResult<u64> {
-        Ok(self
-            .owner(path)
-            .await?
-            .rpc
-            .reserve_append(pb::ReserveAppendRequest {
-                path: path.to_string(),
-                len,
-                check_id: true,
-                id_hi: id.hi(),
-                id_lo: id.lo(),
-            })
-            .await?
-            .offset)
+        self.on_attributes(path, Some(id), |at| async move {
+            Ok(self
+                .owner(&at)
+                .await?
+                .rpc
+                .reserve_append(pb::ReserveAppendRequest {
+                    path: at.clone(),
+                    len,
+                    check_id: true,
+                    id_hi: id.hi(),
+                    id_lo: id.lo(),
+                })
+                .await?
+                .offset)
+        })
+        .await
     }
 
     /// Places `buf` at `offset` on the chunk owners and (if `grow`) merges
@@ -707,7 +724,7 @@ impl Client {
         if file.drop_privileges.load(Ordering::Relaxed)
             && file.drop_privileges.swap(false, Ordering::Relaxed)
         {
-            let path = file.path();
+            let path = self.attributes_at(&file.path(), file.id);
             let req = pb::SetAttrRequest {
                 path: path.clone(),
                 drop_privileges: true,
@@ -734,7 +751,7 @@ impl Client {
         let chunk_size = self.config.chunk_size;
         let pieces: Vec<Piece> = split(offset, buf.len() as u64, chunk_size).collect();
         let grow_request = pb::GrowSizeRequest {
-            path: file.path(),
+            path: self.attributes_at(&file.path(), file.id),
             end,
             check_id: true,
             id_hi: file.id.hi(),
@@ -746,9 +763,11 @@ impl Client {
             true => self.carrier(file, &pieces).await?,
             false => None,
         };
+        let regrow = AtomicBool::new(false);
         let place = stream::iter(pieces.iter().enumerate())
             .map(|(i, piece)| {
                 let grow_request = &grow_request;
+                let regrow = &regrow;
                 async move {
                     let server = self.distributor.chunk_server(file.id, piece.index);
                     let data =
@@ -756,15 +775,23 @@ impl Client {
                     let chunk = chunk_of(file.id, piece);
                     let handle = self.server(server).await?;
                     if carrier == Some(i) {
-                        return handle
+                        let carried = handle
                             .rpc
                             .write_chunk(pb::WriteChunkRequest {
                                 range: Some(chunk_range(&chunk)),
                                 data: data.to_vec(),
                                 grow: Some(grow_request.clone()),
                             })
-                            .await
-                            .map(|_| ());
+                            .await;
+                        return match carried {
+                            // The bytes are placed; the size is the shared
+                            // entry's (linked by another client since).
+                            Err(e) if e.errno == Errno::EREMCHG => {
+                                regrow.store(true, Ordering::Relaxed);
+                                Ok(())
+                            }
+                            other => other.map(|_| ()),
+                        };
                     }
                     handle.data.write_chunk(chunk, data).await
                 }
@@ -787,6 +814,28 @@ impl Client {
                 .map(|_| ())
         };
         let (placed, grown) = futures::join!(place, grow_size);
+        let grown = match grown {
+            Ok(()) if regrow.load(Ordering::Relaxed) => Err(SfsError::new(
+                Errno::EREMCHG,
+                "the size update the data carried went to a name entry",
+            )),
+            other => other,
+        };
+        let grown = match grown {
+            // Linked by another client since: the size is the shared
+            // entry's (the data is placed either way).
+            Err(e) if e.errno == Errno::EREMCHG => self
+                .on_attributes(&file.path(), Some(file.id), |at| {
+                    let request = pb::GrowSizeRequest {
+                        path: at.clone(),
+                        ..grow_request.clone()
+                    };
+                    async move { self.owner(&at).await?.rpc.grow_size(request).await }
+                })
+                .await
+                .map(|_| ()),
+            other => other,
+        };
         // A definite answer about the file (renamed away, replaced) matters
         // more than a transient failure placing data.
         match (placed, grown) {
@@ -845,7 +894,8 @@ impl Client {
     /// file's metadata server: small, held by that same server, and the
     /// lean RPC in use with it; `None` when none can.
     async fn carrier(&self, file: &OpenFile, pieces: &[Piece]) -> SfsResult<Option<usize>> {
-        let owner = self.distributor.metadata_server(&file.path());
+        let at = self.attributes_at(&file.path(), file.id);
+        let owner = self.distributor.metadata_server(&at);
         let limit = self.server(owner).await?.inline_limit;
         Ok(pieces.iter().position(|p| {
             p.len <= limit && self.distributor.chunk_server(file.id, p.index) == owner
@@ -862,7 +912,7 @@ impl Client {
         offset: u64,
         buf: &mut [u8],
     ) -> (SfsResult<Metadata>, Vec<(u64, SfsResult<()>)>) {
-        let path = file.path();
+        let path = self.attributes_at(&file.path(), file.id);
         let first = split(offset, buf.len() as u64, self.config.chunk_size).next();
         let carrier = match first {
             Some(piece) => self.carrier(file, std::slice::from_ref(&piece)).await,
@@ -891,11 +941,15 @@ impl Client {
                     }),
                 })
                 .await?;
-            let entry = answer
+            let mut entry = answer
                 .entry
                 .as_ref()
                 .map(Metadata::from)
                 .ok_or_else(|| SfsError::io("server answered a read without the entry"))?;
+            if entry.is_name_of_shared() {
+                // Linked by another client since the open.
+                entry = self.shared_entry(&entry, 0, None).await?;
+            }
             let n = answer.data.len().min(head.len());
             head[..n].copy_from_slice(&answer.data[..n]);
             head[n..].fill(0);

@@ -19,10 +19,12 @@
 
 pub mod capi;
 pub mod dir;
+pub mod dir_times;
 pub mod embed;
 pub mod flush;
 pub mod inventory;
 pub mod io;
+pub mod links;
 pub mod namespace;
 pub mod orphans;
 pub mod permissions;
@@ -52,6 +54,14 @@ pub use sfs_rpc::caller::ids_changed;
 /// What one server's `Stats` call answers ([`Client::server_stats`]).
 pub use sfs_rpc::pb::StatsResponse as ServerStats;
 
+/// Names in the root that no listing shows: files unlinked while open
+/// (crate::orphans) and the shared entries of hard-linked files
+/// (crate::links).
+pub fn hidden_in_root(name: &str) -> bool {
+    name.starts_with(orphans::ORPHAN_PREFIX)
+        || name.starts_with(sfs_global::metadata::SHARED_PREFIX)
+}
+
 /// Totals of the chunk stores of all servers (for `statfs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FsStats {
@@ -80,9 +90,24 @@ pub struct Client {
     /// Cache mode: files taken from the backing directory whose source this
     /// client told their chunks' servers ([`Client::tell_source`]).
     pub(crate) sourced: std::sync::Mutex<std::collections::HashSet<FileId>>,
+    /// Files this client saw hard-linked: their attributes are at their
+    /// shared entries (crate::links).
+    pub(crate) shared: std::sync::Mutex<std::collections::HashSet<FileId>>,
+    /// Directories whose mtime and ctime wait to advance (crate::dir_times).
+    pub(crate) dir_times: dir_times::DirTimes,
     /// How long a waiting call polls for answers before sleeping.
     spin: Spin,
     runtime: tokio::runtime::Runtime,
+}
+
+impl Drop for Client {
+    /// Sends the directory times still waiting (crate::dir_times), unless
+    /// dropped inside an async runtime, where it cannot wait for them.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            self.flush_dir_times();
+        }
+    }
 }
 
 impl Client {
@@ -150,6 +175,8 @@ impl Client {
             parents: permissions::ParentCache::default(),
             descriptor_offsets: None,
             sourced: Default::default(),
+            shared: Default::default(),
+            dir_times: Default::default(),
             spin,
             runtime,
         })

@@ -75,10 +75,42 @@ impl Client {
         .await
     }
 
-    /// `Stat` on the owner of `req.path`.
+    /// `Stat` on the owner of `req.path`; for the name of a hard-linked
+    /// file, the attributes of its shared entry (checked there:
+    /// crate::links).
     pub(crate) async fn stat_request(&self, req: pb::PathRequest) -> SfsResult<Metadata> {
+        self.settle_dir_times(&req.path).await;
+        let (access, sticky) = (req.access, req.sticky_parent_uid);
+        let md = self.stat_name_request(req).await?;
+        if md.is_name_of_shared() {
+            return self.shared_entry(&md, access, sticky).await;
+        }
+        Ok(md)
+    }
+
+    /// `Stat` on the owner of `req.path`: the entry itself, a name entry
+    /// for a hard-linked file.
+    pub(crate) async fn stat_name_request(&self, req: pb::PathRequest) -> SfsResult<Metadata> {
         let entry = self.owner(&req.path).await?.rpc.stat(req).await?;
         Ok(Metadata::from(&entry))
+    }
+
+    /// The entry at the normalised `path` as stored: for a hard-linked
+    /// file, the name entry (what a rename moves and a link copies).
+    pub(crate) async fn stat_name(&self, path: &str) -> SfsResult<Metadata> {
+        self.stat_name_request(pb::PathRequest {
+            path: path.to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// [`Client::lookup`] of the entry as stored ([`Client::stat_name`]).
+    pub(crate) async fn lookup_name(&self, path: &str) -> SfsResult<Metadata> {
+        self.search_permitted(path).await?;
+        let md = self.stat_name(path).await?;
+        self.saw_entry(path, &md);
+        Ok(md)
     }
 
     /// The entry of a normalised path, not following a final symlink, if
@@ -191,6 +223,26 @@ impl Client {
         exclusive: bool,
         access: u32,
     ) -> SfsResult<(Metadata, bool)> {
+        let (md, created) = self.create_name(path, new, exclusive, access).await?;
+        if created {
+            self.changed_in_parent_of(path).await;
+        }
+        if md.is_name_of_shared() {
+            // Found a hard-linked file: its attributes, checked there.
+            return Ok((self.shared_entry(&md, access, None).await?, created));
+        }
+        Ok((md, created))
+    }
+
+    /// [`Client::create_entry`], answering an entry found as stored (a
+    /// name entry for a hard-linked file).
+    async fn create_name(
+        &self,
+        path: &str,
+        new: NewEntry<'_>,
+        exclusive: bool,
+        access: u32,
+    ) -> SfsResult<(Metadata, bool)> {
         let NewEntry {
             kind,
             perm,
@@ -253,11 +305,11 @@ impl Client {
                     pb::RemoveKind::RemoveNotDirectory
                 };
                 match self.remove_entry(path, kind, Some(md.id)).await {
-                    Ok(removed) if removed.kind() == FileKind::File && removed.size > 0 => {
-                        // Another opener of the same O_CREAT wrote meanwhile.
-                        let _ = self.remove_chunks(removed.id).await;
+                    Ok(removed) => {
+                        // Another opener of the same O_CREAT may have
+                        // written, or linked it, meanwhile.
+                        let _ = self.release_name(&removed).await;
                     }
-                    Ok(_) => {}
                     Err(undo) => tracing::warn!(
                         "{path}: cannot take back an entry made without a parent: {undo}"
                     ),
@@ -329,8 +381,9 @@ impl Client {
                     sticky_parent_uid: sticky_owner(&parent),
                     ..Default::default()
                 })
-                .await
-                .map(|_| ())
+                .await?;
+                self.changed_in_parent_of(&path).await;
+                Ok(())
             })
         })
     }
@@ -379,19 +432,13 @@ impl Client {
             self.block_on(async {
                 // A file this client still has open keeps its data until the
                 // last close (crate::orphans).
-                if self.orphan_if_open(&path).await? {
-                    return Ok(());
+                if !self.orphan_if_open(&path).await? {
+                    let removed = self
+                        .remove_permitted(&path, pb::RemoveKind::RemoveNotDirectory)
+                        .await?;
+                    self.release_name(&removed).await?;
                 }
-                let removed = self
-                    .remove_permitted(&path, pb::RemoveKind::RemoveNotDirectory)
-                    .await?;
-                // An empty file has no chunks (truncation drops them), so its
-                // removal is one round trip. The exception is a write racing the
-                // unlink from another client: its chunks stay behind unreferenced
-                // (docs/semantics.md).
-                if removed.kind() == FileKind::File && removed.size > 0 {
-                    self.remove_chunks(removed.id).await?;
-                }
+                self.changed_in_parent_of(&path).await;
                 Ok(())
             })
         })
@@ -461,8 +508,19 @@ impl Client {
     ) -> SfsResult<Metadata> {
         // A directory's bits or owner may change: removals check afresh.
         self.parents.clear();
-        let e = self.owner(path).await?.rpc.set_attr(req).await?;
-        Ok(Metadata::from(&e))
+        // Times set explicitly come after the changes made in it before.
+        self.settle_dir_times(path).await;
+        self.on_attributes(path, None, |at| {
+            let req = pb::SetAttrRequest {
+                path: at.clone(),
+                ..req.clone()
+            };
+            async move {
+                let e = self.owner(&at).await?.rpc.set_attr(req).await?;
+                Ok(Metadata::from(&e))
+            }
+        })
+        .await
     }
 
     /// `chmod(2)` (follows symlinks).
@@ -553,13 +611,16 @@ impl Client {
             ));
         }
         let e = self
-            .owner(path)
-            .await?
-            .rpc
-            .truncate(pb::TruncateRequest {
-                path: path.to_string(),
-                size,
-                opened_for_write,
+            .on_attributes(path, None, |at| async move {
+                self.owner(&at)
+                    .await?
+                    .rpc
+                    .truncate(pb::TruncateRequest {
+                        path: at.clone(),
+                        size,
+                        opened_for_write,
+                    })
+                    .await
             })
             .await?;
         let id = e.file_id();
@@ -601,9 +662,18 @@ impl Client {
             // Directories may move: removals check their parents afresh.
             self.parents.clear();
             self.block_on(async {
-                let md = self.lookup(&old).await?;
+                // As stored: a hard-linked file's name entry moves.
+                let md = self.lookup_name(&old).await?;
                 if old == new {
                     return Ok(());
+                }
+                if md.is_name_of_shared() {
+                    if let Ok(there) = self.stat_name(&new).await {
+                        if there.id == md.id {
+                            // Two names of one file: rename(2) does nothing.
+                            return Ok(());
+                        }
+                    }
                 }
                 let new_parent = self.rename_permitted(&old, &new, &md).await?;
                 let sticky = sticky_owner(&new_parent);
@@ -626,10 +696,16 @@ impl Client {
                     self.rename_directory(&old, &new, md.clone(), sticky)
                         .await?;
                 } else {
-                    self.put_entry(&new, &md, true, sticky).await?;
+                    self.put_entry(&new, &md, true, sticky, true).await?;
                     self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
                         .await?;
+                    if md.is_name_of_shared() {
+                        // The ctime of a hard-linked file is its shared entry's.
+                        self.add_links(md.id, 0).await?;
+                    }
                 }
+                self.changed_in_parent_of(&old).await;
+                self.changed_in_parent_of(&new).await;
                 // This client's descriptors follow the file (or everything
                 // below the directory) to its new name.
                 self.follow_rename(&old, &new, md.id, md.is_dir());
@@ -641,12 +717,14 @@ impl Client {
     /// Places `md` at `path` on its owner; drops the data of a replaced file.
     /// `sticky_parent_uid`: `path`'s parent is sticky and owned by that
     /// uid (its owner then refuses to replace another user's entry).
+    /// `renamed`: `md` is what a rename moves, whose ctime the owner sets.
     pub(crate) async fn put_entry(
         &self,
         path: &str,
         md: &Metadata,
         replace: bool,
         sticky_parent_uid: Option<u32>,
+        renamed: bool,
     ) -> SfsResult<()> {
         if replace && md.is_dir() {
             if let Ok(existing) = self.lookup(path).await {
@@ -656,26 +734,28 @@ impl Client {
             }
         }
         if let Some(replaced) = self
-            .place_entry(path, md, replace, sticky_parent_uid)
+            .place_entry(path, md, replace, sticky_parent_uid, renamed)
             .await?
         {
-            if replaced.kind() == FileKind::File
+            if !replaced.is_dir()
                 && replaced.id != md.id
                 && !self.orphan_replaced(path, &replaced).await?
             {
-                self.remove_chunks(replaced.id).await?;
+                self.release_name(&replaced).await?;
             }
         }
         Ok(())
     }
 
     /// `PutEntry` on the owner of `path`: the entry it replaced, if any.
+    /// `renamed` as for [`Client::put_entry`].
     pub(crate) async fn place_entry(
         &self,
         path: &str,
         md: &Metadata,
         replace: bool,
         sticky_parent_uid: Option<u32>,
+        renamed: bool,
     ) -> SfsResult<Option<Metadata>> {
         let r = self
             .owner(path)
@@ -686,6 +766,7 @@ impl Client {
                 entry: Some(md.into()),
                 replace,
                 sticky_parent_uid,
+                renamed,
             })
             .await?;
         Ok(r.replaced.as_ref().map(Metadata::from))
@@ -701,10 +782,11 @@ impl Client {
         let mut subtree = self.list_subtree(old).await?;
         // Parents before children when placing, children first when removing.
         subtree.sort_by_key(|(p, _)| p.matches('/').count());
-        self.put_entry(new, &md, true, sticky_parent_uid).await?;
+        self.put_entry(new, &md, true, sticky_parent_uid, true)
+            .await?;
         for (path, entry) in &subtree {
             let moved = format!("{new}{}", &path[old.len()..]);
-            self.put_entry(&moved, entry, false, None).await?;
+            self.put_entry(&moved, entry, false, None, false).await?;
         }
         for (path, entry) in subtree.iter().rev() {
             let kind = if entry.is_dir() {

@@ -63,8 +63,9 @@ impl Orphans {
 impl Client {
     /// `open(dir, O_TMPFILE)`: a new file with no name, in the hidden
     /// orphan space from the start, removed at its last close. `dir` must
-    /// be a directory; the descriptor must be writable. Linking it into the
-    /// namespace later (`linkat`) is not supported (SFS has no hard links).
+    /// be a directory; the descriptor must be writable. `linkat` with
+    /// `AT_EMPTY_PATH` gives it a name later ([`Client::link`] of its
+    /// hidden path).
     pub(crate) fn open_unnamed(
         &self,
         dir: &str,
@@ -157,7 +158,7 @@ impl Client {
         remove_old: bool,
     ) -> SfsResult<()> {
         let hidden = orphan_path(md.id);
-        self.place_entry(&hidden, md, false, None).await?;
+        self.place_entry(&hidden, md, false, None, false).await?;
         if remove_old {
             self.remove_entry(path, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
                 .await?;
@@ -181,7 +182,8 @@ impl Client {
         if self.files.is_empty() {
             return Ok(false);
         }
-        let md = self.lookup(path).await?;
+        // As stored: a hard-linked file's name entry is what moves.
+        let md = self.lookup_name(path).await?;
         if md.kind() != FileKind::File {
             return Ok(false);
         }
@@ -241,9 +243,15 @@ impl Client {
         }
         self.orphans.by_id.lock().expect("orphans").remove(&id);
         let removed = self.block_on(async {
-            self.remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, Some(id))
+            let removed = self
+                .remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, Some(id))
                 .await?;
-            self.remove_chunks(id).await
+            // The file's other names (hard links) keep its data.
+            self.release_name(&Metadata {
+                size: removed.size.max(1),
+                ..removed
+            })
+            .await
         });
         if let Err(e) = removed {
             tracing::warn!("{path}: cannot remove the orphan of an unlinked file: {e}");

@@ -41,6 +41,12 @@ impl Errno {
     pub const ESTALE: Errno = Errno(libc::ESTALE);
     pub const ENOSYS: Errno = Errno(libc::ENOSYS);
     pub const EREMOTE: Errno = Errno(libc::EREMOTE);
+    /// Never an application's: a server's answer that the name it was asked
+    /// to change is one of a hard-linked file's names, whose attributes
+    /// live in its shared entry ([`crate::metadata::shared_path`]); the
+    /// client asks there instead.
+    pub const EREMCHG: Errno = Errno(libc::EREMCHG);
+    pub const EMLINK: Errno = Errno(libc::EMLINK);
 
     /// The symbolic name, for messages (`ENOENT`), or the number if unknown.
     pub fn name(self) -> String {
@@ -74,6 +80,8 @@ impl Errno {
             (libc::EPROTO, "EPROTO"),
             (libc::ESTALE, "ESTALE"),
             (libc::ENOSYS, "ENOSYS"),
+            (libc::EREMCHG, "EREMCHG"),
+            (libc::EMLINK, "EMLINK"),
         ];
         known
             .iter()

@@ -130,6 +130,26 @@ pub struct Metadata {
     pub source_len: u64,
 }
 
+/// Hard links (docs/architecture.md, "Hard links"). A file with one name
+/// keeps its attributes in the entry of that name, as every entry does. Its
+/// first `link` moves them to a *shared entry* at [`shared_path`] of its
+/// id, a hidden name in the root that is placed, stored and updated like
+/// any other entry, and turns each name into a *name entry*: a copy of the
+/// attributes at the time it was made, with `nlink` 0, which is what marks
+/// it ([`Metadata::is_name_of_shared`]). Readers that find a name entry
+/// read the shared one; a server asked to change a name entry answers
+/// [`crate::Errno::EREMCHG`] so that the change goes there. The shared
+/// entry counts the names in `nlink` and goes with the last one.
+pub const SHARED_PREFIX: &str = ".sfs-inode-";
+
+/// Where the attributes of the hard-linked file `id` live.
+pub fn shared_path(id: FileId) -> String {
+    format!("/{SHARED_PREFIX}{:032x}", id.0)
+}
+
+/// The most names a file can have (`link` beyond it: EMLINK), as ext4.
+pub const LINK_MAX: u32 = 65_000;
+
 const ENCODING_V1: u8 = 1;
 /// Version 1 followed by `source_len` (u64) and `source` (u32 length and
 /// bytes); written only for an entry with a source, so every other entry
@@ -161,6 +181,22 @@ impl Metadata {
     }
     pub fn is_dir(&self) -> bool {
         self.kind() == FileKind::Directory
+    }
+
+    /// A name of a hard-linked file: its attributes (beyond the type and
+    /// id) are those of the shared entry at [`shared_path`] of its id, not
+    /// these ([`SHARED_PREFIX`]).
+    pub fn is_name_of_shared(&self) -> bool {
+        self.nlink == 0 && !self.is_dir()
+    }
+
+    /// The name entry of this (non-directory) entry once it is shared: the
+    /// same type, id and attributes, `nlink` 0.
+    pub fn as_name_of_shared(&self) -> Metadata {
+        Metadata {
+            nlink: 0,
+            ..self.clone()
+        }
     }
 
     /// `st_rdev`: a device's number, kept in `size` (a device has no

@@ -328,6 +328,19 @@ impl MetadataStore for BackedStore {
         self.with_entry(path, || self.inner.set_attr(path, update.clone()))
     }
 
+    /// Hard links are not made in the view of a backing directory: a
+    /// write-back or stage-out would have to make them there too.
+    fn share(&self, path: &str, _id: FileId) -> SfsResult<Metadata> {
+        Err(SfsError::new(
+            Errno::EXDEV,
+            format!("{path}: hard links are not made in cache mode (docs/staging.md)"),
+        ))
+    }
+
+    fn add_links(&self, path: &str, id: FileId, delta: i32, time_ns: i64) -> SfsResult<Metadata> {
+        self.inner.add_links(path, id, delta, time_ns)
+    }
+
     fn put_entry(&self, path: &str, entry: Metadata, replace: bool) -> SfsResult<Option<Metadata>> {
         // What a rename replaces is what the view shows there.
         if let Some(old) = self.get(path)? {

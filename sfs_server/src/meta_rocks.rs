@@ -22,7 +22,8 @@ use crate::meta_store::{MetadataStore, RemoveKind};
 use rocksdb::{Direction, IteratorMode, MergeOperands, Options, ReadOptions, DB};
 use sfs_global::chunk::MAX_FILE_SIZE;
 use sfs_global::metadata::{
-    apply_updates, children_prefix, combine_updates, deep_descendants_prefix, entry_key, MetaUpdate,
+    apply_updates, children_prefix, combine_updates, deep_descendants_prefix, entry_key,
+    MetaUpdate, LINK_MAX,
 };
 use sfs_global::{Errno, FileId, Metadata, SfsError, SfsResult};
 use std::path::Path;
@@ -131,6 +132,16 @@ impl RocksMetadataStore {
             Some(id) if md.id != id => Err(stale(path, id)),
             _ => Ok(md),
         }
+    }
+
+    /// [`RocksMetadataStore::existing_as`] of an entry whose attributes are
+    /// about to change: EREMCHG for the name of a hard-linked file.
+    fn changing(&self, key: &[u8], path: &str, if_id: Option<FileId>) -> SfsResult<Metadata> {
+        let md = self.existing_as(key, path, if_id)?;
+        if md.is_name_of_shared() {
+            return Err(shared_elsewhere(path, md.id));
+        }
+        Ok(md)
     }
 
     fn put(&self, key: &[u8], entry: &Metadata, path: &str) -> SfsResult<()> {
@@ -246,7 +257,7 @@ impl MetadataStore for RocksMetadataStore {
         // taken (concurrent writers of one file never wait on each other); a
         // remove that wins the race after it turns the merge into a tombstone.
         let _guard = if_id.map(|_| self.lock(&key));
-        self.existing_as(&key, path, if_id)?;
+        self.changing(&key, path, if_id)?;
         self.merge(&key, &update, path)
     }
 
@@ -259,7 +270,7 @@ impl MetadataStore for RocksMetadataStore {
     ) -> SfsResult<u64> {
         let key = entry_key(path);
         let _guard = self.lock(&key);
-        let md = self.existing_as(&key, path, if_id)?;
+        let md = self.changing(&key, path, if_id)?;
         if md.is_dir() {
             return Err(SfsError::is_dir(path));
         }
@@ -280,7 +291,7 @@ impl MetadataStore for RocksMetadataStore {
     fn truncate(&self, path: &str, size: u64, time_ns: i64) -> SfsResult<Metadata> {
         let key = entry_key(path);
         let _guard = self.lock(&key);
-        let md = self.existing(&key, path)?;
+        let md = self.changing(&key, path, None)?;
         if md.is_dir() {
             return Err(SfsError::is_dir(path));
         }
@@ -299,9 +310,54 @@ impl MetadataStore for RocksMetadataStore {
         }
         let key = entry_key(path);
         let _guard = self.lock(&key);
-        self.existing(&key, path)?;
+        self.changing(&key, path, None)?;
         self.merge(&key, &update, path)?;
         self.existing(&key, path)
+    }
+
+    fn share(&self, path: &str, id: FileId) -> SfsResult<Metadata> {
+        let key = entry_key(path);
+        let _guard = self.lock(&key);
+        let md = self
+            .get_key(&key, path)?
+            .filter(|md| md.id == id)
+            .ok_or_else(|| {
+                SfsError::new(Errno::ENOENT, format!("{path}: no longer names file {id}"))
+            })?;
+        if md.is_dir() {
+            return Err(SfsError::new(
+                Errno::EPERM,
+                format!("{path}: a directory cannot have hard links"),
+            ));
+        }
+        if !md.is_name_of_shared() {
+            self.put(&key, &md.as_name_of_shared(), path)?;
+        }
+        Ok(md)
+    }
+
+    fn add_links(&self, path: &str, id: FileId, delta: i32, time_ns: i64) -> SfsResult<Metadata> {
+        let key = entry_key(path);
+        let _guard = self.lock(&key);
+        let mut md = self.changing(&key, path, Some(id))?;
+        if md.is_dir() {
+            return Err(SfsError::is_dir(path));
+        }
+        let count = i64::from(md.nlink) + i64::from(delta);
+        if count > i64::from(LINK_MAX) {
+            return Err(SfsError::new(
+                Errno::EMLINK,
+                format!("{path}: the file has {} names already", md.nlink),
+            ));
+        }
+        md.nlink = u32::try_from(count.max(0)).unwrap_or(0);
+        md.ctime_ns = md.ctime_ns.max(time_ns);
+        if md.nlink == 0 {
+            self.db.delete(&key).map_err(|e| db_error(path, e))?;
+        } else {
+            self.put(&key, &md, path)?;
+        }
+        Ok(md)
     }
 
     fn put_entry(&self, path: &str, entry: Metadata, replace: bool) -> SfsResult<Option<Metadata>> {
@@ -424,6 +480,18 @@ fn whiteout_key(path: &str) -> Vec<u8> {
 }
 
 /// The error for an open file whose path now names another file.
+/// The answer to a change of `path`, a name of the hard-linked file `id`:
+/// the client makes it at the file's shared entry.
+pub(crate) fn shared_elsewhere(path: &str, id: FileId) -> SfsError {
+    SfsError::new(
+        Errno::EREMCHG,
+        format!(
+            "{path}: a name of a hard-linked file; its attributes are at {}",
+            sfs_global::metadata::shared_path(id)
+        ),
+    )
+}
+
 pub(crate) fn stale(path: &str, id: FileId) -> SfsError {
     SfsError::new(
         Errno::ESTALE,

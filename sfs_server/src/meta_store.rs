@@ -42,7 +42,10 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Merges `update` into the existing entry without reading it back
     /// (ENOENT if absent). Concurrent updates never lose each other.
-    /// With `if_id`, ESTALE unless the entry is that file.
+    /// With `if_id`, ESTALE unless the entry is that file. This, like
+    /// every call below that changes an entry's attributes, answers
+    /// EREMCHG for the name of a hard-linked file (they are changed at its
+    /// shared entry).
     fn update(&self, path: &str, update: MetaUpdate, if_id: Option<FileId>) -> SfsResult<()>;
 
     /// Atomically reserves `len` bytes at the end of a file (O_APPEND): grows
@@ -58,6 +61,19 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Sets the size of a file to exactly `size`; EISDIR on a directory.
     fn truncate(&self, path: &str, size: u64, time_ns: i64) -> SfsResult<Metadata>;
+
+    /// Hard links (`sfs_global::metadata::SHARED_PREFIX`): turns the entry
+    /// of the non-directory `path`, if it is still file `id`, into a name of
+    /// a shared file and returns the entry it was (a name entry when it
+    /// already was one). EPERM for a directory, ENOENT when `path` names
+    /// another file or nothing.
+    fn share(&self, path: &str, id: FileId) -> SfsResult<Metadata>;
+
+    /// Adds `delta` (may be negative) to the link count of the shared entry
+    /// at `path`, which must be file `id`, sets its ctime, and removes it when
+    /// the count reaches 0. Returns the entry with its new count. EMLINK past
+    /// `LINK_MAX`.
+    fn add_links(&self, path: &str, id: FileId, delta: i32, time_ns: i64) -> SfsResult<Metadata>;
 
     /// Applies a [`MetaUpdate::SetAttr`] and returns the resulting entry.
     fn set_attr(&self, path: &str, update: MetaUpdate) -> SfsResult<Metadata>;

@@ -636,6 +636,7 @@ fn rpc_request_bodies() {
             entry: Some(entry()),
             replace: true,
             sticky_parent_uid: Some(7),
+            renamed: true,
         }),
         encode(&pb::Empty {}),
         encode(&pb::FileRequest { id_hi: 5, id_lo: 6 }),

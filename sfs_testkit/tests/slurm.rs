@@ -191,18 +191,24 @@ fn lua_burst_buffer_runs_for_an_unprivileged_users_job() {
         "{output}"
     );
 
-    let uid = String::from_utf8(
-        Command::new("id")
-            .args(["-u", USER])
-            .output()
-            .expect("running id")
-            .stdout,
-    )
-    .expect("id prints UTF-8");
+    // The user's own group need not have its uid's number.
+    let id_of = |flag: &str| {
+        String::from_utf8(
+            Command::new("id")
+                .args([flag, USER])
+                .output()
+                .expect("running id")
+                .stdout,
+        )
+        .expect("id prints UTF-8")
+        .trim()
+        .to_string()
+    };
+    let (uid, gid) = (id_of("-u"), id_of("-g"));
     let lines: Vec<&str> = recorded.lines().collect();
     let expected = [
         "job_process".to_string(),
-        format!("setup {id} {uid} {uid}", uid = uid.trim()),
+        format!("setup {id} {uid} {gid}"),
         format!("data_in {id}"),
         format!("paths {id}"),
         format!("pre_run {id}"),

@@ -622,6 +622,7 @@ fn initialise() -> SfsResult<()> {
                 // as long as the process.
                 unsafe {
                     libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child));
+                    libc::atexit(send_dir_times_at_exit);
                 }
             });
             let pending = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|p| p.into_inner()));
@@ -642,6 +643,29 @@ fn initialise() -> SfsResult<()> {
         }
     }
     Ok(())
+}
+
+/// At exit: the directory times this process changed and still holds
+/// (sfs_client::dir_times) go to the servers.
+extern "C" fn send_dir_times_at_exit() {
+    send_waiting_dir_times();
+}
+
+/// Sends the directory times this process still holds (at exit, before
+/// an exec replaces it).
+pub fn send_waiting_dir_times() {
+    if !CLIENT_EXISTS.load(Ordering::Acquire) || STALE_AFTER_FORK.load(Ordering::Acquire) {
+        // A forked child that made no SFS call: what it inherited waiting
+        // is its parent's to send.
+        return;
+    }
+    let Some(_inside) = enter() else {
+        return;
+    };
+    let _ = with_client(|client| {
+        client.flush_dir_times();
+        Ok(())
+    });
 }
 
 /// Re-opens a descriptor inherited through `exec` at its number. Its

@@ -346,6 +346,12 @@ impl Tree for SfsTree {
 
     fn set_dir_attrs(&self, rel: &str, mode: u32, mtime_ns: i64) -> Result<()> {
         let path = self.path(rel);
+        // The times of directories the copies changed, which every client
+        // holds back a moment (sfs_client::dir_times), go first: the
+        // mtime set here is the last word.
+        for client in self.clients.iter() {
+            client.flush_dir_times();
+        }
         self.client()
             .lset_mode_and_mtime(&path, mode, mtime_ns)
             .with_context(|| format!("setting the mode and mtime of sfs:{path}"))

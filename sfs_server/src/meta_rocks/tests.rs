@@ -297,3 +297,80 @@ fn data_survives_reopen() {
     let md = store.get("/kept").unwrap().unwrap();
     assert_eq!((md.id, md.size), (FileId(9), 1234));
 }
+
+#[test]
+fn a_shared_name_sends_changes_to_its_shared_entry_and_counts_go_to_zero() {
+    let (_dir, store) = open();
+    let id = FileId(7);
+    store.create("/a", file(7), true).unwrap();
+    store
+        .update(
+            "/a",
+            MetaUpdate::GrowSize {
+                end: 10,
+                time_ns: 2,
+            },
+            Some(id),
+        )
+        .unwrap();
+    assert_eq!(
+        store.share("/a", FileId(8)).unwrap_err().errno,
+        Errno::ENOENT,
+        "another file's id"
+    );
+    let was = store.share("/a", id).unwrap();
+    assert_eq!((was.size, was.nlink), (10, 1), "the attributes it had");
+    let name = store.get("/a").unwrap().unwrap();
+    assert!(name.is_name_of_shared());
+    assert_eq!(
+        store.share("/a", id).unwrap(),
+        name,
+        "sharing again changes nothing"
+    );
+    // Every change of a name's attributes goes to the shared entry.
+    let grow = MetaUpdate::GrowSize {
+        end: 20,
+        time_ns: 3,
+    };
+    let redirected = |e: sfs_global::SfsError| assert_eq!(e.errno, Errno::EREMCHG);
+    redirected(store.update("/a", grow, Some(id)).unwrap_err());
+    redirected(store.reserve_append("/a", 1, 3, Some(id)).unwrap_err());
+    redirected(store.truncate("/a", 0, 3).unwrap_err());
+    let chmod = MetaUpdate::SetAttr {
+        mode: Some(0o600),
+        uid: None,
+        gid: None,
+        atime_ns: None,
+        mtime_ns: None,
+        ctime_ns: 3,
+    };
+    redirected(store.set_attr("/a", chmod).unwrap_err());
+    assert_eq!(
+        store.get("/a").unwrap().unwrap(),
+        name,
+        "the name did not change"
+    );
+    // The shared entry counts names and goes with the last.
+    let shared = "/.sfs-inode-7";
+    store
+        .put_entry(shared, Metadata { nlink: 1, ..was }, false)
+        .unwrap();
+    assert_eq!(store.add_links(shared, id, 1, 5).unwrap().nlink, 2);
+    assert_eq!(store.get(shared).unwrap().unwrap().ctime_ns, 5);
+    assert_eq!(
+        store.add_links(shared, FileId(8), 1, 5).unwrap_err().errno,
+        Errno::ESTALE
+    );
+    assert_eq!(store.add_links(shared, id, -1, 6).unwrap().nlink, 1);
+    assert_eq!(store.add_links(shared, id, -1, 7).unwrap().nlink, 0);
+    assert!(
+        store.get(shared).unwrap().is_none(),
+        "gone with its last name"
+    );
+    assert!(store.add_links(shared, id, -1, 8).is_err());
+    store.create("/d", dir_entry(), true).unwrap();
+    assert_eq!(
+        store.share("/d", FileId(0)).unwrap_err().errno,
+        Errno::EPERM
+    );
+}

@@ -14,13 +14,14 @@ use super::{
     blocking, check_entry, check_link_target, check_mode, check_path, check_size, page_size, quick,
     refuse, ServerState,
 };
+use crate::meta_rocks::shared_elsewhere;
 use crate::meta_store::{now_ns, RemoveKind};
 use sfs_global::access::{
     check_access, check_set_attr, check_sticky, missing, without_privileges,
     write_drops_privileges, AttrChange, MAY_EXEC, MAY_WRITE,
 };
 use sfs_global::distributor::Distributor;
-use sfs_global::metadata::MetaUpdate;
+use sfs_global::metadata::{MetaUpdate, SHARED_PREFIX};
 use sfs_global::path::split_parent;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::caller::caller_of;
@@ -228,7 +229,7 @@ impl metadata_server::Metadata for MetadataService {
                                 return Err(refuse(SfsError::exists(&req.path)))
                             }
                             Some(existing) => {
-                                check_access(&existing, &caller, req.access, &req.path)
+                                check_access_here(&existing, &caller, req.access, &req.path)
                                     .map_err(refuse)?;
                                 return Ok(Response::new(pb::CreateResponse {
                                     entry: Some(pb::Entry::from(&existing)),
@@ -254,7 +255,7 @@ impl metadata_server::Metadata for MetadataService {
         let (entry, created) = quick(|| meta.create(&path, entry, req.exclusive))?;
         if !created {
             // Opening what exists: the access asked for, as open(2).
-            check_access(&entry, &caller, req.access, &path).map_err(refuse)?;
+            check_access_here(&entry, &caller, req.access, &path).map_err(refuse)?;
         }
         Ok(Response::new(pb::CreateResponse {
             entry: Some(pb::Entry::from(&entry)),
@@ -276,6 +277,11 @@ impl metadata_server::Metadata for MetadataService {
             let md = meta.get(&path)?.ok_or_else(|| SfsError::not_found(&path))?;
             if let Some(id) = if_id.filter(|id| md.id != *id) {
                 return Err(crate::meta_rocks::stale(&path, id));
+            }
+            if md.is_name_of_shared() {
+                // Its attributes, and so these checks, are the shared
+                // entry's: the client asks there next.
+                return Ok(md);
             }
             check_access(&md, &caller, req.access, &path)?;
             if let Some(parent_uid) = req.sticky_parent_uid {
@@ -382,6 +388,9 @@ impl metadata_server::Metadata for MetadataService {
         if !req.opened_for_write {
             let path = req.path.as_str();
             let md = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+            if md.is_name_of_shared() {
+                return Err(refuse(shared_elsewhere(path, md.id)));
+            }
             check_access(&md, &caller, MAY_WRITE, path).map_err(refuse)?;
         }
         let now = now_ns();
@@ -409,6 +418,9 @@ impl metadata_server::Metadata for MetadataService {
         let meta = self.state.meta.clone();
         let path = req.path.as_str();
         let current = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+        if current.is_name_of_shared() {
+            return Err(refuse(shared_elsewhere(path, current.id)));
+        }
         if req.drop_privileges {
             let only = req.mode.is_none()
                 && req.uid.is_none()
@@ -492,12 +504,17 @@ impl metadata_server::Metadata for MetadataService {
         let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
-        let entry = req
+        let mut entry = req
             .entry
             .as_ref()
             .map(Metadata::from)
             .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
         check_entry(&entry).map_err(refuse)?;
+        if req.renamed && !entry.is_name_of_shared() {
+            // rename(2) changes the ctime of what it moves (a hard-linked
+            // file's is its shared entry's, which the client touches).
+            entry.ctime_ns = entry.ctime_ns.max(now_ns());
+        }
         let meta = self.state.meta.clone();
         if let (true, Some(parent_uid)) = (req.replace, req.sticky_parent_uid) {
             // Replacing another user's entry in a sticky directory.
@@ -578,6 +595,53 @@ impl metadata_server::Metadata for MetadataService {
         blocking(move || meta.sync()).await?;
         Ok(Response::new(pb::Empty {}))
     }
+
+    async fn share_entry(
+        &self,
+        request: Request<pb::LinkRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let meta = self.state.meta.clone();
+        let id = FileId::from_parts(req.id_hi, req.id_lo);
+        let entry = quick(move || meta.share(&req.path, id))?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+
+    async fn add_links(
+        &self,
+        request: Request<pb::LinkRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let shared = split_parent(&req.path)
+            .is_some_and(|(parent, name)| parent == "/" && name.starts_with(SHARED_PREFIX));
+        if !shared {
+            return Err(refuse(SfsError::invalid(format!(
+                "{}: link counts are kept only in shared entries",
+                req.path
+            ))));
+        }
+        let meta = self.state.meta.clone();
+        let id = FileId::from_parts(req.id_hi, req.id_lo);
+        let entry = quick(move || meta.add_links(&req.path, id, req.delta, now_ns()))?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
+}
+
+/// [`check_access`] of an entry found by a create, except for the name of a
+/// hard-linked file: its attributes are the shared entry's, where the
+/// client checks.
+fn check_access_here(
+    md: &Metadata,
+    caller: &sfs_global::access::Caller,
+    access: u32,
+    path: &str,
+) -> SfsResult<()> {
+    if md.is_name_of_shared() {
+        return Ok(());
+    }
+    check_access(md, caller, access, path)
 }
 
 /// The update a write or truncate by a caller other than root makes to a

@@ -145,7 +145,7 @@ fn pathconf_sfs(name: c_int) -> Result<c_long, c_int> {
     Ok(match name {
         libc::_PC_NAME_MAX => 255,
         libc::_PC_PATH_MAX => 4096,
-        libc::_PC_LINK_MAX => 1,
+        libc::_PC_LINK_MAX => c_long::from(sfs_global::metadata::LINK_MAX),
         libc::_PC_FILESIZEBITS => 64,
         libc::_PC_SYMLINK_MAX => 4095,
         libc::_PC_PIPE_BUF => 4096,

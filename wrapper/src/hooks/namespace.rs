@@ -1,8 +1,12 @@
 //! Calls that change the namespace or attributes: mkdir, rmdir, unlink,
-//! rename, truncate, chmod/chown, symlinks, hard links (refused), times.
+//! rename, truncate, chmod/chown, symlinks, hard links, times.
 
 use crate::hooks::open::umask_value;
-use crate::paths::{c_str, sfs_path, sfs_path_pair, sfs_path_pair_tail, sfs_path_tail, Tail};
+use crate::paths::{
+    c_bytes, c_str, resolve_argument, sfs_path, sfs_path_pair_tail, sfs_path_tail, surely_invalid,
+    Side, Tail,
+};
+use crate::state;
 use crate::state::{err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, c_uint, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
 use redhook::{hook, real};
@@ -225,6 +229,9 @@ fn rename_sfs(
 
 hook! {
     unsafe fn rename(old: *const c_char, new: *const c_char) -> c_int => sfs_rename {
+        if let Some(answer) = second_path_unreadable("rename", libc::AT_FDCWD, old, new, false) {
+            return answer;
+        }
         match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
             Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
             None => real!(rename)(old, new),
@@ -234,6 +241,9 @@ hook! {
 
 hook! {
     unsafe fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int => sfs_renameat {
+        if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
+            return answer;
+        }
         match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
             Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
             None => real!(renameat)(olddirfd, old, newdirfd, new),
@@ -243,6 +253,9 @@ hook! {
 
 hook! {
     unsafe fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int => sfs_renameat2 {
+        if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
+            return answer;
+        }
         match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
             Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, flags)),
             None => real!(renameat2)(olddirfd, old, newdirfd, new, flags),
@@ -250,17 +263,67 @@ hook! {
     }
 }
 
-fn link_sfs(old: Option<String>, new: Option<String>) -> SfsResult<c_int> {
+/// `link`/`linkat` between two SFS paths; EXDEV when one side is not SFS.
+fn link_sfs(old: Side, new: Side, follow: bool) -> SfsResult<c_int> {
     match (old, new) {
-        (Some(_), Some(new)) => Err(err(libc::EPERM, format!("{new}: SFS has no hard links"))),
+        (Some((old, old_tail)), Some((new, new_tail))) => {
+            if new_tail.slash {
+                // A new name with a trailing '/' would be a directory.
+                return Err(match with_client(|c| c.lstat(&new)) {
+                    Ok(_) => err(libc::EEXIST, format!("{new}/: exists")),
+                    Err(_) => err(libc::ENOENT, format!("{new}/: not a directory name")),
+                });
+            }
+            if old_tail.slash && !with_client(|c| c.stat(&old))?.is_dir() {
+                return Err(err(libc::ENOTDIR, format!("{old}/: not a directory")));
+            }
+            ok(with_client(|c| c.link(&old, &new, follow)))
+        }
         _ => Err(err(libc::EXDEV, "link between SFS and another file system")),
     }
 }
 
+/// A two-path call (link, rename) whose new path cannot be read (NULL,
+/// say) and whose old path is in SFS. The kernel looks the old path up
+/// before it reads the new one — all of it for link (`whole`), its parent
+/// for rename — so a missing one is that error and otherwise EFAULT.
+/// `None`: not such a call.
+///
+/// # Safety
+/// `old` is NULL or NUL-terminated.
+unsafe fn second_path_unreadable(
+    what: &str,
+    dirfd: c_int,
+    old: *const c_char,
+    new: *const c_char,
+    whole: bool,
+) -> Option<c_int> {
+    if !surely_invalid(new) || surely_invalid(old) {
+        return None;
+    }
+    // SAFETY: forwarded contract.
+    let (_inside, old, _) = unsafe { sfs_path_tail(dirfd, old) }?;
+    Some(run(what, || {
+        if whole {
+            with_client(|c| c.lstat(&old))?;
+        } else {
+            let parent = sfs_global::path::split_parent(&old).map_or("/", |(p, _)| p);
+            with_client(|c| c.resolve_directory(parent))?;
+        }
+        Err::<c_int, _>(err(
+            libc::EFAULT,
+            format!("{what}: the new path is not in the process's memory"),
+        ))
+    }))
+}
+
 hook! {
     unsafe fn link(old: *const c_char, new: *const c_char) -> c_int => sfs_link {
-        match sfs_path_pair(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
-            Some((_inside, a, b)) => run("link", || link_sfs(a, b)),
+        if let Some(answer) = second_path_unreadable("link", libc::AT_FDCWD, old, new, true) {
+            return answer;
+        }
+        match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+            Some((_inside, a, b)) => run("link", || link_sfs(a, b, false)),
             None => real!(link)(old, new),
         }
     }
@@ -268,8 +331,30 @@ hook! {
 
 hook! {
     unsafe fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int => sfs_linkat {
-        match sfs_path_pair(olddirfd, old, newdirfd, new) {
-            Some((_inside, a, b)) => run("link", || link_sfs(a, b)),
+        if let Some(answer) = second_path_unreadable("link", olddirfd, old, new, true) {
+            return answer;
+        }
+        let follow = flags & libc::AT_SYMLINK_FOLLOW != 0;
+        // SAFETY: `old` is NULL or NUL-terminated (linkat's contract).
+        let empty = unsafe { c_bytes(old) }.is_none_or(|b| b.is_empty());
+        if empty && flags & libc::AT_EMPTY_PATH != 0 {
+            if let Some(_inside) = sfs_fd(olddirfd) {
+                // The file of an SFS descriptor (an O_TMPFILE file, say)
+                // gets a name.
+                // SAFETY: `new` is NULL or NUL-terminated (linkat's contract).
+                let text = unsafe { c_str(new) };
+                let b = text.and_then(|text| {
+                    let sfs = resolve_argument(state::settings()?, newdirfd, text)?;
+                    Some((sfs, Tail::of(text)))
+                });
+                return run("link", || {
+                    let a = with_client(|c| c.fd_path(olddirfd))?;
+                    link_sfs(Some((a, Tail::default())), b, false)
+                });
+            }
+        }
+        match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+            Some((_inside, a, b)) => run("link", || link_sfs(a, b, follow)),
             None => real!(linkat)(olddirfd, old, newdirfd, new, flags),
         }
     }

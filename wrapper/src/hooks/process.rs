@@ -34,6 +34,8 @@ unsafe fn exec_one(
     if path.is_null() {
         return real!(execve)(path, argv, envp);
     }
+    // What waits would be lost with this image.
+    state::send_waiting_dir_times();
     // SAFETY: non-NULL, NUL-terminated per execve's contract.
     let path_c = unsafe { CStr::from_ptr(path) };
     // SAFETY: argv per execve's contract.
