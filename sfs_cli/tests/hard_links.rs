@@ -157,3 +157,42 @@ fn symlinks_and_special_files_take_names_too() {
     assert_eq!(client.lstat("/fifo2").unwrap().kind(), FileKind::Fifo);
     assert_eq!(client.lstat("/fifo").unwrap().nlink, 2);
 }
+
+#[test]
+fn two_open_names_of_one_file_unlinked_keep_the_data_until_the_last_close() {
+    let cluster = Cluster::start(3);
+    let client = cluster.client();
+    let empty = client.statfs().unwrap().used_bytes;
+    write_file(&client, "/a", b"both names");
+    client.link("/a", "/b", false).unwrap();
+    let fa = client.open("/a", libc::O_RDONLY, 0).unwrap();
+    let fb = client.open("/b", libc::O_RDONLY, 0).unwrap();
+    client.unlink("/a").unwrap();
+    client.unlink("/b").unwrap();
+    assert_eq!(errno(client.lstat("/b")), Errno::ENOENT);
+    let mut buf = [0u8; 16];
+    assert_eq!(client.pread(fb, &mut buf, 0).unwrap(), 10);
+    assert_eq!(&buf[..10], b"both names");
+    assert_eq!(client.fstat(fa).unwrap().nlink, 0);
+    client.close(fa).unwrap();
+    assert_eq!(client.pread(fb, &mut buf, 0).unwrap(), 10);
+    client.close(fb).unwrap();
+    assert_eq!(
+        client.statfs().unwrap().used_bytes,
+        empty,
+        "gone at the last close"
+    );
+}
+
+#[test]
+fn the_shared_entry_is_not_a_name_programs_can_use() {
+    let cluster = Cluster::start(2);
+    let client = cluster.client();
+    write_file(&client, "/a", b"kept");
+    client.link("/a", "/b", false).unwrap();
+    let shared = sfs_global::metadata::shared_path(client.stat("/a").unwrap().id);
+    assert_eq!(errno(client.unlink(&shared)), Errno::ENOENT);
+    assert_eq!(errno(client.stat(&shared)), Errno::ENOENT);
+    assert_eq!(errno(client.rename("/a", &shared)), Errno::ENOENT);
+    assert_eq!(read_file(&client, "/b"), b"kept");
+}

@@ -9,11 +9,12 @@
 //! together (a `GrowSize` to 0 on each: mtime and ctime become the
 //! server's time, the size of a directory does not change):
 //!
-//! - before this client reads the attributes of a waiting directory (a
-//!   stat of it), so its own programs always see the new times;
+//! - before a program of this client reads the attributes of a waiting
+//!   directory (stat, lstat, fstat of it), so it always sees the new
+//!   times;
 //! - once the oldest waiting update is [`WINDOW`] old, at the next call
-//!   that changes or reads an entry, or when more than [`MOST_WAITING`]
-//!   directories wait;
+//!   that changes an entry or stats one, or when more than
+//!   [`MOST_WAITING`] directories wait;
 //! - at the end: when the [`Client`] is dropped, and at the exit of a
 //!   program under the shim.
 //!
@@ -78,8 +79,16 @@ impl Client {
         }
     }
 
-    /// Before the attributes of `path` are read: a waiting update of its
-    /// times goes first, and every waiting one once they are due.
+    /// Whether an update of `path`'s times waits.
+    pub(crate) fn dir_times_wait_for(&self, path: &str) -> bool {
+        let waiting = self.dir_times.waiting.lock().expect("dir times");
+        waiting.dirs.contains(path)
+    }
+
+    /// Before a program reads the attributes of `path` (stat, lstat,
+    /// fstat; not the client's own look-ups of parents, which would cost
+    /// every create a call): a waiting update of its times goes first,
+    /// and every waiting one once they are due.
     pub(crate) async fn settle_dir_times(&self, path: &str) {
         let send = {
             let mut waiting = self.dir_times.waiting.lock().expect("dir times");
@@ -107,6 +116,11 @@ impl Client {
         if !dirs.is_empty() {
             self.block_on(self.send_dir_times(dirs));
         }
+    }
+
+    /// Drops the waiting updates (a forked child: they are its parent's).
+    pub(crate) fn forget_dir_times(&self) {
+        self.dir_times.waiting.lock().expect("dir times").take();
     }
 
     async fn send_dir_times(&self, dirs: Vec<String>) {

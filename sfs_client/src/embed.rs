@@ -67,6 +67,9 @@ impl Client {
     /// rather than dropped (dropping could wait for those threads).
     pub fn reinit_after_fork(&mut self, on_thread_start: ThreadStart) -> SfsResult<()> {
         self.replace_runtime(&on_thread_start, true)?;
+        // The directory times the parent holds back are the parent's to
+        // send (a child sending them late could overtake its utimens).
+        self.forget_dir_times();
         Ok(())
     }
 

@@ -590,7 +590,12 @@ impl Client {
     pub fn fstat(&self, fd: i32) -> SfsResult<Metadata> {
         let file = self.files.get(fd)?;
         let at = self.attributes_at(&file.path(), file.id);
-        let mut md = self.block_on(self.lookup_open(&at, file.id))?;
+        let mut md = self.block_on(async {
+            if file.kind == FileKind::Directory {
+                self.settle_dir_times(&at).await;
+            }
+            self.lookup_open(&at, file.id).await
+        })?;
         if self.orphans.contains(file.id) {
             // Its hidden name is not one of its names.
             md.nlink = md.nlink.saturating_sub(1);

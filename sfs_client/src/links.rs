@@ -98,7 +98,16 @@ impl Client {
             }
         }
         self.remember_shared(id);
-        let counted = self.add_links(id, 1).await?;
+        let counted = match self.add_links(id, 1).await {
+            Err(e) if e.errno == Errno::ENOENT => {
+                // A first link cut short: its shared entry is made again
+                // from the name's copy.
+                let name = self.stat_name(&old).await?;
+                self.restore_shared_entry(&name).await?;
+                self.add_links(id, 1).await?
+            }
+            other => other?,
+        };
         match self
             .place_entry(new, &counted.as_name_of_shared(), false, None, false)
             .await
@@ -108,8 +117,20 @@ impl Client {
                 Ok(())
             }
             Err(e) => {
-                if let Err(undo) = self.add_links(id, -1).await {
-                    tracing::warn!("{new}: link failed and its count stays one too high: {undo}");
+                // A lost answer may hide a name that was placed: the count
+                // is taken back only when the name is surely not there (a
+                // count too high leaks; one too low would lose data).
+                let absent = refused(&e)
+                    || match self.stat_name(new).await {
+                        Ok(there) => there.id != id,
+                        Err(gone) => gone.errno == Errno::ENOENT,
+                    };
+                if absent {
+                    if let Err(undo) = self.add_links(id, -1).await {
+                        tracing::warn!(
+                            "{new}: link failed and its count stays one too high: {undo}"
+                        );
+                    }
                 }
                 Err(e)
             }
@@ -194,6 +215,23 @@ impl Client {
         }
     }
 
+    /// Makes the shared entry of the name entry `name` again from the
+    /// name's copy of the attributes, with one name (what a first link cut
+    /// short between its steps leaves). One made meanwhile wins.
+    async fn restore_shared_entry(&self, name: &Metadata) -> SfsResult<()> {
+        let entry = Metadata {
+            nlink: 1,
+            ..name.clone()
+        };
+        match self
+            .place_entry(&shared_path(name.id), &entry, false, None, false)
+            .await
+        {
+            Err(e) if e.errno != Errno::EEXIST => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Records that file `id` is hard-linked: its attributes are at its
     /// shared entry from now on.
     pub(crate) fn remember_shared(&self, id: FileId) {
@@ -234,7 +272,25 @@ impl Client {
                     None => self.stat_name(path).await?.id,
                 };
                 self.remember_shared(id);
-                call(shared_path(id)).await
+                let mut tries = 0;
+                loop {
+                    match call(shared_path(id)).await {
+                        // A first link being made, or one cut short.
+                        Err(e) if e.errno == Errno::ENOENT && tries < SHARED_ENTRY_TRIES => {
+                            tries += 1;
+                            tokio::time::sleep(SHARED_ENTRY_PAUSE).await;
+                        }
+                        Err(e) if e.errno == Errno::ENOENT => {
+                            let name = self.stat_name(path).await?;
+                            if name.id != id || !name.is_name_of_shared() {
+                                return Err(e);
+                            }
+                            self.restore_shared_entry(&name).await?;
+                            return call(shared_path(id)).await;
+                        }
+                        other => return other,
+                    }
+                }
             }
             other => other,
         }
@@ -247,11 +303,17 @@ impl Client {
         if removed.is_name_of_shared() {
             let left = match self.add_links(removed.id, -1).await {
                 Ok(left) => left,
-                // A first link cut short: this was the file's only name.
-                Err(e) if e.errno == Errno::ENOENT => Metadata {
-                    nlink: 0,
-                    ..removed.clone()
-                },
+                // No shared entry: a first link cut short (this was then
+                // the only name) or one so slow that it is still being
+                // made (and another name is coming). The data stays: a
+                // leak rather than a name without data.
+                Err(e) if e.errno == Errno::ENOENT => {
+                    tracing::warn!(
+                        "{}: no shared entry; the file's data is left in place",
+                        shared_path(removed.id)
+                    );
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             };
             if left.nlink == 0 && left.kind() == FileKind::File && left.size > 0 {
@@ -266,6 +328,21 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// A definite refusal of a `PutEntry`: nothing was placed.
+fn refused(e: &SfsError) -> bool {
+    matches!(
+        e.errno,
+        Errno::EEXIST
+            | Errno::ENOENT
+            | Errno::ENOTDIR
+            | Errno::EISDIR
+            | Errno::EACCES
+            | Errno::EPERM
+            | Errno::EINVAL
+            | Errno::ENAMETOOLONG
+    )
 }
 
 fn link_request(path: &str, id: FileId, delta: i32) -> pb::LinkRequest {

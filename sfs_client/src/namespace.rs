@@ -79,7 +79,6 @@ impl Client {
     /// file, the attributes of its shared entry (checked there:
     /// crate::links).
     pub(crate) async fn stat_request(&self, req: pb::PathRequest) -> SfsResult<Metadata> {
-        self.settle_dir_times(&req.path).await;
         let (access, sticky) = (req.access, req.sticky_parent_uid);
         let md = self.stat_name_request(req).await?;
         if md.is_name_of_shared() {
@@ -188,13 +187,27 @@ impl Client {
     /// `stat(2)`: follows a final symlink.
     pub fn stat(&self, path: &str) -> SfsResult<Metadata> {
         self.through_dirs(path, |path| {
-            self.block_on(async { self.resolve(&path).await.map(|(_, md)| md) })
+            self.block_on(async {
+                self.settle_dir_times(&path).await;
+                let (at, md) = self.resolve(&path).await?;
+                if at != path && md.is_dir() && self.dir_times_wait_for(&at) {
+                    // Reached through a symlink: its times go first.
+                    self.settle_dir_times(&at).await;
+                    return self.lookup(&at).await;
+                }
+                Ok(md)
+            })
         })
     }
 
     /// `lstat(2)`: does not follow a final symlink.
     pub fn lstat(&self, path: &str) -> SfsResult<Metadata> {
-        self.through_dirs(path, |path| self.block_on(self.lookup(&path)))
+        self.through_dirs(path, |path| {
+            self.block_on(async {
+                self.settle_dir_times(&path).await;
+                self.lookup(&path).await
+            })
+        })
     }
 
     /// `access(2)` with F_OK: the path exists (after symlinks).
@@ -700,8 +713,11 @@ impl Client {
                     self.remove_entry(&old, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
                         .await?;
                     if md.is_name_of_shared() {
-                        // The ctime of a hard-linked file is its shared entry's.
-                        self.add_links(md.id, 0).await?;
+                        // The ctime of a hard-linked file is its shared
+                        // entry's; the rename is done whatever happens here.
+                        if let Err(e) = self.add_links(md.id, 0).await {
+                            tracing::debug!("{new}: ctime not updated: {e}");
+                        }
                     }
                 }
                 self.changed_in_parent_of(&old).await;

@@ -158,6 +158,32 @@ impl Client {
         remove_old: bool,
     ) -> SfsResult<()> {
         let hidden = orphan_path(md.id);
+        let held = match md.is_name_of_shared() {
+            true => self
+                .orphans
+                .by_id
+                .lock()
+                .expect("orphans")
+                .get(&md.id)
+                .map(|o| o.path.clone()),
+            false => None,
+        };
+        if let Some(held) = held {
+            // Another name of a hard-linked file this client already holds
+            // as an orphan: the name goes, the orphan keeps the file.
+            if remove_old {
+                let removed = self
+                    .remove_entry(path, pb::RemoveKind::RemoveNotDirectory, Some(md.id))
+                    .await?;
+                self.release_name(&removed).await?;
+            } else {
+                self.release_name(md).await?;
+            }
+            for file in open {
+                file.set_path(held.clone());
+            }
+            return Ok(());
+        }
         self.place_entry(&hidden, md, false, None, false).await?;
         if remove_old {
             self.remove_entry(path, pb::RemoveKind::RemoveNotDirectory, Some(md.id))

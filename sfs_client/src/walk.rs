@@ -36,6 +36,7 @@ impl Client {
         op: impl Fn(String) -> SfsResult<T>,
     ) -> SfsResult<T> {
         let path = normalize(path)?;
+        refuse_shared_entry(&path)?;
         match op(path.clone()) {
             Err(e) if retry_after(&e) => match self.block_on(self.real_dirs(&path))? {
                 Some(real) => op(real),
@@ -76,6 +77,8 @@ impl Client {
         op: impl Fn(String, String) -> SfsResult<T>,
     ) -> SfsResult<T> {
         let (a, b) = (normalize(a)?, normalize(b)?);
+        refuse_shared_entry(&a)?;
+        refuse_shared_entry(&b)?;
         match op(a.clone(), b.clone()) {
             Err(e) if retry_after(&e) => {
                 let (real_a, real_b) =
@@ -175,6 +178,16 @@ impl Client {
 
 /// Whether a call's error may come from a directory above its path that is
 /// not a real directory.
+/// The shared entries of hard-linked files (crate::links) are not names
+/// a program may use: unlinking one would drop the data of its names.
+fn refuse_shared_entry(path: &str) -> SfsResult<()> {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if first.starts_with(sfs_global::metadata::SHARED_PREFIX) {
+        return Err(SfsError::not_found(path));
+    }
+    Ok(())
+}
+
 fn retry_after(e: &SfsError) -> bool {
     e.errno == Errno::ENOENT || e.errno == Errno::ENOTDIR
 }
