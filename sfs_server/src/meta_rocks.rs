@@ -256,8 +256,17 @@ impl MetadataStore for RocksMetadataStore {
         // existence check reports ENOENT for a stray update, and no lock is
         // taken (concurrent writers of one file never wait on each other); a
         // remove that wins the race after it turns the merge into a tombstone.
-        let _guard = if_id.map(|_| self.lock(&key));
-        self.changing(&key, path, if_id)?;
+        let guard = if_id.map(|_| self.lock(&key));
+        let md = self.changing(&key, path, if_id)?;
+        if md.is_dir() {
+            // A directory's times (sfs_client::dir_times): written whole
+            // under the entry's lock, so that no merge operands pile up on
+            // an entry that every create in the directory reads.
+            let _guard = guard.unwrap_or_else(|| self.lock(&key));
+            let mut md = self.changing(&key, path, if_id)?;
+            update.apply(&mut md);
+            return self.put(&key, &md, path);
+        }
         self.merge(&key, &update, path)
     }
 
