@@ -125,6 +125,7 @@ fn a_descriptor_opened_before_the_first_link_follows_the_shared_entry() {
     assert_eq!(client.fstat(fd).unwrap().nlink, 2);
     client.ftruncate(fd, 7).unwrap();
     assert_eq!(other.stat("/g").unwrap().size, 7);
+    assert_eq!(client.lseek(fd, 0, sfs_client::Whence::End).unwrap(), 7);
     let mut buf = [0u8; 32];
     assert_eq!(client.pread(fd, &mut buf, 0).unwrap(), 7);
     assert_eq!(&buf[..7], b"12345ab");

@@ -551,7 +551,8 @@ impl Client {
         let file = self.files.get(fd)?;
         let mut position = self.position(fd, &file);
         let size = || -> SfsResult<i64> {
-            Ok(self.block_on(self.lookup_open(&file.path(), file.id))?.size as i64)
+            let at = self.attributes_at(&file.path(), file.id);
+            Ok(self.block_on(self.lookup_open(&at, file.id))?.size as i64)
         };
         let target = match whence {
             Whence::Set => Some(offset),

@@ -91,8 +91,9 @@ pub struct Client {
     /// client told their chunks' servers ([`Client::tell_source`]).
     pub(crate) sourced: std::sync::Mutex<std::collections::HashSet<FileId>>,
     /// Files this client saw hard-linked: their attributes are at their
-    /// shared entries (crate::links).
-    pub(crate) shared: std::sync::Mutex<std::collections::HashSet<FileId>>,
+    /// shared entries (crate::links). Read on every I/O call, written once
+    /// per file.
+    pub(crate) shared: std::sync::RwLock<std::collections::HashSet<FileId>>,
     /// Directories whose mtime and ctime wait to advance (crate::dir_times).
     pub(crate) dir_times: dir_times::DirTimes,
     /// How long a waiting call polls for answers before sleeping.

@@ -235,12 +235,15 @@ impl Client {
     /// Records that file `id` is hard-linked: its attributes are at its
     /// shared entry from now on.
     pub(crate) fn remember_shared(&self, id: FileId) {
-        self.shared.lock().expect("shared lock").insert(id);
+        let known = self.shared.read().expect("shared lock").contains(&id);
+        if !known {
+            self.shared.write().expect("shared lock").insert(id);
+        }
     }
 
     /// Where the attributes of file `id`, opened at `path`, live.
     pub(crate) fn attributes_at(&self, path: &str, id: FileId) -> String {
-        if self.shared.lock().expect("shared lock").contains(&id) {
+        if self.shared.read().expect("shared lock").contains(&id) {
             shared_path(id)
         } else {
             path.to_string()
