@@ -766,7 +766,7 @@ impl Client {
         // A small piece whose chunk server also holds the file's entry can
         // carry the size update: then the write is one call to that server.
         let carrier = match grow {
-            true => self.carrier(file, &pieces).await?,
+            true => self.carrier(&grow_request.path, file, &pieces).await?,
             false => None,
         };
         let regrow = AtomicBool::new(false);
@@ -820,18 +820,14 @@ impl Client {
                 .map(|_| ())
         };
         let (placed, grown) = futures::join!(place, grow_size);
-        let grown = match grown {
-            Ok(()) if regrow.load(Ordering::Relaxed) => Err(SfsError::new(
-                Errno::EREMCHG,
-                "the size update the data carried went to a name entry",
-            )),
-            other => other,
-        };
-        let grown = match grown {
+        let redirected =
+            regrow.load(Ordering::Relaxed) || matches!(&grown, Err(e) if e.errno == Errno::EREMCHG);
+        let grown = match redirected {
             // Linked by another client since: the size is the shared
             // entry's (the data is placed either way).
-            Err(e) if e.errno == Errno::EREMCHG => self
-                .on_attributes(&file.path(), Some(file.id), |at| {
+            true => {
+                self.remember_shared(file.id);
+                self.on_attributes(&file.path(), Some(file.id), |at| {
                     let request = pb::GrowSizeRequest {
                         path: at.clone(),
                         ..grow_request.clone()
@@ -839,8 +835,9 @@ impl Client {
                     async move { self.owner(&at).await?.rpc.grow_size(request).await }
                 })
                 .await
-                .map(|_| ()),
-            other => other,
+                .map(|_| ())
+            }
+            false => grown,
         };
         // A definite answer about the file (renamed away, replaced) matters
         // more than a transient failure placing data.
@@ -899,9 +896,14 @@ impl Client {
     /// The piece (an index into `pieces`) that can carry a call to the
     /// file's metadata server: small, held by that same server, and the
     /// lean RPC in use with it; `None` when none can.
-    async fn carrier(&self, file: &OpenFile, pieces: &[Piece]) -> SfsResult<Option<usize>> {
-        let at = self.attributes_at(&file.path(), file.id);
-        let owner = self.distributor.metadata_server(&at);
+    /// `at`: where the file's attributes live ([`Client::attributes_at`]).
+    async fn carrier(
+        &self,
+        at: &str,
+        file: &OpenFile,
+        pieces: &[Piece],
+    ) -> SfsResult<Option<usize>> {
+        let owner = self.distributor.metadata_server(at);
         let limit = self.server(owner).await?.inline_limit;
         Ok(pieces.iter().position(|p| {
             p.len <= limit && self.distributor.chunk_server(file.id, p.index) == owner
@@ -921,7 +923,10 @@ impl Client {
         let path = self.attributes_at(&file.path(), file.id);
         let first = split(offset, buf.len() as u64, self.config.chunk_size).next();
         let carrier = match first {
-            Some(piece) => self.carrier(file, std::slice::from_ref(&piece)).await,
+            Some(piece) => {
+                self.carrier(&path, file, std::slice::from_ref(&piece))
+                    .await
+            }
             None => Ok(None),
         };
         let (Ok(Some(_)), Some(piece)) = (carrier, first) else {

@@ -272,12 +272,11 @@ impl Client {
             let removed = self
                 .remove_entry(&path, pb::RemoveKind::RemoveNotDirectory, Some(id))
                 .await?;
-            // The file's other names (hard links) keep its data.
-            self.release_name(&Metadata {
-                size: removed.size.max(1),
-                ..removed
-            })
-            .await
+            if removed.is_name_of_shared() {
+                // Its other names (hard links) keep the data.
+                return self.release_name(&removed).await;
+            }
+            self.remove_chunks(id).await
         });
         if let Err(e) = removed {
             tracing::warn!("{path}: cannot remove the orphan of an unlinked file: {e}");
