@@ -752,6 +752,105 @@ rm u/t/x; stat -c '%h' u/t/y; cat u/t/y
 ls -A | sort | tr '\n' ' '; echo
 "#;
 
+/// Extended attributes (`user.*`, root's `trusted.*`, `security.*`) as on
+/// a local directory: set, get, list, remove with their flags and errors
+/// (EEXIST, ENODATA, ERANGE, E2BIG, EOPNOTSUPP outside the namespaces,
+/// EPERM for `user.*` of a symlink), the `l` and `f` forms, ctime, a
+/// rename and a hard link keeping them, a user other than root (EACCES
+/// without permission, `trusted.*` hidden), and the tools: setfattr,
+/// getfattr, `cp --preserve=xattr`, `cp -a` and `rsync -X`.
+#[test]
+fn extended_attributes_behave_as_on_a_local_directory() {
+    let cluster = Cluster::start(3);
+    let out = python_then_shell_on_sfs_and_local(&cluster, XATTRS, XATTRS_SHELL);
+    assert!(
+        out.contains("listed ['trusted.t', 'user.a', 'user.b']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("other user sees ['security.s', 'user.a', 'user.b']"),
+        "{out}"
+    );
+    assert!(out.contains("# file: c/f\nuser.tool=\"yes\""), "{out}");
+    assert!(out.contains("rsync kept: user.tool=\"yes\""), "{out}");
+}
+
+/// The calls of [`extended_attributes_behave_as_on_a_local_directory`].
+const XATTRS: &str = r#"import os, errno, time
+def attempt(what, fn):
+    try: r = fn(); print(what, 'ok', r if r is not None else '')
+    except OSError as e: print(what, errno.errorcode[e.errno])
+open('f', 'w').write('x'); os.mkdir('d'); os.symlink('f', 'sl')
+c0 = os.stat('f').st_ctime_ns; time.sleep(0.02)
+os.setxattr('f', 'user.a', b'1')
+print('ctime changed', os.stat('f').st_ctime_ns > c0)
+os.setxattr('f', 'user.b', bytes(range(256)))
+os.setxattr('f', 'trusted.t', b'')
+print('listed', sorted(os.listxattr('f')))
+print('binary kept', os.getxattr('f', 'user.b') == bytes(range(256)))
+print('empty value', os.getxattr('f', 'trusted.t'))
+attempt('create existing', lambda: os.setxattr('f', 'user.a', b'2', os.XATTR_CREATE))
+attempt('replace missing', lambda: os.setxattr('f', 'user.c', b'2', os.XATTR_REPLACE))
+attempt('replace existing', lambda: os.setxattr('f', 'user.a', b'22', os.XATTR_REPLACE))
+attempt('get missing', lambda: os.getxattr('f', 'user.c'))
+attempt('remove missing', lambda: os.removexattr('f', 'user.c'))
+attempt('name too long', lambda: os.setxattr('f', 'user.' + 'n' * 251, b''))
+attempt('empty name', lambda: os.setxattr('f', '', b''))
+attempt('value too large', lambda: os.setxattr('f', 'user.big', b'v' * 65537))
+attempt('no namespace', lambda: os.setxattr('f', 'color', b'1'))
+attempt('unknown namespace', lambda: os.setxattr('f', 'other.x', b'1'))
+attempt('get unknown namespace', lambda: os.getxattr('f', 'other.x'))
+attempt('through symlink', lambda: os.getxattr('sl', 'user.a'))
+attempt('symlink itself', lambda: os.setxattr('sl', 'user.a', b'1', follow_symlinks=False))
+attempt('list symlink itself', lambda: os.listxattr('sl', follow_symlinks=False))
+attempt('security', lambda: os.setxattr('f', 'security.s', b'1'))
+attempt('on a directory', lambda: os.setxattr('d', 'user.d', b'dir'))
+print('directory lists', os.listxattr('d'))
+attempt('missing file', lambda: os.getxattr('none', 'user.a'))
+fd = os.open('f', os.O_RDONLY)
+os.setxattr(fd, 'user.fd', b'by descriptor'); print('fd get', os.getxattr(fd, 'user.fd'))
+os.removexattr(fd, 'user.fd'); print('fd list', sorted(os.listxattr(fd)))
+os.close(fd)
+buf_len = len(b'\0'.join(n.encode() for n in os.listxattr('f'))) + 1
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+print('size query', libc.listxattr(b'f', None, 0) == buf_len, libc.getxattr(b'f', b'user.a', None, 0))
+small = ctypes.create_string_buffer(1)
+rc = libc.getxattr(b'f', b'user.a', small, 1); print('small buffer', rc, errno.errorcode[ctypes.get_errno()])
+os.rename('f', 'g'); print('renamed', os.getxattr('g', 'user.a'))
+os.link('g', 'h'); os.setxattr('h', 'user.linked', b'y')
+print('linked', os.getxattr('g', 'user.linked'), sorted(os.listxattr('g')) == sorted(os.listxattr('h')))
+os.removexattr('g', 'user.linked'); print('removed through the other name', 'user.linked' in os.listxattr('h'))
+open('private', 'w').write('p'); os.chmod('private', 0o600); os.setxattr('private', 'user.p', b'1')
+os.chmod('g', 0o644)
+pid = os.fork()
+if pid == 0:
+    os.setgid(65534); os.setuid(65534)
+    print('other user sees', sorted(os.listxattr('g')))
+    attempt('other user reads', lambda: os.getxattr('g', 'user.a'))
+    attempt('other user writes', lambda: os.setxattr('g', 'user.a', b'3'))
+    attempt('other user reads private', lambda: os.getxattr('private', 'user.p'))
+    attempt('other user reads trusted', lambda: os.getxattr('g', 'trusted.t'))
+    attempt('other user sets trusted', lambda: os.setxattr('g', 'trusted.u', b''))
+    attempt('other user reads security', lambda: os.getxattr('g', 'security.s'))
+    os._exit(0)
+os.waitpid(pid, 0)
+"#;
+
+/// The shell half of [`XATTRS`]: the attr tools, cp and rsync.
+const XATTRS_SHELL: &str = r#"set -e
+mkdir c; echo data > c/f
+setfattr -n user.tool -v yes c/f
+getfattr -d c/f
+getfattr -n user.tool --only-values c/f; echo
+setfattr -x user.tool c/f; getfattr -d c/f 2>&1 | wc -l
+setfattr -n user.tool -v yes c/f
+cp --preserve=xattr c/f c/g; getfattr -n user.tool --only-values c/g; echo
+cp -a c e; getfattr -n user.tool --only-values e/f; echo
+rsync -aX c/ r/; echo "rsync kept: $(getfattr -d r/f 2>/dev/null | grep user.tool)"
+cp c/f c/plain; getfattr -d c/plain | wc -l
+"#;
+
 /// A directory's mtime and ctime advance when an entry is created, linked,
 /// renamed or removed in it, and a rename changes the ctime of what moves —
 /// seen by the process that made the change and by the next process (the

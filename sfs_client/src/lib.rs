@@ -31,6 +31,7 @@ pub mod permissions;
 pub mod pieces;
 pub mod servers;
 pub mod walk;
+pub mod xattrs;
 
 use futures::future::join_all;
 use servers::{ConnectOptions, ServerHandle, ServerSlot};

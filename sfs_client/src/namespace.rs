@@ -133,6 +133,16 @@ impl Client {
         self.resolve_access(path, 0).await
     }
 
+    /// The path a call on `path` acts on: after a final symlink chain when
+    /// `follow`, `path` itself otherwise (the `l` forms of calls).
+    pub(crate) async fn final_target(&self, path: String, follow: bool) -> SfsResult<String> {
+        if follow {
+            Ok(self.resolve(&path).await?.0)
+        } else {
+            Ok(path)
+        }
+    }
+
     /// [`Client::resolve`], checking `access` on the entry reached.
     pub(crate) async fn resolve_access(
         &self,
@@ -594,11 +604,7 @@ impl Client {
     ) -> SfsResult<()> {
         self.through_dirs(path, |path| {
             self.block_on(async {
-                let target = if follow {
-                    self.resolve(&path).await?.0
-                } else {
-                    path
-                };
+                let target = self.final_target(path, follow).await?;
                 let req = pb::SetAttrRequest {
                     path: target.clone(),
                     ..req.clone()

@@ -11,7 +11,7 @@
 //! docs/semantics.md ("Permissions") says which operation checks what.
 
 use crate::error::{Errno, SfsError, SfsResult};
-use crate::metadata::{FileKind, Metadata};
+use crate::metadata::{FileKind, Metadata, XattrNamespace, XATTR_NAME_MAX};
 
 /// Read permission (the `r` bit), as `R_OK`.
 pub const MAY_READ: u32 = 4;
@@ -118,6 +118,64 @@ pub fn check_access(md: &Metadata, caller: &Caller, want: u32, path: &str) -> Sf
             ),
         )),
     }
+}
+
+/// Linux's rules for extended attribute `name` of `md` (the entry at
+/// `path`): whether `caller` may read it (`want` [`MAY_READ`]: getxattr)
+/// or change it ([`MAY_WRITE`]: setxattr, removexattr). ERANGE for an
+/// empty or too long name, EOPNOTSUPP outside the namespaces SFS keeps;
+/// `trusted.*` is root's (others: EPERM to change, ENODATA to read);
+/// `security.*` is read by anyone and changed by root; `user.*` exists
+/// only on regular files and directories (EPERM to change, ENODATA to
+/// read on others), is changed in a sticky directory only by its owner or
+/// root (EPERM), and needs read or write permission of the entry (EACCES).
+pub fn check_xattr(
+    md: &Metadata,
+    caller: &Caller,
+    name: &[u8],
+    want: u32,
+    path: &str,
+) -> SfsResult<()> {
+    let shown = String::from_utf8_lossy(name);
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(SfsError::new(
+            Errno::ERANGE,
+            format!("extended attribute name of {} bytes", name.len()),
+        ));
+    }
+    let write = want & MAY_WRITE != 0;
+    let refused = |why: &str| {
+        let errno = if write { Errno::EPERM } else { Errno::ENODATA };
+        Err(SfsError::new(errno, format!("{path}: {shown}: {why}")))
+    };
+    match XattrNamespace::of(name) {
+        None | Some(XattrNamespace::System) => Err(SfsError::new(
+            Errno::ENOTSUP,
+            format!("{path}: {shown}: SFS keeps only user.*, trusted.* and security.* attributes"),
+        )),
+        Some(XattrNamespace::Trusted) if !caller.is_root() => {
+            refused("trusted.* attributes are root's")
+        }
+        Some(XattrNamespace::Security) if write && !caller.is_root() => {
+            refused("security.* attributes are changed by root")
+        }
+        Some(XattrNamespace::Trusted | XattrNamespace::Security) => Ok(()),
+        Some(XattrNamespace::User) => {
+            if !matches!(md.kind(), FileKind::File | FileKind::Directory) {
+                return refused("user.* attributes are kept only on files and directories");
+            }
+            if write && md.is_dir() && md.mode & libc::S_ISVTX != 0 && !caller.owns(md) {
+                return refused("only the owner changes the attributes of a sticky directory");
+            }
+            check_access(md, caller, want, path)
+        }
+    }
+}
+
+/// Whether `caller` sees extended attribute `name` in a listing
+/// (listxattr): `trusted.*` only root, as Linux.
+pub fn lists_xattr(caller: &Caller, name: &[u8]) -> bool {
+    caller.is_root() || XattrNamespace::of(name) != Some(XattrNamespace::Trusted)
 }
 
 /// The rule of a sticky directory: an entry in a directory with the
@@ -296,6 +354,59 @@ mod tests {
             gid,
             groups: groups.to_vec(),
         }
+    }
+
+    #[test]
+    fn extended_attributes_follow_linux_rules_per_namespace() {
+        let errno = |md: &Metadata, who: &Caller, name: &[u8], want: u32| {
+            check_xattr(md, who, name, want, "/p")
+                .err()
+                .map(|e| e.errno)
+        };
+        let (alice, bob, root) = (user(1, 1, &[]), user(2, 2, &[]), Caller::root());
+        let file = entry(FileKind::File, 0o644, 1, 1);
+        assert_eq!(errno(&file, &bob, b"user.a", MAY_READ), None);
+        assert_eq!(
+            errno(&file, &bob, b"user.a", MAY_WRITE),
+            Some(Errno::EACCES)
+        );
+        assert_eq!(errno(&file, &alice, b"user.a", MAY_WRITE), None);
+        let sticky = entry(FileKind::Directory, 0o1777, 1, 1);
+        assert_eq!(
+            errno(&sticky, &bob, b"user.a", MAY_WRITE),
+            Some(Errno::EPERM)
+        );
+        assert_eq!(errno(&sticky, &bob, b"user.a", MAY_READ), None);
+        assert_eq!(errno(&sticky, &root, b"user.a", MAY_WRITE), None);
+        let link = entry(FileKind::Symlink, 0o777, 1, 1);
+        assert_eq!(
+            errno(&link, &alice, b"user.a", MAY_WRITE),
+            Some(Errno::EPERM)
+        );
+        assert_eq!(
+            errno(&link, &alice, b"user.a", MAY_READ),
+            Some(Errno::ENODATA)
+        );
+        assert_eq!(errno(&link, &root, b"trusted.a", MAY_WRITE), None);
+        assert_eq!(
+            errno(&file, &alice, b"trusted.a", MAY_READ),
+            Some(Errno::ENODATA)
+        );
+        assert_eq!(errno(&file, &alice, b"security.a", MAY_READ), None);
+        assert_eq!(
+            errno(&file, &alice, b"security.a", MAY_WRITE),
+            Some(Errno::EPERM)
+        );
+        for other in [&b"system.posix_acl_access"[..], b"user", b"os2.x"] {
+            assert_eq!(errno(&file, &root, other, MAY_READ), Some(Errno::ENOTSUP));
+        }
+        assert_eq!(errno(&file, &root, b"", MAY_READ), Some(Errno::ERANGE));
+        assert_eq!(
+            errno(&file, &root, &[b'u'; 256], MAY_READ),
+            Some(Errno::ERANGE)
+        );
+        assert!(lists_xattr(&root, b"trusted.a") && !lists_xattr(&alice, b"trusted.a"));
+        assert!(lists_xattr(&alice, b"security.a") && lists_xattr(&alice, b"user.a"));
     }
 
     #[test]

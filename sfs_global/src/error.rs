@@ -47,6 +47,9 @@ impl Errno {
     /// client asks there instead.
     pub const EREMCHG: Errno = Errno(libc::EREMCHG);
     pub const EMLINK: Errno = Errno(libc::EMLINK);
+    pub const ENODATA: Errno = Errno(libc::ENODATA);
+    pub const E2BIG: Errno = Errno(libc::E2BIG);
+    pub const ERANGE: Errno = Errno(libc::ERANGE);
 
     /// The symbolic name, for messages (`ENOENT`), or the number if unknown.
     pub fn name(self) -> String {
@@ -82,6 +85,9 @@ impl Errno {
             (libc::ENOSYS, "ENOSYS"),
             (libc::EREMCHG, "EREMCHG"),
             (libc::EMLINK, "EMLINK"),
+            (libc::ENODATA, "ENODATA"),
+            (libc::E2BIG, "E2BIG"),
+            (libc::ERANGE, "ERANGE"),
         ];
         known
             .iter()

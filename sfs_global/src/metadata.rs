@@ -128,6 +128,64 @@ pub struct Metadata {
     /// Bytes of `source` that are this file's: its size when it was taken
     /// into SFS, lowered by every truncate below it.
     pub source_len: u64,
+    /// Extended attributes (`user.*`, `trusted.*`, `security.*`; see
+    /// [`XattrNamespace`]): full names and values, sorted by name, each
+    /// name once. They live in the entry, so a rename moves them and a
+    /// hard-linked file keeps them in its shared entry.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The longest extended attribute name (ERANGE beyond), as Linux's
+/// `XATTR_NAME_MAX`.
+pub const XATTR_NAME_MAX: usize = 255;
+/// The largest extended attribute value (E2BIG beyond), as Linux's
+/// `XATTR_SIZE_MAX`.
+pub const XATTR_SIZE_MAX: usize = 65_536;
+/// The most bytes of names and values one entry holds (ENOSPC beyond):
+/// they travel with every stat of the entry, so they stay small (ext4
+/// holds one 4 KiB block of them without `ea_inode`).
+pub const XATTRS_MAX_TOTAL: usize = 65_536;
+
+/// The namespaces of extended attribute names, as Linux divides them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrNamespace {
+    /// `user.*`: regular files and directories only; read and write
+    /// permission of the file decide.
+    User,
+    /// `trusted.*`: root only (`CAP_SYS_ADMIN`); hidden from others.
+    Trusted,
+    /// `security.*`: anyone reads, root writes (`CAP_SYS_ADMIN`, as Linux
+    /// without a security module that claims the name).
+    Security,
+    /// `system.*` (POSIX ACLs and the like): not kept by SFS (EOPNOTSUPP).
+    System,
+}
+
+impl XattrNamespace {
+    /// The namespace of `name`; `None` for a name in none of them
+    /// (EOPNOTSUPP, as Linux).
+    pub fn of(name: &[u8]) -> Option<XattrNamespace> {
+        [
+            (&b"user."[..], XattrNamespace::User),
+            (b"trusted.", XattrNamespace::Trusted),
+            (b"security.", XattrNamespace::Security),
+            (b"system.", XattrNamespace::System),
+        ]
+        .into_iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, ns)| ns)
+    }
+}
+
+/// What `setxattr(2)`'s flags ask of an existing (or missing) attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XattrSet {
+    /// No flag: create or replace.
+    Either,
+    /// `XATTR_CREATE`: EEXIST when the name exists.
+    Create,
+    /// `XATTR_REPLACE`: ENODATA when it does not.
+    Replace,
 }
 
 /// Hard links (docs/architecture.md, "Hard links"). A file with one name
@@ -155,6 +213,11 @@ const ENCODING_V1: u8 = 1;
 /// bytes); written only for an entry with a source, so every other entry
 /// keeps its version 1 bytes.
 const ENCODING_V2: u8 = 2;
+/// Version 2's fields (the source section always, perhaps empty) followed
+/// by the extended attributes: a u32 count, then per attribute a u8 name
+/// length, the name, a u32 value length and the value. Written only for an
+/// entry with attributes.
+const ENCODING_V3: u8 = 3;
 const FIXED_V1: usize = 1 + 4 * 4 + 8 + 16 + 8 * 3 + 4;
 
 impl Metadata {
@@ -173,6 +236,37 @@ impl Metadata {
             link_target: String::new(),
             source: String::new(),
             source_len: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// The value of extended attribute `name`, if set.
+    pub fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
+        self.xattrs
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+            .ok()
+            .map(|i| self.xattrs[i].1.as_slice())
+    }
+
+    /// Bytes of names and values of the extended attributes (what
+    /// [`XATTRS_MAX_TOTAL`] bounds).
+    pub fn xattrs_size(&self) -> usize {
+        self.xattrs.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
+
+    /// Sets (`Some`) or removes (`None`) extended attribute `name`,
+    /// keeping the list sorted.
+    pub fn put_xattr(&mut self, name: &[u8], value: Option<&[u8]>) {
+        let at = self
+            .xattrs
+            .binary_search_by(|(n, _)| n.as_slice().cmp(name));
+        match (at, value) {
+            (Ok(i), Some(v)) => self.xattrs[i].1 = v.to_vec(),
+            (Ok(i), None) => {
+                self.xattrs.remove(i);
+            }
+            (Err(i), Some(v)) => self.xattrs.insert(i, (name.to_vec(), v.to_vec())),
+            (Err(_), None) => {}
         }
     }
 
@@ -221,10 +315,12 @@ impl Metadata {
     /// Versioned little-endian encoding (what RocksDB stores).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(FIXED_V1 + self.link_target.len());
-        out.push(if self.source.is_empty() {
-            ENCODING_V1
-        } else {
+        out.push(if !self.xattrs.is_empty() {
+            ENCODING_V3
+        } else if !self.source.is_empty() {
             ENCODING_V2
+        } else {
+            ENCODING_V1
         });
         for v in [self.mode, self.uid, self.gid, self.nlink] {
             out.extend_from_slice(&v.to_le_bytes());
@@ -236,10 +332,20 @@ impl Metadata {
         }
         out.extend_from_slice(&(self.link_target.len() as u32).to_le_bytes());
         out.extend_from_slice(self.link_target.as_bytes());
-        if !self.source.is_empty() {
+        if !self.source.is_empty() || !self.xattrs.is_empty() {
             out.extend_from_slice(&self.source_len.to_le_bytes());
             out.extend_from_slice(&(self.source.len() as u32).to_le_bytes());
             out.extend_from_slice(self.source.as_bytes());
+        }
+        if !self.xattrs.is_empty() {
+            out.extend_from_slice(&(self.xattrs.len() as u32).to_le_bytes());
+            for (name, value) in &self.xattrs {
+                // Names are 1..=XATTR_NAME_MAX bytes (checked on the way in).
+                out.push(name.len() as u8);
+                out.extend_from_slice(name);
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
+            }
         }
         out
     }
@@ -247,8 +353,8 @@ impl Metadata {
     /// Decodes [`Metadata::encode`]'s output; refuses anything else with EIO.
     pub fn decode(bytes: &[u8]) -> SfsResult<Metadata> {
         let corrupt = |why: &str| SfsError::io(format!("corrupt metadata entry: {why}"));
-        let version = bytes.first().copied();
-        if version != Some(ENCODING_V1) && version != Some(ENCODING_V2) {
+        let version = bytes.first().copied().unwrap_or(0);
+        if !(ENCODING_V1..=ENCODING_V3).contains(&version) {
             return Err(corrupt("unknown encoding version"));
         }
         if bytes.len() < FIXED_V1 {
@@ -265,31 +371,44 @@ impl Metadata {
         let mtime_ns = r.u64() as i64;
         let ctime_ns = r.u64() as i64;
         let target_len = r.u32() as usize;
-        let target_end = FIXED_V1
-            .checked_add(target_len)
-            .filter(|&end| end <= bytes.len())
-            .ok_or_else(|| corrupt("length does not match its link target"))?;
-        if version == Some(ENCODING_V1) && bytes.len() != target_end {
-            return Err(corrupt("length does not match its link target"));
+        let link_target = r
+            .bytes(target_len)
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .ok_or_else(|| corrupt("link target cut short or not UTF-8"))?;
+        let (mut source, mut source_len) = (String::new(), 0);
+        if version >= ENCODING_V2 {
+            source_len = r.checked_u64().ok_or_else(|| corrupt("source cut short"))?;
+            let len = r.checked_u32().ok_or_else(|| corrupt("source cut short"))? as usize;
+            if len == 0 && version == ENCODING_V2 {
+                return Err(corrupt("empty source"));
+            }
+            source = r
+                .bytes(len)
+                .and_then(|b| String::from_utf8(b.to_vec()).ok())
+                .ok_or_else(|| corrupt("source cut short or not UTF-8"))?;
         }
-        let link_target = String::from_utf8(bytes[FIXED_V1..target_end].to_vec())
-            .map_err(|_| corrupt("link target is not UTF-8"))?;
-        let (source, source_len) = if version == Some(ENCODING_V2) {
-            let rest = &bytes[target_end..];
-            if rest.len() < 12 {
-                return Err(corrupt("source cut short"));
+        let mut xattrs = Vec::new();
+        if version == ENCODING_V3 {
+            let count = r
+                .checked_u32()
+                .ok_or_else(|| corrupt("attributes cut short"))?;
+            for _ in 0..count {
+                let attr = (|| {
+                    let name_len = usize::from(*r.bytes(1)?.first()?);
+                    let name = r.bytes(name_len)?.to_vec();
+                    let value_len = r.checked_u32()? as usize;
+                    Some((name, r.bytes(value_len)?.to_vec()))
+                })()
+                .ok_or_else(|| corrupt("attribute cut short"))?;
+                if attr.0.is_empty() || xattrs.last().is_some_and(|(n, _)| *n >= attr.0) {
+                    return Err(corrupt("attribute names out of order"));
+                }
+                xattrs.push(attr);
             }
-            let source_len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes"));
-            let len = u32::from_le_bytes(rest[8..12].try_into().expect("4 bytes")) as usize;
-            if rest.len() - 12 != len || len == 0 {
-                return Err(corrupt("length does not match its source"));
-            }
-            let source = String::from_utf8(rest[12..].to_vec())
-                .map_err(|_| corrupt("source is not UTF-8"))?;
-            (source, source_len)
-        } else {
-            (String::new(), 0)
-        };
+        }
+        if r.pos != bytes.len() {
+            return Err(corrupt("bytes left over"));
+        }
         Ok(Metadata {
             mode,
             uid,
@@ -303,6 +422,7 @@ impl Metadata {
             link_target,
             source,
             source_len,
+            xattrs,
         })
     }
 }
@@ -328,6 +448,22 @@ impl Reader<'_> {
     fn u128(&mut self) -> u128 {
         u128::from_le_bytes(self.take())
     }
+    /// The next `len` bytes, if there are that many.
+    fn bytes(&mut self, len: usize) -> Option<&[u8]> {
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&e| e <= self.bytes.len())?;
+        let out = &self.bytes[self.pos..end];
+        self.pos = end;
+        Some(out)
+    }
+    fn checked_u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
+    }
+    fn checked_u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
+    }
 }
 
 /// A change to an existing entry, merged on the entry's owner.
@@ -346,11 +482,20 @@ pub enum MetaUpdate {
         mtime_ns: Option<i64>,
         ctime_ns: i64,
     },
+    /// setxattr/removexattr: extended attribute `name` becomes `value`
+    /// (`None`: removed); ctime becomes `ctime_ns`. The server checks the
+    /// flags and limits under the entry's lock before it merges this.
+    SetXattr {
+        name: Vec<u8>,
+        value: Option<Vec<u8>>,
+        ctime_ns: i64,
+    },
 }
 
 const TAG_GROW: u8 = 1;
 const TAG_SET_SIZE: u8 = 2;
 const TAG_SET_ATTR: u8 = 3;
+const TAG_SET_XATTR: u8 = 4;
 
 impl MetaUpdate {
     pub fn encode(&self) -> Vec<u8> {
@@ -386,6 +531,20 @@ impl MetaUpdate {
                 }
                 for t in [atime_ns.unwrap_or(0), mtime_ns.unwrap_or(0), *ctime_ns] {
                     out.extend_from_slice(&t.to_le_bytes());
+                }
+            }
+            MetaUpdate::SetXattr {
+                name,
+                value,
+                ctime_ns,
+            } => {
+                out.push(TAG_SET_XATTR);
+                out.extend_from_slice(&ctime_ns.to_le_bytes());
+                out.push(name.len().min(XATTR_NAME_MAX) as u8);
+                out.extend_from_slice(&name[..name.len().min(XATTR_NAME_MAX)]);
+                if let Some(value) = value {
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value);
                 }
             }
         }
@@ -427,6 +586,23 @@ impl MetaUpdate {
                     ctime_ns: ct,
                 })
             }
+            TAG_SET_XATTR => (|| {
+                let ctime_ns = r.checked_u64()? as i64;
+                let name_len = usize::from(*r.bytes(1)?.first()?);
+                let name = r.bytes(name_len)?.to_vec();
+                let value = if r.pos == rest.len() {
+                    None
+                } else {
+                    let len = r.checked_u32()? as usize;
+                    Some(r.bytes(len)?.to_vec())
+                };
+                (r.pos == rest.len() && !name.is_empty()).then_some(MetaUpdate::SetXattr {
+                    name,
+                    value,
+                    ctime_ns,
+                })
+            })()
+            .ok_or_else(corrupt),
             _ => Err(corrupt()),
         }
     }
@@ -470,6 +646,14 @@ impl MetaUpdate {
                 if let Some(t) = mtime_ns {
                     md.mtime_ns = t;
                 }
+                md.ctime_ns = ctime_ns;
+            }
+            MetaUpdate::SetXattr {
+                ref name,
+                ref value,
+                ctime_ns,
+            } => {
+                md.put_xattr(name, value.as_deref());
                 md.ctime_ns = ctime_ns;
             }
         }
@@ -592,6 +776,57 @@ mod tests {
     }
 
     #[test]
+    fn extended_attributes_are_encoded_only_when_there_are_some() {
+        let mut m = Metadata::new(FileKind::File, 0o644, FileId(7), 5);
+        let v1 = m.encode();
+        MetaUpdate::SetXattr {
+            name: b"user.b".to_vec(),
+            value: Some(b"2".to_vec()),
+            ctime_ns: 6,
+        }
+        .apply(&mut m);
+        m.put_xattr(b"user.a", Some(b""));
+        m.put_xattr(b"user.c", Some(&[0, 255, 10]));
+        assert_eq!(m.ctime_ns, 6);
+        let names: Vec<&[u8]> = m.xattrs.iter().map(|(n, _)| n.as_slice()).collect();
+        assert_eq!(names, [&b"user.a"[..], b"user.b", b"user.c"], "kept sorted");
+        assert_eq!(m.xattr(b"user.c"), Some(&[0u8, 255, 10][..]));
+        assert_eq!(m.xattr(b"user.d"), None);
+        assert_eq!(m.xattrs_size(), 18 + 4);
+        let v3 = m.encode();
+        assert_eq!(v3[0], ENCODING_V3);
+        assert_eq!(Metadata::decode(&v3).unwrap(), m);
+        for cut in 1..v3.len() - v1.len() {
+            assert!(
+                Metadata::decode(&v3[..v3.len() - cut]).is_err(),
+                "cut {cut}"
+            );
+        }
+        m.source = "/in/x".into();
+        m.source_len = 3;
+        assert_eq!(Metadata::decode(&m.encode()).unwrap(), m, "with a source");
+        m.source.clear();
+        m.source_len = 0;
+        MetaUpdate::SetXattr {
+            name: b"user.b".to_vec(),
+            value: None,
+            ctime_ns: 7,
+        }
+        .apply(&mut m);
+        m.put_xattr(b"user.a", None);
+        m.put_xattr(b"user.c", None);
+        assert_eq!(
+            m.encode(),
+            {
+                let mut back = v1.clone();
+                back[1 + 4 * 4 + 8 + 16 + 8 * 2..][..8].copy_from_slice(&7i64.to_le_bytes());
+                back
+            },
+            "without attributes: version 1 again"
+        );
+    }
+
+    #[test]
     fn a_source_is_encoded_only_when_there_is_one_and_truncates_lower_it() {
         let mut m = Metadata::new(FileKind::File, 0o644, FileId(7), 5);
         m.size = 100;
@@ -687,6 +922,16 @@ mod tests {
                     atime_ns: None,
                     mtime_ns: None,
                     ctime_ns: c
+                }),
+            (
+                proptest::collection::vec(any::<u8>(), 1..XATTR_NAME_MAX),
+                proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)),
+                0i64..1000
+            )
+                .prop_map(|(name, value, ctime_ns)| MetaUpdate::SetXattr {
+                    name,
+                    value,
+                    ctime_ns
                 }),
         ]
     }

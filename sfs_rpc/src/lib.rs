@@ -46,6 +46,14 @@ impl From<&Metadata> for pb::Entry {
             link_target: m.link_target.clone(),
             source: m.source.clone(),
             source_len: m.source_len,
+            xattrs: m
+                .xattrs
+                .iter()
+                .map(|(name, value)| pb::Xattr {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -65,6 +73,11 @@ impl From<&pb::Entry> for Metadata {
             link_target: e.link_target.clone(),
             source: e.source.clone(),
             source_len: e.source_len,
+            xattrs: e
+                .xattrs
+                .iter()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect(),
         }
     }
 }

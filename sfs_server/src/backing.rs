@@ -27,7 +27,7 @@
 use crate::meta_store::{MetadataStore, RemoveKind};
 use crate::service::metadata::new_file_id;
 use sfs_global::distributor::Distributor;
-use sfs_global::metadata::MetaUpdate;
+use sfs_global::metadata::{MetaUpdate, XattrSet};
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
@@ -326,6 +326,19 @@ impl MetadataStore for BackedStore {
 
     fn set_attr(&self, path: &str, update: MetaUpdate) -> SfsResult<Metadata> {
         self.with_entry(path, || self.inner.set_attr(path, update.clone()))
+    }
+
+    fn set_xattr(
+        &self,
+        path: &str,
+        name: &[u8],
+        value: Option<&[u8]>,
+        how: XattrSet,
+        time_ns: i64,
+    ) -> SfsResult<Metadata> {
+        self.with_entry(path, || {
+            self.inner.set_xattr(path, name, value, how, time_ns)
+        })
     }
 
     /// Hard links are not made in the view of a backing directory: a

@@ -23,7 +23,7 @@ use rocksdb::{Direction, IteratorMode, MergeOperands, Options, ReadOptions, DB};
 use sfs_global::chunk::MAX_FILE_SIZE;
 use sfs_global::metadata::{
     apply_updates, children_prefix, combine_updates, deep_descendants_prefix, entry_key,
-    MetaUpdate, LINK_MAX,
+    MetaUpdate, XattrSet, LINK_MAX, XATTRS_MAX_TOTAL,
 };
 use sfs_global::{Errno, FileId, Metadata, SfsError, SfsResult};
 use std::path::Path;
@@ -320,6 +320,54 @@ impl MetadataStore for RocksMetadataStore {
         let key = entry_key(path);
         let _guard = self.lock(&key);
         self.changing(&key, path, None)?;
+        self.merge(&key, &update, path)?;
+        self.existing(&key, path)
+    }
+
+    fn set_xattr(
+        &self,
+        path: &str,
+        name: &[u8],
+        value: Option<&[u8]>,
+        how: XattrSet,
+        time_ns: i64,
+    ) -> SfsResult<Metadata> {
+        let key = entry_key(path);
+        let _guard = self.lock(&key);
+        let md = self.changing(&key, path, None)?;
+        let shown = String::from_utf8_lossy(name);
+        let old = md.xattr(name);
+        match (old, value, how) {
+            (Some(_), Some(_), XattrSet::Create) => {
+                return Err(SfsError::new(
+                    Errno::EEXIST,
+                    format!("{path}: extended attribute {shown} exists"),
+                ))
+            }
+            (None, None, _) | (None, _, XattrSet::Replace) => {
+                return Err(SfsError::new(
+                    Errno::ENODATA,
+                    format!("{path}: no extended attribute {shown}"),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(value) = value {
+            let now = md.xattrs_size() - old.map_or(0, |v| name.len() + v.len());
+            if now + name.len() + value.len() > XATTRS_MAX_TOTAL {
+                return Err(SfsError::new(
+                    Errno::ENOSPC,
+                    format!("{path}: extended attributes would pass {XATTRS_MAX_TOTAL} bytes"),
+                ));
+            }
+        }
+        // A merge (not a put): size updates merged meanwhile without the
+        // lock are kept.
+        let update = MetaUpdate::SetXattr {
+            name: name.to_vec(),
+            value: value.map(<[u8]>::to_vec),
+            ctime_ns: time_ns,
+        };
         self.merge(&key, &update, path)?;
         self.existing(&key, path)
     }

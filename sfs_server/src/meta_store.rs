@@ -9,7 +9,7 @@
 //! calling) and reports failures as [`SfsError`]s with the errno the
 //! application must see.
 
-use sfs_global::metadata::MetaUpdate;
+use sfs_global::metadata::{MetaUpdate, XattrSet};
 use sfs_global::{FileId, Metadata, SfsResult};
 
 /// Which kinds of entry a remove accepts (unlink vs rmdir).
@@ -77,6 +77,20 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Applies a [`MetaUpdate::SetAttr`] and returns the resulting entry.
     fn set_attr(&self, path: &str, update: MetaUpdate) -> SfsResult<Metadata>;
+
+    /// setxattr(2) (`value` given) or removexattr(2) of extended attribute
+    /// `name` (validated by the caller) of the entry at `path`, setting its
+    /// ctime; returns the entry. EEXIST/ENODATA as `how` and removal of a
+    /// missing name ask; ENOSPC when the entry's attributes would pass
+    /// `XATTRS_MAX_TOTAL`.
+    fn set_xattr(
+        &self,
+        path: &str,
+        name: &[u8],
+        value: Option<&[u8]>,
+        how: XattrSet,
+        time_ns: i64,
+    ) -> SfsResult<Metadata>;
 
     /// Places `entry` at `path` (the target half of a rename) following
     /// rename(2)'s rules, and returns the entry it replaced.

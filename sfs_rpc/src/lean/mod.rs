@@ -350,6 +350,7 @@ lean_methods! {
     12 => metadata.sync_metadata(Empty) -> Empty;
     13 => metadata.share_entry(LinkRequest) -> Entry;
     14 => metadata.add_links(LinkRequest) -> Entry;
+    15 => metadata.set_xattr(SetXattrRequest) -> Entry;
     32 => chunks.remove_chunks(FileRequest) -> Empty;
     33 => chunks.truncate_chunks(TruncateChunksRequest) -> Empty;
     34 => chunks.sync_chunks(FileRequest) -> Empty;
@@ -442,10 +443,10 @@ mod frame_tests {
 
     #[test]
     fn every_method_has_a_name() {
-        for code in [1, 2, 3, 12, 13, 14, 32, 34, 48, 50] {
+        for code in [1, 2, 3, 12, 13, 14, 15, 32, 34, 48, 50] {
             assert!(method_name(code).is_some(), "{code}");
         }
         assert_eq!(method_name(0), None);
-        assert_eq!(method_name(15), None);
+        assert_eq!(method_name(16), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::RocksMetadataStore;
 use crate::meta_store::{MetadataStore, RemoveKind};
-use sfs_global::metadata::MetaUpdate;
+use sfs_global::metadata::{MetaUpdate, XattrSet, XATTRS_MAX_TOTAL};
 use sfs_global::{Errno, FileId, FileKind, Metadata};
 use std::sync::Arc;
 
@@ -345,6 +345,11 @@ fn a_shared_name_sends_changes_to_its_shared_entry_and_counts_go_to_zero() {
         ctime_ns: 3,
     };
     redirected(store.set_attr("/a", chmod).unwrap_err());
+    redirected(
+        store
+            .set_xattr("/a", b"user.x", Some(b"1"), XattrSet::Either, 3)
+            .unwrap_err(),
+    );
     assert_eq!(
         store.get("/a").unwrap().unwrap(),
         name,
@@ -372,5 +377,63 @@ fn a_shared_name_sends_changes_to_its_shared_entry_and_counts_go_to_zero() {
     assert_eq!(
         store.share("/d", FileId(0)).unwrap_err().errno,
         Errno::EPERM
+    );
+}
+
+#[test]
+fn extended_attributes_follow_their_flags_and_limits_and_keep_sizes_merged_meanwhile() {
+    let (_dir, store) = open();
+    store.create("/f", file(1), true).unwrap();
+    let set = |name: &[u8], value: Option<&[u8]>, how| store.set_xattr("/f", name, value, how, 5);
+    let errno = |r: sfs_global::SfsResult<Metadata>| r.unwrap_err().errno;
+    assert_eq!(
+        errno(set(b"user.a", None, XattrSet::Either)),
+        Errno::ENODATA
+    );
+    assert_eq!(
+        errno(set(b"user.a", Some(b"1"), XattrSet::Replace)),
+        Errno::ENODATA
+    );
+    let md = set(b"user.a", Some(b"1"), XattrSet::Create).unwrap();
+    assert_eq!((md.xattr(b"user.a"), md.ctime_ns), (Some(&b"1"[..]), 5));
+    assert_eq!(
+        errno(set(b"user.a", Some(b"2"), XattrSet::Create)),
+        Errno::EEXIST
+    );
+    // A size merged (without the entry's lock) after the attribute is
+    // kept, and so is the attribute.
+    store
+        .update(
+            "/f",
+            MetaUpdate::GrowSize {
+                end: 4096,
+                time_ns: 6,
+            },
+            None,
+        )
+        .unwrap();
+    let md = set(b"user.a", Some(b"22"), XattrSet::Replace).unwrap();
+    assert_eq!((md.size, md.xattr(b"user.a")), (4096, Some(&b"22"[..])));
+    // The total: replacing a value counts only the difference.
+    let big = vec![7u8; XATTRS_MAX_TOTAL - b"user.a".len() - 2 - b"user.b".len()];
+    set(b"user.b", Some(&big), XattrSet::Either).unwrap();
+    assert_eq!(
+        errno(set(b"user.c", Some(b""), XattrSet::Either)),
+        Errno::ENOSPC
+    );
+    assert_eq!(
+        errno(set(b"user.a", Some(b"333"), XattrSet::Either)),
+        Errno::ENOSPC
+    );
+    set(b"user.a", Some(b"1"), XattrSet::Either).unwrap();
+    let md = set(b"user.b", None, XattrSet::Either).unwrap();
+    assert_eq!(md.xattrs, vec![(b"user.a".to_vec(), b"1".to_vec())]);
+    assert_eq!(md.size, 4096);
+    // A rename (the entry placed elsewhere) takes them along.
+    store.put_entry("/g", md.clone(), false).unwrap();
+    assert_eq!(store.get("/g").unwrap().unwrap().xattrs, md.xattrs);
+    assert_eq!(
+        errno(store.set_xattr("/none", b"user.a", Some(b""), XattrSet::Either, 5)),
+        Errno::ENOENT
     );
 }

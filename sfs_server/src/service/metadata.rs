@@ -17,11 +17,11 @@ use super::{
 use crate::meta_rocks::shared_elsewhere;
 use crate::meta_store::{now_ns, RemoveKind};
 use sfs_global::access::{
-    check_access, check_set_attr, check_sticky, missing, without_privileges,
+    check_access, check_set_attr, check_sticky, check_xattr, missing, without_privileges,
     write_drops_privileges, AttrChange, MAY_EXEC, MAY_WRITE,
 };
 use sfs_global::distributor::Distributor;
-use sfs_global::metadata::{MetaUpdate, SHARED_PREFIX};
+use sfs_global::metadata::{MetaUpdate, XattrSet, SHARED_PREFIX, XATTR_SIZE_MAX};
 use sfs_global::path::split_parent;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::caller::caller_of;
@@ -627,7 +627,47 @@ impl metadata_server::Metadata for MetadataService {
         let entry = quick(move || meta.add_links(&req.path, id, req.delta, now_ns()))?;
         Ok(Response::new(pb::Entry::from(&entry)))
     }
+
+    async fn set_xattr(
+        &self,
+        request: Request<pb::SetXattrRequest>,
+    ) -> Result<Response<pb::Entry>, Status> {
+        let caller = caller_of(&request);
+        let req = request.into_inner();
+        self.accept(&req.path)?;
+        let how = match req.flags {
+            0 => XattrSet::Either,
+            XATTR_CREATE => XattrSet::Create,
+            XATTR_REPLACE => XattrSet::Replace,
+            flags => {
+                return Err(refuse(SfsError::invalid(format!(
+                    "setxattr flags {flags:#x}"
+                ))))
+            }
+        };
+        if let Some(value) = &req.value {
+            if value.len() > XATTR_SIZE_MAX {
+                return Err(refuse(SfsError::new(
+                    Errno::E2BIG,
+                    format!("an extended attribute value of {} bytes", value.len()),
+                )));
+            }
+        }
+        let meta = self.state.meta.clone();
+        let path = req.path.as_str();
+        let current = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
+        if current.is_name_of_shared() {
+            return Err(refuse(shared_elsewhere(path, current.id)));
+        }
+        check_xattr(&current, &caller, &req.name, MAY_WRITE, path).map_err(refuse)?;
+        let entry = quick(|| meta.set_xattr(path, &req.name, req.value.as_deref(), how, now_ns()))?;
+        Ok(Response::new(pb::Entry::from(&entry)))
+    }
 }
+
+/// setxattr(2)'s flags.
+const XATTR_CREATE: u32 = 1;
+const XATTR_REPLACE: u32 = 2;
 
 /// [`check_access`] of an entry found by a create, except for the name of a
 /// hard-linked file: its attributes are the shared entry's, where the

@@ -4,7 +4,7 @@
 //! extended attributes (none on SFS).
 
 use crate::hooks::io::{read_sfs, write_sfs};
-use crate::paths::sfs_path;
+use crate::paths::{c_bytes, sfs_path};
 use crate::state::{self, err, run, run_errno, sfs_fd, with_client, SFS_FDS};
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t, size_t, ssize_t};
 use redhook::{hook, real};
@@ -408,16 +408,121 @@ hook! {
     }
 }
 
-fn no_xattrs<T>() -> SfsResult<T> {
-    Err(err(libc::EOPNOTSUPP, "SFS has no extended attributes"))
+/// The name argument of an `*xattr` call (EFAULT when unreadable).
+///
+/// # Safety
+/// As [`c_bytes`].
+unsafe fn xattr_name<'a>(name: *const c_char) -> SfsResult<&'a [u8]> {
+    // SAFETY: forwarded contract.
+    unsafe { c_bytes(name) }.ok_or_else(|| err(libc::EFAULT, "unreadable attribute name"))
+}
+
+/// Copies `bytes` out as getxattr/listxattr do: with `size` 0 only the
+/// length is answered; a smaller buffer is ERANGE.
+///
+/// # Safety
+/// `out` valid for `size` bytes when `size` > 0.
+unsafe fn xattr_out(bytes: &[u8], out: *mut c_void, size: size_t) -> SfsResult<ssize_t> {
+    if size == 0 {
+        return Ok(bytes.len() as ssize_t);
+    }
+    if bytes.len() > size {
+        return Err(err(
+            libc::ERANGE,
+            format!("{} bytes do not fit in {size}", bytes.len()),
+        ));
+    }
+    if out.is_null() {
+        return Err(err(libc::EFAULT, "NULL attribute buffer"));
+    }
+    // SAFETY: `out` is valid for `size` >= `bytes.len()` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.cast::<u8>(), bytes.len()) };
+    Ok(bytes.len() as ssize_t)
+}
+
+/// getxattr/lgetxattr/fgetxattr of the SFS entry at `path`.
+///
+/// # Safety
+/// `name` a C string or invalid pointer; `value` valid for `size` bytes.
+unsafe fn get_xattr_sfs(
+    path: &str,
+    follow: bool,
+    name: *const c_char,
+    value: *mut c_void,
+    size: size_t,
+) -> SfsResult<ssize_t> {
+    // SAFETY: forwarded contract.
+    let name = unsafe { xattr_name(name) }?;
+    let found = with_client(|c| c.get_xattr(path, name, follow))?;
+    // SAFETY: forwarded contract.
+    unsafe { xattr_out(&found, value, size) }
+}
+
+/// listxattr/llistxattr/flistxattr: names, each ending in NUL.
+///
+/// # Safety
+/// `list` valid for `size` bytes.
+unsafe fn list_xattrs_sfs(
+    path: &str,
+    follow: bool,
+    list: *mut c_char,
+    size: size_t,
+) -> SfsResult<ssize_t> {
+    let names = with_client(|c| c.list_xattrs(path, follow))?;
+    let mut out = Vec::new();
+    for name in names {
+        out.extend_from_slice(&name);
+        out.push(0);
+    }
+    // SAFETY: forwarded contract.
+    unsafe { xattr_out(&out, list.cast(), size) }
+}
+
+/// setxattr/removexattr and their `l`/`f` forms (`value` `None`: remove).
+///
+/// # Safety
+/// `name` a C string or invalid pointer.
+unsafe fn set_xattr_sfs(
+    path: &str,
+    follow: bool,
+    name: *const c_char,
+    value: Option<&[u8]>,
+    flags: c_int,
+) -> SfsResult<c_int> {
+    // SAFETY: forwarded contract.
+    let name = unsafe { xattr_name(name) }?;
+    let flags = u32::try_from(flags).map_err(|_| err(libc::EINVAL, "negative flags"))?;
+    with_client(|c| c.set_xattr(path, name, value, flags, follow))?;
+    Ok(0)
+}
+
+/// The value argument of setxattr.
+///
+/// # Safety
+/// `value` valid for `size` bytes (or NULL with `size` 0).
+unsafe fn xattr_value<'a>(value: *const c_void, size: size_t) -> SfsResult<&'a [u8]> {
+    if size > sfs_global::metadata::XATTR_SIZE_MAX {
+        return Err(err(
+            libc::E2BIG,
+            format!("an attribute value of {size} bytes"),
+        ));
+    }
+    if size == 0 {
+        return Ok(&[]);
+    }
+    if value.is_null() {
+        return Err(err(libc::EFAULT, "NULL attribute value"));
+    }
+    // SAFETY: the caller passes `size` readable bytes at `value`.
+    Ok(unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) })
 }
 
 macro_rules! xattr_path_hooks {
-    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $answer:expr;)*) => {$(
+    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, |$p:ident| $answer:expr;)*) => {$(
         hook! {
             unsafe fn $name(path: *const c_char, $($arg: $ty),*) -> $ret => $hook {
                 match sfs_path(libc::AT_FDCWD, path) {
-                    Some((_inside, p)) => run(stringify!($name), || { with_client(|c| c.lstat(&p))?; $answer }),
+                    Some((_inside, $p)) => run(stringify!($name), || $answer),
                     None => real!($name)(path, $($arg),*),
                 }
             }
@@ -426,11 +531,14 @@ macro_rules! xattr_path_hooks {
 }
 
 macro_rules! xattr_fd_hooks {
-    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $answer:expr;)*) => {$(
+    ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, |$p:ident| $answer:expr;)*) => {$(
         hook! {
             unsafe fn $name(fd: c_int, $($arg: $ty),*) -> $ret => $hook {
                 match sfs_fd(fd) {
-                    Some(_inside) => run(stringify!($name), || $answer),
+                    Some(_inside) => run(stringify!($name), || {
+                        let $p = with_client(|c| c.fd_path(fd))?;
+                        $answer
+                    }),
                     None => real!($name)(fd, $($arg),*),
                 }
             }
@@ -438,22 +546,34 @@ macro_rules! xattr_fd_hooks {
     )*};
 }
 
-// Listing answers "no attributes"; reading, writing and removing one is
-// EOPNOTSUPP (what tools expect from a file system without xattrs).
+// Extended attributes of SFS entries (sfs_client::xattrs). The `l` forms
+// act on a final symlink itself, the `f` forms on the descriptor's file.
 xattr_path_hooks! {
-    getxattr => sfs_getxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, no_xattrs();
-    lgetxattr => sfs_lgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, no_xattrs();
-    setxattr => sfs_setxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int, no_xattrs();
-    lsetxattr => sfs_lsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int, no_xattrs();
-    removexattr => sfs_removexattr(name: *const c_char) -> c_int, no_xattrs();
-    lremovexattr => sfs_lremovexattr(name: *const c_char) -> c_int, no_xattrs();
-    listxattr => sfs_listxattr(list: *mut c_char, size: size_t) -> ssize_t, Ok(0);
-    llistxattr => sfs_llistxattr(list: *mut c_char, size: size_t) -> ssize_t, Ok(0);
+    getxattr => sfs_getxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t,
+        |p| get_xattr_sfs(&p, true, name, value, size);
+    lgetxattr => sfs_lgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t,
+        |p| get_xattr_sfs(&p, false, name, value, size);
+    setxattr => sfs_setxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int,
+        |p| set_xattr_sfs(&p, true, name, Some(xattr_value(value, size)?), flags);
+    lsetxattr => sfs_lsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int,
+        |p| set_xattr_sfs(&p, false, name, Some(xattr_value(value, size)?), flags);
+    removexattr => sfs_removexattr(name: *const c_char) -> c_int,
+        |p| set_xattr_sfs(&p, true, name, None, 0);
+    lremovexattr => sfs_lremovexattr(name: *const c_char) -> c_int,
+        |p| set_xattr_sfs(&p, false, name, None, 0);
+    listxattr => sfs_listxattr(list: *mut c_char, size: size_t) -> ssize_t,
+        |p| list_xattrs_sfs(&p, true, list, size);
+    llistxattr => sfs_llistxattr(list: *mut c_char, size: size_t) -> ssize_t,
+        |p| list_xattrs_sfs(&p, false, list, size);
 }
 
 xattr_fd_hooks! {
-    fgetxattr => sfs_fgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t, no_xattrs();
-    fsetxattr => sfs_fsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int, no_xattrs();
-    fremovexattr => sfs_fremovexattr(name: *const c_char) -> c_int, no_xattrs();
-    flistxattr => sfs_flistxattr(list: *mut c_char, size: size_t) -> ssize_t, Ok(0);
+    fgetxattr => sfs_fgetxattr(name: *const c_char, value: *mut c_void, size: size_t) -> ssize_t,
+        |p| get_xattr_sfs(&p, true, name, value, size);
+    fsetxattr => sfs_fsetxattr(name: *const c_char, value: *const c_void, size: size_t, flags: c_int) -> c_int,
+        |p| set_xattr_sfs(&p, true, name, Some(xattr_value(value, size)?), flags);
+    fremovexattr => sfs_fremovexattr(name: *const c_char) -> c_int,
+        |p| set_xattr_sfs(&p, true, name, None, 0);
+    flistxattr => sfs_flistxattr(list: *mut c_char, size: size_t) -> ssize_t,
+        |p| list_xattrs_sfs(&p, true, list, size);
 }
