@@ -26,6 +26,15 @@ fn make_inputs(backing: &Path) {
     std::fs::write(backing.join("in/trunc.bin"), pattern(2, 10_000)).unwrap();
     std::os::unix::fs::symlink("big.bin", backing.join("in/latest")).unwrap();
     std::fs::write(backing.join("in/unread.bin"), pattern(3, 3 * MIB + 5)).unwrap();
+    // A name that is not UTF-8 is taken in with its bytes.
+    std::fs::create_dir_all(backing.join("in/bytes")).unwrap();
+    std::fs::write(backing.join(latin1_name()), "latin1 input\n").unwrap();
+}
+
+/// `in/bytes/caf\xe9.txt`, a Latin-1 name.
+fn latin1_name() -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::OsStr::from_bytes(b"in/bytes/caf\xe9.txt").into()
 }
 
 const PROGRAM: &str = r#"
@@ -36,6 +45,10 @@ def digest(path):
         return hashlib.sha256(f.read()).hexdigest()
 print("listing", sorted(os.listdir(m + "/in")), sorted(os.listdir(m + "/in/sub")))
 print("size", os.stat(m + "/in/big.bin").st_size, os.readlink(m + "/in/latest"))
+latin1 = os.fsencode(m) + b"/in/bytes/caf\xe9.txt"
+print("latin1", os.listdir(os.fsencode(m) + b"/in/bytes"), open(latin1, "rb").read())
+with open(latin1, "ab") as f:
+    f.write(b"more\n")
 for name in ["big.bin", "small.txt", "sub/deep.txt", "latest"]:
     print("sha", name, digest(m + "/in/" + name))
 # Changes: a patch inside the second chunk, a truncate and regrowth, an
@@ -101,8 +114,9 @@ fn a_program_reads_the_backing_directory_through_sfs_and_its_outputs_are_written
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let big = pattern(1, 5 * MIB + 123);
     let expected = [
-        "listing ['big.bin', 'latest', 'small.txt', 'sub', 'trunc.bin', 'unread.bin'] ['deep.txt']"
+        "listing ['big.bin', 'bytes', 'latest', 'small.txt', 'sub', 'trunc.bin', 'unread.bin'] ['deep.txt']"
             .to_string(),
+        "latin1 [b'caf\\xe9.txt'] b'latin1 input\\n'".to_string(),
         format!("size {} big.bin", big.len()),
         format!("sha big.bin {}", sha256(&big)),
         format!("sha small.txt {}", sha256(b"small input\n")),
@@ -143,6 +157,10 @@ fn a_program_reads_the_backing_directory_through_sfs_and_its_outputs_are_written
     assert_eq!(
         std::fs::read_to_string(backing.join("out/run1/result.txt")).unwrap(),
         format!("big {}\n", sha256(&patched))
+    );
+    assert_eq!(
+        std::fs::read(backing.join(latin1_name())).unwrap(),
+        b"latin1 input\nmore\n"
     );
     let unread = backing.join("in/unread.bin");
     assert_eq!(std::fs::read(&unread).unwrap(), pattern(3, 3 * MIB + 5));

@@ -851,6 +851,65 @@ rsync -aX c/ r/; echo "rsync kept: $(getfattr -d r/f 2>/dev/null | grep user.too
 cp c/f c/plain; getfattr -d c/plain | wc -l
 "#;
 
+/// Names are bytes: a file, directory or symlink target that is not
+/// UTF-8 (Latin-1 names from an old archive, a stray `\xff`) is made,
+/// listed, read back, renamed, archived and resolved through `getcwd` and
+/// `realpath` as on a local directory — and stays in SFS rather than
+/// landing in the host directory the program was started from.
+#[test]
+fn names_that_are_not_utf8_are_kept_as_bytes_inside_the_mount() {
+    let cluster = Cluster::start(3);
+    let out = python_then_shell_on_sfs_and_local(&cluster, NOT_UTF8, NOT_UTF8_SHELL);
+    assert!(
+        out.contains("listed [b'caf\\xe9', b'd\\xff', b'ln\\xfe']"),
+        "{out}"
+    );
+    assert!(out.contains("tar listed: 2"), "{out}");
+    let here = std::env::current_dir().unwrap();
+    let leaked: Vec<_> = std::fs::read_dir(&here)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_str().is_none())
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "names leaked into {}: {leaked:?}",
+        here.display()
+    );
+}
+
+/// The calls of [`names_that_are_not_utf8_are_kept_as_bytes_inside_the_mount`].
+const NOT_UTF8: &str = r#"import os, errno
+open(b'caf\xe9', 'wb').write(b'latin1')
+os.mkdir(b'd\xff')
+open(b'd\xff/in\x80side', 'w').write('inside')
+os.symlink(b'tar\xfeget', b'ln\xfe')
+print('listed', sorted(os.listdir(b'.')))
+print('inner', os.listdir(b'd\xff'), 'link', os.readlink(b'ln\xfe'))
+os.chdir(b'd\xff'); print('cwd', os.getcwdb()[-2:], open(b'in\x80side').read()); os.chdir('..')
+print('realpath', os.path.realpath(b'd\xff/in\x80side')[-9:])
+os.rename(b'caf\xe9', b'caf\xe8'); print('renamed', open(b'caf\xe8', 'rb').read())
+odd = 'x\U0010ff80'.encode()
+open(odd, 'w').write('odd'); print('odd name', odd in os.listdir(b'.'), os.path.exists(b'x\x80'))
+open(b'\xff' * 255, 'w').close(); print('255 bytes ok')
+try: open(b'\xfe' * 256, 'w')
+except OSError as e: print('256 bytes', errno.errorcode[e.errno])
+st = os.stat(b'caf\xe8'); print('stat', st.st_size)
+for n in [b'caf\xe8', odd, b'\xff' * 255]: os.unlink(n)
+os.unlink(b'ln\xfe')
+"#;
+
+/// The shell half of [`NOT_UTF8`]: bash, coreutils and tar.
+const NOT_UTF8_SHELL: &str = r#"set -e
+export LC_ALL=C
+touch "$(printf 'sh\xe9ll')"; ls | od -c | head -3
+mv "$(printf 'sh\xe9ll')" "$(printf 'm\xf6ved')"; ls -b
+tar cf ../t.tar "$(printf 'd\xff')"; echo "tar listed: $(tar tf ../t.tar | wc -l)"
+mkdir x; tar xf ../t.tar -C x; ls -b x "x/$(printf 'd\xff')"; rm ../t.tar
+find . | LC_ALL=C sort | od -c | tail -4
+"#;
+
 /// A directory's mtime and ctime advance when an entry is created, linked,
 /// renamed or removed in it, and a rename changes the ctime of what moves —
 /// seen by the process that made the change and by the next process (the

@@ -49,6 +49,11 @@ fn make_tree(root: &Path, small: usize, large: bool) {
     std::os::unix::fs::symlink("../nested/zero-length", root.join("nested/rel-link")).unwrap();
     std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
     std::os::unix::fs::symlink("nested", root.join("dir-link")).unwrap();
+    // Names are bytes: a Latin-1 name and a link whose target is one.
+    use std::os::unix::ffi::OsStrExt;
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::write(root.join("nested").join(latin1), b"not UTF-8").unwrap();
+    std::os::unix::fs::symlink(latin1, root.join("nested/to-caf\u{e9}")).unwrap();
     set_mtime(&root.join("dangling"), 1_500_000_000, 123);
     if large {
         let big = root.join("big");
@@ -418,7 +423,7 @@ fn filters_dry_run_manifest_and_failures() {
         &["stage-in", "--dry-run", src.to_str().unwrap(), "/dry"],
         &envs,
     );
-    assert!(out.contains("would copy 22 files"), "{out}");
+    assert!(out.contains("would copy 23 files"), "{out}");
     assert!(out.contains(&format!(
         "copy {}/d0/f1.dat -> sfs:/dry/d0/f1.dat",
         src.display()
@@ -513,6 +518,12 @@ fn a_tree_goes_out_to_s3_and_back_unchanged() {
     }
     let ceph = sfs_testkit::ceph::ceph();
     let (cluster, work, src) = cluster_with_tree(small_files().min(2000), true);
+    // S3 keys are UTF-8: a name that is not has no key (the directory
+    // tests carry it).
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::remove_file(src.join(std::ffi::OsStr::from_bytes(b"nested/caf\xe9.txt"))).unwrap();
+    std::fs::remove_file(src.join("nested/to-caf\u{e9}")).unwrap();
+    set_mtime(&src.join("nested"), 1_700_000_000, 42);
     let expected = snapshot(&src);
     let state = work.join("state");
     let prefix = sfs_testkit::ceph::unique_name("stage");

@@ -21,6 +21,80 @@ pub const SFS_PATH_MAX: usize = 16 * PATH_MAX;
 /// Longest single name SFS accepts (bytes), as Linux's NAME_MAX.
 pub const NAME_MAX: usize = 255;
 
+/// Names are bytes in POSIX, strings in SFS (its protocol and keys are
+/// UTF-8). A byte of a program's name that is not part of valid UTF-8 is
+/// carried as one code point of the private-use range U+10FF80..=U+10FFFF
+/// (the byte's value above U+10FF00), and so is each byte of a name's own
+/// character in that range, so that every byte string maps to exactly one
+/// string and back ([`escape_bytes`], [`unescape`]). Names that are valid
+/// UTF-8 without those characters (all but very odd ones) are unchanged.
+const ESCAPE_BASE: u32 = 0x10_FF00;
+const ESCAPED_FIRST: u32 = ESCAPE_BASE + 0x80;
+
+fn is_escape(c: char) -> bool {
+    (ESCAPED_FIRST..=ESCAPE_BASE + 0xFF).contains(&(c as u32))
+}
+
+fn push_escaped(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        // Escaped bytes are never ASCII (>= 0x80): their code points lie in
+        // U+10FF80..=U+10FFFF, valid scalar values.
+        out.push(char::from_u32(ESCAPE_BASE + u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER));
+    }
+}
+
+/// The SFS string of a program's path or name `bytes` (see [`ESCAPE_BASE`]).
+pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if !text.chars().any(is_escape) {
+            return Cow::Borrowed(text);
+        }
+    }
+    let mut out = String::with_capacity(bytes.len() * 2);
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (valid, bad) = match std::str::from_utf8(rest) {
+            Ok(text) => (text, 0),
+            Err(e) => {
+                let valid = std::str::from_utf8(&rest[..e.valid_up_to()]).unwrap_or_default();
+                (valid, e.error_len().unwrap_or(rest.len() - e.valid_up_to()))
+            }
+        };
+        for c in valid.chars() {
+            if is_escape(c) {
+                push_escaped(&mut out, c.encode_utf8(&mut [0; 4]).as_bytes());
+            } else {
+                out.push(c);
+            }
+        }
+        push_escaped(&mut out, &rest[valid.len()..valid.len() + bad]);
+        rest = &rest[valid.len() + bad..];
+    }
+    Cow::Owned(out)
+}
+
+/// The program's bytes of an SFS string ([`escape_bytes`] reversed).
+pub fn unescape(text: &str) -> Cow<'_, [u8]> {
+    if !text.chars().any(is_escape) {
+        return Cow::Borrowed(text.as_bytes());
+    }
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        if is_escape(c) {
+            out.push((c as u32 - ESCAPE_BASE) as u8);
+        } else {
+            out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The length in the program's bytes of an SFS name or path (what NAME_MAX
+/// and PATH_MAX count): an escaped byte is one.
+pub fn program_len(text: &str) -> usize {
+    text.len() - 3 * text.chars().filter(|&c| is_escape(c)).count()
+}
+
 /// Normalises an absolute path inside the mount (`/` is the mount's root).
 ///
 /// Refuses relative paths and embedded NULs (EINVAL), names longer than
@@ -51,10 +125,13 @@ pub fn normalize(path: &str) -> SfsResult<String> {
                 }
             }
             name => {
-                if name.len() > NAME_MAX {
+                if name.len() > NAME_MAX && program_len(name) > NAME_MAX {
                     return Err(SfsError::new(
                         Errno::ENAMETOOLONG,
-                        format!("name of {} bytes is longer than {NAME_MAX}", name.len()),
+                        format!(
+                            "name of {} bytes is longer than {NAME_MAX}",
+                            program_len(name)
+                        ),
                     ));
                 }
                 parts.push(name)
@@ -169,6 +246,46 @@ pub fn is_within(path: &str, dir: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn names_that_are_not_utf8_map_to_one_string_and_back() {
+        assert!(matches!(
+            escape_bytes(b"plain/\xc3\xa9t\xc3\xa9"),
+            Cow::Borrowed(_)
+        ));
+        let latin1 = b"caf\xe9";
+        let escaped = escape_bytes(latin1);
+        assert_eq!(escaped, "caf\u{10ffe9}");
+        assert_eq!(program_len(&escaped), 4);
+        assert_eq!(&*unescape(&escaped), latin1);
+        // A name's own character of the escape range is escaped too, so
+        // it cannot be taken for an escaped byte.
+        let odd = "x\u{10ff80}".as_bytes();
+        let escaped = escape_bytes(odd);
+        assert_eq!(program_len(&escaped), odd.len());
+        assert_eq!(&*unescape(&escaped), odd);
+        assert_ne!(escaped, escape_bytes(b"x\x80"));
+        // NAME_MAX counts the program's bytes.
+        let long = [0xffu8; NAME_MAX];
+        let path = format!("/{}", escape_bytes(&long));
+        assert!(normalize(&path).is_ok());
+        let longer = format!("/{}", escape_bytes(&[0xffu8; NAME_MAX + 1]));
+        assert_eq!(normalize(&longer).unwrap_err().errno, Errno::ENAMETOOLONG);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_byte_string_escapes_and_unescapes_to_itself(bytes in proptest::collection::vec(1u8..=255, 0..64)) {
+            let escaped = escape_bytes(&bytes);
+            proptest::prop_assert_eq!(&*unescape(&escaped), &bytes[..]);
+            proptest::prop_assert_eq!(program_len(&escaped), bytes.len());
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                if !text.chars().any(is_escape) {
+                    proptest::prop_assert_eq!(&*escaped, text);
+                }
+            }
+        }
+    }
 
     #[test]
     fn normalises_the_usual_spellings() {

@@ -28,8 +28,11 @@ use crate::meta_store::{MetadataStore, RemoveKind};
 use crate::service::metadata::new_file_id;
 use sfs_global::distributor::Distributor;
 use sfs_global::metadata::{MetaUpdate, XattrSet};
+use sfs_global::path::{escape_bytes, unescape};
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
 use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -90,13 +93,14 @@ impl BackedStore {
 
     /// Where `path` is in the backing directory.
     fn backing_path(&self, path: &str) -> PathBuf {
-        self.root.join(path.trim_start_matches('/'))
+        // Names not UTF-8 are carried escaped (sfs_global::path::escape_bytes).
+        self.root
+            .join(OsStr::from_bytes(&unescape(path.trim_start_matches('/'))))
     }
 
     /// The entry the backing directory has at `path`, as SFS would take
     /// it in (a new id); `None` when it has none, or only something SFS
-    /// does not store (a device, FIFO or socket; a name or link target
-    /// that is not UTF-8).
+    /// does not store (a device, FIFO or socket).
     /// Taken in only where `path`'s parent is plain
     /// ([`BackedStore::dir_is_plain`]).
     fn backing_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
@@ -138,10 +142,8 @@ impl BackedStore {
             }
             FileKind::Symlink => {
                 let target = std::fs::read_link(&at).map_err(SfsError::from)?;
-                let Some(target) = target.to_str() else {
-                    return Ok(None);
-                };
-                md.link_target = target.to_string();
+                let target = target.as_os_str().as_bytes();
+                md.link_target = escape_bytes(target).into_owned();
                 md.size = target.len() as u64;
             }
             FileKind::Directory => {}
@@ -160,8 +162,11 @@ impl BackedStore {
         if dir == "/" || lock_set(&self.plain).contains(dir) {
             return true;
         }
-        let plain = std::fs::canonicalize(self.backing_path(dir))
-            .is_ok_and(|real| real == self.real_root.join(dir.trim_start_matches('/')));
+        let plain = std::fs::canonicalize(self.backing_path(dir)).is_ok_and(|real| {
+            real == self
+                .real_root
+                .join(OsStr::from_bytes(&unescape(dir.trim_start_matches('/'))))
+        });
         if plain {
             let mut known = lock_set(&self.plain);
             if known.len() >= PLAIN_REMEMBERED {
@@ -242,9 +247,7 @@ impl BackedStore {
         if let Some(entries) = entries {
             for entry in entries {
                 let entry = entry.map_err(SfsError::from)?;
-                let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                    continue; // SFS names are UTF-8
-                };
+                let name = escape_bytes(entry.file_name().as_bytes()).into_owned();
                 let child = if dir == "/" {
                     format!("/{name}")
                 } else {

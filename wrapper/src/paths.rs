@@ -12,7 +12,8 @@ use crate::route::{
     could_be_inside, has_dot_components, kernel_cwd, kernel_fd_path, may_descend_into,
 };
 use crate::state::{self, Inside, Settings};
-use sfs_global::path::strip_mount;
+use sfs_global::path::{escape_bytes, program_len, strip_mount};
+use std::borrow::Cow;
 use std::ffi::{c_char, c_int, CStr};
 
 /// The lowest address no process's memory can be at: above it lies the
@@ -47,13 +48,14 @@ pub unsafe fn c_bytes<'a>(p: *const c_char) -> Option<&'a [u8]> {
     }
 }
 
-/// The string of a C string argument, if it is UTF-8 (SFS names are).
+/// The SFS string of a C string argument: its bytes, those that are not
+/// UTF-8 escaped as SFS carries them ([`sfs_global::path::escape_bytes`]).
 ///
 /// # Safety
 /// As [`c_bytes`].
-pub unsafe fn c_str<'a>(p: *const c_char) -> Option<&'a str> {
+pub unsafe fn c_str<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     // SAFETY: forwarded contract.
-    std::str::from_utf8(unsafe { c_bytes(p) }?).ok()
+    Some(escape_bytes(unsafe { c_bytes(p) }?))
 }
 
 /// The directory a relative path is taken against, as a host path; `None`
@@ -212,12 +214,12 @@ pub fn resolve_argument(settings: &Settings, dirfd: c_int, text: &str) -> Option
 /// A path argument of PATH_MAX bytes or more (its NUL would not fit) is
 /// ENAMETOOLONG, as the kernel answers, whatever the whole path it names.
 fn refuse_too_long(text: &str) {
-    if text.len() >= sfs_global::path::PATH_MAX {
+    if program_len(text) >= sfs_global::path::PATH_MAX {
         state::fail_call(sfs_global::SfsError::new(
             sfs_global::Errno::ENAMETOOLONG,
             format!(
                 "a path argument of {} bytes (PATH_MAX is 4096 with its NUL)",
-                text.len()
+                program_len(text)
             ),
         ));
     }
@@ -236,8 +238,8 @@ pub unsafe fn sfs_path_tail(dirfd: c_int, path: *const c_char) -> Option<(Inside
     let text = unsafe { c_str(path) }?;
     let inside = state::enter()?;
     let settings = state::settings()?;
-    let sfs = resolve_argument(settings, dirfd, text)?;
-    Some((inside, sfs, Tail::of(text)))
+    let sfs = resolve_argument(settings, dirfd, &text)?;
+    Some((inside, sfs, Tail::of(&text)))
 }
 
 /// [`sfs_path_tail`] for calls on an entry that exists, which follow a
@@ -313,8 +315,8 @@ pub unsafe fn sfs_path_pair_tail(
     let side = |dirfd: c_int, text: &str| {
         resolve_argument(settings, dirfd, text).map(|sfs| (sfs, Tail::of(text)))
     };
-    let a = a.and_then(|p| side(dirfd1, p));
-    let b = b.and_then(|p| side(dirfd2, p));
+    let a = a.and_then(|p| side(dirfd1, &p));
+    let b = b.and_then(|p| side(dirfd2, &p));
     if a.is_none() && b.is_none() {
         return None;
     }

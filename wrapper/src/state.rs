@@ -797,6 +797,14 @@ pub fn set_cwd(path: Option<String>) {
 }
 
 /// The host path of an SFS path.
+/// [`host_path`] as the program's bytes, for handing to a call that takes
+/// a path argument (names not UTF-8 unescaped:
+/// `sfs_global::path::unescape`).
+pub fn host_cpath(settings: &Settings, sfs_path: &str) -> Option<std::ffi::CString> {
+    let host = host_path(settings, sfs_path);
+    std::ffi::CString::new(sfs_global::path::unescape(&host).into_owned()).ok()
+}
+
 pub fn host_path(settings: &Settings, sfs_path: &str) -> String {
     if sfs_path == "/" {
         settings.mount.clone()

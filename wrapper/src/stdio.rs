@@ -156,7 +156,7 @@ fn mode_flags(mode: &str) -> SfsResult<c_int> {
 
 unsafe fn fopen_sfs(path: &str, mode: *const c_char) -> SfsResult<*mut FILE> {
     let text = c_str(mode).ok_or_else(|| err(libc::EINVAL, "bad fopen mode"))?;
-    let fd = open_sfs(path, mode_flags(text)?, 0o666)?;
+    let fd = open_sfs(path, mode_flags(&text)?, 0o666)?;
     cookie_stream(fd, mode, true).inspect_err(|_| {
         libc::close(fd);
     })
@@ -279,7 +279,7 @@ unsafe fn freopen_sfs(path: &str, mode: *const c_char, stream: *mut FILE) -> Sfs
         let slot = std_stream(fd);
         *slot == stream || ORIGINAL[fd as usize].load(Ordering::Acquire) == stream
     });
-    let fd = open_sfs(path, mode_flags(text)?, 0o666)?;
+    let fd = open_sfs(path, mode_flags(&text)?, 0o666)?;
     match target {
         Some(std_fd) => {
             before_std_fd_changes(std_fd);

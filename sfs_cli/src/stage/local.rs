@@ -7,8 +7,11 @@ use super::tree::{all_zero, EntryKind, FileSink, FileState, Tree};
 use super::tree::{join_rel, Entry};
 use anyhow::{bail, Context, Result};
 use rustix::fs::{AtFlags, SeekFrom, Timespec, Timestamps, CWD, UTIME_OMIT};
+use sfs_global::path::{escape_bytes, unescape};
+use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -26,11 +29,13 @@ impl LocalTree {
         LocalTree { base }
     }
 
+    /// The local path of `rel`: its name bytes are the ones SFS carries
+    /// escaped when they are not UTF-8 (`sfs_global::path::escape_bytes`).
     fn path(&self, rel: &str) -> PathBuf {
         if rel.is_empty() {
             self.base.clone()
         } else {
-            self.base.join(rel)
+            self.base.join(OsStr::from_bytes(&unescape(rel)))
         }
     }
 }
@@ -60,7 +65,9 @@ fn entry_at(path: &Path, rel: &str) -> std::io::Result<Option<Entry>> {
         return Ok(None);
     };
     let target = match kind {
-        EntryKind::Symlink => std::fs::read_link(path)?.to_string_lossy().into_owned(),
+        EntryKind::Symlink => {
+            escape_bytes(std::fs::read_link(path)?.as_os_str().as_bytes()).into_owned()
+        }
         _ => String::new(),
     };
     Ok(Some(Entry {
@@ -166,14 +173,7 @@ impl Tree for LocalTree {
                         continue;
                     }
                 };
-                let Some(name) = name.to_str() else {
-                    problems.push((
-                        path.join(&name).display().to_string(),
-                        "the name is not UTF-8 (not staged)".into(),
-                    ));
-                    continue;
-                };
-                let child_rel = join_rel(&rel, name);
+                let child_rel = join_rel(&rel, &escape_bytes(name.as_bytes()));
                 if !prune(&child_rel) {
                     pending.push(child_rel);
                 }
@@ -251,7 +251,7 @@ impl Tree for LocalTree {
     fn make_symlink(&self, rel: &str, target: &str, mtime_ns: i64) -> Result<()> {
         let path = self.path(rel);
         clear_for(&path, "symlink")?;
-        std::os::unix::fs::symlink(target, &path)
+        std::os::unix::fs::symlink(OsStr::from_bytes(&unescape(target)), &path)
             .with_context(|| format!("creating symlink {}", path.display()))?;
         set_mtime(&path, mtime_ns)
     }
@@ -264,11 +264,10 @@ impl Tree for LocalTree {
     fn create_file(&self, entry: &Entry, _ranges: usize) -> Result<Box<dyn FileSink>> {
         let path = self.path(&entry.rel);
         clear_for(&path, "file")?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temporary = path.with_file_name(format!(".{name}.sfs-stage.{}", std::process::id()));
+        let mut temporary_name = std::ffi::OsString::from(".");
+        temporary_name.push(path.file_name().unwrap_or_default());
+        temporary_name.push(format!(".sfs-stage.{}", std::process::id()));
+        let temporary = path.with_file_name(temporary_name);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -302,7 +301,9 @@ impl Tree for LocalTree {
         let path = self.path(rel);
         let target =
             std::fs::read_link(&path).with_context(|| format!("readlink {}", path.display()))?;
-        Ok(Some(target.to_string_lossy().into_owned()))
+        Ok(Some(
+            escape_bytes(target.as_os_str().as_bytes()).into_owned(),
+        ))
     }
 }
 

@@ -136,6 +136,12 @@ impl S3Tree {
     /// object_store cannot carry unchanged (it would be escaped).
     fn key(&self, rel: &str) -> Result<Key> {
         let raw = self.key_string(rel);
+        if sfs_global::path::unescape(rel).as_ref() != rel.as_bytes() {
+            bail!(
+                "{}: the name is not UTF-8, as S3 keys must be",
+                self.describe(rel)
+            );
+        }
         let key = Key::from(raw.as_str());
         if key.as_ref() != raw {
             bail!(

@@ -2,7 +2,10 @@
 //! entry with what a stage must keep (content hash, mode, mtime, link
 //! target), and the helpers that set and measure those.
 
+use sfs_global::path::{escape_bytes, unescape};
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -29,7 +32,10 @@ pub fn mtime_ns(md: &std::fs::Metadata) -> i64 {
     md.mtime() * 1_000_000_000 + md.mtime_nsec()
 }
 
-/// Every entry under `root` (relative paths; `""` is the root).
+/// Every entry under `root` (relative paths; `""` is the root). Names and
+/// targets that are not UTF-8 are kept as SFS carries them
+/// (`sfs_global::path::escape_bytes`), so one tree compares with another
+/// and with what SFS holds.
 pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
     let mut nodes = BTreeMap::new();
     let mut pending = vec![String::new()];
@@ -37,21 +43,19 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
         let path = if rel.is_empty() {
             root.to_path_buf()
         } else {
-            root.join(&rel)
+            root.join(OsStr::from_bytes(&unescape(&rel)))
         };
         let md = std::fs::symlink_metadata(&path).unwrap();
         let mode = md.permissions().mode() & 0o7777;
         let node = if md.file_type().is_symlink() {
             Node::Link {
-                target: std::fs::read_link(&path)
-                    .unwrap()
-                    .to_string_lossy()
+                target: escape_bytes(std::fs::read_link(&path).unwrap().as_os_str().as_bytes())
                     .into_owned(),
                 mtime_ns: mtime_ns(&md),
             }
         } else if md.is_dir() {
             for child in std::fs::read_dir(&path).unwrap() {
-                let name = child.unwrap().file_name().into_string().unwrap();
+                let name = escape_bytes(child.unwrap().file_name().as_bytes()).into_owned();
                 pending.push(if rel.is_empty() {
                     name
                 } else {

@@ -11,6 +11,7 @@ use sfs_global::{FileId, SfsError};
 use sfs_rdma::ChunkRef;
 use sfs_rpc::pb::metadata_server::Metadata as _;
 use sfs_rpc::pb::{self, chunk_control_server};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -143,7 +144,9 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         check_size("source length", req.source_len).map_err(refuse)?;
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let backing = std::path::PathBuf::from(backing);
-        let source = backing.join(&req.source[1..]);
+        let source = backing.join(std::ffi::OsStr::from_bytes(&sfs_global::path::unescape(
+            &req.source[1..],
+        )));
         let chunks = self.state.chunks.clone();
         blocking(move || {
             // A regular file inside the backing directory once every

@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 use crate::tier::TieredStore;
 use sfs_global::chunk::MAX_FILE_SIZE;
 use sfs_global::config::Config;
-use sfs_global::path::{normalize, PATH_MAX};
+use sfs_global::path::{normalize, program_len, PATH_MAX};
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
 use sfs_rpc::status_from_error;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,13 +185,15 @@ pub fn check_link_target(kind: FileKind, target: &str) -> SfsResult<()> {
         FileKind::Symlink if target.is_empty() => {
             Err(SfsError::invalid("a symlink needs a target"))
         }
-        FileKind::Symlink if target.len() > PATH_MAX => Err(SfsError::new(
-            Errno::ENAMETOOLONG,
-            format!(
-                "symlink target of {} bytes is longer than {PATH_MAX}",
-                target.len()
-            ),
-        )),
+        FileKind::Symlink if target.len() > PATH_MAX && program_len(target) > PATH_MAX => {
+            Err(SfsError::new(
+                Errno::ENAMETOOLONG,
+                format!(
+                    "symlink target of {} bytes is longer than {PATH_MAX}",
+                    program_len(target)
+                ),
+            ))
+        }
         FileKind::Symlink if target.contains('\0') => {
             Err(SfsError::invalid("symlink target contains a NUL byte"))
         }

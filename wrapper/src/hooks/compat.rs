@@ -261,7 +261,7 @@ hook! {
         }
         let host = sfs_path(dirfd, path).and_then(|(_inside, p)| {
             let settings = state::settings()?;
-            std::ffi::CString::new(state::host_path(settings, &p)).ok()
+            state::host_cpath(settings, &p)
         });
         if let Some(host) = host {
             return process::sfs_execve(host.as_ptr(), argv, envp);

@@ -10,7 +10,7 @@ use crate::paths::{c_str, sfs_path};
 use crate::state::{self, err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, size_t};
 use redhook::{hook, real};
-use sfs_global::path::{normalize_host, split_parent, strip_mount};
+use sfs_global::path::{normalize_host, split_parent, strip_mount, unescape};
 use sfs_global::SfsResult;
 
 fn enter_dir(path: String) -> SfsResult<c_int> {
@@ -32,7 +32,7 @@ hook! {
         let absolute = match (state::cwd(), c_str(path)) {
             (Some(cwd), Some(rel)) if !rel.starts_with('/') => state::settings()
                 .and_then(|s| normalize_host(&format!("{}/{rel}", state::host_path(s, &cwd))))
-                .and_then(|p| std::ffi::CString::new(p).ok()),
+                .and_then(|p| std::ffi::CString::new(unescape(&p).into_owned()).ok()),
             _ => None,
         };
         let r = match &absolute {
@@ -68,9 +68,11 @@ fn cwd_host_path() -> Option<String> {
     Some(state::host_path(state::settings()?, &cwd))
 }
 
-/// Copies `s` into a caller buffer or a malloc'ed one (glibc's getcwd
-/// extension: NULL buffer).
+/// Copies the program's bytes of `s` (an SFS string: [`unescape`]) into a
+/// caller buffer or a malloc'ed one (glibc's getcwd extension: NULL
+/// buffer).
 unsafe fn to_c_buffer(s: &str, buf: *mut c_char, size: size_t) -> SfsResult<*mut c_char> {
+    let s = unescape(s);
     let need = s.len() + 1;
     let out = if buf.is_null() {
         let n = if size == 0 { need } else { size };
@@ -166,7 +168,7 @@ hook! {
                     Ok(Ok(host)) => run("realpath", || to_c_buffer(&host, resolved, if resolved.is_null() { 0 } else { libc::PATH_MAX as usize })),
                     Ok(Err(outside)) => {
                         drop(inside);
-                        match std::ffi::CString::new(outside) {
+                        match std::ffi::CString::new(unescape(&outside).into_owned()) {
                             Ok(c) => real!(realpath)(c.as_ptr(), resolved),
                             Err(_) => { state::set_errno(libc::EINVAL); std::ptr::null_mut() }
                         }

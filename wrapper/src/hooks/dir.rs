@@ -89,7 +89,8 @@ impl Listing {
                 .into_iter()
                 .filter_map(|e| {
                     Some(Entry {
-                        name: CString::new(e.name).ok()?,
+                        name: CString::new(sfs_global::path::unescape(&e.name).into_owned())
+                            .ok()?,
                         ino: ino(&e.metadata),
                         kind: d_type(e.metadata.kind()),
                     })

@@ -344,8 +344,8 @@ hook! {
                 // SAFETY: `new` is NULL or NUL-terminated (linkat's contract).
                 let text = unsafe { c_str(new) };
                 let b = text.and_then(|text| {
-                    let sfs = resolve_argument(state::settings()?, newdirfd, text)?;
-                    Some((sfs, Tail::of(text)))
+                    let sfs = resolve_argument(state::settings()?, newdirfd, &text)?;
+                    Some((sfs, Tail::of(&text)))
                 });
                 return run("link", || {
                     let a = with_client(|c| c.fd_path(olddirfd))?;
@@ -486,9 +486,13 @@ unsafe fn symlink_sfs(target: *const c_char, linkpath: &str) -> SfsResult<c_int>
         ));
     }
     // SAFETY: forwarded contract.
-    let target =
-        unsafe { c_str(target) }.ok_or_else(|| err(libc::EINVAL, "symlink target is not UTF-8"))?;
-    ok(with_client(|c| c.symlink(target, linkpath)))
+    let target = unsafe { c_str(target) }.ok_or_else(|| {
+        err(
+            libc::EFAULT,
+            "symlink target is not in the process's memory",
+        )
+    })?;
+    ok(with_client(|c| c.symlink(&target, linkpath)))
 }
 
 hook! {
@@ -521,6 +525,7 @@ hook! {
 /// `buf` valid for `len` bytes.
 unsafe fn readlink_sfs(path: &str, buf: *mut c_char, len: size_t) -> SfsResult<ssize_t> {
     let target = with_client(|c| c.readlink(path))?;
+    let target = sfs_global::path::unescape(&target);
     let n = target.len().min(len);
     if n > 0 {
         // SAFETY: `buf` is valid for `len` >= `n` bytes.

@@ -9,7 +9,7 @@ use crate::exec::{environ, environment_for_exec, pointers};
 use crate::{program, state};
 use libc::{c_char, c_int, gid_t, pid_t, size_t, uid_t};
 use redhook::{hook, real};
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 
 hook! {
     // A vfork child shares the parent's memory and runs the exec hooks,
@@ -149,7 +149,7 @@ hook! {
         let sfs_file = state::sfs_fd(fd).and_then(|_inside| {
             let settings = state::settings()?;
             let path = state::with_client(|c| c.fd_path(fd)).ok()?;
-            CString::new(state::host_path(settings, &path)).ok()
+            state::host_cpath(settings, &path)
         });
         match sfs_file {
             Some(path) => exec_one(path.as_ptr(), argv, envp),

@@ -78,7 +78,7 @@ unsafe fn make_temp<R>(
         // this lookup skip the re-entrancy check.
         let Some(path) = (unsafe { crate::paths::c_str(template.cast_const()) }).and_then(|t| {
             crate::state::settings()
-                .and_then(|s| crate::paths::resolve_argument(s, libc::AT_FDCWD, t))
+                .and_then(|s| crate::paths::resolve_argument(s, libc::AT_FDCWD, &t))
         }) else {
             return Some(Err(err(
                 libc::EINVAL,
