@@ -865,18 +865,7 @@ fn names_that_are_not_utf8_are_kept_as_bytes_inside_the_mount() {
         "{out}"
     );
     assert!(out.contains("tar listed: 2"), "{out}");
-    let here = std::env::current_dir().unwrap();
-    let leaked: Vec<_> = std::fs::read_dir(&here)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .filter(|n| n.to_str().is_none())
-        .collect();
-    assert!(
-        leaked.is_empty(),
-        "names leaked into {}: {leaked:?}",
-        here.display()
-    );
+    assert_nothing_leaked();
 }
 
 /// The calls of [`names_that_are_not_utf8_are_kept_as_bytes_inside_the_mount`].
@@ -909,6 +898,91 @@ tar cf ../t.tar "$(printf 'd\xff')"; echo "tar listed: $(tar tf ../t.tar | wc -l
 mkdir x; tar xf ../t.tar -C x; ls -b x "x/$(printf 'd\xff')"; rm ../t.tar
 find . | LC_ALL=C sort | od -c | tail -4
 "#;
+
+/// System calls made by number through `syscall(2)` (`faccessat2`, which
+/// glibc 2.36 has no function for; `utime`; `openat` with `O_CREAT`;
+/// `statx`, `getcwd`, `read` on an SFS descriptor, ...) act on SFS as the
+/// C library's functions do, as on a local directory: none reaches the
+/// kernel with a path inside the mount, none leaves a file on the host.
+#[test]
+fn system_calls_by_number_reach_sfs() {
+    let cluster = Cluster::start(3);
+    let out = python_then_shell_on_sfs_and_local(&cluster, BY_NUMBER, "");
+    assert!(out.contains("faccessat2 f 0 0"), "{out}");
+    assert!(out.contains("openat created 0 b'made by number'"), "{out}");
+    assert!(out.contains("utime 0 1000000000"), "{out}");
+    assert_nothing_leaked();
+}
+
+/// The calls of [`system_calls_by_number_reach_sfs`] (x86_64 numbers).
+const BY_NUMBER: &str = r#"import os, ctypes, platform, errno
+assert platform.machine() == 'x86_64', platform.machine()
+libc = ctypes.CDLL(None, use_errno=True)
+sc = libc.syscall
+sc.restype = ctypes.c_long
+L = ctypes.c_long
+AT = L(-100)
+def call(what, n, *args):
+    r = sc(L(n), *args)
+    e = ctypes.get_errno() if r < 0 else 0
+    return r, (errno.errorcode.get(e, e) if e else 0)
+open('f', 'w').write('data')
+os.mkdir('d')
+print('faccessat2 f', *call('faccessat2', 439, AT, b'f', L(os.R_OK), L(0)))
+print('faccessat2 missing', *call('faccessat2', 439, AT, b'none', L(os.F_OK), L(0)))
+print('access', *call('access', 21, b'd', L(os.X_OK)))
+fd, e = call('openat', 257, AT, b'd/new', L(os.O_CREAT | os.O_WRONLY | os.O_EXCL), L(0o640))
+print('openat created', 0 if fd >= 0 else e, end=' ')
+buf = b'made by number'
+call('write', 1, L(fd), buf, L(len(buf))); call('close', 3, L(fd))
+print(open('d/new', 'rb').read())
+print('mode', oct(os.stat('d/new').st_mode & 0o777))
+class utimbuf(ctypes.Structure): _fields_ = [('actime', ctypes.c_long), ('modtime', ctypes.c_long)]
+r = call('utime', 132, b'f', ctypes.byref(utimbuf(1000000000, 1000000000)))
+print('utime', r[0], int(os.stat('f').st_mtime))
+st = ctypes.create_string_buffer(144)
+print('newfstatat', call('newfstatat', 262, AT, b'd/new', st, L(0))[0], int.from_bytes(st.raw[48:56], 'little'))
+sx = ctypes.create_string_buffer(256)
+print('statx', call('statx', 332, AT, b'f', L(0), L(0xfff), sx)[0], int.from_bytes(sx.raw[40:48], 'little'))
+print('mkdirat', *call('mkdirat', 258, AT, b'd/sub', L(0o755)), os.path.isdir('d/sub'))
+print('renameat2', *call('renameat2', 316, AT, b'd/new', AT, b'd/renamed', L(0)), sorted(os.listdir('d')))
+fd = os.open('f', os.O_RDONLY)
+rb = ctypes.create_string_buffer(16)
+print('read', call('read', 0, L(fd), rb, L(16))[0], rb.value)
+print('lseek', call('lseek', 8, L(fd), L(1), L(0))[0], call('read', 0, L(fd), rb, L(16))[0], rb.value[:3])
+os.close(fd)
+os.chdir('d')
+cb = ctypes.create_string_buffer(4096)
+n, e = call('getcwd', 79, cb, L(4096))
+print('getcwd', n == len(cb.value) + 1, cb.value.endswith(b'/d'))
+os.chdir('..')
+print('symlink', *call('symlinkat', 266, b'f', AT, b'lnk'), os.readlink('lnk'))
+rl = ctypes.create_string_buffer(64)
+print('readlinkat', call('readlinkat', 267, AT, b'lnk', rl, L(64))[0], rl.value)
+print('fchmodat', *call('fchmodat', 268, AT, b'f', L(0o600)), oct(os.stat('f').st_mode & 0o777))
+print('unlinkat', *call('unlinkat', 263, AT, b'lnk', L(0)), os.path.lexists('lnk'))
+print('unlinkat dir', *call('unlinkat', 263, AT, b'd/sub', L(0x200)), os.path.exists('d/sub'))
+print('truncate', *call('truncate', 76, b'f', L(2)), os.stat('f').st_size)
+print('getpid passes', call('getpid', 39)[0] == os.getpid())
+"#;
+
+/// No name that only a program under the shim made appeared in the
+/// directory `sfs exec` started it from (this test's working directory):
+/// names that are not UTF-8, or those the scripts here make.
+fn assert_nothing_leaked() {
+    let here = std::env::current_dir().unwrap();
+    let leaked: Vec<_> = std::fs::read_dir(&here)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_str().is_none_or(|n| ["f", "d", "lnk"].contains(&n)))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "names leaked into {}: {leaked:?}",
+        here.display()
+    );
+}
 
 /// A directory's mtime and ctime advance when an entry is created, linked,
 /// renamed or removed in it, and a rename changes the ctime of what moves —

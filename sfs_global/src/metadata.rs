@@ -338,14 +338,7 @@ impl Metadata {
             out.extend_from_slice(self.source.as_bytes());
         }
         if !self.xattrs.is_empty() {
-            out.extend_from_slice(&(self.xattrs.len() as u32).to_le_bytes());
-            for (name, value) in &self.xattrs {
-                // Names are 1..=XATTR_NAME_MAX bytes (checked on the way in).
-                out.push(name.len() as u8);
-                out.extend_from_slice(name);
-                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                out.extend_from_slice(value);
-            }
+            encode_xattrs(&self.xattrs, &mut out);
         }
         out
     }
@@ -389,24 +382,9 @@ impl Metadata {
         }
         let mut xattrs = Vec::new();
         if version == ENCODING_V3 {
-            let count = r
-                .checked_u32()
-                .ok_or_else(|| corrupt("attributes cut short"))?;
-            for _ in 0..count {
-                let attr = (|| {
-                    let name_len = usize::from(*r.bytes(1)?.first()?);
-                    let name = r.bytes(name_len)?.to_vec();
-                    let value_len = r.checked_u32()? as usize;
-                    Some((name, r.bytes(value_len)?.to_vec()))
-                })()
-                .ok_or_else(|| corrupt("attribute cut short"))?;
-                if attr.0.is_empty() || xattrs.last().is_some_and(|(n, _)| *n >= attr.0) {
-                    return Err(corrupt("attribute names out of order"));
-                }
-                xattrs.push(attr);
-            }
-        }
-        if r.pos != bytes.len() {
+            xattrs = decode_xattrs(&bytes[r.pos..])
+                .ok_or_else(|| corrupt("extended attributes cut short or out of order"))?;
+        } else if r.pos != bytes.len() {
             return Err(corrupt("bytes left over"));
         }
         Ok(Metadata {
@@ -427,12 +405,52 @@ impl Metadata {
     }
 }
 
+/// Appends the encoding of extended attributes (sorted, names of
+/// 1..=[`XATTR_NAME_MAX`] bytes): a u32 count, then per attribute a u8 name
+/// length, the name, a u32 value length and the value. What version 3 of
+/// an entry ends with, and what the protocol's `Entry.xattrs` carries (one
+/// `bytes` field, so that decoding a request costs no more memory than its
+/// size allows: docs/security.md, "Fuzzing").
+pub fn encode_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(xattrs.len() as u32).to_le_bytes());
+    for (name, value) in xattrs {
+        let name = &name[..name.len().min(XATTR_NAME_MAX)];
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+}
+
+/// [`encode_xattrs`]'s output, all of `bytes`, back; `None` for anything
+/// else: cut short, bytes left over, names empty or out of order, or
+/// names and values past [`XATTRS_MAX_TOTAL`].
+pub fn decode_xattrs(bytes: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut r = Reader { bytes, pos: 0 };
+    let count = r.checked_u32()?;
+    let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut total = 0usize;
+    for _ in 0..count {
+        let name_len = usize::from(*r.bytes(1)?.first()?);
+        let name = r.bytes(name_len)?;
+        let value_len = r.checked_u32()? as usize;
+        let value = r.bytes(value_len)?;
+        total += name.len() + value.len();
+        let ordered = xattrs.last().is_none_or(|(last, _)| last.as_slice() < name);
+        if name.is_empty() || !ordered || total > XATTRS_MAX_TOTAL {
+            return None;
+        }
+        xattrs.push((name.to_vec(), value.to_vec()));
+    }
+    (r.pos == bytes.len()).then_some(xattrs)
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     fn take<const N: usize>(&mut self) -> [u8; N] {
         let mut a = [0u8; N];
         a.copy_from_slice(&self.bytes[self.pos..self.pos + N]);
@@ -449,7 +467,7 @@ impl Reader<'_> {
         u128::from_le_bytes(self.take())
     }
     /// The next `len` bytes, if there are that many.
-    fn bytes(&mut self, len: usize) -> Option<&[u8]> {
+    fn bytes(&mut self, len: usize) -> Option<&'a [u8]> {
         let end = self
             .pos
             .checked_add(len)
@@ -805,6 +823,19 @@ mod tests {
         m.source = "/in/x".into();
         m.source_len = 3;
         assert_eq!(Metadata::decode(&m.encode()).unwrap(), m, "with a source");
+        // The protocol's form: the same list, refused when out of order or
+        // past the bound.
+        let mut list = Vec::new();
+        encode_xattrs(&m.xattrs, &mut list);
+        assert_eq!(decode_xattrs(&list).unwrap(), m.xattrs);
+        let mut swapped = Vec::new();
+        encode_xattrs(&[m.xattrs[1].clone(), m.xattrs[0].clone()], &mut swapped);
+        assert_eq!(decode_xattrs(&swapped), None);
+        let mut big = Vec::new();
+        let huge = vec![0u8; XATTRS_MAX_TOTAL];
+        encode_xattrs(&[(b"user.a".to_vec(), huge)], &mut big);
+        assert_eq!(decode_xattrs(&big), None);
+        assert_eq!(decode_xattrs(&list[..list.len() - 1]), None);
         m.source.clear();
         m.source_len = 0;
         MetaUpdate::SetXattr {

@@ -46,14 +46,13 @@ impl From<&Metadata> for pb::Entry {
             link_target: m.link_target.clone(),
             source: m.source.clone(),
             source_len: m.source_len,
-            xattrs: m
-                .xattrs
-                .iter()
-                .map(|(name, value)| pb::Xattr {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
+            xattrs: if m.xattrs.is_empty() {
+                Vec::new()
+            } else {
+                let mut out = Vec::new();
+                sfs_global::metadata::encode_xattrs(&m.xattrs, &mut out);
+                out
+            },
         }
     }
 }
@@ -73,16 +72,19 @@ impl From<&pb::Entry> for Metadata {
             link_target: e.link_target.clone(),
             source: e.source.clone(),
             source_len: e.source_len,
-            xattrs: e
-                .xattrs
-                .iter()
-                .map(|x| (x.name.clone(), x.value.clone()))
-                .collect(),
+            // Checked where an entry is taken in (a server's PutEntry:
+            // `Entry::xattrs_are_valid`); a malformed list reads as none.
+            xattrs: sfs_global::metadata::decode_xattrs(&e.xattrs).unwrap_or_default(),
         }
     }
 }
 
 impl pb::Entry {
+    /// Whether `xattrs` is empty or a valid encoded list.
+    pub fn xattrs_are_valid(&self) -> bool {
+        self.xattrs.is_empty() || sfs_global::metadata::decode_xattrs(&self.xattrs).is_some()
+    }
+
     pub fn file_id(&self) -> FileId {
         FileId::from_parts(self.id_hi, self.id_lo)
     }

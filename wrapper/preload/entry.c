@@ -15,12 +15,21 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <dirent.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/uio.h>
 #include <sys/un.h>
+#include <sys/xattr.h>
 #include <unistd.h>
+#include <utime.h>
+#include <errno.h>
 
 #include "entry.h"
 
@@ -31,12 +40,31 @@
 #define EXPORT __attribute__((visibility("default")))
 
 /* ---------------------------------------------------------------------- */
+/* The C library's syscall()                                              */
+
+/* This library defines syscall() (below, "syscall(2)"), so its own system
+ * calls go to the C library's through this pointer: never routed. */
+typedef long (*syscall_fn)(long, ...);
+static syscall_fn _Atomic libc_syscall;
+
+static syscall_fn real_syscall(void) {
+    syscall_fn f = atomic_load_explicit(&libc_syscall, memory_order_relaxed);
+    if (!f) {
+        f = (syscall_fn)dlsym(RTLD_NEXT, "syscall");
+        if (!f) abort(); /* no C library after this one */
+        atomic_store_explicit(&libc_syscall, f, memory_order_relaxed);
+    }
+    return f;
+}
+#define raw_syscall(...) (real_syscall()(__VA_ARGS__))
+
+/* ---------------------------------------------------------------------- */
 /* Writing to stderr and the re-entrancy flag                             */
 
 static void complain(const char *a, const char *b, const char *c) {
     const char *parts[] = {"sfs: ", a, b, c, "\n"};
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (parts[i]) syscall(SYS_write, 2, parts[i], strlen(parts[i]));
+        if (parts[i]) raw_syscall(SYS_write, 2, parts[i], strlen(parts[i]));
 }
 
 /* Set while this thread runs the library's own code (reading the config,
@@ -107,17 +135,17 @@ static int set_mount(const char *dir, size_t len) {
  * colon, a string without escapes. Anything this cannot read the shim
  * reads properly (MOUNT_ASK_SHIM: it is loaded on the first path). */
 static int mount_from_config(const char *file) {
-    int fd = (int)syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC);
+    int fd = (int)raw_syscall(SYS_openat, AT_FDCWD, file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return MOUNT_NONE; /* the shim could not read it either */
     static char text[65536];
     size_t used = 0;
     for (;;) {
-        long n = syscall(SYS_read, fd, text + used, sizeof text - 1 - used);
+        long n = raw_syscall(SYS_read, fd, text + used, sizeof text - 1 - used);
         if (n <= 0) break;
         used += (size_t)n;
         if (used == sizeof text - 1) break;
     }
-    syscall(SYS_close, fd);
+    raw_syscall(SYS_close, fd);
     text[used] = 0;
     const char *key = strstr(text, "\"mountdir\"");
     if (!key) return set_mount(SFS_DEFAULT_MOUNTDIR, strlen(SFS_DEFAULT_MOUNTDIR)) ? MOUNT_KNOWN : MOUNT_NONE;
@@ -187,7 +215,7 @@ static int normalised_is_inside(const char *path) {
 /* Where a directory descriptor (or the working directory) is, from the
  * kernel: raw system calls, no hooks. */
 static int base_dir(int dirfd, char *out, size_t size) {
-    if (dirfd == AT_FDCWD) return syscall(SYS_getcwd, out, size) > 0 ? 0 : -1;
+    if (dirfd == AT_FDCWD) return raw_syscall(SYS_getcwd, out, size) > 0 ? 0 : -1;
     char link[64];
     size_t n = 0;
     const char *prefix = "/proc/self/fd/";
@@ -202,7 +230,7 @@ static int base_dir(int dirfd, char *out, size_t size) {
     } while (v && d < 15);
     while (d) link[n++] = digits[--d];
     link[n] = 0;
-    long got = syscall(SYS_readlinkat, AT_FDCWD, link, out, size - 1);
+    long got = raw_syscall(SYS_readlinkat, AT_FDCWD, link, out, size - 1);
     if (got <= 0) return -1;
     out[got] = 0;
     return 0;
@@ -413,4 +441,206 @@ EXPORT int execle(const char *path, const char *arg0, ...) {
     char **envp = va_arg(ap, char **);
     va_end(ap);
     return execve(path, argv, envp);
+}
+
+/* ---------------------------------------------------------------------- */
+/* syscall(2)                                                             */
+
+/* A program that makes a system call by number through the C library's
+ * syscall() (faccessat2 or openat2, which older glibc has no function for;
+ * utime; statx from runtimes that prefer it) would pass every hook: the
+ * kernel would see a path inside the mount and answer ENOENT, or make the
+ * file on the host disk. This syscall() sends each call that names a path
+ * or a descriptor to the C library function making the same call — its
+ * forwarder, and so the shim, decides — and every other call (futex,
+ * getrandom, ...) to the C library's syscall(). Before the shim is loaded
+ * only a path that could be under the mount goes that way (no SFS
+ * descriptor exists yet); once it is loaded, every such call does, and the
+ * shim sends what is not SFS on to the kernel. The shim's own system calls
+ * do not come here (wrapper/src/state.rs, raw_syscall). Arguments are read
+ * as six longs, as the C library's syscall() reads them. */
+
+#define A(i) (a[i])
+#define P(i) ((const char *)a[i])
+#define ROUTE_PATH(dirfd, path) (!busy && (shim_loaded() || sfs_touches_mount((int)(dirfd), (path))))
+#define ROUTE_FD() (!busy && shim_loaded())
+
+static int shim_loaded(void) {
+    return atomic_load_explicit(&load_state, memory_order_acquire) == LOADED;
+}
+
+/* The call `number` with arguments `a` made through its C library
+ * function, in syscall()'s convention; 0 in *done when it is not one. */
+static long by_function(long number, const long *a, int *done) {
+    *done = 1;
+    switch (number) {
+    /* Paths */
+#ifdef SYS_open
+    case SYS_open: if (ROUTE_PATH(AT_FDCWD, P(0))) return open(P(0), (int)A(1), (mode_t)A(2)); break;
+#endif
+#ifdef SYS_creat
+    case SYS_creat: if (ROUTE_PATH(AT_FDCWD, P(0))) return creat(P(0), (mode_t)A(1)); break;
+#endif
+    case SYS_openat: if (ROUTE_PATH(A(0), P(1))) return openat((int)A(0), P(1), (int)A(2), (mode_t)A(3)); break;
+#ifdef SYS_openat2
+    case SYS_openat2: {
+        /* struct open_how: flags, mode, resolve (u64 each). Without
+         * RESOLVE_* flags it is openat. */
+        const unsigned long long *how = (const unsigned long long *)A(2);
+        if (how && (size_t)A(3) >= 24 && how[2] == 0 && ROUTE_PATH(A(0), P(1)))
+            return openat((int)A(0), P(1), (int)how[0], (mode_t)how[1]);
+        break;
+    }
+#endif
+#ifdef SYS_stat
+    case SYS_stat: if (ROUTE_PATH(AT_FDCWD, P(0))) return stat(P(0), (struct stat *)A(1)); break;
+#endif
+#ifdef SYS_lstat
+    case SYS_lstat: if (ROUTE_PATH(AT_FDCWD, P(0))) return lstat(P(0), (struct stat *)A(1)); break;
+#endif
+#ifdef SYS_newfstatat
+    case SYS_newfstatat: if (ROUTE_PATH(A(0), P(1))) return fstatat((int)A(0), P(1), (struct stat *)A(2), (int)A(3)); break;
+#endif
+#ifdef SYS_statx
+    case SYS_statx:
+        if (ROUTE_PATH(A(0), P(1)) || (P(1) && !*P(1) && ROUTE_FD()))
+            return statx((int)A(0), P(1), (int)A(2), (unsigned)A(3), (struct statx *)A(4));
+        break;
+#endif
+#ifdef SYS_access
+    case SYS_access: if (ROUTE_PATH(AT_FDCWD, P(0))) return access(P(0), (int)A(1)); break;
+#endif
+    case SYS_faccessat: if (ROUTE_PATH(A(0), P(1))) return faccessat((int)A(0), P(1), (int)A(2), 0); break;
+#ifdef SYS_faccessat2
+    case SYS_faccessat2: if (ROUTE_PATH(A(0), P(1))) return faccessat((int)A(0), P(1), (int)A(2), (int)A(3)); break;
+#endif
+#ifdef SYS_readlink
+    case SYS_readlink: if (ROUTE_PATH(AT_FDCWD, P(0))) return readlink(P(0), (char *)A(1), (size_t)A(2)); break;
+#endif
+    case SYS_readlinkat: if (ROUTE_PATH(A(0), P(1))) return readlinkat((int)A(0), P(1), (char *)A(2), (size_t)A(3)); break;
+#ifdef SYS_mkdir
+    case SYS_mkdir: if (ROUTE_PATH(AT_FDCWD, P(0))) return mkdir(P(0), (mode_t)A(1)); break;
+#endif
+    case SYS_mkdirat: if (ROUTE_PATH(A(0), P(1))) return mkdirat((int)A(0), P(1), (mode_t)A(2)); break;
+#ifdef SYS_mknod
+    case SYS_mknod: if (ROUTE_PATH(AT_FDCWD, P(0))) return mknod(P(0), (mode_t)A(1), (dev_t)A(2)); break;
+#endif
+    case SYS_mknodat: if (ROUTE_PATH(A(0), P(1))) return mknodat((int)A(0), P(1), (mode_t)A(2), (dev_t)A(3)); break;
+#ifdef SYS_rmdir
+    case SYS_rmdir: if (ROUTE_PATH(AT_FDCWD, P(0))) return rmdir(P(0)); break;
+#endif
+#ifdef SYS_unlink
+    case SYS_unlink: if (ROUTE_PATH(AT_FDCWD, P(0))) return unlink(P(0)); break;
+#endif
+    case SYS_unlinkat: if (ROUTE_PATH(A(0), P(1))) return unlinkat((int)A(0), P(1), (int)A(2)); break;
+#ifdef SYS_rename
+    case SYS_rename: if (ROUTE_PATH(AT_FDCWD, P(0)) || ROUTE_PATH(AT_FDCWD, P(1))) return rename(P(0), P(1)); break;
+#endif
+#ifdef SYS_renameat
+    case SYS_renameat: if (ROUTE_PATH(A(0), P(1)) || ROUTE_PATH(A(2), P(3))) return renameat((int)A(0), P(1), (int)A(2), P(3)); break;
+#endif
+    case SYS_renameat2: if (ROUTE_PATH(A(0), P(1)) || ROUTE_PATH(A(2), P(3))) return renameat2((int)A(0), P(1), (int)A(2), P(3), (unsigned)A(4)); break;
+#ifdef SYS_link
+    case SYS_link: if (ROUTE_PATH(AT_FDCWD, P(0)) || ROUTE_PATH(AT_FDCWD, P(1))) return link(P(0), P(1)); break;
+#endif
+    case SYS_linkat:
+        if (ROUTE_PATH(A(0), P(1)) || ROUTE_PATH(A(2), P(3)) || (P(1) && !*P(1) && ROUTE_FD()))
+            return linkat((int)A(0), P(1), (int)A(2), P(3), (int)A(4));
+        break;
+#ifdef SYS_symlink
+    case SYS_symlink: if (ROUTE_PATH(AT_FDCWD, P(1))) return symlink(P(0), P(1)); break;
+#endif
+    case SYS_symlinkat: if (ROUTE_PATH(A(1), P(2))) return symlinkat(P(0), (int)A(1), P(2)); break;
+#ifdef SYS_chmod
+    case SYS_chmod: if (ROUTE_PATH(AT_FDCWD, P(0))) return chmod(P(0), (mode_t)A(1)); break;
+#endif
+    case SYS_fchmodat: if (ROUTE_PATH(A(0), P(1))) return fchmodat((int)A(0), P(1), (mode_t)A(2), 0); break;
+#ifdef SYS_chown
+    case SYS_chown: if (ROUTE_PATH(AT_FDCWD, P(0))) return chown(P(0), (uid_t)A(1), (gid_t)A(2)); break;
+#endif
+#ifdef SYS_lchown
+    case SYS_lchown: if (ROUTE_PATH(AT_FDCWD, P(0))) return lchown(P(0), (uid_t)A(1), (gid_t)A(2)); break;
+#endif
+    case SYS_fchownat: if (ROUTE_PATH(A(0), P(1))) return fchownat((int)A(0), P(1), (uid_t)A(2), (gid_t)A(3), (int)A(4)); break;
+    case SYS_truncate: if (ROUTE_PATH(AT_FDCWD, P(0))) return truncate(P(0), (off_t)A(1)); break;
+#ifdef SYS_utime
+    case SYS_utime: if (ROUTE_PATH(AT_FDCWD, P(0))) return utime(P(0), (const struct utimbuf *)A(1)); break;
+#endif
+#ifdef SYS_utimes
+    case SYS_utimes: if (ROUTE_PATH(AT_FDCWD, P(0))) return utimes(P(0), (const struct timeval *)A(1)); break;
+#endif
+#ifdef SYS_futimesat
+    case SYS_futimesat: if (ROUTE_PATH(A(0), P(1))) return futimesat((int)A(0), P(1), (const struct timeval *)A(2)); break;
+#endif
+    case SYS_utimensat:
+        /* A NULL path is the descriptor itself (futimens). */
+        if (P(1) ? ROUTE_PATH(A(0), P(1)) : ROUTE_FD())
+            return utimensat((int)A(0), P(1), (const struct timespec *)A(2), (int)A(3));
+        break;
+    case SYS_chdir: if (ROUTE_PATH(AT_FDCWD, P(0))) return chdir(P(0)); break;
+    case SYS_getcwd:
+        if (ROUTE_FD()) {
+            /* The kernel's answer is the length with the NUL. */
+            char *got = getcwd((char *)A(0), (size_t)A(1));
+            return got ? (long)strlen(got) + 1 : -1;
+        }
+        break;
+    case SYS_statfs: if (ROUTE_PATH(AT_FDCWD, P(0))) return statfs(P(0), (struct statfs *)A(1)); break;
+    case SYS_execve: if (ROUTE_PATH(AT_FDCWD, P(0))) return execve(P(0), (char *const *)A(1), (char *const *)A(2)); break;
+    case SYS_execveat:
+        if (ROUTE_PATH(A(0), P(1)) || (P(1) && !*P(1) && ROUTE_FD()))
+            return execveat((int)A(0), P(1), (char *const *)A(2), (char *const *)A(3), (int)A(4));
+        break;
+    case SYS_setxattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return setxattr(P(0), P(1), (const void *)A(2), (size_t)A(3), (int)A(4)); break;
+    case SYS_lsetxattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return lsetxattr(P(0), P(1), (const void *)A(2), (size_t)A(3), (int)A(4)); break;
+    case SYS_getxattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return getxattr(P(0), P(1), (void *)A(2), (size_t)A(3)); break;
+    case SYS_lgetxattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return lgetxattr(P(0), P(1), (void *)A(2), (size_t)A(3)); break;
+    case SYS_listxattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return listxattr(P(0), (char *)A(1), (size_t)A(2)); break;
+    case SYS_llistxattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return llistxattr(P(0), (char *)A(1), (size_t)A(2)); break;
+    case SYS_removexattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return removexattr(P(0), P(1)); break;
+    case SYS_lremovexattr: if (ROUTE_PATH(AT_FDCWD, P(0))) return lremovexattr(P(0), P(1)); break;
+    /* Descriptors (an SFS descriptor exists only once the shim is loaded) */
+    case SYS_read: if (ROUTE_FD()) return read((int)A(0), (void *)A(1), (size_t)A(2)); break;
+    case SYS_write: if (ROUTE_FD()) return write((int)A(0), (const void *)A(1), (size_t)A(2)); break;
+    case SYS_pread64: if (ROUTE_FD()) return pread((int)A(0), (void *)A(1), (size_t)A(2), (off_t)A(3)); break;
+    case SYS_pwrite64: if (ROUTE_FD()) return pwrite((int)A(0), (const void *)A(1), (size_t)A(2), (off_t)A(3)); break;
+    case SYS_readv: if (ROUTE_FD()) return readv((int)A(0), (const struct iovec *)A(1), (int)A(2)); break;
+    case SYS_writev: if (ROUTE_FD()) return writev((int)A(0), (const struct iovec *)A(1), (int)A(2)); break;
+    case SYS_lseek: if (ROUTE_FD()) return lseek((int)A(0), (off_t)A(1), (int)A(2)); break;
+    case SYS_fstat: if (ROUTE_FD()) return fstat((int)A(0), (struct stat *)A(1)); break;
+    case SYS_fstatfs: if (ROUTE_FD()) return fstatfs((int)A(0), (struct statfs *)A(1)); break;
+    case SYS_close: if (ROUTE_FD()) return close((int)A(0)); break;
+    case SYS_fsync: if (ROUTE_FD()) return fsync((int)A(0)); break;
+    case SYS_fdatasync: if (ROUTE_FD()) return fdatasync((int)A(0)); break;
+    case SYS_ftruncate: if (ROUTE_FD()) return ftruncate((int)A(0), (off_t)A(1)); break;
+    case SYS_fchmod: if (ROUTE_FD()) return fchmod((int)A(0), (mode_t)A(1)); break;
+    case SYS_fchown: if (ROUTE_FD()) return fchown((int)A(0), (uid_t)A(1), (gid_t)A(2)); break;
+    case SYS_fchdir: if (ROUTE_FD()) return fchdir((int)A(0)); break;
+    case SYS_getdents64: if (ROUTE_FD()) return getdents64((int)A(0), (void *)A(1), (size_t)A(2)); break;
+    case SYS_dup: if (ROUTE_FD()) return dup((int)A(0)); break;
+    case SYS_dup3: if (ROUTE_FD()) return dup3((int)A(0), (int)A(1), (int)A(2)); break;
+#ifdef SYS_dup2
+    case SYS_dup2: if (ROUTE_FD()) return dup2((int)A(0), (int)A(1)); break;
+#endif
+    case SYS_fcntl: if (ROUTE_FD()) return fcntl((int)A(0), (int)A(1), A(2)); break;
+    case SYS_fgetxattr: if (ROUTE_FD()) return fgetxattr((int)A(0), P(1), (void *)A(2), (size_t)A(3)); break;
+    case SYS_fsetxattr: if (ROUTE_FD()) return fsetxattr((int)A(0), P(1), (const void *)A(2), (size_t)A(3), (int)A(4)); break;
+    case SYS_flistxattr: if (ROUTE_FD()) return flistxattr((int)A(0), (char *)A(1), (size_t)A(2)); break;
+    case SYS_fremovexattr: if (ROUTE_FD()) return fremovexattr((int)A(0), P(1)); break;
+    default: break;
+    }
+    *done = 0;
+    return 0;
+}
+
+EXPORT long syscall(long number, ...) {
+    va_list ap;
+    va_start(ap, number);
+    long a[6];
+    for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long);
+    va_end(ap);
+    int done;
+    long r = by_function(number, a, &done);
+    if (done) return r;
+    return raw_syscall(number, a[0], a[1], a[2], a[3], a[4], a[5]);
 }

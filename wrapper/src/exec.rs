@@ -79,7 +79,7 @@ pub fn decode(text: &str) -> Vec<OpenFdInfo> {
 /// True if kernel descriptor `fd` survives exec.
 fn inherited(fd: i32) -> bool {
     // SAFETY: F_GETFD has no memory effects.
-    let flags = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFD) };
+    let flags = unsafe { raw_syscall!(libc::SYS_fcntl, fd, libc::F_GETFD) };
     flags >= 0 && flags & i64::from(libc::FD_CLOEXEC) == 0
 }
 
@@ -241,8 +241,8 @@ fn is_placeholder(fd: i32) -> bool {
     unsafe {
         let mut st: libc::stat = std::mem::zeroed();
         let mut root: libc::stat = std::mem::zeroed();
-        libc::syscall(libc::SYS_fstat, fd, &mut st) == 0
-            && libc::syscall(
+        raw_syscall!(libc::SYS_fstat, fd, &mut st) == 0
+            && raw_syscall!(
                 libc::SYS_newfstatat,
                 libc::AT_FDCWD,
                 c"/".as_ptr(),

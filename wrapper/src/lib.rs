@@ -30,6 +30,19 @@
 #![allow(clippy::missing_safety_doc)]
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+/// A system call by number that reaches the kernel as it is: through the
+/// C library's `syscall()`, not the preload library's, which sends calls
+/// naming a path or a descriptor into the hooks (wrapper/preload/entry.c,
+/// "syscall(2)"). The shim's own system calls (on placeholders, on its
+/// lock files) must not come back to it.
+macro_rules! raw_syscall {
+    ($($arg:expr),+ $(,)?) => {
+        ($crate::raw::libc_syscall())($($arg),+)
+    };
+}
+
+pub mod raw;
+
 pub mod environment;
 pub mod exec;
 pub mod hooks;

@@ -171,7 +171,7 @@ fn copy_to_memory(client: &sfs_client::Client, sfs_path: &str, size: u64) -> Sfs
     ))
     .unwrap_or_else(|_| c"sfs:program".to_owned());
     // SAFETY: `name` is a C string; memfd_create has no other memory effects.
-    let raw = unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC) };
+    let raw = unsafe { raw_syscall!(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC) };
     if raw < 0 {
         return Err(err(state::errno(), "memfd_create for a program in SFS"));
     }
@@ -188,7 +188,7 @@ fn copy_to_memory(client: &sfs_client::Client, sfs_path: &str, size: u64) -> Sfs
         while written < n {
             // SAFETY: the buffer is valid for `n - written` bytes from there.
             let w = unsafe {
-                libc::syscall(
+                raw_syscall!(
                     libc::SYS_pwrite64,
                     memfd.as_raw_fd(),
                     buf[written..n].as_ptr(),

@@ -36,7 +36,7 @@ pub fn could_be_inside(path: &str, mount: &str) -> bool {
 pub fn kernel_cwd() -> Option<String> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: the buffer is valid for its length.
-    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    let n = unsafe { raw_syscall!(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
     if n <= 0 {
         return None;
     }
@@ -51,7 +51,7 @@ pub fn kernel_fd_path(fd: c_int) -> Option<String> {
     let mut buf = vec![0u8; 4096];
     // SAFETY: `link` is NUL-terminated and `buf` valid for its length.
     let n = unsafe {
-        libc::syscall(
+        raw_syscall!(
             libc::SYS_readlinkat,
             libc::AT_FDCWD,
             link.as_ptr(),

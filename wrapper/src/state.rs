@@ -158,7 +158,7 @@ pub fn log(level: u8, message: &str) {
     // SAFETY: the buffer is valid for its length; a raw system call cannot
     // re-enter the hooks.
     unsafe {
-        libc::syscall(libc::SYS_write, 2, line.as_ptr(), line.len());
+        raw_syscall!(libc::SYS_write, 2, line.as_ptr(), line.len());
     }
 }
 
@@ -188,7 +188,7 @@ fn note_unreachable(e: &SfsError) {
     // SAFETY: the buffer is valid for its length; a raw system call cannot
     // re-enter the hooks.
     unsafe {
-        libc::syscall(libc::SYS_write, 2, line.as_ptr(), line.len());
+        raw_syscall!(libc::SYS_write, 2, line.as_ptr(), line.len());
     }
 }
 
@@ -383,8 +383,7 @@ pub fn relocate_internal(fd: i32) -> i32 {
         fd
     } else {
         // SAFETY: F_DUPFD_CLOEXEC and close have no memory effects.
-        let high =
-            unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, base) } as i32;
+        let high = unsafe { raw_syscall!(libc::SYS_fcntl, fd, libc::F_DUPFD_CLOEXEC, base) } as i32;
         if high < 0 {
             fd
         } else {
@@ -404,7 +403,7 @@ static TEMPLATE_FD: AtomicI32 = AtomicI32::new(-1);
 
 fn open_root(flags: i32) -> i64 {
     // SAFETY: the path is a NUL-terminated literal.
-    unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), flags, 0) }
+    unsafe { raw_syscall!(libc::SYS_openat, libc::AT_FDCWD, c"/".as_ptr(), flags, 0) }
 }
 
 /// The template descriptor, opened on first use.
@@ -443,7 +442,7 @@ pub fn reserve_fd(cloexec: bool, status: i32) -> SfsResult<i32> {
         | if cloexec { libc::O_CLOEXEC } else { 0 };
     let opened = template_fd().map_or(-1, |template| {
         // SAFETY: the path is a NUL-terminated literal.
-        let fd = unsafe { libc::syscall(libc::SYS_openat, template, c".".as_ptr(), flags, 0) };
+        let fd = unsafe { raw_syscall!(libc::SYS_openat, template, c".".as_ptr(), flags, 0) };
         if fd < 0 && errno() == libc::EBADF {
             // The program closed the template behind our back: make another
             // next time.
@@ -486,7 +485,7 @@ pub struct KernelOffsets;
 
 fn kernel_seek(fd: i32, offset: i64, whence: i32) -> SfsResult<u64> {
     // SAFETY: lseek takes numbers only.
-    let r = unsafe { libc::syscall(libc::SYS_lseek, fd, offset, whence) };
+    let r = unsafe { raw_syscall!(libc::SYS_lseek, fd, offset, whence) };
     if r < 0 {
         return Err(err(errno(), "moving the descriptor's offset"));
     }
@@ -519,7 +518,7 @@ impl sfs_client::DescriptorOffsets for KernelOffsets {
 
     fn appends(&self, fd: i32) -> SfsResult<bool> {
         // SAFETY: F_GETFL takes numbers only.
-        let flags = unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) };
+        let flags = unsafe { raw_syscall!(libc::SYS_fcntl, fd, libc::F_GETFL) };
         if flags < 0 {
             return Err(err(errno(), "reading the descriptor's status flags"));
         }
@@ -531,7 +530,7 @@ impl sfs_client::DescriptorOffsets for KernelOffsets {
 pub fn release_fd(fd: i32) {
     // SAFETY: closing a descriptor number has no memory effects.
     unsafe {
-        libc::syscall(libc::SYS_close, fd);
+        raw_syscall!(libc::SYS_close, fd);
     }
 }
 

@@ -283,7 +283,7 @@ unsafe fn freopen_sfs(path: &str, mode: *const c_char, stream: *mut FILE) -> Sfs
     match target {
         Some(std_fd) => {
             before_std_fd_changes(std_fd);
-            let r = libc::syscall(libc::SYS_dup3, fd, std_fd, 0);
+            let r = raw_syscall!(libc::SYS_dup3, fd, std_fd, 0);
             if r < 0 {
                 let e = err(state::errno(), "freopen");
                 libc::close(fd);

@@ -504,11 +504,16 @@ impl metadata_server::Metadata for MetadataService {
         let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
-        let mut entry = req
+        let given = req
             .entry
             .as_ref()
-            .map(Metadata::from)
             .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
+        if !given.xattrs_are_valid() {
+            return Err(refuse(SfsError::invalid(
+                "put_entry: malformed extended attributes",
+            )));
+        }
+        let mut entry = Metadata::from(given);
         check_entry(&entry).map_err(refuse)?;
         if req.renamed && !entry.is_name_of_shared() {
             // rename(2) changes the ctime of what it moves (a hard-linked

@@ -73,7 +73,7 @@ fn lock_file(key: u64) -> SfsResult<c_int> {
         .map_err(|_| err(libc::EINVAL, "lock file name"))?;
     // SAFETY: `path` is NUL-terminated; a raw system call cannot re-enter.
     let fd = unsafe {
-        libc::syscall(
+        raw_syscall!(
             libc::SYS_openat,
             libc::AT_FDCWD,
             path.as_ptr(),
@@ -124,7 +124,7 @@ pub fn on_close(fd: c_int) {
         unlock.l_whence = libc::SEEK_SET as i16;
         // SAFETY: `unlock` is a valid flock for the call.
         unsafe {
-            libc::syscall(
+            raw_syscall!(
                 libc::SYS_fcntl,
                 lock_fd,
                 libc::F_SETLK,
@@ -182,7 +182,7 @@ pub unsafe fn fcntl_lock(fd: c_int, cmd: c_int, lock: *mut libc::flock) -> SfsRe
     remember(fd, key);
     // SAFETY: `local` is a valid flock for the call.
     let r = unsafe {
-        libc::syscall(
+        raw_syscall!(
             libc::SYS_fcntl,
             lock_fd,
             cmd,
@@ -204,7 +204,7 @@ pub fn flock(fd: c_int, op: c_int) -> SfsResult<c_int> {
     remember(fd, key);
     // SAFETY: flock has no memory effects.
     kernel(
-        unsafe { libc::syscall(libc::SYS_flock, lock_fd, op) } as c_int,
+        unsafe { raw_syscall!(libc::SYS_flock, lock_fd, op) } as c_int,
         "flock",
     )
 }

@@ -254,8 +254,8 @@ unsafe fn read_any(fd: c_int, buf: &mut [u8], at: Option<i64>) -> SfsResult<usiz
         return read_sfs(fd, buf, at);
     }
     let n = match at {
-        Some(off) => libc::syscall(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off),
-        None => libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()),
+        Some(off) => raw_syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off),
+        None => raw_syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()),
     };
     if n < 0 {
         Err(err(state::errno(), "read"))
@@ -272,14 +272,14 @@ unsafe fn write_any(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> 
     while done < buf.len() {
         let rest = &buf[done..];
         let n = match at {
-            Some(off) => libc::syscall(
+            Some(off) => raw_syscall!(
                 libc::SYS_pwrite64,
                 fd,
                 rest.as_ptr(),
                 rest.len(),
                 off + done as i64,
             ),
-            None => libc::syscall(libc::SYS_write, fd, rest.as_ptr(), rest.len()),
+            None => raw_syscall!(libc::SYS_write, fd, rest.as_ptr(), rest.len()),
         };
         if n < 0 {
             if state::errno() == libc::EINTR {

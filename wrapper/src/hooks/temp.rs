@@ -18,7 +18,7 @@ const ATTEMPTS: usize = 238_328; // 62^3, glibc's bound
 fn random_letters() -> [u8; 6] {
     let mut bytes = [0u8; 6];
     // SAFETY: the buffer is valid for its length.
-    let n = unsafe { libc::syscall(libc::SYS_getrandom, bytes.as_mut_ptr(), bytes.len(), 0) };
+    let n = unsafe { raw_syscall!(libc::SYS_getrandom, bytes.as_mut_ptr(), bytes.len(), 0) };
     if n != bytes.len() as libc::c_long {
         // No getrandom: time and pid are unique enough with the retry loop.
         let mut seed = std::time::SystemTime::now()
