@@ -984,6 +984,41 @@ fn assert_nothing_leaked() {
     );
 }
 
+/// A shared writable mapping writes back only the bytes the program
+/// stored: a `pwrite` made after the `mmap`, in another page or beside a
+/// store in the same page, survives `msync` and `munmap`, and a mapping
+/// never stored to changes nothing — as on a local directory (where the
+/// mapping is the page cache itself).
+#[test]
+fn a_shared_mapping_writes_back_only_what_was_stored() {
+    let cluster = Cluster::start(3);
+    let out = python_then_shell_on_sfs_and_local(&cluster, MMAP_STORES, "");
+    assert!(out.contains("untouched mapping kept b'PW'"), "{out}");
+    assert!(out.contains("stored kept b'PW' b'Q' b'XYZ'"), "{out}");
+}
+
+/// The calls of [`a_shared_mapping_writes_back_only_what_was_stored`].
+const MMAP_STORES: &str = r#"import mmap, os
+open('m', 'wb').write(b'a' * 3 * 4096)
+fd = os.open('m', os.O_RDWR)
+mm = mmap.mmap(fd, 3 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+os.pwrite(fd, b'PW', 100)
+mm.close()
+print('untouched mapping kept', open('m', 'rb').read()[100:102])
+mm = mmap.mmap(fd, 3 * 4096, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+os.pwrite(fd, b'PW', 200)
+mm[210:211] = b'Q'
+mm[5000:5003] = b'XYZ'
+mm.flush()
+os.pwrite(fd, b'late', 9000)
+mm[8200:8201] = b'R'
+mm.close()
+data = open('m', 'rb').read()
+print('stored kept', data[200:202], data[210:211], data[5000:5003], data[9000:9004], data[8200:8201])
+print('length', len(data), data.count(b'a'))
+os.close(fd)
+"#;
+
 /// A directory's mtime and ctime advance when an entry is created, linked,
 /// renamed or removed in it, and a rename changes the ctime of what moves —
 /// seen by the process that made the change and by the next process (the

@@ -6,8 +6,13 @@
 //! anonymous shared mapping, so a forked child shares it). A writable
 //! `MAP_SHARED` mapping is written back to the file (within its current
 //! size) at `msync`, at `munmap` and at `exit`; writes are not visible to
-//! other processes' mappings or reads before that. Bytes past the end of the
-//! file read as zeros instead of raising SIGBUS.
+//! other processes' mappings or reads before that. Only the bytes a program
+//! stored are written back: the mapping keeps a snapshot of what it last
+//! read or wrote (itself a shared anonymous mapping, so a forked child
+//! shares it too), and a write-back compares the two and writes the runs
+//! of bytes that differ — a `pwrite` to the file after the `mmap` survives
+//! a write-back of a mapping that did not store over it. Bytes past the end
+//! of the file read as zeros instead of raising SIGBUS.
 
 use crate::hooks::io::{read_sfs, write_unlimited};
 use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
@@ -25,6 +30,9 @@ struct Mapping {
     /// its descriptor right after mmap).
     fd: c_int,
     offset: i64,
+    /// Where the snapshot of `[addr, addr+len)` is: the same length, a
+    /// shared anonymous mapping of the shim's.
+    snapshot: usize,
 }
 
 static MAPPINGS: Mutex<Vec<Mapping>> = Mutex::new(Vec::new());
@@ -107,12 +115,33 @@ unsafe fn mmap_sfs(
         }
         done += n;
     }
+    let snapshot = if write_back {
+        let snapshot = real!(mmap)(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if snapshot == libc::MAP_FAILED {
+            let e = state::errno();
+            real!(munmap)(map, len);
+            return Err(err(e, "mmap: the snapshot of a shared mapping"));
+        }
+        // SAFETY: both are fresh mappings of `len` bytes.
+        std::ptr::copy_nonoverlapping(map.cast::<u8>(), snapshot.cast::<u8>(), len);
+        snapshot as usize
+    } else {
+        0
+    };
     if prot != libc::PROT_READ | libc::PROT_WRITE {
         libc::mprotect(map, len, prot);
     }
     if write_back {
         let own = own_descriptor(fd).inspect_err(|_| {
             real!(munmap)(map, len);
+            real!(munmap)(snapshot as *mut c_void, len);
         })?;
         MAPPINGS
             .lock()
@@ -122,6 +151,7 @@ unsafe fn mmap_sfs(
                 len,
                 fd: own,
                 offset: off,
+                snapshot,
             });
         MAPPINGS_COUNT.fetch_add(1, Ordering::AcqRel);
         AT_EXIT.call_once(|| {
@@ -144,9 +174,43 @@ fn write_back(m: &Mapping, addr: usize, len: usize) -> SfsResult<()> {
     if start >= end {
         return Ok(());
     }
-    // SAFETY: the range lies inside a live mapping this module created.
-    let data = unsafe { std::slice::from_raw_parts(start as *const u8, end - start) };
-    write_unlimited(m.fd, data, Some(file_offset)).map(|_| ())
+    // SAFETY: the range lies inside a live mapping this module created,
+    // and its snapshot at the same offset inside the snapshot mapping.
+    let (data, before) = unsafe {
+        (
+            std::slice::from_raw_parts(start as *const u8, end - start),
+            std::slice::from_raw_parts_mut((m.snapshot + (start - m.addr)) as *mut u8, end - start),
+        )
+    };
+    for (from, to) in changed_runs(data, before) {
+        write_unlimited(m.fd, &data[from..to], Some(file_offset + from as i64))?;
+        before[from..to].copy_from_slice(&data[from..to]);
+    }
+    Ok(())
+}
+
+/// The runs `[from, to)` where `now` differs from `before` (of one
+/// length): equal pages are skipped with one comparison each, and inside a
+/// page that differs every differing byte counts, next ones joining one run.
+fn changed_runs(now: &[u8], before: &[u8]) -> Vec<(usize, usize)> {
+    const STEP: usize = 4096;
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut at = 0;
+    while at < now.len() {
+        let end = (at + STEP).min(now.len());
+        if now[at..end] != before[at..end] {
+            for i in at..end {
+                if now[i] != before[i] {
+                    match runs.last_mut() {
+                        Some((_, to)) if *to == i => *to = i + 1,
+                        _ => runs.push((i, i + 1)),
+                    }
+                }
+            }
+        }
+        at = end;
+    }
+    runs
 }
 
 extern "C" fn write_back_all() {
@@ -187,6 +251,19 @@ fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
             pieces.push((cut_end, end - cut_end, m.offset + (cut_end - m.addr) as i64));
         }
         let mut pieces = pieces.into_iter();
+        // The snapshot of the unmapped part goes with it.
+        let (cut_from, cut_to) = (addr.max(m.addr), cut_end.min(end));
+        if cut_from < cut_to {
+            // SAFETY: that part of the snapshot mapping is the shim's and
+            // nothing refers to it any more.
+            unsafe {
+                real!(munmap)(
+                    (m.snapshot + (cut_from - m.addr)) as *mut c_void,
+                    cut_to - cut_from,
+                )
+            };
+        }
+        let snapshot_of = |a: usize| m.snapshot + (a - m.addr);
         match pieces.next() {
             None => {
                 let _ = with_client(|c| {
@@ -203,6 +280,7 @@ fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
                     len: l,
                     fd: m.fd,
                     offset: o,
+                    snapshot: snapshot_of(a),
                 });
                 if let Some((a, l, o)) = pieces.next() {
                     if let Ok(fd) = own_descriptor(m.fd) {
@@ -211,6 +289,7 @@ fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
                             len: l,
                             fd,
                             offset: o,
+                            snapshot: snapshot_of(a),
                         });
                         MAPPINGS_COUNT.fetch_add(1, Ordering::AcqRel);
                     }
