@@ -6,8 +6,8 @@
 #   build: librocksdb-dev (linked instead of compiling RocksDB, see
 #          .cargo/config.toml), libibverbs-dev librdmacm-dev libclang-dev clang
 #          (rdma-sys bindings), pkg-config
-#   tests: fio sqlite3 python3 git make gcc attr rsync (the shim tests run
-#          them; attr is setfattr/getfattr)
+#   tests: fio sqlite3 python3 git make gcc attr rsync autoconf automake (the
+#          shim tests run them; attr is setfattr/getfattr)
 #   object back ends: librados-dev (the `rados` back end links librados);
 #          ceph-mon ceph-osd ceph-common radosgw uuid-runtime curl (the
 #          private Ceph cluster scripts/ceph.sh starts for the rados and s3
@@ -25,7 +25,7 @@ set -euo pipefail
 
 packages=(
     librocksdb-dev libibverbs-dev librdmacm-dev libclang-dev clang pkg-config
-    fio sqlite3 python3 git make gcc attr rsync
+    fio sqlite3 python3 git make gcc attr rsync autoconf automake
     librados-dev ceph-mon ceph-osd ceph-common radosgw uuid-runtime curl
     qemu-system-x86 cpio xz-utils
     openssh-server openssh-client iproute2

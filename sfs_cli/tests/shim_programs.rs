@@ -154,6 +154,71 @@ fn make_builds_a_c_program_in_the_mount_like_locally() {
     );
 }
 
+/// The GNU build system end to end in the mount: `autoreconf -i` (autoconf,
+/// automake and their helper scripts, run by bash and perl), `./configure`
+/// (hundreds of compiler runs, `config.status` writing files, bash
+/// redirections of parent and children into one log), `make`, `make check`
+/// (the test harness's logs) and `make dist`'s tarball — each step's
+/// outcome and the files left as in a local directory.
+const AUTOTOOLS: &str = r#"
+set -euo pipefail
+cd "$1"
+mkdir proj; cd proj
+cat > configure.ac <<'AC'
+AC_INIT([triple], [1.0])
+AM_INIT_AUTOMAKE([foreign -Wall -Werror])
+AC_PROG_CC
+AC_CHECK_HEADERS([stdio.h unistd.h])
+AC_CONFIG_HEADERS([config.h])
+AC_CONFIG_FILES([Makefile])
+AC_OUTPUT
+AC
+cat > Makefile.am <<'AM'
+bin_PROGRAMS = triple
+triple_SOURCES = triple.c
+check_SCRIPTS = t1.sh
+TESTS = t1.sh
+EXTRA_DIST = t1.sh
+AM
+cat > triple.c <<'C'
+#include "config.h"
+#include <stdio.h>
+#include <stdlib.h>
+int main(int argc, char **argv) { printf("%d\n", 3 * (argc > 1 ? atoi(argv[1]) : 14)); return 0; }
+C
+printf '#!/bin/sh\ntest "$(./triple 5)" = 15\n' > t1.sh
+chmod +x t1.sh
+autoreconf -i > autoreconf.log 2>&1 && echo "autoreconf: ok"
+./configure > configure.log 2>&1 && echo "configure: ok"
+grep -c '^checking' configure.log > /dev/null && echo "configure logged its checks"
+grep 'HAVE_UNISTD_H' config.h
+make > make.log 2>&1 && echo "make: ok"
+./triple
+make check > check.log 2>&1 && echo "make check: ok"
+grep -E '^# (TOTAL|PASS|FAIL)' check.log
+make dist > dist.log 2>&1 && tar tzf triple-1.0.tar.gz | sort | head -20
+ls config.status Makefile triple t1.sh.log test-suite.log
+"#;
+
+#[test]
+fn autotools_configure_make_and_check_run_in_the_mount_like_locally() {
+    for tool in ["autoreconf", "automake", "make", "gcc"] {
+        require(tool);
+    }
+    let cluster = Cluster::start(2);
+    let out = same_on_sfs_and_local(&cluster, AUTOTOOLS, &[]);
+    for line in [
+        "autoreconf: ok",
+        "configure: ok",
+        "make: ok",
+        "42",
+        "make check: ok",
+        "# PASS:  1",
+    ] {
+        assert!(out.contains(line), "{line:?} missing in:\n{out}");
+    }
+}
+
 /// Programs stored on the mount: scripts (also with an interpreter that is
 /// itself a script on the mount), a binary built there, run by path, from a
 /// working directory inside the mount, through PATH, from Python's
