@@ -1019,6 +1019,42 @@ print('length', len(data), data.count(b'a'))
 os.close(fd)
 "#;
 
+/// `..` after a symlink in a program's path (execve) and in a symlink's
+/// target that `realpath` follows is taken from where the symlink leads,
+/// as the kernel takes it (lexically it would name another file).
+#[test]
+fn exec_and_realpath_take_dotdot_after_a_symlink_as_the_kernel_does() {
+    let cluster = Cluster::start(2);
+    let out = python_then_shell_on_sfs_and_local(&cluster, DOTDOT_PROGRAMS, DOTDOT_SHELL);
+    assert!(out.contains("realpath tf ok a/f"), "{out}");
+    assert!(out.contains("ran a/run.sh"), "{out}");
+}
+
+/// The calls of [`exec_and_realpath_take_dotdot_after_a_symlink_as_the_kernel_does`].
+const DOTDOT_PROGRAMS: &str = r#"import os, ctypes, errno, subprocess
+os.makedirs('a/b'); os.symlink('a/b', 'lb')
+open('a/f', 'w').write('x')
+open('a/run.sh', 'w').write('#!/bin/sh\necho ran a/run.sh\n'); os.chmod('a/run.sh', 0o755)
+os.symlink('lb/../f', 'tf'); os.symlink('lb/../../none', 'tn')
+libc = ctypes.CDLL(None, use_errno=True)
+libc.realpath.restype = ctypes.c_char_p
+here = os.getcwd()
+for name in ['tf', 'tn', 'lb/..', 'lb/../f']:
+    r = libc.realpath(name.encode(), None)
+    if r:
+        print('realpath', name, 'ok', os.path.relpath(r.decode(), here))
+    else:
+        print('realpath', name, errno.errorcode[ctypes.get_errno()])
+print(subprocess.run(['lb/../run.sh'], capture_output=True, text=True).stdout.strip())
+try: subprocess.run(['lb/../../missing/../run.sh'])
+except OSError as e: print('exec missing', errno.errorcode[e.errno])
+"#;
+
+/// The shell half of [`DOTDOT_PROGRAMS`].
+const DOTDOT_SHELL: &str = r#"lb/../run.sh
+./lb/../run.sh
+"#;
+
 /// A directory's mtime and ctime advance when an entry is created, linked,
 /// renamed or removed in it, and a rename changes the ctime of what moves —
 /// seen by the process that made the change and by the next process (the

@@ -150,7 +150,7 @@ pub fn real_dir(dir: &str) -> sfs_global::SfsResult<String> {
 /// followed, ENOENT for a missing name, ENOTDIR for a file), as the kernel
 /// does; `None` when it has none, or climbs out of the mount (then the
 /// lexical answer stands).
-fn through_dotdots(
+pub fn through_dotdots(
     settings: &Settings,
     dirfd: c_int,
     text: &str,
@@ -191,6 +191,19 @@ fn through_dotdots(
         }
     }
     Some(Ok(current))
+}
+
+/// [`resolve`], with each `..` taken as the kernel takes it
+/// ([`through_dotdots`]): the SFS path `text` names, if it is one, or the
+/// error of a `..` after a missing name or a file. For callers that report
+/// errors themselves (exec).
+pub fn resolve_dotdots(
+    settings: &Settings,
+    dirfd: c_int,
+    text: &str,
+) -> Option<sfs_global::SfsResult<String>> {
+    let sfs = resolve(settings, dirfd, text)?;
+    Some(through_dotdots(settings, dirfd, text).unwrap_or(Ok(sfs)))
 }
 
 /// The SFS path of the path argument `text` of the current call, if it is

@@ -74,8 +74,11 @@ pub unsafe fn collect_argv(argv: *const *const c_char) -> Vec<CString> {
 pub fn prepare(path: &CStr, argv: Vec<CString>) -> Option<SfsResult<Launch>> {
     let _inside = state::enter()?;
     let settings = state::settings()?;
-    let text = path.to_str().ok()?;
-    let sfs_path = paths::resolve(settings, libc::AT_FDCWD, text)?;
+    let text = sfs_global::path::escape_bytes(path.to_bytes());
+    let sfs_path = match paths::resolve_dotdots(settings, libc::AT_FDCWD, &text)? {
+        Ok(sfs_path) => sfs_path,
+        Err(e) => return Some(Err(e)),
+    };
     Some(state::with_client(|client| {
         launch(client, path.to_owned(), &sfs_path, argv, 0)
     }))
@@ -113,12 +116,9 @@ fn launch(
         new_argv.push(host_path);
         new_argv.extend(argv.into_iter().skip(1));
         let settings = state::settings().ok_or_else(|| err(libc::EIO, "no SFS settings"))?;
-        return match interpreter
-            .to_str()
-            .ok()
-            .and_then(|i| paths::resolve(settings, libc::AT_FDCWD, i))
-        {
-            Some(in_sfs) => launch(client, interpreter, &in_sfs, new_argv, depth + 1),
+        let text = sfs_global::path::escape_bytes(interpreter.to_bytes()).into_owned();
+        return match paths::resolve_dotdots(settings, libc::AT_FDCWD, &text) {
+            Some(in_sfs) => launch(client, interpreter, &in_sfs?, new_argv, depth + 1),
             None => Ok(Launch {
                 path: interpreter,
                 argv: new_argv,

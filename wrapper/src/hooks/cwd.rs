@@ -10,7 +10,7 @@ use crate::paths::{c_str, sfs_path};
 use crate::state::{self, err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, size_t};
 use redhook::{hook, real};
-use sfs_global::path::{normalize_host, split_parent, strip_mount, unescape};
+use sfs_global::path::{normalize_host, split_parent, unescape};
 use sfs_global::SfsResult;
 
 fn enter_dir(path: String) -> SfsResult<c_int> {
@@ -148,8 +148,10 @@ fn realpath_sfs(path: &str) -> SfsResult<Result<String, String>> {
             let parent = split_parent(&current).map_or("/", |(p, _)| p);
             format!("{}/{target}", state::host_path(settings, parent))
         };
-        match strip_mount(&host, &settings.mount) {
-            Some(inside) => current = inside,
+        // A `..` in the target is taken from where the directory before
+        // it really is, as the kernel takes it.
+        match crate::paths::resolve_dotdots(settings, libc::AT_FDCWD, &host) {
+            Some(inside) => current = inside?,
             None => return Ok(Err(host)),
         }
     }
