@@ -12,13 +12,11 @@
 
 use crate::Client;
 use sfs_global::access::{check_xattr, lists_xattr, MAY_READ};
+use sfs_global::metadata::XattrSet;
 use sfs_global::{Errno, Metadata, SfsError, SfsResult};
 use sfs_rpc::pb;
 
-/// What setxattr(2)'s flags ask (the values of `XATTR_CREATE` and
-/// `XATTR_REPLACE`).
-pub const XATTR_CREATE: u32 = 1;
-pub const XATTR_REPLACE: u32 = 2;
+pub use sfs_global::metadata::{XATTR_CREATE, XATTR_REPLACE};
 
 impl Client {
     /// `getxattr(2)` (`follow`) or `lgetxattr(2)`: the value of attribute
@@ -63,7 +61,7 @@ impl Client {
         flags: u32,
         follow: bool,
     ) -> SfsResult<()> {
-        if !matches!(flags, 0 | XATTR_CREATE | XATTR_REPLACE) {
+        if XattrSet::from_flags(flags).is_none() {
             return Err(SfsError::invalid(format!("setxattr flags {flags:#x}")));
         }
         self.through_dirs(path, |path| {

@@ -177,6 +177,11 @@ impl XattrNamespace {
     }
 }
 
+/// setxattr(2)'s flags, as the protocol carries them
+/// (`SetXattrRequest.flags`).
+pub const XATTR_CREATE: u32 = 1;
+pub const XATTR_REPLACE: u32 = 2;
+
 /// What `setxattr(2)`'s flags ask of an existing (or missing) attribute.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XattrSet {
@@ -186,6 +191,19 @@ pub enum XattrSet {
     Create,
     /// `XATTR_REPLACE`: ENODATA when it does not.
     Replace,
+}
+
+impl XattrSet {
+    /// The request of setxattr(2)'s `flags`; `None` for any other value
+    /// (EINVAL).
+    pub fn from_flags(flags: u32) -> Option<XattrSet> {
+        match flags {
+            0 => Some(XattrSet::Either),
+            XATTR_CREATE => Some(XattrSet::Create),
+            XATTR_REPLACE => Some(XattrSet::Replace),
+            _ => None,
+        }
+    }
 }
 
 /// Hard links (docs/architecture.md, "Hard links"). A file with one name

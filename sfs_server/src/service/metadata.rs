@@ -640,16 +640,12 @@ impl metadata_server::Metadata for MetadataService {
         let caller = caller_of(&request);
         let req = request.into_inner();
         self.accept(&req.path)?;
-        let how = match req.flags {
-            0 => XattrSet::Either,
-            XATTR_CREATE => XattrSet::Create,
-            XATTR_REPLACE => XattrSet::Replace,
-            flags => {
-                return Err(refuse(SfsError::invalid(format!(
-                    "setxattr flags {flags:#x}"
-                ))))
-            }
-        };
+        let how = XattrSet::from_flags(req.flags).ok_or_else(|| {
+            refuse(SfsError::invalid(format!(
+                "setxattr flags {:#x}",
+                req.flags
+            )))
+        })?;
         if let Some(value) = &req.value {
             if value.len() > XATTR_SIZE_MAX {
                 return Err(refuse(SfsError::new(
@@ -669,10 +665,6 @@ impl metadata_server::Metadata for MetadataService {
         Ok(Response::new(pb::Entry::from(&entry)))
     }
 }
-
-/// setxattr(2)'s flags.
-const XATTR_CREATE: u32 = 1;
-const XATTR_REPLACE: u32 = 2;
 
 /// [`check_access`] of an entry found by a create, except for the name of a
 /// hard-linked file: its attributes are the shared entry's, where the
