@@ -22,14 +22,14 @@ impl Client {
     /// `getxattr(2)` (`follow`) or `lgetxattr(2)`: the value of attribute
     /// `name` of the entry at `path`. ENODATA when it has none of that name.
     pub fn get_xattr(&self, path: &str, name: &[u8], follow: bool) -> SfsResult<Vec<u8>> {
-        let (md, at) = self.xattr_holder(path, follow)?;
+        let md = self.xattr_holder(path, follow)?;
         let caller = self.options.caller.current();
-        check_xattr(&md, &caller, name, MAY_READ, &at)?;
+        check_xattr(&md, &caller, name, MAY_READ, path)?;
         md.xattr(name).map(<[u8]>::to_vec).ok_or_else(|| {
             SfsError::new(
                 Errno::ENODATA,
                 format!(
-                    "{at}: no extended attribute {}",
+                    "{path}: no extended attribute {}",
                     String::from_utf8_lossy(name)
                 ),
             )
@@ -40,7 +40,7 @@ impl Client {
     /// attributes of the entry at `path` the caller may see (`trusted.*`
     /// only for root), in name order.
     pub fn list_xattrs(&self, path: &str, follow: bool) -> SfsResult<Vec<Vec<u8>>> {
-        let (md, _) = self.xattr_holder(path, follow)?;
+        let md = self.xattr_holder(path, follow)?;
         let caller = self.options.caller.current();
         Ok(md
             .xattrs
@@ -83,14 +83,12 @@ impl Client {
     }
 
     /// The entry whose attributes a call on `path` reads (a hard-linked
-    /// file's shared entry is what stat answers) and the path to name in
-    /// messages.
-    fn xattr_holder(&self, path: &str, follow: bool) -> SfsResult<(Metadata, String)> {
-        let md = if follow {
-            self.stat(path)?
+    /// file's shared entry is what stat answers).
+    fn xattr_holder(&self, path: &str, follow: bool) -> SfsResult<Metadata> {
+        if follow {
+            self.stat(path)
         } else {
-            self.lstat(path)?
-        };
-        Ok((md, path.to_string()))
+            self.lstat(path)
+        }
     }
 }

@@ -35,6 +35,14 @@ fn is_escape(c: char) -> bool {
     (ESCAPED_FIRST..=ESCAPE_BASE + 0xFF).contains(&(c as u32))
 }
 
+/// Whether `text` holds a character of the escape range. Every such
+/// character's UTF-8 starts with the byte 0xF4 (U+100000..U+10FFFF), so
+/// the common answer costs one byte search and no decoding (this runs
+/// for every path argument of the shim).
+fn has_escapes(text: &str) -> bool {
+    text.as_bytes().contains(&0xF4) && text.chars().any(is_escape)
+}
+
 fn push_escaped(out: &mut String, bytes: &[u8]) {
     for &b in bytes {
         // Escaped bytes are never ASCII (>= 0x80): their code points lie in
@@ -46,7 +54,7 @@ fn push_escaped(out: &mut String, bytes: &[u8]) {
 /// The SFS string of a program's path or name `bytes` (see [`ESCAPE_BASE`]).
 pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
     if let Ok(text) = std::str::from_utf8(bytes) {
-        if !text.chars().any(is_escape) {
+        if !has_escapes(text) {
             return Cow::Borrowed(text);
         }
     }
@@ -75,7 +83,7 @@ pub fn escape_bytes(bytes: &[u8]) -> Cow<'_, str> {
 
 /// The program's bytes of an SFS string ([`escape_bytes`] reversed).
 pub fn unescape(text: &str) -> Cow<'_, [u8]> {
-    if !text.chars().any(is_escape) {
+    if !has_escapes(text) {
         return Cow::Borrowed(text.as_bytes());
     }
     let mut out = Vec::with_capacity(text.len());
@@ -92,6 +100,9 @@ pub fn unescape(text: &str) -> Cow<'_, [u8]> {
 /// The length in the program's bytes of an SFS name or path (what NAME_MAX
 /// and PATH_MAX count): an escaped byte is one.
 pub fn program_len(text: &str) -> usize {
+    if !has_escapes(text) {
+        return text.len();
+    }
     text.len() - 3 * text.chars().filter(|&c| is_escape(c)).count()
 }
 
