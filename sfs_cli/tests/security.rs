@@ -387,7 +387,7 @@ fn a_flood_of_unread_rpc_reads_stays_within_the_memory_budget_and_memory_returns
     let entry = &cluster.hostfile.hosts[0];
     let rpc: std::net::SocketAddr = entry.endpoint().parse().unwrap();
     let read = full_chunk_read(&cluster, id);
-    let method = sfs_rpc::lean::METHODS
+    let method = sfs_rpc::methods::METHODS
         .iter()
         .find(|(_, name)| *name == "read_chunk")
         .unwrap()

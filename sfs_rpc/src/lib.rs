@@ -4,6 +4,9 @@
 //! messages and `sfs_global` types (entries, file ids, errors with errnos).
 //! [`auth`] is the handshake that opens every connection (the job secret).
 //! [`caller`] carries whose request it is (uid, gid, groups).
+//! [`methods`] is the one table of RPC methods: the transport-neutral
+//! handler traits a server implements, and the gRPC and lean front ends
+//! and client calls made from it.
 //! [`mux`] is the request bookkeeping of a multiplexed connection, shared by
 //! the lean client and the data transports of `sfs_rdma`.
 //!
@@ -20,6 +23,7 @@ pub mod auth;
 pub mod caller;
 pub mod lean;
 pub mod limits;
+pub mod methods;
 pub mod mux;
 
 use sfs_global::{Errno, FileId, Metadata, SfsError};

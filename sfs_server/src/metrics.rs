@@ -30,7 +30,7 @@ pub const LATENCY_BUCKETS: [f64; 10] = [
 /// Errnos counted one by one; a larger one counts as [`ERRNO_SLOTS`].
 const ERRNO_SLOTS: usize = 134;
 
-/// Lean method numbers are below this (`sfs_rpc::lean::METHODS`).
+/// Lean method numbers are below this (`sfs_rpc::methods::METHODS`).
 const METHOD_SLOTS: usize = 64;
 
 /// A latency histogram with fixed buckets ([`LATENCY_BUCKETS`]).
@@ -178,7 +178,7 @@ pub fn grpc_method(path: &str) -> Option<u16> {
             snake.push(c);
         }
     }
-    sfs_rpc::lean::METHODS
+    sfs_rpc::methods::METHODS
         .iter()
         .find(|(_, name)| *name == snake)
         .map(|(code, _)| *code)
@@ -220,7 +220,7 @@ impl Metrics {
     /// Counts one lean request of `method` that took `elapsed` and failed
     /// with `errno` (`None`: succeeded).
     pub fn rpc_done(&self, method: u16, elapsed: Duration, errno: Option<Errno>) {
-        let known = sfs_rpc::lean::method_name(method).is_some();
+        let known = sfs_rpc::methods::method_name(method).is_some();
         let counters = known
             .then(|| self.methods.get(usize::from(method)))
             .flatten();
@@ -325,7 +325,7 @@ fn label(value: &str) -> String {
 fn named(
     counters: &[MethodCounters; METHOD_SLOTS],
 ) -> impl Iterator<Item = (&'static str, &MethodCounters)> + '_ {
-    sfs_rpc::lean::METHODS
+    sfs_rpc::methods::METHODS
         .iter()
         .map(move |(code, name)| (*name, &counters[usize::from(*code)]))
 }

@@ -28,6 +28,7 @@ use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::{HostEntry, Hostfile};
 use sfs_global::secret::Secret;
 use sfs_global::{FileKind, Metadata};
+use sfs_rpc::methods::Grpc;
 use sfs_rpc::pb::{
     chunk_control_server::ChunkControlServer, control_server::ControlServer,
     metadata_server::MetadataServer,
@@ -353,7 +354,7 @@ pub async fn run_until(
     let chunk_control = Arc::new(ChunkControlService::new(state.clone(), metadata.clone()));
     let control = Arc::new(ControlService::new(state.clone()));
     let lean = MeteredDispatch::wrap(
-        Arc::new(sfs_rpc::lean::Services {
+        Arc::new(sfs_rpc::methods::Services {
             metadata: metadata.clone(),
             chunks: chunk_control.clone(),
             control: control.clone(),
@@ -399,20 +400,20 @@ pub async fn run_until(
         // The caller of each metadata request (its `sfs-caller` header)
         // becomes a request extension, as the lean server puts it.
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            MetadataServer::from_arc(metadata)
+            MetadataServer::new(Grpc(metadata))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             sfs_rpc::caller::grpc_interceptor,
         ))
         // `SetSource` carries its caller too.
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            ChunkControlServer::from_arc(chunk_control)
+            ChunkControlServer::new(Grpc(chunk_control))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             sfs_rpc::caller::grpc_interceptor,
         ))
         .add_service(
-            ControlServer::from_arc(control)
+            ControlServer::new(Grpc(control))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

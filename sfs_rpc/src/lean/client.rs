@@ -76,7 +76,7 @@ impl GrpcClients {
     /// header when that method carries the caller.
     pub fn request<T>(&self, method: u16, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
-        if super::carries_caller(method) {
+        if crate::methods::carries_caller(method) {
             let value = crate::caller::header_value(&self.caller.current());
             if let Ok(value) = value.parse() {
                 request

@@ -2,8 +2,9 @@
 //!
 //! Every unary call of the `Metadata`, `ChunkControl` and `Control` services
 //! of `sfs.proto` can travel here instead of over gRPC: the same prost
-//! messages, answered by the same server code (the tonic service traits are
-//! called directly, so validation and errnos are identical), framed by a
+//! messages, answered by the same handlers (`crate::methods`: the lean and
+//! gRPC front ends are both made from its table, so validation and errnos
+//! are identical), framed by a
 //! fixed 20-byte header on a plain TCP connection. A unary gRPC call costs
 //! HTTP/2 framing, HPACK and several task hand-offs on each side — about
 //! 100 µs of wall time on a 2-vCPU VM where a TCP round trip takes 22 µs
@@ -35,7 +36,7 @@ pub mod server;
 pub mod spin;
 
 pub use client::{GrpcClients, LeanClient, Rpc};
-pub use server::{serve_connection, Dispatch, MemoryBudget, Reservation, Services};
+pub use server::{serve_connection, Dispatch, MemoryBudget, Reservation};
 
 use sfs_global::{Errno, SfsError, SfsResult};
 use std::os::fd::AsFd;
@@ -240,133 +241,6 @@ fn protocol(why: &str) -> SfsError {
     SfsError::new(Errno::EPROTO, format!("lean RPC: {why}"))
 }
 
-/// Whether requests of `method` carry the caller ([`crate::caller`]): the
-/// `Metadata` service's (1..=31), whose handlers check permissions, and
-/// `SetSource` (40), whose server checks that the caller may read the
-/// backing file. Other chunk and control calls act on file ids a
-/// permitted open handed out, or concern the whole server, and go without
-/// (no bytes, no system calls).
-pub const fn carries_caller(method: u16) -> bool {
-    method < 32 || method == 40
-}
-
-/// Declares the methods the lean RPC carries, once: the server's dispatch
-/// ([`Services`]), the typed calls of [`LeanClient`] and of [`Rpc`] (which
-/// sends each call over lean or gRPC) all come from this table, so the
-/// protocols cannot drift apart. Numbers are part of the wire format: never
-/// reuse one.
-macro_rules! lean_methods {
-    ($( $code:literal => $service:ident . $method:ident ( $req:ident ) -> $resp:ident ; )*) => {
-        /// Every method number with its name, in table order (for the
-        /// server's per-method metrics).
-        pub const METHODS: &[(u16, &str)] = &[$( ($code, stringify!($method)), )*];
-
-        /// The name of a method number (for logs and errors).
-        pub fn method_name(method: u16) -> Option<&'static str> {
-            match method {
-                $( $code => Some(stringify!($method)), )*
-                _ => None,
-            }
-        }
-
-        impl<M, C, K> server::Services<M, C, K>
-        where
-            M: crate::pb::metadata_server::Metadata,
-            C: crate::pb::chunk_control_server::ChunkControl,
-            K: crate::pb::control_server::Control,
-        {
-            /// Decodes the body of a `method` request, calls the service and
-            /// encodes its answer.
-            async fn dispatch(
-                &self,
-                method: u16,
-                caller: Option<sfs_global::access::Caller>,
-                body: bytes::Bytes,
-            ) -> Result<Vec<u8>, tonic::Status> {
-                use prost::Message;
-                #[allow(unused_imports)]
-                use crate::pb::{chunk_control_server::ChunkControl, control_server::Control, metadata_server::Metadata};
-                match method {
-                    $( $code => {
-                        let request = crate::pb::$req::decode(body).map_err(|e| {
-                            tonic::Status::invalid_argument(format!(
-                                "{}: undecodable request: {e}", stringify!($method)
-                            ))
-                        })?;
-                        let mut request = tonic::Request::new(request);
-                        if let Some(caller) = caller {
-                            request.extensions_mut().insert(caller);
-                        }
-                        let response = self.$service.$method(request).await?;
-                        Ok(response.into_inner().encode_to_vec())
-                    } )*
-                    other => Err(crate::status_from_error(&SfsError::new(
-                        Errno::ENOSYS,
-                        format!("lean RPC: unknown method {other}"),
-                    ))),
-                }
-            }
-        }
-
-        impl client::LeanClient {
-            $(
-                pub async fn $method(&self, request: crate::pb::$req) -> SfsResult<crate::pb::$resp> {
-                    self.call($code, carries_caller($code), &request).await
-                }
-            )*
-        }
-
-        impl client::Rpc {
-            $(
-                pub async fn $method(&self, request: crate::pb::$req) -> SfsResult<crate::pb::$resp> {
-                    match self {
-                        client::Rpc::Lean(lean) => lean.$method(request).await,
-                        client::Rpc::Grpc(grpc) => grpc
-                            .$service
-                            .clone()
-                            .$method(grpc.request($code, request))
-                            .await
-                            .map(tonic::Response::into_inner)
-                            .map_err(|status| grpc.error(status)),
-                    }
-                }
-            )*
-        }
-    };
-}
-
-lean_methods! {
-    1 => metadata.create(CreateRequest) -> CreateResponse;
-    2 => metadata.stat(PathRequest) -> Entry;
-    3 => metadata.remove(RemoveRequest) -> Entry;
-    4 => metadata.grow_size(GrowSizeRequest) -> Empty;
-    5 => metadata.reserve_append(ReserveAppendRequest) -> ReserveAppendResponse;
-    6 => metadata.truncate(TruncateRequest) -> Entry;
-    7 => metadata.set_attr(SetAttrRequest) -> Entry;
-    8 => metadata.readdir_paged(ReaddirPageRequest) -> ReaddirPage;
-    9 => metadata.has_children(PathRequest) -> HasChildrenResponse;
-    10 => metadata.put_entry(PutEntryRequest) -> PutEntryResponse;
-    11 => metadata.list_subtree_paged(ReaddirPageRequest) -> SubtreePage;
-    12 => metadata.sync_metadata(Empty) -> Empty;
-    13 => metadata.share_entry(LinkRequest) -> Entry;
-    14 => metadata.add_links(LinkRequest) -> Entry;
-    15 => metadata.set_xattr(SetXattrRequest) -> Entry;
-    32 => chunks.remove_chunks(FileRequest) -> Empty;
-    33 => chunks.truncate_chunks(TruncateChunksRequest) -> Empty;
-    34 => chunks.sync_chunks(FileRequest) -> Empty;
-    35 => chunks.write_chunk(WriteChunkRequest) -> Empty;
-    36 => chunks.read_chunk(ReadChunkRequest) -> ReadChunkResponse;
-    37 => chunks.flush_chunks(FlushChunksRequest) -> FlushChunksResponse;
-    38 => chunks.holdings(HoldingsRequest) -> HoldingsResponse;
-    39 => chunks.write_back_soon(FileRequest) -> Empty;
-    40 => chunks.set_source(SetSourceRequest) -> Empty;
-    48 => control.hello(HelloRequest) -> HelloResponse;
-    49 => control.stats(Empty) -> StatsResponse;
-    50 => control.shutdown(Empty) -> Empty;
-    51 => control.checkpoint(CheckpointRequest) -> CheckpointResponse;
-    52 => control.commit_checkpoint(CommitCheckpointRequest) -> Empty;
-}
-
 #[cfg(test)]
 mod tests;
 
@@ -439,14 +313,5 @@ mod frame_tests {
         assert!(is_lean_preamble(b"SFSQ\x01\x00"));
         assert!(!is_lean_preamble(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
         assert!(!is_lean_preamble(b"SFS"));
-    }
-
-    #[test]
-    fn every_method_has_a_name() {
-        for code in [1, 2, 3, 12, 13, 14, 15, 32, 34, 48, 50] {
-            assert!(method_name(code).is_some(), "{code}");
-        }
-        assert_eq!(method_name(0), None);
-        assert_eq!(method_name(16), None);
     }
 }

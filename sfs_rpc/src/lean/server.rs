@@ -24,6 +24,7 @@ use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
 use sfs_global::access::Caller;
+use sfs_global::SfsResult;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -31,7 +32,6 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
 
 /// Requests of one connection in flight at once; past this the server stops
 /// reading that connection until some finish (TCP pushes back on the client).
@@ -146,38 +146,17 @@ struct Reserved {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// The three services of a server, as the lean RPC calls them.
-pub struct Services<M, C, K> {
-    pub metadata: Arc<M>,
-    pub chunks: Arc<C>,
-    pub control: Arc<K>,
-}
-
 /// Runs one lean request: `method` with its prost-encoded `body`, answering
-/// the prost-encoded response or the status the service returned.
+/// the prost-encoded response or the handler's error (its errno goes on
+/// the wire). `crate::methods::Services` is the dispatch of a server's
+/// handlers.
 pub trait Dispatch: Send + Sync + 'static {
     fn call(
         &self,
         method: u16,
         caller: Option<Caller>,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>>;
-}
-
-impl<M, C, K> Dispatch for Services<M, C, K>
-where
-    M: crate::pb::metadata_server::Metadata,
-    C: crate::pb::chunk_control_server::ChunkControl,
-    K: crate::pb::control_server::Control,
-{
-    fn call(
-        &self,
-        method: u16,
-        caller: Option<Caller>,
-        body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
-        Box::pin(self.dispatch(method, caller, body))
-    }
+    ) -> Pin<Box<dyn Future<Output = SfsResult<Vec<u8>>> + Send + '_>>;
 }
 
 /// Serves lean requests on `stream` until the client closes it, a protocol
@@ -342,7 +321,7 @@ async fn answer(
     header: RequestHeader,
     body: Bytes,
     reserved: Reserved,
-) -> (u64, Result<Vec<u8>, Status>, Reserved) {
+) -> (u64, SfsResult<Vec<u8>>, Reserved) {
     let (id, result) = run(dispatch, header, body).await;
     (id, result, reserved)
 }
@@ -351,14 +330,14 @@ async fn run(
     dispatch: &dyn Dispatch,
     header: RequestHeader,
     body: Bytes,
-) -> (u64, Result<Vec<u8>, Status>) {
+) -> (u64, SfsResult<Vec<u8>>) {
     let (caller, body) = if header.flags & FLAG_CALLER != 0 {
         match crate::caller::decode_block(&body) {
             Ok((caller, rest)) => {
                 let at = body.len() - rest.len();
                 (Some(caller), body.slice(at..))
             }
-            Err(e) => return (header.request_id, Err(crate::status_from_error(&e))),
+            Err(e) => return (header.request_id, Err(e)),
         }
     } else {
         (None, body)
@@ -369,7 +348,7 @@ async fn run(
     )
 }
 
-fn encode_response(output: &mut Vec<u8>, request_id: u64, result: Result<Vec<u8>, Status>) {
+fn encode_response(output: &mut Vec<u8>, request_id: u64, result: SfsResult<Vec<u8>>) {
     let (status, body) = match result {
         Ok(body) if body.len() <= super::MAX_BODY_BYTES => (0, body),
         Ok(body) => (
@@ -380,8 +359,7 @@ fn encode_response(output: &mut Vec<u8>, request_id: u64, result: Result<Vec<u8>
             )
             .into_bytes(),
         ),
-        Err(status) => {
-            let e = crate::error_from_status(&status);
+        Err(e) => {
             let mut message = e.message;
             if message.len() > MAX_ERROR_MESSAGE {
                 let mut cut = MAX_ERROR_MESSAGE;
@@ -410,7 +388,7 @@ mod budget_tests {
     #[test]
     fn a_chunk_read_reserves_the_range_it_asks_for() {
         assert_eq!(
-            super::super::method_name(READ_CHUNK),
+            crate::methods::method_name(READ_CHUNK),
             Some("read_chunk"),
             "READ_CHUNK names the lean method"
         );

@@ -8,7 +8,7 @@ use crate::pb;
 use bytes::Bytes;
 use prost::Message;
 use sfs_global::access::Caller;
-use sfs_global::{Errno, SfsError};
+use sfs_global::{Errno, SfsError, SfsResult};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tonic::Status;
 
 /// The job secret of these tests' servers and clients.
 fn secret() -> Arc<sfs_global::secret::Secret> {
@@ -41,13 +40,13 @@ impl Dispatch for Echo {
         method: u16,
         caller: Option<Caller>,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = SfsResult<Vec<u8>>> + Send + '_>> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         Box::pin(async move {
             match method {
                 STAT => {
                     let req = pb::PathRequest::decode(body)
-                        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                        .map_err(|e| SfsError::invalid(e.to_string()))?;
                     Ok(pb::Entry {
                         size: req.path.len() as u64,
                         link_target: req.path,
@@ -57,15 +56,12 @@ impl Dispatch for Echo {
                     }
                     .encode_to_vec())
                 }
-                REMOVE => Err(crate::status_from_error(&SfsError::not_found("/gone"))),
+                REMOVE => Err(SfsError::not_found("/gone")),
                 SLOW => {
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     Ok(pb::Empty {}.encode_to_vec())
                 }
-                other => Err(crate::status_from_error(&SfsError::new(
-                    Errno::ENOSYS,
-                    format!("method {other}"),
-                ))),
+                other => Err(SfsError::new(Errno::ENOSYS, format!("method {other}"))),
             }
         })
     }

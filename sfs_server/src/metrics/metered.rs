@@ -5,7 +5,7 @@
 
 use super::{Metrics, Transport};
 use bytes::Bytes;
-use sfs_global::{Errno, SfsResult};
+use sfs_global::SfsResult;
 use sfs_rdma::{ChunkHandler, ChunkRef};
 use sfs_rpc::lean::Dispatch;
 use std::future::Future;
@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tonic::Status;
 
 /// The chunk store as one transport sees it: every read and write counted
 /// under that transport.
@@ -162,19 +161,19 @@ impl Dispatch for MeteredDispatch {
         method: u16,
         caller: Option<sfs_global::access::Caller>,
         body: Bytes,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, Status>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = SfsResult<Vec<u8>>> + Send + '_>> {
         Box::pin(async move {
             let started = Instant::now();
             let uid = caller.as_ref().map(|c| c.uid);
             let bytes = body.len();
             let result = self.inner.call(method, caller, body).await;
-            let errno = result.as_ref().err().map(errno_of);
+            let errno = result.as_ref().err().map(|e| e.errno);
             let elapsed = started.elapsed();
             self.metrics.rpc_done(method, elapsed, errno);
             tracing::debug!(
                 target: "sfs_server::requests",
                 protocol = "lean",
-                method = sfs_rpc::lean::method_name(method).unwrap_or("unknown"),
+                method = sfs_rpc::methods::method_name(method).unwrap_or("unknown"),
                 uid = ?uid,
                 request_bytes = bytes,
                 result = %errno.map_or("ok".to_string(), |e| e.name()),
@@ -184,15 +183,4 @@ impl Dispatch for MeteredDispatch {
             result
         })
     }
-}
-
-/// The errno a failed request answers (the header a handler sets; EIO for
-/// a status without one).
-fn errno_of(status: &Status) -> Errno {
-    status
-        .metadata()
-        .get(sfs_rpc::ERRNO_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .map_or(Errno::EIO, Errno)
 }

@@ -68,7 +68,7 @@ fn histogram_buckets_are_cumulative_and_bounded() {
 #[test]
 fn exposition_names_every_figure_and_parses() {
     let metrics = Metrics::default();
-    let create = sfs_rpc::lean::METHODS
+    let create = sfs_rpc::methods::METHODS
         .iter()
         .find(|(_, name)| *name == "create")
         .unwrap()

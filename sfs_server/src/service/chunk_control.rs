@@ -6,14 +6,14 @@
 //! `sfs_rdma`'s data path.
 
 use super::metadata::MetadataService;
-use super::{blocking, check_size, quick, refuse, ServerState};
-use sfs_global::{FileId, SfsError};
+use super::{blocking, check_size, quick, ServerState};
+use sfs_global::access::Caller;
+use sfs_global::{FileId, SfsError, SfsResult};
 use sfs_rdma::ChunkRef;
-use sfs_rpc::pb::metadata_server::Metadata as _;
-use sfs_rpc::pb::{self, chunk_control_server};
+use sfs_rpc::methods::{ChunkControlHandlers, MetadataHandlers as _};
+use sfs_rpc::pb;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
 
 /// Pieces up to this size are stored inline on the worker (a page-cache
 /// copy, microseconds); larger ones on the blocking pool.
@@ -61,19 +61,16 @@ fn may_read_backing(
 }
 
 /// The chunk range of a request, checked against this server's chunk size.
-fn chunk_ref(range: Option<&pb::ChunkRange>, chunk_size: u64) -> Result<ChunkRef, Status> {
-    let r = range.ok_or_else(|| {
-        refuse(sfs_global::SfsError::invalid(
-            "a chunk request without a range",
-        ))
-    })?;
+fn chunk_ref(range: Option<&pb::ChunkRange>, chunk_size: u64) -> SfsResult<ChunkRef> {
+    let r =
+        range.ok_or_else(|| sfs_global::SfsError::invalid("a chunk request without a range"))?;
     let chunk = ChunkRef {
         id: FileId::from_parts(r.id_hi, r.id_lo),
         index: r.index,
         offset: r.offset,
         len: r.len,
     };
-    chunk.check(chunk_size).map_err(refuse)?;
+    chunk.check(chunk_size)?;
     Ok(chunk)
 }
 
@@ -90,58 +87,48 @@ impl ChunkControlService {
     }
 }
 
-#[tonic::async_trait]
-impl chunk_control_server::ChunkControl for ChunkControlService {
-    async fn remove_chunks(
-        &self,
-        request: Request<pb::FileRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+impl ChunkControlHandlers for ChunkControlService {
+    async fn remove_chunks(&self, _caller: Caller, req: pb::FileRequest) -> SfsResult<pb::Empty> {
         self.state.served();
-        let req = request.into_inner();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let chunks = self.state.chunks.clone();
         blocking(move || chunks.remove_chunks(id)).await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn truncate_chunks(
         &self,
-        request: Request<pb::TruncateChunksRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+        _caller: Caller,
+        req: pb::TruncateChunksRequest,
+    ) -> SfsResult<pb::Empty> {
         self.state.served();
-        let req = request.into_inner();
-        check_size("truncate size", req.size).map_err(refuse)?;
+        check_size("truncate size", req.size)?;
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let chunks = self.state.chunks.clone();
         blocking(move || chunks.truncate_chunks(id, req.size)).await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
-    async fn set_source(
-        &self,
-        request: Request<pb::SetSourceRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    async fn set_source(&self, caller: Caller, req: pb::SetSourceRequest) -> SfsResult<pb::Empty> {
         self.state.served();
-        let caller = sfs_rpc::caller::caller_of(&request);
-        let req = request.into_inner();
         let backing = &self.state.config.backing_dir;
         if backing.is_empty() {
-            return Err(refuse(SfsError::invalid(format!(
+            return Err(SfsError::invalid(format!(
                 "server {} has no backing_dir (cache mode is off)",
                 self.state.name
-            ))));
+            )));
         }
         // Only a path within the backing directory: normalised, so no `..`
         // climbs out of it.
         if sfs_global::path::normalize(&req.source).ok().as_deref() != Some(req.source.as_str())
             || req.source == "/"
         {
-            return Err(refuse(SfsError::invalid(format!(
+            return Err(SfsError::invalid(format!(
                 "source {:?} is not a normalised path below the backing directory",
                 req.source
-            ))));
+            )));
         }
-        check_size("source length", req.source_len).map_err(refuse)?;
+        check_size("source length", req.source_len)?;
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let backing = std::path::PathBuf::from(backing);
         let source = backing.join(std::ffi::OsStr::from_bytes(&sfs_global::path::unescape(
@@ -167,22 +154,22 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
             chunks.set_source(id, real, req.source_len)
         })
         .await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn write_chunk(
         &self,
-        request: Request<pb::WriteChunkRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+        caller: Caller,
+        req: pb::WriteChunkRequest,
+    ) -> SfsResult<pb::Empty> {
         self.state.served();
-        let req = request.into_inner();
         let chunk = chunk_ref(req.range.as_ref(), self.state.config.chunk_size)?;
         if req.data.len() as u64 != chunk.len {
-            return Err(refuse(sfs_global::SfsError::invalid(format!(
+            return Err(sfs_global::SfsError::invalid(format!(
                 "write of {} bytes carries {}",
                 chunk.len,
                 req.data.len()
-            ))));
+            )));
         }
         // Counted as the `rpc` transport (bytes inline on the RPC connection).
         let chunks = self.state.inline_chunks.clone();
@@ -193,20 +180,20 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         }
         // The size grows only once the bytes are placed.
         if let Some(grow) = req.grow {
-            self.metadata.grow_size(Request::new(grow)).await?;
+            self.metadata.grow_size(caller, grow).await?;
         }
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn read_chunk(
         &self,
-        request: Request<pb::ReadChunkRequest>,
-    ) -> Result<Response<pb::ReadChunkResponse>, Status> {
+        caller: Caller,
+        req: pb::ReadChunkRequest,
+    ) -> SfsResult<pb::ReadChunkResponse> {
         self.state.served();
-        let req = request.into_inner();
         let chunk = chunk_ref(req.range.as_ref(), self.state.config.chunk_size)?;
         let entry = match req.stat {
-            Some(stat) => Some(self.metadata.stat(Request::new(stat)).await?.into_inner()),
+            Some(stat) => Some(self.metadata.stat(caller, stat).await?),
             None => None,
         };
         let chunks = self.state.inline_chunks.clone();
@@ -221,66 +208,53 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
         } else {
             blocking(read).await?
         };
-        Ok(Response::new(pb::ReadChunkResponse { data, entry }))
+        Ok(pb::ReadChunkResponse { data, entry })
     }
 
-    async fn sync_chunks(
-        &self,
-        request: Request<pb::FileRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    async fn sync_chunks(&self, _caller: Caller, req: pb::FileRequest) -> SfsResult<pb::Empty> {
         self.state.served();
-        let req = request.into_inner();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let chunks = self.state.chunks.clone();
         blocking(move || chunks.sync_chunks(id)).await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn flush_chunks(
         &self,
-        request: Request<pb::FlushChunksRequest>,
-    ) -> Result<Response<pb::FlushChunksResponse>, Status> {
+        _caller: Caller,
+        req: pb::FlushChunksRequest,
+    ) -> SfsResult<pb::FlushChunksResponse> {
         self.state.served();
-        let req = request.into_inner();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let chunks = req
             .ranged
             .then(|| req.first_chunk..req.first_chunk.saturating_add(req.chunk_count));
-        let flushed = self
-            .state
-            .chunks
-            .flush_file(id, chunks)
-            .await
-            .map_err(refuse)?;
-        Ok(Response::new(pb::FlushChunksResponse {
+        let flushed = self.state.chunks.flush_file(id, chunks).await?;
+        Ok(pb::FlushChunksResponse {
             chunks: flushed.chunks,
             bytes: flushed.bytes,
-        }))
+        })
     }
 
-    async fn write_back_soon(
-        &self,
-        request: Request<pb::FileRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    async fn write_back_soon(&self, _caller: Caller, req: pb::FileRequest) -> SfsResult<pb::Empty> {
         self.state.served();
-        let req = request.into_inner();
         self.state
             .chunks
             .closed_after_writing(FileId::from_parts(req.id_hi, req.id_lo));
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn holdings(
         &self,
-        request: Request<pb::HoldingsRequest>,
-    ) -> Result<Response<pb::HoldingsResponse>, Status> {
+        _caller: Caller,
+        req: pb::HoldingsRequest,
+    ) -> SfsResult<pb::HoldingsResponse> {
         self.state.served();
-        let req = request.into_inner();
         let after = (!req.from_start).then(|| FileId::from_parts(req.after_hi, req.after_lo));
         let limit = req.limit.clamp(1, MAX_HOLDINGS_PAGE) as usize;
         let chunks = self.state.chunks.clone();
         let (held, more) = blocking(move || chunks.holdings(after, limit)).await?;
-        Ok(Response::new(pb::HoldingsResponse {
+        Ok(pb::HoldingsResponse {
             files: held
                 .into_iter()
                 .map(|h| pb::HeldFile {
@@ -291,7 +265,7 @@ impl chunk_control_server::ChunkControl for ChunkControlService {
                 })
                 .collect(),
             more,
-        }))
+        })
     }
 }
 

@@ -3,12 +3,13 @@
 //! statistics for `sfs status`, the graceful `Shutdown`, and the namespace
 //! checkpoint (`Checkpoint`, `CommitCheckpoint`: [`crate::checkpoint`]).
 
-use super::{blocking, refuse, ServerState};
+use super::{blocking, ServerState};
+use sfs_global::access::Caller;
 use sfs_global::checkpoint::Manifest;
-use sfs_global::{Errno, SfsError, PROTOCOL_VERSION};
-use sfs_rpc::pb::{self, control_server};
+use sfs_global::{Errno, SfsError, SfsResult, PROTOCOL_VERSION};
+use sfs_rpc::methods::ControlHandlers;
+use sfs_rpc::pb;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
 
 /// Serves the `Control` service from the shared server state.
 pub struct ControlService {
@@ -21,25 +22,21 @@ impl ControlService {
     }
 }
 
-#[tonic::async_trait]
-impl control_server::Control for ControlService {
-    async fn hello(
-        &self,
-        request: Request<pb::HelloRequest>,
-    ) -> Result<Response<pb::HelloResponse>, Status> {
+impl ControlHandlers for ControlService {
+    async fn hello(&self, _caller: Caller, req: pb::HelloRequest) -> SfsResult<pb::HelloResponse> {
         self.state.served();
-        let version = request.into_inner().protocol_version;
+        let version = req.protocol_version;
         if version != PROTOCOL_VERSION {
-            return Err(refuse(SfsError::new(
+            return Err(SfsError::new(
                 Errno::EPROTO,
                 format!(
                     "server {} speaks SFS protocol {PROTOCOL_VERSION}, the client speaks {version}: run the same SFS version on both",
                     self.state.name
                 ),
-            )));
+            ));
         }
         let state = &self.state;
-        Ok(Response::new(pb::HelloResponse {
+        Ok(pb::HelloResponse {
             protocol_version: PROTOCOL_VERSION,
             server_name: state.name.clone(),
             server_index: u32::try_from(state.index).unwrap_or(u32::MAX),
@@ -50,13 +47,10 @@ impl control_server::Control for ControlService {
             data_local_socket: state.data_local_socket.clone().unwrap_or_default(),
             node_id: sfs_rdma::shm::node_id().to_string(),
             hostfile_digest: state.hostfile_digest,
-        }))
+        })
     }
 
-    async fn stats(
-        &self,
-        _request: Request<pb::Empty>,
-    ) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(&self, _caller: Caller, _req: pb::Empty) -> SfsResult<pb::StatsResponse> {
         self.state.served();
         let state = self.state.clone();
         let (entries, capacity_bytes, free_bytes) = blocking(move || {
@@ -69,7 +63,7 @@ impl control_server::Control for ControlService {
         .await?;
         let state = &self.state;
         let tier = state.chunks.status();
-        Ok(Response::new(pb::StatsResponse {
+        Ok(pb::StatsResponse {
             server_name: state.name.clone(),
             entries,
             chunk_bytes: state.chunks.usage(),
@@ -89,22 +83,23 @@ impl control_server::Control for ControlService {
             writeback_bytes_per_s: tier.writeback_bytes_per_s,
             data_bytes_in: state.metrics.data_bytes_in(),
             data_bytes_out: state.metrics.data_bytes_out(),
-        }))
+        })
     }
 
-    async fn shutdown(&self, _request: Request<pb::Empty>) -> Result<Response<pb::Empty>, Status> {
+    async fn shutdown(&self, _caller: Caller, _req: pb::Empty) -> SfsResult<pb::Empty> {
         self.state.served();
         tracing::info!("shutdown requested over gRPC");
         self.state.shutdown.trigger();
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn checkpoint(
         &self,
-        request: Request<pb::CheckpointRequest>,
-    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        _caller: Caller,
+        req: pb::CheckpointRequest,
+    ) -> SfsResult<pb::CheckpointResponse> {
         self.state.served();
-        let sequence = request.into_inner().sequence;
+        let sequence = req.sequence;
         let state = &self.state;
         let (server, servers) = (
             u32::try_from(state.index).unwrap_or(u32::MAX),
@@ -112,23 +107,22 @@ impl control_server::Control for ControlService {
         );
         let dumped =
             crate::checkpoint::dump(state.meta.clone(), &state.chunks, sequence, server, servers)
-                .await
-                .map_err(refuse)?;
-        Ok(Response::new(pb::CheckpointResponse {
+                .await?;
+        Ok(pb::CheckpointResponse {
             entries: dumped.entries,
             files: dumped.files,
             file_bytes: dumped.file_bytes,
             written_back_bytes: dumped.written_back_bytes,
             dump_bytes: dumped.dump_bytes,
-        }))
+        })
     }
 
     async fn commit_checkpoint(
         &self,
-        request: Request<pb::CommitCheckpointRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
+        _caller: Caller,
+        req: pb::CommitCheckpointRequest,
+    ) -> SfsResult<pb::Empty> {
         self.state.served();
-        let req = request.into_inner();
         let manifest = Manifest {
             generation: 0, // set by the commit
             sequence: req.sequence,
@@ -138,9 +132,7 @@ impl control_server::Control for ControlService {
             file_bytes: req.file_bytes,
             created_ns: 0,
         };
-        crate::checkpoint::commit(self.state.chunks.backend().as_ref(), &manifest)
-            .await
-            .map_err(refuse)?;
-        Ok(Response::new(pb::Empty {}))
+        crate::checkpoint::commit(self.state.chunks.backend().as_ref(), &manifest).await?;
+        Ok(pb::Empty {})
     }
 }

@@ -12,24 +12,23 @@
 
 use super::{
     blocking, check_entry, check_link_target, check_mode, check_path, check_size, page_size, quick,
-    refuse, ServerState,
+    ServerState,
 };
 use crate::meta_rocks::shared_elsewhere;
 use crate::meta_store::{now_ns, RemoveKind};
 use sfs_global::access::{
     check_access, check_set_attr, check_sticky, check_xattr, missing, without_privileges,
-    write_drops_privileges, AttrChange, MAY_EXEC, MAY_WRITE,
+    write_drops_privileges, AttrChange, Caller, MAY_EXEC, MAY_WRITE,
 };
 use sfs_global::distributor::Distributor;
 use sfs_global::metadata::{MetaUpdate, XattrSet, SHARED_PREFIX, XATTR_SIZE_MAX};
 use sfs_global::path::split_parent;
 use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
-use sfs_rpc::caller::caller_of;
-use sfs_rpc::pb::{self, metadata_server};
+use sfs_rpc::methods::{MetadataHandlers, PageStream};
+use sfs_rpc::pb;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
 
 /// Pages buffered ahead of a slow reader of a listing.
 const PAGES_AHEAD: usize = 2;
@@ -48,11 +47,11 @@ impl MetadataService {
     /// own: a client whose hostfile lists the servers in another order
     /// (which the `Hello` check should have caught) would otherwise leave
     /// an entry where no correctly configured client ever looks.
-    fn accept(&self, path: &str) -> Result<(), Status> {
+    fn accept(&self, path: &str) -> SfsResult<()> {
         self.accept_any(path)?;
         let owner = Distributor::new(self.state.count).metadata_server(path);
         if owner != self.state.index {
-            return Err(refuse(SfsError::new(
+            return Err(SfsError::new(
                 Errno::EREMOTE,
                 format!(
                     "server {} does not own {path}: server {} of its hostfile does; \
@@ -60,38 +59,38 @@ impl MetadataService {
                     self.state.name,
                     owner + 1
                 ),
-            )));
+            ));
         }
         Ok(())
     }
 
     /// Checks and counts a request that goes to every server (listings,
     /// subtree scans): any server may be asked about any directory.
-    fn accept_any(&self, path: &str) -> Result<(), Status> {
+    fn accept_any(&self, path: &str) -> SfsResult<()> {
         self.state.served();
-        check_path(path).map_err(refuse)
+        check_path(path)
     }
 
     /// The parent check of a create or remove whose parent this server
     /// owns: the parent's entry when it is a directory.
-    fn check_own_parent(&self, path: &str) -> Result<ParentCheck, Status> {
+    fn check_own_parent(&self, path: &str) -> SfsResult<ParentCheck> {
         let Some((parent, _)) = split_parent(path) else {
-            return Err(refuse(SfsError::exists(path)));
+            return Err(SfsError::exists(path));
         };
         let owner = Distributor::new(self.state.count).metadata_server(parent);
         if owner != self.state.index {
-            return Err(refuse(SfsError::invalid(format!(
+            return Err(SfsError::invalid(format!(
                 "create of {path} asks server {} to check a parent that server {owner} owns",
                 self.state.index
-            ))));
+            )));
         }
         let meta = self.state.meta.clone();
         let found = quick(move || meta.get(parent))?;
         match found {
             Some(md) if md.is_dir() => Ok(ParentCheck::Directory(md)),
             Some(md) if md.kind() == FileKind::Symlink => Ok(ParentCheck::Symlink),
-            Some(_) => Err(refuse(SfsError::not_dir(parent))),
-            None => Err(refuse(SfsError::not_found(parent))),
+            Some(_) => Err(SfsError::not_dir(parent)),
+            None => Err(SfsError::not_found(parent)),
         }
     }
 }
@@ -128,7 +127,7 @@ fn stream_pages<P>(
         + Sync
         + 'static,
     to_message: impl Fn(Vec<(String, Metadata)>) -> P + Send + 'static,
-) -> ReceiverStream<Result<P, Status>>
+) -> PageStream<P>
 where
     P: Send + 'static,
 {
@@ -141,8 +140,8 @@ where
             let after = cursor.clone();
             let page = match blocking(move || fetch(after.as_deref(), limit)).await {
                 Ok(page) => page,
-                Err(status) => {
-                    let _ = sender.send(Err(status)).await;
+                Err(e) => {
+                    let _ = sender.send(Err(e)).await;
                     return;
                 }
             };
@@ -156,7 +155,7 @@ where
             }
         }
     });
-    ReceiverStream::new(receiver)
+    Box::pin(ReceiverStream::new(receiver))
 }
 
 fn readdir_page(page: Vec<(String, Metadata)>, more: bool) -> pb::ReaddirPage {
@@ -185,69 +184,63 @@ fn subtree_page(page: Vec<(String, Metadata)>, more: bool) -> pb::SubtreePage {
     }
 }
 
-#[tonic::async_trait]
-impl metadata_server::Metadata for MetadataService {
+impl MetadataHandlers for MetadataService {
     async fn create(
         &self,
-        request: Request<pb::CreateRequest>,
-    ) -> Result<Response<pb::CreateResponse>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+        caller: Caller,
+        req: pb::CreateRequest,
+    ) -> SfsResult<pb::CreateResponse> {
         self.accept(&req.path)?;
-        let kind = check_mode(req.mode).map_err(refuse)?;
-        check_link_target(kind, &req.link_target).map_err(refuse)?;
+        let kind = check_mode(req.mode)?;
+        check_link_target(kind, &req.link_target)?;
         let mut entry = Metadata::new(kind, req.mode, new_file_id(), now_ns());
         entry.uid = caller.uid;
         entry.gid = caller.gid;
         entry.size = req.link_target.len() as u64;
         entry.link_target = req.link_target;
         if kind.is_device() && !caller.is_root() {
-            return Err(refuse(sfs_global::SfsError::new(
+            return Err(sfs_global::SfsError::new(
                 sfs_global::Errno::EPERM,
                 format!("{}: only root makes device nodes", req.path),
-            )));
+            ));
         }
         if kind.is_device() {
             entry.size = req.rdev; // a device keeps its number there
         } else if req.rdev != 0 {
-            return Err(refuse(sfs_global::SfsError::invalid(
+            return Err(sfs_global::SfsError::invalid(
                 "only a device has a device number",
-            )));
+            ));
         }
         let meta = self.state.meta.clone();
         if req.check_parent {
             match self.check_own_parent(&req.path)? {
                 ParentCheck::Directory(parent) => {
                     let parent_path = parent_of(&req.path);
-                    check_access(&parent, &caller, MAY_EXEC, parent_path).map_err(refuse)?;
+                    check_access(&parent, &caller, MAY_EXEC, parent_path)?;
                     if missing(&parent, &caller, MAY_WRITE) != 0 {
                         // Without write permission on the parent only an
                         // existing entry may be opened (O_CREAT without
                         // O_EXCL); a new one is EACCES.
                         match quick(|| meta.get(&req.path))? {
-                            Some(_) if req.exclusive => {
-                                return Err(refuse(SfsError::exists(&req.path)))
-                            }
+                            Some(_) if req.exclusive => return Err(SfsError::exists(&req.path)),
                             Some(existing) => {
-                                check_access_here(&existing, &caller, req.access, &req.path)
-                                    .map_err(refuse)?;
-                                return Ok(Response::new(pb::CreateResponse {
+                                check_access_here(&existing, &caller, req.access, &req.path)?;
+                                return Ok(pb::CreateResponse {
                                     entry: Some(pb::Entry::from(&existing)),
                                     created: false,
                                     parent_is_symlink: false,
-                                }));
+                                });
                             }
-                            None => check_access(&parent, &caller, MAY_WRITE, parent_path)
-                                .map_err(refuse)?,
+                            None => check_access(&parent, &caller, MAY_WRITE, parent_path)?,
                         }
                     }
                 }
                 ParentCheck::Symlink => {
-                    return Ok(Response::new(pb::CreateResponse {
+                    return Ok(pb::CreateResponse {
                         entry: None,
                         created: false,
                         parent_is_symlink: true,
-                    }))
+                    })
                 }
             }
         }
@@ -255,18 +248,16 @@ impl metadata_server::Metadata for MetadataService {
         let (entry, created) = quick(|| meta.create(&path, entry, req.exclusive))?;
         if !created {
             // Opening what exists: the access asked for, as open(2).
-            check_access_here(&entry, &caller, req.access, &path).map_err(refuse)?;
+            check_access_here(&entry, &caller, req.access, &path)?;
         }
-        Ok(Response::new(pb::CreateResponse {
+        Ok(pb::CreateResponse {
             entry: Some(pb::Entry::from(&entry)),
             created,
             parent_is_symlink: false,
-        }))
+        })
     }
 
-    async fn stat(&self, request: Request<pb::PathRequest>) -> Result<Response<pb::Entry>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+    async fn stat(&self, caller: Caller, req: pb::PathRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
         let if_id = req
             .check_id
@@ -289,34 +280,28 @@ impl metadata_server::Metadata for MetadataService {
             }
             Ok(md)
         })?;
-        Ok(Response::new(pb::Entry::from(&entry)))
+        Ok(pb::Entry::from(&entry))
     }
 
-    async fn remove(
-        &self,
-        request: Request<pb::RemoveRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+    async fn remove(&self, caller: Caller, req: pb::RemoveRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
         let kind = match pb::RemoveKind::try_from(req.kind) {
             Ok(pb::RemoveKind::RemoveNotDirectory) => RemoveKind::NotDirectory,
             Ok(pb::RemoveKind::RemoveDirectory) => RemoveKind::Directory,
             Err(_) => {
-                return Err(refuse(SfsError::invalid(format!(
+                return Err(SfsError::invalid(format!(
                     "unknown remove kind {}",
                     req.kind
-                ))))
+                )))
             }
         };
         let mut if_id = req.if_id.then(|| FileId::from_parts(req.id_hi, req.id_lo));
         let mut sticky_parent_uid = req.sticky_parent_uid;
         if req.check_parent {
             let ParentCheck::Directory(parent) = self.check_own_parent(&req.path)? else {
-                return Err(refuse(SfsError::not_dir(parent_of(&req.path))));
+                return Err(SfsError::not_dir(parent_of(&req.path)));
             };
-            check_access(&parent, &caller, MAY_WRITE | MAY_EXEC, parent_of(&req.path))
-                .map_err(refuse)?;
+            check_access(&parent, &caller, MAY_WRITE | MAY_EXEC, parent_of(&req.path))?;
             if parent.mode & libc::S_ISVTX != 0 {
                 sticky_parent_uid = Some(parent.uid);
             }
@@ -328,9 +313,9 @@ impl metadata_server::Metadata for MetadataService {
             let path = req.path.as_str();
             let md = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
             if if_id.is_some_and(|id| id != md.id) {
-                return Err(refuse(crate::meta_rocks::stale(path, md.id)));
+                return Err(crate::meta_rocks::stale(path, md.id));
             }
-            check_sticky(libc::S_ISVTX, parent_uid, md.uid, &caller, path).map_err(refuse)?;
+            check_sticky(libc::S_ISVTX, parent_uid, md.uid, &caller, path)?;
             if_id = Some(md.id);
         }
         // A directory removal scans for children: the blocking pool.
@@ -339,16 +324,12 @@ impl metadata_server::Metadata for MetadataService {
         } else {
             quick(move || meta.remove(&req.path, kind, if_id))?
         };
-        Ok(Response::new(pb::Entry::from(&removed)))
+        Ok(pb::Entry::from(&removed))
     }
 
-    async fn grow_size(
-        &self,
-        request: Request<pb::GrowSizeRequest>,
-    ) -> Result<Response<pb::Empty>, Status> {
-        let req = request.into_inner();
+    async fn grow_size(&self, _caller: Caller, req: pb::GrowSizeRequest) -> SfsResult<pb::Empty> {
         self.accept(&req.path)?;
-        check_size("end of write", req.end).map_err(refuse)?;
+        check_size("end of write", req.end)?;
         let meta = self.state.meta.clone();
         let update = MetaUpdate::GrowSize {
             end: req.end,
@@ -358,68 +339,58 @@ impl metadata_server::Metadata for MetadataService {
             .check_id
             .then(|| FileId::from_parts(req.id_hi, req.id_lo));
         quick(move || meta.update(&req.path, update, if_id))?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
     async fn reserve_append(
         &self,
-        request: Request<pb::ReserveAppendRequest>,
-    ) -> Result<Response<pb::ReserveAppendResponse>, Status> {
-        let req = request.into_inner();
+        _caller: Caller,
+        req: pb::ReserveAppendRequest,
+    ) -> SfsResult<pb::ReserveAppendResponse> {
         self.accept(&req.path)?;
-        check_size("append length", req.len).map_err(refuse)?;
+        check_size("append length", req.len)?;
         let meta = self.state.meta.clone();
         let if_id = req
             .check_id
             .then(|| FileId::from_parts(req.id_hi, req.id_lo));
         let offset = quick(move || meta.reserve_append(&req.path, req.len, now_ns(), if_id))?;
-        Ok(Response::new(pb::ReserveAppendResponse { offset }))
+        Ok(pb::ReserveAppendResponse { offset })
     }
 
-    async fn truncate(
-        &self,
-        request: Request<pb::TruncateRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+    async fn truncate(&self, caller: Caller, req: pb::TruncateRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
-        check_size("truncate size", req.size).map_err(refuse)?;
+        check_size("truncate size", req.size)?;
         let meta = self.state.meta.clone();
         if !req.opened_for_write {
             let path = req.path.as_str();
             let md = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
             if md.is_name_of_shared() {
-                return Err(refuse(shared_elsewhere(path, md.id)));
+                return Err(shared_elsewhere(path, md.id));
             }
-            check_access(&md, &caller, MAY_WRITE, path).map_err(refuse)?;
+            check_access(&md, &caller, MAY_WRITE, path)?;
         }
         let now = now_ns();
         let mut entry = quick(|| meta.truncate(&req.path, req.size, now))?;
         if entry.kind() == FileKind::File && write_drops_privileges(entry.mode, &caller) {
             entry = quick(|| meta.set_attr(&req.path, drop_privileges(&entry, now)))?;
         }
-        Ok(Response::new(pb::Entry::from(&entry)))
+        Ok(pb::Entry::from(&entry))
     }
 
-    async fn set_attr(
-        &self,
-        request: Request<pb::SetAttrRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+    async fn set_attr(&self, caller: Caller, req: pb::SetAttrRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
         if let Some(mode) = req.mode {
             if mode & !(libc::S_IFMT | 0o7777) != 0 {
-                return Err(refuse(SfsError::invalid(format!(
+                return Err(SfsError::invalid(format!(
                     "mode {mode:#o} has unknown bits"
-                ))));
+                )));
             }
         }
         let meta = self.state.meta.clone();
         let path = req.path.as_str();
         let current = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
         if current.is_name_of_shared() {
-            return Err(refuse(shared_elsewhere(path, current.id)));
+            return Err(shared_elsewhere(path, current.id));
         }
         if req.drop_privileges {
             let only = req.mode.is_none()
@@ -429,17 +400,15 @@ impl metadata_server::Metadata for MetadataService {
                 && req.mtime_ns.is_none()
                 && !req.times_now;
             if !only {
-                return Err(refuse(SfsError::invalid(
-                    "set_attr: drop_privileges comes alone",
-                )));
+                return Err(SfsError::invalid("set_attr: drop_privileges comes alone"));
             }
-            check_access(&current, &caller, MAY_WRITE, path).map_err(refuse)?;
+            check_access(&current, &caller, MAY_WRITE, path)?;
             if current.kind() != FileKind::File || !write_drops_privileges(current.mode, &caller) {
-                return Ok(Response::new(pb::Entry::from(&current)));
+                return Ok(pb::Entry::from(&current));
             }
             let update = drop_privileges(&current, now_ns());
             let entry = quick(|| meta.set_attr(path, update))?;
-            return Ok(Response::new(pb::Entry::from(&entry)));
+            return Ok(pb::Entry::from(&entry));
         }
         let mut change = AttrChange {
             mode: req.mode.map(|m| m & 0o7777),
@@ -449,7 +418,7 @@ impl metadata_server::Metadata for MetadataService {
             mtime_ns: req.mtime_ns,
             times_now: req.times_now,
         };
-        check_set_attr(&current, &caller, &mut change, path).map_err(refuse)?;
+        check_set_attr(&current, &caller, &mut change, path)?;
         let now = now_ns();
         if change.times_now {
             change.atime_ns = Some(now);
@@ -464,16 +433,14 @@ impl metadata_server::Metadata for MetadataService {
             ctime_ns: now,
         };
         let entry = quick(move || meta.set_attr(&req.path, update))?;
-        Ok(Response::new(pb::Entry::from(&entry)))
+        Ok(pb::Entry::from(&entry))
     }
-
-    type ReaddirStream = ReceiverStream<Result<pb::ReaddirPage, Status>>;
 
     async fn readdir(
         &self,
-        request: Request<pb::ReaddirRequest>,
-    ) -> Result<Response<Self::ReaddirStream>, Status> {
-        let req = request.into_inner();
+        _caller: Caller,
+        req: pb::ReaddirRequest,
+    ) -> SfsResult<PageStream<pb::ReaddirPage>> {
         self.accept_any(&req.dir)?;
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
@@ -483,38 +450,38 @@ impl metadata_server::Metadata for MetadataService {
             move |after, limit| meta.children(&dir, after, limit),
             |page| readdir_page(page, false),
         );
-        Ok(Response::new(stream))
+        Ok(stream)
     }
 
     async fn has_children(
         &self,
-        request: Request<pb::PathRequest>,
-    ) -> Result<Response<pb::HasChildrenResponse>, Status> {
-        let path = request.into_inner().path;
+        _caller: Caller,
+        req: pb::PathRequest,
+    ) -> SfsResult<pb::HasChildrenResponse> {
+        let path = req.path;
         self.accept_any(&path)?;
         let meta = self.state.meta.clone();
         let has_children = blocking(move || meta.has_children(&path)).await?;
-        Ok(Response::new(pb::HasChildrenResponse { has_children }))
+        Ok(pb::HasChildrenResponse { has_children })
     }
 
     async fn put_entry(
         &self,
-        request: Request<pb::PutEntryRequest>,
-    ) -> Result<Response<pb::PutEntryResponse>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+        caller: Caller,
+        req: pb::PutEntryRequest,
+    ) -> SfsResult<pb::PutEntryResponse> {
         self.accept(&req.path)?;
         let given = req
             .entry
             .as_ref()
-            .ok_or_else(|| refuse(SfsError::invalid("put_entry without an entry")))?;
+            .ok_or_else(|| SfsError::invalid("put_entry without an entry"))?;
         if !given.xattrs_are_valid() {
-            return Err(refuse(SfsError::invalid(
+            return Err(SfsError::invalid(
                 "put_entry: malformed extended attributes",
-            )));
+            ));
         }
         let mut entry = Metadata::from(given);
-        check_entry(&entry).map_err(refuse)?;
+        check_entry(&entry)?;
         if req.renamed && !entry.is_name_of_shared() {
             // rename(2) changes the ctime of what it moves (a hard-linked
             // file's is its shared entry's, which the client touches).
@@ -525,23 +492,20 @@ impl metadata_server::Metadata for MetadataService {
             // Replacing another user's entry in a sticky directory.
             let path = req.path.as_str();
             if let Some(existing) = quick(|| meta.get(path))? {
-                check_sticky(libc::S_ISVTX, parent_uid, existing.uid, &caller, path)
-                    .map_err(refuse)?;
+                check_sticky(libc::S_ISVTX, parent_uid, existing.uid, &caller, path)?;
             }
         }
         let replaced = blocking(move || meta.put_entry(&req.path, entry, req.replace)).await?;
-        Ok(Response::new(pb::PutEntryResponse {
+        Ok(pb::PutEntryResponse {
             replaced: replaced.as_ref().map(pb::Entry::from),
-        }))
+        })
     }
-
-    type ListSubtreeStream = ReceiverStream<Result<pb::SubtreePage, Status>>;
 
     async fn list_subtree(
         &self,
-        request: Request<pb::ReaddirRequest>,
-    ) -> Result<Response<Self::ListSubtreeStream>, Status> {
-        let req = request.into_inner();
+        _caller: Caller,
+        req: pb::ReaddirRequest,
+    ) -> SfsResult<PageStream<pb::SubtreePage>> {
         self.accept_any(&req.dir)?;
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
@@ -551,14 +515,14 @@ impl metadata_server::Metadata for MetadataService {
             move |after, limit| meta.subtree(&dir, after, limit),
             |page| subtree_page(page, false),
         );
-        Ok(Response::new(stream))
+        Ok(stream)
     }
 
     async fn readdir_paged(
         &self,
-        request: Request<pb::ReaddirPageRequest>,
-    ) -> Result<Response<pb::ReaddirPage>, Status> {
-        let req = request.into_inner();
+        _caller: Caller,
+        req: pb::ReaddirPageRequest,
+    ) -> SfsResult<pb::ReaddirPage> {
         self.accept_any(&req.dir)?;
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
@@ -568,17 +532,17 @@ impl metadata_server::Metadata for MetadataService {
         })
         .await?;
         let more = page.len() == limit;
-        Ok(Response::new(readdir_page(page, more)))
+        Ok(readdir_page(page, more))
     }
 
     async fn list_subtree_paged(
         &self,
-        request: Request<pb::ReaddirPageRequest>,
-    ) -> Result<Response<pb::SubtreePage>, Status> {
-        let req = request.into_inner();
+        _caller: Caller,
+        req: pb::ReaddirPageRequest,
+    ) -> SfsResult<pb::SubtreePage> {
         self.accept_any(&req.dir)?;
         if !req.after.is_empty() {
-            check_path(&req.after).map_err(refuse)?;
+            check_path(&req.after)?;
         }
         let limit = page_size(req.page_size, &self.state.config);
         let meta = self.state.meta.clone();
@@ -588,81 +552,61 @@ impl metadata_server::Metadata for MetadataService {
         })
         .await?;
         let more = page.len() == limit;
-        Ok(Response::new(subtree_page(page, more)))
+        Ok(subtree_page(page, more))
     }
 
-    async fn sync_metadata(
-        &self,
-        _request: Request<pb::Empty>,
-    ) -> Result<Response<pb::Empty>, Status> {
+    async fn sync_metadata(&self, _caller: Caller, _req: pb::Empty) -> SfsResult<pb::Empty> {
         self.state.served();
         let meta = self.state.meta.clone();
         blocking(move || meta.sync()).await?;
-        Ok(Response::new(pb::Empty {}))
+        Ok(pb::Empty {})
     }
 
-    async fn share_entry(
-        &self,
-        request: Request<pb::LinkRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        let req = request.into_inner();
+    async fn share_entry(&self, _caller: Caller, req: pb::LinkRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
         let meta = self.state.meta.clone();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let entry = quick(move || meta.share(&req.path, id))?;
-        Ok(Response::new(pb::Entry::from(&entry)))
+        Ok(pb::Entry::from(&entry))
     }
 
-    async fn add_links(
-        &self,
-        request: Request<pb::LinkRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        let req = request.into_inner();
+    async fn add_links(&self, _caller: Caller, req: pb::LinkRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
         let shared = split_parent(&req.path)
             .is_some_and(|(parent, name)| parent == "/" && name.starts_with(SHARED_PREFIX));
         if !shared {
-            return Err(refuse(SfsError::invalid(format!(
+            return Err(SfsError::invalid(format!(
                 "{}: link counts are kept only in shared entries",
                 req.path
-            ))));
+            )));
         }
         let meta = self.state.meta.clone();
         let id = FileId::from_parts(req.id_hi, req.id_lo);
         let entry = quick(move || meta.add_links(&req.path, id, req.delta, now_ns()))?;
-        Ok(Response::new(pb::Entry::from(&entry)))
+        Ok(pb::Entry::from(&entry))
     }
 
-    async fn set_xattr(
-        &self,
-        request: Request<pb::SetXattrRequest>,
-    ) -> Result<Response<pb::Entry>, Status> {
-        let caller = caller_of(&request);
-        let req = request.into_inner();
+    async fn set_xattr(&self, caller: Caller, req: pb::SetXattrRequest) -> SfsResult<pb::Entry> {
         self.accept(&req.path)?;
-        let how = XattrSet::from_flags(req.flags).ok_or_else(|| {
-            refuse(SfsError::invalid(format!(
-                "setxattr flags {:#x}",
-                req.flags
-            )))
-        })?;
+        let how = XattrSet::from_flags(req.flags)
+            .ok_or_else(|| SfsError::invalid(format!("setxattr flags {:#x}", req.flags)))?;
         if let Some(value) = &req.value {
             if value.len() > XATTR_SIZE_MAX {
-                return Err(refuse(SfsError::new(
+                return Err(SfsError::new(
                     Errno::E2BIG,
                     format!("an extended attribute value of {} bytes", value.len()),
-                )));
+                ));
             }
         }
         let meta = self.state.meta.clone();
         let path = req.path.as_str();
         let current = quick(|| meta.get(path)?.ok_or_else(|| SfsError::not_found(path)))?;
         if current.is_name_of_shared() {
-            return Err(refuse(shared_elsewhere(path, current.id)));
+            return Err(shared_elsewhere(path, current.id));
         }
-        check_xattr(&current, &caller, &req.name, MAY_WRITE, path).map_err(refuse)?;
+        check_xattr(&current, &caller, &req.name, MAY_WRITE, path)?;
         let entry = quick(|| meta.set_xattr(path, &req.name, req.value.as_deref(), how, now_ns()))?;
-        Ok(Response::new(pb::Entry::from(&entry)))
+        Ok(pb::Entry::from(&entry))
     }
 }
 

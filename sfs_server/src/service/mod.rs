@@ -1,4 +1,8 @@
-//! The gRPC services of a server, one file per service, and what they share.
+//! The request handlers of a server, one file per service, and what they
+//! share. Handlers implement the transport-neutral traits of
+//! `sfs_rpc::methods` (caller and request in, `SfsResult` out); the gRPC and
+//! lean front ends are made from those (`sfs_rpc::methods::Grpc`,
+//! `sfs_rpc::methods::Services`).
 //!
 //! - [`metadata`]: entries of the namespace (create, stat, remove, sizes,
 //!   attributes, listings, rename's put).
@@ -25,11 +29,9 @@ use sfs_global::chunk::MAX_FILE_SIZE;
 use sfs_global::config::Config;
 use sfs_global::path::{normalize, program_len, PATH_MAX};
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
-use sfs_rpc::status_from_error;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tonic::Status;
 
 /// Everything the services of one server share.
 pub struct ServerState {
@@ -107,40 +109,32 @@ impl ServerState {
 }
 
 /// Runs a point store call (one key: a RocksDB lookup, put or merge without
-/// a WAL sync, normally microseconds) inline on the worker, turning its error
-/// into a status carrying the errno. Handing such calls to the blocking pool
-/// cost two thread switches per request, more than the call itself (see
-/// docs/performance.md). A RocksDB write stall can still hold a worker for
-/// its duration; scans (directory checks, listings) and syncs go to
-/// [`blocking`].
-pub fn quick<T, F>(call: F) -> Result<T, Status>
+/// a WAL sync, normally microseconds) inline on the worker. Handing such
+/// calls to the blocking pool cost two thread switches per request, more
+/// than the call itself (see docs/performance.md). A RocksDB write stall can
+/// still hold a worker for its duration; scans (directory checks, listings)
+/// and syncs go to [`blocking`].
+pub fn quick<T, F>(call: F) -> SfsResult<T>
 where
     F: FnOnce() -> SfsResult<T>,
 {
-    call().map_err(|e| status_from_error(&e))
+    call()
 }
 
 /// Runs a long store call (file system work, syncs, scans) on the blocking
-/// pool and turns its error into a status carrying the errno.
-pub async fn blocking<T, F>(call: F) -> Result<T, Status>
+/// pool.
+pub async fn blocking<T, F>(call: F) -> SfsResult<T>
 where
     T: Send + 'static,
     F: FnOnce() -> SfsResult<T> + Send + 'static,
 {
     match tokio::task::spawn_blocking(call).await {
-        Ok(result) => result.map_err(|e| status_from_error(&e)),
+        Ok(result) => result,
         Err(e) => {
             tracing::error!("a store call failed: {e}");
-            Err(status_from_error(&SfsError::io(format!(
-                "server internal error: {e}"
-            ))))
+            Err(SfsError::io(format!("server internal error: {e}")))
         }
     }
-}
-
-/// Turns a validation error into a status.
-pub fn refuse(e: SfsError) -> Status {
-    status_from_error(&e)
 }
 
 /// Accepts only paths in normal form: absolute, no `.`/`..`, no doubled or
