@@ -1,7 +1,7 @@
 //! The bookkeeping of one multiplexed connection, shared by every client
 //! that runs many requests on one stream and matches answers by request id:
-//! the lean RPC client ([`crate::lean::LeanClient`]) and the TCP and
-//! shared-memory data transports of `sfs_rdma`.
+//! the lean RPC client ([`crate::lean::LeanClient`]) and the TCP,
+//! shared-memory and RDMA data transports of `sfs_rdma`.
 //!
 //! Each of them once had its own copy of the same four things — request-id
 //! allocation, the map from request id to the caller waiting for it, the
@@ -25,7 +25,7 @@
 use sfs_global::{SfsError, SfsResult};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use tokio::sync::oneshot;
 
 /// What wakes a waiting request: with its answer, or with the error that
@@ -45,6 +45,9 @@ pub struct Mux<T, X = ()> {
     /// Set once the connection is given up; never cleared (a transport
     /// replaces a broken connection, and its `Mux` with it).
     broken: AtomicBool,
+    /// The error [`Mux::fail_all`] was first given: what a request refused
+    /// afterwards reports (the cause, not just "broken").
+    failure: OnceLock<SfsError>,
     next_id: AtomicU64,
 }
 
@@ -80,6 +83,7 @@ impl<T, X> Mux<T, X> {
         Mux {
             pending: Mutex::new(HashMap::new()),
             broken: AtomicBool::new(false),
+            failure: OnceLock::new(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -141,6 +145,8 @@ impl<T, X> Mux<T, X> {
     /// Gives the connection up: marks it broken and wakes every waiter with
     /// `error` (their attachments are dropped).
     pub fn fail_all(&self, error: SfsError) {
+        // Before the flag: whoever sees the connection broken finds why.
+        let _ = self.failure.set(error.clone());
         self.mark_broken();
         // Woken outside the lock: a waiter's attachment may take locks of
         // its own when it drops.
@@ -155,6 +161,12 @@ impl<T, X> Mux<T, X> {
     /// whose stream can no longer carry frames (a send cut off half-way).
     pub fn mark_broken(&self) {
         self.broken.store(true, Ordering::SeqCst);
+    }
+
+    /// The error that first failed the connection ([`Mux::fail_all`]);
+    /// `None` while it works, or when it was only marked broken.
+    pub fn failure(&self) -> Option<SfsError> {
+        self.failure.get().cloned()
     }
 
     /// Whether the connection was given up (it then takes no requests).
@@ -328,6 +340,9 @@ mod tests {
         let refused = mux.register(mux.next_id(), 9, OnCancel::Forget);
         assert_eq!(refused.err(), Some(Broken));
         assert!(!mux.has_pending());
+        // The first cause is kept; a later failure does not replace it.
+        mux.fail_all(SfsError::io("a later failure"));
+        assert_eq!(mux.failure(), Some(error));
     }
 
     #[test]
@@ -337,6 +352,7 @@ mod tests {
         let registration = mux.register(id, 1, OnCancel::Forget).unwrap();
         mux.mark_broken();
         assert!(mux.broken_flag().load(Ordering::SeqCst));
+        assert_eq!(mux.failure(), None, "marked, not failed");
         assert_eq!(
             mux.register(mux.next_id(), 2, OnCancel::Forget).err(),
             Some(Broken)

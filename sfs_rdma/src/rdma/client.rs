@@ -36,22 +36,18 @@ use sfs_global::config::RdmaConfig;
 use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
 use sfs_rpc::auth::{Exchange, Purpose};
+use sfs_rpc::mux::{Mux, OnCancel};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::Notify;
 
 const DATA: usize = 0;
 const RECV: usize = 1;
 const SEND: usize = 2;
 
-type Response = SfsResult<(ResponseHeader, Vec<u8>)>;
-
-struct Pending {
-    dead: Option<SfsError>,
-    slots: Vec<Option<(u64, oneshot::Sender<Response>)>>,
-}
+/// A response: its header and the bytes of an eager answer.
+type Response = (ResponseHeader, Vec<u8>);
 
 /// One established connection.
 struct ClientConnection {
@@ -60,10 +56,12 @@ struct ClientConnection {
     id: CmId,
     channel: Arc<EventChannel>,
     slots: Arc<SlotPool>,
-    pending: Mutex<Pending>,
-    broken: AtomicBool,
+    /// Requests waiting for their responses, by request id
+    /// (`sequence << 16 | slot`); entries are kept when a caller gives up
+    /// (the server may still write into the slot), and such a caller fails
+    /// the connection ([`AbandonGuard`]).
+    mux: Mux<Response>,
     stop: Notify,
-    next_sequence: AtomicU64,
     chunk_size: usize,
     eager: usize,
     recv_size: usize,
@@ -83,17 +81,7 @@ pub struct Registration {
 impl ClientConnection {
     /// Marks the connection broken and fails every waiting request.
     fn fail(&self, error: SfsError) {
-        self.broken.store(true, Ordering::SeqCst);
-        let waiters: Vec<_> = {
-            let mut p = self.pending.lock().expect("pending");
-            if p.dead.is_none() {
-                p.dead = Some(error.clone());
-            }
-            p.slots.iter_mut().filter_map(Option::take).collect()
-        };
-        for (_, tx) in waiters {
-            let _ = tx.send(Err(error.clone()));
-        }
+        self.mux.fail_all(error);
         self.slots.close();
         self.stop.notify_one();
     }
@@ -236,13 +224,8 @@ async fn connect(
         id,
         channel,
         slots: Arc::new(SlotPool::new(depth)),
-        pending: Mutex::new(Pending {
-            dead: None,
-            slots: (0..depth).map(|_| None).collect(),
-        }),
-        broken: AtomicBool::new(false),
+        mux: Mux::new(),
         stop: Notify::new(),
-        next_sequence: AtomicU64::new(1),
         chunk_size,
         eager,
         recv_size,
@@ -314,29 +297,17 @@ fn deliver(conn: &ClientConnection, index: usize, len: usize) -> SfsResult<()> {
         )
     }?;
     let header = decode_response(&msg)?;
-    let slot = (header.request_id & 0xffff) as usize;
-    let waiter = {
-        let mut p = conn.pending.lock().expect("pending");
-        match p.slots.get_mut(slot) {
-            Some(entry)
-                if entry
-                    .as_ref()
-                    .is_some_and(|(id, _)| *id == header.request_id) =>
-            {
-                entry.take()
-            }
-            _ => None,
-        }
-    };
-    match waiter {
-        Some((_, tx)) => {
-            let _ = tx.send(Ok((header, msg[RDMA_RESPONSE_LEN..].to_vec())));
-            Ok(())
-        }
-        None => Err(SfsError::new(
+    // Every request's entry stays until its response (or the connection's
+    // failure): a response without one is the server's mistake.
+    if conn.mux.deliver(header.request_id, |()| {
+        Ok((header, msg[RDMA_RESPONSE_LEN..].to_vec()))
+    }) {
+        Ok(())
+    } else {
+        Err(SfsError::new(
             Errno::EPROTO,
             format!("RDMA response for unknown request {:#x}", header.request_id),
-        )),
+        ))
     }
 }
 
@@ -394,7 +365,7 @@ impl RdmaChannel {
     async fn connection(&self) -> SfsResult<Arc<ClientConnection>> {
         let mut slot = self.connection.lock().await;
         if let Some(conn) = slot.as_ref() {
-            if !conn.broken.load(Ordering::SeqCst) {
+            if !conn.mux.is_broken() {
                 return Ok(conn.clone());
             }
         }
@@ -459,16 +430,15 @@ impl RdmaChannel {
         }
         let conn = self.connection().await?;
         let lost = || {
-            conn.pending
-                .lock()
-                .expect("pending")
-                .dead
-                .clone()
+            conn.mux
+                .failure()
                 .unwrap_or_else(|| SfsError::io(format!("RDMA connection to {} lost", self.peer)))
         };
         let slot = conn.slots.acquire().await.ok_or_else(lost)?;
         let index = slot.index();
-        let request_id = (conn.next_sequence.fetch_add(1, Ordering::Relaxed) << 16) | index as u64;
+        // The slot in the low bits names the buffers (for a reader of
+        // traces); the sequence makes the id unique.
+        let request_id = (conn.mux.next_id() << 16) | index as u64;
         let len = chunk.len as usize;
         let data_offset = index * conn.chunk_size;
         let data = conn.qp.buffer(DATA);
@@ -515,18 +485,14 @@ impl RdmaChannel {
                 }
             }
         }
-        let (tx, rx) = oneshot::channel();
         // Until the response arrives the server may still RDMA into this
         // slot: a request abandoned half-way (cancelled future) takes the
         // connection down with it rather than reuse a buffer in flight.
+        let registration = conn
+            .mux
+            .register(request_id, (), OnCancel::Keep)
+            .map_err(|_| lost())?;
         let mut abandoned = AbandonGuard(Some(&conn));
-        {
-            let mut p = conn.pending.lock().expect("pending");
-            if let Some(e) = &p.dead {
-                return Err(e.clone());
-            }
-            p.slots[index] = Some((request_id, tx));
-        }
         if let Err(e) = conn.qp.post_send(
             WR_SEND | index as u64,
             IBV_WR_SEND,
@@ -539,9 +505,10 @@ impl RdmaChannel {
             conn.fail(e.clone());
             return Err(e);
         }
-        let (header, eager_bytes) = match tokio::time::timeout(self.request_timeout, rx).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(lost()),
+        let answer = tokio::time::timeout(self.request_timeout, registration.answer()).await;
+        let (header, eager_bytes) = match answer {
+            Ok(Some(r)) => r?,
+            Ok(None) => return Err(lost()),
             Err(_) => {
                 // The server may still RDMA into this slot: the connection
                 // (and with it the buffers' registration) must go.
