@@ -48,7 +48,7 @@ fn rows_of(client: &Client) -> Vec<Row> {
         .map(|((name, address, stats), data_transport)| Row {
             name,
             address,
-            data_transport,
+            data_transport: data_transport.map(|t| t.name()),
             stats: stats.map(|s| Stats {
                 entries_estimate: s.entries,
                 chunk_bytes: s.chunk_bytes,

@@ -5,6 +5,7 @@ mod common;
 
 use common::Cluster;
 use rand::{Rng, SeedableRng};
+use sfs_global::config::DataTransport;
 use std::sync::Arc;
 
 const O_RDWR_CREAT: i32 = libc::O_RDWR | libc::O_CREAT;
@@ -13,7 +14,7 @@ const O_RDWR_CREAT: i32 = libc::O_RDWR | libc::O_CREAT;
 fn random_writes_of_200_mib_read_back_exactly() {
     // Small pieces travel on the RPC connection, large ones through shared
     // memory (the servers run on this machine).
-    random_writes_read_back(Cluster::start(3), 200 << 20, "shm");
+    random_writes_read_back(Cluster::start(3), 200 << 20, DataTransport::Shm);
 }
 
 #[test]
@@ -21,7 +22,7 @@ fn random_writes_read_back_exactly_with_every_piece_on_the_data_transport() {
     random_writes_read_back(
         Cluster::start_with(3, |c| c.inline_data_bytes = 0),
         40 << 20,
-        "shm",
+        DataTransport::Shm,
     );
 }
 
@@ -30,14 +31,14 @@ fn random_writes_read_back_exactly_over_tcp() {
     random_writes_read_back(
         Cluster::start_with(3, |c| c.shared_memory_data = false),
         40 << 20,
-        "tcp",
+        DataTransport::Tcp,
     );
 }
 
 /// Random overlapping writes of 1 B to 3 MiB until twice `size` has been
 /// written, checked against a shadow copy by random reads; every server's
 /// data went over `transport`.
-fn random_writes_read_back(cluster: Cluster, size: usize, transport: &str) {
+fn random_writes_read_back(cluster: Cluster, size: usize, transport: DataTransport) {
     let client = cluster.client();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5f5);
     let mut shadow = vec![0u8; size];

@@ -309,13 +309,13 @@ impl Client {
         })
     }
 
-    /// The data transport this client uses with each server ("tcp" or
-    /// "rdma"), in hostfile order; `None` for a server it cannot reach.
-    /// Connects to every server (the handshake decides the transport).
-    pub fn data_transports(&self) -> Vec<Option<&'static str>> {
+    /// The data transport this client uses with each server, in hostfile
+    /// order; `None` for a server it cannot reach. Connects to every
+    /// server (the handshake decides the transport).
+    pub fn data_transports(&self) -> Vec<Option<sfs_global::config::DataTransport>> {
         self.block_on(async {
             let calls = (0..self.servers.len())
-                .map(|i| async move { self.server(i).await.ok().map(|h| h.data.transport_name()) });
+                .map(|i| async move { self.server(i).await.ok().map(|h| h.data.transport()) });
             join_all(calls).await
         })
     }

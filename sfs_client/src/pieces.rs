@@ -25,8 +25,8 @@ pub struct SmallPiecesOverRpc {
 }
 
 impl DataChannel for SmallPiecesOverRpc {
-    fn transport_name(&self) -> &'static str {
-        self.bulk.transport_name()
+    fn transport(&self) -> sfs_global::config::DataTransport {
+        self.bulk.transport()
     }
 
     fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {

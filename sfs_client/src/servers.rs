@@ -9,7 +9,7 @@
 //! restarting the client.
 
 use crate::pieces::SmallPiecesOverRpc;
-use sfs_global::config::{MetadataRpc, RdmaConfig, TransportKind};
+use sfs_global::config::{DataTransport, MetadataRpc, RdmaConfig, TransportKind};
 use sfs_global::hostfile::HostEntry;
 use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
@@ -179,7 +179,7 @@ impl ServerSlot {
             None => self.remote_channel(options, &hello, data_addr)?,
         };
         let inline_limit = match &self.rpc {
-            Rpc::Lean(_) if matches!(data.transport_name(), "tcp" | "shm") => {
+            Rpc::Lean(_) if matches!(data.transport(), DataTransport::Tcp | DataTransport::Shm) => {
                 options.inline_data_bytes
             }
             _ => 0,
@@ -193,7 +193,7 @@ impl ServerSlot {
         } else {
             data
         };
-        tracing::debug!(server = %self.entry.name, transport = data.transport_name(), %data_addr, "connected");
+        tracing::debug!(server = %self.entry.name, transport = %data.transport(), %data_addr, "connected");
         Ok(ServerHandle {
             name: self.entry.name.clone(),
             rpc: self.rpc.clone(),
@@ -276,52 +276,44 @@ impl ServerSlot {
         hello: &pb::HelloResponse,
         data_addr: std::net::SocketAddr,
     ) -> SfsResult<Arc<dyn DataChannel>> {
-        Ok(match hello.data_transport.as_str() {
-            "tcp" => Arc::new(TcpChannel::new(
-                data_addr,
-                options.secret.clone(),
-                options.data_connections,
-                options.chunk_size,
-                options.connect_timeout,
-                options.request_timeout,
-            )),
+        let rdma = match DataTransport::from_name(&hello.data_transport) {
+            Some(DataTransport::Tcp) => false,
             // A server offering RDMA serves TCP on the same endpoint too, so
             // a client that cannot (or is told not to) use RDMA still works.
-            "rdma" if options.transport == TransportKind::Tcp => Arc::new(TcpChannel::new(
+            Some(DataTransport::Rdma) if options.transport == TransportKind::Tcp => false,
+            Some(DataTransport::Rdma) => {
+                let here = sfs_rdma::rdma::select_transport(options.transport)?.chosen;
+                if here != DataTransport::Rdma {
+                    tracing::info!(server = %self.entry.name, "server offers RDMA but this client has no RDMA device; using TCP");
+                }
+                here == DataTransport::Rdma
+            }
+            // A node-local path is not offered as the network transport.
+            None | Some(DataTransport::Shm) => {
+                return Err(SfsError::not_supported(format!(
+                    "server {} offers data transport {:?}, which this client does not speak",
+                    self.entry.name, hello.data_transport
+                )))
+            }
+        };
+        Ok(if rdma {
+            Arc::new(RdmaChannel::new(
+                data_addr,
+                options.secret.clone(),
+                options.rdma.clone(),
+                options.chunk_size,
+                options.connect_timeout,
+                options.request_timeout,
+            ))
+        } else {
+            Arc::new(TcpChannel::new(
                 data_addr,
                 options.secret.clone(),
                 options.data_connections,
                 options.chunk_size,
                 options.connect_timeout,
                 options.request_timeout,
-            )),
-            "rdma" => match sfs_rdma::rdma::select_transport(options.transport)?.name {
-                "rdma" => Arc::new(RdmaChannel::new(
-                    data_addr,
-                    options.secret.clone(),
-                    options.rdma.clone(),
-                    options.chunk_size,
-                    options.connect_timeout,
-                    options.request_timeout,
-                )),
-                _ => {
-                    tracing::info!(server = %self.entry.name, "server offers RDMA but this client has no RDMA device; using TCP");
-                    Arc::new(TcpChannel::new(
-                        data_addr,
-                        options.secret.clone(),
-                        options.data_connections,
-                        options.chunk_size,
-                        options.connect_timeout,
-                        options.request_timeout,
-                    ))
-                }
-            },
-            other => {
-                return Err(SfsError::not_supported(format!(
-                    "server {} offers data transport {other:?}, which this client does not speak",
-                    self.entry.name
-                )))
-            }
+            ))
         })
     }
 }

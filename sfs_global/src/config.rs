@@ -30,6 +30,42 @@ pub enum TransportKind {
     Rdma,
 }
 
+/// The data transport a server serves and a client uses with it: what
+/// [`TransportKind`] resolved to on a machine (`Tcp` or `Rdma`), or the
+/// node-local shared-memory path (`Shm`). Its [`DataTransport::name`] is
+/// what `Hello` carries, the ready file and `sfs status` show, and the
+/// metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DataTransport {
+    Tcp,
+    Rdma,
+    Shm,
+}
+
+impl DataTransport {
+    /// The name on the wire and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DataTransport::Tcp => "tcp",
+            DataTransport::Rdma => "rdma",
+            DataTransport::Shm => "shm",
+        }
+    }
+
+    /// The transport a name names (as [`DataTransport::name`] spells it).
+    pub fn from_name(name: &str) -> Option<DataTransport> {
+        [DataTransport::Tcp, DataTransport::Rdma, DataTransport::Shm]
+            .into_iter()
+            .find(|t| t.name() == name)
+    }
+}
+
+impl std::fmt::Display for DataTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// How a client sends metadata and control calls (the servers speak both on
 /// their hostfile port).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -27,6 +27,7 @@ pub mod tcp;
 pub mod wire;
 
 use futures::future::BoxFuture;
+use sfs_global::config::DataTransport;
 use sfs_global::{FileId, SfsResult};
 
 /// A byte range inside one chunk of one file.
@@ -91,8 +92,8 @@ pub trait ChunkHandler: Send + Sync + 'static {
 
 /// The client side of the data path to one server.
 pub trait DataChannel: Send + Sync {
-    /// "tcp" or "rdma", for logs and `sfs status`.
-    fn transport_name(&self) -> &'static str;
+    /// Which transport this is, for logs and `sfs status`.
+    fn transport(&self) -> DataTransport;
 
     /// Writes `data` into a chunk; resolves when the server has placed it
     /// (visible to every later read; durable only after a sync).

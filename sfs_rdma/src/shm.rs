@@ -932,8 +932,8 @@ impl Drop for ShmChannel {
 }
 
 impl DataChannel for ShmChannel {
-    fn transport_name(&self) -> &'static str {
-        "shm"
+    fn transport(&self) -> sfs_global::config::DataTransport {
+        sfs_global::config::DataTransport::Shm
     }
 
     fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {

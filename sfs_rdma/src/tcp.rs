@@ -424,8 +424,8 @@ impl TcpChannel {
 }
 
 impl DataChannel for TcpChannel {
-    fn transport_name(&self) -> &'static str {
-        "tcp"
+    fn transport(&self) -> sfs_global::config::DataTransport {
+        sfs_global::config::DataTransport::Tcp
     }
 
     fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {

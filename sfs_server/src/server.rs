@@ -23,7 +23,7 @@ use crate::service::ServerState;
 use crate::shutdown::Shutdown;
 use crate::tier::TieredStore;
 use anyhow::{anyhow, bail, Context};
-use sfs_global::config::{Config, TransportKind};
+use sfs_global::config::{Config, DataTransport, TransportKind};
 use sfs_global::distributor::Distributor;
 use sfs_global::hostfile::{HostEntry, Hostfile};
 use sfs_global::secret::Secret;
@@ -232,7 +232,7 @@ pub async fn run_until(
     // RDMA listens on the same address and port (rdmacm's own port space)
     // when a device serves it; TCP is served regardless, for clients
     // without a device.
-    let rdma_listener = if transport.name == "rdma" {
+    let rdma_listener = if transport.chosen == DataTransport::Rdma {
         let rdma_addr = data_endpoint
             .to_socket_addrs()
             .ok()
@@ -248,7 +248,7 @@ pub async fn run_until(
             ),
             Err(e) => {
                 transport = sfs_rdma::rdma::TransportChoice {
-                    name: "tcp",
+                    chosen: DataTransport::Tcp,
                     reason: format!("{}, but {}; using TCP", transport.reason, e.message),
                 };
                 None
@@ -259,7 +259,7 @@ pub async fn run_until(
     };
     tracing::info!(
         "server {name}: data transport {} ({})",
-        transport.name,
+        transport.chosen,
         transport.reason
     );
     // Clients on this machine put chunk bytes in shared memory instead.
@@ -279,7 +279,7 @@ pub async fn run_until(
                 tracing::warn!(
                     "server {name}: no node-local shared-memory data path ({}: {e}); local clients use {}",
                     shm_path.display(),
-                    transport.name
+                    transport.chosen
                 );
                 None
             }
@@ -301,7 +301,7 @@ pub async fn run_until(
         hostfile.digest(),
         meta.clone(),
         chunks.clone(),
-        transport.name,
+        transport.chosen,
         data_endpoint.clone(),
         shm_listener
             .as_ref()
@@ -422,10 +422,16 @@ pub async fn run_until(
     let mut grpc_task = tokio::spawn(grpc);
 
     let address = entry.endpoint();
-    write_ready_file(&ready_file, &name, &address, transport.name, &data_endpoint)?;
+    write_ready_file(
+        &ready_file,
+        &name,
+        &address,
+        transport.chosen,
+        &data_endpoint,
+    )?;
     tracing::info!(
         "sfs server {name} ready on {address} (data: {} {data_endpoint})",
-        transport.name
+        transport.chosen
     );
 
     let grpc_ended = tokio::select! {
@@ -594,14 +600,14 @@ fn write_ready_file(
     path: &Path,
     name: &str,
     address: &str,
-    transport: &str,
+    transport: DataTransport,
     data_endpoint: &str,
 ) -> anyhow::Result<()> {
     let body = serde_json::json!({
         "pid": std::process::id(),
         "name": name,
         "address": address,
-        "data_transport": transport,
+        "data_transport": transport.name(),
         "data_endpoint": data_endpoint,
     });
     let tmp = path.with_extension("tmp");

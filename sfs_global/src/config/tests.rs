@@ -290,3 +290,13 @@ fn metrics_port_offset_must_differ_from_the_data_port_offset() {
     assert_eq!(config.metrics_port_offset, 2);
     assert_eq!(Config::default().metrics_port_offset, 0, "off by default");
 }
+
+#[test]
+fn data_transport_names_round_trip() {
+    for t in [DataTransport::Tcp, DataTransport::Rdma, DataTransport::Shm] {
+        assert_eq!(DataTransport::from_name(t.name()), Some(t));
+        assert_eq!(t.to_string(), t.name());
+    }
+    assert_eq!(DataTransport::from_name("auto"), None);
+    assert_eq!(DataTransport::from_name("TCP"), None);
+}

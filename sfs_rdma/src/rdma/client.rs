@@ -605,8 +605,8 @@ impl Drop for RdmaChannel {
 }
 
 impl DataChannel for RdmaChannel {
-    fn transport_name(&self) -> &'static str {
-        "rdma"
+    fn transport(&self) -> sfs_global::config::DataTransport {
+        sfs_global::config::DataTransport::Rdma
     }
 
     fn write_chunk<'a>(&'a self, chunk: ChunkRef, data: &'a [u8]) -> BoxFuture<'a, SfsResult<()>> {

@@ -24,7 +24,7 @@ pub mod verbs;
 pub use client::RdmaChannel;
 pub use server::RdmaListener;
 
-use sfs_global::config::TransportKind;
+use sfs_global::config::{DataTransport, TransportKind};
 use sfs_global::{Errno, SfsError, SfsResult};
 use std::ffi::CStr;
 
@@ -68,7 +68,8 @@ pub fn rdma_devices() -> Vec<String> {
 /// The transport a server or client uses and the reason, for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportChoice {
-    pub name: &'static str,
+    /// `Tcp` or `Rdma`.
+    pub chosen: DataTransport,
     pub reason: String,
 }
 
@@ -79,15 +80,15 @@ pub struct TransportChoice {
 pub fn choose_transport(kind: TransportKind, devices: &[String]) -> SfsResult<TransportChoice> {
     match kind {
         TransportKind::Tcp => Ok(TransportChoice {
-            name: "tcp",
+            chosen: DataTransport::Tcp,
             reason: "config.json asks for transport \"tcp\"".into(),
         }),
         TransportKind::Auto if devices.is_empty() => Ok(TransportChoice {
-            name: "tcp",
+            chosen: DataTransport::Tcp,
             reason: "no RDMA device found; using TCP".into(),
         }),
         TransportKind::Auto | TransportKind::Rdma if !devices.is_empty() => Ok(TransportChoice {
-            name: "rdma",
+            chosen: DataTransport::Rdma,
             reason: format!("RDMA device(s) {} found", devices.join(", ")),
         }),
         _ => Err(SfsError::new(
@@ -122,19 +123,19 @@ mod tests {
         let none: Vec<String> = Vec::new();
         let some = vec!["rxe0".to_string()];
         assert_eq!(
-            choose_transport(TransportKind::Auto, &none).unwrap().name,
-            "tcp"
+            choose_transport(TransportKind::Auto, &none).unwrap().chosen,
+            DataTransport::Tcp
         );
         let auto = choose_transport(TransportKind::Auto, &some).unwrap();
-        assert_eq!(auto.name, "rdma");
+        assert_eq!(auto.chosen, DataTransport::Rdma);
         assert!(auto.reason.contains("rxe0"));
         assert_eq!(
-            choose_transport(TransportKind::Rdma, &some).unwrap().name,
-            "rdma"
+            choose_transport(TransportKind::Rdma, &some).unwrap().chosen,
+            DataTransport::Rdma
         );
         assert_eq!(
-            choose_transport(TransportKind::Tcp, &some).unwrap().name,
-            "tcp"
+            choose_transport(TransportKind::Tcp, &some).unwrap().chosen,
+            DataTransport::Tcp
         );
         let e = choose_transport(TransportKind::Rdma, &none).unwrap_err();
         assert!(e.message.contains("transport"), "{e}");

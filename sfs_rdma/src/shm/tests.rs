@@ -113,7 +113,7 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
 async fn bytes_written_through_slots_read_back() {
     let server = TestServer::start();
     let channel = server.channel(Duration::from_secs(5));
-    assert_eq!(channel.transport_name(), "shm");
+    assert_eq!(channel.transport(), sfs_global::config::DataTransport::Shm);
     for (index, offset, len) in [
         (0, 0, 1),
         (1, 0, CHUNK),

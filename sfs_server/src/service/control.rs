@@ -42,7 +42,7 @@ impl ControlHandlers for ControlService {
             server_index: u32::try_from(state.index).unwrap_or(u32::MAX),
             server_count: u32::try_from(state.count).unwrap_or(u32::MAX),
             chunk_size: state.config.chunk_size,
-            data_transport: state.data_transport.to_string(),
+            data_transport: state.data_transport.name().to_string(),
             data_endpoint: state.data_endpoint.clone(),
             data_local_socket: state.data_local_socket.clone().unwrap_or_default(),
             node_id: sfs_rdma::shm::node_id().to_string(),

@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, Transport};
 use crate::shutdown::Shutdown;
 use crate::tier::TieredStore;
 use sfs_global::chunk::MAX_FILE_SIZE;
-use sfs_global::config::Config;
+use sfs_global::config::{Config, DataTransport};
 use sfs_global::path::{normalize, program_len, PATH_MAX};
 use sfs_global::{Errno, FileKind, Metadata, SfsError, SfsResult};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,8 +52,8 @@ pub struct ServerState {
     pub inline_chunks: Arc<dyn sfs_rdma::ChunkHandler>,
     /// The server's counters (served on `GET /metrics`).
     pub metrics: Arc<Metrics>,
-    /// Data transport in use ("tcp" or "rdma") and its `host:port`.
-    pub data_transport: &'static str,
+    /// Data transport in use (TCP or RDMA) and its `host:port`.
+    pub data_transport: DataTransport,
     pub data_endpoint: String,
     /// The node-local data socket, if this server serves one.
     pub data_local_socket: Option<String>,
@@ -72,7 +72,7 @@ impl ServerState {
         hostfile_digest: u64,
         meta: Arc<dyn MetadataStore>,
         chunks: Arc<TieredStore>,
-        data_transport: &'static str,
+        data_transport: DataTransport,
         data_endpoint: String,
         data_local_socket: Option<String>,
         shutdown: Shutdown,
