@@ -103,6 +103,17 @@ pub trait ObjectBackend: Send + Sync {
     /// Reads up to `len` bytes at `offset` of `id` (short at the end).
     async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>>;
 
+    /// Reads as [`read`](Self::read) does, into `buf` and on the calling
+    /// thread, for a store whose reads are plain file reads; `None` when
+    /// the store has no such path (the caller then uses `read`). The tier
+    /// fetches an evicted chunk on a blocking thread already: this spares
+    /// it two thread hand-offs and a freshly zeroed buffer per chunk.
+    /// Returns how many bytes were read (short at the end); ENOENT for a
+    /// missing object.
+    fn read_now(&self, _id: FileId, _offset: u64, _buf: &mut [u8]) -> Option<SfsResult<usize>> {
+        None
+    }
+
     /// Makes every write to `id` that returned before this call persistent.
     async fn persist(&self, id: FileId) -> SfsResult<()>;
 

@@ -111,6 +111,13 @@ struct State {
     /// Files with records in `written` not yet synced: a write-back syncs
     /// them before it marks any chunk of the file clean (evictable).
     written_unsynced: HashSet<FileId>,
+    /// Chunks read ahead (being fetched, or fetched and not read yet): a
+    /// read of one moves the window on ([`TieredStore::read_ahead`]).
+    ahead: HashSet<(FileId, u64)>,
+    /// The size of a file's object as a read-ahead last asked the back end
+    /// (bounds the window; forgotten when a write-back, truncate or removal
+    /// changes the object).
+    object_sizes: HashMap<FileId, u64>,
 }
 
 impl State {
@@ -148,8 +155,10 @@ impl State {
             && (self.in_backend.contains(&id) || self.in_source(id, index, chunk_size))
     }
 
-    /// Drops the recency of chunk `(id, index)` (evicted, cut, gone).
+    /// Drops the recency of chunk `(id, index)` (evicted, cut, gone), and
+    /// its read-ahead mark.
     fn forget(&mut self, id: FileId, index: u64) {
+        self.ahead.remove(&(id, index));
         if let Some(chunks) = self.access.get_mut(&id) {
             if let Some(tick) = chunks.remove(&index) {
                 self.lru.remove(&tick);
@@ -160,9 +169,14 @@ impl State {
         }
     }
 
-    /// Drops the recency of every chunk of `id` with an index of at least
-    /// `from`.
+    /// Drops the recency and the read-ahead marks of every chunk of `id`
+    /// with an index of at least `from`, and the object size a read-ahead
+    /// remembered (the file was cut or removed).
     fn forget_from(&mut self, id: FileId, from: u64) {
+        if !self.ahead.is_empty() {
+            self.ahead.retain(|&(f, i)| f != id || i < from);
+        }
+        self.object_sizes.remove(&id);
         let cut: Vec<u64> = self
             .access
             .get(&id)
@@ -238,13 +252,17 @@ pub struct TieredStore {
     /// The server has a backing directory: truncates of files without a
     /// source are remembered ([`TieredStore::set_cache_mode`]).
     cache_mode: std::sync::atomic::AtomicBool,
+    /// Set once anything was read ahead: until then a read of a chunk held
+    /// here does not look for a read-ahead mark.
+    read_ahead_used: std::sync::atomic::AtomicBool,
 }
 
-/// Chunks of a file with a source that a read of one not held here also
-/// brings in, in the background: the next ones this server owns. A
-/// sequential reader then finds most chunks here instead of waiting for
-/// each one's read of the backing file.
-const SOURCE_READ_AHEAD: usize = 4;
+/// Chunks that a read of one not held here also brings in, in the
+/// background: the next ones this server owns of the same file, from its
+/// object or (cache mode) its source. A read of a chunk brought in so moves
+/// the window on by one, so a sequential reader finds its chunks here
+/// instead of waiting for each one's fetch.
+const READ_AHEAD: usize = 4;
 
 /// Runs `f` when dropped.
 struct OnDrop<F: FnMut()>(F);
@@ -345,6 +363,7 @@ impl TieredStore {
             me: me.clone(),
             placement: std::sync::OnceLock::new(),
             cache_mode: std::sync::atomic::AtomicBool::new(false),
+            read_ahead_used: std::sync::atomic::AtomicBool::new(false),
             buffers,
             store,
             backend,
@@ -388,32 +407,107 @@ impl TieredStore {
         self.cache_mode.store(true, Ordering::Relaxed);
     }
 
-    /// Brings in, in the background, the next [`SOURCE_READ_AHEAD`] chunks
-    /// of `id` after `index` that this server owns and its source has.
+    /// Brings in, in the background, those of the next [`READ_AHEAD`]
+    /// chunks of `id` after `index` that this server owns, that the file's
+    /// source or object has and that are neither here nor on their way.
+    /// Not while the store needs room: that goes to writers and to the
+    /// chunks being read.
     fn read_ahead(&self, id: FileId, index: u64) {
-        let (Some((places, me)), Some(tier)) = (self.placement.get(), self.me.upgrade()) else {
+        let Some(tier) = self.me.upgrade() else {
             return;
         };
-        let Some(len) = lock(&self.state).sources.get(&id).map(|(_, len)| *len) else {
+        if self.placement.get().is_none() || self.under_pressure() || self.stopping() {
+            return;
+        }
+        self.rt()
+            .spawn_blocking(move || tier.fetch_ahead(id, index));
+    }
+
+    /// [`TieredStore::read_ahead`]'s work, on a blocking thread.
+    fn fetch_ahead(&self, id: FileId, index: u64) {
+        let Some((places, me)) = self.placement.get() else {
             return;
         };
-        let end = len.div_ceil(self.store.chunk_size());
-        let ahead = (index + 1..end.min(index + 1 + 16 * SOURCE_READ_AHEAD as u64))
-            .filter(|&i| places.chunk_server(id, i) == *me)
-            .take(SOURCE_READ_AHEAD);
-        for next in ahead {
-            if self.store.has_chunk(id, next) {
-                continue;
-            }
-            let tier = tier.clone();
-            self.rt().spawn_blocking(move || {
-                let _guard = tier.store.lock(id, next);
-                if !tier.store.has_chunk(id, next) {
-                    if let Err(e) = tier.fetch_locked(id, next) {
-                        tracing::debug!("read-ahead of chunk {next} of {id}: {e}");
+        let Some(end) = self.read_ahead_end(id) else {
+            return;
+        };
+        let todo: Vec<u64> = {
+            let mut state = lock(&self.state);
+            let next: Vec<u64> = (index + 1..end.min(index + 1 + 16 * READ_AHEAD as u64))
+                .filter(|&i| places.chunk_server(id, i) == *me)
+                .take(READ_AHEAD)
+                .filter(|&i| !state.ahead.contains(&(id, i)))
+                .collect();
+            state.ahead.extend(next.iter().map(|&i| (id, i)));
+            next
+        };
+        if !todo.is_empty() {
+            self.read_ahead_used.store(true, Ordering::Relaxed);
+        }
+        for next in todo {
+            let fetched = {
+                let _guard = self.store.lock(id, next);
+                if self.store.has_chunk(id, next) || self.stopping() {
+                    false
+                } else {
+                    match self.fetch_locked(id, next) {
+                        Ok(found) => found.is_some(),
+                        Err(e) => {
+                            tracing::debug!("read-ahead of chunk {next} of {id}: {e}");
+                            false
+                        }
                     }
                 }
-            });
+            };
+            if !fetched {
+                // Nothing to read ahead there: no mark to move on from.
+                lock(&self.state).ahead.remove(&(id, next));
+            }
+        }
+    }
+
+    /// How many chunks the file `id` has that a read-ahead may bring in:
+    /// its source's length in cache mode, else its object's size (asked of
+    /// the back end once, then remembered until the object changes);
+    /// `None` when neither exists.
+    fn read_ahead_end(&self, id: FileId) -> Option<u64> {
+        let chunk_size = self.store.chunk_size();
+        {
+            let state = lock(&self.state);
+            if let Some((_, len)) = state.sources.get(&id) {
+                return Some(len.div_ceil(chunk_size));
+            }
+            if !state.in_backend.contains(&id) {
+                return None;
+            }
+            if let Some(size) = state.object_sizes.get(&id) {
+                return Some(size.div_ceil(chunk_size));
+            }
+        }
+        let backend = self.backend.clone();
+        let size = match self.wait_for(async move { backend.stat(id).await }) {
+            Ok(Some(stat)) => stat.size,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!("read-ahead: size of the object of {id}: {e}");
+                return None;
+            }
+        };
+        let mut state = lock(&self.state);
+        // Not if the object went meanwhile (its removal forgot the size).
+        if state.in_backend.contains(&id) {
+            state.object_sizes.insert(id, size);
+        }
+        Some(size.div_ceil(chunk_size))
+    }
+
+    /// A read found chunk `(id, index)` here: if a read-ahead brought it
+    /// in, the window moves on.
+    fn read_ahead_hit(&self, id: FileId, index: u64) {
+        if self.read_ahead_used.load(Ordering::Relaxed)
+            && lock(&self.state).ahead.remove(&(id, index))
+        {
+            self.read_ahead(id, index);
         }
     }
 
@@ -602,16 +696,28 @@ impl TieredStore {
             }
             let mut data = Fetched::Object(Vec::new());
             if object && !from_source {
-                let backend = self.backend.clone();
-                data = Fetched::Object(self.wait_for(async move {
-                    match backend
-                        .read(id, index * chunk_size, chunk_size as usize)
-                        .await
-                    {
-                        Err(e) if e.errno == Errno::ENOENT => Ok(Vec::new()),
-                        other => other,
+                let offset = index * chunk_size;
+                let mut buf = self.buffers.take(chunk_size as usize);
+                data = match self.backend.read_now(id, offset, &mut buf) {
+                    // A store of plain files: read here, into a pooled buffer.
+                    Some(read) => {
+                        let n = match read {
+                            Err(e) if e.errno == Errno::ENOENT => 0,
+                            other => other?,
+                        };
+                        buf.truncate(n);
+                        Fetched::Pooled(buf)
                     }
-                })?);
+                    None => {
+                        let backend = self.backend.clone();
+                        Fetched::Object(self.wait_for(async move {
+                            match backend.read(id, offset, chunk_size as usize).await {
+                                Err(e) if e.errno == Errno::ENOENT => Ok(Vec::new()),
+                                other => other,
+                            }
+                        })?)
+                    }
+                };
             }
             if from_source {
                 if let Some((source, len)) = &source {
@@ -635,7 +741,7 @@ impl TieredStore {
                             state.touch(id, index);
                         }
                         let counter = match data {
-                            Fetched::Object(_) => &self.counters.fetched_bytes,
+                            Fetched::Object(_) | Fetched::Pooled(_) => &self.counters.fetched_bytes,
                             Fetched::Source(_) => &self.counters.sourced_bytes,
                         };
                         counter.fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -1031,6 +1137,7 @@ impl ChunkHandler for TieredStore {
         match self.store.read_held(chunk, buf)? {
             Some(n) => {
                 touch();
+                self.read_ahead_hit(chunk.id, chunk.index);
                 return Ok(n);
             }
             // Asked after the miss: a chunk is evicted only once its file
@@ -1056,6 +1163,8 @@ impl ChunkHandler for TieredStore {
         let n = self.store.read_held(chunk, buf)?;
         if n.is_some() {
             touch();
+            // Brought in by a read-ahead while this read waited for it.
+            self.read_ahead_hit(chunk.id, chunk.index);
         }
         Ok(n.unwrap_or(0))
     }
@@ -1066,6 +1175,9 @@ impl ChunkHandler for TieredStore {
 /// fresh allocation per chunk cost more in page faults than the read).
 enum Fetched {
     Object(Vec<u8>),
+    /// From the object, read on the fetching thread
+    /// ([`ObjectBackend::read_now`]).
+    Pooled(sfs_rdma::buffers::PooledBuffer),
     Source(sfs_rdma::buffers::PooledBuffer),
 }
 
@@ -1074,7 +1186,7 @@ impl std::ops::Deref for Fetched {
     fn deref(&self) -> &[u8] {
         match self {
             Fetched::Object(data) => data,
-            Fetched::Source(data) => data,
+            Fetched::Pooled(data) | Fetched::Source(data) => data,
         }
     }
 }

@@ -165,6 +165,15 @@ async fn reads_are_short_at_the_end(b: &dyn ObjectBackend) {
         "{}: past the end",
         b.kind()
     );
+    // A store that reads on the calling thread reads the same bytes.
+    let mut buf = vec![0xee; 500];
+    if let Some(read) = b.read_now(id, 900, &mut buf) {
+        assert_eq!(read.unwrap(), 100, "{}: read_now at the end", b.kind());
+        assert_eq!(buf[..100], pattern(3, 1000)[900..]);
+        assert_eq!(b.read_now(id, 0, &mut buf).unwrap().unwrap(), 500);
+        assert_eq!(buf, pattern(3, 1000)[..500]);
+        assert_eq!(b.read_now(id, 5000, &mut buf).unwrap().unwrap(), 0);
+    }
     b.delete(id).await.unwrap();
 }
 
@@ -180,6 +189,11 @@ async fn missing_objects(b: &dyn ObjectBackend) {
         ("read", b.read(id, 0, 1).await.err().map(|e| e.errno)),
         ("extents", b.extents(id).await.err().map(|e| e.errno)),
         ("persist", b.persist(id).await.err().map(|e| e.errno)),
+        (
+            "read_now",
+            b.read_now(id, 0, &mut [0u8; 4])
+                .map_or(Some(Errno::ENOENT), |r| r.err().map(|e| e.errno)),
+        ),
     ] {
         assert_eq!(
             errno,

@@ -151,6 +151,14 @@ impl ObjectBackend for DirBackend {
         .await
     }
 
+    fn read_now(&self, id: FileId, offset: u64, buf: &mut [u8]) -> Option<SfsResult<usize>> {
+        Some(
+            open_object(&self.objects, id, false).and_then(|file| {
+                read_into(&file, offset, buf).map_err(|e| failed("reading", id, e))
+            }),
+        )
+    }
+
     async fn persist(&self, id: FileId) -> SfsResult<()> {
         let objects = self.objects.clone();
         blocking(move || {

@@ -15,6 +15,9 @@ struct Flaky {
     down: AtomicBool,
     /// Each write first sleeps this long (a slow store).
     write_delay_ms: AtomicU64,
+    /// Offers `dir`'s reads on the calling thread (`read_now`); off, a
+    /// fetch takes the asynchronous `read` that networked stores have.
+    plain_reads: AtomicBool,
 }
 
 impl Flaky {
@@ -46,6 +49,16 @@ impl ObjectBackend for Flaky {
     async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>> {
         self.check()?;
         self.inner.read(id, offset, len).await
+    }
+    fn read_now(&self, id: FileId, offset: u64, buf: &mut [u8]) -> Option<SfsResult<usize>> {
+        if !self.plain_reads.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.check().and_then(|()| {
+            self.inner
+                .read_now(id, offset, buf)
+                .expect("dir reads on the calling thread")
+        }))
     }
     async fn persist(&self, id: FileId) -> SfsResult<()> {
         self.check()?;
@@ -82,6 +95,7 @@ impl Fixture {
             inner: DirBackend::open(&dir.path().join("backend")).unwrap(),
             down: AtomicBool::new(false),
             write_delay_ms: AtomicU64::new(0),
+            plain_reads: AtomicBool::new(false),
         });
         Fixture { dir, backend }
     }
@@ -407,6 +421,56 @@ fn a_read_inside_an_evicted_chunk_is_answered_from_the_fetch() {
         .read_chunk(&at(id, 0, short as u64, 10), &mut buf[..10])
         .unwrap();
     assert_eq!(n, 0, "at the end of the held bytes");
+}
+
+/// A read of an evicted chunk brings in the next chunks of the file that
+/// this server owns, from the object, in the background; reading one of
+/// those moves the window on. Chunks of other servers are left alone, and
+/// nothing is fetched past the object's end.
+#[test]
+fn a_sequential_read_of_an_object_reads_this_servers_next_chunks_ahead() {
+    let f = Fixture::new();
+    f.backend.plain_reads.store(true, Ordering::Release);
+    let tier = f.open(64 * CHUNK, BackendConfig::default());
+    let places = sfs_global::distributor::Distributor::new(2);
+    tier.set_placement(places, 0);
+    let id = FileId(0x320);
+    let chunks = 24;
+    for index in 0..chunks {
+        tier.write_chunk(&at(id, index, 0, CHUNK), &chunk_bytes(id, index))
+            .unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(tier.flush_file(id, None)).unwrap();
+    assert_eq!(writeback::evict_to(&tier, 0).unwrap(), chunks * CHUNK);
+    let mine: Vec<u64> = (0..chunks)
+        .filter(|&i| places.chunk_server(id, i) == 0)
+        .collect();
+    assert!(mine.len() > READ_AHEAD + 2, "{mine:?}");
+    let held = |i: u64| tier.store.has_chunk(id, i);
+    assert_eq!(read_whole(&tier, id, mine[0]), chunk_bytes(id, mine[0]));
+    let window = &mine[1..=READ_AHEAD];
+    wait_until("the window is read ahead", || {
+        window.iter().all(|&i| held(i))
+    });
+    assert!(!held(mine[READ_AHEAD + 1]), "no further than the window");
+    for i in (0..chunks).filter(|i| !mine.contains(i)) {
+        assert!(!held(i), "chunk {i} is another server's");
+    }
+    // Reading the first chunk of the window moves it on by one.
+    assert_eq!(read_whole(&tier, id, mine[1]), chunk_bytes(id, mine[1]));
+    wait_until("the window moved on", || held(mine[READ_AHEAD + 1]));
+    // Reading on to the end fetches every chunk once and nothing past it.
+    for &i in &mine[2..] {
+        assert_eq!(read_whole(&tier, id, i), chunk_bytes(id, i), "chunk {i}");
+    }
+    wait_until("the read-ahead settled", || {
+        lock(&tier.state).ahead.is_empty()
+    });
+    assert_eq!(tier.status().fetched_bytes, mine.len() as u64 * CHUNK);
+    // A cut forgets the remembered object size.
+    tier.truncate_chunks(id, CHUNK).unwrap();
+    assert!(!lock(&tier.state).object_sizes.contains_key(&id));
 }
 
 #[test]
