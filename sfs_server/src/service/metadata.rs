@@ -15,7 +15,7 @@ use super::{
     ServerState,
 };
 use crate::meta_rocks::shared_elsewhere;
-use crate::meta_store::{now_ns, RemoveKind};
+use crate::meta_store::{now_ns, MetadataStore, RemoveKind};
 use sfs_global::access::{
     check_access, check_set_attr, check_sticky, check_xattr, missing, without_privileges,
     write_drops_privileges, AttrChange, Caller, MAY_EXEC, MAY_WRITE,
@@ -71,6 +71,48 @@ impl MetadataService {
         check_path(path)
     }
 
+    /// A listing streamed a page at a time (gRPC's `Readdir`,
+    /// `ListSubtree`), each page made a message by `to_message`.
+    fn stream_listing<P: Send + 'static>(
+        &self,
+        listing: Listing,
+        req: pb::ReaddirRequest,
+        to_message: impl Fn(Vec<(String, Metadata)>) -> P + Send + 'static,
+    ) -> SfsResult<PageStream<P>> {
+        self.accept_any(&req.dir)?;
+        let limit = page_size(req.page_size, &self.state.config);
+        let meta = self.state.meta.clone();
+        let dir = req.dir;
+        Ok(stream_pages(
+            limit,
+            move |after, limit| listing.page(meta.as_ref(), &dir, after, limit),
+            to_message,
+        ))
+    }
+
+    /// One page of a listing after `req.after` (`ReaddirPaged`,
+    /// `ListSubtreePaged`), and whether more may follow.
+    async fn listing_page(
+        &self,
+        listing: Listing,
+        req: pb::ReaddirPageRequest,
+    ) -> SfsResult<(Vec<(String, Metadata)>, bool)> {
+        self.accept_any(&req.dir)?;
+        if listing == Listing::Subtree && !req.after.is_empty() {
+            // A subtree's cursor is a path (a directory's is a name).
+            check_path(&req.after)?;
+        }
+        let limit = page_size(req.page_size, &self.state.config);
+        let meta = self.state.meta.clone();
+        let page = blocking(move || {
+            let after = (!req.after.is_empty()).then_some(req.after.as_str());
+            listing.page(meta.as_ref(), &req.dir, after, limit)
+        })
+        .await?;
+        let more = page.len() == limit;
+        Ok((page, more))
+    }
+
     /// The parent check of a create or remove whose parent this server
     /// owns: the parent's entry when it is a directory.
     fn check_own_parent(&self, path: &str) -> SfsResult<ParentCheck> {
@@ -91,6 +133,28 @@ impl MetadataService {
             Some(md) if md.kind() == FileKind::Symlink => Ok(ParentCheck::Symlink),
             Some(_) => Err(SfsError::not_dir(parent)),
             None => Err(SfsError::not_found(parent)),
+        }
+    }
+}
+
+/// What a listing lists: a directory's entries, or every entry below it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listing {
+    Children,
+    Subtree,
+}
+
+impl Listing {
+    fn page(
+        self,
+        meta: &dyn MetadataStore,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> SfsResult<Vec<(String, Metadata)>> {
+        match self {
+            Listing::Children => meta.children(dir, after, limit),
+            Listing::Subtree => meta.subtree(dir, after, limit),
         }
     }
 }
@@ -441,16 +505,7 @@ impl MetadataHandlers for MetadataService {
         _caller: Caller,
         req: pb::ReaddirRequest,
     ) -> SfsResult<PageStream<pb::ReaddirPage>> {
-        self.accept_any(&req.dir)?;
-        let limit = page_size(req.page_size, &self.state.config);
-        let meta = self.state.meta.clone();
-        let dir = req.dir;
-        let stream = stream_pages(
-            limit,
-            move |after, limit| meta.children(&dir, after, limit),
-            |page| readdir_page(page, false),
-        );
-        Ok(stream)
+        self.stream_listing(Listing::Children, req, |page| readdir_page(page, false))
     }
 
     async fn has_children(
@@ -506,16 +561,7 @@ impl MetadataHandlers for MetadataService {
         _caller: Caller,
         req: pb::ReaddirRequest,
     ) -> SfsResult<PageStream<pb::SubtreePage>> {
-        self.accept_any(&req.dir)?;
-        let limit = page_size(req.page_size, &self.state.config);
-        let meta = self.state.meta.clone();
-        let dir = req.dir;
-        let stream = stream_pages(
-            limit,
-            move |after, limit| meta.subtree(&dir, after, limit),
-            |page| subtree_page(page, false),
-        );
-        Ok(stream)
+        self.stream_listing(Listing::Subtree, req, |page| subtree_page(page, false))
     }
 
     async fn readdir_paged(
@@ -523,15 +569,7 @@ impl MetadataHandlers for MetadataService {
         _caller: Caller,
         req: pb::ReaddirPageRequest,
     ) -> SfsResult<pb::ReaddirPage> {
-        self.accept_any(&req.dir)?;
-        let limit = page_size(req.page_size, &self.state.config);
-        let meta = self.state.meta.clone();
-        let page = blocking(move || {
-            let after = (!req.after.is_empty()).then_some(req.after.as_str());
-            meta.children(&req.dir, after, limit)
-        })
-        .await?;
-        let more = page.len() == limit;
+        let (page, more) = self.listing_page(Listing::Children, req).await?;
         Ok(readdir_page(page, more))
     }
 
@@ -540,18 +578,7 @@ impl MetadataHandlers for MetadataService {
         _caller: Caller,
         req: pb::ReaddirPageRequest,
     ) -> SfsResult<pb::SubtreePage> {
-        self.accept_any(&req.dir)?;
-        if !req.after.is_empty() {
-            check_path(&req.after)?;
-        }
-        let limit = page_size(req.page_size, &self.state.config);
-        let meta = self.state.meta.clone();
-        let page = blocking(move || {
-            let after = (!req.after.is_empty()).then_some(req.after.as_str());
-            meta.subtree(&req.dir, after, limit)
-        })
-        .await?;
-        let more = page.len() == limit;
+        let (page, more) = self.listing_page(Listing::Subtree, req).await?;
         Ok(subtree_page(page, more))
     }
 
