@@ -43,6 +43,7 @@ use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
 use sfs_global::secret::Secret;
 use sfs_global::{Errno, SfsError, SfsResult};
+use sfs_rpc::accept;
 use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::limits::{self, ConnectionLimit};
 use sfs_rpc::mux::{Mux, OnCancel};
@@ -298,49 +299,41 @@ pub async fn serve(
     places: ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    let (stop_tx, stop_rx) = watch::channel(false);
     let name = Arc::new(server_name);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let (handler, name, stop) = (handler.clone(), name.clone(), stop_rx.clone());
-                    let secret = secret.clone();
-                    let place = places.admit();
-                    connections.spawn(async move {
-                        let mut stream = stream;
-                        let Some(_place) = limits::placed_or_refused(place, &mut stream, "node-local data").await else {
-                            return;
-                        };
-                        if let Err(why) = peer_allowed(&stream) {
-                            tracing::info!("node-local data connection refused: {why}");
-                            auth::refuse(&mut stream, &why).await;
-                            return;
-                        }
-                        if let Err(refused) = auth::server(&mut stream, &secret, Purpose::SharedMemory).await {
-                            tracing::info!("node-local data connection refused: {refused}");
-                            return;
-                        }
-                        handler.connection_opened();
-                        if let Err(e) = serve_connection(stream, &name, handler.clone(), chunk_size, stop).await {
-                            tracing::debug!("node-local data connection ended: {e}");
-                        }
-                        handler.connection_closed();
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("node-local data listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    let serve = move |mut stream: UnixStream, _, stop| {
+        let (handler, name, secret) = (handler.clone(), name.clone(), secret.clone());
+        let place = places.admit();
+        async move {
+            let Some(_place) =
+                limits::placed_or_refused(place, &mut stream, "node-local data").await
+            else {
+                return;
+            };
+            if let Err(why) = peer_allowed(&stream) {
+                tracing::info!("node-local data connection refused: {why}");
+                auth::refuse(&mut stream, &why).await;
+                return;
+            }
+            if let Err(refused) = auth::server(&mut stream, &secret, Purpose::SharedMemory).await {
+                tracing::info!("node-local data connection refused: {refused}");
+                return;
+            }
+            handler.connection_opened();
+            if let Err(e) = serve_connection(stream, &name, handler.clone(), chunk_size, stop).await
+            {
+                tracing::debug!("node-local data connection ended: {e}");
+            }
+            handler.connection_closed();
         }
-    }
-    let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    };
+    accept::serve_connections(
+        listener,
+        "node-local data",
+        shutdown,
+        serve,
+        accept::AtStop::Finish,
+    )
+    .await;
     Ok(())
 }
 

@@ -21,6 +21,7 @@ use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
 use sfs_global::secret::Secret;
 use sfs_global::{SfsError, SfsResult};
+use sfs_rpc::accept;
 use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::limits::{self, ConnectionLimit};
 use sfs_rpc::mux::{Mux, OnCancel};
@@ -101,50 +102,41 @@ pub async fn serve(
     places: ConnectionLimit,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
     let pool = chunk_pool(chunk_size, SERVER_POOL_BYTES);
     let budget = Arc::new(Semaphore::new(limits.total_bytes as usize));
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracing::debug!(%peer, "data connection accepted");
-                    let (handler, pool, stop_rx, secret) = (handler.clone(), pool.clone(), stop_rx.clone(), secret.clone());
-                    let memory = Memory {
-                        server: budget.clone(),
-                        connection: Arc::new(Semaphore::new(limits.per_connection_bytes as usize)),
-                    };
-                    let place = places.admit();
-                    connections.spawn(async move {
-                        let mut stream = stream;
-                        let Some(_place) = limits::placed_or_refused(place, &mut stream, "data").await else {
-                            return;
-                        };
-                        match auth::server(&mut stream, &secret, Purpose::Data).await {
-                            Ok(()) => {
-                                handler.connection_opened();
-                                serve_connection(stream, peer, handler.clone(), chunk_size, pool, memory, stop_rx).await;
-                                handler.connection_closed();
-                            }
-                            Err(refused) => tracing::info!(%peer, "data connection refused: {refused}"),
-                        }
-                    });
+    let serve = move |mut stream: TcpStream, peer: SocketAddr, stop| {
+        let _ = stream.set_nodelay(true);
+        tracing::debug!(%peer, "data connection accepted");
+        let (handler, pool, secret) = (handler.clone(), pool.clone(), secret.clone());
+        let memory = Memory {
+            server: budget.clone(),
+            connection: Arc::new(Semaphore::new(limits.per_connection_bytes as usize)),
+        };
+        let place = places.admit();
+        async move {
+            let Some(_place) = limits::placed_or_refused(place, &mut stream, "data").await else {
+                return;
+            };
+            match auth::server(&mut stream, &secret, Purpose::Data).await {
+                Ok(()) => {
+                    handler.connection_opened();
+                    serve_connection(
+                        stream,
+                        peer,
+                        handler.clone(),
+                        chunk_size,
+                        pool,
+                        memory,
+                        stop,
+                    )
+                    .await;
+                    handler.connection_closed();
                 }
-                Err(e) => {
-                    // EMFILE and friends: keep serving the connections we have.
-                    tracing::warn!("data listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Err(refused) => tracing::info!(%peer, "data connection refused: {refused}"),
+            }
         }
-    }
-    let _ = stop_tx.send(true);
-    while connections.join_next().await.is_some() {}
+    };
+    accept::serve_connections(listener, "data", shutdown, serve, accept::AtStop::Finish).await;
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod pb {
     tonic::include_proto!("sfs.v1");
 }
 
+pub mod accept;
 pub mod auth;
 pub mod caller;
 pub mod lean;

@@ -13,6 +13,7 @@ use crate::grpc_budget::GrpcStream;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use sfs_global::secret::Secret;
+use sfs_rpc::accept;
 use sfs_rpc::auth::{self, Purpose};
 use sfs_rpc::lean::{is_lean_preamble, serve_connection, Dispatch, MemoryBudget};
 use sfs_rpc::limits::{self, ConnectionLimit};
@@ -21,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 
 /// How long a new connection may stay silent before the server drops it
@@ -67,56 +67,46 @@ pub fn split(
         places,
     } = policy;
     let (grpc_tx, grpc_rx) = mpsc::channel(GRPC_BACKLOG);
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        let stop = shutdown.wait();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                () = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        // Without it, Nagle holds the second of two pipelined
-                        // replies for a delayed ACK (40 ms).
-                        let _ = stream.set_nodelay(true);
-                        let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
-                        let (secret, metrics, budget) = (secret.clone(), metrics.clone(), budget.clone());
-                        let place = places.admit();
-                        connections.spawn(async move {
-                            let mut stream = stream;
-                            // A gRPC connection takes its place along to tonic.
-                            let Some(place) = limits::placed_or_refused(place, &mut stream, "RPC").await else {
-                                return;
-                            };
-                            if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
-                                tracing::info!(%peer, "RPC connection refused: {refused}");
-                                return;
-                            }
-                            match first_bytes_are_lean(&stream).await {
-                                Ok(true) => {
-                                    metrics.rpc_connections.fetch_add(1, Ordering::Relaxed);
-                                    serve_connection(stream, dispatch, budget, spin, shutdown.wait()).await;
-                                    metrics.rpc_connections.fetch_sub(1, Ordering::Relaxed);
-                                    drop(place);
-                                }
-                                Ok(false) => {
-                                    let _ = grpc_tx.send(Ok(GrpcStream::new(stream, place, &budget))).await;
-                                }
-                                Err(e) => tracing::debug!(%peer, "dropping a connection before its first request: {e}"),
-                            }
-                        });
-                    }
-                    Err(e) => {
-                        // EMFILE and friends: keep serving the connections we have.
-                        tracing::warn!("RPC listener: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    let stop = shutdown.clone();
+    let serve = move |mut stream: TcpStream, peer: std::net::SocketAddr, _| {
+        // Without it, Nagle holds the second of two pipelined replies for a
+        // delayed ACK (40 ms).
+        let _ = stream.set_nodelay(true);
+        let (dispatch, grpc_tx, shutdown) = (dispatch.clone(), grpc_tx.clone(), shutdown.clone());
+        let (secret, metrics, budget) = (secret.clone(), metrics.clone(), budget.clone());
+        let place = places.admit();
+        async move {
+            // A gRPC connection takes its place along to tonic.
+            let Some(place) = limits::placed_or_refused(place, &mut stream, "RPC").await else {
+                return;
+            };
+            if let Err(refused) = auth::server(&mut stream, &secret, Purpose::Rpc).await {
+                tracing::info!(%peer, "RPC connection refused: {refused}");
+                return;
+            }
+            match first_bytes_are_lean(&stream).await {
+                Ok(true) => {
+                    metrics.rpc_connections.fetch_add(1, Ordering::Relaxed);
+                    serve_connection(stream, dispatch, budget, spin, shutdown.wait()).await;
+                    metrics.rpc_connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(place);
+                }
+                Ok(false) => {
+                    let _ = grpc_tx
+                        .send(Ok(GrpcStream::new(stream, place, &budget)))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, "dropping a connection before its first request: {e}")
+                }
             }
         }
-        drop(grpc_tx);
-        while connections.join_next().await.is_some() {}
+    };
+    // The listener's own sender goes with `serve` once it stops accepting,
+    // so tonic's incoming ends when the last handed-over connection is in.
+    let task = tokio::spawn(async move {
+        accept::serve_connections(listener, "RPC", stop.wait(), serve, accept::AtStop::Finish)
+            .await;
         Ok(())
     });
     (ReceiverStream::new(grpc_rx), task)

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// The request line and headers a scrape may send.
 const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -61,30 +60,22 @@ where
     Fut: Future<Output = String> + Send,
 {
     let body = Arc::new(body);
-    let mut connections = JoinSet::new();
-    let stop = shutdown.wait();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let body = body.clone();
-                    connections.spawn(async move {
-                        if let Err(e) = answer(stream, body.as_ref()).await {
-                            tracing::debug!(%peer, "metrics request failed: {e}");
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!("metrics listener: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+    let serve = move |stream: TcpStream, peer: std::net::SocketAddr, _| {
+        let body = body.clone();
+        async move {
+            if let Err(e) = answer(stream, body.as_ref()).await {
+                tracing::debug!(%peer, "metrics request failed: {e}");
+            }
         }
-    }
-    connections.abort_all();
+    };
+    sfs_rpc::accept::serve_connections(
+        listener,
+        "metrics",
+        shutdown.wait(),
+        serve,
+        sfs_rpc::accept::AtStop::Abort,
+    )
+    .await;
 }
 
 /// Reads one request head and answers it.
