@@ -121,8 +121,7 @@ impl SfsInstance {
 
     /// Process ids of the servers on this machine, from their ready files.
     pub fn server_pids(&self) -> Vec<i32> {
-        self.hostfile
-            .local_entries()
+        sfs_rpc::locality::local_entries(&self.hostfile)
             .iter()
             .filter_map(|entry| {
                 let ready = self.config.run_dir(&entry.name).join("ready");

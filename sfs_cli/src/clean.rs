@@ -49,7 +49,7 @@ pub fn clean(setup: &Setup) -> Result<()> {
     }
     let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) = hosts
         .iter()
-        .partition(|e| e.is_local() && !launcher::takes_every_host(setup));
+        .partition(|e| sfs_rpc::locality::is_local(e) && !launcher::takes_every_host(setup));
     let groups = launcher::group_by_host(remote);
     // A secret is not needed to remove files; the far side ignores it.
     let outcomes = std::thread::scope(|scope| {

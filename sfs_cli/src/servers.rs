@@ -68,7 +68,7 @@ fn log_tail(log: &Path) -> String {
 /// `local_only`, only this machine's servers (for a launcher of the job's
 /// own, such as pdsh).
 pub fn start(setup: &Setup, restore: bool, local_only: bool) -> Result<()> {
-    let duplicates = sfs_global::hostfile::duplicate_addresses(&setup.hostfile);
+    let duplicates = sfs_rpc::locality::duplicate_addresses(&setup.hostfile);
     if !duplicates.is_empty() {
         bail!(
             "the hostfile names one server twice (placement would count it as two):\n  {}",
@@ -79,11 +79,10 @@ pub fn start(setup: &Setup, restore: bool, local_only: bool) -> Result<()> {
     // servers start, so they and every client of the job read one file.
     let (secret, _) = sfs_global::secret::for_server(&setup.config, &setup.hostfile)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) = setup
-        .hostfile
-        .hosts
-        .iter()
-        .partition(|e| e.is_local() && (local_only || !launcher::takes_every_host(setup)));
+    let (local, remote): (Vec<&HostEntry>, Vec<&HostEntry>) =
+        setup.hostfile.hosts.iter().partition(|e| {
+            sfs_rpc::locality::is_local(e) && (local_only || !launcher::takes_every_host(setup))
+        });
     if local_only && local.is_empty() {
         bail!(
             "{}: no server of the hostfile has an address on this machine",
@@ -276,7 +275,7 @@ pub enum Probe {
 }
 
 pub fn probe(entry: &HostEntry, timeout: Duration) -> Probe {
-    let address = match entry.socket_addr() {
+    let address = match sfs_rpc::locality::socket_addr(entry) {
         Ok(address) => address,
         Err(e) => return Probe::Unknown(format!("resolving {}: {e}", entry.host)),
     };
@@ -302,7 +301,7 @@ enum Gone {
 
 impl Gone {
     fn of(entry: &HostEntry, pid: Option<i32>) -> Gone {
-        match (pid, entry.socket_addr()) {
+        match (pid, sfs_rpc::locality::socket_addr(entry)) {
             (Some(pid), _) => Gone::ProcessExited(pid),
             (None, Ok(address)) => Gone::PortClosed(address),
             (None, Err(_)) => Gone::Unknown,
@@ -342,7 +341,7 @@ impl Gone {
 /// local entries: `rootdir` may be shared between machines, and a pid of
 /// another machine means nothing here.
 pub fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
-    if !entry.is_local() {
+    if !sfs_rpc::locality::is_local(entry) {
         return None;
     }
     ready_pid(&setup.config.run_dir(&entry.name).join("ready")).filter(|&p| process_alive(p))

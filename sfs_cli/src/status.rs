@@ -91,7 +91,7 @@ pub fn status(setup: &Setup, json: bool) -> Result<()> {
     }
     // Two lines naming one server answer twice: "up" would hide that half
     // of the placement goes nowhere.
-    let duplicates = sfs_global::hostfile::duplicate_addresses(&setup.hostfile);
+    let duplicates = sfs_rpc::locality::duplicate_addresses(&setup.hostfile);
     if !duplicates.is_empty() {
         bail!(
             "the hostfile names one server twice (placement counts it as two):\n  {}",

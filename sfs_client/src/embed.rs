@@ -205,6 +205,8 @@ impl Client {
     /// clients of the instance are too (a job on one node), and node-local
     /// advisory locks are locks for every client.
     pub fn all_servers_local(&self) -> bool {
-        self.servers.iter().all(|s| s.entry().is_local())
+        self.servers
+            .iter()
+            .all(|s| sfs_rpc::locality::is_local(s.entry()))
     }
 }

@@ -98,7 +98,7 @@ pub struct Client {
     /// Directories whose mtime and ctime wait to advance (crate::dir_times).
     pub(crate) dir_times: dir_times::DirTimes,
     /// How long a waiting call polls for answers before sleeping.
-    spin: Spin,
+    spin: std::sync::OnceLock<Spin>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -166,7 +166,6 @@ impl Client {
                 .map(|h| ServerSlot::new(h.clone(), &options))
                 .collect::<SfsResult<Vec<_>>>()?
         };
-        let spin = Spin::new(config.rpc_spin(&hostfile));
         Ok(Client {
             distributor: Distributor::new(servers.len()),
             config,
@@ -179,7 +178,7 @@ impl Client {
             sourced: Default::default(),
             shared: Default::default(),
             dir_times: Default::default(),
-            spin,
+            spin: std::sync::OnceLock::new(),
             runtime,
         })
     }
@@ -230,7 +229,7 @@ impl Client {
                     .any(|s| s.lean().is_some_and(|l| l.waiting()));
                 if !waiting
                     || self
-                        .spin
+                        .spin()
                         .poll(|| self.poll_answers().then_some(()))
                         .is_none()
                 {
@@ -238,6 +237,21 @@ impl Client {
                 }
             })
             .await
+        })
+    }
+
+    /// How long a waiting call polls its sockets before it sleeps
+    /// (`Config::rpc_spin`): decided when a call first waits, since it asks
+    /// the resolver and the kernel which servers are on this machine — a
+    /// process that never waits on a server never asks.
+    fn spin(&self) -> &Spin {
+        self.spin.get_or_init(|| {
+            let local = self
+                .servers
+                .iter()
+                .filter(|s| sfs_rpc::locality::is_local(s.entry()))
+                .count();
+            Spin::new(self.config.rpc_spin(local))
         })
     }
 

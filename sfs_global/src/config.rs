@@ -383,14 +383,15 @@ impl Default for Config {
 
 impl Config {
     /// How long lean RPC ends poll before they sleep: `rpc_spin_us`, or
-    /// zero when `hostfile` puts as many servers on this machine as it has
-    /// CPUs. Then the polls take the CPUs the other servers and the clients
-    /// need: with 2 servers on 2 vCPUs, polling servers and clients did
-    /// 21,000 stats/s through the shim and sleeping ones 30,000
+    /// zero when the hostfile puts as many servers on this machine
+    /// (`local_servers`: `sfs_rpc::locality` counts them) as it has CPUs.
+    /// Then the polls take the CPUs the other servers and the clients need:
+    /// with 2 servers on 2 vCPUs, polling servers and clients did 21,000
+    /// stats/s through the shim and sleeping ones 30,000
     /// (docs/performance.md, "Server-count scaling").
-    pub fn rpc_spin(&self, hostfile: &crate::hostfile::Hostfile) -> std::time::Duration {
+    pub fn rpc_spin(&self, local_servers: usize) -> std::time::Duration {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if hostfile.local_entries().len() >= cpus {
+        if local_servers >= cpus {
             return std::time::Duration::ZERO;
         }
         std::time::Duration::from_micros(self.rpc_spin_us)

@@ -24,7 +24,7 @@
 
 use crate::config::Config;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 
 /// Port used when a hostfile line gives none.
@@ -46,22 +46,6 @@ pub struct HostEntry {
 }
 
 impl HostEntry {
-    /// Resolves the entry to a socket address (first result).
-    pub fn socket_addr(&self) -> std::io::Result<SocketAddr> {
-        (self.host.as_str(), self.port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other(format!("{}: no address", self.host)))
-    }
-
-    /// True when the entry's address belongs to this machine (it can be bound).
-    pub fn is_local(&self) -> bool {
-        match self.socket_addr() {
-            Ok(addr) => std::net::UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).is_ok(),
-            Err(_) => false,
-        }
-    }
-
     /// The port a server's bulk-data listener binds: the RPC port plus
     /// `data_port_offset`, 0 (the system picks) when the offset is 0, `None`
     /// when the sum passes 65535. The one place this sum is made, so the
@@ -287,11 +271,6 @@ impl Hostfile {
     pub fn by_name(&self, name: &str) -> Option<&HostEntry> {
         self.hosts.iter().find(|h| h.name == name)
     }
-
-    /// Entries whose address is on this machine.
-    pub fn local_entries(&self) -> Vec<&HostEntry> {
-        self.hosts.iter().filter(|h| h.is_local()).collect()
-    }
 }
 
 /// Everything about a hostfile that depends on the config:
@@ -323,42 +302,6 @@ pub fn validate_with_config(config: &Config, hostfile: &Hostfile) -> Result<(), 
         }
     }
     Ok(())
-}
-
-/// Entries that resolve to the same address and port although written
-/// differently (`127.0.0.1:P` and `localhost:P`): one server would be
-/// counted twice, and half of the placement would go to a server that
-/// does not exist. Resolves every host name (so not part of parsing); an
-/// entry that does not resolve from here is left out. Each finding names
-/// both lines.
-pub fn duplicate_addresses(hostfile: &Hostfile) -> Vec<String> {
-    let resolved: Vec<(&HostEntry, Vec<SocketAddr>)> = hostfile
-        .hosts
-        .iter()
-        .filter_map(|h| {
-            let addrs: Vec<SocketAddr> =
-                (h.host.as_str(), h.port).to_socket_addrs().ok()?.collect();
-            Some((h, addrs))
-        })
-        .collect();
-    let mut found = Vec::new();
-    for (i, (a, a_addrs)) in resolved.iter().enumerate() {
-        for (b, b_addrs) in &resolved[i + 1..] {
-            if let Some(addr) = a_addrs.iter().find(|x| b_addrs.contains(x)) {
-                found.push(format!(
-                    "{}:{}: {} {} and line {}: {} {} are one address ({addr})",
-                    hostfile.origin,
-                    a.line,
-                    a.name,
-                    a.endpoint(),
-                    b.line,
-                    b.name,
-                    b.endpoint()
-                ));
-            }
-        }
-    }
-    found
 }
 
 /// Refuses a hostfile whose servers could not all bind their ports under
@@ -443,23 +386,6 @@ pub fn validate_ports(config: &Config, hostfile: &Hostfile) -> Result<(), Hostfi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_server_written_two_ways_is_found() {
-        let h = Hostfile::parse(
-            "a 127.0.0.1:7001\nb localhost:7001\nc 127.0.0.1:7002\n",
-            "hosts",
-        )
-        .unwrap();
-        let found = duplicate_addresses(&h);
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(
-            found[0].starts_with("hosts:1: a 127.0.0.1:7001 and line 2: b localhost:7001"),
-            "{found:?}"
-        );
-        let distinct = Hostfile::parse("a 127.0.0.1:7001\nb 127.0.0.2:7001\n", "h").unwrap();
-        assert!(duplicate_addresses(&distinct).is_empty());
-    }
 
     #[test]
     fn parses_names_addresses_ports_and_comments() {
@@ -771,13 +697,5 @@ s1 127.0.0.1:7010
         assert!(e
             .to_string()
             .starts_with("/nonexistent/hostfile: cannot read"));
-    }
-
-    #[test]
-    fn loopback_is_local() {
-        let h = Hostfile::parse("a 127.0.0.1:7000\nb 192.0.2.1:7000\n", "h").unwrap();
-        assert!(h.hosts[0].is_local());
-        assert!(!h.hosts[1].is_local());
-        assert_eq!(h.local_entries().len(), 1);
     }
 }

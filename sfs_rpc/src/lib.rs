@@ -24,6 +24,7 @@ pub mod auth;
 pub mod caller;
 pub mod lean;
 pub mod limits;
+pub mod locality;
 pub mod methods;
 pub mod mux;
 

@@ -101,7 +101,7 @@ pub async fn run_until(
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
     let entry = own_entry(&hostfile, server_name.as_deref())?;
     let name = entry.name.clone();
-    let duplicates = sfs_global::hostfile::duplicate_addresses(&hostfile);
+    let duplicates = sfs_rpc::locality::duplicate_addresses(&hostfile);
     if !duplicates.is_empty() {
         bail!(
             "server {name}: the hostfile names one server twice:\n  {}",
@@ -496,7 +496,7 @@ pub async fn run_until(
 /// [`Config::rpc_spin`] for this server's lean connections, logged when
 /// it turns polling off.
 fn server_spin(config: &Config, hostfile: &Hostfile, name: &str) -> Duration {
-    let spin = config.rpc_spin(hostfile);
+    let spin = config.rpc_spin(sfs_rpc::locality::local_entries(hostfile).len());
     if spin.is_zero() && config.rpc_spin_us > 0 {
         tracing::info!(
             "server {name}: as many servers of the hostfile on this machine as CPUs: lean connections sleep instead of polling"
@@ -534,7 +534,7 @@ fn own_entry(hostfile: &Hostfile, name: Option<&str>) -> anyhow::Result<HostEntr
             )
         });
     }
-    match hostfile.local_entries().as_slice() {
+    match sfs_rpc::locality::local_entries(hostfile).as_slice() {
         [one] => Ok((*one).clone()),
         [] => {
             bail!("no hostfile entry has an address of this machine; pass --id NAME to choose one")
@@ -552,7 +552,7 @@ fn own_entry(hostfile: &Hostfile, name: Option<&str>) -> anyhow::Result<HostEntr
 /// The gRPC address: the hostfile's, or `config.listen` with its port.
 fn bind_address(config: &Config, entry: &HostEntry) -> anyhow::Result<SocketAddr> {
     if config.listen.is_empty() {
-        return entry.socket_addr().with_context(|| {
+        return sfs_rpc::locality::socket_addr(entry).with_context(|| {
             format!(
                 "server {}: cannot resolve its hostfile address {}",
                 entry.name,
