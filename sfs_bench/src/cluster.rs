@@ -124,10 +124,11 @@ impl SfsInstance {
         sfs_rpc::locality::local_entries(&self.hostfile)
             .iter()
             .filter_map(|entry| {
-                let ready = self.config.run_dir(&entry.name).join("ready");
-                let text = std::fs::read_to_string(ready).ok()?;
-                let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-                json.get("pid")?.as_i64().map(|p| p as i32)
+                sfs_global::ready::Ready::read(&sfs_global::ready::Ready::path(
+                    &self.config,
+                    &entry.name,
+                ))?
+                .pid()
             })
             .collect()
     }

@@ -41,11 +41,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
 
 fn ready_pid(ready_file: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(ready_file).ok()?;
-    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
-    json.get("pid")?
-        .as_i64()
-        .and_then(|p| i32::try_from(p).ok())
+    sfs_global::ready::Ready::read(ready_file)?.pid()
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -166,7 +162,7 @@ fn launch(
         .mode(0o700)
         .create(&run_dir)
         .with_context(|| format!("creating {}", run_dir.display()))?;
-    let ready = run_dir.join("ready");
+    let ready = sfs_global::ready::Ready::path(&setup.config, &entry.name);
     if let Some(pid) = ready_pid(&ready).filter(|&p| process_alive(p)) {
         return Ok(Launch::AlreadyRunning(pid));
     }
@@ -344,7 +340,8 @@ pub fn local_pid(setup: &Setup, entry: &HostEntry) -> Option<i32> {
     if !sfs_rpc::locality::is_local(entry) {
         return None;
     }
-    ready_pid(&setup.config.run_dir(&entry.name).join("ready")).filter(|&p| process_alive(p))
+    ready_pid(&sfs_global::ready::Ready::path(&setup.config, &entry.name))
+        .filter(|&p| process_alive(p))
 }
 
 /// What asking one server to stop found.

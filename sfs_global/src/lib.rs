@@ -23,6 +23,7 @@ pub mod holdings;
 pub mod hostfile;
 pub mod metadata;
 pub mod path;
+pub mod ready;
 pub mod secret;
 
 pub use error::{Errno, SfsError, SfsResult};

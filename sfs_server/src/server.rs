@@ -146,7 +146,7 @@ pub async fn run_until(
     std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot make run directory {} private", run_dir.display()))?;
     let lock = RunDirLock::acquire(&run_dir)?;
-    let ready_file = run_dir.join("ready");
+    let ready_file = sfs_global::ready::Ready::path(&config, &name);
     remove_if_present(&ready_file)?;
 
     let meta_dir = config.meta_dir(&name);
@@ -422,13 +422,15 @@ pub async fn run_until(
     let mut grpc_task = tokio::spawn(grpc);
 
     let address = entry.endpoint();
-    write_ready_file(
-        &ready_file,
-        &name,
-        &address,
-        transport.chosen,
-        &data_endpoint,
-    )?;
+    sfs_global::ready::Ready {
+        pid: std::process::id(),
+        name: name.clone(),
+        address: address.clone(),
+        data_transport: transport.chosen.name().to_string(),
+        data_endpoint: data_endpoint.clone(),
+    }
+    .write(&ready_file)
+    .with_context(|| format!("cannot write {}", ready_file.display()))?;
     tracing::info!(
         "sfs server {name} ready on {address} (data: {} {data_endpoint})",
         transport.chosen
@@ -592,29 +594,6 @@ fn remove_if_present(path: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
-}
-
-/// Writes the `ready` file atomically (temporary file, then rename), so a
-/// reader never sees half of it.
-fn write_ready_file(
-    path: &Path,
-    name: &str,
-    address: &str,
-    transport: DataTransport,
-    data_endpoint: &str,
-) -> anyhow::Result<()> {
-    let body = serde_json::json!({
-        "pid": std::process::id(),
-        "name": name,
-        "address": address,
-        "data_transport": transport.name(),
-        "data_endpoint": data_endpoint,
-    });
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{body}\n"))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
 /// An exclusive lock on `run_dir/lock`, held for the server's lifetime, so
