@@ -205,8 +205,6 @@ impl Client {
     /// clients of the instance are too (a job on one node), and node-local
     /// advisory locks are locks for every client.
     pub fn all_servers_local(&self) -> bool {
-        self.servers
-            .iter()
-            .all(|s| sfs_rpc::locality::is_local(s.entry()))
+        self.local_servers() == self.servers.len()
     }
 }

@@ -99,6 +99,8 @@ pub struct Client {
     pub(crate) dir_times: dir_times::DirTimes,
     /// How long a waiting call polls for answers before sleeping.
     spin: std::sync::OnceLock<Spin>,
+    /// [`Client::local_servers`], once known.
+    local_servers: std::sync::OnceLock<usize>,
     runtime: tokio::runtime::Runtime,
 }
 
@@ -179,6 +181,7 @@ impl Client {
             shared: Default::default(),
             dir_times: Default::default(),
             spin: std::sync::OnceLock::new(),
+            local_servers: std::sync::OnceLock::new(),
             runtime,
         })
     }
@@ -245,13 +248,19 @@ impl Client {
     /// the resolver and the kernel which servers are on this machine — a
     /// process that never waits on a server never asks.
     fn spin(&self) -> &Spin {
-        self.spin.get_or_init(|| {
-            let local = self
-                .servers
+        self.spin
+            .get_or_init(|| Spin::new(self.config.rpc_spin(self.local_servers())))
+    }
+
+    /// How many servers of the hostfile are on this machine: asked of the
+    /// resolver and the kernel once (`sfs_rpc::locality`), when first
+    /// needed (polling, node-local locks).
+    pub(crate) fn local_servers(&self) -> usize {
+        *self.local_servers.get_or_init(|| {
+            self.servers
                 .iter()
                 .filter(|s| sfs_rpc::locality::is_local(s.entry()))
-                .count();
-            Spin::new(self.config.rpc_spin(local))
+                .count()
         })
     }
 
