@@ -60,6 +60,10 @@ pub struct TieringArgs {
     /// alone before it is written back.
     #[arg(long, default_value_t = 100)]
     pub idle_ms: u64,
+    /// `backend.writeback_nice` of that write: how far below the servers'
+    /// priority the flusher's threads run (0: beside the data path).
+    #[arg(long, default_value_t = sfs_global::config::BackendConfig::default().writeback_nice)]
+    pub writeback_nice: u8,
 }
 
 /// The policies under which write-back runs beside the writes.
@@ -143,6 +147,7 @@ pub struct Measured {
     pub backend_dir: PathBuf,
     pub flusher: Flusher,
     pub idle_ms: u64,
+    pub writeback_nice: u8,
     /// The mean of fio's runs before and after ...
     pub native: fio::FioRun,
     /// ... and each of them.
@@ -182,6 +187,7 @@ impl Bench<'_> {
         config.backend.path = backend.display().to_string();
         config.backend.writeback = policy;
         config.backend.idle_ms = self.args.idle_ms;
+        config.backend.writeback_nice = self.args.writeback_nice;
         config.request_timeout_ms = REQUEST_TIMEOUT_MS;
         let dir = self.state.join(format!("sfs_bench.{}.{name}", self.pid));
         SfsInstance::start_with(&self.sfs, self.args.servers, &dir, config, restore)
@@ -372,6 +378,7 @@ pub fn run(args: &TieringArgs, common: &CommonArgs) -> Result<()> {
         backend_dir: absolute(&args.backend_dir)?,
         flusher: args.flusher,
         idle_ms: args.idle_ms,
+        writeback_nice: args.writeback_nice,
         explicit,
         flushing,
         restored,

@@ -36,6 +36,11 @@
 //! - **Alignment**: none is required. Chunk-aligned writes of whole chunks
 //!   are the common case (the write-back moves chunks), and back ends
 //!   without partial writes map chunks to objects of their own.
+//! - **Stores of plain files** may offer two shortcuts, used when they
+//!   say so and otherwise left to the general calls: `read_now` (a read
+//!   on the calling thread into the caller's buffer) and
+//!   `write_from_files` (pieces copied by the kernel from open files, the
+//!   write-back's chunk files). Both keep the rules above.
 //! - **Errors** carry the errno an application would see (EIO for a store
 //!   that cannot be reached, ENOSPC for a full one) and a message naming
 //!   the store and the object.
@@ -112,6 +117,35 @@ pub trait ObjectBackend: Send + Sync {
     /// missing object.
     fn read_now(&self, _id: FileId, _offset: u64, _buf: &mut [u8]) -> Option<SfsResult<usize>> {
         None
+    }
+
+    /// Whether [`write_from_files`](Self::write_from_files) works: a store
+    /// of plain files, which the kernel can fill from other files without
+    /// the bytes passing through the server's memory.
+    fn copies_from_files(&self) -> bool {
+        false
+    }
+
+    /// Writes as [`write_pieces`](Self::write_pieces) does, on the calling
+    /// thread, each piece `(offset, file)` being the whole content of
+    /// `file` (read from its byte 0 to its end, at most `max_len` bytes),
+    /// copied by the kernel (`copy_file_range`, else `sendfile`). Returns
+    /// how many bytes each piece had. Only called when
+    /// [`copies_from_files`](Self::copies_from_files) says so; ENOTSUP
+    /// otherwise.
+    fn write_from_files(
+        &self,
+        id: FileId,
+        _pieces: &[(u64, std::fs::File)],
+        _max_len: u64,
+    ) -> SfsResult<Vec<u64>> {
+        Err(sfs_global::SfsError::new(
+            sfs_global::Errno::ENOTSUP,
+            format!(
+                "{} back end: no copies from files (object {id})",
+                self.kind()
+            ),
+        ))
     }
 
     /// Makes every write to `id` that returned before this call persistent.

@@ -573,6 +573,19 @@ impl ChunkHandler for ChunkStore {
 }
 
 impl ChunkStore {
+    /// The file of chunk `(id, index)`, open for reading, if it is held
+    /// here and not empty (the write-back hands it to a back end that
+    /// copies files: [`crate::backend::ObjectBackend::write_from_files`]).
+    pub(crate) fn open_held(&self, id: FileId, index: u64) -> SfsResult<Option<File>> {
+        let path = self.chunk_path(id, index);
+        match File::open(&path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok((0, _)) => Ok(None),
+            Ok((_, file)) => Ok(Some(file)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(e, "open", &path)),
+        }
+    }
+
     /// Reads a chunk range; `None` when the chunk is not held here (the
     /// tier then looks in the back end), so a chunk evicted between a check
     /// and the read is never mistaken for a hole.

@@ -228,6 +228,9 @@ pub struct TieredStore {
     backend: Arc<dyn ObjectBackend>,
     settings: BackendConfig,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The threads of the write-back the loop starts on its own, at
+    /// `backend.writeback_nice` (none when that is 0: the runtime above).
+    background: Option<tokio::runtime::Runtime>,
     state: Mutex<State>,
     /// Signalled when room was made or a gate opened.
     changed: Condvar,
@@ -264,6 +267,38 @@ pub struct TieredStore {
 /// instead of waiting for each one's fetch.
 const READ_AHEAD: usize = 4;
 
+/// The runtime of the write-back that runs by policy, its threads (workers
+/// and blocking ones alike) `nice` steps below the server's priority (at
+/// most nice 19); none for 0. Linux keeps a nice value per thread, so the
+/// data path's threads are not touched, and a thread cannot take a lower
+/// value back without `CAP_SYS_NICE`: hence threads of their own rather
+/// than a priority changed per task.
+fn background_runtime(nice: u8) -> SfsResult<Option<tokio::runtime::Runtime>> {
+    if nice == 0 {
+        return Ok(None);
+    }
+    // `None`: the calling thread (Linux's `getpriority`/`setpriority` with
+    // PRIO_PROCESS and 0 act on the caller's thread only). The value is
+    // fixed here, from the server's thread: a blocking thread is started
+    // by a worker of this runtime and inherits its value, so adding to
+    // what a new thread has would lower it once more.
+    let own = rustix::process::getpriority_process(None)
+        .map_err(|e| SfsError::io(format!("tier: cannot read the server's priority: {e}")))?;
+    let target = (own + i32::from(nice)).min(19);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sfs-writeback")
+        .on_thread_start(move || {
+            if let Err(e) = rustix::process::setpriority_process(None, target) {
+                tracing::warn!("tier: cannot lower a write-back thread's priority: {e}");
+            }
+        })
+        .enable_all()
+        .build()
+        .map(Some)
+        .map_err(|e| SfsError::io(format!("tier: cannot start its write-back runtime: {e}")))
+}
+
 /// Runs `f` when dropped.
 struct OnDrop<F: FnMut()>(F);
 
@@ -298,6 +333,7 @@ impl TieredStore {
             .enable_all()
             .build()
             .map_err(|e| SfsError::io(format!("tier: cannot start its runtime: {e}")))?;
+        let background = background_runtime(settings.writeback_nice)?;
         let mut state = State {
             in_backend: replayed.in_backend,
             sources: store
@@ -369,6 +405,7 @@ impl TieredStore {
             backend,
             settings,
             runtime: Some(runtime),
+            background,
             state: Mutex::new(state),
             changed: Condvar::new(),
             journal: Mutex::new(journal),
@@ -513,6 +550,12 @@ impl TieredStore {
 
     fn rt(&self) -> &tokio::runtime::Runtime {
         self.runtime.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// Where a write-back the loop starts by policy runs: the niced
+    /// runtime, if there is one.
+    pub(crate) fn background(&self) -> Option<tokio::runtime::Handle> {
+        self.background.as_ref().map(|rt| rt.handle().clone())
     }
 
     /// The chunk store underneath.
@@ -1075,8 +1118,11 @@ impl TieredStore {
 
 impl Drop for TieredStore {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            // Dropped on a runtime's thread too: do not block there.
+        // Dropped on a runtime's thread too: do not block there.
+        for rt in [self.runtime.take(), self.background.take()]
+            .into_iter()
+            .flatten()
+        {
             rt.shutdown_background();
         }
     }

@@ -45,6 +45,7 @@ pub struct Sizes {
     pub backend_dir: String,
     pub flusher_policy: String,
     pub idle_ms: u64,
+    pub writeback_nice: u8,
     pub seed: u64,
 }
 
@@ -229,6 +230,7 @@ pub fn build(m: &Measured) -> TieringReport {
             backend_dir: m.backend_dir.display().to_string(),
             flusher_policy: m.flusher.name().into(),
             idle_ms: m.idle_ms,
+            writeback_nice: m.writeback_nice,
             seed: p.seed,
         },
         warm_up: m.warm_up.clone(),
@@ -262,7 +264,7 @@ pub fn print_text(r: &TieringReport) {
         m.load_average_start, m.load_average_end
     );
     println!(
-        "sizes: {} files of {} MiB ({} MiB), {} KiB chunks, {} KiB transfers; back end `dir` under {}; flusher {} with idle_ms {}; seed {}",
+        "sizes: {} files of {} MiB ({} MiB), {} KiB chunks, {} KiB transfers; back end `dir` under {}; flusher {} with idle_ms {}, writeback_nice {}; seed {}",
         s.files,
         s.file_bytes >> 20,
         s.total_bytes >> 20,
@@ -271,6 +273,7 @@ pub fn print_text(r: &TieringReport) {
         s.backend_dir,
         s.flusher_policy,
         s.idle_ms,
+        s.writeback_nice,
         s.seed
     );
     println!("memory warm-up: {}", r.warm_up);

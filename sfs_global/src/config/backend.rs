@@ -74,6 +74,14 @@ pub struct BackendConfig {
     pub low_watermark_percent: u8,
     /// Files one server writes back at once.
     pub flush_files_in_flight: u32,
+    /// How many nice steps (0-19) below the server's own priority the
+    /// threads run that write back on their own (`idle`, `io-aware`,
+    /// `close`; at most nice 19): above 0 they yield the CPU to the job's
+    /// I/O, which the server's data path serves at its own priority; 0
+    /// runs them beside the data path. A write-back
+    /// asked for (`sfs flush`, `fsync_to_backend`, a checkpoint) or forced
+    /// by a full store runs at the server's priority whatever this says.
+    pub writeback_nice: u8,
     /// `fsync`/`fdatasync` of a file also writes it back and waits until
     /// the back end holds it (back-end-persistent), not only until the
     /// servers' devices do. Read by clients.
@@ -121,6 +129,7 @@ impl Default for BackendConfig {
             high_watermark_percent: 90,
             low_watermark_percent: 70,
             flush_files_in_flight: 4,
+            writeback_nice: 10,
             fsync_to_backend: false,
             space_wait_ms: 5_000,
             rados_conf: "/etc/ceph/ceph.conf".into(),
@@ -172,6 +181,12 @@ impl BackendConfig {
             return Err(bad(
                 "backend.flush_files_in_flight",
                 "must be at least 1".into(),
+            ));
+        }
+        if self.writeback_nice > 19 {
+            return Err(bad(
+                "backend.writeback_nice",
+                format!("must be 0 to 19, got {}", self.writeback_nice),
             ));
         }
         if !(1..=3_600_000).contains(&self.timeout_ms) {
@@ -361,6 +376,7 @@ mod tests {
                 "backend.s3_piece_size",
             ),
             (r#"{"timeout_ms": 0}"#, "backend.timeout_ms"),
+            (r#"{"writeback_nice": 20}"#, "backend.writeback_nice"),
         ] {
             let verdict = verdict(json);
             assert!(verdict.contains(field), "{json}: {verdict}");

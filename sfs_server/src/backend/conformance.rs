@@ -25,6 +25,7 @@ pub async fn run_all(backend: &dyn ObjectBackend) {
     overwrites_replace_bytes(backend).await;
     concurrent_disjoint_writes(backend).await;
     batches_of_pieces(backend).await;
+    pieces_copied_from_files(backend).await;
     listing_names_every_object(backend).await;
 }
 
@@ -284,34 +285,78 @@ async fn batches_of_pieces(b: &dyn ObjectBackend) {
         (chunk as u64, piece(1, chunk)),
     ];
     b.write_pieces(id, pieces).await.unwrap();
+    three_pieces_read_back(b, id, chunk, "a batch").await;
+    b.delete(id).await.unwrap();
+}
+
+/// Checks object `id` after pieces of [`pattern`] seeds 0, 1 (whole
+/// chunks at chunks 0 and 1) and 3 (1000 bytes at chunk 3) were written.
+async fn three_pieces_read_back(b: &dyn ObjectBackend, id: FileId, chunk: usize, how: &str) {
     let back = b.read(id, 0, 4 * chunk).await.unwrap();
-    assert_eq!(
-        back.len(),
-        3 * chunk + 1000,
-        "{}: size after a batch",
-        b.kind()
-    );
+    let kind = b.kind();
+    assert_eq!(back.len(), 3 * chunk + 1000, "{kind}: size after {how}");
     assert!(
         back[..chunk] == pattern(0, chunk)[..],
-        "{}: piece 0",
-        b.kind()
+        "{kind}: {how}: piece 0"
     );
     assert!(
         back[chunk..2 * chunk] == pattern(1, chunk)[..],
-        "{}: piece 1",
-        b.kind()
+        "{kind}: {how}: piece 1"
     );
     assert!(
         back[2 * chunk..3 * chunk].iter().all(|&x| x == 0),
-        "{}: the hole between pieces",
-        b.kind()
+        "{kind}: {how}: the hole between pieces"
     );
     assert!(
         back[3 * chunk..] == pattern(3, 1000)[..],
-        "{}: piece 3",
-        b.kind()
+        "{kind}: {how}: piece 3"
     );
-    b.delete(id).await.unwrap();
+}
+
+/// A file of `bytes` in `dir`, open for reading at its start.
+fn file_of(dir: &std::path::Path, bytes: &[u8]) -> std::fs::File {
+    use std::io::{Seek, Write};
+    let mut file = tempfile::tempfile_in(dir).expect("temporary file");
+    file.write_all(bytes).expect("writing a temporary file");
+    file.rewind().expect("rewinding it");
+    file
+}
+
+/// `write_from_files`, where a back end offers it: each file whole at its
+/// offset, a longer one cut at `max_len`, from files on the store's file
+/// system (the temporary directory) and, where there is one, on tmpfs.
+async fn pieces_copied_from_files(b: &dyn ObjectBackend) {
+    if !b.copies_from_files() {
+        return;
+    }
+    let chunk = 64 << 10;
+    let shm = std::path::Path::new("/dev/shm");
+    let mut dirs = vec![std::env::temp_dir()];
+    if shm.is_dir() {
+        dirs.push(shm.to_path_buf());
+    }
+    for (n, dir) in dirs.iter().enumerate() {
+        let id = FileId(0x5760 + n as u128);
+        let pieces = vec![
+            (3 * chunk as u64, file_of(dir, &pattern(3, 1000))),
+            (0, file_of(dir, &pattern(0, chunk))),
+            // Longer than a chunk: only `max_len` of it.
+            (chunk as u64, file_of(dir, &pattern(1, chunk + 500))),
+        ];
+        // Blocking, on the test's thread (as on a write-back's blocking one).
+        let copied = b
+            .write_from_files(id, &pieces, chunk as u64)
+            .unwrap_or_else(|e| panic!("{}: write_from_files from {dir:?}: {e}", b.kind()));
+        assert_eq!(
+            copied,
+            vec![1000, chunk as u64, chunk as u64],
+            "{}",
+            b.kind()
+        );
+        // Piece 1 was cut at `max_len`.
+        three_pieces_read_back(b, id, chunk, &format!("copies from {dir:?}")).await;
+        b.delete(id).await.unwrap();
+    }
 }
 
 async fn listing_names_every_object(b: &dyn ObjectBackend) {

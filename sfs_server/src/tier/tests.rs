@@ -18,6 +18,16 @@ struct Flaky {
     /// Offers `dir`'s reads on the calling thread (`read_now`); off, a
     /// fetch takes the asynchronous `read` that networked stores have.
     plain_reads: AtomicBool,
+    /// The nice value of the thread each write ran on, in order.
+    write_nice: Mutex<Vec<i32>>,
+    /// Offers `dir`'s copies from files (`write_from_files`); off, a
+    /// write-back reads chunks into buffers as for networked stores.
+    file_copies: AtomicBool,
+}
+
+/// The nice value of the calling thread.
+fn own_nice() -> i32 {
+    rustix::process::getpriority_process(None).expect("getpriority")
 }
 
 impl Flaky {
@@ -40,6 +50,7 @@ impl ObjectBackend for Flaky {
     }
     async fn write(&self, id: FileId, offset: u64, data: &[u8]) -> SfsResult<()> {
         self.check()?;
+        lock(&self.write_nice).push(own_nice());
         let delay = self.write_delay_ms.load(Ordering::Acquire);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -59,6 +70,25 @@ impl ObjectBackend for Flaky {
                 .read_now(id, offset, buf)
                 .expect("dir reads on the calling thread")
         }))
+    }
+    fn copies_from_files(&self) -> bool {
+        self.file_copies.load(Ordering::Acquire)
+    }
+    fn write_from_files(
+        &self,
+        id: FileId,
+        pieces: &[(u64, std::fs::File)],
+        max_len: u64,
+    ) -> SfsResult<Vec<u64>> {
+        self.check()?;
+        lock(&self.write_nice).push(own_nice());
+        // Copied, then slow to answer (the copy has read the chunks).
+        let copied = self.inner.write_from_files(id, pieces, max_len);
+        let delay = self.write_delay_ms.load(Ordering::Acquire);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
+        copied
     }
     async fn persist(&self, id: FileId) -> SfsResult<()> {
         self.check()?;
@@ -96,6 +126,8 @@ impl Fixture {
             down: AtomicBool::new(false),
             write_delay_ms: AtomicU64::new(0),
             plain_reads: AtomicBool::new(false),
+            write_nice: Mutex::new(Vec::new()),
+            file_copies: AtomicBool::new(true),
         });
         Fixture { dir, backend }
     }
@@ -154,7 +186,19 @@ fn idle(ms: u64) -> BackendConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_explicit_flush_puts_chunks_at_their_file_offsets() {
+    explicit_flush_puts_chunks_at_their_file_offsets(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_explicit_flush_through_buffers_puts_chunks_at_their_file_offsets() {
+    explicit_flush_puts_chunks_at_their_file_offsets(false).await;
+}
+
+/// With the chunk files handed to the back end (`file_copies`) or read
+/// into buffers first.
+async fn explicit_flush_puts_chunks_at_their_file_offsets(file_copies: bool) {
     let f = Fixture::new();
+    f.backend.file_copies.store(file_copies, Ordering::Release);
     let tier = f.open(0, BackendConfig::default());
     let id = FileId(0x42);
     // Chunks 0 and 2 of a file whose chunk 1 lives on another server;
@@ -234,6 +278,41 @@ fn the_idle_policy_writes_back_on_its_own_and_explicit_does_not() {
     let object = rt.block_on(f.backend.read(id, 0, CHUNK as usize)).unwrap();
     assert_eq!(object, chunk_bytes(id, 0));
     assert_eq!(tier.status().written_back_bytes, CHUNK);
+}
+
+#[test]
+fn the_policys_write_back_yields_the_cpu_and_an_asked_one_does_not() {
+    let f = Fixture::new();
+    let server = own_nice();
+    let policy_nice = |writeback_nice: u8| {
+        let tier = f.open(
+            0,
+            BackendConfig {
+                writeback_nice,
+                ..idle(300)
+            },
+        );
+        let id = FileId(0x900 + u128::from(writeback_nice));
+        // Asked for (well before the file is idle): at the server's
+        // priority, whatever the setting.
+        tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
+            .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(tier.flush_file(id, None)).unwrap();
+        let asked = lock(&f.backend.write_nice).drain(..).collect::<Vec<_>>();
+        // By policy, once idle.
+        tier.write_chunk(&at(id, 1, 0, CHUNK), &chunk_bytes(id, 1))
+            .unwrap();
+        wait_until("the idle write-back ran", || tier.status().dirty_files == 0);
+        let seen = lock(&f.backend.write_nice).drain(..).collect::<Vec<_>>();
+        (seen, asked)
+    };
+    let (seen, asked) = policy_nice(7);
+    assert_eq!(seen, vec![(server + 7).min(19)], "by policy: 7 steps down");
+    assert!(asked.iter().all(|&n| n == server), "asked for: {asked:?}");
+    assert_eq!(asked.len(), 1);
+    let (seen, _) = policy_nice(0);
+    assert_eq!(seen, vec![server], "writeback_nice 0: beside the data path");
 }
 
 #[test]

@@ -13,7 +13,10 @@
 //!    `explicit`: none. A file whose write-back failed waits out a back-off
 //!    (doubling from 1 s to 30 s) before it is tried again.
 //! 2. writes back up to `flush_files_in_flight` files at once, each with at
-//!    most [`BYTES_IN_FLIGHT`] of chunk data read and not yet written;
+//!    most [`BYTES_IN_FLIGHT`] of chunk data read and not yet written — by
+//!    policy on threads of their own at nice `writeback_nice`, so that the
+//!    job's writes to this server come first; under pressure at the
+//!    server's priority (writers are waiting for that round);
 //! 3. under the same pressure, evicts clean chunks of files the back end
 //!    holds, and chunks of files with a source never written in SFS, least
 //!    recently used first, down to the low watermark, and
@@ -91,12 +94,20 @@ pub async fn run(tier: std::sync::Weak<TieredStore>, wake: Arc<tokio::sync::Noti
         let due = due_files(&tier, pressure, busy);
         if !due.is_empty() {
             let in_flight = tier.settings.flush_files_in_flight as usize;
+            // By policy, on the niced threads (the job's I/O first); a full
+            // store's writers wait for this round, so it runs here then.
+            let niced = if pressure { None } else { tier.background() };
             stream::iter(due)
                 .for_each_concurrent(in_flight, |id| {
                     let tier = tier.clone();
+                    let niced = niced.clone();
                     async move {
                         // Errors are counted, logged and retried later.
-                        let _ = write_back(&tier, id, Which::Dirty).await;
+                        let work = async move { write_back(&tier, id, Which::Dirty).await };
+                        match niced {
+                            Some(runtime) => drop(runtime.spawn(work).await),
+                            None => drop(work.await),
+                        }
                     }
                 })
                 .await;
@@ -327,6 +338,9 @@ async fn copy_batch(
     id: FileId,
     batch: Vec<(u64, Option<u64>)>,
 ) -> SfsResult<Vec<Copied>> {
+    if tier.backend.copies_from_files() {
+        return copy_batch_as_files(tier, id, batch).await;
+    }
     let store = tier.store.clone();
     let buffers = tier.buffers.clone();
     let chunk_size = store.chunk_size();
@@ -357,16 +371,63 @@ async fn copy_batch(
     }
     let first = pieces[0].0 / chunk_size;
     let count = pieces.len();
-    tier.backend.write_pieces(id, pieces).await.map_err(|e| {
-        SfsError::new(
-            e.errno,
-            format!(
-                "writing back {count} chunks of {id} (from chunk {first}): {}",
-                e.message
-            ),
-        )
-    })?;
+    tier.backend
+        .write_pieces(id, pieces)
+        .await
+        .map_err(|e| batch_failed(e, id, first, count))?;
     Ok(done)
+}
+
+/// A back end's error for a batch, naming the chunks.
+fn batch_failed(e: SfsError, id: FileId, first: u64, count: usize) -> SfsError {
+    SfsError::new(
+        e.errno,
+        format!(
+            "writing back {count} chunks of {id} (from chunk {first}): {}",
+            e.message
+        ),
+    )
+}
+
+/// [`copy_batch`] for a back end of plain files: the chunk files are
+/// handed over open and the kernel copies them, in one blocking task (no
+/// buffer, no copy through the server's memory).
+async fn copy_batch_as_files(
+    tier: &Arc<TieredStore>,
+    id: FileId,
+    batch: Vec<(u64, Option<u64>)>,
+) -> SfsResult<Vec<Copied>> {
+    let store = tier.store.clone();
+    let backend = tier.backend.clone();
+    let chunk_size = store.chunk_size();
+    crate::backend::off_the_runtime("flush", move || {
+        let mut done = Vec::with_capacity(batch.len());
+        let mut files = Vec::with_capacity(batch.len());
+        for (index, generation) in batch {
+            match store.open_held(id, index)? {
+                Some(file) => files.push((index, generation, file)),
+                None => done.push((index, generation, 0)),
+            }
+        }
+        if files.is_empty() {
+            return Ok(done);
+        }
+        let (first, count) = (files[0].0, files.len());
+        let (meta, pieces): (Vec<_>, Vec<_>) = files
+            .into_iter()
+            .map(|(index, generation, file)| ((index, generation), (index * chunk_size, file)))
+            .unzip();
+        let copied = backend
+            .write_from_files(id, &pieces, chunk_size)
+            .map_err(|e| batch_failed(e, id, first, count))?;
+        done.extend(
+            meta.into_iter()
+                .zip(copied)
+                .map(|((index, generation), bytes)| (index, generation, bytes)),
+        );
+        Ok(done)
+    })
+    .await
 }
 
 /// Chunks an eviction round takes from the recency order at once.
