@@ -130,7 +130,7 @@ pub async fn run_until(
             secret
         }
     });
-    let mut transport =
+    let transport =
         sfs_rdma::rdma::select_transport(config.transport).map_err(|e| anyhow!("{}", e.message))?;
 
     // Installed before anything is served, so a signal is never missed.
@@ -149,147 +149,16 @@ pub async fn run_until(
     let ready_file = sfs_global::ready::Ready::path(&config, &name);
     remove_if_present(&ready_file)?;
 
-    let meta_dir = config.meta_dir(&name);
-    let mut meta: Arc<dyn MetadataStore> =
-        Arc::new(tokio::task::spawn_blocking(move || RocksMetadataStore::open(&meta_dir)).await??);
-    if !config.backing_dir.is_empty() {
-        let backing = Path::new(&config.backing_dir);
-        if !backing.is_dir() {
-            bail!(
-                "server {name}: config: backing_dir {} is not a directory this server can read",
-                backing.display()
-            );
-        }
-        tracing::info!("server {name}: cache mode over {}", backing.display());
-        meta = Arc::new(crate::backing::BackedStore::new(
-            meta,
-            backing,
-            entry.index,
-            hostfile.len(),
-        ));
-    }
-    let (chunk_dir, chunk_size, capacity) = (
-        config.chunk_dir(&name),
-        config.chunk_size,
-        config.chunk_store_capacity,
-    );
-    let chunks = Arc::new(
-        tokio::task::spawn_blocking(move || ChunkStore::open(&chunk_dir, chunk_size, capacity))
-            .await??,
-    );
-    let backend = crate::backend::open(&config)
-        .await
-        .with_context(|| format!("server {name}: cannot open the object back end"))?;
-    let journal_path = run_dir.join("tier.journal");
-    let chunks = {
-        let settings = config.backend.clone();
-        tokio::task::spawn_blocking(move || {
-            TieredStore::open(chunks, backend, settings, &journal_path)
-        })
-        .await??
-    };
-    chunks.set_placement(Distributor::new(hostfile.len()), entry.index);
-    if !config.backing_dir.is_empty() {
-        chunks.set_cache_mode();
-    }
-    if restore {
-        let restored =
-            crate::checkpoint::restore(meta.clone(), &chunks, entry.index, hostfile.len())
-                .await
-                .map_err(|e| anyhow!("server {name}: cannot restore the namespace: {e}"))?;
-        tracing::info!(
-            "server {name}: restored {} entries of checkpoint {} ({} files read from the back end on first access)",
-            restored.entries,
-            restored.sequence,
-            restored.files_in_backend
-        );
-    }
-    if Distributor::new(hostfile.len()).metadata_server("/") == entry.index {
-        let meta = meta.clone();
-        tokio::task::spawn_blocking(move || create_root(meta.as_ref())).await??;
-    }
+    let (meta, chunks) = open_stores(&config, &hostfile, &entry, &run_dir, restore).await?;
 
-    let grpc_addr = bind_address(&config, &entry)?;
-    let grpc_listener = TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("server {name}: cannot bind the gRPC address {grpc_addr}"))?;
-    let data_port = entry.data_port(config.data_port_offset).ok_or_else(|| {
-        anyhow!(
-            "config: field `data_port_offset` {} plus port {} of server {name} exceeds 65535",
-            config.data_port_offset,
-            entry.port
-        )
-    })?;
-    let data_addr = SocketAddr::new(grpc_addr.ip(), data_port);
-    let data_listener = TcpListener::bind(data_addr)
-        .await
-        .with_context(|| format!("server {name}: cannot bind the data address {data_addr}"))?;
-    let data_endpoint = HostEntry {
-        port: data_listener.local_addr()?.port(),
-        ..entry.clone()
-    }
-    .endpoint();
-    // RDMA listens on the same address and port (rdmacm's own port space)
-    // when a device serves it; TCP is served regardless, for clients
-    // without a device.
-    let rdma_listener = if transport.chosen == DataTransport::Rdma {
-        let rdma_addr = data_endpoint
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                anyhow!("server {name}: cannot resolve data endpoint {data_endpoint}")
-            })?;
-        match sfs_rdma::rdma::RdmaListener::bind(rdma_addr) {
-            Ok(listener) => Some(listener),
-            Err(e) if config.transport == TransportKind::Rdma => bail!(
-                "server {name}: config.json asks for transport \"rdma\" but {}; use \"auto\" or \"tcp\"",
-                e.message
-            ),
-            Err(e) => {
-                transport = sfs_rdma::rdma::TransportChoice {
-                    chosen: DataTransport::Tcp,
-                    reason: format!("{}, but {}; using TCP", transport.reason, e.message),
-                };
-                None
-            }
-        }
-    } else {
-        None
-    };
-    tracing::info!(
-        "server {name}: data transport {} ({})",
-        transport.chosen,
-        transport.reason
-    );
-    // Clients on this machine put chunk bytes in shared memory instead.
-    // Absolute: clients in other working directories connect to it.
-    let shm_path = std::path::absolute(sfs_rdma::shm::socket_path(&run_dir))
-        .context("the node-local socket's path")?;
-    let shm_listener = if config.shared_memory_data {
-        match sfs_rdma::shm::bind(&shm_path) {
-            Ok(listener) => {
-                tracing::info!(
-                    "server {name}: node-local clients use shared memory ({})",
-                    shm_path.display()
-                );
-                Some(listener)
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "server {name}: no node-local shared-memory data path ({}: {e}); local clients use {}",
-                    shm_path.display(),
-                    transport.chosen
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
-
-    let metrics_listener =
-        crate::metrics::http::bind(config.metrics_port_offset, &entry, grpc_addr.ip()).await?;
+    let Listeners {
+        grpc: grpc_listener,
+        data: data_listeners,
+        data_endpoint,
+        transport,
+        shm_path,
+        metrics: metrics_listener,
+    } = bind_listeners(&config, &entry, &run_dir, transport).await?;
 
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
@@ -303,13 +172,13 @@ pub async fn run_until(
         chunks.clone(),
         transport.chosen,
         data_endpoint.clone(),
-        shm_listener
+        data_listeners
+            .shm
             .as_ref()
             .map(|_| shm_path.display().to_string()),
         shutdown.clone(),
         metrics.clone(),
     ));
-    let metered = |transport| MeteredChunks::wrap(chunks.clone(), metrics.clone(), transport);
     let places = sfs_rpc::limits::ConnectionLimit::from_config(
         config.max_connections,
         sfs_rpc::limits::raise_open_file_limit(),
@@ -320,36 +189,16 @@ pub async fn run_until(
         places.limit()
     );
 
-    let data_task = tokio::spawn(sfs_rdma::tcp::serve(
-        data_listener,
-        metered(Transport::Tcp),
-        secret.clone(),
-        chunk_size,
-        sfs_rdma::tcp::MemoryLimits::from_config(&config),
-        places.clone(),
-        shutdown.wait(),
-    ));
-    let shm_task = shm_listener.map(|listener| {
-        tokio::spawn(sfs_rdma::shm::serve(
-            listener,
-            name.clone(),
-            metered(Transport::Shm),
-            secret.clone(),
-            chunk_size,
-            places.clone(),
-            shutdown.wait(),
-        ))
-    });
-    let rdma_task = rdma_listener.map(|listener| {
-        tokio::spawn(listener.serve(
-            metered(Transport::Rdma),
-            secret.clone(),
-            chunk_size,
-            config.rdma.clone(),
-            places.clone(),
-            shutdown.wait(),
-        ))
-    });
+    let data = DataTasks::spawn(
+        &config,
+        &name,
+        data_listeners,
+        &chunks,
+        &metrics,
+        &secret,
+        &places,
+        &shutdown,
+    );
     let metadata = Arc::new(MetadataService::new(state.clone()));
     let chunk_control = Arc::new(ChunkControlService::new(state.clone(), metadata.clone()));
     let control = Arc::new(ControlService::new(state.clone()));
@@ -385,40 +234,14 @@ pub async fn run_until(
             shutdown.clone(),
         ))
     });
-    let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        // Every gRPC request counted by method (`/metrics`) and logged at
-        // debug level, as the lean dispatch's are.
-        .layer(crate::metrics::grpc::GrpcMetricsLayer::new(metrics.clone()))
-        // Each request reserves bytes of the RPC port's memory budget until
-        // its answer is sent; a connection has at most this many streams.
-        .layer(crate::grpc_budget::GrpcBudgetLayer::new(
-            rpc_budget,
-            config.chunk_size,
-        ))
-        .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
-        // The caller of each metadata request (its `sfs-caller` header)
-        // becomes a request extension, as the lean server puts it.
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            MetadataServer::new(Grpc(metadata))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            sfs_rpc::caller::grpc_interceptor,
-        ))
-        // `SetSource` carries its caller too.
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            ChunkControlServer::new(Grpc(chunk_control))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            sfs_rpc::caller::grpc_interceptor,
-        ))
-        .add_service(
-            ControlServer::new(Grpc(control))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        // The RPC listener sets TCP_NODELAY on every connection it accepts.
-        .serve_with_incoming_shutdown(grpc_incoming, shutdown.wait());
+    let grpc = grpc_server(
+        grpc_incoming,
+        (metadata, chunk_control, control),
+        metrics.clone(),
+        rpc_budget,
+        config.chunk_size,
+        &shutdown,
+    );
     let mut grpc_task = tokio::spawn(grpc);
 
     let address = entry.endpoint();
@@ -463,20 +286,7 @@ pub async fn run_until(
         drain(&name, "gRPC server", "requests", &mut grpc_task).await;
     }
     drain(&name, "lean RPC listener", "lean requests", lean_task).await;
-    drain(&name, "data listener", "data transfers", data_task).await;
-    if let Some(task) = shm_task {
-        drain(
-            &name,
-            "shared-memory listener",
-            "node-local transfers",
-            task,
-        )
-        .await;
-        let _ = std::fs::remove_file(&shm_path);
-    }
-    if let Some(task) = rdma_task {
-        drain(&name, "RDMA listener", "RDMA transfers", task).await;
-    }
+    data.drain(&name, &shm_path).await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
@@ -491,6 +301,339 @@ pub async fn run_until(
         None => {
             tracing::info!("sfs server {name} stopped");
             Ok(())
+        }
+    }
+}
+
+/// Opens what a server serves from, before anything is bound: the metadata
+/// store (over the backing directory in cache mode), the chunk store under
+/// the tier and its object back end; restores the namespace from the back
+/// end if asked, and creates the root directory if this server owns it.
+async fn open_stores(
+    config: &Config,
+    hostfile: &Hostfile,
+    entry: &HostEntry,
+    run_dir: &Path,
+    restore: bool,
+) -> anyhow::Result<(Arc<dyn MetadataStore>, Arc<TieredStore>)> {
+    let name = &entry.name;
+    let meta_dir = config.meta_dir(name);
+    let mut meta: Arc<dyn MetadataStore> =
+        Arc::new(tokio::task::spawn_blocking(move || RocksMetadataStore::open(&meta_dir)).await??);
+    if !config.backing_dir.is_empty() {
+        let backing = Path::new(&config.backing_dir);
+        if !backing.is_dir() {
+            bail!(
+                "server {name}: config: backing_dir {} is not a directory this server can read",
+                backing.display()
+            );
+        }
+        tracing::info!("server {name}: cache mode over {}", backing.display());
+        meta = Arc::new(crate::backing::BackedStore::new(
+            meta,
+            backing,
+            entry.index,
+            hostfile.len(),
+        ));
+    }
+    let (chunk_dir, chunk_size, capacity) = (
+        config.chunk_dir(name),
+        config.chunk_size,
+        config.chunk_store_capacity,
+    );
+    let chunks = Arc::new(
+        tokio::task::spawn_blocking(move || ChunkStore::open(&chunk_dir, chunk_size, capacity))
+            .await??,
+    );
+    let backend = crate::backend::open(config)
+        .await
+        .with_context(|| format!("server {name}: cannot open the object back end"))?;
+    let journal_path = run_dir.join("tier.journal");
+    let chunks = {
+        let settings = config.backend.clone();
+        tokio::task::spawn_blocking(move || {
+            TieredStore::open(chunks, backend, settings, &journal_path)
+        })
+        .await??
+    };
+    chunks.set_placement(Distributor::new(hostfile.len()), entry.index);
+    if !config.backing_dir.is_empty() {
+        chunks.set_cache_mode();
+    }
+    if restore {
+        let restored =
+            crate::checkpoint::restore(meta.clone(), &chunks, entry.index, hostfile.len())
+                .await
+                .map_err(|e| anyhow!("server {name}: cannot restore the namespace: {e}"))?;
+        tracing::info!(
+            "server {name}: restored {} entries of checkpoint {} ({} files read from the back end on first access)",
+            restored.entries,
+            restored.sequence,
+            restored.files_in_backend
+        );
+    }
+    if Distributor::new(hostfile.len()).metadata_server("/") == entry.index {
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || create_root(meta.as_ref())).await??;
+    }
+    Ok((meta, chunks))
+}
+
+/// What a server listens on, all bound before it announces readiness.
+struct Listeners {
+    grpc: TcpListener,
+    data: DataListeners,
+    /// The TCP data listener's address as clients reach it.
+    data_endpoint: String,
+    /// The data transport served (TCP when RDMA was asked for under
+    /// "auto" but cannot listen).
+    transport: sfs_rdma::rdma::TransportChoice,
+    /// Where the node-local socket is (bound or not).
+    shm_path: PathBuf,
+    metrics: Option<TcpListener>,
+}
+
+/// Binds the RPC port, the data port (and RDMA on it when `transport`
+/// chose it), the node-local socket and the metrics port of the server
+/// `entry`.
+async fn bind_listeners(
+    config: &Config,
+    entry: &HostEntry,
+    run_dir: &Path,
+    transport: sfs_rdma::rdma::TransportChoice,
+) -> anyhow::Result<Listeners> {
+    let name = &entry.name;
+    let grpc_addr = bind_address(config, entry)?;
+    let grpc_listener = TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("server {name}: cannot bind the gRPC address {grpc_addr}"))?;
+    let data_port = entry.data_port(config.data_port_offset).ok_or_else(|| {
+        anyhow!(
+            "config: field `data_port_offset` {} plus port {} of server {name} exceeds 65535",
+            config.data_port_offset,
+            entry.port
+        )
+    })?;
+    let data_addr = SocketAddr::new(grpc_addr.ip(), data_port);
+    let data_listener = TcpListener::bind(data_addr)
+        .await
+        .with_context(|| format!("server {name}: cannot bind the data address {data_addr}"))?;
+    let data_endpoint = HostEntry {
+        port: data_listener.local_addr()?.port(),
+        ..entry.clone()
+    }
+    .endpoint();
+    // RDMA listens on the same address and port (rdmacm's own port space)
+    // when a device serves it; TCP is served regardless, for clients
+    // without a device.
+    let mut transport = transport;
+    let rdma_listener = if transport.chosen == DataTransport::Rdma {
+        let rdma_addr = data_endpoint
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| {
+                anyhow!("server {name}: cannot resolve data endpoint {data_endpoint}")
+            })?;
+        match sfs_rdma::rdma::RdmaListener::bind(rdma_addr) {
+            Ok(listener) => Some(listener),
+            Err(e) if config.transport == TransportKind::Rdma => bail!(
+                "server {name}: config.json asks for transport \"rdma\" but {}; use \"auto\" or \"tcp\"",
+                e.message
+            ),
+            Err(e) => {
+                transport = sfs_rdma::rdma::TransportChoice {
+                    chosen: DataTransport::Tcp,
+                    reason: format!("{}, but {}; using TCP", transport.reason, e.message),
+                };
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tracing::info!(
+        "server {name}: data transport {} ({})",
+        transport.chosen,
+        transport.reason
+    );
+    // Clients on this machine put chunk bytes in shared memory instead.
+    // Absolute: clients in other working directories connect to it.
+    let shm_path = std::path::absolute(sfs_rdma::shm::socket_path(run_dir))
+        .context("the node-local socket's path")?;
+    let shm_listener = if config.shared_memory_data {
+        match sfs_rdma::shm::bind(&shm_path) {
+            Ok(listener) => {
+                tracing::info!(
+                    "server {name}: node-local clients use shared memory ({})",
+                    shm_path.display()
+                );
+                Some(listener)
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "server {name}: no node-local shared-memory data path ({}: {e}); local clients use {}",
+                    shm_path.display(),
+                    transport.chosen
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let metrics_listener =
+        crate::metrics::http::bind(config.metrics_port_offset, entry, grpc_addr.ip()).await?;
+    Ok(Listeners {
+        grpc: grpc_listener,
+        data: DataListeners {
+            tcp: data_listener,
+            shm: shm_listener,
+            rdma: rdma_listener,
+        },
+        data_endpoint,
+        transport,
+        shm_path,
+        metrics: metrics_listener,
+    })
+}
+
+/// The gRPC server on the connections the RPC listener hands it (those
+/// that did not speak the lean protocol), over the same services, until
+/// `shutdown`.
+fn grpc_server(
+    incoming: crate::rpc_listener::GrpcIncoming,
+    (metadata, chunk_control, control): (
+        Arc<MetadataService>,
+        Arc<ChunkControlService>,
+        Arc<ControlService>,
+    ),
+    metrics: Arc<Metrics>,
+    rpc_budget: sfs_rpc::lean::MemoryBudget,
+    chunk_size: u64,
+    shutdown: &Shutdown,
+) -> impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        // Every gRPC request counted by method (`/metrics`) and logged at
+        // debug level, as the lean dispatch's are.
+        .layer(crate::metrics::grpc::GrpcMetricsLayer::new(metrics))
+        // Each request reserves bytes of the RPC port's memory budget until
+        // its answer is sent; a connection has at most this many streams.
+        .layer(crate::grpc_budget::GrpcBudgetLayer::new(
+            rpc_budget, chunk_size,
+        ))
+        .max_concurrent_streams(GRPC_STREAMS_PER_CONNECTION)
+        // The caller of each metadata request (its `sfs-caller` header)
+        // becomes a request extension, as the lean server puts it.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            MetadataServer::new(Grpc(metadata))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            sfs_rpc::caller::grpc_interceptor,
+        ))
+        // `SetSource` carries its caller too.
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            ChunkControlServer::new(Grpc(chunk_control))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            sfs_rpc::caller::grpc_interceptor,
+        ))
+        .add_service(
+            ControlServer::new(Grpc(control))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        // The RPC listener sets TCP_NODELAY on every connection it accepts.
+        .serve_with_incoming_shutdown(incoming, shutdown.wait())
+}
+
+/// What the data path listens on: TCP always; node-local clients'
+/// shared-memory socket and RDMA when they could be bound.
+struct DataListeners {
+    tcp: TcpListener,
+    shm: Option<tokio::net::UnixListener>,
+    rdma: Option<sfs_rdma::rdma::RdmaListener>,
+}
+
+/// The data path's serving tasks: TCP always, node-local shared memory and
+/// RDMA when they were bound.
+struct DataTasks {
+    tcp: tokio::task::JoinHandle<std::io::Result<()>>,
+    shm: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    rdma: Option<tokio::task::JoinHandle<sfs_global::SfsResult<()>>>,
+}
+
+impl DataTasks {
+    /// Serves chunks from `chunks` on each listener (counted per
+    /// transport in `metrics`), every connection proving `secret` and
+    /// taking one of `places`, until `shutdown`.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        config: &Config,
+        name: &str,
+        listeners: DataListeners,
+        chunks: &Arc<TieredStore>,
+        metrics: &Arc<Metrics>,
+        secret: &Arc<Secret>,
+        places: &sfs_rpc::limits::ConnectionLimit,
+        shutdown: &Shutdown,
+    ) -> DataTasks {
+        let chunk_size = config.chunk_size;
+        let DataListeners {
+            tcp: data_listener,
+            shm: shm_listener,
+            rdma: rdma_listener,
+        } = listeners;
+        let metered = |transport| MeteredChunks::wrap(chunks.clone(), metrics.clone(), transport);
+        let data_task = tokio::spawn(sfs_rdma::tcp::serve(
+            data_listener,
+            metered(Transport::Tcp),
+            secret.clone(),
+            chunk_size,
+            sfs_rdma::tcp::MemoryLimits::from_config(config),
+            places.clone(),
+            shutdown.wait(),
+        ));
+        let shm_task = shm_listener.map(|listener| {
+            tokio::spawn(sfs_rdma::shm::serve(
+                listener,
+                name.to_string(),
+                metered(Transport::Shm),
+                secret.clone(),
+                chunk_size,
+                places.clone(),
+                shutdown.wait(),
+            ))
+        });
+        let rdma_task = rdma_listener.map(|listener| {
+            tokio::spawn(listener.serve(
+                metered(Transport::Rdma),
+                secret.clone(),
+                chunk_size,
+                config.rdma.clone(),
+                places.clone(),
+                shutdown.wait(),
+            ))
+        });
+        DataTasks {
+            tcp: data_task,
+            shm: shm_task,
+            rdma: rdma_task,
+        }
+    }
+
+    /// Waits for each to finish its transfers (shutdown was triggered);
+    /// removes the node-local socket at `shm_path`.
+    async fn drain(self, name: &str, shm_path: &Path) {
+        drain(name, "data listener", "data transfers", self.tcp).await;
+        if let Some(task) = self.shm {
+            drain(name, "shared-memory listener", "node-local transfers", task).await;
+            let _ = std::fs::remove_file(shm_path);
+        }
+        if let Some(task) = self.rdma {
+            drain(name, "RDMA listener", "RDMA transfers", task).await;
         }
     }
 }
