@@ -11,13 +11,15 @@
 //! front of it (write-back, eviction, read-through); [`checkpoint`] writes
 //! the namespace into it and reads it back (a namespace that outlives the
 //! job); [`metrics`] counts requests and bytes and serves them to
-//! Prometheus.
+//! Prometheus. [`in_process`] runs whole servers inside the calling
+//! process (the client crate's tests).
 
 pub mod backend;
 pub mod backing;
 pub mod checkpoint;
 pub mod chunk_store;
 pub mod grpc_budget;
+pub mod in_process;
 pub mod meta_rocks;
 pub mod meta_store;
 pub mod metrics;
