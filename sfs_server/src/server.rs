@@ -99,7 +99,10 @@ pub async fn run_until(
     } = options;
     config.validate()?;
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
-    let entry = own_entry(&hostfile, server_name.as_deref())?;
+    // Resolved and bound once: which entry is this server (without
+    // `--id`) and how its lean connections wait both ask it.
+    let local = sfs_rpc::locality::local_entries(&hostfile);
+    let entry = own_entry(&hostfile, server_name.as_deref(), &local)?;
     let name = entry.name.clone();
     let duplicates = sfs_rpc::locality::duplicate_addresses(&hostfile);
     if !duplicates.is_empty() {
@@ -219,7 +222,7 @@ pub async fn run_until(
         lean,
         secret.clone(),
         crate::rpc_listener::Policy {
-            spin: server_spin(&config, &hostfile, &name),
+            spin: server_spin(&config, local.len(), &name),
             budget: rpc_budget.clone(),
             places: places.clone(),
         },
@@ -640,8 +643,8 @@ impl DataTasks {
 
 /// [`Config::rpc_spin`] for this server's lean connections, logged when
 /// it turns polling off.
-fn server_spin(config: &Config, hostfile: &Hostfile, name: &str) -> Duration {
-    let spin = config.rpc_spin(sfs_rpc::locality::local_entries(hostfile).len());
+fn server_spin(config: &Config, local_servers: usize, name: &str) -> Duration {
+    let spin = config.rpc_spin(local_servers);
     if spin.is_zero() && config.rpc_spin_us > 0 {
         tracing::info!(
             "server {name}: as many servers of the hostfile on this machine as CPUs: lean connections sleep instead of polling"
@@ -668,8 +671,13 @@ async fn drain<E: std::fmt::Display>(
     }
 }
 
-/// Finds this server's hostfile entry: by name, else the one local entry.
-fn own_entry(hostfile: &Hostfile, name: Option<&str>) -> anyhow::Result<HostEntry> {
+/// Finds this server's hostfile entry: by name, else the one of `local`
+/// (the entries on this machine).
+fn own_entry(
+    hostfile: &Hostfile,
+    name: Option<&str>,
+    local: &[&HostEntry],
+) -> anyhow::Result<HostEntry> {
     if let Some(name) = name {
         return hostfile.by_name(name).cloned().ok_or_else(|| {
             let names: Vec<&str> = hostfile.hosts.iter().map(|h| h.name.as_str()).collect();
@@ -679,7 +687,7 @@ fn own_entry(hostfile: &Hostfile, name: Option<&str>) -> anyhow::Result<HostEntr
             )
         });
     }
-    match sfs_rpc::locality::local_entries(hostfile).as_slice() {
+    match local {
         [one] => Ok((*one).clone()),
         [] => {
             bail!("no hostfile entry has an address of this machine; pass --id NAME to choose one")

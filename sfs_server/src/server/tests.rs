@@ -759,14 +759,20 @@ async fn lean_and_grpc_share_the_port_and_answer_alike() {
 
 #[test]
 fn several_local_entries_need_an_id() {
+    let own = |hostfile: &Hostfile, name| {
+        own_entry(hostfile, name, &sfs_rpc::locality::local_entries(hostfile))
+    };
     let hostfile = Hostfile::parse("a 127.0.0.1:7001\nb 127.0.0.1:7002\n", "h").unwrap();
-    let e = own_entry(&hostfile, None).unwrap_err().to_string();
+    let e = own(&hostfile, None).unwrap_err().to_string();
     assert!(e.contains("--id"), "{e}");
-    assert_eq!(own_entry(&hostfile, Some("b")).unwrap().index, 1);
-    let e = own_entry(&hostfile, Some("zz")).unwrap_err().to_string();
+    assert_eq!(own(&hostfile, Some("b")).unwrap().index, 1);
+    let e = own(&hostfile, Some("zz")).unwrap_err().to_string();
     assert!(e.contains("zz") && e.contains("a, b"), "{e}");
     let single = Hostfile::parse("only 127.0.0.1:7001\n", "h").unwrap();
-    assert_eq!(own_entry(&single, None).unwrap().name, "only");
+    assert_eq!(own(&single, None).unwrap().name, "only");
+    // Not on this machine (TEST-NET-1): no entry to pick without an id.
+    let far = Hostfile::parse("x 192.0.2.1:7001\n", "h").unwrap();
+    assert!(own(&far, None).unwrap_err().to_string().contains("--id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
