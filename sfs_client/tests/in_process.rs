@@ -194,3 +194,113 @@ fn another_user_is_held_to_the_mode_bits() {
     drop(client);
     cluster.stop().unwrap();
 }
+
+/// Bytes `offset..offset + len` of `path`, as read through a descriptor.
+fn read_range(client: &Client, path: &str, offset: u64, len: usize) -> Vec<u8> {
+    let fd = client.open(path, libc::O_RDONLY, 0).unwrap();
+    let mut buf = vec![0xEEu8; len];
+    let n = client.pread(fd, &mut buf, offset).unwrap();
+    client.close(fd).unwrap();
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn holes_and_truncation_span_the_chunk_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(&dir, 3);
+    let client = client(&cluster);
+    // Two bytes far apart: the size is the far end, the gap reads zeros,
+    // and only the two chunks written are stored anywhere.
+    let fd = client
+        .open("/sparse", libc::O_CREAT | libc::O_RDWR, 0o644)
+        .unwrap();
+    client.pwrite(fd, b"a", 10).unwrap();
+    client.pwrite(fd, b"z", 20 * CHUNK + 5).unwrap();
+    client.close(fd).unwrap();
+    assert_eq!(client.stat("/sparse").unwrap().size, 20 * CHUNK + 6);
+    let all = read_range(&client, "/sparse", 0, 21 * CHUNK as usize);
+    assert_eq!(all.len() as u64, 20 * CHUNK + 6, "short at the end");
+    assert_eq!((all[10], all[20 * CHUNK as usize + 5]), (b'a', b'z'));
+    let zeros = all.iter().filter(|&&b| b == 0).count();
+    assert_eq!(zeros, all.len() - 2, "the rest reads as zeros");
+    assert_eq!(chunks_per_server(&cluster).iter().sum::<usize>(), 2);
+    // Filled, then cut inside chunk 3: chunks past the cut are gone from
+    // every server, the cut chunk keeps its head, a regrown tail is zeros.
+    let full: Vec<u8> = (0..8 * CHUNK).map(|i| (i % 13 + 1) as u8).collect();
+    let fd = client
+        .open("/cut", libc::O_CREAT | libc::O_RDWR, 0o644)
+        .unwrap();
+    client.pwrite(fd, &full, 0).unwrap();
+    client.close(fd).unwrap();
+    let cut = 3 * CHUNK + 100;
+    client.truncate("/cut", cut).unwrap();
+    assert_eq!(client.stat("/cut").unwrap().size, cut);
+    assert_eq!(chunks_per_server(&cluster).iter().sum::<usize>(), 2 + 4);
+    client.truncate("/cut", 6 * CHUNK).unwrap();
+    let back = read_range(&client, "/cut", 0, 8 * CHUNK as usize);
+    assert_eq!(back.len() as u64, 6 * CHUNK);
+    assert!(
+        back[..cut as usize] == full[..cut as usize],
+        "the head stays"
+    );
+    assert!(
+        back[cut as usize..].iter().all(|&b| b == 0),
+        "past the old cut: zeros, not the bytes that were there"
+    );
+    drop(client);
+    cluster.stop().unwrap();
+}
+
+#[test]
+fn links_symlinks_and_attributes_follow_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(&dir, 3);
+    let client = client(&cluster);
+    client.mkdir("/d", 0o755).unwrap();
+    let fd = client
+        .open("/d/file", libc::O_CREAT | libc::O_WRONLY, 0o644)
+        .unwrap();
+    client.pwrite(fd, b"linked bytes", 0).unwrap();
+    client.close(fd).unwrap();
+    // A hard link is the same file under a second name, on any server.
+    client.link("/d/file", "/other", false).unwrap();
+    let (a, b) = (
+        client.stat("/d/file").unwrap(),
+        client.stat("/other").unwrap(),
+    );
+    assert_eq!((a.id, a.nlink, b.nlink), (b.id, 2, 2));
+    client.unlink("/d/file").unwrap();
+    assert_eq!(client.stat("/other").unwrap().nlink, 1);
+    assert_eq!(read_range(&client, "/other", 0, 64), b"linked bytes");
+    // A relative symlink resolves from its own directory; lstat sees it.
+    client.symlink("../other", "/d/rel").unwrap();
+    assert_eq!(client.readlink("/d/rel").unwrap(), "../other");
+    assert_eq!(client.stat("/d/rel").unwrap().id, b.id);
+    assert_ne!(client.lstat("/d/rel").unwrap().id, b.id);
+    assert_eq!(read_range(&client, "/d/rel", 7, 64), b"bytes");
+    // Extended attributes go with the file, not the name.
+    client
+        .set_xattr("/other", b"user.tag", Some(b"v1"), 0, true)
+        .unwrap();
+    assert_eq!(
+        client.get_xattr("/d/rel", b"user.tag", true).unwrap(),
+        b"v1"
+    );
+    assert_eq!(
+        client.list_xattrs("/other", true).unwrap(),
+        vec![b"user.tag".to_vec()]
+    );
+    client
+        .set_xattr("/other", b"user.tag", None, 0, true)
+        .unwrap();
+    assert_eq!(
+        client
+            .get_xattr("/other", b"user.tag", true)
+            .unwrap_err()
+            .errno,
+        Errno::ENODATA
+    );
+    drop(client);
+    cluster.stop().unwrap();
+}
