@@ -3,7 +3,8 @@
 //! through a directory and through a real S3 service (radosgw), compared
 //! byte for byte with modes, mtimes, symlinks and empty directories; a
 //! stage killed at random points resumes without copying finished files
-//! again; a corrupted copy is found by verification.
+//! again (into SFS from a directory, and out of SFS to S3); a corrupted
+//! copy is found by verification.
 
 mod common;
 
@@ -130,6 +131,79 @@ fn stage_fails(cluster: &Cluster, args: &[&str], envs: &[(&str, &str)]) -> Strin
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "sfs {args:?} succeeded: {stderr}");
     stderr
+}
+
+/// The destinations a stage's `journal` records as finished.
+fn finished_in(journal: &Path) -> Vec<String> {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["dst"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The destinations a `-v` stage's output says it copied.
+fn copied_in(out: &str) -> BTreeSet<&str> {
+    out.lines()
+        .filter_map(|l| l.strip_prefix("copied "))
+        .collect()
+}
+
+/// Starts `sfs ARGS` with `envs`, kills it (SIGKILL) at a random point
+/// of `full` (5–95 % of it), and returns when, and what its `journal`
+/// then records as finished.
+fn killed_stage(
+    cluster: &Cluster,
+    args: &[&str],
+    envs: &[(&str, &str)],
+    journal: &Path,
+    full: std::time::Duration,
+) -> (std::time::Duration, Vec<String>) {
+    use rand::Rng;
+    let mut child = cluster
+        .sfs_command()
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let delay = full.mul_f64(rand::thread_rng().gen_range(0.05..0.95));
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (delay, finished_in(journal))
+}
+
+/// The Ceph cluster's S3 service and two servers with a tree of `small`
+/// files and the large ones, for a stage through S3; `None` (the test is
+/// skipped, saying so) without radosgw. S3 keys are UTF-8: the tree's
+/// names that are not have no key and are left out (the directory tests
+/// carry them).
+fn s3_stage(small: usize) -> Option<(&'static sfs_testkit::ceph::Ceph, Cluster, PathBuf, PathBuf)> {
+    if Command::new("radosgw").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: radosgw is not installed (scripts/setup.sh installs Ceph)");
+        return None;
+    }
+    let ceph = sfs_testkit::ceph::ceph();
+    let (cluster, work, src) = cluster_with_tree(small, true);
+    use std::os::unix::ffi::OsStrExt;
+    std::fs::remove_file(src.join(std::ffi::OsStr::from_bytes(b"nested/caf\xe9.txt"))).unwrap();
+    std::fs::remove_file(src.join("nested/to-caf\u{e9}")).unwrap();
+    Some((ceph, cluster, work, src))
+}
+
+/// The environment of a stage that reaches `ceph`'s S3 service, its
+/// state (journals) under `state`.
+fn s3_env<'a>(ceph: &'a sfs_testkit::ceph::Ceph, state: &'a Path) -> [(&'static str, &'a str); 5] {
+    [
+        ("SFS_STAGE_STATE_DIR", state.to_str().unwrap()),
+        ("AWS_ENDPOINT_URL", ceph.s3_endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", ceph.s3_access_key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", ceph.s3_secret_key.as_str()),
+        ("AWS_REGION", "us-east-1"),
+    ]
 }
 
 fn small_files() -> usize {
@@ -306,10 +380,8 @@ fn a_killed_stage_resumes_without_copying_finished_files_again() {
         &[],
     );
     let full = started.elapsed();
-    let mut rng = rand::thread_rng();
     let mut interrupted_with_progress = 0;
     for trial in 0..10 {
-        use rand::Rng;
         let dst = format!("/k{trial}");
         let journal = work.join(format!("j{trial}"));
         let args = [
@@ -320,25 +392,8 @@ fn a_killed_stage_resumes_without_copying_finished_files_again() {
             src.to_str().unwrap(),
             &dst,
         ];
-        let mut child = cluster
-            .sfs_command()
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let delay = full.mul_f64(rng.gen_range(0.05..0.95));
-        std::thread::sleep(delay);
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-
         // What the journal says is finished, and how SFS holds it now.
-        let finished: Vec<String> = std::fs::read_to_string(&journal)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| v["dst"].as_str().unwrap().to_string())
-            .collect();
+        let (delay, finished) = killed_stage(&cluster, &args, &[], &journal, full);
         if !finished.is_empty() {
             interrupted_with_progress += 1;
         }
@@ -352,10 +407,7 @@ fn a_killed_stage_resumes_without_copying_finished_files_again() {
             .collect();
 
         let out = stage_ok(&cluster, &args, &[]);
-        let copied: BTreeSet<&str> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix("copied "))
-            .collect();
+        let copied = copied_in(&out);
         for done in &finished {
             assert!(
                 !copied.contains(done.as_str()),
@@ -512,29 +564,15 @@ fn filters_dry_run_manifest_and_failures() {
 /// directory, compared with the original.
 #[test]
 fn a_tree_goes_out_to_s3_and_back_unchanged() {
-    if Command::new("radosgw").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: radosgw is not installed (scripts/setup.sh installs Ceph)");
+    let Some((ceph, cluster, work, src)) = s3_stage(small_files().min(2000)) else {
         return;
-    }
-    let ceph = sfs_testkit::ceph::ceph();
-    let (cluster, work, src) = cluster_with_tree(small_files().min(2000), true);
-    // S3 keys are UTF-8: a name that is not has no key (the directory
-    // tests carry it).
-    use std::os::unix::ffi::OsStrExt;
-    std::fs::remove_file(src.join(std::ffi::OsStr::from_bytes(b"nested/caf\xe9.txt"))).unwrap();
-    std::fs::remove_file(src.join("nested/to-caf\u{e9}")).unwrap();
+    };
     set_mtime(&src.join("nested"), 1_700_000_000, 42);
     let expected = snapshot(&src);
     let state = work.join("state");
     let prefix = sfs_testkit::ceph::unique_name("stage");
     let url = format!("s3://{}/{prefix}/tree", ceph.s3_bucket);
-    let envs = [
-        ("SFS_STAGE_STATE_DIR", state.to_str().unwrap()),
-        ("AWS_ENDPOINT_URL", ceph.s3_endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", ceph.s3_access_key.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", ceph.s3_secret_key.as_str()),
-        ("AWS_REGION", "us-east-1"),
-    ];
+    let envs = s3_env(ceph, &state);
     stage_ok(&cluster, &["stage-in", src.to_str().unwrap(), "/in"], &envs);
     let out = stage_ok(&cluster, &["stage-out", "/in", &url], &envs);
     assert!(out.contains("0 failed"), "{out}");
@@ -566,6 +604,77 @@ fn a_tree_goes_out_to_s3_and_back_unchanged() {
     );
     assert_eq!((a.size, a.mode, a.mtime_ns), (b.size, b.mode, b.mtime_ns));
     stage_ok(&cluster, &["stage-in", "--check", &key, "/one.bin"], &envs);
+}
+
+/// `sfs stage-out` to S3 (radosgw) killed (SIGKILL) at random points,
+/// then run again: no file the journal had finished is uploaded again,
+/// every file arrives (checked against SFS with `--check`), and the last
+/// prefix brought back equals the source tree.
+#[test]
+fn a_killed_stage_out_to_s3_resumes_and_arrives_intact() {
+    let Some((ceph, cluster, work, src)) = s3_stage(300) else {
+        return;
+    };
+    let state = work.join("state");
+    let envs = s3_env(ceph, &state);
+    stage_ok(&cluster, &["stage-in", src.to_str().unwrap(), "/in"], &envs);
+    let files = snapshot(&src)
+        .values()
+        .filter(|n| matches!(n, Node::File { .. }))
+        .count();
+    let prefix = sfs_testkit::ceph::unique_name("kill");
+    let url = |name: &str| format!("s3://{}/{prefix}/{name}", ceph.s3_bucket);
+    // How long an uninterrupted stage-out takes: the kills fall inside it.
+    let started = Instant::now();
+    stage_ok(&cluster, &["stage-out", "/in", &url("full")], &envs);
+    let full = started.elapsed();
+    let mut interrupted_with_progress = 0;
+    let mut last = String::new();
+    for trial in 0..10 {
+        let dst = url(&format!("k{trial}"));
+        let journal = work.join(format!("s3-j{trial}"));
+        let args = [
+            "stage-out",
+            "-v",
+            "--journal",
+            journal.to_str().unwrap(),
+            "/in",
+            &dst,
+        ];
+        let (delay, finished) = killed_stage(&cluster, &args, &envs, &journal, full);
+        if !finished.is_empty() {
+            interrupted_with_progress += 1;
+        }
+        let out = stage_ok(&cluster, &args, &envs);
+        let copied = copied_in(&out);
+        for done in &finished {
+            assert!(
+                !copied.contains(done.as_str()),
+                "trial {trial} (killed after {delay:?}): {done} was uploaded again"
+            );
+        }
+        assert_eq!(copied.len() + finished.len(), files, "trial {trial}");
+        // Every object read back and compared with SFS's file.
+        stage_ok(&cluster, &["stage-out", "--check", "/in", &dst], &envs);
+        eprintln!(
+            "trial {trial}: killed after {delay:?} with {} files finished; resumed and checked",
+            finished.len()
+        );
+        last = dst;
+    }
+    assert!(
+        interrupted_with_progress >= 5,
+        "{interrupted_with_progress}"
+    );
+    // The last one, back through SFS into a directory: the source tree.
+    stage_ok(&cluster, &["stage-in", &last, "/back"], &envs);
+    let copy = work.join("s3-copy");
+    stage_ok(
+        &cluster,
+        &["stage-out", "/back", copy.to_str().unwrap()],
+        &envs,
+    );
+    assert_same(&snapshot(&src), &snapshot(&copy));
 }
 
 /// Three ranks (as `srun` would start them, one of them taking its rank
