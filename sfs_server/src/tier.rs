@@ -229,7 +229,8 @@ pub struct TieredStore {
     settings: BackendConfig,
     runtime: Option<tokio::runtime::Runtime>,
     /// The threads of the write-back the loop starts on its own, at
-    /// `backend.writeback_nice` (none when that is 0: the runtime above).
+    /// `backend.writeback_nice` (none when that is 0 or the policy is
+    /// `explicit`: the runtime above).
     background: Option<tokio::runtime::Runtime>,
     state: Mutex<State>,
     /// Signalled when room was made or a gate opened.
@@ -333,7 +334,12 @@ impl TieredStore {
             .enable_all()
             .build()
             .map_err(|e| SfsError::io(format!("tier: cannot start its runtime: {e}")))?;
-        let background = background_runtime(settings.writeback_nice)?;
+        // Under `explicit` the loop writes back only under pressure, at the
+        // server's priority: no threads of its own.
+        let background = match settings.writeback {
+            WritebackPolicy::Explicit => None,
+            _ => background_runtime(settings.writeback_nice)?,
+        };
         let mut state = State {
             in_backend: replayed.in_backend,
             sources: store
