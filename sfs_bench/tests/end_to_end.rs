@@ -17,14 +17,6 @@ fn artifacts() -> (PathBuf, PathBuf) {
     (built.sfs.clone(), built.preload.clone())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Servers started with `sfs start`; `sfs stop` (then SIGKILL) on drop.
 struct Servers {
     dir: tempfile::TempDir,
@@ -48,7 +40,7 @@ impl Servers {
         // the server binds it: then try again with new ports.
         for attempt in 1.. {
             let hosts: String = (0..n)
-                .map(|i| format!("s{i} 127.0.0.1:{}\n", free_port()))
+                .map(|i| format!("s{i} 127.0.0.1:{}\n", sfs_testkit::free_port()))
                 .collect();
             std::fs::write(servers.hostfile(), hosts).unwrap();
             let out = servers.sfs("start");

@@ -23,6 +23,16 @@ pub mod fuzz;
 pub mod netns;
 pub mod slurm;
 
+/// A loopback TCP port that was free a moment ago: bound to port 0 and let
+/// go. Another process may take it before the caller binds it; a test
+/// that starts a server on it should try again with a new port when the
+/// start fails with "Address already in use" (the system tests' cluster
+/// does).
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    probe.local_addr().expect("its address").port()
+}
+
 use fs2::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

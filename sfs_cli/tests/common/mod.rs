@@ -27,14 +27,6 @@ pub struct Cluster {
     first_start_args: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Cluster {
     /// Starts `n` servers with the default config, adjusted by `tune`.
     ///
@@ -94,7 +86,7 @@ impl Cluster {
         let config_path = dir.path().join("config.json");
         std::fs::write(&config_path, config.to_json_pretty()).unwrap();
         let hosts: String = (0..n)
-            .map(|i| format!("s{i} 127.0.0.1:{}\n", free_port()))
+            .map(|i| format!("s{i} 127.0.0.1:{}\n", sfs_testkit::free_port()))
             .collect();
         let hostfile_path = dir.path().join("hostfile");
         std::fs::write(&hostfile_path, &hosts).unwrap();

@@ -30,15 +30,10 @@ fn secret() -> Arc<Secret> {
     Arc::new(Secret::from_bytes([7; 32]))
 }
 
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 impl TestServer {
     async fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = sfs_testkit::free_port();
         let hostfile = Hostfile::parse(&format!("s0 127.0.0.1:{port}\n"), "test hostfile").unwrap();
         let config = Config {
             rootdir: dir.path().join("root").display().to_string(),
@@ -911,7 +906,7 @@ async fn nothing_is_served_without_the_job_secret() {
 async fn a_request_for_a_path_another_server_owns_is_refused() {
     // Server s0 of two; s1 is never started (its port only reserves a place).
     let dir = tempfile::tempdir().unwrap();
-    let (p0, p1) = (free_port(), free_port());
+    let (p0, p1) = (sfs_testkit::free_port(), sfs_testkit::free_port());
     let hostfile = Hostfile::parse(
         &format!("s0 127.0.0.1:{p0}\ns1 127.0.0.1:{p1}\n"),
         "test hostfile",

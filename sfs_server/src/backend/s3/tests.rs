@@ -121,11 +121,6 @@ async fn wrong_credentials_are_refused_at_open_naming_them() {
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn a_missing_bucket_or_endpoint_fails_open_naming_the_field() {
     let e = S3Backend::open(S3Settings {
@@ -139,7 +134,7 @@ async fn a_missing_bucket_or_endpoint_fails_open_naming_the_field() {
 
     let started = Instant::now();
     let e = S3Backend::open(S3Settings {
-        endpoint: format!("http://127.0.0.1:{}", free_port()),
+        endpoint: format!("http://127.0.0.1:{}", sfs_testkit::free_port()),
         timeout: Duration::from_secs(2),
         ..settings()
     })
