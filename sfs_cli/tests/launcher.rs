@@ -177,7 +177,7 @@ impl Lab {
     /// Records the pids of the servers that are ready now, for teardown.
     fn note_servers(&mut self) {
         for i in 1..=3 {
-            let ready = self.config.run_dir(&format!("s{i}")).join("ready");
+            let ready = sfs_global::ready::Ready::path(&self.config, &format!("s{i}"));
             let Ok(body) = std::fs::read_to_string(ready) else {
                 continue;
             };
@@ -259,7 +259,7 @@ fn start_use_stop_and_clean_across_simulated_nodes() {
             text(&out)
         );
     }
-    assert!(lab.config.run_dir("s1").join("ready").exists());
+    assert!(sfs_global::ready::Ready::path(&lab.config, "s1").exists());
 
     // A workload through the shim on node 1, read back through it on
     // node 2: 3 MB spread over 47 chunks on the three servers.

@@ -243,7 +243,7 @@ fn flood_target() -> (Cluster, sfs_global::FileId, u32) {
 
 fn ready_file(cluster: &Cluster) -> serde_json::Value {
     serde_json::from_str(
-        &std::fs::read_to_string(cluster.config.run_dir("s0").join("ready")).unwrap(),
+        &std::fs::read_to_string(sfs_global::ready::Ready::path(&cluster.config, "s0")).unwrap(),
     )
     .unwrap()
 }

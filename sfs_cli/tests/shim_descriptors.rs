@@ -283,10 +283,7 @@ fn a_dead_server_fails_writes_without_sigpipe(tune: impl FnOnce(&mut sfs_global:
     let cluster = Cluster::start_with(1, tune);
     let dir = tempfile::tempdir().unwrap();
     let binary = compile_c(dir.path(), "dead_server", DEAD_SERVER_PROBE);
-    let ready = cluster
-        .config
-        .run_dir(&cluster.hostfile.hosts[0].name)
-        .join("ready");
+    let ready = sfs_global::ready::Ready::path(&cluster.config, &cluster.hostfile.hosts[0].name);
     let ready: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(ready).unwrap()).unwrap();
     let pid = ready["pid"]

@@ -116,9 +116,7 @@ impl Cluster {
     }
 
     fn ready_file(&self, i: usize) -> PathBuf {
-        self.config
-            .run_dir(&self.hostfile.hosts[i].name)
-            .join("ready")
+        sfs_global::ready::Ready::path(&self.config, &self.hostfile.hosts[i].name)
     }
 
     pub fn log_file(&self, i: usize) -> PathBuf {

@@ -50,7 +50,7 @@ impl TestServer {
             restore: false,
         };
         let task = tokio::spawn(run_until(options.clone(), std::future::pending()));
-        let ready_file = config.run_dir("s0").join("ready");
+        let ready_file = sfs_global::ready::Ready::path(&config, "s0");
         let server = TestServer {
             _dir: dir,
             options,
@@ -934,7 +934,7 @@ async fn a_request_for_a_path_another_server_owns_is_refused() {
         restore: false,
     };
     let task = tokio::spawn(run_until(options, std::future::pending()));
-    let ready = config.run_dir("s0").join("ready");
+    let ready = sfs_global::ready::Ready::path(&config, "s0");
     for _ in 0..2000 {
         if ready.exists() {
             break;
