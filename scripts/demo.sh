@@ -15,8 +15,8 @@ say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 say "setup"
 bash scripts/setup.sh
 
-say "build: cargo build --release -p sfs_cli -p wrapper -p sfs_preload"
-cargo build --release -p sfs_cli -p wrapper -p sfs_preload
+say "build: cargo build --release -p sfs_cli -p sfs_shim -p sfs_preload"
+cargo build --release -p sfs_cli -p sfs_shim -p sfs_preload
 sfs_bin="$CARGO_TARGET_DIR/release/sfs"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sfs-demo.XXXXXX")

@@ -46,7 +46,7 @@ profile_flag=()
 say "building sfs and the conformance test ($profile)"
 # The same set sfs_testkit and test.sh build, so no package is built twice
 # with two feature sets.
-cargo build -q "${profile_flag[@]}" -p sfs_cli -p wrapper -p sfs_preload
+cargo build -q "${profile_flag[@]}" -p sfs_cli -p sfs_shim -p sfs_preload
 conformance=$(cargo test -q "${profile_flag[@]}" -p sfs_rdma --test conformance --no-run \
     --message-format=json |
     python3 -c 'import json,sys

@@ -4,7 +4,7 @@
 #
 # 1. start-up of programs that never touch the mount: /bin/true and a bash
 #    script `echo x > /dev/null`, without preload, with an empty C library
-#    and with libsfs_wrapper.so, RUNS interleaved fork+exec runs each
+#    and with libsfs_preload.so, RUNS interleaved fork+exec runs each
 #    (median);
 # 2. per call on an SFS file: stat() of an SFS path and lseek(SEEK_CUR) on an
 #    SFS descriptor through the shim, against sfs_stat/sfs_lseek of the C API
@@ -18,9 +18,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo=$(pwd)
 runs=${1:-2000}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sfs/target}"
-cargo build --release -q -p sfs_cli -p wrapper -p sfs_preload -p sfs_client
+cargo build --release -q -p sfs_cli -p sfs_shim -p sfs_preload -p sfs_client
 release="$CARGO_TARGET_DIR/release"
-shim="$release/libsfs_wrapper.so"
+shim="$release/libsfs_preload.so"
 sfs_bin="$release/sfs"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sfs-overhead.XXXXXX")

@@ -22,7 +22,7 @@ mib=${2:-256}
 small=${3:-10000}
 rounds=${4:-3}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sfs/target}"
-cargo build --release -q -p sfs_cli -p wrapper -p sfs_preload
+cargo build --release -q -p sfs_cli -p sfs_shim -p sfs_preload
 sfs_bin="$CARGO_TARGET_DIR/release/sfs"
 
 work=$(mktemp -d /dev/shm/sfs-stage-bench.XXXXXX)

@@ -54,7 +54,7 @@ else
     step rdma-vm bash scripts/rdma-vm-test.sh
 fi
 
-step artefacts cargo build -p sfs_cli -p wrapper -p sfs_preload
+step artefacts cargo build -p sfs_cli -p sfs_shim -p sfs_preload
 
 # The back-end tests find the cluster through the SFS_CEPH_* variables of
 # DIR/env (sfs_testkit::ceph; without them each run starts its own).

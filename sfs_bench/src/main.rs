@@ -4,7 +4,7 @@
 //!
 //! Client processes are real processes: this binary re-executes itself as
 //! `sfs_bench __worker SPEC` once per rank and phase; for the shim rows the
-//! worker runs under `LD_PRELOAD=libsfs_wrapper.so` and makes plain std::fs
+//! worker runs under `LD_PRELOAD=libsfs_preload.so` and makes plain std::fs
 //! calls on paths under the mount directory, exactly as an application does.
 //! Every run reads its data back and compares it; a mismatch is an error.
 //! Each local baseline's IOR-easy N-N rates are checked against `fio` on the
@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Via {
-    /// Worker processes under LD_PRELOAD of libsfs_wrapper.so (what users run).
+    /// Worker processes under LD_PRELOAD of libsfs_preload.so (what users run).
     Shim,
     /// Worker processes calling sfs_client directly (no shim).
     Lib,
@@ -105,7 +105,7 @@ struct Cli {
     /// find / ls -l: entries of the tree (files and directories).
     #[arg(long, default_value_t = 100_000)]
     tree_entries: u64,
-    /// The shim (default: libsfs_wrapper.so next to this binary).
+    /// The shim (default: libsfs_preload.so next to this binary).
     #[arg(long, env = "SFS_PRELOAD")]
     preload: Option<PathBuf>,
 }
@@ -246,11 +246,11 @@ fn run(cli: Cli) -> Result<()> {
     };
     let preload = match &cli.preload {
         Some(p) => p.clone(),
-        None => next_to_me("libsfs_wrapper.so")?,
+        None => next_to_me("libsfs_preload.so")?,
     };
     if cli.via.contains(&Via::Shim) && !preload.exists() {
         bail!(
-            "the shim {} does not exist: build it (`cargo build --release -p wrapper`) or give --preload",
+            "the shim {} does not exist: build it (`cargo build --release -p sfs_shim`) or give --preload",
             preload.display()
         );
     }

@@ -17,7 +17,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 /// File name of the shim library.
-pub const SHIM_NAME: &str = "libsfs_wrapper.so";
+pub const SHIM_NAME: &str = "libsfs_preload.so";
 
 /// The shim: `--preload`/`SFS_PRELOAD`, else next to this executable (where
 /// cargo puts it), else `../lib/` from it (an installed layout).
@@ -40,7 +40,7 @@ pub fn find_shim(explicit: Option<&Path>) -> Result<PathBuf> {
         }
     }
     bail!(
-        "cannot find {SHIM_NAME} next to {} (build it with `cargo build -p sfs_preload -p wrapper`, or pass --preload / set SFS_PRELOAD)",
+        "cannot find {SHIM_NAME} next to {} (build it with `cargo build -p sfs_preload -p sfs_shim`, or pass --preload / set SFS_PRELOAD)",
         exe.display()
     )
 }

@@ -201,7 +201,7 @@ enum Command {
     Bench(BenchCommand),
     /// Run PROGRAM with the SFS shim preloaded: its file calls under the mount directory go to SFS.
     Exec {
-        /// The shim library (default: libsfs_wrapper.so next to this `sfs` binary).
+        /// The shim library (default: libsfs_preload.so next to this `sfs` binary).
         #[arg(long, env = "SFS_PRELOAD")]
         preload: Option<PathBuf>,
         /// Start the program without first asking every server whether it

@@ -77,7 +77,7 @@ impl Setup {
         };
         let artifacts = sfs_testkit::artifacts();
         let sfs = copy(Path::new(SFS), "sfs-copy");
-        let preload = copy(&artifacts.preload, "libsfs_wrapper.so");
+        let preload = copy(&artifacts.preload, "libsfs_preload.so");
         copy(&artifacts.shim, "libsfs_shim.so");
         let secret = std::fs::read_to_string(dir.join("hostfile.secret"))
             .unwrap()

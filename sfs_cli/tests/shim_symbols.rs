@@ -1,5 +1,5 @@
 //! Every file-API symbol the system's C library exports is either hooked by
-//! the shim (defined by the preload library, `libsfs_wrapper.so`) or listed
+//! the shim (defined by the preload library, `libsfs_preload.so`) or listed
 //! here as deliberately passed through, with the reason. A new glibc name
 //! (`preadv64v2` was one: Debian's python3 calls it for `os.preadv`) then
 //! fails this test instead of silently reaching the kernel with a mount

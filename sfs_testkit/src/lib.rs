@@ -6,7 +6,7 @@
 //!
 //! Tests that run SFS as a user does need artefacts that are not their own
 //! crate's: the `sfs` binary, the preload entry library
-//! (`libsfs_wrapper.so`) and the shim it loads (`libsfs_shim.so`). Cargo
+//! (`libsfs_preload.so`) and the shim it loads (`libsfs_shim.so`). Cargo
 //! builds a test's own binaries and dependencies before the test runs, but
 //! not those, and whether they already sat in the target directory used to
 //! depend on what had been built before — a cold build directory once
@@ -79,14 +79,14 @@ pub fn run_checked(
 pub struct Artifacts {
     /// The `sfs` command.
     pub sfs: PathBuf,
-    /// `libsfs_wrapper.so`, the library users put in `LD_PRELOAD`.
+    /// `libsfs_preload.so`, the library users put in `LD_PRELOAD`.
     pub preload: PathBuf,
     /// `libsfs_shim.so`, which the preload library loads next to itself.
     pub shim: PathBuf,
 }
 
 /// The packages whose artefacts [`Artifacts`] names.
-const PACKAGES: [&str; 3] = ["sfs_cli", "wrapper", "sfs_preload"];
+const PACKAGES: [&str; 3] = ["sfs_cli", "sfs_shim", "sfs_preload"];
 
 /// Builds the artefacts once per process and returns them; panics with
 /// cargo's output when the build fails.
@@ -97,7 +97,7 @@ pub fn artifacts() -> &'static Artifacts {
         build_once_per_run(&profile_dir);
         let artifacts = Artifacts {
             sfs: profile_dir.join("sfs"),
-            preload: profile_dir.join("libsfs_wrapper.so"),
+            preload: profile_dir.join("libsfs_preload.so"),
             shim: profile_dir.join("libsfs_shim.so"),
         };
         for path in [&artifacts.sfs, &artifacts.preload, &artifacts.shim] {

@@ -113,7 +113,7 @@ fn the_documented_crate_graph_is_the_manifests() {
     // One way: sfs_global uses no SFS crate, and none uses the binaries'.
     assert!(real["sfs_global"].is_empty());
     for (name, deps) in &real {
-        for top in ["sfs_cli", "sfs_bench", "wrapper", "sfs_preload"] {
+        for top in ["sfs_cli", "sfs_bench", "sfs_shim", "sfs_preload"] {
             assert!(!deps.contains(top), "{name} uses {top}");
         }
     }

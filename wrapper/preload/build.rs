@@ -1,4 +1,4 @@
-//! Builds `libsfs_wrapper.so`, the LD_PRELOAD entry library, in C: one
+//! Builds `libsfs_preload.so`, the LD_PRELOAD entry library, in C: one
 //! forwarder per hook of the shim (`wrapper/src`), the same symbol with
 //! the same signature, read from the `hook! { unsafe fn ... }` declarations
 //! so the list of intercepted functions has one home, plus `entry.c` (the
@@ -265,7 +265,7 @@ fn compile(manifest: &Path, generated: &Path, out: &Path) {
     .arg(manifest.join("entry.c"))
     .arg(generated)
     .args([
-        "-Wl,-soname,libsfs_wrapper.so",
+        "-Wl,-soname,libsfs_preload.so",
         "-Wl,-z,noseparate-code",
         "-Wl,-z,pack-relative-relocs",
         "-ldl",
@@ -277,7 +277,7 @@ fn compile(manifest: &Path, generated: &Path, out: &Path) {
     });
     assert!(
         status.success(),
-        "compiling libsfs_wrapper.so failed: {cmd:?}"
+        "compiling libsfs_preload.so failed: {cmd:?}"
     );
 }
 
@@ -323,7 +323,7 @@ fn main() {
     for f in ["entry.c", "entry.h"] {
         println!("cargo:rerun-if-changed={}", manifest.join(f).display());
     }
-    let library = out_dir.join("libsfs_wrapper.so");
+    let library = out_dir.join("libsfs_preload.so");
     compile(&manifest, &generated, &library);
     // Where cargo puts the cdylibs it builds, as it would for this one:
     // target/<profile>/deps/, next to the shim (libsfs_shim.so) of the same
@@ -336,13 +336,13 @@ fn main() {
         .expect("OUT_DIR is inside target/<profile>/build/");
     for dir in [profile_dir.join("deps"), profile_dir.to_path_buf()] {
         // Replace, never write through: a running process may map it.
-        let staging = dir.join(".libsfs_wrapper.so.new");
-        std::fs::copy(&library, &staging).expect("copying libsfs_wrapper.so");
-        std::fs::rename(&staging, dir.join("libsfs_wrapper.so"))
-            .expect("placing libsfs_wrapper.so");
+        let staging = dir.join(".libsfs_preload.so.new");
+        std::fs::copy(&library, &staging).expect("copying libsfs_preload.so");
+        std::fs::rename(&staging, dir.join("libsfs_preload.so"))
+            .expect("placing libsfs_preload.so");
     }
     println!(
-        "cargo:rustc-env=SFS_WRAPPER_SO={}",
-        profile_dir.join("deps/libsfs_wrapper.so").display()
+        "cargo:rustc-env=SFS_PRELOAD_SO={}",
+        profile_dir.join("deps/libsfs_preload.so").display()
     );
 }

@@ -109,7 +109,7 @@ fn inherited_descriptors() -> Vec<OpenFdInfo> {
 }
 
 /// The library to put back into LD_PRELOAD: the preload entry library that
-/// loaded this one (`sfs_preload_path`, libsfs_wrapper.so), or this library
+/// loaded this one (`sfs_preload_path`, libsfs_preload.so), or this library
 /// itself when it was preloaded directly.
 fn own_path() -> Option<String> {
     // SAFETY: dlsym only looks the name up; the entry library defines

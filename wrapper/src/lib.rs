@@ -1,6 +1,8 @@
-//! The SFS LD_PRELOAD shim: `libsfs_wrapper.so`.
+//! The SFS LD_PRELOAD shim: `libsfs_shim.so` (crate `sfs_shim`).
 //!
-//! Loaded with `LD_PRELOAD` (or through `sfs exec`), it interposes the libc
+//! Loaded by the entry library `libsfs_preload.so` (`wrapper/preload`, what
+//! `LD_PRELOAD` and `sfs exec` name) on the first call that touches the
+//! mount, or preloaded itself, it interposes the libc
 //! file API. A call on a path under the mount directory (`SFS_MOUNTDIR`), or
 //! on a descriptor the shim handed out, goes to the SFS servers through
 //! [`sfs_client`]; everything else goes to the real libc function untouched.

@@ -1,4 +1,4 @@
-//! `libsfs_wrapper.so`, the library users put in `LD_PRELOAD`.
+//! `libsfs_preload.so`, the library users put in `LD_PRELOAD`.
 //!
 //! Why a separate library: the shim proper (`wrapper`, `libsfs_shim.so`)
 //! links tokio, tonic and the RDMA transport, so loading it pulls in
@@ -33,6 +33,6 @@
 //! `SFS_SHIM`; if it cannot be loaded, this library says so on stderr and
 //! calls go to the kernel.
 
-/// Where this build placed `libsfs_wrapper.so` (next to the workspace's
+/// Where this build placed `libsfs_preload.so` (next to the workspace's
 /// binaries in the target directory).
-pub const LIBRARY: &str = env!("SFS_WRAPPER_SO");
+pub const LIBRARY: &str = env!("SFS_PRELOAD_SO");
