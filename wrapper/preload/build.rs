@@ -1,149 +1,24 @@
 //! Builds `libsfs_preload.so`, the LD_PRELOAD entry library, in C: one
-//! forwarder per hook of the shim (`wrapper/src`), the same symbol with
-//! the same signature, read from the `hook! { unsafe fn ... }` declarations
-//! so the list of intercepted functions has one home, plus `entry.c` (the
-//! routing and the loading of the shim). Why C: `src/lib.rs`.
+//! forwarder per hook of `wrapper/hooks.table` (the list the shim's
+//! symbols are generated from too), the same symbol with the same
+//! signature, routing by the roles the table gives the parameters, plus
+//! `entry.c` (the routing and the loading of the shim). Why C: `src/lib.rs`.
 
+#[path = "../hook_table.rs"]
+#[allow(dead_code)] // what the shim's generator reads too
+mod hook_table;
+
+use hook_table::{Hook, Role};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-
-struct Hook {
-    name: String,
-    params: Vec<(String, String)>,
-    ret: String,
-}
-
-/// Splits `a: T, b: U<V, W>` at top-level commas.
-fn split_params(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut depth = 0i32;
-    let mut current = String::new();
-    for ch in text.chars().chain(std::iter::once(',')) {
-        match ch {
-            '(' | '<' | '[' => depth += 1,
-            ')' | '>' | ']' => depth -= 1,
-            _ => {}
-        }
-        if ch == ',' && depth == 0 {
-            let p = current.trim();
-            if !p.is_empty() {
-                let (name, ty) = p
-                    .split_once(':')
-                    .unwrap_or_else(|| panic!("parameter `name: type`, got {p:?} in {text:?}"));
-                out.push((name.trim().to_string(), ty.trim().to_string()));
-            }
-            current.clear();
-        } else {
-            current.push(ch);
-        }
-    }
-    out
-}
-
-/// The index of the `)` that closes the `(` at `open`.
-fn matching_close(text: &str, open: usize) -> usize {
-    let mut depth = 0;
-    for (i, ch) in text[open..].char_indices() {
-        match ch {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return open + i;
-                }
-            }
-            _ => {}
-        }
-    }
-    panic!("unbalanced parentheses in {text:?}")
-}
-
-fn without_comments(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.find("//") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn parse(file: &Path, hooks: &mut Vec<Hook>) {
-    let source = without_comments(&std::fs::read_to_string(file).expect("read hook source"));
-    let mut rest = source.as_str();
-    while let Some(at) = rest.find("hook! {") {
-        rest = &rest[at + "hook! {".len()..];
-        let body = rest.trim_start();
-        let body = body.strip_prefix("unsafe fn").unwrap_or_else(|| {
-            panic!("{}: `hook! {{` not followed by `unsafe fn`", file.display())
-        });
-        let open = body.find('(').expect("(");
-        let name = body[..open].trim().to_string();
-        let close = matching_close(body, open);
-        if name.starts_with('$') {
-            // Inside a `macro_rules!` that stamps out a family of hooks:
-            // see `parse_hook_families`.
-            continue;
-        }
-        let params = split_params(&body[open + 1..close]);
-        let after = &body[close + 1..];
-        let arrow = after.find("=>").expect("=> hook_fn");
-        let ret = after[..arrow].trim();
-        let ret = ret.strip_prefix("->").unwrap_or("()").trim().to_string();
-        hooks.push(Hook { name, params, ret });
-    }
-    parse_hook_families(&source, hooks);
-}
-
-/// Hook families: `macro_rules! family { ... unsafe fn $name(FIXED,
-/// $($arg: $ty),*) -> $ret ...}` invoked as `family! { name => hook_fn(ARGS)
-/// -> RET, answer; ... }`.
-fn parse_hook_families(source: &str, hooks: &mut Vec<Hook>) {
-    let mut rest = source;
-    while let Some(at) = rest.find("macro_rules! ") {
-        rest = &rest[at + "macro_rules! ".len()..];
-        let family = rest[..rest
-            .find(|c: char| !c.is_alphanumeric() && c != '_')
-            .unwrap()]
-            .to_string();
-        let Some(sig) = rest.find("unsafe fn $name(") else {
-            continue;
-        };
-        let fixed_text = &rest[sig + "unsafe fn $name(".len()..];
-        let fixed_text = &fixed_text[..fixed_text.find("$($arg").expect("$($arg: $ty),*")];
-        let fixed = split_params(fixed_text.trim().trim_end_matches(','));
-        let invocation = format!("{family}! {{");
-        let start = source.find(&invocation).expect("family invoked") + invocation.len();
-        let end = start + source[start..].find("\n}").expect("end of family");
-        for entry in source[start..end].split(';') {
-            let entry = entry.trim();
-            if entry.is_empty() {
-                continue;
-            }
-            let (name, rest) = entry.split_once("=>").expect("name => hook");
-            let open = rest.find('(').expect("(");
-            let close = matching_close(rest, open);
-            let mut params = fixed.clone();
-            params.extend(split_params(&rest[open + 1..close]));
-            let after = &rest[close + 1..];
-            let ret = after[after.find("->").expect("->") + 2..after.find(',').expect(",")]
-                .trim()
-                .to_string();
-            hooks.push(Hook {
-                name: name.trim().to_string(),
-                params,
-                ret,
-            });
-        }
-    }
-}
 
 /// The C type of a hook's parameter or result, as the forwarders declare
 /// it: pointers of any kind are `void *` (a forwarder only passes them on),
 /// integers keep their width. An unknown type stops the build.
 fn c_type(ty: &str) -> &'static str {
     // Function pointers (scandir's filter and compare, glob's errfunc) too.
-    if ty.starts_with('*') || matches!(ty, "Filter" | "Compare" | "GlobErr") {
+    let last = ty.rsplit("::").next().unwrap_or(ty);
+    if ty.starts_with('*') || matches!(last, "Filter" | "Compare" | "GlobErr") {
         return "void *";
     }
     match ty {
@@ -170,31 +45,33 @@ fn forwarders(hooks: &[Hook]) -> String {
         let params: Vec<String> = h
             .params
             .iter()
-            .map(|(n, t)| format!("{} {n}", c_type(t)))
+            .map(|p| format!("{} {}", c_type(&p.ty), p.name))
             .collect();
-        let types: Vec<&str> = h.params.iter().map(|(_, t)| c_type(t)).collect();
-        let names: Vec<&str> = h.params.iter().map(|(n, _)| n.as_str()).collect();
+        let types: Vec<&str> = h.params.iter().map(|p| c_type(&p.ty)).collect();
+        let names: Vec<&str> = h.params.iter().map(|p| p.name.as_str()).collect();
         // Each path argument with the directory descriptor it is taken
-        // against (the nearest `*dirfd` before it), or AT_FDCWD.
+        // against (the nearest DirFd before it), or AT_FDCWD.
         let mut checks = Vec::new();
-        let mut dirfd = "SFS_AT_FDCWD".to_string();
-        for (n, t) in &h.params {
-            if n.ends_with("dirfd") && t == "c_int" {
-                dirfd = n.clone();
-            }
-            // mkstemp's template is written to, but is a path all the same.
-            if t == "*const c_char" || (t == "*mut c_char" && n == "template") {
-                checks.push(format!("sfs_touches_mount({dirfd}, (const char *){n})"));
+        let mut dirfd = "SFS_AT_FDCWD";
+        for (i, p) in h.params.iter().enumerate() {
+            let n = &p.name;
+            match p.role {
+                Role::Plain => {}
+                Role::DirFd => dirfd = n,
+                Role::Path | Role::MutPath => {
+                    checks.push(format!("sfs_touches_mount({dirfd}, (const char *){n})"))
+                }
+                // A Unix socket named by a path inside the mount.
+                Role::UnixAddr => checks.push(format!(
+                    "sfs_sockaddr_touches_mount({n}, {})",
+                    h.params[i + 1].name
+                )),
             }
         }
         // A PATH search may find a program stored in SFS, which only the
         // shim can run.
-        if matches!(h.name.as_str(), "execvp" | "execvpe" | "posix_spawnp") {
+        if h.searches_path {
             checks.push("sfs_path_var_touches_mount()".to_string());
-        }
-        // A Unix socket named by a path inside the mount.
-        if matches!(h.name.as_str(), "bind" | "connect") {
-            checks.push("sfs_sockaddr_touches_mount(addr, len)".to_string());
         }
         let touches = if checks.is_empty() {
             "0".to_string()
@@ -283,24 +160,11 @@ fn compile(manifest: &Path, generated: &Path, out: &Path) {
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let src = manifest.join("../src");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(src.join("hooks"))
-        .expect("wrapper/src/hooks")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
-        .collect();
-    files.push(src.join("stdio.rs"));
-    files.sort();
-    let mut hooks = Vec::new();
-    for f in &files {
-        println!("cargo:rerun-if-changed={}", f.display());
-        parse(f, &mut hooks);
-    }
-    println!("cargo:rerun-if-changed={}", src.join("hooks").display());
-    let mut names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
-    names.sort_unstable();
-    names.dedup();
-    assert_eq!(names.len(), hooks.len(), "a hook is declared twice");
+    let table = manifest.join("../hooks.table");
+    println!("cargo:rerun-if-changed={}", table.display());
+    println!("cargo:rerun-if-changed=../hook_table.rs");
+    let hooks = hook_table::parse(&std::fs::read_to_string(&table).expect("wrapper/hooks.table"));
+    let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
     for expected in [
         "open",
         "openat64",
@@ -313,7 +177,7 @@ fn main() {
     ] {
         assert!(
             names.contains(&expected),
-            "hook {expected} not found in wrapper/src"
+            "hook {expected} not found in wrapper/hooks.table"
         );
     }
 

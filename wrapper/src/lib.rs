@@ -47,6 +47,15 @@ macro_rules! raw_syscall {
     };
 }
 
+/// The next library's definition of the hooked function `name` (what the
+/// program would have called without the shim), as `wrapper/hooks.table`
+/// declares it.
+macro_rules! real {
+    ($name:ident) => {
+        $crate::hooks::table::real::$name()
+    };
+}
+
 pub mod raw;
 
 pub mod environment;

@@ -20,7 +20,6 @@ use crate::hooks::open::open_sfs;
 use crate::paths::{c_str, sfs_path};
 use crate::state::{self, err, run, sfs_fd, SFS_FDS};
 use libc::{c_char, c_int, c_void, size_t, ssize_t, FILE};
-use redhook::{hook, real};
 use sfs_global::SfsResult;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::Mutex;
@@ -162,30 +161,24 @@ unsafe fn fopen_sfs(path: &str, mode: *const c_char) -> SfsResult<*mut FILE> {
     })
 }
 
-hook! {
-    unsafe fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE => sfs_fopen {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("fopen", || fopen_sfs(&p, mode)),
-            None => real!(fopen)(path, mode),
-        }
+pub(crate) unsafe fn sfs_fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("fopen", || fopen_sfs(&p, mode)),
+        None => real!(fopen)(path, mode),
     }
 }
 
-hook! {
-    unsafe fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE => sfs_fopen64 {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("fopen", || fopen_sfs(&p, mode)),
-            None => real!(fopen64)(path, mode),
-        }
+pub(crate) unsafe fn sfs_fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("fopen", || fopen_sfs(&p, mode)),
+        None => real!(fopen64)(path, mode),
     }
 }
 
-hook! {
-    unsafe fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE => sfs_fdopen {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fdopen", || cookie_stream(fd, mode, true)),
-            None => real!(fdopen)(fd, mode),
-        }
+pub(crate) unsafe fn sfs_fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fdopen", || cookie_stream(fd, mode, true)),
+        None => real!(fdopen)(fd, mode),
     }
 }
 
@@ -310,20 +303,24 @@ fn sfs_client_dup(fd: c_int, newfd: c_int) -> SfsResult<()> {
     Ok(())
 }
 
-hook! {
-    unsafe fn freopen(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE => sfs_freopen {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("freopen", || freopen_sfs(&p, mode, stream)),
-            None => real!(freopen)(path, mode, stream),
-        }
+pub(crate) unsafe fn sfs_freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("freopen", || freopen_sfs(&p, mode, stream)),
+        None => real!(freopen)(path, mode, stream),
     }
 }
 
-hook! {
-    unsafe fn freopen64(path: *const c_char, mode: *const c_char, stream: *mut FILE) -> *mut FILE => sfs_freopen64 {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("freopen", || freopen_sfs(&p, mode, stream)),
-            None => real!(freopen64)(path, mode, stream),
-        }
+pub(crate) unsafe fn sfs_freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("freopen", || freopen_sfs(&p, mode, stream)),
+        None => real!(freopen64)(path, mode, stream),
     }
 }

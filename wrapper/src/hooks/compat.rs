@@ -17,127 +17,117 @@ use crate::state::{self, err, run, sfs_fd, with_client};
 use libc::{
     c_char, c_int, c_long, c_uint, c_ulong, c_void, dirent, mode_t, off_t, size_t, ssize_t,
 };
-use redhook::{hook, real};
 
-hook! {
-    unsafe fn __read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t => sfs_alias_read {
-        io::sfs_read(fd, buf, count)
-    }
+pub(crate) unsafe fn sfs_alias_read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    io::sfs_read(fd, buf, count)
 }
 
-hook! {
-    unsafe fn __write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t => sfs_alias_write {
-        io::sfs_write(fd, buf, count)
-    }
+pub(crate) unsafe fn sfs_alias_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    io::sfs_write(fd, buf, count)
 }
 
-hook! {
-    unsafe fn __pread64(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t => sfs_alias_pread64 {
-        io::sfs_pread64(fd, buf, count, off)
-    }
+pub(crate) unsafe fn sfs_alias_pread64(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    io::sfs_pread64(fd, buf, count, off)
 }
 
-hook! {
-    unsafe fn __pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t => sfs_alias_pwrite64 {
-        io::sfs_pwrite64(fd, buf, count, off)
-    }
+pub(crate) unsafe fn sfs_alias_pwrite64(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    io::sfs_pwrite64(fd, buf, count, off)
 }
 
-hook! {
-    unsafe fn __lseek(fd: c_int, off: off_t, whence: c_int) -> off_t => sfs_alias_lseek {
-        io::sfs_lseek(fd, off, whence)
-    }
+pub(crate) unsafe fn sfs_alias_lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    io::sfs_lseek(fd, off, whence)
 }
 
-hook! {
-    unsafe fn __open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int => sfs_alias_open {
-        open::sfs_open(path, flags, mode)
-    }
+pub(crate) unsafe fn sfs_alias_open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    open::sfs_open(path, flags, mode)
 }
 
-hook! {
-    unsafe fn __open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int => sfs_alias_open64 {
-        open::sfs_open64(path, flags, mode)
-    }
+pub(crate) unsafe fn sfs_alias_open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    open::sfs_open64(path, flags, mode)
 }
 
-hook! {
-    unsafe fn __close(fd: c_int) -> c_int => sfs_alias_close {
-        fd::sfs_close(fd)
-    }
+pub(crate) unsafe fn sfs_alias_close(fd: c_int) -> c_int {
+    fd::sfs_close(fd)
 }
 
-hook! {
-    unsafe fn __dup2(oldfd: c_int, newfd: c_int) -> c_int => sfs_alias_dup2 {
-        fd::sfs_dup2(oldfd, newfd)
-    }
+pub(crate) unsafe fn sfs_alias_dup2(oldfd: c_int, newfd: c_int) -> c_int {
+    fd::sfs_dup2(oldfd, newfd)
 }
 
-hook! {
-    unsafe fn __fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int => sfs_alias_fcntl {
-        fd::sfs_fcntl(fd, cmd, arg)
-    }
+pub(crate) unsafe fn sfs_alias_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    fd::sfs_fcntl(fd, cmd, arg)
 }
 
-hook! {
-    unsafe fn __statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int => sfs_alias_statfs {
-        misc::sfs_statfs(path, buf)
-    }
+pub(crate) unsafe fn sfs_alias_statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int {
+    misc::sfs_statfs(path, buf)
 }
 
 // `__xmknod(_MKNOD_VER, ...)`: what mknod compiled against glibc < 2.33 calls.
-hook! {
-    unsafe fn __xmknod(version: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int => sfs_alias_xmknod {
-        // SAFETY: `dev` is the caller's device number (read only if set).
-        let number = if dev.is_null() { 0 } else { unsafe { *dev } };
-        namespace::mknod_hook(libc::AT_FDCWD, path, mode, number, "mknod")
-            .unwrap_or_else(|| real!(__xmknod)(version, path, mode, dev))
-    }
+pub(crate) unsafe fn sfs_alias_xmknod(
+    version: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    dev: *mut libc::dev_t,
+) -> c_int {
+    // SAFETY: `dev` is the caller's device number (read only if set).
+    let number = if dev.is_null() { 0 } else { unsafe { *dev } };
+    namespace::mknod_hook(libc::AT_FDCWD, path, mode, number, "mknod")
+        .unwrap_or_else(|| real!(__xmknod)(version, path, mode, dev))
 }
 
-hook! {
-    unsafe fn __xmknodat(version: c_int, dirfd: c_int, path: *const c_char, mode: mode_t, dev: *mut libc::dev_t) -> c_int => sfs_alias_xmknodat {
-        // SAFETY: `dev` is the caller's device number (read only if set).
-        let number = if dev.is_null() { 0 } else { unsafe { *dev } };
-        namespace::mknod_hook(dirfd, path, mode, number, "mknod")
-            .unwrap_or_else(|| real!(__xmknodat)(version, dirfd, path, mode, dev))
-    }
+pub(crate) unsafe fn sfs_alias_xmknodat(
+    version: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    dev: *mut libc::dev_t,
+) -> c_int {
+    // SAFETY: `dev` is the caller's device number (read only if set).
+    let number = if dev.is_null() { 0 } else { unsafe { *dev } };
+    namespace::mknod_hook(dirfd, path, mode, number, "mknod")
+        .unwrap_or_else(|| real!(__xmknodat)(version, dirfd, path, mode, dev))
 }
 
-hook! {
-    unsafe fn lchmod(path: *const c_char, mode: mode_t) -> c_int => sfs_lchmod {
-        namespace::sfs_fchmodat(libc::AT_FDCWD, path, mode, libc::AT_SYMLINK_NOFOLLOW)
-    }
+pub(crate) unsafe fn sfs_lchmod(path: *const c_char, mode: mode_t) -> c_int {
+    namespace::sfs_fchmodat(libc::AT_FDCWD, path, mode, libc::AT_SYMLINK_NOFOLLOW)
 }
 
-hook! {
-    unsafe fn futimesat(dirfd: c_int, path: *const c_char, times: *const libc::timeval) -> c_int => sfs_futimesat {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("futimesat", || {
-                namespace::utimens_sfs(&p, namespace::times_from_timeval(times)?, true)
-            }),
-            None => real!(futimesat)(dirfd, path, times),
-        }
+pub(crate) unsafe fn sfs_futimesat(
+    dirfd: c_int,
+    path: *const c_char,
+    times: *const libc::timeval,
+) -> c_int {
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("futimesat", || {
+            namespace::utimens_sfs(&p, namespace::times_from_timeval(times)?, true)
+        }),
+        None => real!(futimesat)(dirfd, path, times),
     }
 }
 
 // getwd(buf): buf holds PATH_MAX bytes (the reason it is deprecated).
-hook! {
-    unsafe fn getwd(buf: *mut c_char) -> *mut c_char => sfs_getwd {
-        if buf.is_null() {
-            return real!(getwd)(buf);
-        }
-        cwd::sfs_getcwd_chk(buf, libc::PATH_MAX as size_t, libc::PATH_MAX as size_t)
+pub(crate) unsafe fn sfs_getwd(buf: *mut c_char) -> *mut c_char {
+    if buf.is_null() {
+        return real!(getwd)(buf);
     }
+    cwd::sfs_getcwd_chk(buf, libc::PATH_MAX as size_t, libc::PATH_MAX as size_t)
 }
 
-hook! {
-    unsafe fn __getwd_chk(buf: *mut c_char, buflen: size_t) -> *mut c_char => sfs_alias_getwd_chk {
-        if buflen < libc::PATH_MAX as size_t || buf.is_null() {
-            return real!(__getwd_chk)(buf, buflen);
-        }
-        sfs_getwd(buf)
+pub(crate) unsafe fn sfs_alias_getwd_chk(buf: *mut c_char, buflen: size_t) -> *mut c_char {
+    if buflen < libc::PATH_MAX as size_t || buf.is_null() {
+        return real!(__getwd_chk)(buf, buflen);
     }
+    sfs_getwd(buf)
 }
 
 /// `pathconf` answers for SFS: the limits of docs/semantics.md.
@@ -174,103 +164,120 @@ fn pathconf_result(name: c_int) -> c_long {
     }
 }
 
-hook! {
-    unsafe fn pathconf(path: *const c_char, name: c_int) -> c_long => sfs_pathconf {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => match with_client(|c| c.stat(&p)) {
-                Ok(_) => pathconf_result(name),
-                Err(e) => run("pathconf", || Err::<c_long, _>(e)),
-            },
-            None => real!(pathconf)(path, name),
-        }
+pub(crate) unsafe fn sfs_pathconf(path: *const c_char, name: c_int) -> c_long {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => match with_client(|c| c.stat(&p)) {
+            Ok(_) => pathconf_result(name),
+            Err(e) => run("pathconf", || Err::<c_long, _>(e)),
+        },
+        None => real!(pathconf)(path, name),
     }
 }
 
-hook! {
-    unsafe fn fpathconf(fd: c_int, name: c_int) -> c_long => sfs_fpathconf {
-        match sfs_fd(fd) {
-            Some(_inside) => pathconf_result(name),
-            None => real!(fpathconf)(fd, name),
-        }
+pub(crate) unsafe fn sfs_fpathconf(fd: c_int, name: c_int) -> c_long {
+    match sfs_fd(fd) {
+        Some(_inside) => pathconf_result(name),
+        None => real!(fpathconf)(fd, name),
     }
 }
 
 // A hint: SFS has no page cache to fill.
-hook! {
-    unsafe fn readahead(fd: c_int, offset: off_t, count: size_t) -> ssize_t => sfs_readahead {
-        match sfs_fd(fd) {
-            Some(_inside) => 0,
-            None => real!(readahead)(fd, offset, count),
-        }
+pub(crate) unsafe fn sfs_readahead(fd: c_int, offset: off_t, count: size_t) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => 0,
+        None => real!(readahead)(fd, offset, count),
     }
 }
 
 // Durability of a range: SFS makes the whole file durable (fdatasync).
-hook! {
-    unsafe fn sync_file_range(fd: c_int, offset: off_t, count: off_t, flags: c_uint) -> c_int => sfs_sync_file_range {
-        match sfs_fd(fd) {
-            Some(_inside) => run("sync_file_range", || {
-                if offset < 0 || count < 0 {
-                    return Err(err(libc::EINVAL, "negative offset or length"));
-                }
-                with_client(|c| c.fdatasync(fd)).map(|()| 0)
-            }),
-            None => real!(sync_file_range)(fd, offset, count, flags),
-        }
+pub(crate) unsafe fn sfs_sync_file_range(
+    fd: c_int,
+    offset: off_t,
+    count: off_t,
+    flags: c_uint,
+) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("sync_file_range", || {
+            if offset < 0 || count < 0 {
+                return Err(err(libc::EINVAL, "negative offset or length"));
+            }
+            with_client(|c| c.fdatasync(fd)).map(|()| 0)
+        }),
+        None => real!(sync_file_range)(fd, offset, count, flags),
     }
 }
 
 // File handles belong to kernel file systems: SFS has none.
-hook! {
-    unsafe fn name_to_handle_at(dirfd: c_int, path: *const c_char, handle: *mut c_void, mount_id: *mut c_int, flags: c_int) -> c_int => sfs_name_to_handle_at {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("name_to_handle_at", || {
-                with_client(|c| c.lstat(&p))?;
-                Err::<c_int, _>(err(libc::EOPNOTSUPP, "SFS has no file handles"))
-            }),
-            None => real!(name_to_handle_at)(dirfd, path, handle, mount_id, flags),
-        }
+pub(crate) unsafe fn sfs_name_to_handle_at(
+    dirfd: c_int,
+    path: *const c_char,
+    handle: *mut c_void,
+    mount_id: *mut c_int,
+    flags: c_int,
+) -> c_int {
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("name_to_handle_at", || {
+            with_client(|c| c.lstat(&p))?;
+            Err::<c_int, _>(err(libc::EOPNOTSUPP, "SFS has no file handles"))
+        }),
+        None => real!(name_to_handle_at)(dirfd, path, handle, mount_id, flags),
     }
 }
 
-hook! {
-    unsafe fn scandirat(dirfd: c_int, path: *const c_char, namelist: *mut *mut *mut dirent, filter: Filter, compare: Compare) -> c_int => sfs_scandirat {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("scandirat", || dir::scandir_sfs(&p, namelist, filter, compare)),
-            None => real!(scandirat)(dirfd, path, namelist, filter, compare),
-        }
+pub(crate) unsafe fn sfs_scandirat(
+    dirfd: c_int,
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent,
+    filter: Filter,
+    compare: Compare,
+) -> c_int {
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("scandirat", || {
+            dir::scandir_sfs(&p, namelist, filter, compare)
+        }),
+        None => real!(scandirat)(dirfd, path, namelist, filter, compare),
     }
 }
 
-hook! {
-    unsafe fn scandirat64(dirfd: c_int, path: *const c_char, namelist: *mut *mut *mut dirent, filter: Filter, compare: Compare) -> c_int => sfs_scandirat64 {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("scandirat", || dir::scandir_sfs(&p, namelist, filter, compare)),
-            None => real!(scandirat64)(dirfd, path, namelist, filter, compare),
-        }
+pub(crate) unsafe fn sfs_scandirat64(
+    dirfd: c_int,
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent,
+    filter: Filter,
+    compare: Compare,
+) -> c_int {
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("scandirat", || {
+            dir::scandir_sfs(&p, namelist, filter, compare)
+        }),
+        None => real!(scandirat64)(dirfd, path, namelist, filter, compare),
     }
 }
 
 // execveat: with AT_EMPTY_PATH it is fexecve; an SFS path is execve of it;
 // otherwise the kernel's, with SFS descriptors handed over as execve does.
-hook! {
-    unsafe fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char, envp: *const *const c_char, flags: c_int) -> c_int => sfs_execveat {
-        let empty = !crate::paths::surely_invalid(path) && *path == 0;
-        if empty && flags & libc::AT_EMPTY_PATH != 0 {
-            return process::sfs_fexecve(dirfd, argv, envp);
-        }
-        let host = sfs_path(dirfd, path).and_then(|(_inside, p)| {
-            let settings = state::settings()?;
-            state::host_cpath(settings, &p)
-        });
-        if let Some(host) = host {
-            return process::sfs_execve(host.as_ptr(), argv, envp);
-        }
-        let env = crate::exec::environment_for_exec(envp);
-        let pointers = env.as_ref().map(|e| crate::exec::pointers(e));
-        let envp = pointers.as_ref().map_or(envp, |p| p.as_ptr());
-        real!(execveat)(dirfd, path, argv, envp, flags)
+pub(crate) unsafe fn sfs_execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> c_int {
+    let empty = !crate::paths::surely_invalid(path) && *path == 0;
+    if empty && flags & libc::AT_EMPTY_PATH != 0 {
+        return process::sfs_fexecve(dirfd, argv, envp);
     }
+    let host = sfs_path(dirfd, path).and_then(|(_inside, p)| {
+        let settings = state::settings()?;
+        state::host_cpath(settings, &p)
+    });
+    if let Some(host) = host {
+        return process::sfs_execve(host.as_ptr(), argv, envp);
+    }
+    let env = crate::exec::environment_for_exec(envp);
+    let pointers = env.as_ref().map(|e| crate::exec::pointers(e));
+    let envp = pointers.as_ref().map_or(envp, |p| p.as_ptr());
+    real!(execveat)(dirfd, path, argv, envp, flags)
 }
 
 /// glob's alternative directory functions, pointing at the hooked
@@ -330,26 +337,32 @@ unsafe fn pattern_touches_mount(pattern: *const c_char, flags: c_int) -> bool {
     unsafe { sfs_path(libc::AT_FDCWD, pattern) }.is_some()
 }
 
-type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
+pub(crate) type GlobErr = Option<unsafe extern "C" fn(*const c_char, c_int) -> c_int>;
 
-hook! {
-    unsafe fn glob(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut libc::glob_t) -> c_int => sfs_glob {
-        if !pattern.is_null() && !pglob.is_null() && pattern_touches_mount(pattern, flags) {
-            glob_over_hooks(pglob);
-            return real!(glob)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
-        }
-        real!(glob)(pattern, flags, errfunc, pglob)
+pub(crate) unsafe fn sfs_glob(
+    pattern: *const c_char,
+    flags: c_int,
+    errfunc: GlobErr,
+    pglob: *mut libc::glob_t,
+) -> c_int {
+    if !pattern.is_null() && !pglob.is_null() && pattern_touches_mount(pattern, flags) {
+        glob_over_hooks(pglob);
+        return real!(glob)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
     }
+    real!(glob)(pattern, flags, errfunc, pglob)
 }
 
-hook! {
-    unsafe fn glob64(pattern: *const c_char, flags: c_int, errfunc: GlobErr, pglob: *mut libc::glob_t) -> c_int => sfs_glob64 {
-        if !pattern.is_null() && !pglob.is_null() && pattern_touches_mount(pattern, flags) {
-            glob_over_hooks(pglob);
-            return real!(glob64)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
-        }
-        real!(glob64)(pattern, flags, errfunc, pglob)
+pub(crate) unsafe fn sfs_glob64(
+    pattern: *const c_char,
+    flags: c_int,
+    errfunc: GlobErr,
+    pglob: *mut libc::glob_t,
+) -> c_int {
+    if !pattern.is_null() && !pglob.is_null() && pattern_touches_mount(pattern, flags) {
+        glob_over_hooks(pglob);
+        return real!(glob64)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
     }
+    real!(glob64)(pattern, flags, errfunc, pglob)
 }
 
 /// `GLOB_ALTDIRFUNC` of glibc's <glob.h>.

@@ -9,7 +9,6 @@
 use crate::paths::{c_str, sfs_path};
 use crate::state::{self, err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, size_t};
-use redhook::{hook, real};
 use sfs_global::path::{normalize_host, split_parent, unescape};
 use sfs_global::SfsResult;
 
@@ -22,41 +21,37 @@ fn enter_dir(path: String) -> SfsResult<c_int> {
     Ok(0)
 }
 
-hook! {
-    unsafe fn chdir(path: *const c_char) -> c_int => sfs_chdir {
-        if let Some((_inside, p)) = sfs_path(libc::AT_FDCWD, path) {
-            return run("chdir", || enter_dir(p));
-        }
-        // Leaving the mount with a relative path: it is relative to the
-        // shim's directory, not the kernel's.
-        let absolute = match (state::cwd(), c_str(path)) {
-            (Some(cwd), Some(rel)) if !rel.starts_with('/') => state::settings()
-                .and_then(|s| normalize_host(&format!("{}/{rel}", state::host_path(s, &cwd))))
-                .and_then(|p| std::ffi::CString::new(unescape(&p).into_owned()).ok()),
-            _ => None,
-        };
-        let r = match &absolute {
-            Some(p) => real!(chdir)(p.as_ptr()),
-            None => real!(chdir)(path),
-        };
-        if r == 0 {
-            state::set_cwd(None);
-        }
-        r
+pub(crate) unsafe fn sfs_chdir(path: *const c_char) -> c_int {
+    if let Some((_inside, p)) = sfs_path(libc::AT_FDCWD, path) {
+        return run("chdir", || enter_dir(p));
     }
+    // Leaving the mount with a relative path: it is relative to the
+    // shim's directory, not the kernel's.
+    let absolute = match (state::cwd(), c_str(path)) {
+        (Some(cwd), Some(rel)) if !rel.starts_with('/') => state::settings()
+            .and_then(|s| normalize_host(&format!("{}/{rel}", state::host_path(s, &cwd))))
+            .and_then(|p| std::ffi::CString::new(unescape(&p).into_owned()).ok()),
+        _ => None,
+    };
+    let r = match &absolute {
+        Some(p) => real!(chdir)(p.as_ptr()),
+        None => real!(chdir)(path),
+    };
+    if r == 0 {
+        state::set_cwd(None);
+    }
+    r
 }
 
-hook! {
-    unsafe fn fchdir(fd: c_int) -> c_int => sfs_fchdir {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fchdir", || enter_dir(with_client(|c| c.fd_path(fd))?)),
-            None => {
-                let r = real!(fchdir)(fd);
-                if r == 0 {
-                    state::set_cwd(None);
-                }
-                r
+pub(crate) unsafe fn sfs_fchdir(fd: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fchdir", || enter_dir(with_client(|c| c.fd_path(fd))?)),
+        None => {
+            let r = real!(fchdir)(fd);
+            if r == 0 {
+                state::set_cwd(None);
             }
+            r
         }
     }
 }
@@ -95,12 +90,10 @@ unsafe fn to_c_buffer(s: &str, buf: *mut c_char, size: size_t) -> SfsResult<*mut
     Ok(out)
 }
 
-hook! {
-    unsafe fn getcwd(buf: *mut c_char, size: size_t) -> *mut c_char => sfs_getcwd {
-        match cwd_host_path() {
-            Some(p) => run("getcwd", || to_c_buffer(&p, buf, size)),
-            None => real!(getcwd)(buf, size),
-        }
+pub(crate) unsafe fn sfs_getcwd(buf: *mut c_char, size: size_t) -> *mut c_char {
+    match cwd_host_path() {
+        Some(p) => run("getcwd", || to_c_buffer(&p, buf, size)),
+        None => real!(getcwd)(buf, size),
     }
 }
 
@@ -108,24 +101,22 @@ hook! {
 // packaged C) take the caller's buffer size: a call that would overflow it
 // goes to glibc's own, which aborts as it must; every other call is the
 // plain one.
-hook! {
-    unsafe fn __getcwd_chk(buf: *mut c_char, size: size_t, buflen: size_t) -> *mut c_char => sfs_getcwd_chk {
-        if size > buflen {
-            return real!(__getcwd_chk)(buf, size, buflen);
-        }
-        match cwd_host_path() {
-            Some(p) => run("getcwd", || to_c_buffer(&p, buf, size)),
-            None => real!(__getcwd_chk)(buf, size, buflen),
-        }
+pub(crate) unsafe fn sfs_getcwd_chk(buf: *mut c_char, size: size_t, buflen: size_t) -> *mut c_char {
+    if size > buflen {
+        return real!(__getcwd_chk)(buf, size, buflen);
+    }
+    match cwd_host_path() {
+        Some(p) => run("getcwd", || to_c_buffer(&p, buf, size)),
+        None => real!(__getcwd_chk)(buf, size, buflen),
     }
 }
 
-hook! {
-    unsafe fn get_current_dir_name() -> *mut c_char => sfs_get_current_dir_name {
-        match cwd_host_path() {
-            Some(p) => run("get_current_dir_name", || to_c_buffer(&p, std::ptr::null_mut(), 0)),
-            None => real!(get_current_dir_name)(),
-        }
+pub(crate) unsafe fn sfs_get_current_dir_name() -> *mut c_char {
+    match cwd_host_path() {
+        Some(p) => run("get_current_dir_name", || {
+            to_c_buffer(&p, std::ptr::null_mut(), 0)
+        }),
+        None => real!(get_current_dir_name)(),
     }
 }
 
@@ -161,51 +152,62 @@ fn realpath_sfs(path: &str) -> SfsResult<Result<String, String>> {
     ))
 }
 
-hook! {
-    unsafe fn realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char => sfs_realpath {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((inside, p)) => {
-                let r = realpath_sfs(&p);
-                match r {
-                    Ok(Ok(host)) => run("realpath", || to_c_buffer(&host, resolved, if resolved.is_null() { 0 } else { libc::PATH_MAX as usize })),
-                    Ok(Err(outside)) => {
-                        drop(inside);
-                        match std::ffi::CString::new(unescape(&outside).into_owned()) {
-                            Ok(c) => real!(realpath)(c.as_ptr(), resolved),
-                            Err(_) => { state::set_errno(libc::EINVAL); std::ptr::null_mut() }
+pub(crate) unsafe fn sfs_realpath(path: *const c_char, resolved: *mut c_char) -> *mut c_char {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((inside, p)) => {
+            let r = realpath_sfs(&p);
+            match r {
+                Ok(Ok(host)) => run("realpath", || {
+                    to_c_buffer(
+                        &host,
+                        resolved,
+                        if resolved.is_null() {
+                            0
+                        } else {
+                            libc::PATH_MAX as usize
+                        },
+                    )
+                }),
+                Ok(Err(outside)) => {
+                    drop(inside);
+                    match std::ffi::CString::new(unescape(&outside).into_owned()) {
+                        Ok(c) => real!(realpath)(c.as_ptr(), resolved),
+                        Err(_) => {
+                            state::set_errno(libc::EINVAL);
+                            std::ptr::null_mut()
                         }
                     }
-                    Err(e) => run("realpath", || Err(e)),
                 }
+                Err(e) => run("realpath", || Err(e)),
             }
-            None => real!(realpath)(path, resolved),
         }
+        None => real!(realpath)(path, resolved),
     }
 }
 
-hook! {
-    unsafe fn __realpath_chk(path: *const c_char, resolved: *mut c_char, resolvedlen: size_t) -> *mut c_char => sfs_realpath_chk {
-        if resolvedlen < libc::PATH_MAX as size_t {
-            return real!(__realpath_chk)(path, resolved, resolvedlen);
+pub(crate) unsafe fn sfs_realpath_chk(
+    path: *const c_char,
+    resolved: *mut c_char,
+    resolvedlen: size_t,
+) -> *mut c_char {
+    if resolvedlen < libc::PATH_MAX as size_t {
+        return real!(__realpath_chk)(path, resolved, resolvedlen);
+    }
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((inside, _)) => {
+            drop(inside);
+            sfs_realpath(path, resolved)
         }
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((inside, _)) => {
-                drop(inside);
-                sfs_realpath(path, resolved)
-            }
-            None => real!(__realpath_chk)(path, resolved, resolvedlen),
-        }
+        None => real!(__realpath_chk)(path, resolved, resolvedlen),
     }
 }
 
-hook! {
-    unsafe fn canonicalize_file_name(path: *const c_char) -> *mut c_char => sfs_canonicalize_file_name {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("realpath", || match realpath_sfs(&p)? {
-                Ok(host) => to_c_buffer(&host, std::ptr::null_mut(), 0),
-                Err(_outside) => Err(err(libc::EXDEV, "symlink leads out of the mount")),
-            }),
-            None => real!(canonicalize_file_name)(path),
-        }
+pub(crate) unsafe fn sfs_canonicalize_file_name(path: *const c_char) -> *mut c_char {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("realpath", || match realpath_sfs(&p)? {
+            Ok(host) => to_c_buffer(&host, std::ptr::null_mut(), 0),
+            Err(_outside) => Err(err(libc::EXDEV, "symlink leads out of the mount")),
+        }),
+        None => real!(canonicalize_file_name)(path),
     }
 }

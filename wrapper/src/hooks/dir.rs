@@ -17,7 +17,6 @@ use crate::hooks::open::open_sfs;
 use crate::paths::sfs_path;
 use crate::state::{self, err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, c_long, c_void, dirent, dirent64, size_t, ssize_t, DIR};
-use redhook::{hook, real};
 use sfs_client::dir::DirCursor;
 use sfs_global::path::split_parent;
 use sfs_global::{FileKind, Metadata, SfsResult};
@@ -172,27 +171,23 @@ fn new_stream(fd: c_int) -> SfsResult<*mut DIR> {
     Ok(dir.cast())
 }
 
-hook! {
-    unsafe fn opendir(path: *const c_char) -> *mut DIR => sfs_opendir {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("opendir", || {
-                let fd = open_sfs(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
-                new_stream(fd).inspect_err(|_| {
-                    forget(fd);
-                    state::release_fd(fd);
-                })
-            }),
-            None => real!(opendir)(path),
-        }
+pub(crate) unsafe fn sfs_opendir(path: *const c_char) -> *mut DIR {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("opendir", || {
+            let fd = open_sfs(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
+            new_stream(fd).inspect_err(|_| {
+                forget(fd);
+                state::release_fd(fd);
+            })
+        }),
+        None => real!(opendir)(path),
     }
 }
 
-hook! {
-    unsafe fn fdopendir(fd: c_int) -> *mut DIR => sfs_fdopendir {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fdopendir", || new_stream(fd)),
-            None => real!(fdopendir)(fd),
-        }
+pub(crate) unsafe fn sfs_fdopendir(fd: c_int) -> *mut DIR {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fdopendir", || new_stream(fd)),
+        None => real!(fdopendir)(fd),
     }
 }
 
@@ -232,97 +227,110 @@ unsafe fn next_entry(dir: *mut DIR) -> *mut dirent64 {
     out
 }
 
-hook! {
-    unsafe fn readdir(dir: *mut DIR) -> *mut dirent => sfs_readdir {
-        if is_shim_dir(dir) { next_entry(dir).cast() } else { real!(readdir)(dir) }
+pub(crate) unsafe fn sfs_readdir(dir: *mut DIR) -> *mut dirent {
+    if is_shim_dir(dir) {
+        next_entry(dir).cast()
+    } else {
+        real!(readdir)(dir)
     }
 }
 
-hook! {
-    unsafe fn readdir64(dir: *mut DIR) -> *mut dirent64 => sfs_readdir64 {
-        if is_shim_dir(dir) { next_entry(dir) } else { real!(readdir64)(dir) }
+pub(crate) unsafe fn sfs_readdir64(dir: *mut DIR) -> *mut dirent64 {
+    if is_shim_dir(dir) {
+        next_entry(dir)
+    } else {
+        real!(readdir64)(dir)
     }
 }
 
-hook! {
-    unsafe fn readdir_r(dir: *mut DIR, entry: *mut dirent, result: *mut *mut dirent) -> c_int => sfs_readdir_r {
-        if !is_shim_dir(dir) {
-            return real!(readdir_r)(dir, entry, result);
+pub(crate) unsafe fn sfs_readdir_r(
+    dir: *mut DIR,
+    entry: *mut dirent,
+    result: *mut *mut dirent,
+) -> c_int {
+    if !is_shim_dir(dir) {
+        return real!(readdir_r)(dir, entry, result);
+    }
+    let next = next_entry(dir);
+    if next.is_null() {
+        *result = std::ptr::null_mut();
+    } else {
+        std::ptr::copy_nonoverlapping(next.cast::<dirent>(), entry, 1);
+        *result = entry;
+    }
+    0
+}
+
+pub(crate) unsafe fn sfs_readdir64_r(
+    dir: *mut DIR,
+    entry: *mut dirent64,
+    result: *mut *mut dirent64,
+) -> c_int {
+    if !is_shim_dir(dir) {
+        return real!(readdir64_r)(dir, entry, result);
+    }
+    let next = next_entry(dir);
+    if next.is_null() {
+        *result = std::ptr::null_mut();
+    } else {
+        std::ptr::copy_nonoverlapping(next, entry, 1);
+        *result = entry;
+    }
+    0
+}
+
+pub(crate) unsafe fn sfs_closedir(dir: *mut DIR) -> c_int {
+    if !is_shim_dir(dir) {
+        return real!(closedir)(dir);
+    }
+    DIRS.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_mut()
+        .map(|s| s.remove(&(dir as usize)));
+    DIRS_OPEN.fetch_sub(1, Ordering::AcqRel);
+    let d = Box::from_raw(dir.cast::<ShimDir>());
+    if let Some(_inside) = sfs_fd(d.fd) {
+        forget(d.fd);
+    }
+    state::release_fd(d.fd);
+    0
+}
+
+pub(crate) unsafe fn sfs_rewinddir(dir: *mut DIR) {
+    if !is_shim_dir(dir) {
+        return real!(rewinddir)(dir);
+    }
+    let d = shim_dir(dir);
+    d.pos = 0;
+    if let Some(_inside) = state::enter() {
+        // Entries made or removed since are seen after a rewind.
+        if let Ok(fresh) = Listing::open(&d.listing.path) {
+            d.listing = fresh;
         }
-        let next = next_entry(dir);
-        if next.is_null() {
-            *result = std::ptr::null_mut();
-        } else {
-            std::ptr::copy_nonoverlapping(next.cast::<dirent>(), entry, 1);
-            *result = entry;
-        }
-        0
     }
 }
 
-hook! {
-    unsafe fn readdir64_r(dir: *mut DIR, entry: *mut dirent64, result: *mut *mut dirent64) -> c_int => sfs_readdir64_r {
-        if !is_shim_dir(dir) {
-            return real!(readdir64_r)(dir, entry, result);
-        }
-        let next = next_entry(dir);
-        if next.is_null() {
-            *result = std::ptr::null_mut();
-        } else {
-            std::ptr::copy_nonoverlapping(next, entry, 1);
-            *result = entry;
-        }
-        0
+pub(crate) unsafe fn sfs_telldir(dir: *mut DIR) -> c_long {
+    if is_shim_dir(dir) {
+        shim_dir(dir).pos as c_long
+    } else {
+        real!(telldir)(dir)
     }
 }
 
-hook! {
-    unsafe fn closedir(dir: *mut DIR) -> c_int => sfs_closedir {
-        if !is_shim_dir(dir) {
-            return real!(closedir)(dir);
-        }
-        DIRS.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(|s| s.remove(&(dir as usize)));
-        DIRS_OPEN.fetch_sub(1, Ordering::AcqRel);
-        let d = Box::from_raw(dir.cast::<ShimDir>());
-        if let Some(_inside) = sfs_fd(d.fd) {
-            forget(d.fd);
-        }
-        state::release_fd(d.fd);
-        0
+pub(crate) unsafe fn sfs_seekdir(dir: *mut DIR, pos: c_long) {
+    if is_shim_dir(dir) {
+        shim_dir(dir).pos = pos.max(0) as usize
+    } else {
+        real!(seekdir)(dir, pos)
     }
 }
 
-hook! {
-    unsafe fn rewinddir(dir: *mut DIR) => sfs_rewinddir {
-        if !is_shim_dir(dir) {
-            return real!(rewinddir)(dir);
-        }
-        let d = shim_dir(dir);
-        d.pos = 0;
-        if let Some(_inside) = state::enter() {
-            // Entries made or removed since are seen after a rewind.
-            if let Ok(fresh) = Listing::open(&d.listing.path) {
-                d.listing = fresh;
-            }
-        }
-    }
-}
-
-hook! {
-    unsafe fn telldir(dir: *mut DIR) -> c_long => sfs_telldir {
-        if is_shim_dir(dir) { shim_dir(dir).pos as c_long } else { real!(telldir)(dir) }
-    }
-}
-
-hook! {
-    unsafe fn seekdir(dir: *mut DIR, pos: c_long) => sfs_seekdir {
-        if is_shim_dir(dir) { shim_dir(dir).pos = pos.max(0) as usize } else { real!(seekdir)(dir, pos) }
-    }
-}
-
-hook! {
-    unsafe fn dirfd(dir: *mut DIR) -> c_int => sfs_dirfd {
-        if is_shim_dir(dir) { shim_dir(dir).fd } else { real!(dirfd)(dir) }
+pub(crate) unsafe fn sfs_dirfd(dir: *mut DIR) -> c_int {
+    if is_shim_dir(dir) {
+        shim_dir(dir).fd
+    } else {
+        real!(dirfd)(dir)
     }
 }
 
@@ -389,21 +397,27 @@ pub(crate) unsafe fn scandir_sfs(
     Ok(out.len() as c_int)
 }
 
-hook! {
-    unsafe fn scandir(path: *const c_char, namelist: *mut *mut *mut dirent, filter: Filter, compare: Compare) -> c_int => sfs_scandir {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
-            None => real!(scandir)(path, namelist, filter, compare),
-        }
+pub(crate) unsafe fn sfs_scandir(
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent,
+    filter: Filter,
+    compare: Compare,
+) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
+        None => real!(scandir)(path, namelist, filter, compare),
     }
 }
 
-hook! {
-    unsafe fn scandir64(path: *const c_char, namelist: *mut *mut *mut dirent, filter: Filter, compare: Compare) -> c_int => sfs_scandir64 {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
-            None => real!(scandir64)(path, namelist, filter, compare),
-        }
+pub(crate) unsafe fn sfs_scandir64(
+    path: *const c_char,
+    namelist: *mut *mut *mut dirent,
+    filter: Filter,
+    compare: Compare,
+) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
+        None => real!(scandir64)(path, namelist, filter, compare),
     }
 }
 
@@ -465,11 +479,9 @@ fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
     Ok(used as ssize_t)
 }
 
-hook! {
-    unsafe fn getdents64(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t => sfs_getdents64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("getdents64", || getdents_sfs(fd, buf.cast(), len)),
-            None => real!(getdents64)(fd, buf, len),
-        }
+pub(crate) unsafe fn sfs_getdents64(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("getdents64", || getdents_sfs(fd, buf.cast(), len)),
+        None => real!(getdents64)(fd, buf, len),
     }
 }

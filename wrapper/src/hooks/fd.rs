@@ -14,7 +14,6 @@ use crate::hooks::lock;
 use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
 use crate::stdio;
 use libc::{c_int, c_uint, c_ulong, off_t};
-use redhook::{hook, real};
 use sfs_global::SfsResult;
 
 /// Drops SFS descriptor `fd` from the shim (the kernel number stays until
@@ -30,24 +29,22 @@ pub fn forget(fd: c_int) {
     });
 }
 
-hook! {
-    unsafe fn close(fd: c_int) -> c_int => sfs_close {
-        if state::INTERNAL_FDS.contains(fd) {
-            if state::inside_now() {
-                state::INTERNAL_FDS.remove(fd);
-            } else {
-                // The shim's own descriptor: not the application's to close.
-                state::set_errno(libc::EBADF);
-                return -1;
-            }
+pub(crate) unsafe fn sfs_close(fd: c_int) -> c_int {
+    if state::INTERNAL_FDS.contains(fd) {
+        if state::inside_now() {
+            state::INTERNAL_FDS.remove(fd);
+        } else {
+            // The shim's own descriptor: not the application's to close.
+            state::set_errno(libc::EBADF);
+            return -1;
         }
-        match sfs_fd(fd) {
-            Some(_inside) => {
-                forget(fd);
-                real!(close)(fd)
-            }
-            None => real!(close)(fd),
+    }
+    match sfs_fd(fd) {
+        Some(_inside) => {
+            forget(fd);
+            real!(close)(fd)
         }
+        None => real!(close)(fd),
     }
 }
 
@@ -83,30 +80,29 @@ fn close_range_around_internal(first: c_uint, last: c_uint, flags: c_int) -> c_i
     unsafe { real!(close_range)(from, last, flags) }
 }
 
-hook! {
-    unsafe fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int => sfs_close_range {
-        if first > last {
-            return real!(close_range)(first, last, flags);
-        }
-        if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
-            forget_range(first, last);
-        }
-        close_range_around_internal(first, last, flags)
+pub(crate) unsafe fn sfs_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+    if first > last {
+        return real!(close_range)(first, last, flags);
     }
+    if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
+        forget_range(first, last);
+    }
+    close_range_around_internal(first, last, flags)
 }
 
-hook! {
-    unsafe fn closefrom(low: c_int) => sfs_closefrom {
-        let low = low.max(0) as c_uint;
-        forget_range(low, c_uint::MAX);
-        if close_range_around_internal(low, c_uint::MAX, 0) != 0 {
-            // What glibc's closefrom does when close_range is missing:
-            // close one by one, still sparing the shim's descriptors.
-            let open = std::fs::read_dir("/proc/self/fd").into_iter().flatten().flatten();
-            for fd in open.filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok()) {
-                if fd as c_uint >= low && !state::INTERNAL_FDS.contains(fd) {
-                    real!(close)(fd);
-                }
+pub(crate) unsafe fn sfs_closefrom(low: c_int) {
+    let low = low.max(0) as c_uint;
+    forget_range(low, c_uint::MAX);
+    if close_range_around_internal(low, c_uint::MAX, 0) != 0 {
+        // What glibc's closefrom does when close_range is missing:
+        // close one by one, still sparing the shim's descriptors.
+        let open = std::fs::read_dir("/proc/self/fd")
+            .into_iter()
+            .flatten()
+            .flatten();
+        for fd in open.filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok()) {
+            if fd as c_uint >= low && !state::INTERNAL_FDS.contains(fd) {
+                real!(close)(fd);
             }
         }
     }
@@ -132,12 +128,12 @@ fn kernel_result(r: c_int) -> SfsResult<c_int> {
     }
 }
 
-hook! {
-    unsafe fn dup(fd: c_int) -> c_int => sfs_dup {
-        match sfs_fd(fd) {
-            Some(_inside) => run("dup", || adopt_duplicate(fd, kernel_result(real!(dup)(fd))?)),
-            None => real!(dup)(fd),
-        }
+pub(crate) unsafe fn sfs_dup(fd: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("dup", || {
+            adopt_duplicate(fd, kernel_result(real!(dup)(fd))?)
+        }),
+        None => real!(dup)(fd),
     }
 }
 
@@ -178,16 +174,12 @@ unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c
     }))
 }
 
-hook! {
-    unsafe fn dup2(oldfd: c_int, newfd: c_int) -> c_int => sfs_dup2 {
-        dup_onto(oldfd, newfd, None).unwrap_or_else(|| real!(dup2)(oldfd, newfd))
-    }
+pub(crate) unsafe fn sfs_dup2(oldfd: c_int, newfd: c_int) -> c_int {
+    dup_onto(oldfd, newfd, None).unwrap_or_else(|| real!(dup2)(oldfd, newfd))
 }
 
-hook! {
-    unsafe fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int => sfs_dup3 {
-        dup_onto(oldfd, newfd, Some(flags)).unwrap_or_else(|| real!(dup3)(oldfd, newfd, flags))
-    }
+pub(crate) unsafe fn sfs_dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
+    dup_onto(oldfd, newfd, Some(flags)).unwrap_or_else(|| real!(dup3)(oldfd, newfd, flags))
 }
 
 /// Status flags F_GETFL reports from the open (the access mode, and the
@@ -228,48 +220,38 @@ unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
     }
 }
 
-hook! {
-    unsafe fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int => sfs_fcntl {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
-            None => real!(fcntl)(fd, cmd, arg),
-        }
+pub(crate) unsafe fn sfs_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
+        None => real!(fcntl)(fd, cmd, arg),
     }
 }
 
-hook! {
-    unsafe fn fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int => sfs_fcntl64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
-            None => real!(fcntl64)(fd, cmd, arg),
-        }
+pub(crate) unsafe fn sfs_fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
+        None => real!(fcntl64)(fd, cmd, arg),
     }
 }
 
-hook! {
-    unsafe fn fsync(fd: c_int) -> c_int => sfs_fsync {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fsync", || with_client(|c| c.fsync(fd)).map(|()| 0)),
-            None => real!(fsync)(fd),
-        }
+pub(crate) unsafe fn sfs_fsync(fd: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fsync", || with_client(|c| c.fsync(fd)).map(|()| 0)),
+        None => real!(fsync)(fd),
     }
 }
 
-hook! {
-    unsafe fn fdatasync(fd: c_int) -> c_int => sfs_fdatasync {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fdatasync", || with_client(|c| c.fdatasync(fd)).map(|()| 0)),
-            None => real!(fdatasync)(fd),
-        }
+pub(crate) unsafe fn sfs_fdatasync(fd: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fdatasync", || with_client(|c| c.fdatasync(fd)).map(|()| 0)),
+        None => real!(fdatasync)(fd),
     }
 }
 
-hook! {
-    unsafe fn syncfs(fd: c_int) -> c_int => sfs_syncfs {
-        match sfs_fd(fd) {
-            Some(_inside) => run("syncfs", || with_client(|c| c.sync_all()).map(|()| 0)),
-            None => real!(syncfs)(fd),
-        }
+pub(crate) unsafe fn sfs_syncfs(fd: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("syncfs", || with_client(|c| c.sync_all()).map(|()| 0)),
+        None => real!(syncfs)(fd),
     }
 }
 
@@ -279,97 +261,94 @@ fn ftruncate_sfs(fd: c_int, len: off_t) -> SfsResult<c_int> {
     with_client(|c| c.ftruncate(fd, len)).map(|()| 0)
 }
 
-hook! {
-    unsafe fn ftruncate(fd: c_int, len: off_t) -> c_int => sfs_ftruncate {
-        match sfs_fd(fd) {
-            Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
-            None => real!(ftruncate)(fd, len),
-        }
+pub(crate) unsafe fn sfs_ftruncate(fd: c_int, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
+        None => real!(ftruncate)(fd, len),
     }
 }
 
-hook! {
-    unsafe fn ftruncate64(fd: c_int, len: off_t) -> c_int => sfs_ftruncate64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
-            None => real!(ftruncate64)(fd, len),
-        }
+pub(crate) unsafe fn sfs_ftruncate64(fd: c_int, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
+        None => real!(ftruncate64)(fd, len),
     }
 }
 
-hook! {
-    unsafe fn flock(fd: c_int, op: c_int) -> c_int => sfs_flock {
-        match sfs_fd(fd) {
-            Some(_inside) => run("flock", || lock::flock(fd, op)),
-            None => real!(flock)(fd, op),
-        }
+pub(crate) unsafe fn sfs_flock(fd: c_int, op: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("flock", || lock::flock(fd, op)),
+        None => real!(flock)(fd, op),
     }
 }
 
-hook! {
-    unsafe fn lockf(fd: c_int, cmd: c_int, len: off_t) -> c_int => sfs_lockf {
-        match sfs_fd(fd) {
-            Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
-            None => real!(lockf)(fd, cmd, len),
-        }
+pub(crate) unsafe fn sfs_lockf(fd: c_int, cmd: c_int, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
+        None => real!(lockf)(fd, cmd, len),
     }
 }
 
-hook! {
-    unsafe fn lockf64(fd: c_int, cmd: c_int, len: off_t) -> c_int => sfs_lockf64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
-            None => real!(lockf64)(fd, cmd, len),
-        }
+pub(crate) unsafe fn sfs_lockf64(fd: c_int, cmd: c_int, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
+        None => real!(lockf64)(fd, cmd, len),
     }
 }
 
 // The client's own descriptors are created inside the shim; they move to
 // high numbers (see `state::relocate_internal`).
 
-hook! {
-    unsafe fn socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int => sfs_socket {
-        let fd = real!(socket)(domain, kind, protocol);
-        if state::inside_now() { state::relocate_internal(fd) } else { fd }
+pub(crate) unsafe fn sfs_socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
+    let fd = real!(socket)(domain, kind, protocol);
+    if state::inside_now() {
+        state::relocate_internal(fd)
+    } else {
+        fd
     }
 }
 
-hook! {
-    unsafe fn epoll_create1(flags: c_int) -> c_int => sfs_epoll_create1 {
-        let fd = real!(epoll_create1)(flags);
-        if state::inside_now() { state::relocate_internal(fd) } else { fd }
+pub(crate) unsafe fn sfs_epoll_create1(flags: c_int) -> c_int {
+    let fd = real!(epoll_create1)(flags);
+    if state::inside_now() {
+        state::relocate_internal(fd)
+    } else {
+        fd
     }
 }
 
-hook! {
-    unsafe fn eventfd(initval: c_uint, flags: c_int) -> c_int => sfs_eventfd {
-        let fd = real!(eventfd)(initval, flags);
-        if state::inside_now() { state::relocate_internal(fd) } else { fd }
+pub(crate) unsafe fn sfs_eventfd(initval: c_uint, flags: c_int) -> c_int {
+    let fd = real!(eventfd)(initval, flags);
+    if state::inside_now() {
+        state::relocate_internal(fd)
+    } else {
+        fd
     }
 }
 
-hook! {
-    // tokio's signal driver keeps a socket pair for the whole process: it
-    // must not sit at a low number the program may dup2() over (bash's
-    // `exec 4>file`), or a forked child's new runtime registers the
-    // program's descriptor instead.
-    unsafe fn socketpair(domain: c_int, kind: c_int, protocol: c_int, sv: *mut c_int) -> c_int => sfs_socketpair {
-        let r = real!(socketpair)(domain, kind, protocol, sv);
-        if r == 0 && state::inside_now() {
-            *sv = state::relocate_internal(*sv);
-            *sv.add(1) = state::relocate_internal(*sv.add(1));
-        }
-        r
+// tokio's signal driver keeps a socket pair for the whole process: it
+// must not sit at a low number the program may dup2() over (bash's
+// `exec 4>file`), or a forked child's new runtime registers the
+// program's descriptor instead.
+pub(crate) unsafe fn sfs_socketpair(
+    domain: c_int,
+    kind: c_int,
+    protocol: c_int,
+    sv: *mut c_int,
+) -> c_int {
+    let r = real!(socketpair)(domain, kind, protocol, sv);
+    if r == 0 && state::inside_now() {
+        *sv = state::relocate_internal(*sv);
+        *sv.add(1) = state::relocate_internal(*sv.add(1));
     }
+    r
 }
 
-hook! {
-    unsafe fn pipe2(fds: *mut c_int, flags: c_int) -> c_int => sfs_pipe2 {
-        let r = real!(pipe2)(fds, flags);
-        if r == 0 && state::inside_now() {
-            *fds = state::relocate_internal(*fds);
-            *fds.add(1) = state::relocate_internal(*fds.add(1));
-        }
-        r
+pub(crate) unsafe fn sfs_pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+    let r = real!(pipe2)(fds, flags);
+    if r == 0 && state::inside_now() {
+        *fds = state::relocate_internal(*fds);
+        *fds.add(1) = state::relocate_internal(*fds.add(1));
     }
+    r
 }

@@ -3,7 +3,6 @@
 
 use crate::state::{err, run, sfs_fd, with_client};
 use libc::{c_int, c_void, iovec, off_t, size_t, ssize_t};
-use redhook::{hook, real};
 use sfs_client::Whence;
 use sfs_global::SfsResult;
 
@@ -182,138 +181,175 @@ fn to_ssize(r: SfsResult<usize>) -> SfsResult<ssize_t> {
     r.map(|n| n as ssize_t)
 }
 
-hook! {
-    unsafe fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t => sfs_read {
-        match sfs_fd(fd) {
-            Some(_inside) => run("read", || to_ssize(read_sfs(fd, out_buf(buf, count), None))),
-            None => real!(read)(fd, buf, count),
-        }
+pub(crate) unsafe fn sfs_read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("read", || to_ssize(read_sfs(fd, out_buf(buf, count), None))),
+        None => real!(read)(fd, buf, count),
     }
 }
 
-hook! {
-    unsafe fn __read_chk(fd: c_int, buf: *mut c_void, count: size_t, buflen: size_t) -> ssize_t => sfs_read_chk {
-        match sfs_fd(fd) {
-            Some(_inside) => run("read", || to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), None))),
-            None => real!(__read_chk)(fd, buf, count, buflen),
-        }
+pub(crate) unsafe fn sfs_read_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("read", || {
+            to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), None))
+        }),
+        None => real!(__read_chk)(fd, buf, count, buflen),
     }
 }
 
-hook! {
-    unsafe fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t => sfs_write {
-        match sfs_fd(fd) {
-            Some(_inside) => run("write", || to_ssize(write_sfs(fd, in_buf(buf, count), None))),
-            None => real!(write)(fd, buf, count),
-        }
+pub(crate) unsafe fn sfs_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("write", || {
+            to_ssize(write_sfs(fd, in_buf(buf, count), None))
+        }),
+        None => real!(write)(fd, buf, count),
     }
 }
 
-hook! {
-    unsafe fn pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t => sfs_pread {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))),
-            None => real!(pread)(fd, buf, count, off),
-        }
+pub(crate) unsafe fn sfs_pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pread", || {
+            to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))
+        }),
+        None => real!(pread)(fd, buf, count, off),
     }
 }
 
-hook! {
-    unsafe fn pread64(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t => sfs_pread64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))),
-            None => real!(pread64)(fd, buf, count, off),
-        }
+pub(crate) unsafe fn sfs_pread64(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pread", || {
+            to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))
+        }),
+        None => real!(pread64)(fd, buf, count, off),
     }
 }
 
-hook! {
-    unsafe fn __pread_chk(fd: c_int, buf: *mut c_void, count: size_t, off: off_t, buflen: size_t) -> ssize_t => sfs_pread_chk {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))),
-            None => real!(__pread_chk)(fd, buf, count, off, buflen),
-        }
+pub(crate) unsafe fn sfs_pread_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+    buflen: size_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pread", || {
+            to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))
+        }),
+        None => real!(__pread_chk)(fd, buf, count, off, buflen),
     }
 }
 
-hook! {
-    unsafe fn __pread64_chk(fd: c_int, buf: *mut c_void, count: size_t, off: off_t, buflen: size_t) -> ssize_t => sfs_pread64_chk {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pread", || to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))),
-            None => real!(__pread64_chk)(fd, buf, count, off, buflen),
-        }
+pub(crate) unsafe fn sfs_pread64_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    count: size_t,
+    off: off_t,
+    buflen: size_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pread", || {
+            to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))
+        }),
+        None => real!(__pread64_chk)(fd, buf, count, off, buflen),
     }
 }
 
-hook! {
-    unsafe fn pwrite(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t => sfs_pwrite {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pwrite", || to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))),
-            None => real!(pwrite)(fd, buf, count, off),
-        }
+pub(crate) unsafe fn sfs_pwrite(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pwrite", || {
+            to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))
+        }),
+        None => real!(pwrite)(fd, buf, count, off),
     }
 }
 
-hook! {
-    unsafe fn pwrite64(fd: c_int, buf: *const c_void, count: size_t, off: off_t) -> ssize_t => sfs_pwrite64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pwrite", || to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))),
-            None => real!(pwrite64)(fd, buf, count, off),
-        }
+pub(crate) unsafe fn sfs_pwrite64(
+    fd: c_int,
+    buf: *const c_void,
+    count: size_t,
+    off: off_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pwrite", || {
+            to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))
+        }),
+        None => real!(pwrite64)(fd, buf, count, off),
     }
 }
 
-hook! {
-    unsafe fn readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t => sfs_readv {
-        match sfs_fd(fd) {
-            Some(_inside) => run("readv", || to_ssize(readv_sfs(fd, iov, count, None))),
-            None => real!(readv)(fd, iov, count),
-        }
+pub(crate) unsafe fn sfs_readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("readv", || to_ssize(readv_sfs(fd, iov, count, None))),
+        None => real!(readv)(fd, iov, count),
     }
 }
 
-hook! {
-    unsafe fn writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t => sfs_writev {
-        match sfs_fd(fd) {
-            Some(_inside) => run("writev", || to_ssize(writev_sfs(fd, iov, count, None))),
-            None => real!(writev)(fd, iov, count),
-        }
+pub(crate) unsafe fn sfs_writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("writev", || to_ssize(writev_sfs(fd, iov, count, None))),
+        None => real!(writev)(fd, iov, count),
     }
 }
 
-hook! {
-    unsafe fn preadv(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_preadv {
-        match sfs_fd(fd) {
-            Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
-            None => real!(preadv)(fd, iov, count, off),
-        }
+pub(crate) unsafe fn sfs_preadv(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
+        None => real!(preadv)(fd, iov, count, off),
     }
 }
 
-hook! {
-    unsafe fn preadv64(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_preadv64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
-            None => real!(preadv64)(fd, iov, count, off),
-        }
+pub(crate) unsafe fn sfs_preadv64(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
+        None => real!(preadv64)(fd, iov, count, off),
     }
 }
 
-hook! {
-    unsafe fn pwritev(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_pwritev {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pwritev", || to_ssize(writev_sfs(fd, iov, count, Some(off)))),
-            None => real!(pwritev)(fd, iov, count, off),
-        }
+pub(crate) unsafe fn sfs_pwritev(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pwritev", || {
+            to_ssize(writev_sfs(fd, iov, count, Some(off)))
+        }),
+        None => real!(pwritev)(fd, iov, count, off),
     }
 }
 
-hook! {
-    unsafe fn pwritev64(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t => sfs_pwritev64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pwritev", || to_ssize(writev_sfs(fd, iov, count, Some(off)))),
-            None => real!(pwritev64)(fd, iov, count, off),
-        }
+pub(crate) unsafe fn sfs_pwritev64(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pwritev", || {
+            to_ssize(writev_sfs(fd, iov, count, Some(off)))
+        }),
+        None => real!(pwritev64)(fd, iov, count, off),
     }
 }
 
@@ -327,41 +363,65 @@ fn v2_offset(off: off_t, flags: c_int) -> SfsResult<Option<i64>> {
     Ok(if off == -1 { None } else { Some(off) })
 }
 
-hook! {
-    unsafe fn preadv2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_preadv2 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("preadv2", || to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))),
-            None => real!(preadv2)(fd, iov, count, off, flags),
-        }
+pub(crate) unsafe fn sfs_preadv2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("preadv2", || {
+            to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))
+        }),
+        None => real!(preadv2)(fd, iov, count, off, flags),
     }
 }
 
-hook! {
-    unsafe fn pwritev2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_pwritev2 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pwritev2", || to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))),
-            None => real!(pwritev2)(fd, iov, count, off, flags),
-        }
+pub(crate) unsafe fn sfs_pwritev2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pwritev2", || {
+            to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))
+        }),
+        None => real!(pwritev2)(fd, iov, count, off, flags),
     }
 }
 
 // glibc exports the 64-bit-offset names separately (Debian's python3 calls
 // these for os.preadv/os.pwritev); on 64-bit targets they are the same call.
-hook! {
-    unsafe fn preadv64v2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_preadv64v2 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("preadv2", || to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))),
-            None => real!(preadv64v2)(fd, iov, count, off, flags),
-        }
+pub(crate) unsafe fn sfs_preadv64v2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("preadv2", || {
+            to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))
+        }),
+        None => real!(preadv64v2)(fd, iov, count, off, flags),
     }
 }
 
-hook! {
-    unsafe fn pwritev64v2(fd: c_int, iov: *const iovec, count: c_int, off: off_t, flags: c_int) -> ssize_t => sfs_pwritev64v2 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("pwritev2", || to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))),
-            None => real!(pwritev64v2)(fd, iov, count, off, flags),
-        }
+pub(crate) unsafe fn sfs_pwritev64v2(
+    fd: c_int,
+    iov: *const iovec,
+    count: c_int,
+    off: off_t,
+    flags: c_int,
+) -> ssize_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("pwritev2", || {
+            to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))
+        }),
+        None => real!(pwritev64v2)(fd, iov, count, off, flags),
     }
 }
 
@@ -370,20 +430,16 @@ pub fn lseek_sfs(fd: c_int, off: off_t, whence: c_int) -> SfsResult<off_t> {
     with_client(|c| c.lseek(fd, off, whence)).map(|o| o as off_t)
 }
 
-hook! {
-    unsafe fn lseek(fd: c_int, off: off_t, whence: c_int) -> off_t => sfs_lseek {
-        match sfs_fd(fd) {
-            Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
-            None => real!(lseek)(fd, off, whence),
-        }
+pub(crate) unsafe fn sfs_lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
+        None => real!(lseek)(fd, off, whence),
     }
 }
 
-hook! {
-    unsafe fn lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t => sfs_lseek64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
-            None => real!(lseek64)(fd, off, whence),
-        }
+pub(crate) unsafe fn sfs_lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t {
+    match sfs_fd(fd) {
+        Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
+        None => real!(lseek64)(fd, off, whence),
     }
 }

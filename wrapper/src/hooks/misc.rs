@@ -7,7 +7,6 @@ use crate::hooks::io::{read_sfs, write_sfs};
 use crate::paths::{c_bytes, sfs_path};
 use crate::state::{self, err, run, run_errno, sfs_fd, with_client, SFS_FDS};
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t, size_t, ssize_t};
-use redhook::{hook, real};
 use sfs_client::FsStats;
 use sfs_global::SfsResult;
 
@@ -75,75 +74,71 @@ fn exists(path: &str) -> SfsResult<()> {
     with_client(|c| c.stat(path)).map(|_| ())
 }
 
-hook! {
-    unsafe fn statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int => sfs_statfs {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("statfs", || { exists(&p)?; statfs_into(buf) }),
-            None => real!(statfs)(path, buf),
-        }
+pub(crate) unsafe fn sfs_statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("statfs", || {
+            exists(&p)?;
+            statfs_into(buf)
+        }),
+        None => real!(statfs)(path, buf),
     }
 }
 
-hook! {
-    unsafe fn statfs64(path: *const c_char, buf: *mut libc::statfs64) -> c_int => sfs_statfs64 {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("statfs", || { exists(&p)?; statfs_into(buf.cast()) }),
-            None => real!(statfs64)(path, buf),
-        }
+pub(crate) unsafe fn sfs_statfs64(path: *const c_char, buf: *mut libc::statfs64) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("statfs", || {
+            exists(&p)?;
+            statfs_into(buf.cast())
+        }),
+        None => real!(statfs64)(path, buf),
     }
 }
 
-hook! {
-    unsafe fn fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int => sfs_fstatfs {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fstatfs", || statfs_into(buf)),
-            None => real!(fstatfs)(fd, buf),
-        }
+pub(crate) unsafe fn sfs_fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fstatfs", || statfs_into(buf)),
+        None => real!(fstatfs)(fd, buf),
     }
 }
 
-hook! {
-    unsafe fn fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int => sfs_fstatfs64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fstatfs", || statfs_into(buf.cast())),
-            None => real!(fstatfs64)(fd, buf),
-        }
+pub(crate) unsafe fn sfs_fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fstatfs", || statfs_into(buf.cast())),
+        None => real!(fstatfs64)(fd, buf),
     }
 }
 
-hook! {
-    unsafe fn statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int => sfs_statvfs {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("statvfs", || { exists(&p)?; statvfs_into(buf) }),
-            None => real!(statvfs)(path, buf),
-        }
+pub(crate) unsafe fn sfs_statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("statvfs", || {
+            exists(&p)?;
+            statvfs_into(buf)
+        }),
+        None => real!(statvfs)(path, buf),
     }
 }
 
-hook! {
-    unsafe fn statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int => sfs_statvfs64 {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("statvfs", || { exists(&p)?; statvfs_into(buf.cast()) }),
-            None => real!(statvfs64)(path, buf),
-        }
+pub(crate) unsafe fn sfs_statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("statvfs", || {
+            exists(&p)?;
+            statvfs_into(buf.cast())
+        }),
+        None => real!(statvfs64)(path, buf),
     }
 }
 
-hook! {
-    unsafe fn fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int => sfs_fstatvfs {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fstatvfs", || statvfs_into(buf)),
-            None => real!(fstatvfs)(fd, buf),
-        }
+pub(crate) unsafe fn sfs_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fstatvfs", || statvfs_into(buf)),
+        None => real!(fstatvfs)(fd, buf),
     }
 }
 
-hook! {
-    unsafe fn fstatvfs64(fd: c_int, buf: *mut libc::statvfs64) -> c_int => sfs_fstatvfs64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fstatvfs", || statvfs_into(buf.cast())),
-            None => real!(fstatvfs64)(fd, buf),
-        }
+pub(crate) unsafe fn sfs_fstatvfs64(fd: c_int, buf: *mut libc::statvfs64) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fstatvfs", || statvfs_into(buf.cast())),
+        None => real!(fstatvfs64)(fd, buf),
     }
 }
 
@@ -165,21 +160,22 @@ fn fadvise_sfs(fd: c_int, len: off_t, advice: c_int) -> SfsResult<()> {
     }
 }
 
-hook! {
-    unsafe fn posix_fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int => sfs_posix_fadvise {
-        match sfs_fd(fd) {
-            Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
-            None => real!(posix_fadvise)(fd, off, len, advice),
-        }
+pub(crate) unsafe fn sfs_posix_fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
+        None => real!(posix_fadvise)(fd, off, len, advice),
     }
 }
 
-hook! {
-    unsafe fn posix_fadvise64(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int => sfs_posix_fadvise64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
-            None => real!(posix_fadvise64)(fd, off, len, advice),
-        }
+pub(crate) unsafe fn sfs_posix_fadvise64(
+    fd: c_int,
+    off: off_t,
+    len: off_t,
+    advice: c_int,
+) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
+        None => real!(posix_fadvise64)(fd, off, len, advice),
     }
 }
 
@@ -209,39 +205,35 @@ fn fallocate_sfs(fd: c_int, mode: c_int, off: off_t, len: off_t) -> SfsResult<()
     }
 }
 
-hook! {
-    unsafe fn fallocate(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int => sfs_fallocate {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fallocate", || fallocate_sfs(fd, mode, off, len).map(|()| 0)),
-            None => real!(fallocate)(fd, mode, off, len),
-        }
+pub(crate) unsafe fn sfs_fallocate(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fallocate", || {
+            fallocate_sfs(fd, mode, off, len).map(|()| 0)
+        }),
+        None => real!(fallocate)(fd, mode, off, len),
     }
 }
 
-hook! {
-    unsafe fn fallocate64(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int => sfs_fallocate64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fallocate", || fallocate_sfs(fd, mode, off, len).map(|()| 0)),
-            None => real!(fallocate64)(fd, mode, off, len),
-        }
+pub(crate) unsafe fn sfs_fallocate64(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fallocate", || {
+            fallocate_sfs(fd, mode, off, len).map(|()| 0)
+        }),
+        None => real!(fallocate64)(fd, mode, off, len),
     }
 }
 
-hook! {
-    unsafe fn posix_fallocate(fd: c_int, off: off_t, len: off_t) -> c_int => sfs_posix_fallocate {
-        match sfs_fd(fd) {
-            Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
-            None => real!(posix_fallocate)(fd, off, len),
-        }
+pub(crate) unsafe fn sfs_posix_fallocate(fd: c_int, off: off_t, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
+        None => real!(posix_fallocate)(fd, off, len),
     }
 }
 
-hook! {
-    unsafe fn posix_fallocate64(fd: c_int, off: off_t, len: off_t) -> c_int => sfs_posix_fallocate64 {
-        match sfs_fd(fd) {
-            Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
-            None => real!(posix_fallocate64)(fd, off, len),
-        }
+pub(crate) unsafe fn sfs_posix_fallocate64(fd: c_int, off: off_t, len: off_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
+        None => real!(posix_fallocate64)(fd, off, len),
     }
 }
 
@@ -317,20 +309,25 @@ unsafe fn copy_step(
     Ok(written as ssize_t)
 }
 
-hook! {
-    unsafe fn copy_file_range(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: size_t, flags: c_uint) -> ssize_t => sfs_copy_file_range {
-        if !SFS_FDS.contains(fd_in) && !SFS_FDS.contains(fd_out) {
-            return real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags);
-        }
-        match state::enter() {
-            Some(_inside) => run("copy_file_range", || {
-                if flags != 0 {
-                    return Err(err(libc::EINVAL, "copy_file_range flags must be 0"));
-                }
-                copy_step(fd_in, off_in, fd_out, off_out, len)
-            }),
-            None => real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags),
-        }
+pub(crate) unsafe fn sfs_copy_file_range(
+    fd_in: c_int,
+    off_in: *mut i64,
+    fd_out: c_int,
+    off_out: *mut i64,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    if !SFS_FDS.contains(fd_in) && !SFS_FDS.contains(fd_out) {
+        return real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags);
+    }
+    match state::enter() {
+        Some(_inside) => run("copy_file_range", || {
+            if flags != 0 {
+                return Err(err(libc::EINVAL, "copy_file_range flags must be 0"));
+            }
+            copy_step(fd_in, off_in, fd_out, off_out, len)
+        }),
+        None => real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags),
     }
 }
 
@@ -349,27 +346,45 @@ unsafe fn sendfile_hook(
     }))
 }
 
-hook! {
-    unsafe fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t => sfs_sendfile {
-        sendfile_hook(out_fd, in_fd, offset, count).unwrap_or_else(|| real!(sendfile)(out_fd, in_fd, offset, count))
-    }
+pub(crate) unsafe fn sfs_sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    sendfile_hook(out_fd, in_fd, offset, count)
+        .unwrap_or_else(|| real!(sendfile)(out_fd, in_fd, offset, count))
 }
 
-hook! {
-    unsafe fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t => sfs_sendfile64 {
-        sendfile_hook(out_fd, in_fd, offset, count).unwrap_or_else(|| real!(sendfile64)(out_fd, in_fd, offset, count))
-    }
+pub(crate) unsafe fn sfs_sendfile64(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> ssize_t {
+    sendfile_hook(out_fd, in_fd, offset, count)
+        .unwrap_or_else(|| real!(sendfile64)(out_fd, in_fd, offset, count))
 }
 
-hook! {
-    unsafe fn splice(fd_in: c_int, off_in: *mut i64, fd_out: c_int, off_out: *mut i64, len: size_t, flags: c_uint) -> ssize_t => sfs_splice {
-        if SFS_FDS.contains(fd_in) || SFS_FDS.contains(fd_out) {
-            if let Some(_inside) = state::enter() {
-                return run("splice", || Err::<ssize_t, _>(err(libc::EINVAL, "splice to or from an SFS file is not supported")));
-            }
+pub(crate) unsafe fn sfs_splice(
+    fd_in: c_int,
+    off_in: *mut i64,
+    fd_out: c_int,
+    off_out: *mut i64,
+    len: size_t,
+    flags: c_uint,
+) -> ssize_t {
+    if SFS_FDS.contains(fd_in) || SFS_FDS.contains(fd_out) {
+        if let Some(_inside) = state::enter() {
+            return run("splice", || {
+                Err::<ssize_t, _>(err(
+                    libc::EINVAL,
+                    "splice to or from an SFS file is not supported",
+                ))
+            });
         }
-        real!(splice)(fd_in, off_in, fd_out, off_out, len, flags)
     }
+    real!(splice)(fd_in, off_in, fd_out, off_out, len, flags)
 }
 
 /// ioctl on SFS descriptors: FIONREAD answers the bytes left to read;
@@ -399,12 +414,10 @@ unsafe fn ioctl_sfs(fd: c_int, request: c_ulong, arg: *mut c_void) -> SfsResult<
     }
 }
 
-hook! {
-    unsafe fn ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int => sfs_ioctl {
-        match sfs_fd(fd) {
-            Some(_inside) => run("ioctl", || ioctl_sfs(fd, request, arg)),
-            None => real!(ioctl)(fd, request, arg),
-        }
+pub(crate) unsafe fn sfs_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("ioctl", || ioctl_sfs(fd, request, arg)),
+        None => real!(ioctl)(fd, request, arg),
     }
 }
 
@@ -519,12 +532,10 @@ unsafe fn xattr_value<'a>(value: *const c_void, size: size_t) -> SfsResult<&'a [
 
 macro_rules! xattr_path_hooks {
     ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, |$p:ident| $answer:expr;)*) => {$(
-        hook! {
-            unsafe fn $name(path: *const c_char, $($arg: $ty),*) -> $ret => $hook {
-                match sfs_path(libc::AT_FDCWD, path) {
-                    Some((_inside, $p)) => run(stringify!($name), || $answer),
-                    None => real!($name)(path, $($arg),*),
-                }
+        pub(crate) unsafe fn $hook(path: *const c_char, $($arg: $ty),*) -> $ret {
+            match sfs_path(libc::AT_FDCWD, path) {
+                Some((_inside, $p)) => run(stringify!($name), || $answer),
+                None => real!($name)(path, $($arg),*),
             }
         }
     )*};
@@ -532,15 +543,13 @@ macro_rules! xattr_path_hooks {
 
 macro_rules! xattr_fd_hooks {
     ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, |$p:ident| $answer:expr;)*) => {$(
-        hook! {
-            unsafe fn $name(fd: c_int, $($arg: $ty),*) -> $ret => $hook {
-                match sfs_fd(fd) {
-                    Some(_inside) => run(stringify!($name), || {
-                        let $p = with_client(|c| c.fd_path(fd))?;
-                        $answer
-                    }),
-                    None => real!($name)(fd, $($arg),*),
-                }
+        pub(crate) unsafe fn $hook(fd: c_int, $($arg: $ty),*) -> $ret {
+            match sfs_fd(fd) {
+                Some(_inside) => run(stringify!($name), || {
+                    let $p = with_client(|c| c.fd_path(fd))?;
+                    $answer
+                }),
+                None => real!($name)(fd, $($arg),*),
             }
         }
     )*};

@@ -17,7 +17,6 @@
 use crate::hooks::io::{read_sfs, write_unlimited};
 use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
 use libc::{c_int, c_void, off_t, size_t};
-use redhook::{hook, real};
 use sfs_global::SfsResult;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
@@ -301,51 +300,65 @@ fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
     result
 }
 
-hook! {
-    unsafe fn mmap(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void => sfs_mmap {
-        match sfs_fd(fd) {
-            Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
-                let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
-                if r.is_null() { libc::MAP_FAILED } else { r }
+pub(crate) unsafe fn sfs_mmap(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
+    match sfs_fd(fd) {
+        Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
+            let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
+            if r.is_null() {
+                libc::MAP_FAILED
+            } else {
+                r
             }
-            _ => real!(mmap)(addr, len, prot, flags, fd, off),
         }
+        _ => real!(mmap)(addr, len, prot, flags, fd, off),
     }
 }
 
-hook! {
-    unsafe fn mmap64(addr: *mut c_void, len: size_t, prot: c_int, flags: c_int, fd: c_int, off: off_t) -> *mut c_void => sfs_mmap64 {
-        match sfs_fd(fd) {
-            Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
-                let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
-                if r.is_null() { libc::MAP_FAILED } else { r }
+pub(crate) unsafe fn sfs_mmap64(
+    addr: *mut c_void,
+    len: size_t,
+    prot: c_int,
+    flags: c_int,
+    fd: c_int,
+    off: off_t,
+) -> *mut c_void {
+    match sfs_fd(fd) {
+        Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
+            let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
+            if r.is_null() {
+                libc::MAP_FAILED
+            } else {
+                r
             }
-            _ => real!(mmap64)(addr, len, prot, flags, fd, off),
         }
+        _ => real!(mmap64)(addr, len, prot, flags, fd, off),
     }
 }
 
-hook! {
-    unsafe fn munmap(addr: *mut c_void, len: size_t) -> c_int => sfs_munmap {
-        if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
-            if let Some(_inside) = state::enter() {
-                let _ = sync_range(addr as usize, len, true);
-            }
+pub(crate) unsafe fn sfs_munmap(addr: *mut c_void, len: size_t) -> c_int {
+    if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
+        if let Some(_inside) = state::enter() {
+            let _ = sync_range(addr as usize, len, true);
         }
-        real!(munmap)(addr, len)
     }
+    real!(munmap)(addr, len)
 }
 
-hook! {
-    unsafe fn msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int => sfs_msync {
-        if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
-            if let Some(_inside) = state::enter() {
-                if let Err(e) = sync_range(addr as usize, len, false) {
-                    state::set_errno(e.errno.0);
-                    return -1;
-                }
+pub(crate) unsafe fn sfs_msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int {
+    if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
+        if let Some(_inside) = state::enter() {
+            if let Err(e) = sync_range(addr as usize, len, false) {
+                state::set_errno(e.errno.0);
+                return -1;
             }
         }
-        real!(msync)(addr, len, flags)
     }
+    real!(msync)(addr, len, flags)
 }

@@ -9,7 +9,6 @@ use crate::paths::{
 use crate::state;
 use crate::state::{err, run, sfs_fd, with_client};
 use libc::{c_char, c_int, c_uint, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
-use redhook::{hook, real};
 use sfs_global::SfsResult;
 
 fn ok(r: SfsResult<()>) -> SfsResult<c_int> {
@@ -85,16 +84,12 @@ unsafe fn mkdir_hook(dirfd: c_int, path: *const c_char, mode: mode_t) -> Option<
     }))
 }
 
-hook! {
-    unsafe fn mkdir(path: *const c_char, mode: mode_t) -> c_int => sfs_mkdir {
-        mkdir_hook(libc::AT_FDCWD, path, mode).unwrap_or_else(|| real!(mkdir)(path, mode))
-    }
+pub(crate) unsafe fn sfs_mkdir(path: *const c_char, mode: mode_t) -> c_int {
+    mkdir_hook(libc::AT_FDCWD, path, mode).unwrap_or_else(|| real!(mkdir)(path, mode))
 }
 
-hook! {
-    unsafe fn mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int => sfs_mkdirat {
-        mkdir_hook(dirfd, path, mode).unwrap_or_else(|| real!(mkdirat)(dirfd, path, mode))
-    }
+pub(crate) unsafe fn sfs_mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
+    mkdir_hook(dirfd, path, mode).unwrap_or_else(|| real!(mkdirat)(dirfd, path, mode))
 }
 
 /// `mknod`/`mkfifo`: an entry with a type, the mode less the umask and,
@@ -118,68 +113,69 @@ pub(crate) unsafe fn mknod_hook(
     }))
 }
 
-hook! {
-    unsafe fn mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int => sfs_mknod {
-        mknod_hook(libc::AT_FDCWD, path, mode, dev, "mknod").unwrap_or_else(|| real!(mknod)(path, mode, dev))
+pub(crate) unsafe fn sfs_mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int {
+    mknod_hook(libc::AT_FDCWD, path, mode, dev, "mknod")
+        .unwrap_or_else(|| real!(mknod)(path, mode, dev))
+}
+
+pub(crate) unsafe fn sfs_mknodat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    dev: libc::dev_t,
+) -> c_int {
+    mknod_hook(dirfd, path, mode, dev, "mknod")
+        .unwrap_or_else(|| real!(mknodat)(dirfd, path, mode, dev))
+}
+
+pub(crate) unsafe fn sfs_mkfifo(path: *const c_char, mode: mode_t) -> c_int {
+    mknod_hook(
+        libc::AT_FDCWD,
+        path,
+        libc::S_IFIFO | (mode & 0o7777),
+        0,
+        "mkfifo",
+    )
+    .unwrap_or_else(|| real!(mkfifo)(path, mode))
+}
+
+pub(crate) unsafe fn sfs_mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
+    mknod_hook(dirfd, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo")
+        .unwrap_or_else(|| real!(mkfifoat)(dirfd, path, mode))
+}
+
+pub(crate) unsafe fn sfs_rmdir(path: *const c_char) -> c_int {
+    match sfs_path_tail(libc::AT_FDCWD, path) {
+        Some((_inside, p, tail)) => run("rmdir", || rmdir_sfs(&p, tail)),
+        None => real!(rmdir)(path),
     }
 }
 
-hook! {
-    unsafe fn mknodat(dirfd: c_int, path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int => sfs_mknodat {
-        mknod_hook(dirfd, path, mode, dev, "mknod").unwrap_or_else(|| real!(mknodat)(dirfd, path, mode, dev))
-    }
-}
-
-hook! {
-    unsafe fn mkfifo(path: *const c_char, mode: mode_t) -> c_int => sfs_mkfifo {
-        mknod_hook(libc::AT_FDCWD, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo").unwrap_or_else(|| real!(mkfifo)(path, mode))
-    }
-}
-
-hook! {
-    unsafe fn mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int => sfs_mkfifoat {
-        mknod_hook(dirfd, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo").unwrap_or_else(|| real!(mkfifoat)(dirfd, path, mode))
-    }
-}
-
-hook! {
-    unsafe fn rmdir(path: *const c_char) -> c_int => sfs_rmdir {
-        match sfs_path_tail(libc::AT_FDCWD, path) {
-            Some((_inside, p, tail)) => run("rmdir", || rmdir_sfs(&p, tail)),
-            None => real!(rmdir)(path),
-        }
-    }
-}
-
-hook! {
-    unsafe fn unlink(path: *const c_char) -> c_int => sfs_unlink {
-        match sfs_path_tail(libc::AT_FDCWD, path) {
-            Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
-            None => real!(unlink)(path),
-        }
+pub(crate) unsafe fn sfs_unlink(path: *const c_char) -> c_int {
+    match sfs_path_tail(libc::AT_FDCWD, path) {
+        Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
+        None => real!(unlink)(path),
     }
 }
 
 // glibc's remove(3) calls its internal unlink/rmdir, which no hook sees.
-hook! {
-    unsafe fn remove(path: *const c_char) -> c_int => sfs_remove {
-        match sfs_path_tail(libc::AT_FDCWD, path) {
-            Some((_inside, p, tail)) => run("remove", || match unlink_sfs(&p, tail) {
-                Err(e) if e.errno.0 == libc::EISDIR => rmdir_sfs(&p, tail),
-                other => other,
-            }),
-            None => real!(remove)(path),
-        }
+pub(crate) unsafe fn sfs_remove(path: *const c_char) -> c_int {
+    match sfs_path_tail(libc::AT_FDCWD, path) {
+        Some((_inside, p, tail)) => run("remove", || match unlink_sfs(&p, tail) {
+            Err(e) if e.errno.0 == libc::EISDIR => rmdir_sfs(&p, tail),
+            other => other,
+        }),
+        None => real!(remove)(path),
     }
 }
 
-hook! {
-    unsafe fn unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int => sfs_unlinkat {
-        match sfs_path_tail(dirfd, path) {
-            Some((_inside, p, tail)) if flags & libc::AT_REMOVEDIR != 0 => run("rmdir", || rmdir_sfs(&p, tail)),
-            Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
-            None => real!(unlinkat)(dirfd, path, flags),
+pub(crate) unsafe fn sfs_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    match sfs_path_tail(dirfd, path) {
+        Some((_inside, p, tail)) if flags & libc::AT_REMOVEDIR != 0 => {
+            run("rmdir", || rmdir_sfs(&p, tail))
         }
+        Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
+        None => real!(unlinkat)(dirfd, path, flags),
     }
 }
 
@@ -227,39 +223,44 @@ fn rename_sfs(
     .map(|()| 0)
 }
 
-hook! {
-    unsafe fn rename(old: *const c_char, new: *const c_char) -> c_int => sfs_rename {
-        if let Some(answer) = second_path_unreadable("rename", libc::AT_FDCWD, old, new, false) {
-            return answer;
-        }
-        match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
-            Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
-            None => real!(rename)(old, new),
-        }
+pub(crate) unsafe fn sfs_rename(old: *const c_char, new: *const c_char) -> c_int {
+    if let Some(answer) = second_path_unreadable("rename", libc::AT_FDCWD, old, new, false) {
+        return answer;
+    }
+    match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+        Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
+        None => real!(rename)(old, new),
     }
 }
 
-hook! {
-    unsafe fn renameat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char) -> c_int => sfs_renameat {
-        if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
-            return answer;
-        }
-        match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
-            Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
-            None => real!(renameat)(olddirfd, old, newdirfd, new),
-        }
+pub(crate) unsafe fn sfs_renameat(
+    olddirfd: c_int,
+    old: *const c_char,
+    newdirfd: c_int,
+    new: *const c_char,
+) -> c_int {
+    if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
+        return answer;
+    }
+    match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+        Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
+        None => real!(renameat)(olddirfd, old, newdirfd, new),
     }
 }
 
-hook! {
-    unsafe fn renameat2(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_uint) -> c_int => sfs_renameat2 {
-        if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
-            return answer;
-        }
-        match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
-            Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, flags)),
-            None => real!(renameat2)(olddirfd, old, newdirfd, new, flags),
-        }
+pub(crate) unsafe fn sfs_renameat2(
+    olddirfd: c_int,
+    old: *const c_char,
+    newdirfd: c_int,
+    new: *const c_char,
+    flags: c_uint,
+) -> c_int {
+    if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
+        return answer;
+    }
+    match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+        Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, flags)),
+        None => real!(renameat2)(olddirfd, old, newdirfd, new, flags),
     }
 }
 
@@ -317,46 +318,48 @@ unsafe fn second_path_unreadable(
     }))
 }
 
-hook! {
-    unsafe fn link(old: *const c_char, new: *const c_char) -> c_int => sfs_link {
-        if let Some(answer) = second_path_unreadable("link", libc::AT_FDCWD, old, new, true) {
-            return answer;
-        }
-        match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
-            Some((_inside, a, b)) => run("link", || link_sfs(a, b, false)),
-            None => real!(link)(old, new),
-        }
+pub(crate) unsafe fn sfs_link(old: *const c_char, new: *const c_char) -> c_int {
+    if let Some(answer) = second_path_unreadable("link", libc::AT_FDCWD, old, new, true) {
+        return answer;
+    }
+    match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+        Some((_inside, a, b)) => run("link", || link_sfs(a, b, false)),
+        None => real!(link)(old, new),
     }
 }
 
-hook! {
-    unsafe fn linkat(olddirfd: c_int, old: *const c_char, newdirfd: c_int, new: *const c_char, flags: c_int) -> c_int => sfs_linkat {
-        if let Some(answer) = second_path_unreadable("link", olddirfd, old, new, true) {
-            return answer;
+pub(crate) unsafe fn sfs_linkat(
+    olddirfd: c_int,
+    old: *const c_char,
+    newdirfd: c_int,
+    new: *const c_char,
+    flags: c_int,
+) -> c_int {
+    if let Some(answer) = second_path_unreadable("link", olddirfd, old, new, true) {
+        return answer;
+    }
+    let follow = flags & libc::AT_SYMLINK_FOLLOW != 0;
+    // SAFETY: `old` is NULL or NUL-terminated (linkat's contract).
+    let empty = unsafe { c_bytes(old) }.is_none_or(|b| b.is_empty());
+    if empty && flags & libc::AT_EMPTY_PATH != 0 {
+        if let Some(_inside) = sfs_fd(olddirfd) {
+            // The file of an SFS descriptor (an O_TMPFILE file, say)
+            // gets a name.
+            // SAFETY: `new` is NULL or NUL-terminated (linkat's contract).
+            let text = unsafe { c_str(new) };
+            let b = text.and_then(|text| {
+                let sfs = resolve_argument(state::settings()?, newdirfd, &text)?;
+                Some((sfs, Tail::of(&text)))
+            });
+            return run("link", || {
+                let a = with_client(|c| c.fd_path(olddirfd))?;
+                link_sfs(Some((a, Tail::default())), b, false)
+            });
         }
-        let follow = flags & libc::AT_SYMLINK_FOLLOW != 0;
-        // SAFETY: `old` is NULL or NUL-terminated (linkat's contract).
-        let empty = unsafe { c_bytes(old) }.is_none_or(|b| b.is_empty());
-        if empty && flags & libc::AT_EMPTY_PATH != 0 {
-            if let Some(_inside) = sfs_fd(olddirfd) {
-                // The file of an SFS descriptor (an O_TMPFILE file, say)
-                // gets a name.
-                // SAFETY: `new` is NULL or NUL-terminated (linkat's contract).
-                let text = unsafe { c_str(new) };
-                let b = text.and_then(|text| {
-                    let sfs = resolve_argument(state::settings()?, newdirfd, &text)?;
-                    Some((sfs, Tail::of(&text)))
-                });
-                return run("link", || {
-                    let a = with_client(|c| c.fd_path(olddirfd))?;
-                    link_sfs(Some((a, Tail::default())), b, false)
-                });
-            }
-        }
-        match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
-            Some((_inside, a, b)) => run("link", || link_sfs(a, b, follow)),
-            None => real!(linkat)(olddirfd, old, newdirfd, new, flags),
-        }
+    }
+    match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+        Some((_inside, a, b)) => run("link", || link_sfs(a, b, follow)),
+        None => real!(linkat)(olddirfd, old, newdirfd, new, flags),
     }
 }
 
@@ -364,64 +367,61 @@ fn size_arg(len: off_t) -> SfsResult<u64> {
     u64::try_from(len).map_err(|_| err(libc::EINVAL, format!("negative length {len}")))
 }
 
-hook! {
-    unsafe fn truncate(path: *const c_char, len: off_t) -> c_int => sfs_truncate {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("truncate", || {
-                let len = size_arg(len)?;
-                crate::hooks::io::check_truncate_length(len)?;
-                ok(with_client(|c| c.truncate(&p, len)))
-            }),
-            None => real!(truncate)(path, len),
-        }
+pub(crate) unsafe fn sfs_truncate(path: *const c_char, len: off_t) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("truncate", || {
+            let len = size_arg(len)?;
+            crate::hooks::io::check_truncate_length(len)?;
+            ok(with_client(|c| c.truncate(&p, len)))
+        }),
+        None => real!(truncate)(path, len),
     }
 }
 
-hook! {
-    unsafe fn truncate64(path: *const c_char, len: off_t) -> c_int => sfs_truncate64 {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("truncate", || {
-                let len = size_arg(len)?;
-                crate::hooks::io::check_truncate_length(len)?;
-                ok(with_client(|c| c.truncate(&p, len)))
-            }),
-            None => real!(truncate64)(path, len),
-        }
+pub(crate) unsafe fn sfs_truncate64(path: *const c_char, len: off_t) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("truncate", || {
+            let len = size_arg(len)?;
+            crate::hooks::io::check_truncate_length(len)?;
+            ok(with_client(|c| c.truncate(&p, len)))
+        }),
+        None => real!(truncate64)(path, len),
     }
 }
 
-hook! {
-    unsafe fn chmod(path: *const c_char, mode: mode_t) -> c_int => sfs_chmod {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("chmod", || ok(with_client(|c| c.chmod(&p, mode)))),
-            None => real!(chmod)(path, mode),
-        }
+pub(crate) unsafe fn sfs_chmod(path: *const c_char, mode: mode_t) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("chmod", || ok(with_client(|c| c.chmod(&p, mode)))),
+        None => real!(chmod)(path, mode),
     }
 }
 
-hook! {
-    unsafe fn fchmod(fd: c_int, mode: mode_t) -> c_int => sfs_fchmod {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fchmod", || ok(with_client(|c| c.chmod(&c.fd_path(fd)?, mode)))),
-            None => real!(fchmod)(fd, mode),
-        }
+pub(crate) unsafe fn sfs_fchmod(fd: c_int, mode: mode_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fchmod", || {
+            ok(with_client(|c| c.chmod(&c.fd_path(fd)?, mode)))
+        }),
+        None => real!(fchmod)(fd, mode),
     }
 }
 
-hook! {
-    unsafe fn fchmodat(dirfd: c_int, path: *const c_char, mode: mode_t, flags: c_int) -> c_int => sfs_fchmodat {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("chmod", || {
-                if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
-                    let md = with_client(|c| c.lstat(&p))?;
-                    if md.kind() == sfs_global::FileKind::Symlink {
-                        return Err(err(libc::EOPNOTSUPP, "chmod of a symlink itself"));
-                    }
+pub(crate) unsafe fn sfs_fchmodat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: mode_t,
+    flags: c_int,
+) -> c_int {
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("chmod", || {
+            if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+                let md = with_client(|c| c.lstat(&p))?;
+                if md.kind() == sfs_global::FileKind::Symlink {
+                    return Err(err(libc::EOPNOTSUPP, "chmod of a symlink itself"));
                 }
-                ok(with_client(|c| c.chmod(&p, mode)))
-            }),
-            None => real!(fchmodat)(dirfd, path, mode, flags),
-        }
+            }
+            ok(with_client(|c| c.chmod(&p, mode)))
+        }),
+        None => real!(fchmodat)(dirfd, path, mode, flags),
     }
 }
 
@@ -439,40 +439,44 @@ fn chown_sfs(path: &str, uid: uid_t, gid: gid_t, follow: bool) -> SfsResult<c_in
     }))
 }
 
-hook! {
-    unsafe fn chown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int => sfs_chown {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("chown", || chown_sfs(&p, uid, gid, true)),
-            None => real!(chown)(path, uid, gid),
-        }
+pub(crate) unsafe fn sfs_chown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("chown", || chown_sfs(&p, uid, gid, true)),
+        None => real!(chown)(path, uid, gid),
     }
 }
 
-hook! {
-    unsafe fn lchown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int => sfs_lchown {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("lchown", || chown_sfs(&p, uid, gid, false)),
-            None => real!(lchown)(path, uid, gid),
-        }
+pub(crate) unsafe fn sfs_lchown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("lchown", || chown_sfs(&p, uid, gid, false)),
+        None => real!(lchown)(path, uid, gid),
     }
 }
 
-hook! {
-    unsafe fn fchown(fd: c_int, uid: uid_t, gid: gid_t) -> c_int => sfs_fchown {
-        match sfs_fd(fd) {
-            Some(_inside) => run("fchown", || chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)),
-            None => real!(fchown)(fd, uid, gid),
-        }
+pub(crate) unsafe fn sfs_fchown(fd: c_int, uid: uid_t, gid: gid_t) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("fchown", || {
+            chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)
+        }),
+        None => real!(fchown)(fd, uid, gid),
     }
 }
 
-hook! {
-    unsafe fn fchownat(dirfd: c_int, path: *const c_char, uid: uid_t, gid: gid_t, flags: c_int) -> c_int => sfs_fchownat {
-        match crate::hooks::stat::at_target(dirfd, path, flags) {
-            Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => run("chown", || chown_sfs(&p, uid, gid, follow)),
-            Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("fchown", || chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)),
-            None => real!(fchownat)(dirfd, path, uid, gid, flags),
+pub(crate) unsafe fn sfs_fchownat(
+    dirfd: c_int,
+    path: *const c_char,
+    uid: uid_t,
+    gid: gid_t,
+    flags: c_int,
+) -> c_int {
+    match crate::hooks::stat::at_target(dirfd, path, flags) {
+        Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => {
+            run("chown", || chown_sfs(&p, uid, gid, follow))
         }
+        Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("fchown", || {
+            chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)
+        }),
+        None => real!(fchownat)(dirfd, path, uid, gid, flags),
     }
 }
 
@@ -495,27 +499,27 @@ unsafe fn symlink_sfs(target: *const c_char, linkpath: &str) -> SfsResult<c_int>
     ok(with_client(|c| c.symlink(&target, linkpath)))
 }
 
-hook! {
-    unsafe fn symlink(target: *const c_char, linkpath: *const c_char) -> c_int => sfs_symlink {
-        match sfs_path_tail(libc::AT_FDCWD, linkpath) {
-            Some((_inside, p, tail)) => run("symlink", || {
-                refuse_non_dir_at(&p, tail)?;
-                symlink_sfs(target, &p)
-            }),
-            None => real!(symlink)(target, linkpath),
-        }
+pub(crate) unsafe fn sfs_symlink(target: *const c_char, linkpath: *const c_char) -> c_int {
+    match sfs_path_tail(libc::AT_FDCWD, linkpath) {
+        Some((_inside, p, tail)) => run("symlink", || {
+            refuse_non_dir_at(&p, tail)?;
+            symlink_sfs(target, &p)
+        }),
+        None => real!(symlink)(target, linkpath),
     }
 }
 
-hook! {
-    unsafe fn symlinkat(target: *const c_char, dirfd: c_int, linkpath: *const c_char) -> c_int => sfs_symlinkat {
-        match sfs_path_tail(dirfd, linkpath) {
-            Some((_inside, p, tail)) => run("symlink", || {
-                refuse_non_dir_at(&p, tail)?;
-                symlink_sfs(target, &p)
-            }),
-            None => real!(symlinkat)(target, dirfd, linkpath),
-        }
+pub(crate) unsafe fn sfs_symlinkat(
+    target: *const c_char,
+    dirfd: c_int,
+    linkpath: *const c_char,
+) -> c_int {
+    match sfs_path_tail(dirfd, linkpath) {
+        Some((_inside, p, tail)) => run("symlink", || {
+            refuse_non_dir_at(&p, tail)?;
+            symlink_sfs(target, &p)
+        }),
+        None => real!(symlinkat)(target, dirfd, linkpath),
     }
 }
 
@@ -534,47 +538,55 @@ unsafe fn readlink_sfs(path: &str, buf: *mut c_char, len: size_t) -> SfsResult<s
     Ok(n as ssize_t)
 }
 
-hook! {
-    unsafe fn readlink(path: *const c_char, buf: *mut c_char, len: size_t) -> ssize_t => sfs_readlink {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-            None => real!(readlink)(path, buf, len),
-        }
+pub(crate) unsafe fn sfs_readlink(path: *const c_char, buf: *mut c_char, len: size_t) -> ssize_t {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+        None => real!(readlink)(path, buf, len),
     }
 }
 
-hook! {
-    unsafe fn readlinkat(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: size_t) -> ssize_t => sfs_readlinkat {
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-            None => real!(readlinkat)(dirfd, path, buf, len),
-        }
+pub(crate) unsafe fn sfs_readlinkat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    len: size_t,
+) -> ssize_t {
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+        None => real!(readlinkat)(dirfd, path, buf, len),
     }
 }
 
 // Fortified variants: a length beyond the caller's buffer goes to glibc's
 // own, which aborts as it must.
-hook! {
-    unsafe fn __readlink_chk(path: *const c_char, buf: *mut c_char, len: size_t, buflen: size_t) -> ssize_t => sfs_readlink_chk {
-        if len > buflen {
-            return real!(__readlink_chk)(path, buf, len, buflen);
-        }
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-            None => real!(__readlink_chk)(path, buf, len, buflen),
-        }
+pub(crate) unsafe fn sfs_readlink_chk(
+    path: *const c_char,
+    buf: *mut c_char,
+    len: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if len > buflen {
+        return real!(__readlink_chk)(path, buf, len, buflen);
+    }
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+        None => real!(__readlink_chk)(path, buf, len, buflen),
     }
 }
 
-hook! {
-    unsafe fn __readlinkat_chk(dirfd: c_int, path: *const c_char, buf: *mut c_char, len: size_t, buflen: size_t) -> ssize_t => sfs_readlinkat_chk {
-        if len > buflen {
-            return real!(__readlinkat_chk)(dirfd, path, buf, len, buflen);
-        }
-        match sfs_path(dirfd, path) {
-            Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-            None => real!(__readlinkat_chk)(dirfd, path, buf, len, buflen),
-        }
+pub(crate) unsafe fn sfs_readlinkat_chk(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut c_char,
+    len: size_t,
+    buflen: size_t,
+) -> ssize_t {
+    if len > buflen {
+        return real!(__readlinkat_chk)(dirfd, path, buf, len, buflen);
+    }
+    match sfs_path(dirfd, path) {
+        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
+        None => real!(__readlinkat_chk)(dirfd, path, buf, len, buflen),
     }
 }
 
@@ -637,71 +649,99 @@ pub(crate) fn utimens_sfs(path: &str, times: Times, follow: bool) -> SfsResult<c
     }))
 }
 
-hook! {
-    unsafe fn utimensat(dirfd: c_int, path: *const c_char, times: *const libc::timespec, flags: c_int) -> c_int => sfs_utimensat {
-        // A NULL path means the descriptor itself (what futimens does).
-        if path.is_null() && crate::state::SFS_FDS.contains(dirfd) {
-            if let Some(_inside) = sfs_fd(dirfd) {
-                return run("futimens", || utimens_sfs(&with_client(|c| c.fd_path(dirfd))?, times_from_timespec(times)?, true));
-            }
+pub(crate) unsafe fn sfs_utimensat(
+    dirfd: c_int,
+    path: *const c_char,
+    times: *const libc::timespec,
+    flags: c_int,
+) -> c_int {
+    // A NULL path means the descriptor itself (what futimens does).
+    if path.is_null() && crate::state::SFS_FDS.contains(dirfd) {
+        if let Some(_inside) = sfs_fd(dirfd) {
+            return run("futimens", || {
+                utimens_sfs(
+                    &with_client(|c| c.fd_path(dirfd))?,
+                    times_from_timespec(times)?,
+                    true,
+                )
+            });
         }
-        match crate::hooks::stat::at_target(dirfd, path, flags) {
-            Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => run("utimensat", || utimens_sfs(&p, times_from_timespec(times)?, follow)),
-            Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("utimensat", || utimens_sfs(&with_client(|c| c.fd_path(fd))?, times_from_timespec(times)?, true)),
-            None => real!(utimensat)(dirfd, path, times, flags),
+    }
+    match crate::hooks::stat::at_target(dirfd, path, flags) {
+        Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => {
+            run("utimensat", || {
+                utimens_sfs(&p, times_from_timespec(times)?, follow)
+            })
         }
+        Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("utimensat", || {
+            utimens_sfs(
+                &with_client(|c| c.fd_path(fd))?,
+                times_from_timespec(times)?,
+                true,
+            )
+        }),
+        None => real!(utimensat)(dirfd, path, times, flags),
     }
 }
 
-hook! {
-    unsafe fn futimens(fd: c_int, times: *const libc::timespec) -> c_int => sfs_futimens {
-        match sfs_fd(fd) {
-            Some(_inside) => run("futimens", || utimens_sfs(&with_client(|c| c.fd_path(fd))?, times_from_timespec(times)?, true)),
-            None => real!(futimens)(fd, times),
-        }
+pub(crate) unsafe fn sfs_futimens(fd: c_int, times: *const libc::timespec) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("futimens", || {
+            utimens_sfs(
+                &with_client(|c| c.fd_path(fd))?,
+                times_from_timespec(times)?,
+                true,
+            )
+        }),
+        None => real!(futimens)(fd, times),
     }
 }
 
-hook! {
-    unsafe fn utimes(path: *const c_char, times: *const libc::timeval) -> c_int => sfs_utimes {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("utimes", || utimens_sfs(&p, times_from_timeval(times)?, true)),
-            None => real!(utimes)(path, times),
-        }
+pub(crate) unsafe fn sfs_utimes(path: *const c_char, times: *const libc::timeval) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("utimes", || {
+            utimens_sfs(&p, times_from_timeval(times)?, true)
+        }),
+        None => real!(utimes)(path, times),
     }
 }
 
-hook! {
-    unsafe fn lutimes(path: *const c_char, times: *const libc::timeval) -> c_int => sfs_lutimes {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("lutimes", || utimens_sfs(&p, times_from_timeval(times)?, false)),
-            None => real!(lutimes)(path, times),
-        }
+pub(crate) unsafe fn sfs_lutimes(path: *const c_char, times: *const libc::timeval) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("lutimes", || {
+            utimens_sfs(&p, times_from_timeval(times)?, false)
+        }),
+        None => real!(lutimes)(path, times),
     }
 }
 
-hook! {
-    unsafe fn futimes(fd: c_int, times: *const libc::timeval) -> c_int => sfs_futimes {
-        match sfs_fd(fd) {
-            Some(_inside) => run("futimes", || utimens_sfs(&with_client(|c| c.fd_path(fd))?, times_from_timeval(times)?, true)),
-            None => real!(futimes)(fd, times),
-        }
+pub(crate) unsafe fn sfs_futimes(fd: c_int, times: *const libc::timeval) -> c_int {
+    match sfs_fd(fd) {
+        Some(_inside) => run("futimes", || {
+            utimens_sfs(
+                &with_client(|c| c.fd_path(fd))?,
+                times_from_timeval(times)?,
+                true,
+            )
+        }),
+        None => real!(futimes)(fd, times),
     }
 }
 
-hook! {
-    unsafe fn utime(path: *const c_char, times: *const libc::utimbuf) -> c_int => sfs_utime {
-        match sfs_path(libc::AT_FDCWD, path) {
-            Some((_inside, p)) => run("utime", || {
-                let t = if times.is_null() {
-                    Times::Now
-                } else {
-                    let t = &*times;
-                    Times::Set(Some(t.actime * 1_000_000_000), Some(t.modtime * 1_000_000_000))
-                };
-                utimens_sfs(&p, t, true)
-            }),
-            None => real!(utime)(path, times),
-        }
+pub(crate) unsafe fn sfs_utime(path: *const c_char, times: *const libc::utimbuf) -> c_int {
+    match sfs_path(libc::AT_FDCWD, path) {
+        Some((_inside, p)) => run("utime", || {
+            let t = if times.is_null() {
+                Times::Now
+            } else {
+                let t = &*times;
+                Times::Set(
+                    Some(t.actime * 1_000_000_000),
+                    Some(t.modtime * 1_000_000_000),
+                )
+            };
+            utimens_sfs(&p, t, true)
+        }),
+        None => real!(utime)(path, times),
     }
 }

@@ -4,7 +4,6 @@
 use crate::paths::{follow_tail, sfs_path_tail};
 use crate::state::{self, run, with_client, SFS_FDS};
 use libc::{c_char, c_int, mode_t};
-use redhook::{hook, real};
 use sfs_global::SfsResult;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -27,12 +26,10 @@ pub fn umask_value() -> u32 {
     current
 }
 
-hook! {
-    unsafe fn umask(mask: mode_t) -> mode_t => sfs_umask {
-        let old = real!(umask)(mask);
-        UMASK.store(mask & 0o777, Ordering::Relaxed);
-        old
-    }
+pub(crate) unsafe fn sfs_umask(mask: mode_t) -> mode_t {
+    let old = real!(umask)(mask);
+    UMASK.store(mask & 0o777, Ordering::Relaxed);
+    old
 }
 
 /// Opens an SFS path at a freshly reserved kernel descriptor number.
@@ -88,64 +85,54 @@ unsafe fn open_hook(
     Some(run("open", || open_sfs(&sfs, flags, mode)))
 }
 
-hook! {
-    unsafe fn open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int => sfs_open {
-        open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open)(path, flags, mode))
-    }
+pub(crate) unsafe fn sfs_open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open)(path, flags, mode))
 }
 
-hook! {
-    unsafe fn open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int => sfs_open64 {
-        open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open64)(path, flags, mode))
-    }
+pub(crate) unsafe fn sfs_open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
+    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open64)(path, flags, mode))
 }
 
-hook! {
-    unsafe fn openat(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int => sfs_openat {
-        open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat)(dirfd, path, flags, mode))
-    }
+pub(crate) unsafe fn sfs_openat(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: mode_t,
+) -> c_int {
+    open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat)(dirfd, path, flags, mode))
 }
 
-hook! {
-    unsafe fn openat64(dirfd: c_int, path: *const c_char, flags: c_int, mode: mode_t) -> c_int => sfs_openat64 {
-        open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat64)(dirfd, path, flags, mode))
-    }
+pub(crate) unsafe fn sfs_openat64(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: mode_t,
+) -> c_int {
+    open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat64)(dirfd, path, flags, mode))
 }
 
-hook! {
-    unsafe fn creat(path: *const c_char, mode: mode_t) -> c_int => sfs_creat {
-        let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
-        open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat)(path, mode))
-    }
+pub(crate) unsafe fn sfs_creat(path: *const c_char, mode: mode_t) -> c_int {
+    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat)(path, mode))
 }
 
-hook! {
-    unsafe fn creat64(path: *const c_char, mode: mode_t) -> c_int => sfs_creat64 {
-        let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
-        open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat64)(path, mode))
-    }
+pub(crate) unsafe fn sfs_creat64(path: *const c_char, mode: mode_t) -> c_int {
+    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat64)(path, mode))
 }
 
-hook! {
-    unsafe fn __open_2(path: *const c_char, flags: c_int) -> c_int => sfs_open_2 {
-        open_hook(libc::AT_FDCWD, path, flags, 0).unwrap_or_else(|| real!(__open_2)(path, flags))
-    }
+pub(crate) unsafe fn sfs_open_2(path: *const c_char, flags: c_int) -> c_int {
+    open_hook(libc::AT_FDCWD, path, flags, 0).unwrap_or_else(|| real!(__open_2)(path, flags))
 }
 
-hook! {
-    unsafe fn __open64_2(path: *const c_char, flags: c_int) -> c_int => sfs_open64_2 {
-        open_hook(libc::AT_FDCWD, path, flags, 0).unwrap_or_else(|| real!(__open64_2)(path, flags))
-    }
+pub(crate) unsafe fn sfs_open64_2(path: *const c_char, flags: c_int) -> c_int {
+    open_hook(libc::AT_FDCWD, path, flags, 0).unwrap_or_else(|| real!(__open64_2)(path, flags))
 }
 
-hook! {
-    unsafe fn __openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int => sfs_openat_2 {
-        open_hook(dirfd, path, flags, 0).unwrap_or_else(|| real!(__openat_2)(dirfd, path, flags))
-    }
+pub(crate) unsafe fn sfs_openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    open_hook(dirfd, path, flags, 0).unwrap_or_else(|| real!(__openat_2)(dirfd, path, flags))
 }
 
-hook! {
-    unsafe fn __openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int => sfs_openat64_2 {
-        open_hook(dirfd, path, flags, 0).unwrap_or_else(|| real!(__openat64_2)(dirfd, path, flags))
-    }
+pub(crate) unsafe fn sfs_openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
+    open_hook(dirfd, path, flags, 0).unwrap_or_else(|| real!(__openat64_2)(dirfd, path, flags))
 }

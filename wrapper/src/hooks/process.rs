@@ -8,17 +8,14 @@
 use crate::exec::{environ, environment_for_exec, pointers};
 use crate::{program, state};
 use libc::{c_char, c_int, gid_t, pid_t, size_t, uid_t};
-use redhook::{hook, real};
 use std::ffi::CStr;
 
-hook! {
-    // A vfork child shares the parent's memory and runs the exec hooks,
-    // which allocate; a real fork makes that safe (and runs the atfork
-    // handlers). Programs may only exec or _exit after vfork, so the
-    // difference is cost, not behaviour.
-    unsafe fn vfork() -> pid_t => sfs_vfork {
-        libc::fork()
-    }
+// A vfork child shares the parent's memory and runs the exec hooks,
+// which allocate; a real fork makes that safe (and runs the atfork
+// handlers). Programs may only exec or _exit after vfork, so the
+// difference is cost, not behaviour.
+pub(crate) unsafe fn sfs_vfork() -> pid_t {
+    libc::fork()
 }
 
 /// `execve` as the hooks run it: SFS programs through [`program::prepare`],
@@ -95,66 +92,68 @@ fn needs_own_search(file: *const c_char) -> bool {
             || program::path_var_names_the_mount())
 }
 
-hook! {
-    unsafe fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int => sfs_execve {
-        match environment_for_exec(envp) {
-            Some(env) => exec_one(path, argv, pointers(&env).as_ptr()),
-            None => exec_one(path, argv, envp),
-        }
+pub(crate) unsafe fn sfs_execve(
+    path: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    match environment_for_exec(envp) {
+        Some(env) => exec_one(path, argv, pointers(&env).as_ptr()),
+        None => exec_one(path, argv, envp),
     }
 }
 
-hook! {
-    unsafe fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => sfs_execv {
-        match environment_for_exec(environ()) {
-            Some(env) => exec_one(path, argv, pointers(&env).as_ptr()),
-            None => exec_one(path, argv, environ()),
-        }
+pub(crate) unsafe fn sfs_execv(path: *const c_char, argv: *const *const c_char) -> c_int {
+    match environment_for_exec(environ()) {
+        Some(env) => exec_one(path, argv, pointers(&env).as_ptr()),
+        None => exec_one(path, argv, environ()),
     }
 }
 
-hook! {
-    unsafe fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => sfs_execvp {
-        let env = environment_for_exec(environ());
-        let envp = env.as_ref().map(|e| pointers(e));
-        let envp = envp.as_ref().map_or(environ(), |p| p.as_ptr());
-        if needs_own_search(file) {
-            exec_search(file, argv, envp)
-        } else {
-            real!(execvpe)(file, argv, envp)
-        }
+pub(crate) unsafe fn sfs_execvp(file: *const c_char, argv: *const *const c_char) -> c_int {
+    let env = environment_for_exec(environ());
+    let envp = env.as_ref().map(|e| pointers(e));
+    let envp = envp.as_ref().map_or(environ(), |p| p.as_ptr());
+    if needs_own_search(file) {
+        exec_search(file, argv, envp)
+    } else {
+        real!(execvpe)(file, argv, envp)
     }
 }
 
-hook! {
-    unsafe fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char) -> c_int => sfs_execvpe {
-        let env = environment_for_exec(envp);
-        let pointers_of_env = env.as_ref().map(|e| pointers(e));
-        let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
-        if needs_own_search(file) {
-            exec_search(file, argv, envp)
-        } else {
-            real!(execvpe)(file, argv, envp)
-        }
+pub(crate) unsafe fn sfs_execvpe(
+    file: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let env = environment_for_exec(envp);
+    let pointers_of_env = env.as_ref().map(|e| pointers(e));
+    let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
+    if needs_own_search(file) {
+        exec_search(file, argv, envp)
+    } else {
+        real!(execvpe)(file, argv, envp)
     }
 }
 
-hook! {
-    unsafe fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int => sfs_fexecve {
-        let env = environment_for_exec(envp);
-        let pointers_of_env = env.as_ref().map(|e| pointers(e));
-        let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
-        // An SFS descriptor's placeholder is a directory: exec the file it
-        // stands for instead.
-        let sfs_file = state::sfs_fd(fd).and_then(|_inside| {
-            let settings = state::settings()?;
-            let path = state::with_client(|c| c.fd_path(fd)).ok()?;
-            state::host_cpath(settings, &path)
-        });
-        match sfs_file {
-            Some(path) => exec_one(path.as_ptr(), argv, envp),
-            None => real!(fexecve)(fd, argv, envp),
-        }
+pub(crate) unsafe fn sfs_fexecve(
+    fd: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> c_int {
+    let env = environment_for_exec(envp);
+    let pointers_of_env = env.as_ref().map(|e| pointers(e));
+    let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
+    // An SFS descriptor's placeholder is a directory: exec the file it
+    // stands for instead.
+    let sfs_file = state::sfs_fd(fd).and_then(|_inside| {
+        let settings = state::settings()?;
+        let path = state::with_client(|c| c.fd_path(fd)).ok()?;
+        state::host_cpath(settings, &path)
+    });
+    match sfs_file {
+        Some(path) => exec_one(path.as_ptr(), argv, envp),
+        None => real!(fexecve)(fd, argv, envp),
     }
 }
 
@@ -193,28 +192,45 @@ unsafe fn spawn_one(
     }
 }
 
-hook! {
-    unsafe fn posix_spawn(pid: *mut pid_t, path: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => sfs_posix_spawn {
-        match environment_for_exec(envp.cast()) {
-            Some(env) => spawn_one(pid, path, actions, attr, argv, pointers(&env).as_ptr().cast()),
-            None => spawn_one(pid, path, actions, attr, argv, envp),
-        }
+pub(crate) unsafe fn sfs_posix_spawn(
+    pid: *mut pid_t,
+    path: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    match environment_for_exec(envp.cast()) {
+        Some(env) => spawn_one(
+            pid,
+            path,
+            actions,
+            attr,
+            argv,
+            pointers(&env).as_ptr().cast(),
+        ),
+        None => spawn_one(pid, path, actions, attr, argv, envp),
     }
 }
 
-hook! {
-    unsafe fn posix_spawnp(pid: *mut pid_t, file: *const c_char, actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t, argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => sfs_posix_spawnp {
-        let env = environment_for_exec(envp.cast());
-        let pointers_of_env = env.as_ref().map(|e| pointers(e));
-        let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr().cast());
-        if !needs_own_search(file) {
-            return real!(posix_spawnp)(pid, file, actions, attr, argv, envp);
-        }
-        // SAFETY: NUL-terminated per the contract.
-        program::search(CStr::from_ptr(file), |candidate| {
-            spawn_one(pid, candidate.as_ptr(), actions, attr, argv, envp)
-        })
+pub(crate) unsafe fn sfs_posix_spawnp(
+    pid: *mut pid_t,
+    file: *const c_char,
+    actions: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    let env = environment_for_exec(envp.cast());
+    let pointers_of_env = env.as_ref().map(|e| pointers(e));
+    let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr().cast());
+    if !needs_own_search(file) {
+        return real!(posix_spawnp)(pid, file, actions, attr, argv, envp);
     }
+    // SAFETY: NUL-terminated per the contract.
+    program::search(CStr::from_ptr(file), |candidate| {
+        spawn_one(pid, candidate.as_ptr(), actions, attr, argv, envp)
+    })
 }
 
 // The calls that change the process's ids: libc's, then the client library
@@ -225,12 +241,10 @@ hook! {
 // a failure: a needless re-read costs three system calls.
 macro_rules! ids_hooks {
     ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $changes:literal;)*) => {$(
-        hook! {
-            unsafe fn $name($($arg: $ty),*) -> $ret => $hook {
-                let rc = real!($name)($($arg),*);
-                sfs_client::ids_changed();
-                rc
-            }
+        pub(crate) unsafe fn $hook($($arg: $ty),*) -> $ret {
+            let rc = real!($name)($($arg),*);
+            sfs_client::ids_changed();
+            rc
         }
     )*};
 }

@@ -13,7 +13,6 @@ use crate::hooks::open::umask_value;
 use crate::paths::sfs_path_tail;
 use crate::state::{self, err, run, with_client};
 use libc::{c_int, sockaddr, socklen_t};
-use redhook::{hook, real};
 use sfs_global::{Errno, FileKind, SfsResult};
 use std::ffi::CString;
 
@@ -139,16 +138,12 @@ unsafe fn unix_socket_call(
     Some(run(what, || call(&sfs)))
 }
 
-hook! {
-    unsafe fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => sfs_bind {
-        unix_socket_call(addr, len, "bind", |sfs| bind_sfs(fd, sfs))
-            .unwrap_or_else(|| real!(bind)(fd, addr, len))
-    }
+pub(crate) unsafe fn sfs_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    unix_socket_call(addr, len, "bind", |sfs| bind_sfs(fd, sfs))
+        .unwrap_or_else(|| real!(bind)(fd, addr, len))
 }
 
-hook! {
-    unsafe fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => sfs_connect {
-        unix_socket_call(addr, len, "connect", |sfs| connect_sfs(fd, sfs))
-            .unwrap_or_else(|| real!(connect)(fd, addr, len))
-    }
+pub(crate) unsafe fn sfs_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    unix_socket_call(addr, len, "connect", |sfs| connect_sfs(fd, sfs))
+        .unwrap_or_else(|| real!(connect)(fd, addr, len))
 }

@@ -5,7 +5,6 @@
 use crate::paths::{c_bytes, sfs_path};
 use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
 use libc::{c_char, c_int, c_uint};
-use redhook::{hook, real};
 use sfs_client::capi::{fill_stat, SFS_DEVICE};
 use sfs_global::{Metadata, SfsResult};
 
@@ -116,100 +115,97 @@ unsafe fn at_stat(
     Some(run("fstatat", || unsafe { stat_into(target, buf) }))
 }
 
-hook! {
-    unsafe fn stat(path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_stat {
-        path_stat(path, buf, true).unwrap_or_else(|| real!(stat)(path, buf))
-    }
+pub(crate) unsafe fn sfs_stat(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    path_stat(path, buf, true).unwrap_or_else(|| real!(stat)(path, buf))
 }
 
-hook! {
-    unsafe fn stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_stat64 {
-        path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(stat64)(path, buf))
-    }
+pub(crate) unsafe fn sfs_stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int {
+    path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(stat64)(path, buf))
 }
 
-hook! {
-    unsafe fn lstat(path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_lstat {
-        path_stat(path, buf, false).unwrap_or_else(|| real!(lstat)(path, buf))
-    }
+pub(crate) unsafe fn sfs_lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
+    path_stat(path, buf, false).unwrap_or_else(|| real!(lstat)(path, buf))
 }
 
-hook! {
-    unsafe fn lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_lstat64 {
-        path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(lstat64)(path, buf))
-    }
+pub(crate) unsafe fn sfs_lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int {
+    path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(lstat64)(path, buf))
 }
 
-hook! {
-    unsafe fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int => sfs_fstat {
-        fd_stat(fd, buf).unwrap_or_else(|| real!(fstat)(fd, buf))
-    }
+pub(crate) unsafe fn sfs_fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
+    fd_stat(fd, buf).unwrap_or_else(|| real!(fstat)(fd, buf))
 }
 
-hook! {
-    unsafe fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int => sfs_fstat64 {
-        fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(fstat64)(fd, buf))
-    }
+pub(crate) unsafe fn sfs_fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int {
+    fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(fstat64)(fd, buf))
 }
 
-hook! {
-    unsafe fn fstatat(dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int => sfs_fstatat {
-        at_stat(dirfd, path, buf, flags).unwrap_or_else(|| real!(fstatat)(dirfd, path, buf, flags))
-    }
+pub(crate) unsafe fn sfs_fstatat(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    at_stat(dirfd, path, buf, flags).unwrap_or_else(|| real!(fstatat)(dirfd, path, buf, flags))
 }
 
-hook! {
-    unsafe fn fstatat64(dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int => sfs_fstatat64 {
-        at_stat(dirfd, path, buf.cast(), flags).unwrap_or_else(|| real!(fstatat64)(dirfd, path, buf, flags))
-    }
+pub(crate) unsafe fn sfs_fstatat64(
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat64,
+    flags: c_int,
+) -> c_int {
+    at_stat(dirfd, path, buf.cast(), flags)
+        .unwrap_or_else(|| real!(fstatat64)(dirfd, path, buf, flags))
 }
 
-hook! {
-    unsafe fn __xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_xstat {
-        path_stat(path, buf, true).unwrap_or_else(|| real!(__xstat)(ver, path, buf))
-    }
+pub(crate) unsafe fn sfs_xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    path_stat(path, buf, true).unwrap_or_else(|| real!(__xstat)(ver, path, buf))
 }
 
-hook! {
-    unsafe fn __xstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_xstat64 {
-        path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(__xstat64)(ver, path, buf))
-    }
+pub(crate) unsafe fn sfs_xstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int {
+    path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(__xstat64)(ver, path, buf))
 }
 
-hook! {
-    unsafe fn __lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int => sfs_lxstat {
-        path_stat(path, buf, false).unwrap_or_else(|| real!(__lxstat)(ver, path, buf))
-    }
+pub(crate) unsafe fn sfs_lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
+    path_stat(path, buf, false).unwrap_or_else(|| real!(__lxstat)(ver, path, buf))
 }
 
-hook! {
-    unsafe fn __lxstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int => sfs_lxstat64 {
-        path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(__lxstat64)(ver, path, buf))
-    }
+pub(crate) unsafe fn sfs_lxstat64(
+    ver: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat64,
+) -> c_int {
+    path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(__lxstat64)(ver, path, buf))
 }
 
-hook! {
-    unsafe fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int => sfs_fxstat {
-        fd_stat(fd, buf).unwrap_or_else(|| real!(__fxstat)(ver, fd, buf))
-    }
+pub(crate) unsafe fn sfs_fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
+    fd_stat(fd, buf).unwrap_or_else(|| real!(__fxstat)(ver, fd, buf))
 }
 
-hook! {
-    unsafe fn __fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int => sfs_fxstat64 {
-        fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(__fxstat64)(ver, fd, buf))
-    }
+pub(crate) unsafe fn sfs_fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int {
+    fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(__fxstat64)(ver, fd, buf))
 }
 
-hook! {
-    unsafe fn __fxstatat(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat, flags: c_int) -> c_int => sfs_fxstatat {
-        at_stat(dirfd, path, buf, flags).unwrap_or_else(|| real!(__fxstatat)(ver, dirfd, path, buf, flags))
-    }
+pub(crate) unsafe fn sfs_fxstatat(
+    ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat,
+    flags: c_int,
+) -> c_int {
+    at_stat(dirfd, path, buf, flags)
+        .unwrap_or_else(|| real!(__fxstatat)(ver, dirfd, path, buf, flags))
 }
 
-hook! {
-    unsafe fn __fxstatat64(ver: c_int, dirfd: c_int, path: *const c_char, buf: *mut libc::stat64, flags: c_int) -> c_int => sfs_fxstatat64 {
-        at_stat(dirfd, path, buf.cast(), flags).unwrap_or_else(|| real!(__fxstatat64)(ver, dirfd, path, buf, flags))
-    }
+pub(crate) unsafe fn sfs_fxstatat64(
+    ver: c_int,
+    dirfd: c_int,
+    path: *const c_char,
+    buf: *mut libc::stat64,
+    flags: c_int,
+) -> c_int {
+    at_stat(dirfd, path, buf.cast(), flags)
+        .unwrap_or_else(|| real!(__fxstatat64)(ver, dirfd, path, buf, flags))
 }
 
 fn timestamp(ns: i64) -> libc::statx_timestamp {
@@ -252,12 +248,16 @@ unsafe fn statx_into(target: Target, buf: *mut libc::statx) -> SfsResult<c_int> 
     Ok(0)
 }
 
-hook! {
-    unsafe fn statx(dirfd: c_int, path: *const c_char, flags: c_int, mask: c_uint, buf: *mut libc::statx) -> c_int => sfs_statx {
-        match at_target(dirfd, path, flags) {
-            Some((_inside, target)) => run("statx", || statx_into(target, buf)),
-            None => real!(statx)(dirfd, path, flags, mask, buf),
-        }
+pub(crate) unsafe fn sfs_statx(
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mask: c_uint,
+    buf: *mut libc::statx,
+) -> c_int {
+    match at_target(dirfd, path, flags) {
+        Some((_inside, target)) => run("statx", || statx_into(target, buf)),
+        None => real!(statx)(dirfd, path, flags, mask, buf),
     }
 }
 
@@ -300,26 +300,24 @@ unsafe fn access_hook(
     }))
 }
 
-hook! {
-    unsafe fn access(path: *const c_char, mode: c_int) -> c_int => sfs_access {
-        access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(access)(path, mode))
-    }
+pub(crate) unsafe fn sfs_access(path: *const c_char, mode: c_int) -> c_int {
+    access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(access)(path, mode))
 }
 
-hook! {
-    unsafe fn faccessat(dirfd: c_int, path: *const c_char, mode: c_int, flags: c_int) -> c_int => sfs_faccessat {
-        access_hook(dirfd, path, mode, flags).unwrap_or_else(|| real!(faccessat)(dirfd, path, mode, flags))
-    }
+pub(crate) unsafe fn sfs_faccessat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_int,
+    flags: c_int,
+) -> c_int {
+    access_hook(dirfd, path, mode, flags)
+        .unwrap_or_else(|| real!(faccessat)(dirfd, path, mode, flags))
 }
 
-hook! {
-    unsafe fn euidaccess(path: *const c_char, mode: c_int) -> c_int => sfs_euidaccess {
-        access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(euidaccess)(path, mode))
-    }
+pub(crate) unsafe fn sfs_euidaccess(path: *const c_char, mode: c_int) -> c_int {
+    access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(euidaccess)(path, mode))
 }
 
-hook! {
-    unsafe fn eaccess(path: *const c_char, mode: c_int) -> c_int => sfs_eaccess {
-        access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(eaccess)(path, mode))
-    }
+pub(crate) unsafe fn sfs_eaccess(path: *const c_char, mode: c_int) -> c_int {
+    access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(eaccess)(path, mode))
 }

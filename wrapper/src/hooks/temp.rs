@@ -8,7 +8,6 @@ use crate::hooks::open::{open_sfs, umask_value};
 use crate::paths::sfs_path;
 use crate::state::{err, run, with_client};
 use libc::{c_char, c_int};
-use redhook::{hook, real};
 use sfs_global::{Errno, SfsResult};
 
 const LETTERS: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -109,61 +108,55 @@ unsafe fn mkstemp_hook(template: *mut c_char, suffix_len: c_int, flags: c_int) -
     Some(run("mkstemp", || made))
 }
 
-hook! {
-    unsafe fn mkstemp(template: *mut c_char) -> c_int => sfs_mkstemp {
-        mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp)(template))
-    }
+pub(crate) unsafe fn sfs_mkstemp(template: *mut c_char) -> c_int {
+    mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp)(template))
 }
 
-hook! {
-    unsafe fn mkstemp64(template: *mut c_char) -> c_int => sfs_mkstemp64 {
-        mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp64)(template))
-    }
+pub(crate) unsafe fn sfs_mkstemp64(template: *mut c_char) -> c_int {
+    mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp64)(template))
 }
 
-hook! {
-    unsafe fn mkostemp(template: *mut c_char, flags: c_int) -> c_int => sfs_mkostemp {
-        mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp)(template, flags))
-    }
+pub(crate) unsafe fn sfs_mkostemp(template: *mut c_char, flags: c_int) -> c_int {
+    mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp)(template, flags))
 }
 
-hook! {
-    unsafe fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int => sfs_mkostemp64 {
-        mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp64)(template, flags))
-    }
+pub(crate) unsafe fn sfs_mkostemp64(template: *mut c_char, flags: c_int) -> c_int {
+    mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp64)(template, flags))
 }
 
-hook! {
-    unsafe fn mkstemps(template: *mut c_char, suffix_len: c_int) -> c_int => sfs_mkstemps {
-        mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps)(template, suffix_len))
-    }
+pub(crate) unsafe fn sfs_mkstemps(template: *mut c_char, suffix_len: c_int) -> c_int {
+    mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps)(template, suffix_len))
 }
 
-hook! {
-    unsafe fn mkstemps64(template: *mut c_char, suffix_len: c_int) -> c_int => sfs_mkstemps64 {
-        mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps64)(template, suffix_len))
-    }
+pub(crate) unsafe fn sfs_mkstemps64(template: *mut c_char, suffix_len: c_int) -> c_int {
+    mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps64)(template, suffix_len))
 }
 
-hook! {
-    unsafe fn mkostemps(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int => sfs_mkostemps {
-        mkstemp_hook(template, suffix_len, flags).unwrap_or_else(|| real!(mkostemps)(template, suffix_len, flags))
-    }
+pub(crate) unsafe fn sfs_mkostemps(
+    template: *mut c_char,
+    suffix_len: c_int,
+    flags: c_int,
+) -> c_int {
+    mkstemp_hook(template, suffix_len, flags)
+        .unwrap_or_else(|| real!(mkostemps)(template, suffix_len, flags))
 }
 
-hook! {
-    unsafe fn mkostemps64(template: *mut c_char, suffix_len: c_int, flags: c_int) -> c_int => sfs_mkostemps64 {
-        mkstemp_hook(template, suffix_len, flags).unwrap_or_else(|| real!(mkostemps64)(template, suffix_len, flags))
-    }
+pub(crate) unsafe fn sfs_mkostemps64(
+    template: *mut c_char,
+    suffix_len: c_int,
+    flags: c_int,
+) -> c_int {
+    mkstemp_hook(template, suffix_len, flags)
+        .unwrap_or_else(|| real!(mkostemps64)(template, suffix_len, flags))
 }
 
-hook! {
-    unsafe fn mkdtemp(template: *mut c_char) -> *mut c_char => sfs_mkdtemp {
-        let mode = 0o700 & !umask_value();
-        let made = make_temp(template, 0, "mkdtemp", |p| with_client(|c| c.mkdir(p, mode)));
-        match made {
-            Some(made) => run("mkdtemp", || made.map(|()| template)),
-            None => real!(mkdtemp)(template),
-        }
+pub(crate) unsafe fn sfs_mkdtemp(template: *mut c_char) -> *mut c_char {
+    let mode = 0o700 & !umask_value();
+    let made = make_temp(template, 0, "mkdtemp", |p| {
+        with_client(|c| c.mkdir(p, mode))
+    });
+    match made {
+        Some(made) => run("mkdtemp", || made.map(|()| template)),
+        None => real!(mkdtemp)(template),
     }
 }
