@@ -168,13 +168,6 @@ pub(crate) unsafe fn sfs_fopen(path: *const c_char, mode: *const c_char) -> *mut
     }
 }
 
-pub(crate) unsafe fn sfs_fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("fopen", || fopen_sfs(&p, mode)),
-        None => real!(fopen64)(path, mode),
-    }
-}
-
 pub(crate) unsafe fn sfs_fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
     match sfs_fd(fd) {
         Some(_inside) => run("fdopen", || cookie_stream(fd, mode, true)),

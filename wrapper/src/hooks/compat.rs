@@ -32,7 +32,7 @@ pub(crate) unsafe fn sfs_alias_pread64(
     count: size_t,
     off: off_t,
 ) -> ssize_t {
-    io::sfs_pread64(fd, buf, count, off)
+    io::sfs_pread(fd, buf, count, off)
 }
 
 pub(crate) unsafe fn sfs_alias_pwrite64(
@@ -41,7 +41,7 @@ pub(crate) unsafe fn sfs_alias_pwrite64(
     count: size_t,
     off: off_t,
 ) -> ssize_t {
-    io::sfs_pwrite64(fd, buf, count, off)
+    io::sfs_pwrite(fd, buf, count, off)
 }
 
 pub(crate) unsafe fn sfs_alias_lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
@@ -50,10 +50,6 @@ pub(crate) unsafe fn sfs_alias_lseek(fd: c_int, off: off_t, whence: c_int) -> of
 
 pub(crate) unsafe fn sfs_alias_open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
     open::sfs_open(path, flags, mode)
-}
-
-pub(crate) unsafe fn sfs_alias_open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
-    open::sfs_open64(path, flags, mode)
 }
 
 pub(crate) unsafe fn sfs_alias_close(fd: c_int) -> c_int {
@@ -239,21 +235,6 @@ pub(crate) unsafe fn sfs_scandirat(
     }
 }
 
-pub(crate) unsafe fn sfs_scandirat64(
-    dirfd: c_int,
-    path: *const c_char,
-    namelist: *mut *mut *mut dirent,
-    filter: Filter,
-    compare: Compare,
-) -> c_int {
-    match sfs_path(dirfd, path) {
-        Some((_inside, p)) => run("scandirat", || {
-            dir::scandir_sfs(&p, namelist, filter, compare)
-        }),
-        None => real!(scandirat64)(dirfd, path, namelist, filter, compare),
-    }
-}
-
 // execveat: with AT_EMPTY_PATH it is fexecve; an SFS path is execve of it;
 // otherwise the kernel's, with SFS descriptors handed over as execve does.
 pub(crate) unsafe fn sfs_execveat(
@@ -350,19 +331,6 @@ pub(crate) unsafe fn sfs_glob(
         return real!(glob)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
     }
     real!(glob)(pattern, flags, errfunc, pglob)
-}
-
-pub(crate) unsafe fn sfs_glob64(
-    pattern: *const c_char,
-    flags: c_int,
-    errfunc: GlobErr,
-    pglob: *mut libc::glob_t,
-) -> c_int {
-    if !pattern.is_null() && !pglob.is_null() && pattern_touches_mount(pattern, flags) {
-        glob_over_hooks(pglob);
-        return real!(glob64)(pattern, flags | GLOB_ALTDIRFUNC, errfunc, pglob);
-    }
-    real!(glob64)(pattern, flags, errfunc, pglob)
 }
 
 /// `GLOB_ALTDIRFUNC` of glibc's <glob.h>.

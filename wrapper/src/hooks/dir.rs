@@ -409,18 +409,6 @@ pub(crate) unsafe fn sfs_scandir(
     }
 }
 
-pub(crate) unsafe fn sfs_scandir64(
-    path: *const c_char,
-    namelist: *mut *mut *mut dirent,
-    filter: Filter,
-    compare: Compare,
-) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
-        None => real!(scandir64)(path, namelist, filter, compare),
-    }
-}
-
 /// Listings of directory descriptors read with getdents64, by descriptor.
 /// The position is the descriptor's file offset (an entry index), so
 /// `lseek(fd, 0, SEEK_SET)` rewinds as on a local file system.

@@ -227,13 +227,6 @@ pub(crate) unsafe fn sfs_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     }
 }
 
-pub(crate) unsafe fn sfs_fcntl64(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
-        None => real!(fcntl64)(fd, cmd, arg),
-    }
-}
-
 pub(crate) unsafe fn sfs_fsync(fd: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("fsync", || with_client(|c| c.fsync(fd)).map(|()| 0)),
@@ -268,13 +261,6 @@ pub(crate) unsafe fn sfs_ftruncate(fd: c_int, len: off_t) -> c_int {
     }
 }
 
-pub(crate) unsafe fn sfs_ftruncate64(fd: c_int, len: off_t) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
-        None => real!(ftruncate64)(fd, len),
-    }
-}
-
 pub(crate) unsafe fn sfs_flock(fd: c_int, op: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("flock", || lock::flock(fd, op)),
@@ -286,13 +272,6 @@ pub(crate) unsafe fn sfs_lockf(fd: c_int, cmd: c_int, len: off_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
         None => real!(lockf)(fd, cmd, len),
-    }
-}
-
-pub(crate) unsafe fn sfs_lockf64(fd: c_int, cmd: c_int, len: off_t) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
-        None => real!(lockf64)(fd, cmd, len),
     }
 }
 

@@ -220,20 +220,6 @@ pub(crate) unsafe fn sfs_pread(fd: c_int, buf: *mut c_void, count: size_t, off: 
     }
 }
 
-pub(crate) unsafe fn sfs_pread64(
-    fd: c_int,
-    buf: *mut c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("pread", || {
-            to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))
-        }),
-        None => real!(pread64)(fd, buf, count, off),
-    }
-}
-
 pub(crate) unsafe fn sfs_pread_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -278,20 +264,6 @@ pub(crate) unsafe fn sfs_pwrite(
     }
 }
 
-pub(crate) unsafe fn sfs_pwrite64(
-    fd: c_int,
-    buf: *const c_void,
-    count: size_t,
-    off: off_t,
-) -> ssize_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("pwrite", || {
-            to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))
-        }),
-        None => real!(pwrite64)(fd, buf, count, off),
-    }
-}
-
 pub(crate) unsafe fn sfs_readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("readv", || to_ssize(readv_sfs(fd, iov, count, None))),
@@ -313,18 +285,6 @@ pub(crate) unsafe fn sfs_preadv(fd: c_int, iov: *const iovec, count: c_int, off:
     }
 }
 
-pub(crate) unsafe fn sfs_preadv64(
-    fd: c_int,
-    iov: *const iovec,
-    count: c_int,
-    off: off_t,
-) -> ssize_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
-        None => real!(preadv64)(fd, iov, count, off),
-    }
-}
-
 pub(crate) unsafe fn sfs_pwritev(
     fd: c_int,
     iov: *const iovec,
@@ -336,20 +296,6 @@ pub(crate) unsafe fn sfs_pwritev(
             to_ssize(writev_sfs(fd, iov, count, Some(off)))
         }),
         None => real!(pwritev)(fd, iov, count, off),
-    }
-}
-
-pub(crate) unsafe fn sfs_pwritev64(
-    fd: c_int,
-    iov: *const iovec,
-    count: c_int,
-    off: off_t,
-) -> ssize_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("pwritev", || {
-            to_ssize(writev_sfs(fd, iov, count, Some(off)))
-        }),
-        None => real!(pwritev64)(fd, iov, count, off),
     }
 }
 
@@ -393,38 +339,6 @@ pub(crate) unsafe fn sfs_pwritev2(
     }
 }
 
-// glibc exports the 64-bit-offset names separately (Debian's python3 calls
-// these for os.preadv/os.pwritev); on 64-bit targets they are the same call.
-pub(crate) unsafe fn sfs_preadv64v2(
-    fd: c_int,
-    iov: *const iovec,
-    count: c_int,
-    off: off_t,
-    flags: c_int,
-) -> ssize_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("preadv2", || {
-            to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))
-        }),
-        None => real!(preadv64v2)(fd, iov, count, off, flags),
-    }
-}
-
-pub(crate) unsafe fn sfs_pwritev64v2(
-    fd: c_int,
-    iov: *const iovec,
-    count: c_int,
-    off: off_t,
-    flags: c_int,
-) -> ssize_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("pwritev2", || {
-            to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))
-        }),
-        None => real!(pwritev64v2)(fd, iov, count, off, flags),
-    }
-}
-
 pub fn lseek_sfs(fd: c_int, off: off_t, whence: c_int) -> SfsResult<off_t> {
     let whence = Whence::from_raw(whence)?;
     with_client(|c| c.lseek(fd, off, whence)).map(|o| o as off_t)
@@ -434,12 +348,5 @@ pub(crate) unsafe fn sfs_lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
     match sfs_fd(fd) {
         Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
         None => real!(lseek)(fd, off, whence),
-    }
-}
-
-pub(crate) unsafe fn sfs_lseek64(fd: c_int, off: off_t, whence: c_int) -> off_t {
-    match sfs_fd(fd) {
-        Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
-        None => real!(lseek64)(fd, off, whence),
     }
 }

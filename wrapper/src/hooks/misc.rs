@@ -167,18 +167,6 @@ pub(crate) unsafe fn sfs_posix_fadvise(fd: c_int, off: off_t, len: off_t, advice
     }
 }
 
-pub(crate) unsafe fn sfs_posix_fadvise64(
-    fd: c_int,
-    off: off_t,
-    len: off_t,
-    advice: c_int,
-) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
-        None => real!(posix_fadvise64)(fd, off, len, advice),
-    }
-}
-
 /// fallocate: mode 0 grows the file to `off + len` (SFS allocates chunks on
 /// write, so space is not reserved: a later write can still hit ENOSPC);
 /// FALLOC_FL_KEEP_SIZE alone changes nothing visible; hole punching,
@@ -211,15 +199,6 @@ pub(crate) unsafe fn sfs_fallocate(fd: c_int, mode: c_int, off: off_t, len: off_
             fallocate_sfs(fd, mode, off, len).map(|()| 0)
         }),
         None => real!(fallocate)(fd, mode, off, len),
-    }
-}
-
-pub(crate) unsafe fn sfs_fallocate64(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run("fallocate", || {
-            fallocate_sfs(fd, mode, off, len).map(|()| 0)
-        }),
-        None => real!(fallocate64)(fd, mode, off, len),
     }
 }
 
@@ -354,16 +333,6 @@ pub(crate) unsafe fn sfs_sendfile(
 ) -> ssize_t {
     sendfile_hook(out_fd, in_fd, offset, count)
         .unwrap_or_else(|| real!(sendfile)(out_fd, in_fd, offset, count))
-}
-
-pub(crate) unsafe fn sfs_sendfile64(
-    out_fd: c_int,
-    in_fd: c_int,
-    offset: *mut off_t,
-    count: size_t,
-) -> ssize_t {
-    sendfile_hook(out_fd, in_fd, offset, count)
-        .unwrap_or_else(|| real!(sendfile64)(out_fd, in_fd, offset, count))
 }
 
 pub(crate) unsafe fn sfs_splice(

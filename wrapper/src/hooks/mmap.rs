@@ -321,27 +321,6 @@ pub(crate) unsafe fn sfs_mmap(
     }
 }
 
-pub(crate) unsafe fn sfs_mmap64(
-    addr: *mut c_void,
-    len: size_t,
-    prot: c_int,
-    flags: c_int,
-    fd: c_int,
-    off: off_t,
-) -> *mut c_void {
-    match sfs_fd(fd) {
-        Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
-            let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
-            if r.is_null() {
-                libc::MAP_FAILED
-            } else {
-                r
-            }
-        }
-        _ => real!(mmap64)(addr, len, prot, flags, fd, off),
-    }
-}
-
 pub(crate) unsafe fn sfs_munmap(addr: *mut c_void, len: size_t) -> c_int {
     if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
         if let Some(_inside) = state::enter() {

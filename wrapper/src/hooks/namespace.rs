@@ -378,17 +378,6 @@ pub(crate) unsafe fn sfs_truncate(path: *const c_char, len: off_t) -> c_int {
     }
 }
 
-pub(crate) unsafe fn sfs_truncate64(path: *const c_char, len: off_t) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("truncate", || {
-            let len = size_arg(len)?;
-            crate::hooks::io::check_truncate_length(len)?;
-            ok(with_client(|c| c.truncate(&p, len)))
-        }),
-        None => real!(truncate64)(path, len),
-    }
-}
-
 pub(crate) unsafe fn sfs_chmod(path: *const c_char, mode: mode_t) -> c_int {
     match sfs_path(libc::AT_FDCWD, path) {
         Some((_inside, p)) => run("chmod", || ok(with_client(|c| c.chmod(&p, mode)))),

@@ -89,10 +89,6 @@ pub(crate) unsafe fn sfs_open(path: *const c_char, flags: c_int, mode: mode_t) -
     open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open)(path, flags, mode))
 }
 
-pub(crate) unsafe fn sfs_open64(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
-    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open64)(path, flags, mode))
-}
-
 pub(crate) unsafe fn sfs_openat(
     dirfd: c_int,
     path: *const c_char,
@@ -102,23 +98,9 @@ pub(crate) unsafe fn sfs_openat(
     open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat)(dirfd, path, flags, mode))
 }
 
-pub(crate) unsafe fn sfs_openat64(
-    dirfd: c_int,
-    path: *const c_char,
-    flags: c_int,
-    mode: mode_t,
-) -> c_int {
-    open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat64)(dirfd, path, flags, mode))
-}
-
 pub(crate) unsafe fn sfs_creat(path: *const c_char, mode: mode_t) -> c_int {
     let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
     open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat)(path, mode))
-}
-
-pub(crate) unsafe fn sfs_creat64(path: *const c_char, mode: mode_t) -> c_int {
-    let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
-    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat64)(path, mode))
 }
 
 pub(crate) unsafe fn sfs_open_2(path: *const c_char, flags: c_int) -> c_int {

@@ -112,24 +112,12 @@ pub(crate) unsafe fn sfs_mkstemp(template: *mut c_char) -> c_int {
     mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp)(template))
 }
 
-pub(crate) unsafe fn sfs_mkstemp64(template: *mut c_char) -> c_int {
-    mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp64)(template))
-}
-
 pub(crate) unsafe fn sfs_mkostemp(template: *mut c_char, flags: c_int) -> c_int {
     mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp)(template, flags))
 }
 
-pub(crate) unsafe fn sfs_mkostemp64(template: *mut c_char, flags: c_int) -> c_int {
-    mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp64)(template, flags))
-}
-
 pub(crate) unsafe fn sfs_mkstemps(template: *mut c_char, suffix_len: c_int) -> c_int {
     mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps)(template, suffix_len))
-}
-
-pub(crate) unsafe fn sfs_mkstemps64(template: *mut c_char, suffix_len: c_int) -> c_int {
-    mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps64)(template, suffix_len))
 }
 
 pub(crate) unsafe fn sfs_mkostemps(
@@ -139,15 +127,6 @@ pub(crate) unsafe fn sfs_mkostemps(
 ) -> c_int {
     mkstemp_hook(template, suffix_len, flags)
         .unwrap_or_else(|| real!(mkostemps)(template, suffix_len, flags))
-}
-
-pub(crate) unsafe fn sfs_mkostemps64(
-    template: *mut c_char,
-    suffix_len: c_int,
-    flags: c_int,
-) -> c_int {
-    mkstemp_hook(template, suffix_len, flags)
-        .unwrap_or_else(|| real!(mkostemps64)(template, suffix_len, flags))
 }
 
 pub(crate) unsafe fn sfs_mkdtemp(template: *mut c_char) -> *mut c_char {
