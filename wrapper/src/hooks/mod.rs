@@ -16,7 +16,10 @@
 
 /// The exported symbols: generated from `wrapper/hooks.table` by
 /// `wrapper/build.rs`, each calling its handler in the modules below.
-#[allow(non_snake_case)]
+// redhook's `hook!` calls the handler, and the next library's function,
+// inside its `unsafe extern "C" fn` without blocks of their own; the
+// handlers' contracts are the C functions' (each handler's `# Safety`).
+#[allow(non_snake_case, unsafe_op_in_unsafe_fn)]
 pub(crate) mod table {
     include!(concat!(env!("OUT_DIR"), "/hook_table.rs"));
 }
