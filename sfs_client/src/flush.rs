@@ -66,19 +66,10 @@ impl Client {
             if md.is_dir() {
                 return Err(SfsError::is_dir(&path));
             }
-            let request = pb::FlushChunksRequest {
-                id_hi: md.id.hi(),
-                id_lo: md.id.lo(),
-                ranged: chunks.is_some(),
-                first_chunk: chunks.as_ref().map_or(0, |r| r.start),
-                chunk_count: chunks.as_ref().map_or(0, |r| r.end - r.start),
-            };
-            let answers = self.on_all_servers(|h| h.rpc.flush_chunks(request)).await?;
-            self.owner(&target)
-                .await?
-                .rpc
-                .sync_metadata(pb::Empty {})
+            let answers = self
+                .on_all_servers(|h| h.flush_chunks(md.id, chunks.clone()))
                 .await?;
+            self.owner(&target).await?.sync_metadata().await?;
             Ok(answers
                 .iter()
                 .fold(FlushStats::default(), |total, answer| FlushStats {

@@ -5,7 +5,6 @@
 use crate::Client;
 use sfs_global::holdings::Held;
 use sfs_global::{FileId, Metadata, SfsResult};
-use sfs_rpc::pb;
 
 /// Files per `Holdings` request.
 const HOLDINGS_PAGE: u32 = 16_384;
@@ -37,23 +36,16 @@ impl Client {
     }
 
     async fn holdings(&self, server: usize) -> SfsResult<Vec<Held>> {
-        let rpc = &self.server(server).await?.rpc;
+        let handle = self.server(server).await?;
         let mut all: Vec<Held> = Vec::new();
         loop {
             let after = all.last().map(|h| h.id);
-            let page = rpc
-                .holdings(pb::HoldingsRequest {
-                    after_hi: after.map_or(0, FileId::hi),
-                    after_lo: after.map_or(0, FileId::lo),
-                    from_start: after.is_none(),
-                    limit: HOLDINGS_PAGE,
-                })
-                .await?;
+            let page = handle.holdings(after, HOLDINGS_PAGE).await?;
             let before = all.len();
-            all.extend(page.files.iter().map(|f| Held {
-                id: FileId::from_parts(f.id_hi, f.id_lo),
-                chunks: f.chunks,
-                in_backend: f.in_backend,
+            all.extend(page.files.iter().map(|&(id, chunks, in_backend)| Held {
+                id,
+                chunks,
+                in_backend,
             }));
             if !page.more || all.len() == before {
                 return Ok(all);
@@ -65,16 +57,6 @@ impl Client {
     /// object, if that server wrote some of it back): `sfs fsck --repair`
     /// of chunks no entry refers to.
     pub fn remove_chunks_on(&self, server: usize, id: FileId) -> SfsResult<()> {
-        self.block_on(async {
-            self.server(server)
-                .await?
-                .rpc
-                .remove_chunks(pb::FileRequest {
-                    id_hi: id.hi(),
-                    id_lo: id.lo(),
-                })
-                .await
-                .map(|_| ())
-        })
+        self.block_on(async { self.server(server).await?.remove_chunks(id).await })
     }
 }

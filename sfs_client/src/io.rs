@@ -9,6 +9,7 @@
 //! the owner for the size while it fetches the pieces in parallel; bytes no
 //! chunk holds (holes) read as zeros.
 
+use crate::calls::chunk_range;
 use crate::namespace::NewEntry;
 use crate::Client;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -358,15 +359,11 @@ impl Client {
                 break;
             }
         }
-        let request = pb::SetSourceRequest {
-            id_hi: md.id.hi(),
-            id_lo: md.id.lo(),
-            source: md.source.clone(),
-            source_len: md.source_len,
-        };
-        let told = servers.into_iter().map(|server| {
-            let request = request.clone();
-            async move { self.server(server).await?.rpc.set_source(request).await }
+        let told = servers.into_iter().map(|server| async move {
+            self.server(server)
+                .await?
+                .set_source(md.id, &md.source, md.source_len)
+                .await
         });
         futures::future::try_join_all(told).await?;
         self.sourced.lock().expect("sourced lock").insert(md.id);
@@ -463,11 +460,7 @@ impl Client {
             // The last descriptor of a description that wrote: the servers
             // write the file back now (docs/tiering.md). A hint: close
             // itself succeeded whatever the servers answer.
-            let request = pb::FileRequest {
-                id_hi: file.id.hi(),
-                id_lo: file.id.lo(),
-            };
-            let hinted = self.block_on(self.on_all_servers(|h| h.rpc.write_back_soon(request)));
+            let hinted = self.block_on(self.on_all_servers(|h| h.write_back_soon(file.id)));
             if let Err(e) = hinted {
                 tracing::debug!("close of {}: write-back hint failed: {e}", file.path());
             }
@@ -624,35 +617,18 @@ impl Client {
         self.block_on(async {
             let id = file.id;
             if file.kind == FileKind::File {
-                let request = pb::FileRequest {
-                    id_hi: id.hi(),
-                    id_lo: id.lo(),
-                };
-                self.on_all_servers(|h| h.rpc.sync_chunks(request)).await?;
+                self.on_all_servers(|h| h.sync_chunks(id)).await?;
                 if self.config.backend.fsync_to_backend {
                     // Back-end-persistent too (config backend.fsync_to_backend).
-                    let whole = pb::FlushChunksRequest {
-                        id_hi: id.hi(),
-                        id_lo: id.lo(),
-                        ..Default::default()
-                    };
-                    self.on_all_servers(|h| h.rpc.flush_chunks(whole)).await?;
+                    self.on_all_servers(|h| h.flush_chunks(id, None)).await?;
                 }
             }
             let (path, at) = (file.path(), self.attributes_at(&file.path(), file.id));
             let owners = [&path, &at].map(|p| self.distributor.metadata_server(p));
-            self.server(owners[0])
-                .await?
-                .rpc
-                .sync_metadata(pb::Empty {})
-                .await?;
+            self.server(owners[0]).await?.sync_metadata().await?;
             if owners[1] != owners[0] {
                 // A hard-linked file's attributes live elsewhere.
-                self.server(owners[1])
-                    .await?
-                    .rpc
-                    .sync_metadata(pb::Empty {})
-                    .await?;
+                self.server(owners[1]).await?.sync_metadata().await?;
             }
             Ok(())
         })
@@ -665,11 +641,7 @@ impl Client {
 
     /// `sync(2)` for SFS: every server makes all its metadata durable.
     pub fn sync_all(&self) -> SfsResult<()> {
-        self.block_on(async {
-            self.on_all_servers(|h| h.rpc.sync_metadata(pb::Empty {}))
-                .await
-                .map(|_| ())
-        })
+        self.block_on(async { self.on_all_servers(|h| h.sync_metadata()).await.map(|_| ()) })
     }
 
     fn writable_file(&self, fd: i32) -> SfsResult<Arc<OpenFile>> {
@@ -696,19 +668,7 @@ impl Client {
 
     async fn reserve_append(&self, path: &str, id: FileId, len: u64) -> SfsResult<u64> {
         self.on_attributes(path, Some(id), |at| async move {
-            Ok(self
-                .owner(&at)
-                .await?
-                .rpc
-                .reserve_append(pb::ReserveAppendRequest {
-                    path: at.clone(),
-                    len,
-                    check_id: true,
-                    id_hi: id.hi(),
-                    id_lo: id.lo(),
-                })
-                .await?
-                .offset)
+            self.owner(&at).await?.reserve_append(&at, id, len).await
         })
         .await
     }
@@ -756,13 +716,8 @@ impl Client {
             })?;
         let chunk_size = self.config.chunk_size;
         let pieces: Vec<Piece> = split(offset, buf.len() as u64, chunk_size).collect();
-        let grow_request = pb::GrowSizeRequest {
-            path: self.attributes_at(&file.path(), file.id),
-            end,
-            check_id: true,
-            id_hi: file.id.hi(),
-            id_lo: file.id.lo(),
-        };
+        let grow_request =
+            crate::calls::grow_of(&self.attributes_at(&file.path(), file.id), file.id, end);
         // A small piece whose chunk server also holds the file's entry can
         // carry the size update: then the write is one call to that server.
         let carrier = match grow {
@@ -943,13 +898,7 @@ impl Client {
                 .rpc
                 .read_chunk(pb::ReadChunkRequest {
                     range: Some(chunk_range(&chunk)),
-                    stat: Some(pb::PathRequest {
-                        path: path.clone(),
-                        check_id: true,
-                        id_hi: file.id.hi(),
-                        id_lo: file.id.lo(),
-                        ..Default::default()
-                    }),
+                    stat: Some(crate::calls::stat_of(&path, Some(file.id))),
                 })
                 .await?;
             let mut entry = answer
@@ -1023,17 +972,6 @@ fn chunk_of(id: FileId, piece: &Piece) -> ChunkRef {
         index: piece.index,
         offset: piece.offset_in_chunk,
         len: piece.len,
-    }
-}
-
-/// The RPC form of a chunk range.
-pub(crate) fn chunk_range(chunk: &ChunkRef) -> pb::ChunkRange {
-    pb::ChunkRange {
-        id_hi: chunk.id.hi(),
-        id_lo: chunk.id.lo(),
-        index: chunk.index,
-        offset: chunk.offset,
-        len: chunk.len,
     }
 }
 

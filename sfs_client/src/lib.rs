@@ -17,6 +17,7 @@
 //! - [`embed`]: what the LD_PRELOAD shim needs beyond POSIX: descriptors at
 //!   numbers it chooses, and a fresh runtime in a forked child.
 
+mod calls;
 pub mod capi;
 pub mod dir;
 pub mod dir_times;

@@ -86,7 +86,7 @@ impl Client {
                 .owner(&old)
                 .await?
                 .rpc
-                .share_entry(link_request(&old, id, 0))
+                .share_entry(crate::calls::link_of(&old, id, 0))
                 .await?;
             let was = Metadata::from(&was);
             if !was.is_name_of_shared() {
@@ -169,7 +169,7 @@ impl Client {
                 .owner(&path)
                 .await?
                 .rpc
-                .add_links(link_request(&path, id, delta))
+                .add_links(crate::calls::link_of(&path, id, delta))
                 .await;
             match answer {
                 Err(e) if e.errno == Errno::ENOENT && tries < SHARED_ENTRY_TRIES => {
@@ -194,12 +194,9 @@ impl Client {
         self.remember_shared(name.id);
         let path = shared_path(name.id);
         let asked = pb::PathRequest {
-            path: path.clone(),
-            check_id: true,
-            id_hi: name.id.hi(),
-            id_lo: name.id.lo(),
             access,
             sticky_parent_uid,
+            ..crate::calls::stat_of(&path, Some(name.id))
         };
         match self.owner(&path).await?.rpc.stat(asked).await {
             Ok(entry) => Ok(Metadata::from(&entry)),
@@ -346,13 +343,4 @@ fn refused(e: &SfsError) -> bool {
             | Errno::EINVAL
             | Errno::ENAMETOOLONG
     )
-}
-
-fn link_request(path: &str, id: FileId, delta: i32) -> pb::LinkRequest {
-    pb::LinkRequest {
-        path: path.to_string(),
-        id_hi: id.hi(),
-        id_lo: id.lo(),
-        delta,
-    }
 }

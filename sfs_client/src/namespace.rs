@@ -65,14 +65,7 @@ impl Client {
     }
 
     async fn stat_entry(&self, path: &str, id: Option<sfs_global::FileId>) -> SfsResult<Metadata> {
-        self.stat_request(pb::PathRequest {
-            path: path.to_string(),
-            check_id: id.is_some(),
-            id_hi: id.map_or(0, |id| id.hi()),
-            id_lo: id.map_or(0, |id| id.lo()),
-            ..Default::default()
-        })
-        .await
+        self.stat_request(crate::calls::stat_of(path, id)).await
     }
 
     /// `Stat` on the owner of `req.path`; for the name of a hard-linked
@@ -426,27 +419,15 @@ impl Client {
         kind: pb::RemoveKind,
         if_id: Option<sfs_global::FileId>,
     ) -> SfsResult<Metadata> {
-        self.remove_request(pb::RemoveRequest {
-            path: path.to_string(),
-            kind: kind as i32,
-            if_id: if_id.is_some(),
-            id_hi: if_id.map_or(0, |i| i.hi()),
-            id_lo: if_id.map_or(0, |i| i.lo()),
-            ..Default::default()
-        })
-        .await
+        self.remove_request(crate::calls::remove_of(path, kind, if_id))
+            .await
     }
 
     /// Drops every chunk of a file on every server.
     pub(crate) async fn remove_chunks(&self, id: sfs_global::FileId) -> SfsResult<()> {
-        self.on_all_servers(|h| {
-            h.rpc.remove_chunks(pb::FileRequest {
-                id_hi: id.hi(),
-                id_lo: id.lo(),
-            })
-        })
-        .await
-        .map(|_| ())
+        self.on_all_servers(|h| h.remove_chunks(id))
+            .await
+            .map(|_| ())
     }
 
     /// `unlink(2)`: removes the entry, then the file's chunks.
@@ -643,15 +624,9 @@ impl Client {
             })
             .await?;
         let id = e.file_id();
-        self.on_all_servers(|h| {
-            h.rpc.truncate_chunks(pb::TruncateChunksRequest {
-                id_hi: id.hi(),
-                id_lo: id.lo(),
-                size,
-            })
-        })
-        .await
-        .map(|_| ())
+        self.on_all_servers(|h| h.truncate_chunks(id, size))
+            .await
+            .map(|_| ())
     }
 
     /// `truncate(2)` (follows symlinks).

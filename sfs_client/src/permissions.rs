@@ -215,12 +215,8 @@ impl Client {
             .await?;
         if let Some(owner) = sticky_owner(&parent) {
             self.stat_request(pb::PathRequest {
-                path: path.to_string(),
-                check_id: true,
-                id_hi: md.id.hi(),
-                id_lo: md.id.lo(),
                 sticky_parent_uid: Some(owner),
-                ..Default::default()
+                ..crate::calls::stat_of(path, Some(md.id))
             })
             .await?;
         }
@@ -250,12 +246,9 @@ impl Client {
         let sticky = sticky_owner(&old_parent);
         if sticky.is_some() || moves_directory {
             self.stat_request(pb::PathRequest {
-                path: old.to_string(),
-                check_id: true,
-                id_hi: md.id.hi(),
-                id_lo: md.id.lo(),
                 access: if moves_directory { MAY_WRITE } else { 0 },
                 sticky_parent_uid: sticky,
+                ..crate::calls::stat_of(old, Some(md.id))
             })
             .await?;
         }

@@ -36,7 +36,7 @@ impl DataChannel for SmallPiecesOverRpc {
         Box::pin(async move {
             self.rpc
                 .write_chunk(pb::WriteChunkRequest {
-                    range: Some(crate::io::chunk_range(&chunk)),
+                    range: Some(crate::calls::chunk_range(&chunk)),
                     data: data.to_vec(),
                     grow: None,
                 })
@@ -57,7 +57,7 @@ impl DataChannel for SmallPiecesOverRpc {
             let answer = self
                 .rpc
                 .read_chunk(pb::ReadChunkRequest {
-                    range: Some(crate::io::chunk_range(&chunk)),
+                    range: Some(crate::calls::chunk_range(&chunk)),
                     stat: None,
                 })
                 .await?;
