@@ -157,10 +157,17 @@ pub unsafe fn environment_for_exec(envp: *const *const c_char) -> Option<Vec<CSt
     let mut seen = [false; CARRIED_VARS.len()];
     let own = own_path();
     let mut p = envp;
-    while !p.is_null() && !(*p).is_null() {
-        let entry = CStr::from_ptr(*p);
+    // SAFETY: `p` is not NULL (checked first) and points into the array
+    // `envp`, before or at its NULL terminator (this function's contract),
+    // so it can be read.
+    while !p.is_null() && !unsafe { *p }.is_null() {
+        // SAFETY: `*p` is an entry of `envp` before its terminator (checked
+        // just above): a NUL-terminated string (this function's contract).
+        let entry = unsafe { CStr::from_ptr(*p) };
         let text = entry.to_bytes();
-        p = p.add(1);
+        // SAFETY: `p` is before the terminator, so `p + 1` is still within
+        // the array (at most its terminator).
+        p = unsafe { p.add(1) };
         if text.starts_with(format!("{FDS_VAR}=").as_bytes())
             || text.starts_with(format!("{CWD_VAR}=").as_bytes())
         {

@@ -25,17 +25,6 @@
 //! becomes EIO); nothing (no thread, no socket, no file) is created before
 //! the first SFS path is seen. See docs/shim.md.
 
-// redhook's `hook!` keeps the real function's address in a `static mut`.
-#![allow(static_mut_refs)]
-// Hook bodies are `unsafe fn` (redhook's shape); the operations inside are
-// documented at the helper functions they call. The workspace denies both
-// lints below elsewhere; here ~700 operations inside the hooks' `unsafe fn`
-// bodies still lack a block of their own (issue 13: the declarative hook
-// table is where they get one).
-#![allow(clippy::missing_safety_doc)]
-#![allow(unsafe_op_in_unsafe_fn)]
-#![allow(clippy::not_unsafe_ptr_arg_deref)]
-
 /// A system call by number that reaches the kernel as it is: through the
 /// C library's `syscall()`, not the preload library's, which sends calls
 /// naming a path or a descriptor into the hooks (wrapper/preload/entry.c,

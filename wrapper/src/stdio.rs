@@ -58,27 +58,43 @@ struct Cookie {
     owns_fd: bool,
 }
 
+/// # Safety
+/// `cookie` is a [`Cookie`] made by [`cookie_stream`] and not yet closed, and
+/// `buf` is valid for writing `size` bytes: what glibc passes to a cookie
+/// stream's read function.
 unsafe extern "C" fn cookie_read(cookie: *mut c_void, buf: *mut c_char, size: size_t) -> ssize_t {
-    let c = &*cookie.cast::<Cookie>();
+    // SAFETY: `cookie` points to a live `Cookie` (this function's contract),
+    // which only `cookie_close` frees.
+    let c = unsafe { &*cookie.cast::<Cookie>() };
     let Some(_inside) = state::enter() else {
         return -1;
     };
-    let slice = std::slice::from_raw_parts_mut(buf.cast::<u8>(), size);
+    // SAFETY: `buf` is glibc's buffer, valid for `size` bytes of writes (this
+    // function's contract).
+    let slice = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), size) };
     run("fread", || {
         read_sfs(c.fd, slice, None).map(|n| n as ssize_t)
     })
 }
 
+/// # Safety
+/// `cookie` is a [`Cookie`] made by [`cookie_stream`] and not yet closed, and
+/// `buf` is valid for reading `size` bytes: what glibc passes to a cookie
+/// stream's write function.
 unsafe extern "C" fn cookie_write(
     cookie: *mut c_void,
     buf: *const c_char,
     size: size_t,
 ) -> ssize_t {
-    let c = &*cookie.cast::<Cookie>();
+    // SAFETY: `cookie` points to a live `Cookie` (this function's contract),
+    // which only `cookie_close` frees.
+    let c = unsafe { &*cookie.cast::<Cookie>() };
     let Some(_inside) = state::enter() else {
         return -1;
     };
-    let slice = std::slice::from_raw_parts(buf.cast::<u8>(), size);
+    // SAFETY: `buf` is glibc's buffer, valid for `size` bytes of reads (this
+    // function's contract).
+    let slice = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), size) };
     // glibc treats a short cookie write as an error: write it all.
     run("fwrite", || {
         let mut done = 0;
@@ -89,14 +105,22 @@ unsafe extern "C" fn cookie_write(
     })
 }
 
+/// # Safety
+/// `cookie` is a [`Cookie`] made by [`cookie_stream`] and not yet closed, and
+/// `offset` is valid for reading and writing an `i64`: what glibc passes to a
+/// cookie stream's seek function.
 unsafe extern "C" fn cookie_seek(cookie: *mut c_void, offset: *mut i64, whence: c_int) -> c_int {
-    let c = &*cookie.cast::<Cookie>();
+    // SAFETY: `cookie` points to a live `Cookie` (this function's contract),
+    // which only `cookie_close` frees.
+    let c = unsafe { &*cookie.cast::<Cookie>() };
     let Some(_inside) = state::enter() else {
         return -1;
     };
-    match lseek_sfs(c.fd, *offset, whence) {
+    // SAFETY: `offset` is valid for reads (this function's contract).
+    match lseek_sfs(c.fd, unsafe { *offset }, whence) {
         Ok(pos) => {
-            *offset = pos;
+            // SAFETY: `offset` is valid for writes (this function's contract).
+            unsafe { *offset = pos };
             0
         }
         Err(e) => {
@@ -106,16 +130,25 @@ unsafe extern "C" fn cookie_seek(cookie: *mut c_void, offset: *mut i64, whence: 
     }
 }
 
+/// # Safety
+/// `cookie` is a [`Cookie`] made by [`cookie_stream`], not yet closed: glibc
+/// calls a cookie stream's close function once, when the stream is closed.
 unsafe extern "C" fn cookie_close(cookie: *mut c_void) -> c_int {
-    let c = Box::from_raw(cookie.cast::<Cookie>());
+    // SAFETY: `cookie` came from `Box::into_raw` in `cookie_stream` and is
+    // freed here only, once (this function's contract).
+    let c = unsafe { Box::from_raw(cookie.cast::<Cookie>()) };
     if c.owns_fd {
-        libc::close(c.fd)
+        // SAFETY: close takes a number only: the stream's own descriptor.
+        unsafe { libc::close(c.fd) }
     } else {
         0
     }
 }
 
 /// A cookie stream on SFS descriptor `fd`.
+///
+/// # Safety
+/// `mode` is a NUL-terminated string (an fopen mode).
 unsafe fn cookie_stream(fd: c_int, mode: *const c_char, owns_fd: bool) -> SfsResult<*mut FILE> {
     let cookie = Box::into_raw(Box::new(Cookie { fd, owns_fd }));
     let functions = CookieFunctions {
@@ -124,12 +157,18 @@ unsafe fn cookie_stream(fd: c_int, mode: *const c_char, owns_fd: bool) -> SfsRes
         seek: Some(cookie_seek),
         close: Some(cookie_close),
     };
-    let stream = fopencookie(cookie.cast(), mode, functions);
+    // SAFETY: `mode` is a C string (this function's contract); `cookie` is a
+    // live `Box<Cookie>` that the callbacks, written for it, take over.
+    let stream = unsafe { fopencookie(cookie.cast(), mode, functions) };
     if stream.is_null() {
-        drop(Box::from_raw(cookie));
+        // SAFETY: `cookie` came from `Box::into_raw` above, and glibc did not
+        // keep it (no stream was made).
+        drop(unsafe { Box::from_raw(cookie) });
         return Err(err(state::errno(), "fopencookie"));
     }
-    (*stream.cast::<IoFilePrefix>()).fileno = fd;
+    // SAFETY: `stream` is a non-NULL glibc `FILE`, which starts with the fields
+    // of `IoFilePrefix` (glibc's public `struct _IO_FILE`).
+    unsafe { (*stream.cast::<IoFilePrefix>()).fileno = fd };
     Ok(stream)
 }
 
@@ -153,25 +192,51 @@ fn mode_flags(mode: &str) -> SfsResult<c_int> {
     Ok(flags)
 }
 
+/// # Safety
+/// `mode` is NULL or a NUL-terminated string.
 unsafe fn fopen_sfs(path: &str, mode: *const c_char) -> SfsResult<*mut FILE> {
-    let text = c_str(mode).ok_or_else(|| err(libc::EINVAL, "bad fopen mode"))?;
+    // SAFETY: `mode` is NULL or a C string (this function's contract), which is
+    // `c_str`'s.
+    let text = unsafe { c_str(mode) }.ok_or_else(|| err(libc::EINVAL, "bad fopen mode"))?;
     let fd = open_sfs(path, mode_flags(&text)?, 0o666)?;
-    cookie_stream(fd, mode, true).inspect_err(|_| {
-        libc::close(fd);
+    // SAFETY: `mode` is a C string: `c_str` took it as one above.
+    unsafe { cookie_stream(fd, mode, true) }.inspect_err(|_| {
+        // SAFETY: close takes a number only: the descriptor just opened.
+        unsafe { libc::close(fd) };
     })
 }
 
+/// # Safety
+/// `path` and `mode` are NULL or NUL-terminated strings: the contract of
+/// fopen(3), whose arguments these are.
 pub(crate) unsafe fn sfs_fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("fopen", || fopen_sfs(&p, mode)),
-        None => real!(fopen)(path, mode),
+    // SAFETY: `path` is NULL or a C string (this function's contract), which is
+    // `sfs_path`'s.
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+        Some((_inside, p)) => run("fopen", || {
+            // SAFETY: `mode` is NULL or a C string (this function's contract),
+            // which is `fopen_sfs`'s.
+            unsafe { fopen_sfs(&p, mode) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fopen`, under the contract this function was called with.
+        None => unsafe { real!(fopen)(path, mode) },
     }
 }
 
+/// # Safety
+/// `mode` is a NUL-terminated string: the contract of fdopen(3), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
     match sfs_fd(fd) {
-        Some(_inside) => run("fdopen", || cookie_stream(fd, mode, true)),
-        None => real!(fdopen)(fd, mode),
+        Some(_inside) => run("fdopen", || {
+            // SAFETY: `mode` is a C string (this function's contract), which is
+            // `cookie_stream`'s.
+            unsafe { cookie_stream(fd, mode, true) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fdopen`, under the contract this function was called with.
+        None => unsafe { real!(fdopen)(fd, mode) },
     }
 }
 
@@ -182,6 +247,10 @@ extern "C" {
 }
 
 /// The standard stream variable for descriptor 0, 1 or 2.
+///
+/// # Safety
+/// None to call: it only takes the address of one of glibc's standard stream
+/// variables. Reading or writing through it is the caller's to justify.
 unsafe fn std_stream(fd: c_int) -> *mut *mut FILE {
     match fd {
         0 => &raw mut stdin,
@@ -259,33 +328,53 @@ pub fn before_std_fd_changes(fd: c_int) {
 /// file. A standard stream is switched as above and the switched stream
 /// is returned; any other stream is closed and a new stream returned
 /// (its address differs from the argument's: see docs/shim.md).
+///
+/// # Safety
+/// `mode` is NULL or a NUL-terminated string and `stream` an open stream: the
+/// contract of freopen(3).
 unsafe fn freopen_sfs(path: &str, mode: *const c_char, stream: *mut FILE) -> SfsResult<*mut FILE> {
-    let text = c_str(mode).ok_or_else(|| err(libc::EINVAL, "bad fopen mode"))?;
+    // SAFETY: `mode` is NULL or a C string (this function's contract), which is
+    // `c_str`'s.
+    let text = unsafe { c_str(mode) }.ok_or_else(|| err(libc::EINVAL, "bad fopen mode"))?;
     let target = [0, 1, 2].into_iter().find(|&fd| {
-        let slot = std_stream(fd);
-        *slot == stream || ORIGINAL[fd as usize].load(Ordering::Acquire) == stream
+        // SAFETY: reads glibc's standard stream variable, a plain pointer, as
+        // the C program itself would.
+        let slot = unsafe { std_stream(fd) };
+        // SAFETY: as above.
+        (unsafe { *slot }) == stream || ORIGINAL[fd as usize].load(Ordering::Acquire) == stream
     });
     let fd = open_sfs(path, mode_flags(&text)?, 0o666)?;
     match target {
         Some(std_fd) => {
             before_std_fd_changes(std_fd);
-            let r = raw_syscall!(libc::SYS_dup3, fd, std_fd, 0);
+            // SAFETY: dup3 takes numbers only; a raw system call cannot
+            // re-enter the hooks.
+            let r = unsafe { raw_syscall!(libc::SYS_dup3, fd, std_fd, 0) };
             if r < 0 {
                 let e = err(state::errno(), "freopen");
-                libc::close(fd);
+                // SAFETY: close takes a number only: the descriptor just
+                // opened.
+                unsafe { libc::close(fd) };
                 return Err(e);
             }
             if SFS_FDS.contains(std_fd) {
                 crate::hooks::fd::forget(std_fd);
             }
             sfs_client_dup(fd, std_fd)?;
-            libc::close(fd);
+            // SAFETY: close takes a number only: the descriptor just opened,
+            // now copied to `std_fd`.
+            unsafe { libc::close(fd) };
             after_std_fd_became_sfs(std_fd);
-            Ok(*std_stream(std_fd))
+            // SAFETY: reads glibc's standard stream variable, a plain pointer,
+            // as the C program itself would.
+            Ok(unsafe { *std_stream(std_fd) })
         }
         None => {
-            libc::fclose(stream);
-            cookie_stream(fd, mode, true)
+            // SAFETY: `stream` is an open stream (this function's contract),
+            // which freopen closes; it is not used after this.
+            unsafe { libc::fclose(stream) };
+            // SAFETY: `mode` is a C string: `c_str` took it as one above.
+            unsafe { cookie_stream(fd, mode, true) }
         }
     }
 }
@@ -296,24 +385,46 @@ fn sfs_client_dup(fd: c_int, newfd: c_int) -> SfsResult<()> {
     Ok(())
 }
 
+/// # Safety
+/// `path` and `mode` are NULL or NUL-terminated strings and `stream` an open
+/// stream: the contract of freopen(3), whose arguments these are.
 pub(crate) unsafe fn sfs_freopen(
     path: *const c_char,
     mode: *const c_char,
     stream: *mut FILE,
 ) -> *mut FILE {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("freopen", || freopen_sfs(&p, mode, stream)),
-        None => real!(freopen)(path, mode, stream),
+    // SAFETY: `path` is NULL or a C string (this function's contract), which is
+    // `sfs_path`'s.
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+        Some((_inside, p)) => run("freopen", || {
+            // SAFETY: `mode` and `stream` as this function's contract says,
+            // which is `freopen_sfs`'s.
+            unsafe { freopen_sfs(&p, mode, stream) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `freopen`, under the contract this function was called with.
+        None => unsafe { real!(freopen)(path, mode, stream) },
     }
 }
 
+/// # Safety
+/// `path` and `mode` are NULL or NUL-terminated strings and `stream` an open
+/// stream: the contract of freopen64(3), whose arguments these are.
 pub(crate) unsafe fn sfs_freopen64(
     path: *const c_char,
     mode: *const c_char,
     stream: *mut FILE,
 ) -> *mut FILE {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("freopen", || freopen_sfs(&p, mode, stream)),
-        None => real!(freopen64)(path, mode, stream),
+    // SAFETY: `path` is NULL or a C string (this function's contract), which is
+    // `sfs_path`'s.
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+        Some((_inside, p)) => run("freopen", || {
+            // SAFETY: `mode` and `stream` as this function's contract says,
+            // which is `freopen_sfs`'s.
+            unsafe { freopen_sfs(&p, mode, stream) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `freopen64`, under the contract this function was called with.
+        None => unsafe { real!(freopen64)(path, mode, stream) },
     }
 }

@@ -171,8 +171,12 @@ fn new_stream(fd: c_int) -> SfsResult<*mut DIR> {
     Ok(dir.cast())
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of opendir(3),
+/// whose argument this is.
 pub(crate) unsafe fn sfs_opendir(path: *const c_char) -> *mut DIR {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("opendir", || {
             let fd = open_sfs(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
             new_stream(fd).inspect_err(|_| {
@@ -180,19 +184,31 @@ pub(crate) unsafe fn sfs_opendir(path: *const c_char) -> *mut DIR {
                 state::release_fd(fd);
             })
         }),
-        None => real!(opendir)(path),
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `opendir`, under the contract this function was called
+        // with.
+        None => unsafe { real!(opendir)(path) },
     }
 }
 
+/// # Safety
+/// None beyond fdopendir(3)'s: its argument is a plain integer.
 pub(crate) unsafe fn sfs_fdopendir(fd: c_int) -> *mut DIR {
     match sfs_fd(fd) {
         Some(_inside) => run("fdopendir", || new_stream(fd)),
-        None => real!(fdopendir)(fd),
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `fdopendir`, under the contract this function was called
+        // with.
+        None => unsafe { real!(fdopendir)(fd) },
     }
 }
 
 /// The next entry of a shim stream, in its `dirent64` slot, or NULL (at
 /// the end, or with errno set when the next page cannot be fetched).
+///
+/// # Safety
+/// As [`shim_dir`]: `dir` is a shim stream ([`is_shim_dir`]) not yet
+/// closed, used from one thread at a time.
 unsafe fn next_entry(dir: *mut DIR) -> *mut dirent64 {
     // SAFETY: registered stream (checked by the caller).
     let d = unsafe { shim_dir(dir) };
@@ -227,68 +243,135 @@ unsafe fn next_entry(dir: *mut DIR) -> *mut dirent64 {
     out
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call: the contract of readdir(3), whose
+/// argument this is.
 pub(crate) unsafe fn sfs_readdir(dir: *mut DIR) -> *mut dirent {
     if is_shim_dir(dir) {
-        next_entry(dir).cast()
+        // SAFETY: `dir` is registered, so a shim stream not yet closed, and
+        // the caller does not share it during the call (this function's
+        // contract).
+        unsafe { next_entry(dir) }.cast()
     } else {
-        real!(readdir)(dir)
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `readdir`, under the contract this function was called
+        // with.
+        unsafe { real!(readdir)(dir) }
     }
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call: the contract of readdir64(3), whose
+/// argument this is.
 pub(crate) unsafe fn sfs_readdir64(dir: *mut DIR) -> *mut dirent64 {
     if is_shim_dir(dir) {
-        next_entry(dir)
+        // SAFETY: `dir` is registered, so a shim stream not yet closed, and
+        // the caller does not share it during the call (this function's
+        // contract).
+        unsafe { next_entry(dir) }
     } else {
-        real!(readdir64)(dir)
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `readdir64`, under the contract this function was called
+        // with.
+        unsafe { real!(readdir64)(dir) }
     }
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call; `entry` is valid for writing a
+/// `struct dirent` and `result` for writing a pointer: the contract of
+/// readdir_r(3), whose arguments these are.
 pub(crate) unsafe fn sfs_readdir_r(
     dir: *mut DIR,
     entry: *mut dirent,
     result: *mut *mut dirent,
 ) -> c_int {
     if !is_shim_dir(dir) {
-        return real!(readdir_r)(dir, entry, result);
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `readdir_r`, under the contract this function was called
+        // with.
+        return unsafe { real!(readdir_r)(dir, entry, result) };
     }
-    let next = next_entry(dir);
+    // SAFETY: `dir` is registered, so a shim stream not yet closed, and the
+    // caller does not share it during the call (this function's contract).
+    let next = unsafe { next_entry(dir) };
     if next.is_null() {
-        *result = std::ptr::null_mut();
+        // SAFETY: `result` is valid for writing a pointer (this function's
+        // contract).
+        unsafe { *result = std::ptr::null_mut() };
     } else {
-        std::ptr::copy_nonoverlapping(next.cast::<dirent>(), entry, 1);
-        *result = entry;
+        // SAFETY: `next` is the stream's own `dirent64` slot (`dirent` has
+        // its size and layout on LP64 Linux, asserted at the top), not the
+        // caller's `entry`, which is valid for writing one entry, and
+        // `result` for writing a pointer (this function's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(next.cast::<dirent>(), entry, 1);
+            *result = entry;
+        }
     }
     0
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call; `entry` is valid for writing a
+/// `struct dirent64` and `result` for writing a pointer: the contract of
+/// readdir64_r(3), whose arguments these are.
 pub(crate) unsafe fn sfs_readdir64_r(
     dir: *mut DIR,
     entry: *mut dirent64,
     result: *mut *mut dirent64,
 ) -> c_int {
     if !is_shim_dir(dir) {
-        return real!(readdir64_r)(dir, entry, result);
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `readdir64_r`, under the contract this function was called
+        // with.
+        return unsafe { real!(readdir64_r)(dir, entry, result) };
     }
-    let next = next_entry(dir);
+    // SAFETY: `dir` is registered, so a shim stream not yet closed, and the
+    // caller does not share it during the call (this function's contract).
+    let next = unsafe { next_entry(dir) };
     if next.is_null() {
-        *result = std::ptr::null_mut();
+        // SAFETY: `result` is valid for writing a pointer (this function's
+        // contract).
+        unsafe { *result = std::ptr::null_mut() };
     } else {
-        std::ptr::copy_nonoverlapping(next, entry, 1);
-        *result = entry;
+        // SAFETY: `next` is the stream's own `dirent64` slot (`dirent` has
+        // its size and layout on LP64 Linux, asserted at the top), not the
+        // caller's `entry`, which is valid for writing one entry, and
+        // `result` for writing a pointer (this function's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(next, entry, 1);
+            *result = entry;
+        }
     }
     0
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during or after the call: the contract of
+/// closedir(3), whose argument this is.
 pub(crate) unsafe fn sfs_closedir(dir: *mut DIR) -> c_int {
     if !is_shim_dir(dir) {
-        return real!(closedir)(dir);
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `closedir`, under the contract this function was called
+        // with.
+        return unsafe { real!(closedir)(dir) };
     }
     DIRS.lock()
         .unwrap_or_else(|p| p.into_inner())
         .as_mut()
         .map(|s| s.remove(&(dir as usize)));
     DIRS_OPEN.fetch_sub(1, Ordering::AcqRel);
-    let d = Box::from_raw(dir.cast::<ShimDir>());
+    // SAFETY: `dir` was registered, so it is the `Box<ShimDir>` new_stream
+    // leaked, not yet freed (closedir unregisters before freeing, and the
+    // caller closes a stream once and uses it no more: this function's
+    // contract).
+    let d = unsafe { Box::from_raw(dir.cast::<ShimDir>()) };
     if let Some(_inside) = sfs_fd(d.fd) {
         forget(d.fd);
     }
@@ -296,11 +379,20 @@ pub(crate) unsafe fn sfs_closedir(dir: *mut DIR) -> c_int {
     0
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call: the contract of rewinddir(3),
+/// whose argument this is.
 pub(crate) unsafe fn sfs_rewinddir(dir: *mut DIR) {
     if !is_shim_dir(dir) {
-        return real!(rewinddir)(dir);
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `rewinddir`, under the contract this function was called
+        // with.
+        return unsafe { real!(rewinddir)(dir) };
     }
-    let d = shim_dir(dir);
+    // SAFETY: `dir` is registered, so a shim stream not yet closed, and the
+    // caller does not share it during the call (this function's contract).
+    let d = unsafe { shim_dir(dir) };
     d.pos = 0;
     if let Some(_inside) = state::enter() {
         // Entries made or removed since are seen after a rewind.
@@ -310,27 +402,57 @@ pub(crate) unsafe fn sfs_rewinddir(dir: *mut DIR) {
     }
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call: the contract of telldir(3),
+/// whose argument this is.
 pub(crate) unsafe fn sfs_telldir(dir: *mut DIR) -> c_long {
     if is_shim_dir(dir) {
-        shim_dir(dir).pos as c_long
+        // SAFETY: `dir` is registered, so a shim stream not yet closed, and
+        // the caller does not share it during the call (this function's
+        // contract).
+        unsafe { shim_dir(dir) }.pos as c_long
     } else {
-        real!(telldir)(dir)
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `telldir`, under the contract this function was called
+        // with.
+        unsafe { real!(telldir)(dir) }
     }
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call: the contract of seekdir(3),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_seekdir(dir: *mut DIR, pos: c_long) {
     if is_shim_dir(dir) {
-        shim_dir(dir).pos = pos.max(0) as usize
+        // SAFETY: `dir` is registered, so a shim stream not yet closed, and
+        // the caller does not share it during the call (this function's
+        // contract).
+        unsafe { shim_dir(dir) }.pos = pos.max(0) as usize
     } else {
-        real!(seekdir)(dir, pos)
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `seekdir`, under the contract this function was called
+        // with.
+        unsafe { real!(seekdir)(dir, pos) }
     }
 }
 
+/// # Safety
+/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
+/// used by another thread during the call: the contract of dirfd(3), whose
+/// argument this is.
 pub(crate) unsafe fn sfs_dirfd(dir: *mut DIR) -> c_int {
     if is_shim_dir(dir) {
-        shim_dir(dir).fd
+        // SAFETY: `dir` is registered, so a shim stream not yet closed, and
+        // the caller does not share it during the call (this function's
+        // contract).
+        unsafe { shim_dir(dir) }.fd
     } else {
-        real!(dirfd)(dir)
+        // SAFETY: the caller's argument goes on unchanged to the next
+        // library's `dirfd`, under the contract this function was called
+        // with.
+        unsafe { real!(dirfd)(dir) }
     }
 }
 
@@ -339,6 +461,11 @@ pub(crate) type Compare =
     Option<unsafe extern "C" fn(*mut *const dirent, *mut *const dirent) -> c_int>;
 
 /// scandir(3) on an SFS directory: malloc'ed entries, as glibc's.
+///
+/// # Safety
+/// `namelist` is valid for writing a pointer; `filter` and `compare`, when
+/// set, are functions of scandir's types that may be called with the
+/// entries (scandir(3)'s contract for them).
 pub(crate) unsafe fn scandir_sfs(
     path: &str,
     namelist: *mut *mut *mut dirent,
@@ -351,61 +478,100 @@ pub(crate) unsafe fn scandir_sfs(
         let Some(e) = listing.entry(index)? else {
             break;
         };
-        let d = libc::calloc(1, std::mem::size_of::<dirent>()).cast::<dirent>();
+        // SAFETY: calloc has no precondition; its NULL is checked below.
+        let d = unsafe { libc::calloc(1, std::mem::size_of::<dirent>()) }.cast::<dirent>();
         if d.is_null() {
             for p in out {
-                libc::free(p.cast());
+                // SAFETY: each `p` is a calloc'ed entry not yet freed.
+                unsafe { libc::free(p.cast()) };
             }
             return Err(err(libc::ENOMEM, "scandir"));
         }
-        (*d).d_ino = e.ino;
-        (*d).d_type = e.kind;
-        (*d).d_reclen = std::mem::size_of::<dirent>() as u16;
+        // SAFETY: `d` is a non-NULL, zeroed allocation of one `dirent`
+        // (checked above).
+        unsafe {
+            (*d).d_ino = e.ino;
+            (*d).d_type = e.kind;
+            (*d).d_reclen = std::mem::size_of::<dirent>() as u16;
+        }
         let name = e.name.as_bytes();
         let n = name.len().min(255);
-        std::ptr::copy_nonoverlapping(name.as_ptr(), (*d).d_name.as_mut_ptr().cast::<u8>(), n);
+        // SAFETY: `d` is a non-NULL allocation of one `dirent` (checked
+        // above): at most 255 name bytes go into its 256-byte `d_name`,
+        // whose last byte stays calloc's NUL; `name` is not in it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(name.as_ptr(), (*d).d_name.as_mut_ptr().cast::<u8>(), n)
+        };
         if let Some(f) = filter {
-            if f(d) == 0 {
-                libc::free(d.cast());
+            // SAFETY: `f` is the caller's filter of scandir's type (this
+            // function's contract), given a complete, NUL-terminated entry.
+            if unsafe { f(d) } == 0 {
+                // SAFETY: `d` is calloc'ed, not yet freed, and not kept.
+                unsafe { libc::free(d.cast()) };
                 continue;
             }
         }
         out.push(d);
     }
-    let list =
-        libc::malloc(out.len().max(1) * std::mem::size_of::<*mut dirent>()).cast::<*mut dirent>();
+    // SAFETY: malloc has no precondition; its NULL is checked below.
+    let list = unsafe { libc::malloc(out.len().max(1) * std::mem::size_of::<*mut dirent>()) }
+        .cast::<*mut dirent>();
     if list.is_null() {
         for p in out {
-            libc::free(p.cast());
+            // SAFETY: each `p` is a calloc'ed entry not yet freed.
+            unsafe { libc::free(p.cast()) };
         }
         return Err(err(libc::ENOMEM, "scandir"));
     }
-    std::ptr::copy_nonoverlapping(out.as_ptr(), list, out.len());
+    // SAFETY: `list` is a non-NULL allocation with room for `out.len()`
+    // pointers (at least one), distinct from `out`'s buffer.
+    unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), list, out.len()) };
     if let Some(cmp) = compare {
         // SAFETY: qsort's comparator receives pointers to elements, which are
         // `*mut dirent`; scandir's comparator takes `const struct dirent **`.
+        // Both are C functions of two pointers returning int: one ABI.
         let cmp: unsafe extern "C" fn(*const c_void, *const c_void) -> c_int =
-            std::mem::transmute(cmp);
-        libc::qsort(
-            list.cast(),
-            out.len(),
-            std::mem::size_of::<*mut dirent>(),
-            Some(cmp),
-        );
+            unsafe { std::mem::transmute(cmp) };
+        // SAFETY: `list` holds `out.len()` initialized elements of the size
+        // given; `cmp` compares two of them (pointers to entries), as the
+        // caller's comparator takes them (this function's contract).
+        unsafe {
+            libc::qsort(
+                list.cast(),
+                out.len(),
+                std::mem::size_of::<*mut dirent>(),
+                Some(cmp),
+            )
+        };
     }
-    *namelist = list;
+    // SAFETY: `namelist` is valid for writing a pointer (this function's
+    // contract).
+    unsafe { *namelist = list };
     Ok(out.len() as c_int)
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string, `namelist` is valid for
+/// writing a pointer, and `filter` and `compare`, when set, are functions of
+/// scandir's types that may be called with the entries: the contract of
+/// scandir(3), whose arguments these are.
 pub(crate) unsafe fn sfs_scandir(
     path: *const c_char,
     namelist: *mut *mut *mut dirent,
     filter: Filter,
     compare: Compare,
 ) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("scandir", || scandir_sfs(&p, namelist, filter, compare)),
-        None => real!(scandir)(path, namelist, filter, compare),
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+        Some((_inside, p)) => run("scandir", || {
+            // SAFETY: `namelist`, `filter` and `compare` are as scandir_sfs
+            // requires (this function's contract).
+            unsafe { scandir_sfs(&p, namelist, filter, compare) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `scandir`, under the contract this function was called
+        // with.
+        None => unsafe { real!(scandir)(path, namelist, filter, compare) },
     }
 }
 
@@ -467,9 +633,15 @@ fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
     Ok(used as ssize_t)
 }
 
+/// # Safety
+/// `buf` is valid for writing `len` bytes: the contract of getdents64(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_getdents64(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("getdents64", || getdents_sfs(fd, buf.cast(), len)),
-        None => real!(getdents64)(fd, buf, len),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `getdents64`, under the contract this function was called
+        // with.
+        None => unsafe { real!(getdents64)(fd, buf, len) },
     }
 }

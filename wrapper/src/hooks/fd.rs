@@ -29,6 +29,9 @@ pub fn forget(fd: c_int) {
     });
 }
 
+/// # Safety
+/// Any arguments are sound: close(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_close(fd: c_int) -> c_int {
     if state::INTERNAL_FDS.contains(fd) {
         if state::inside_now() {
@@ -42,9 +45,14 @@ pub(crate) unsafe fn sfs_close(fd: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => {
             forget(fd);
-            real!(close)(fd)
+            // SAFETY: the caller's descriptor goes on unchanged to the next
+            // library's `close`, under the contract this function was called
+            // with (a number only).
+            unsafe { real!(close)(fd) }
         }
-        None => real!(close)(fd),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `close`, under the contract this function was called with.
+        None => unsafe { real!(close)(fd) },
     }
 }
 
@@ -80,9 +88,15 @@ fn close_range_around_internal(first: c_uint, last: c_uint, flags: c_int) -> c_i
     unsafe { real!(close_range)(from, last, flags) }
 }
 
+/// # Safety
+/// Any arguments are sound: close_range(2), whose arguments these are, takes
+/// numbers only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     if first > last {
-        return real!(close_range)(first, last, flags);
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `close_range`, under the contract this function was called with
+        // (numbers only).
+        return unsafe { real!(close_range)(first, last, flags) };
     }
     if flags & (libc::CLOSE_RANGE_CLOEXEC as c_int) == 0 {
         forget_range(first, last);
@@ -90,6 +104,9 @@ pub(crate) unsafe fn sfs_close_range(first: c_uint, last: c_uint, flags: c_int) 
     close_range_around_internal(first, last, flags)
 }
 
+/// # Safety
+/// Any arguments are sound: closefrom(3), whose arguments these are, takes
+/// numbers only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_closefrom(low: c_int) {
     let low = low.max(0) as c_uint;
     forget_range(low, c_uint::MAX);
@@ -102,7 +119,10 @@ pub(crate) unsafe fn sfs_closefrom(low: c_int) {
             .flatten();
         for fd in open.filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok()) {
             if fd as c_uint >= low && !state::INTERNAL_FDS.contains(fd) {
-                real!(close)(fd);
+                // SAFETY: close takes a number only; closing the program's
+                // descriptors from `low` up is what closefrom was asked to do
+                // (the shim's own are spared above).
+                unsafe { real!(close)(fd) };
             }
         }
     }
@@ -128,16 +148,27 @@ fn kernel_result(r: c_int) -> SfsResult<c_int> {
     }
 }
 
+/// # Safety
+/// Any arguments are sound: dup(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_dup(fd: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("dup", || {
-            adopt_duplicate(fd, kernel_result(real!(dup)(fd))?)
+            // SAFETY: dup takes a number only: the caller's descriptor,
+            // duplicated by the next library's `dup`.
+            adopt_duplicate(fd, kernel_result(unsafe { real!(dup)(fd) })?)
         }),
-        None => real!(dup)(fd),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `dup`, under the contract this function was called with.
+        None => unsafe { real!(dup)(fd) },
     }
 }
 
 /// dup2/dup3 when `newfd` or `oldfd` is SFS.
+///
+/// # Safety
+/// Any arguments are sound: numbers only (`unsafe` as the handlers that call
+/// it).
 unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c_int> {
     if state::INTERNAL_FDS.contains(newfd) && !state::inside_now() {
         // The number is one of the shim's own descriptors (a connection, the
@@ -160,9 +191,13 @@ unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c
         }
         // Buffered data of a standard stream belongs to the old descriptor.
         stdio::before_std_fd_changes(newfd);
-        let r = match flags {
-            None => real!(dup2)(oldfd, newfd),
-            Some(f) => real!(dup3)(oldfd, newfd, f),
+        // SAFETY: dup2 and dup3 take numbers only: the caller's descriptors and
+        // flags, on to the next library's function.
+        let r = unsafe {
+            match flags {
+                None => real!(dup2)(oldfd, newfd),
+                Some(f) => real!(dup3)(oldfd, newfd, f),
+            }
         };
         let r = kernel_result(r)?;
         if old_sfs {
@@ -174,45 +209,74 @@ unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c
     }))
 }
 
+/// # Safety
+/// Any arguments are sound: dup2(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_dup2(oldfd: c_int, newfd: c_int) -> c_int {
-    dup_onto(oldfd, newfd, None).unwrap_or_else(|| real!(dup2)(oldfd, newfd))
+    // SAFETY: `dup_onto` takes numbers only; the caller's arguments go on
+    // unchanged to the next library's `dup2`, under the contract this function
+    // was called with.
+    unsafe { dup_onto(oldfd, newfd, None).unwrap_or_else(|| real!(dup2)(oldfd, newfd)) }
 }
 
+/// # Safety
+/// Any arguments are sound: dup3(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
-    dup_onto(oldfd, newfd, Some(flags)).unwrap_or_else(|| real!(dup3)(oldfd, newfd, flags))
+    // SAFETY: `dup_onto` takes numbers only; the caller's arguments go on
+    // unchanged to the next library's `dup3`, under the contract this function
+    // was called with.
+    unsafe {
+        dup_onto(oldfd, newfd, Some(flags)).unwrap_or_else(|| real!(dup3)(oldfd, newfd, flags))
+    }
 }
 
 /// Status flags F_GETFL reports from the open (the access mode, and the
 /// flags Linux does not let F_SETFL change either).
 const OPEN_FLAGS: c_int = libc::O_ACCMODE | libc::O_DIRECT | libc::O_SYNC | libc::O_DSYNC;
 
+/// # Safety
+/// For the lock commands (`F_GETLK`, `F_SETLK`, `F_SETLKW` and their OFD
+/// variants) `arg` is NULL or the address of a `struct flock` valid for reads
+/// and writes: the contract of fcntl(2). The other commands it runs take
+/// numbers only.
 unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
     match cmd {
         libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
-            let newfd = kernel_result(real!(fcntl)(fd, cmd, arg))?;
+            // SAFETY: F_DUPFD and F_DUPFD_CLOEXEC take a number as `arg`.
+            let newfd = kernel_result(unsafe { real!(fcntl)(fd, cmd, arg) })?;
             adopt_duplicate(fd, newfd)
         }
-        libc::F_GETFD | libc::F_SETFD => kernel_result(real!(fcntl)(fd, cmd, arg)),
+        // SAFETY: F_GETFD and F_SETFD take a number (or nothing) as `arg`.
+        libc::F_GETFD | libc::F_SETFD => kernel_result(unsafe { real!(fcntl)(fd, cmd, arg) }),
         // O_APPEND and O_NONBLOCK live on the placeholder's description
         // (shared with duplicates and children, as the kernel's are).
         libc::F_GETFL => {
             let open = with_client(|c| c.fd_flags(fd))? & OPEN_FLAGS;
-            let kernel = kernel_result(real!(fcntl)(fd, libc::F_GETFL, 0))?;
+            // SAFETY: F_GETFL takes no argument.
+            let kernel = kernel_result(unsafe { real!(fcntl)(fd, libc::F_GETFL, 0) })?;
             Ok(open | (kernel & state::KERNEL_STATUS_FLAGS))
         }
         libc::F_SETFL => {
-            let kernel = kernel_result(real!(fcntl)(fd, libc::F_GETFL, 0))?;
+            // SAFETY: F_GETFL takes no argument.
+            let kernel = kernel_result(unsafe { real!(fcntl)(fd, libc::F_GETFL, 0) })?;
             let wanted = (kernel & !state::KERNEL_STATUS_FLAGS)
                 | (arg as c_int & state::KERNEL_STATUS_FLAGS);
             // O_ASYNC, O_NOATIME, O_DIRECT: no effect on SFS I/O.
-            kernel_result(real!(fcntl)(fd, libc::F_SETFL, wanted as c_ulong)).map(|_| 0)
+            // SAFETY: F_SETFL takes a number (the flags) as `arg`.
+            kernel_result(unsafe { real!(fcntl)(fd, libc::F_SETFL, wanted as c_ulong) }).map(|_| 0)
         }
         libc::F_GETLK
         | libc::F_SETLK
         | libc::F_SETLKW
         | libc::F_OFD_GETLK
         | libc::F_OFD_SETLK
-        | libc::F_OFD_SETLKW => lock::fcntl_lock(fd, cmd, arg as *mut libc::flock),
+        | libc::F_OFD_SETLKW => {
+            // SAFETY: for these commands `arg` is NULL or the address of a
+            // valid `struct flock` (this function's contract), which is
+            // `fcntl_lock`'s.
+            unsafe { lock::fcntl_lock(fd, cmd, arg as *mut libc::flock) }
+        }
         _ => Err(err(
             libc::EINVAL,
             format!("fcntl command {cmd} is not supported on SFS descriptors"),
@@ -220,31 +284,57 @@ unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
     }
 }
 
+/// # Safety
+/// `arg` is what fcntl(2) wants for `cmd`: for the lock commands NULL or the
+/// address of a valid `struct flock`, else a number or nothing. The contract of
+/// fcntl(2), whose arguments these are (its optional argument taken as a fixed
+/// one: wrapper/hooks.table).
 pub(crate) unsafe fn sfs_fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> c_int {
     match sfs_fd(fd) {
-        Some(_inside) => run("fcntl", || fcntl_sfs(fd, cmd, arg)),
-        None => real!(fcntl)(fd, cmd, arg),
+        Some(_inside) => run("fcntl", || {
+            // SAFETY: `arg` is what `cmd` wants (this function's contract),
+            // which is `fcntl_sfs`'s.
+            unsafe { fcntl_sfs(fd, cmd, arg) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fcntl`, under the contract this function was called with.
+        None => unsafe { real!(fcntl)(fd, cmd, arg) },
     }
 }
 
+/// # Safety
+/// Any arguments are sound: fsync(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_fsync(fd: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("fsync", || with_client(|c| c.fsync(fd)).map(|()| 0)),
-        None => real!(fsync)(fd),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fsync`, under the contract this function was called with.
+        None => unsafe { real!(fsync)(fd) },
     }
 }
 
+/// # Safety
+/// Any arguments are sound: fdatasync(2), whose arguments these are, takes
+/// numbers only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_fdatasync(fd: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("fdatasync", || with_client(|c| c.fdatasync(fd)).map(|()| 0)),
-        None => real!(fdatasync)(fd),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fdatasync`, under the contract this function was called with.
+        None => unsafe { real!(fdatasync)(fd) },
     }
 }
 
+/// # Safety
+/// Any arguments are sound: syncfs(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_syncfs(fd: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("syncfs", || with_client(|c| c.sync_all()).map(|()| 0)),
-        None => real!(syncfs)(fd),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `syncfs`, under the contract this function was called with.
+        None => unsafe { real!(syncfs)(fd) },
     }
 }
 
@@ -254,32 +344,52 @@ fn ftruncate_sfs(fd: c_int, len: off_t) -> SfsResult<c_int> {
     with_client(|c| c.ftruncate(fd, len)).map(|()| 0)
 }
 
+/// # Safety
+/// Any arguments are sound: ftruncate(2), whose arguments these are, takes
+/// numbers only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_ftruncate(fd: c_int, len: off_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("ftruncate", || ftruncate_sfs(fd, len)),
-        None => real!(ftruncate)(fd, len),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `ftruncate`, under the contract this function was called with.
+        None => unsafe { real!(ftruncate)(fd, len) },
     }
 }
 
+/// # Safety
+/// Any arguments are sound: flock(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_flock(fd: c_int, op: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("flock", || lock::flock(fd, op)),
-        None => real!(flock)(fd, op),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `flock`, under the contract this function was called with.
+        None => unsafe { real!(flock)(fd, op) },
     }
 }
 
+/// # Safety
+/// Any arguments are sound: lockf(3), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_lockf(fd: c_int, cmd: c_int, len: off_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("lockf", || lock::lockf(fd, cmd, len)),
-        None => real!(lockf)(fd, cmd, len),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `lockf`, under the contract this function was called with.
+        None => unsafe { real!(lockf)(fd, cmd, len) },
     }
 }
 
 // The client's own descriptors are created inside the shim; they move to
 // high numbers (see `state::relocate_internal`).
 
+/// # Safety
+/// Any arguments are sound: socket(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_socket(domain: c_int, kind: c_int, protocol: c_int) -> c_int {
-    let fd = real!(socket)(domain, kind, protocol);
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `socket`, under the contract this function was called with.
+    let fd = unsafe { real!(socket)(domain, kind, protocol) };
     if state::inside_now() {
         state::relocate_internal(fd)
     } else {
@@ -287,8 +397,13 @@ pub(crate) unsafe fn sfs_socket(domain: c_int, kind: c_int, protocol: c_int) -> 
     }
 }
 
+/// # Safety
+/// Any arguments are sound: epoll_create1(2), whose arguments these are, takes
+/// numbers only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_epoll_create1(flags: c_int) -> c_int {
-    let fd = real!(epoll_create1)(flags);
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `epoll_create1`, under the contract this function was called with.
+    let fd = unsafe { real!(epoll_create1)(flags) };
     if state::inside_now() {
         state::relocate_internal(fd)
     } else {
@@ -296,8 +411,13 @@ pub(crate) unsafe fn sfs_epoll_create1(flags: c_int) -> c_int {
     }
 }
 
+/// # Safety
+/// Any arguments are sound: eventfd(2), whose arguments these are, takes
+/// numbers only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_eventfd(initval: c_uint, flags: c_int) -> c_int {
-    let fd = real!(eventfd)(initval, flags);
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `eventfd`, under the contract this function was called with.
+    let fd = unsafe { real!(eventfd)(initval, flags) };
     if state::inside_now() {
         state::relocate_internal(fd)
     } else {
@@ -309,25 +429,43 @@ pub(crate) unsafe fn sfs_eventfd(initval: c_uint, flags: c_int) -> c_int {
 // must not sit at a low number the program may dup2() over (bash's
 // `exec 4>file`), or a forked child's new runtime registers the
 // program's descriptor instead.
+/// # Safety
+/// `sv` is valid for writing two `c_int`s: the contract of socketpair(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_socketpair(
     domain: c_int,
     kind: c_int,
     protocol: c_int,
     sv: *mut c_int,
 ) -> c_int {
-    let r = real!(socketpair)(domain, kind, protocol, sv);
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `socketpair`, under the contract this function was called with.
+    let r = unsafe { real!(socketpair)(domain, kind, protocol, sv) };
     if r == 0 && state::inside_now() {
-        *sv = state::relocate_internal(*sv);
-        *sv.add(1) = state::relocate_internal(*sv.add(1));
+        // SAFETY: `sv` is valid for two `c_int`s (this function's contract),
+        // which the successful call above has written.
+        unsafe {
+            *sv = state::relocate_internal(*sv);
+            *sv.add(1) = state::relocate_internal(*sv.add(1));
+        }
     }
     r
 }
 
+/// # Safety
+/// `fds` is valid for writing two `c_int`s: the contract of pipe2(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_pipe2(fds: *mut c_int, flags: c_int) -> c_int {
-    let r = real!(pipe2)(fds, flags);
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `pipe2`, under the contract this function was called with.
+    let r = unsafe { real!(pipe2)(fds, flags) };
     if r == 0 && state::inside_now() {
-        *fds = state::relocate_internal(*fds);
-        *fds.add(1) = state::relocate_internal(*fds.add(1));
+        // SAFETY: `fds` is valid for two `c_int`s (this function's contract),
+        // which the successful call above has written.
+        unsafe {
+            *fds = state::relocate_internal(*fds);
+            *fds.add(1) = state::relocate_internal(*fds.add(1));
+        }
     }
     r
 }

@@ -181,13 +181,26 @@ fn to_ssize(r: SfsResult<usize>) -> SfsResult<ssize_t> {
     r.map(|n| n as ssize_t)
 }
 
+/// # Safety
+/// `buf` is valid for writing `count` bytes: the contract of read(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
     match sfs_fd(fd) {
-        Some(_inside) => run("read", || to_ssize(read_sfs(fd, out_buf(buf, count), None))),
-        None => real!(read)(fd, buf, count),
+        Some(_inside) => run("read", || {
+            // SAFETY: `buf` is valid for `count` bytes of writes (this
+            // function's contract).
+            to_ssize(read_sfs(fd, unsafe { out_buf(buf, count) }, None))
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `read`, under the contract this function was called with.
+        None => unsafe { real!(read)(fd, buf, count) },
     }
 }
 
+/// # Safety
+/// `buf` is valid for writing `count` bytes and `buflen` is the size of the
+/// object it points to: the contract of `__read_chk` (fortified read), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_read_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -196,30 +209,56 @@ pub(crate) unsafe fn sfs_read_chk(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("read", || {
-            to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), None))
+            // SAFETY: `buf` is valid for `count` bytes of writes, and so for
+            // the fewer of `count` and `buflen` (this function's contract).
+            to_ssize(read_sfs(
+                fd,
+                unsafe { out_buf(buf, count.min(buflen)) },
+                None,
+            ))
         }),
-        None => real!(__read_chk)(fd, buf, count, buflen),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__read_chk`, under the contract this function was called with.
+        None => unsafe { real!(__read_chk)(fd, buf, count, buflen) },
     }
 }
 
+/// # Safety
+/// `buf` is valid for reading `count` bytes: the contract of write(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("write", || {
-            to_ssize(write_sfs(fd, in_buf(buf, count), None))
+            // SAFETY: `buf` is valid for `count` bytes of reads (this
+            // function's contract).
+            to_ssize(write_sfs(fd, unsafe { in_buf(buf, count) }, None))
         }),
-        None => real!(write)(fd, buf, count),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `write`, under the contract this function was called with.
+        None => unsafe { real!(write)(fd, buf, count) },
     }
 }
 
+/// # Safety
+/// `buf` is valid for writing `count` bytes: the contract of pread(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_pread(fd: c_int, buf: *mut c_void, count: size_t, off: off_t) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("pread", || {
-            to_ssize(read_sfs(fd, out_buf(buf, count), Some(off)))
+            // SAFETY: `buf` is valid for `count` bytes of writes (this
+            // function's contract).
+            to_ssize(read_sfs(fd, unsafe { out_buf(buf, count) }, Some(off)))
         }),
-        None => real!(pread)(fd, buf, count, off),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `pread`, under the contract this function was called with.
+        None => unsafe { real!(pread)(fd, buf, count, off) },
     }
 }
 
+/// # Safety
+/// `buf` is valid for writing `count` bytes and `buflen` is the size of the
+/// object it points to: the contract of `__pread_chk` (fortified pread), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_pread_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -229,12 +268,24 @@ pub(crate) unsafe fn sfs_pread_chk(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("pread", || {
-            to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))
+            // SAFETY: `buf` is valid for `count` bytes of writes, and so for
+            // the fewer of `count` and `buflen` (this function's contract).
+            to_ssize(read_sfs(
+                fd,
+                unsafe { out_buf(buf, count.min(buflen)) },
+                Some(off),
+            ))
         }),
-        None => real!(__pread_chk)(fd, buf, count, off, buflen),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__pread_chk`, under the contract this function was called with.
+        None => unsafe { real!(__pread_chk)(fd, buf, count, off, buflen) },
     }
 }
 
+/// # Safety
+/// `buf` is valid for writing `count` bytes and `buflen` is the size of the
+/// object it points to: the contract of `__pread64_chk` (fortified pread64),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_pread64_chk(
     fd: c_int,
     buf: *mut c_void,
@@ -244,12 +295,23 @@ pub(crate) unsafe fn sfs_pread64_chk(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("pread", || {
-            to_ssize(read_sfs(fd, out_buf(buf, count.min(buflen)), Some(off)))
+            // SAFETY: `buf` is valid for `count` bytes of writes, and so for
+            // the fewer of `count` and `buflen` (this function's contract).
+            to_ssize(read_sfs(
+                fd,
+                unsafe { out_buf(buf, count.min(buflen)) },
+                Some(off),
+            ))
         }),
-        None => real!(__pread64_chk)(fd, buf, count, off, buflen),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__pread64_chk`, under the contract this function was called with.
+        None => unsafe { real!(__pread64_chk)(fd, buf, count, off, buflen) },
     }
 }
 
+/// # Safety
+/// `buf` is valid for reading `count` bytes: the contract of pwrite(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_pwrite(
     fd: c_int,
     buf: *const c_void,
@@ -258,33 +320,67 @@ pub(crate) unsafe fn sfs_pwrite(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("pwrite", || {
-            to_ssize(write_sfs(fd, in_buf(buf, count), Some(off)))
+            // SAFETY: `buf` is valid for `count` bytes of reads (this
+            // function's contract).
+            to_ssize(write_sfs(fd, unsafe { in_buf(buf, count) }, Some(off)))
         }),
-        None => real!(pwrite)(fd, buf, count, off),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `pwrite`, under the contract this function was called with.
+        None => unsafe { real!(pwrite)(fd, buf, count, off) },
     }
 }
 
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for writing its `iov_len` bytes:
+/// the contract of readv(2), whose arguments these are.
 pub(crate) unsafe fn sfs_readv(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     match sfs_fd(fd) {
-        Some(_inside) => run("readv", || to_ssize(readv_sfs(fd, iov, count, None))),
-        None => real!(readv)(fd, iov, count),
+        Some(_inside) => run("readv", || {
+            // SAFETY: `iov` and `count` as this function's contract says, which
+            // is `readv_sfs`'s.
+            to_ssize(unsafe { readv_sfs(fd, iov, count, None) })
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `readv`, under the contract this function was called with.
+        None => unsafe { real!(readv)(fd, iov, count) },
     }
 }
 
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for reading its `iov_len` bytes:
+/// the contract of writev(2), whose arguments these are.
 pub(crate) unsafe fn sfs_writev(fd: c_int, iov: *const iovec, count: c_int) -> ssize_t {
     match sfs_fd(fd) {
-        Some(_inside) => run("writev", || to_ssize(writev_sfs(fd, iov, count, None))),
-        None => real!(writev)(fd, iov, count),
+        Some(_inside) => run("writev", || {
+            // SAFETY: `iov` and `count` as this function's contract says, which
+            // is `writev_sfs`'s.
+            to_ssize(unsafe { writev_sfs(fd, iov, count, None) })
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `writev`, under the contract this function was called with.
+        None => unsafe { real!(writev)(fd, iov, count) },
     }
 }
 
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for writing its `iov_len` bytes:
+/// the contract of preadv(2), whose arguments these are.
 pub(crate) unsafe fn sfs_preadv(fd: c_int, iov: *const iovec, count: c_int, off: off_t) -> ssize_t {
     match sfs_fd(fd) {
-        Some(_inside) => run("preadv", || to_ssize(readv_sfs(fd, iov, count, Some(off)))),
-        None => real!(preadv)(fd, iov, count, off),
+        Some(_inside) => run("preadv", || {
+            // SAFETY: `iov` and `count` as this function's contract says, which
+            // is `readv_sfs`'s.
+            to_ssize(unsafe { readv_sfs(fd, iov, count, Some(off)) })
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `preadv`, under the contract this function was called with.
+        None => unsafe { real!(preadv)(fd, iov, count, off) },
     }
 }
 
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for reading its `iov_len` bytes:
+/// the contract of pwritev(2), whose arguments these are.
 pub(crate) unsafe fn sfs_pwritev(
     fd: c_int,
     iov: *const iovec,
@@ -293,9 +389,13 @@ pub(crate) unsafe fn sfs_pwritev(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("pwritev", || {
-            to_ssize(writev_sfs(fd, iov, count, Some(off)))
+            // SAFETY: `iov` and `count` as this function's contract says, which
+            // is `writev_sfs`'s.
+            to_ssize(unsafe { writev_sfs(fd, iov, count, Some(off)) })
         }),
-        None => real!(pwritev)(fd, iov, count, off),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `pwritev`, under the contract this function was called with.
+        None => unsafe { real!(pwritev)(fd, iov, count, off) },
     }
 }
 
@@ -309,6 +409,9 @@ fn v2_offset(off: off_t, flags: c_int) -> SfsResult<Option<i64>> {
     Ok(if off == -1 { None } else { Some(off) })
 }
 
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for writing its `iov_len` bytes:
+/// the contract of preadv2(2), whose arguments these are.
 pub(crate) unsafe fn sfs_preadv2(
     fd: c_int,
     iov: *const iovec,
@@ -318,12 +421,19 @@ pub(crate) unsafe fn sfs_preadv2(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("preadv2", || {
-            to_ssize(readv_sfs(fd, iov, count, v2_offset(off, flags)?))
+            // SAFETY: `iov` and `count` as this function's contract says, which
+            // is `readv_sfs`'s.
+            to_ssize(unsafe { readv_sfs(fd, iov, count, v2_offset(off, flags)?) })
         }),
-        None => real!(preadv2)(fd, iov, count, off, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `preadv2`, under the contract this function was called with.
+        None => unsafe { real!(preadv2)(fd, iov, count, off, flags) },
     }
 }
 
+/// # Safety
+/// `iov` points to `count` iovecs, each valid for reading its `iov_len` bytes:
+/// the contract of pwritev2(2), whose arguments these are.
 pub(crate) unsafe fn sfs_pwritev2(
     fd: c_int,
     iov: *const iovec,
@@ -333,9 +443,13 @@ pub(crate) unsafe fn sfs_pwritev2(
 ) -> ssize_t {
     match sfs_fd(fd) {
         Some(_inside) => run("pwritev2", || {
-            to_ssize(writev_sfs(fd, iov, count, v2_offset(off, flags)?))
+            // SAFETY: `iov` and `count` as this function's contract says, which
+            // is `writev_sfs`'s.
+            to_ssize(unsafe { writev_sfs(fd, iov, count, v2_offset(off, flags)?) })
         }),
-        None => real!(pwritev2)(fd, iov, count, off, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `pwritev2`, under the contract this function was called with.
+        None => unsafe { real!(pwritev2)(fd, iov, count, off, flags) },
     }
 }
 
@@ -344,9 +458,15 @@ pub fn lseek_sfs(fd: c_int, off: off_t, whence: c_int) -> SfsResult<off_t> {
     with_client(|c| c.lseek(fd, off, whence)).map(|o| o as off_t)
 }
 
+/// # Safety
+/// Any arguments are sound: lseek(2), whose arguments these are, takes numbers
+/// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_lseek(fd: c_int, off: off_t, whence: c_int) -> off_t {
     match sfs_fd(fd) {
         Some(_inside) => run("lseek", || lseek_sfs(fd, off, whence)),
-        None => real!(lseek)(fd, off, whence),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `lseek`, under the contract this function was called with (numbers
+        // only).
+        None => unsafe { real!(lseek)(fd, off, whence) },
     }
 }

@@ -48,19 +48,27 @@ fn fill_statvfs(st: &mut libc::statvfs, s: &FsStats) {
     st.f_namemax = STATFS_NAME_MAX as _;
 }
 
+/// # Safety
+/// `buf` is NULL or aligned and valid for writing a `struct statfs`.
 unsafe fn statfs_into(buf: *mut libc::statfs) -> SfsResult<c_int> {
     if buf.is_null() {
         return Err(err(libc::EFAULT, "NULL statfs buffer"));
     }
-    fill_statfs(&mut *buf, &stats()?);
+    // SAFETY: `buf` is non-NULL (checked above), so aligned and valid for
+    // writing a `statfs` (this function's contract); it is only written.
+    fill_statfs(unsafe { &mut *buf }, &stats()?);
     Ok(0)
 }
 
+/// # Safety
+/// `buf` is NULL or aligned and valid for writing a `struct statvfs`.
 unsafe fn statvfs_into(buf: *mut libc::statvfs) -> SfsResult<c_int> {
     if buf.is_null() {
         return Err(err(libc::EFAULT, "NULL statvfs buffer"));
     }
-    fill_statvfs(&mut *buf, &stats()?);
+    // SAFETY: `buf` is non-NULL (checked above), so aligned and valid for
+    // writing a `statvfs` (this function's contract); it is only written.
+    fill_statvfs(unsafe { &mut *buf }, &stats()?);
     Ok(0)
 }
 
@@ -74,71 +82,151 @@ fn exists(path: &str) -> SfsResult<()> {
     with_client(|c| c.stat(path)).map(|_| ())
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct statfs`: the contract of statfs(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_statfs(path: *const c_char, buf: *mut libc::statfs) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("statfs", || {
             exists(&p)?;
-            statfs_into(buf)
+            // SAFETY: `buf` is NULL or valid for writing a `statfs` (this
+            // function's contract).
+            unsafe { statfs_into(buf) }
         }),
-        None => real!(statfs)(path, buf),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `statfs`, under the contract this function was called
+        // with.
+        None => unsafe { real!(statfs)(path, buf) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct statfs64`: the contract of statfs64 (statfs(2)), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_statfs64(path: *const c_char, buf: *mut libc::statfs64) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("statfs", || {
             exists(&p)?;
-            statfs_into(buf.cast())
+            // SAFETY: `buf` is NULL or valid for writing a `statfs64` (this
+            // function's contract) (`statfs64` has `statfs`'s size and layout on LP64 Linux: asserted above).
+            unsafe { statfs_into(buf.cast()) }
         }),
-        None => real!(statfs64)(path, buf),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `statfs64`, under the contract this function was called
+        // with.
+        None => unsafe { real!(statfs64)(path, buf) },
     }
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct statfs`: the contract of
+/// fstatfs(2), whose arguments these are.
 pub(crate) unsafe fn sfs_fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int {
     match sfs_fd(fd) {
-        Some(_inside) => run("fstatfs", || statfs_into(buf)),
-        None => real!(fstatfs)(fd, buf),
+        Some(_inside) => run("fstatfs", || {
+            // SAFETY: `buf` is NULL or valid for writing a `statfs` (this
+            // function's contract).
+            unsafe { statfs_into(buf) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `fstatfs`, under the contract this function was called
+        // with.
+        None => unsafe { real!(fstatfs)(fd, buf) },
     }
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct statfs64`: the contract of
+/// fstatfs64 (fstatfs(2)), whose arguments these are.
 pub(crate) unsafe fn sfs_fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int {
     match sfs_fd(fd) {
-        Some(_inside) => run("fstatfs", || statfs_into(buf.cast())),
-        None => real!(fstatfs64)(fd, buf),
+        Some(_inside) => run("fstatfs", || {
+            // SAFETY: `buf` is NULL or valid for writing a `statfs64` (this
+            // function's contract) (`statfs64` has `statfs`'s size and layout on LP64 Linux: asserted above).
+            unsafe { statfs_into(buf.cast()) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `fstatfs64`, under the contract this function was called
+        // with.
+        None => unsafe { real!(fstatfs64)(fd, buf) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct statvfs`: the contract of statvfs(3), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_statvfs(path: *const c_char, buf: *mut libc::statvfs) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("statvfs", || {
             exists(&p)?;
-            statvfs_into(buf)
+            // SAFETY: `buf` is NULL or valid for writing a `statvfs` (this
+            // function's contract).
+            unsafe { statvfs_into(buf) }
         }),
-        None => real!(statvfs)(path, buf),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `statvfs`, under the contract this function was called
+        // with.
+        None => unsafe { real!(statvfs)(path, buf) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct statvfs64`: the contract of statvfs64 (statvfs(3)), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("statvfs", || {
             exists(&p)?;
-            statvfs_into(buf.cast())
+            // SAFETY: `buf` is NULL or valid for writing a `statvfs64` (this
+            // function's contract) (`statvfs64` has `statvfs`'s size and layout on LP64 Linux: asserted above).
+            unsafe { statvfs_into(buf.cast()) }
         }),
-        None => real!(statvfs64)(path, buf),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `statvfs64`, under the contract this function was called
+        // with.
+        None => unsafe { real!(statvfs64)(path, buf) },
     }
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct statvfs`: the contract of
+/// fstatvfs(3), whose arguments these are.
 pub(crate) unsafe fn sfs_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int {
     match sfs_fd(fd) {
-        Some(_inside) => run("fstatvfs", || statvfs_into(buf)),
-        None => real!(fstatvfs)(fd, buf),
+        Some(_inside) => run("fstatvfs", || {
+            // SAFETY: `buf` is NULL or valid for writing a `statvfs` (this
+            // function's contract).
+            unsafe { statvfs_into(buf) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `fstatvfs`, under the contract this function was called
+        // with.
+        None => unsafe { real!(fstatvfs)(fd, buf) },
     }
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct statvfs64`: the contract of
+/// fstatvfs64 (fstatvfs(3)), whose arguments these are.
 pub(crate) unsafe fn sfs_fstatvfs64(fd: c_int, buf: *mut libc::statvfs64) -> c_int {
     match sfs_fd(fd) {
-        Some(_inside) => run("fstatvfs", || statvfs_into(buf.cast())),
-        None => real!(fstatvfs64)(fd, buf),
+        Some(_inside) => run("fstatvfs", || {
+            // SAFETY: `buf` is NULL or valid for writing a `statvfs64` (this
+            // function's contract) (`statvfs64` has `statvfs`'s size and layout on LP64 Linux: asserted above).
+            unsafe { statvfs_into(buf.cast()) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `fstatvfs64`, under the contract this function was called
+        // with.
+        None => unsafe { real!(fstatvfs64)(fd, buf) },
     }
 }
 
@@ -160,10 +248,15 @@ fn fadvise_sfs(fd: c_int, len: off_t, advice: c_int) -> SfsResult<()> {
     }
 }
 
+/// # Safety
+/// None beyond posix_fadvise(2)'s: its arguments are plain integers.
 pub(crate) unsafe fn sfs_posix_fadvise(fd: c_int, off: off_t, len: off_t, advice: c_int) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run_errno("posix_fadvise", || fadvise_sfs(fd, len, advice)),
-        None => real!(posix_fadvise)(fd, off, len, advice),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `posix_fadvise`, under the contract this function was called
+        // with.
+        None => unsafe { real!(posix_fadvise)(fd, off, len, advice) },
     }
 }
 
@@ -193,26 +286,41 @@ fn fallocate_sfs(fd: c_int, mode: c_int, off: off_t, len: off_t) -> SfsResult<()
     }
 }
 
+/// # Safety
+/// None beyond fallocate(2)'s: its arguments are plain integers.
 pub(crate) unsafe fn sfs_fallocate(fd: c_int, mode: c_int, off: off_t, len: off_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("fallocate", || {
             fallocate_sfs(fd, mode, off, len).map(|()| 0)
         }),
-        None => real!(fallocate)(fd, mode, off, len),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `fallocate`, under the contract this function was called
+        // with.
+        None => unsafe { real!(fallocate)(fd, mode, off, len) },
     }
 }
 
+/// # Safety
+/// None beyond posix_fallocate(3)'s: its arguments are plain integers.
 pub(crate) unsafe fn sfs_posix_fallocate(fd: c_int, off: off_t, len: off_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
-        None => real!(posix_fallocate)(fd, off, len),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `posix_fallocate`, under the contract this function was called
+        // with.
+        None => unsafe { real!(posix_fallocate)(fd, off, len) },
     }
 }
 
+/// # Safety
+/// None beyond posix_fallocate64(3)'s: its arguments are plain integers.
 pub(crate) unsafe fn sfs_posix_fallocate64(fd: c_int, off: off_t, len: off_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run_errno("posix_fallocate", || fallocate_sfs(fd, 0, off, len)),
-        None => real!(posix_fallocate64)(fd, off, len),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `posix_fallocate64`, under the contract this function was called
+        // with.
+        None => unsafe { real!(posix_fallocate64)(fd, off, len) },
     }
 }
 
@@ -220,13 +328,23 @@ pub(crate) unsafe fn sfs_posix_fallocate64(fd: c_int, off: off_t, len: off_t) ->
 const COPY_STEP: usize = 8 << 20;
 
 /// Reads from either kind of descriptor (positional if `at` is given).
+///
+/// # Safety
+/// None beyond the types: `buf` is a slice, so the kernel writes only
+/// memory it owns.
 unsafe fn read_any(fd: c_int, buf: &mut [u8], at: Option<i64>) -> SfsResult<usize> {
     if SFS_FDS.contains(fd) {
         return read_sfs(fd, buf, at);
     }
     let n = match at {
-        Some(off) => raw_syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off),
-        None => raw_syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()),
+        // SAFETY: syscall(2) with pread64's arguments: `buf` is a live
+        // mutable slice, valid for writing `buf.len()` bytes.
+        Some(off) => unsafe {
+            raw_syscall!(libc::SYS_pread64, fd, buf.as_mut_ptr(), buf.len(), off)
+        },
+        // SAFETY: syscall(2) with read's arguments: `buf` is a live mutable
+        // slice, valid for writing `buf.len()` bytes.
+        None => unsafe { raw_syscall!(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) },
     };
     if n < 0 {
         Err(err(state::errno(), "read"))
@@ -235,6 +353,9 @@ unsafe fn read_any(fd: c_int, buf: &mut [u8], at: Option<i64>) -> SfsResult<usiz
     }
 }
 
+/// # Safety
+/// None beyond the types: `buf` is a slice, so the kernel reads only memory
+/// it owns.
 unsafe fn write_any(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> {
     if SFS_FDS.contains(fd) {
         return write_sfs(fd, buf, at);
@@ -243,14 +364,20 @@ unsafe fn write_any(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> 
     while done < buf.len() {
         let rest = &buf[done..];
         let n = match at {
-            Some(off) => raw_syscall!(
-                libc::SYS_pwrite64,
-                fd,
-                rest.as_ptr(),
-                rest.len(),
-                off + done as i64,
-            ),
-            None => raw_syscall!(libc::SYS_write, fd, rest.as_ptr(), rest.len()),
+            // SAFETY: syscall(2) with pwrite64's arguments: `rest` is a live
+            // slice, valid for reading `rest.len()` bytes.
+            Some(off) => unsafe {
+                raw_syscall!(
+                    libc::SYS_pwrite64,
+                    fd,
+                    rest.as_ptr(),
+                    rest.len(),
+                    off + done as i64,
+                )
+            },
+            // SAFETY: syscall(2) with write's arguments: `rest` is a live
+            // slice, valid for reading `rest.len()` bytes.
+            None => unsafe { raw_syscall!(libc::SYS_write, fd, rest.as_ptr(), rest.len()) },
         };
         if n < 0 {
             if state::errno() == libc::EINTR {
@@ -264,6 +391,10 @@ unsafe fn write_any(fd: c_int, buf: &[u8], at: Option<i64>) -> SfsResult<usize> 
 }
 
 /// One step of a copy between descriptors, at least one of them SFS.
+///
+/// # Safety
+/// `off_in` and `off_out` are each NULL or aligned and valid for reading
+/// and writing an `i64`.
 unsafe fn copy_step(
     fd_in: c_int,
     off_in: *mut i64,
@@ -272,22 +403,35 @@ unsafe fn copy_step(
     len: usize,
 ) -> SfsResult<ssize_t> {
     let mut buf = vec![0u8; len.min(COPY_STEP)];
-    let at_in = (!off_in.is_null()).then(|| *off_in);
-    let n = read_any(fd_in, &mut buf, at_in)?;
+    // SAFETY: read only when non-NULL, so valid for reading (this
+    // function's contract).
+    let at_in = (!off_in.is_null()).then(|| unsafe { *off_in });
+    // SAFETY: read_any has no contract beyond its types.
+    let n = unsafe { read_any(fd_in, &mut buf, at_in) }?;
     if n == 0 {
         return Ok(0);
     }
-    let at_out = (!off_out.is_null()).then(|| *off_out);
-    let written = write_any(fd_out, &buf[..n], at_out)?;
+    // SAFETY: read only when non-NULL, so valid for reading (this
+    // function's contract).
+    let at_out = (!off_out.is_null()).then(|| unsafe { *off_out });
+    // SAFETY: write_any has no contract beyond its types.
+    let written = unsafe { write_any(fd_out, &buf[..n], at_out) }?;
     if !off_in.is_null() {
-        *off_in += written as i64;
+        // SAFETY: non-NULL (checked), so valid for reading and writing (this
+        // function's contract).
+        unsafe { *off_in += written as i64 };
     }
     if !off_out.is_null() {
-        *off_out += written as i64;
+        // SAFETY: non-NULL (checked), so valid for reading and writing (this
+        // function's contract).
+        unsafe { *off_out += written as i64 };
     }
     Ok(written as ssize_t)
 }
 
+/// # Safety
+/// `off_in` and `off_out` are each NULL or valid for reading and writing a
+/// `loff_t`: the contract of copy_file_range(2), whose arguments these are.
 pub(crate) unsafe fn sfs_copy_file_range(
     fd_in: c_int,
     off_in: *mut i64,
@@ -297,19 +441,30 @@ pub(crate) unsafe fn sfs_copy_file_range(
     flags: c_uint,
 ) -> ssize_t {
     if !SFS_FDS.contains(fd_in) && !SFS_FDS.contains(fd_out) {
-        return real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags);
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `copy_file_range`, under the contract this function was
+        // called with.
+        return unsafe { real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags) };
     }
     match state::enter() {
         Some(_inside) => run("copy_file_range", || {
             if flags != 0 {
                 return Err(err(libc::EINVAL, "copy_file_range flags must be 0"));
             }
-            copy_step(fd_in, off_in, fd_out, off_out, len)
+            // SAFETY: `off_in` and `off_out` are NULL or valid `loff_t`s
+            // (this function's contract), as copy_step requires.
+            unsafe { copy_step(fd_in, off_in, fd_out, off_out, len) }
         }),
-        None => real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `copy_file_range`, under the contract this function was
+        // called with.
+        None => unsafe { real!(copy_file_range)(fd_in, off_in, fd_out, off_out, len, flags) },
     }
 }
 
+/// # Safety
+/// `offset` is NULL or aligned and valid for reading and writing an
+/// `off_t`.
 unsafe fn sendfile_hook(
     out_fd: c_int,
     in_fd: c_int,
@@ -321,20 +476,34 @@ unsafe fn sendfile_hook(
     }
     let _inside = state::enter()?;
     Some(run("sendfile", || {
-        copy_step(in_fd, offset, out_fd, std::ptr::null_mut(), count)
+        // SAFETY: `offset` is NULL or a valid `off_t` (an `i64`: this
+        // function's contract); the output offset is NULL.
+        unsafe { copy_step(in_fd, offset, out_fd, std::ptr::null_mut(), count) }
     }))
 }
 
+/// # Safety
+/// `offset` is NULL or valid for reading and writing an `off_t`: the
+/// contract of sendfile(2), whose arguments these are.
 pub(crate) unsafe fn sfs_sendfile(
     out_fd: c_int,
     in_fd: c_int,
     offset: *mut off_t,
     count: size_t,
 ) -> ssize_t {
-    sendfile_hook(out_fd, in_fd, offset, count)
-        .unwrap_or_else(|| real!(sendfile)(out_fd, in_fd, offset, count))
+    // SAFETY: `offset` is NULL or a valid `off_t` (this function's
+    // contract), as sendfile_hook requires.
+    unsafe { sendfile_hook(out_fd, in_fd, offset, count) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `sendfile`, under the contract this function was called
+        // with.
+        unsafe { real!(sendfile)(out_fd, in_fd, offset, count) }
+    })
 }
 
+/// # Safety
+/// `off_in` and `off_out` are each NULL or valid for reading and writing a
+/// `loff_t`: the contract of splice(2), whose arguments these are.
 pub(crate) unsafe fn sfs_splice(
     fd_in: c_int,
     off_in: *mut i64,
@@ -353,12 +522,18 @@ pub(crate) unsafe fn sfs_splice(
             });
         }
     }
-    real!(splice)(fd_in, off_in, fd_out, off_out, len, flags)
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `splice`, under the contract this function was called with.
+    unsafe { real!(splice)(fd_in, off_in, fd_out, off_out, len, flags) }
 }
 
 /// ioctl on SFS descriptors: FIONREAD answers the bytes left to read;
 /// everything else (FICLONE, FICLONERANGE, FS_IOC_*, terminal requests) is
 /// ENOTTY or EOPNOTSUPP, so callers take their fallback path.
+///
+/// # Safety
+/// For FIONREAD, `arg` is NULL or aligned and valid for writing a `c_int`
+/// (other requests do not touch it).
 unsafe fn ioctl_sfs(fd: c_int, request: c_ulong, arg: *mut c_void) -> SfsResult<c_int> {
     match request {
         libc::FIONREAD => {
@@ -370,7 +545,9 @@ unsafe fn ioctl_sfs(fd: c_int, request: c_ulong, arg: *mut c_void) -> SfsResult<
             if arg.is_null() {
                 return Err(err(libc::EFAULT, "NULL FIONREAD argument"));
             }
-            *arg.cast::<c_int>() = left.min(c_int::MAX as u64) as c_int;
+            // SAFETY: FIONREAD with `arg` non-NULL (checked above): valid for
+            // writing a `c_int` (this function's contract).
+            unsafe { *arg.cast::<c_int>() = left.min(c_int::MAX as u64) as c_int };
             Ok(0)
         }
         libc::FICLONE | libc::FICLONERANGE => {
@@ -383,10 +560,20 @@ unsafe fn ioctl_sfs(fd: c_int, request: c_ulong, arg: *mut c_void) -> SfsResult<
     }
 }
 
+/// # Safety
+/// `arg` is what `request` requires (for FIONREAD, NULL or valid for writing
+/// an `int`): the contract of ioctl(2), whose arguments these are.
 pub(crate) unsafe fn sfs_ioctl(fd: c_int, request: c_ulong, arg: *mut c_void) -> c_int {
     match sfs_fd(fd) {
-        Some(_inside) => run("ioctl", || ioctl_sfs(fd, request, arg)),
-        None => real!(ioctl)(fd, request, arg),
+        Some(_inside) => run("ioctl", || {
+            // SAFETY: `arg` is as `request` requires (this function's
+            // contract), which is ioctl_sfs's for FIONREAD.
+            unsafe { ioctl_sfs(fd, request, arg) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next
+        // library's `ioctl`, under the contract this function was called
+        // with.
+        None => unsafe { real!(ioctl)(fd, request, arg) },
     }
 }
 
@@ -501,10 +688,26 @@ unsafe fn xattr_value<'a>(value: *const c_void, size: size_t) -> SfsResult<&'a [
 
 macro_rules! xattr_path_hooks {
     ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, |$p:ident| $answer:expr;)*) => {$(
+        /// # Safety
+        /// `path` and `name` are NULL or NUL-terminated strings, `value` is
+        /// valid for reading (set) or writing (get) `size` bytes and `list`
+        /// for writing `size` bytes: the contract of the xattr(7) call
+        /// whose arguments these are.
         pub(crate) unsafe fn $hook(path: *const c_char, $($arg: $ty),*) -> $ret {
-            match sfs_path(libc::AT_FDCWD, path) {
-                Some((_inside, $p)) => run(stringify!($name), || $answer),
-                None => real!($name)(path, $($arg),*),
+            // SAFETY: `path` is NULL or NUL-terminated (this function's
+            // contract).
+            match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+                Some((_inside, $p)) => run(stringify!($name), || {
+                    // SAFETY: `name`, `value`, `list` and `size` are as this
+                    // function's contract says, which is what
+                    // get_xattr_sfs, set_xattr_sfs, xattr_value and
+                    // list_xattrs_sfs require of them.
+                    unsafe { $answer }
+                }),
+                // SAFETY: the caller's arguments go on unchanged to the next
+                // library's function of this name, under the contract this
+                // function was called with.
+                None => unsafe { real!($name)(path, $($arg),*) },
             }
         }
     )*};
@@ -512,13 +715,25 @@ macro_rules! xattr_path_hooks {
 
 macro_rules! xattr_fd_hooks {
     ($($name:ident => $hook:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, |$p:ident| $answer:expr;)*) => {$(
+        /// # Safety
+        /// `name` is NULL or a NUL-terminated string, `value` is valid for
+        /// reading (set) or writing (get) `size` bytes and `list` for
+        /// writing `size` bytes: the contract of the xattr(7) call whose
+        /// arguments these are.
         pub(crate) unsafe fn $hook(fd: c_int, $($arg: $ty),*) -> $ret {
             match sfs_fd(fd) {
                 Some(_inside) => run(stringify!($name), || {
                     let $p = with_client(|c| c.fd_path(fd))?;
-                    $answer
+                    // SAFETY: `name`, `value`, `list` and `size` are as this
+                    // function's contract says, which is what
+                    // get_xattr_sfs, set_xattr_sfs, xattr_value and
+                    // list_xattrs_sfs require of them.
+                    unsafe { $answer }
                 }),
-                None => real!($name)(fd, $($arg),*),
+                // SAFETY: the caller's arguments go on unchanged to the next
+                // library's function of this name, under the contract this
+                // function was called with.
+                None => unsafe { real!($name)(fd, $($arg),*) },
             }
         }
     )*};

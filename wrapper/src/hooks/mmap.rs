@@ -58,6 +58,12 @@ fn own_descriptor(fd: c_int) -> SfsResult<c_int> {
     }
 }
 
+/// Maps SFS descriptor `fd` as the program asked (see the module doc).
+///
+/// # Safety
+/// `addr`, `len` and `flags` are as the program passed them to mmap(2):
+/// with `MAP_FIXED`, whatever was mapped at `addr..addr + len` may be
+/// replaced, which the program asked for (mmap's own contract).
 unsafe fn mmap_sfs(
     addr: *mut c_void,
     len: size_t,
@@ -92,22 +98,31 @@ unsafe fn mmap_sfs(
             | libc::MAP_POPULATE
             | libc::MAP_NORESERVE
             | libc::MAP_LOCKED);
-    let map = real!(mmap)(
-        addr,
-        len,
-        libc::PROT_READ | libc::PROT_WRITE,
-        kind | libc::MAP_ANONYMOUS | keep,
-        -1,
-        0,
-    );
+    // SAFETY: an anonymous mapping where the program asked for its mapping
+    // (`addr`, `len` and the placement flags as it passed them: this
+    // function's contract); no memory of ours is involved.
+    let map = unsafe {
+        real!(mmap)(
+            addr,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            kind | libc::MAP_ANONYMOUS | keep,
+            -1,
+            0,
+        )
+    };
     if map == libc::MAP_FAILED {
         return Err(err(state::errno(), "mmap"));
     }
-    let buf = std::slice::from_raw_parts_mut(map.cast::<u8>(), len);
+    // SAFETY: `map` is a fresh readable and writable mapping of `len` bytes
+    // (not MAP_FAILED, checked above) that nothing else refers to yet.
+    let buf = unsafe { std::slice::from_raw_parts_mut(map.cast::<u8>(), len) };
     let mut done = 0;
     while done < len {
         let n = read_sfs(fd, &mut buf[done..], Some(off + done as i64)).inspect_err(|_| {
-            real!(munmap)(map, len);
+            // SAFETY: `map` is the mapping of `len` bytes made above, which
+            // is given up here (`buf` is not used again).
+            unsafe { real!(munmap)(map, len) };
         })?;
         if n == 0 {
             break;
@@ -115,32 +130,44 @@ unsafe fn mmap_sfs(
         done += n;
     }
     let snapshot = if write_back {
-        let snapshot = real!(mmap)(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
+        // SAFETY: a new anonymous mapping where the kernel chooses (NULL
+        // address, no MAP_FIXED): no existing memory is touched.
+        let snapshot = unsafe {
+            real!(mmap)(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
         if snapshot == libc::MAP_FAILED {
             let e = state::errno();
-            real!(munmap)(map, len);
+            // SAFETY: `map` is the mapping of `len` bytes made above, which
+            // is given up here (`buf` is not used again).
+            unsafe { real!(munmap)(map, len) };
             return Err(err(e, "mmap: the snapshot of a shared mapping"));
         }
         // SAFETY: both are fresh mappings of `len` bytes.
-        std::ptr::copy_nonoverlapping(map.cast::<u8>(), snapshot.cast::<u8>(), len);
+        unsafe { std::ptr::copy_nonoverlapping(map.cast::<u8>(), snapshot.cast::<u8>(), len) };
         snapshot as usize
     } else {
         0
     };
     if prot != libc::PROT_READ | libc::PROT_WRITE {
-        libc::mprotect(map, len, prot);
+        // SAFETY: `map` is the mapping of `len` bytes made above; `buf` is
+        // not used again, so no reference of ours needs the access it loses.
+        unsafe { libc::mprotect(map, len, prot) };
     }
     if write_back {
         let own = own_descriptor(fd).inspect_err(|_| {
-            real!(munmap)(map, len);
-            real!(munmap)(snapshot as *mut c_void, len);
+            // SAFETY: `map` and `snapshot` are the two mappings of `len`
+            // bytes made above, given up here; nothing refers to them.
+            unsafe {
+                real!(munmap)(map, len);
+                real!(munmap)(snapshot as *mut c_void, len);
+            }
         })?;
         MAPPINGS
             .lock()
@@ -154,7 +181,10 @@ unsafe fn mmap_sfs(
             });
         MAPPINGS_COUNT.fetch_add(1, Ordering::AcqRel);
         AT_EXIT.call_once(|| {
-            libc::atexit(write_back_all);
+            // SAFETY: `write_back_all` is an `extern "C" fn()` that stays
+            // valid for the life of the process: nothing dlclose()s the shim
+            // (the entry library keeps its handle, wrapper/preload/entry.c).
+            unsafe { libc::atexit(write_back_all) };
         });
     }
     Ok(map)
@@ -300,6 +330,10 @@ fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
     result
 }
 
+/// # Safety
+/// `addr`, `len`, `prot`, `flags`, `fd` and `off` are as for mmap(2), whose
+/// arguments these are, under its contract (with `MAP_FIXED`, what was
+/// mapped at `addr..addr + len` may be replaced).
 pub(crate) unsafe fn sfs_mmap(
     addr: *mut c_void,
     len: size_t,
@@ -310,26 +344,40 @@ pub(crate) unsafe fn sfs_mmap(
 ) -> *mut c_void {
     match sfs_fd(fd) {
         Some(_inside) if flags & libc::MAP_ANONYMOUS == 0 => {
-            let r = run("mmap", || mmap_sfs(addr, len, prot, flags, fd, off));
+            // SAFETY: the program's own mmap(2) arguments, as this function's
+            // contract (that of mmap_sfs) has them.
+            let r = run("mmap", || unsafe {
+                mmap_sfs(addr, len, prot, flags, fd, off)
+            });
             if r.is_null() {
                 libc::MAP_FAILED
             } else {
                 r
             }
         }
-        _ => real!(mmap)(addr, len, prot, flags, fd, off),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `mmap`, under the contract this function was called with.
+        _ => unsafe { real!(mmap)(addr, len, prot, flags, fd, off) },
     }
 }
 
+/// # Safety
+/// `addr` and `len` are as for munmap(2), whose arguments these are: the
+/// program gives up what is mapped there.
 pub(crate) unsafe fn sfs_munmap(addr: *mut c_void, len: size_t) -> c_int {
     if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
         if let Some(_inside) = state::enter() {
             let _ = sync_range(addr as usize, len, true);
         }
     }
-    real!(munmap)(addr, len)
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `munmap`, under the contract this function was called with.
+    unsafe { real!(munmap)(addr, len) }
 }
 
+/// # Safety
+/// None beyond msync(2)'s, whose arguments these are: the range is only
+/// compared with the shim's own mappings and handed to the kernel.
 pub(crate) unsafe fn sfs_msync(addr: *mut c_void, len: size_t, flags: c_int) -> c_int {
     if MAPPINGS_COUNT.load(Ordering::Acquire) > 0 {
         if let Some(_inside) = state::enter() {
@@ -339,5 +387,7 @@ pub(crate) unsafe fn sfs_msync(addr: *mut c_void, len: size_t, flags: c_int) -> 
             }
         }
     }
-    real!(msync)(addr, len, flags)
+    // SAFETY: the caller's arguments go on unchanged to the next library's
+    // `msync`, under the contract this function was called with.
+    unsafe { real!(msync)(addr, len, flags) }
 }

@@ -17,9 +17,10 @@
 /// The exported symbols: generated from `wrapper/hooks.table` by
 /// `wrapper/build.rs`, each calling its handler in the modules below.
 // redhook's `hook!` calls the handler, and the next library's function,
-// inside its `unsafe extern "C" fn` without blocks of their own; the
-// handlers' contracts are the C functions' (each handler's `# Safety`).
-#[allow(non_snake_case, unsafe_op_in_unsafe_fn)]
+// inside its `unsafe extern "C" fn` without blocks of their own (the
+// handlers' contracts are the C functions': each handler's `# Safety`),
+// and keeps the next library's function in a `static mut`.
+#[allow(non_snake_case, unsafe_op_in_unsafe_fn, static_mut_refs)]
 pub(crate) mod table {
     include!(concat!(env!("OUT_DIR"), "/hook_table.rs"));
 }

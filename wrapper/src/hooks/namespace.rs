@@ -84,12 +84,28 @@ unsafe fn mkdir_hook(dirfd: c_int, path: *const c_char, mode: mode_t) -> Option<
     }))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of mkdir(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_mkdir(path: *const c_char, mode: mode_t) -> c_int {
-    mkdir_hook(libc::AT_FDCWD, path, mode).unwrap_or_else(|| real!(mkdir)(path, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { mkdir_hook(libc::AT_FDCWD, path, mode) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkdir`,
+        // under the contract this function was called with.
+        unsafe { real!(mkdir)(path, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of mkdirat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_mkdirat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
-    mkdir_hook(dirfd, path, mode).unwrap_or_else(|| real!(mkdirat)(dirfd, path, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { mkdir_hook(dirfd, path, mode) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkdirat`,
+        // under the contract this function was called with.
+        unsafe { real!(mkdirat)(dirfd, path, mode) }
+    })
 }
 
 /// `mknod`/`mkfifo`: an entry with a type, the mode less the umask and,
@@ -113,69 +129,126 @@ pub(crate) unsafe fn mknod_hook(
     }))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of mknod(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_mknod(path: *const c_char, mode: mode_t, dev: libc::dev_t) -> c_int {
-    mknod_hook(libc::AT_FDCWD, path, mode, dev, "mknod")
-        .unwrap_or_else(|| real!(mknod)(path, mode, dev))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { mknod_hook(libc::AT_FDCWD, path, mode, dev, "mknod") }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mknod`,
+        // under the contract this function was called with.
+        unsafe { real!(mknod)(path, mode, dev) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of mknodat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_mknodat(
     dirfd: c_int,
     path: *const c_char,
     mode: mode_t,
     dev: libc::dev_t,
 ) -> c_int {
-    mknod_hook(dirfd, path, mode, dev, "mknod")
-        .unwrap_or_else(|| real!(mknodat)(dirfd, path, mode, dev))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { mknod_hook(dirfd, path, mode, dev, "mknod") }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mknodat`,
+        // under the contract this function was called with.
+        unsafe { real!(mknodat)(dirfd, path, mode, dev) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of mkfifo(3),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_mkfifo(path: *const c_char, mode: mode_t) -> c_int {
-    mknod_hook(
-        libc::AT_FDCWD,
-        path,
-        libc::S_IFIFO | (mode & 0o7777),
-        0,
-        "mkfifo",
-    )
-    .unwrap_or_else(|| real!(mkfifo)(path, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe {
+        mknod_hook(
+            libc::AT_FDCWD,
+            path,
+            libc::S_IFIFO | (mode & 0o7777),
+            0,
+            "mkfifo",
+        )
+    }
+    .unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkfifo`,
+        // under the contract this function was called with.
+        unsafe { real!(mkfifo)(path, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of mkfifoat(3),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_mkfifoat(dirfd: c_int, path: *const c_char, mode: mode_t) -> c_int {
-    mknod_hook(dirfd, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo")
-        .unwrap_or_else(|| real!(mkfifoat)(dirfd, path, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { mknod_hook(dirfd, path, libc::S_IFIFO | (mode & 0o7777), 0, "mkfifo") }.unwrap_or_else(
+        || {
+            // SAFETY: the caller's arguments go on unchanged to the next library's `mkfifoat`,
+            // under the contract this function was called with.
+            unsafe { real!(mkfifoat)(dirfd, path, mode) }
+        },
+    )
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of rmdir(2),
+/// whose argument this is.
 pub(crate) unsafe fn sfs_rmdir(path: *const c_char) -> c_int {
-    match sfs_path_tail(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path_tail(libc::AT_FDCWD, path) } {
         Some((_inside, p, tail)) => run("rmdir", || rmdir_sfs(&p, tail)),
-        None => real!(rmdir)(path),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `rmdir`,
+        // under the contract this function was called with.
+        None => unsafe { real!(rmdir)(path) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of unlink(2),
+/// whose argument this is.
 pub(crate) unsafe fn sfs_unlink(path: *const c_char) -> c_int {
-    match sfs_path_tail(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path_tail(libc::AT_FDCWD, path) } {
         Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
-        None => real!(unlink)(path),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `unlink`,
+        // under the contract this function was called with.
+        None => unsafe { real!(unlink)(path) },
     }
 }
 
 // glibc's remove(3) calls its internal unlink/rmdir, which no hook sees.
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of remove(3),
+/// whose argument this is.
 pub(crate) unsafe fn sfs_remove(path: *const c_char) -> c_int {
-    match sfs_path_tail(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path_tail(libc::AT_FDCWD, path) } {
         Some((_inside, p, tail)) => run("remove", || match unlink_sfs(&p, tail) {
             Err(e) if e.errno.0 == libc::EISDIR => rmdir_sfs(&p, tail),
             other => other,
         }),
-        None => real!(remove)(path),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `remove`,
+        // under the contract this function was called with.
+        None => unsafe { real!(remove)(path) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of unlinkat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_unlinkat(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    match sfs_path_tail(dirfd, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path_tail(dirfd, path) } {
         Some((_inside, p, tail)) if flags & libc::AT_REMOVEDIR != 0 => {
             run("rmdir", || rmdir_sfs(&p, tail))
         }
         Some((_inside, p, tail)) => run("unlink", || unlink_sfs(&p, tail)),
-        None => real!(unlinkat)(dirfd, path, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `unlinkat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(unlinkat)(dirfd, path, flags) },
     }
 }
 
@@ -223,31 +296,52 @@ fn rename_sfs(
     .map(|()| 0)
 }
 
+/// # Safety
+/// `old` and `new` are each NULL or a NUL-terminated string: the contract
+/// of rename(2), whose arguments these are.
 pub(crate) unsafe fn sfs_rename(old: *const c_char, new: *const c_char) -> c_int {
-    if let Some(answer) = second_path_unreadable("rename", libc::AT_FDCWD, old, new, false) {
+    if let Some(answer) =
+        // SAFETY: `old` is NULL or NUL-terminated (this function's contract).
+        unsafe { second_path_unreadable("rename", libc::AT_FDCWD, old, new, false) }
+    {
         return answer;
     }
-    match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+    // SAFETY: `old` and `new` are each NULL or NUL-terminated (this function's
+    // contract).
+    match unsafe { sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) } {
         Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
-        None => real!(rename)(old, new),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `rename`,
+        // under the contract this function was called with.
+        None => unsafe { real!(rename)(old, new) },
     }
 }
 
+/// # Safety
+/// `old` and `new` are each NULL or a NUL-terminated string: the contract
+/// of renameat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_renameat(
     olddirfd: c_int,
     old: *const c_char,
     newdirfd: c_int,
     new: *const c_char,
 ) -> c_int {
-    if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
+    // SAFETY: `old` is NULL or NUL-terminated (this function's contract).
+    if let Some(answer) = unsafe { second_path_unreadable("rename", olddirfd, old, new, false) } {
         return answer;
     }
-    match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+    // SAFETY: `old` and `new` are each NULL or NUL-terminated (this function's
+    // contract).
+    match unsafe { sfs_path_pair_tail(olddirfd, old, newdirfd, new) } {
         Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, 0)),
-        None => real!(renameat)(olddirfd, old, newdirfd, new),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `renameat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(renameat)(olddirfd, old, newdirfd, new) },
     }
 }
 
+/// # Safety
+/// `old` and `new` are each NULL or a NUL-terminated string: the contract
+/// of renameat2(2), whose arguments these are.
 pub(crate) unsafe fn sfs_renameat2(
     olddirfd: c_int,
     old: *const c_char,
@@ -255,12 +349,17 @@ pub(crate) unsafe fn sfs_renameat2(
     new: *const c_char,
     flags: c_uint,
 ) -> c_int {
-    if let Some(answer) = second_path_unreadable("rename", olddirfd, old, new, false) {
+    // SAFETY: `old` is NULL or NUL-terminated (this function's contract).
+    if let Some(answer) = unsafe { second_path_unreadable("rename", olddirfd, old, new, false) } {
         return answer;
     }
-    match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+    // SAFETY: `old` and `new` are each NULL or NUL-terminated (this function's
+    // contract).
+    match unsafe { sfs_path_pair_tail(olddirfd, old, newdirfd, new) } {
         Some((_inside, a, b)) => run("rename", || rename_sfs(a, b, flags)),
-        None => real!(renameat2)(olddirfd, old, newdirfd, new, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `renameat2`,
+        // under the contract this function was called with.
+        None => unsafe { real!(renameat2)(olddirfd, old, newdirfd, new, flags) },
     }
 }
 
@@ -318,16 +417,28 @@ unsafe fn second_path_unreadable(
     }))
 }
 
+/// # Safety
+/// `old` and `new` are each NULL or a NUL-terminated string: the contract
+/// of link(2), whose arguments these are.
 pub(crate) unsafe fn sfs_link(old: *const c_char, new: *const c_char) -> c_int {
-    if let Some(answer) = second_path_unreadable("link", libc::AT_FDCWD, old, new, true) {
+    // SAFETY: `old` is NULL or NUL-terminated (this function's contract).
+    if let Some(answer) = unsafe { second_path_unreadable("link", libc::AT_FDCWD, old, new, true) }
+    {
         return answer;
     }
-    match sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) {
+    // SAFETY: `old` and `new` are each NULL or NUL-terminated (this function's
+    // contract).
+    match unsafe { sfs_path_pair_tail(libc::AT_FDCWD, old, libc::AT_FDCWD, new) } {
         Some((_inside, a, b)) => run("link", || link_sfs(a, b, false)),
-        None => real!(link)(old, new),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `link`,
+        // under the contract this function was called with.
+        None => unsafe { real!(link)(old, new) },
     }
 }
 
+/// # Safety
+/// `old` and `new` are each NULL or a NUL-terminated string: the contract
+/// of linkat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_linkat(
     olddirfd: c_int,
     old: *const c_char,
@@ -335,7 +446,8 @@ pub(crate) unsafe fn sfs_linkat(
     new: *const c_char,
     flags: c_int,
 ) -> c_int {
-    if let Some(answer) = second_path_unreadable("link", olddirfd, old, new, true) {
+    // SAFETY: `old` is NULL or NUL-terminated (this function's contract).
+    if let Some(answer) = unsafe { second_path_unreadable("link", olddirfd, old, new, true) } {
         return answer;
     }
     let follow = flags & libc::AT_SYMLINK_FOLLOW != 0;
@@ -357,9 +469,13 @@ pub(crate) unsafe fn sfs_linkat(
             });
         }
     }
-    match sfs_path_pair_tail(olddirfd, old, newdirfd, new) {
+    // SAFETY: `old` and `new` are each NULL or NUL-terminated (this function's
+    // contract).
+    match unsafe { sfs_path_pair_tail(olddirfd, old, newdirfd, new) } {
         Some((_inside, a, b)) => run("link", || link_sfs(a, b, follow)),
-        None => real!(linkat)(olddirfd, old, newdirfd, new, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `linkat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(linkat)(olddirfd, old, newdirfd, new, flags) },
     }
 }
 
@@ -367,40 +483,61 @@ fn size_arg(len: off_t) -> SfsResult<u64> {
     u64::try_from(len).map_err(|_| err(libc::EINVAL, format!("negative length {len}")))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of truncate(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_truncate(path: *const c_char, len: off_t) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("truncate", || {
             let len = size_arg(len)?;
             crate::hooks::io::check_truncate_length(len)?;
             ok(with_client(|c| c.truncate(&p, len)))
         }),
-        None => real!(truncate)(path, len),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `truncate`,
+        // under the contract this function was called with.
+        None => unsafe { real!(truncate)(path, len) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of chmod(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_chmod(path: *const c_char, mode: mode_t) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("chmod", || ok(with_client(|c| c.chmod(&p, mode)))),
-        None => real!(chmod)(path, mode),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `chmod`,
+        // under the contract this function was called with.
+        None => unsafe { real!(chmod)(path, mode) },
     }
 }
 
+/// # Safety
+/// None beyond fchmod(2)'s, whose arguments these are: plain values, no
+/// pointer.
 pub(crate) unsafe fn sfs_fchmod(fd: c_int, mode: mode_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("fchmod", || {
             ok(with_client(|c| c.chmod(&c.fd_path(fd)?, mode)))
         }),
-        None => real!(fchmod)(fd, mode),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `fchmod`,
+        // under the contract this function was called with.
+        None => unsafe { real!(fchmod)(fd, mode) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of fchmodat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_fchmodat(
     dirfd: c_int,
     path: *const c_char,
     mode: mode_t,
     flags: c_int,
 ) -> c_int {
-    match sfs_path(dirfd, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(dirfd, path) } {
         Some((_inside, p)) => run("chmod", || {
             if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
                 let md = with_client(|c| c.lstat(&p))?;
@@ -410,7 +547,9 @@ pub(crate) unsafe fn sfs_fchmodat(
             }
             ok(with_client(|c| c.chmod(&p, mode)))
         }),
-        None => real!(fchmodat)(dirfd, path, mode, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `fchmodat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(fchmodat)(dirfd, path, mode, flags) },
     }
 }
 
@@ -428,29 +567,49 @@ fn chown_sfs(path: &str, uid: uid_t, gid: gid_t, follow: bool) -> SfsResult<c_in
     }))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of chown(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_chown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("chown", || chown_sfs(&p, uid, gid, true)),
-        None => real!(chown)(path, uid, gid),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `chown`,
+        // under the contract this function was called with.
+        None => unsafe { real!(chown)(path, uid, gid) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of lchown(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_lchown(path: *const c_char, uid: uid_t, gid: gid_t) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("lchown", || chown_sfs(&p, uid, gid, false)),
-        None => real!(lchown)(path, uid, gid),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `lchown`,
+        // under the contract this function was called with.
+        None => unsafe { real!(lchown)(path, uid, gid) },
     }
 }
 
+/// # Safety
+/// None beyond fchown(2)'s, whose arguments these are: plain values, no
+/// pointer.
 pub(crate) unsafe fn sfs_fchown(fd: c_int, uid: uid_t, gid: gid_t) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("fchown", || {
             chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)
         }),
-        None => real!(fchown)(fd, uid, gid),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `fchown`,
+        // under the contract this function was called with.
+        None => unsafe { real!(fchown)(fd, uid, gid) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of fchownat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_fchownat(
     dirfd: c_int,
     path: *const c_char,
@@ -458,14 +617,17 @@ pub(crate) unsafe fn sfs_fchownat(
     gid: gid_t,
     flags: c_int,
 ) -> c_int {
-    match crate::hooks::stat::at_target(dirfd, path, flags) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { crate::hooks::stat::at_target(dirfd, path, flags) } {
         Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => {
             run("chown", || chown_sfs(&p, uid, gid, follow))
         }
         Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("fchown", || {
             chown_sfs(&with_client(|c| c.fd_path(fd))?, uid, gid, true)
         }),
-        None => real!(fchownat)(dirfd, path, uid, gid, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `fchownat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(fchownat)(dirfd, path, uid, gid, flags) },
     }
 }
 
@@ -488,27 +650,41 @@ unsafe fn symlink_sfs(target: *const c_char, linkpath: &str) -> SfsResult<c_int>
     ok(with_client(|c| c.symlink(&target, linkpath)))
 }
 
+/// # Safety
+/// `target` and `linkpath` are each NULL or a NUL-terminated string: the
+/// contract of symlink(2), whose arguments these are.
 pub(crate) unsafe fn sfs_symlink(target: *const c_char, linkpath: *const c_char) -> c_int {
-    match sfs_path_tail(libc::AT_FDCWD, linkpath) {
+    // SAFETY: `linkpath` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path_tail(libc::AT_FDCWD, linkpath) } {
         Some((_inside, p, tail)) => run("symlink", || {
             refuse_non_dir_at(&p, tail)?;
-            symlink_sfs(target, &p)
+            // SAFETY: `target` is NULL or NUL-terminated (this function's contract).
+            unsafe { symlink_sfs(target, &p) }
         }),
-        None => real!(symlink)(target, linkpath),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `symlink`,
+        // under the contract this function was called with.
+        None => unsafe { real!(symlink)(target, linkpath) },
     }
 }
 
+/// # Safety
+/// `target` and `linkpath` are each NULL or a NUL-terminated string: the
+/// contract of symlinkat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_symlinkat(
     target: *const c_char,
     dirfd: c_int,
     linkpath: *const c_char,
 ) -> c_int {
-    match sfs_path_tail(dirfd, linkpath) {
+    // SAFETY: `linkpath` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path_tail(dirfd, linkpath) } {
         Some((_inside, p, tail)) => run("symlink", || {
             refuse_non_dir_at(&p, tail)?;
-            symlink_sfs(target, &p)
+            // SAFETY: `target` is NULL or NUL-terminated (this function's contract).
+            unsafe { symlink_sfs(target, &p) }
         }),
-        None => real!(symlinkat)(target, dirfd, linkpath),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `symlinkat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(symlinkat)(target, dirfd, linkpath) },
     }
 }
 
@@ -527,27 +703,49 @@ unsafe fn readlink_sfs(path: &str, buf: *mut c_char, len: size_t) -> SfsResult<s
     Ok(n as ssize_t)
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is valid for writing
+/// `len` bytes: the contract of readlink(2), whose arguments these are.
 pub(crate) unsafe fn sfs_readlink(path: *const c_char, buf: *mut c_char, len: size_t) -> ssize_t {
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-        None => real!(readlink)(path, buf, len),
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+        Some((_inside, p)) => run("readlink", || {
+            // SAFETY: `buf` is valid for writing `len` bytes (this function's contract).
+            unsafe { readlink_sfs(&p, buf, len) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `readlink`,
+        // under the contract this function was called with.
+        None => unsafe { real!(readlink)(path, buf, len) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is valid for writing
+/// `len` bytes: the contract of readlinkat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_readlinkat(
     dirfd: c_int,
     path: *const c_char,
     buf: *mut c_char,
     len: size_t,
 ) -> ssize_t {
-    match sfs_path(dirfd, path) {
-        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-        None => real!(readlinkat)(dirfd, path, buf, len),
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(dirfd, path) } {
+        Some((_inside, p)) => run("readlink", || {
+            // SAFETY: `buf` is valid for writing `len` bytes (this function's contract).
+            unsafe { readlink_sfs(&p, buf, len) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `readlinkat`, under the contract this function was called with.
+        None => unsafe { real!(readlinkat)(dirfd, path, buf, len) },
     }
 }
 
 // Fortified variants: a length beyond the caller's buffer goes to glibc's
 // own, which aborts as it must.
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is valid for writing
+/// `buflen` bytes (the size of the object it points to): the contract of
+/// `__readlink_chk`, glibc's fortified readlink(2), whose arguments these are.
 pub(crate) unsafe fn sfs_readlink_chk(
     path: *const c_char,
     buf: *mut c_char,
@@ -555,14 +753,28 @@ pub(crate) unsafe fn sfs_readlink_chk(
     buflen: size_t,
 ) -> ssize_t {
     if len > buflen {
-        return real!(__readlink_chk)(path, buf, len, buflen);
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__readlink_chk`, under the contract this function was called with.
+        return unsafe { real!(__readlink_chk)(path, buf, len, buflen) };
     }
-    match sfs_path(libc::AT_FDCWD, path) {
-        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-        None => real!(__readlink_chk)(path, buf, len, buflen),
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
+        Some((_inside, p)) => run("readlink", || {
+            // SAFETY: `buf` is valid for writing `buflen` bytes (this function's contract),
+            // and `len <= buflen` (checked above).
+            unsafe { readlink_sfs(&p, buf, len) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__readlink_chk`, under the contract this function was called with.
+        None => unsafe { real!(__readlink_chk)(path, buf, len, buflen) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is valid for writing
+/// `buflen` bytes (the size of the object it points to): the contract of
+/// `__readlinkat_chk`, glibc's fortified readlinkat(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_readlinkat_chk(
     dirfd: c_int,
     path: *const c_char,
@@ -571,11 +783,20 @@ pub(crate) unsafe fn sfs_readlinkat_chk(
     buflen: size_t,
 ) -> ssize_t {
     if len > buflen {
-        return real!(__readlinkat_chk)(dirfd, path, buf, len, buflen);
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__readlinkat_chk`, under the contract this function was called with.
+        return unsafe { real!(__readlinkat_chk)(dirfd, path, buf, len, buflen) };
     }
-    match sfs_path(dirfd, path) {
-        Some((_inside, p)) => run("readlink", || readlink_sfs(&p, buf, len)),
-        None => real!(__readlinkat_chk)(dirfd, path, buf, len, buflen),
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(dirfd, path) } {
+        Some((_inside, p)) => run("readlink", || {
+            // SAFETY: `buf` is valid for writing `buflen` bytes (this function's contract),
+            // and `len <= buflen` (checked above).
+            unsafe { readlink_sfs(&p, buf, len) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__readlinkat_chk`, under the contract this function was called with.
+        None => unsafe { real!(__readlinkat_chk)(dirfd, path, buf, len, buflen) },
     }
 }
 
@@ -638,6 +859,10 @@ pub(crate) fn utimens_sfs(path: &str, times: Times, follow: bool) -> SfsResult<c
     }))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `times` is NULL or valid
+/// for reading two `struct timespec`: the contract of utimensat(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_utimensat(
     dirfd: c_int,
     path: *const c_char,
@@ -650,80 +875,128 @@ pub(crate) unsafe fn sfs_utimensat(
             return run("futimens", || {
                 utimens_sfs(
                     &with_client(|c| c.fd_path(dirfd))?,
-                    times_from_timespec(times)?,
+                    // SAFETY: `times` is NULL or valid for reading two timespecs (this function's
+                    // contract).
+                    unsafe { times_from_timespec(times) }?,
                     true,
                 )
             });
         }
     }
-    match crate::hooks::stat::at_target(dirfd, path, flags) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { crate::hooks::stat::at_target(dirfd, path, flags) } {
         Some((_inside, crate::hooks::stat::Target::Path { path: p, follow })) => {
             run("utimensat", || {
-                utimens_sfs(&p, times_from_timespec(times)?, follow)
+                // SAFETY: `times` is NULL or valid for reading two timespecs (this function's
+                // contract).
+                utimens_sfs(&p, unsafe { times_from_timespec(times) }?, follow)
             })
         }
         Some((_inside, crate::hooks::stat::Target::Fd(fd))) => run("utimensat", || {
             utimens_sfs(
                 &with_client(|c| c.fd_path(fd))?,
-                times_from_timespec(times)?,
+                // SAFETY: `times` is NULL or valid for reading two timespecs (this function's
+                // contract).
+                unsafe { times_from_timespec(times) }?,
                 true,
             )
         }),
-        None => real!(utimensat)(dirfd, path, times, flags),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `utimensat`,
+        // under the contract this function was called with.
+        None => unsafe { real!(utimensat)(dirfd, path, times, flags) },
     }
 }
 
+/// # Safety
+/// `times` is NULL or valid for reading two `struct timespec`: the contract
+/// of futimens(3), whose arguments these are.
 pub(crate) unsafe fn sfs_futimens(fd: c_int, times: *const libc::timespec) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("futimens", || {
             utimens_sfs(
                 &with_client(|c| c.fd_path(fd))?,
-                times_from_timespec(times)?,
+                // SAFETY: `times` is NULL or valid for reading two timespecs (this function's
+                // contract).
+                unsafe { times_from_timespec(times) }?,
                 true,
             )
         }),
-        None => real!(futimens)(fd, times),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `futimens`,
+        // under the contract this function was called with.
+        None => unsafe { real!(futimens)(fd, times) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `times` is NULL or valid
+/// for reading two `struct timeval`: the contract of utimes(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_utimes(path: *const c_char, times: *const libc::timeval) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("utimes", || {
-            utimens_sfs(&p, times_from_timeval(times)?, true)
+            // SAFETY: `times` is NULL or valid for reading two timevals (this function's
+            // contract).
+            utimens_sfs(&p, unsafe { times_from_timeval(times) }?, true)
         }),
-        None => real!(utimes)(path, times),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `utimes`,
+        // under the contract this function was called with.
+        None => unsafe { real!(utimes)(path, times) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `times` is NULL or valid
+/// for reading two `struct timeval`: the contract of lutimes(3), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_lutimes(path: *const c_char, times: *const libc::timeval) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("lutimes", || {
-            utimens_sfs(&p, times_from_timeval(times)?, false)
+            // SAFETY: `times` is NULL or valid for reading two timevals (this function's
+            // contract).
+            utimens_sfs(&p, unsafe { times_from_timeval(times) }?, false)
         }),
-        None => real!(lutimes)(path, times),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `lutimes`,
+        // under the contract this function was called with.
+        None => unsafe { real!(lutimes)(path, times) },
     }
 }
 
+/// # Safety
+/// `times` is NULL or valid for reading two `struct timeval`: the contract
+/// of futimes(3), whose arguments these are.
 pub(crate) unsafe fn sfs_futimes(fd: c_int, times: *const libc::timeval) -> c_int {
     match sfs_fd(fd) {
         Some(_inside) => run("futimes", || {
             utimens_sfs(
                 &with_client(|c| c.fd_path(fd))?,
-                times_from_timeval(times)?,
+                // SAFETY: `times` is NULL or valid for reading two timevals (this function's
+                // contract).
+                unsafe { times_from_timeval(times) }?,
                 true,
             )
         }),
-        None => real!(futimes)(fd, times),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `futimes`,
+        // under the contract this function was called with.
+        None => unsafe { real!(futimes)(fd, times) },
     }
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `times` is NULL or valid
+/// for reading a `struct utimbuf`: the contract of utime(2), whose arguments
+/// these are.
 pub(crate) unsafe fn sfs_utime(path: *const c_char, times: *const libc::utimbuf) -> c_int {
-    match sfs_path(libc::AT_FDCWD, path) {
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("utime", || {
             let t = if times.is_null() {
                 Times::Now
             } else {
-                let t = &*times;
+                // SAFETY: `times` is not NULL (checked above), so valid for reading a
+                // `struct utimbuf` (this function's contract).
+                let t = unsafe { &*times };
                 Times::Set(
                     Some(t.actime * 1_000_000_000),
                     Some(t.modtime * 1_000_000_000),
@@ -731,6 +1004,8 @@ pub(crate) unsafe fn sfs_utime(path: *const c_char, times: *const libc::utimbuf)
             };
             utimens_sfs(&p, t, true)
         }),
-        None => real!(utime)(path, times),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `utime`,
+        // under the contract this function was called with.
+        None => unsafe { real!(utime)(path, times) },
     }
 }

@@ -26,8 +26,12 @@ pub fn umask_value() -> u32 {
     current
 }
 
+/// # Safety
+/// None beyond umask(2)'s, whose argument this is: a plain value.
 pub(crate) unsafe fn sfs_umask(mask: mode_t) -> mode_t {
-    let old = real!(umask)(mask);
+    // SAFETY: the caller's argument goes on unchanged to the next library's
+    // `umask`, under the contract this function was called with.
+    let old = unsafe { real!(umask)(mask) };
     UMASK.store(mask & 0o777, Ordering::Relaxed);
     old
 }
@@ -85,36 +89,92 @@ unsafe fn open_hook(
     Some(run("open", || open_sfs(&sfs, flags, mode)))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of open(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_open(path: *const c_char, flags: c_int, mode: mode_t) -> c_int {
-    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(open)(path, flags, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(libc::AT_FDCWD, path, flags, mode) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `open`,
+        // under the contract this function was called with.
+        unsafe { real!(open)(path, flags, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of openat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_openat(
     dirfd: c_int,
     path: *const c_char,
     flags: c_int,
     mode: mode_t,
 ) -> c_int {
-    open_hook(dirfd, path, flags, mode).unwrap_or_else(|| real!(openat)(dirfd, path, flags, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(dirfd, path, flags, mode) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `openat`,
+        // under the contract this function was called with.
+        unsafe { real!(openat)(dirfd, path, flags, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of creat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_creat(path: *const c_char, mode: mode_t) -> c_int {
     let flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
-    open_hook(libc::AT_FDCWD, path, flags, mode).unwrap_or_else(|| real!(creat)(path, mode))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(libc::AT_FDCWD, path, flags, mode) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `creat`,
+        // under the contract this function was called with.
+        unsafe { real!(creat)(path, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of `__open_2`,
+/// glibc's fortified open(2), whose arguments these are.
 pub(crate) unsafe fn sfs_open_2(path: *const c_char, flags: c_int) -> c_int {
-    open_hook(libc::AT_FDCWD, path, flags, 0).unwrap_or_else(|| real!(__open_2)(path, flags))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(libc::AT_FDCWD, path, flags, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `__open_2`,
+        // under the contract this function was called with.
+        unsafe { real!(__open_2)(path, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of `__open64_2`,
+/// glibc's fortified open64(2), whose arguments these are.
 pub(crate) unsafe fn sfs_open64_2(path: *const c_char, flags: c_int) -> c_int {
-    open_hook(libc::AT_FDCWD, path, flags, 0).unwrap_or_else(|| real!(__open64_2)(path, flags))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(libc::AT_FDCWD, path, flags, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__open64_2`, under the contract this function was called with.
+        unsafe { real!(__open64_2)(path, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of `__openat_2`,
+/// glibc's fortified openat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_openat_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    open_hook(dirfd, path, flags, 0).unwrap_or_else(|| real!(__openat_2)(dirfd, path, flags))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(dirfd, path, flags, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__openat_2`, under the contract this function was called with.
+        unsafe { real!(__openat_2)(dirfd, path, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of
+/// `__openat64_2`, glibc's fortified openat64(2), whose arguments these are.
 pub(crate) unsafe fn sfs_openat64_2(dirfd: c_int, path: *const c_char, flags: c_int) -> c_int {
-    open_hook(dirfd, path, flags, 0).unwrap_or_else(|| real!(__openat64_2)(dirfd, path, flags))
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
+    unsafe { open_hook(dirfd, path, flags, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__openat64_2`, under the contract this function was called with.
+        unsafe { real!(__openat64_2)(dirfd, path, flags) }
+    })
 }

@@ -138,12 +138,28 @@ unsafe fn unix_socket_call(
     Some(run(what, || call(&sfs)))
 }
 
+/// # Safety
+/// `addr` is NULL or valid for reading `len` bytes: the contract of bind(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    unix_socket_call(addr, len, "bind", |sfs| bind_sfs(fd, sfs))
-        .unwrap_or_else(|| real!(bind)(fd, addr, len))
+    // SAFETY: `addr` is NULL or valid for `len` bytes (this function's contract).
+    unsafe { unix_socket_call(addr, len, "bind", |sfs| bind_sfs(fd, sfs)) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `bind`,
+        // under the contract this function was called with.
+        unsafe { real!(bind)(fd, addr, len) }
+    })
 }
 
+/// # Safety
+/// `addr` is NULL or valid for reading `len` bytes: the contract of
+/// connect(2), whose arguments these are.
 pub(crate) unsafe fn sfs_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    unix_socket_call(addr, len, "connect", |sfs| connect_sfs(fd, sfs))
-        .unwrap_or_else(|| real!(connect)(fd, addr, len))
+    // SAFETY: `addr` is NULL or valid for `len` bytes (this function's contract).
+    unsafe { unix_socket_call(addr, len, "connect", |sfs| connect_sfs(fd, sfs)) }.unwrap_or_else(
+        || {
+            // SAFETY: the caller's arguments go on unchanged to the next library's `connect`,
+            // under the contract this function was called with.
+            unsafe { real!(connect)(fd, addr, len) }
+        },
+    )
 }

@@ -83,7 +83,7 @@ pub unsafe fn at_target(
 }
 
 /// # Safety
-/// `path` NULL or NUL-terminated; `buf` writable.
+/// `path` NULL or NUL-terminated; `buf` NULL or writable (a `struct stat`).
 unsafe fn path_stat(path: *const c_char, buf: *mut libc::stat, follow: bool) -> Option<c_int> {
     // SAFETY: forwarded contract.
     let (_inside, path) = unsafe { sfs_path(libc::AT_FDCWD, path) }?;
@@ -94,7 +94,7 @@ unsafe fn path_stat(path: *const c_char, buf: *mut libc::stat, follow: bool) -> 
 }
 
 /// # Safety
-/// `buf` writable.
+/// `buf` NULL or writable (a `struct stat`).
 unsafe fn fd_stat(fd: c_int, buf: *mut libc::stat) -> Option<c_int> {
     let _inside = sfs_fd(fd)?;
     // SAFETY: forwarded contract.
@@ -102,7 +102,7 @@ unsafe fn fd_stat(fd: c_int, buf: *mut libc::stat) -> Option<c_int> {
 }
 
 /// # Safety
-/// `path` NULL or NUL-terminated; `buf` writable.
+/// `path` NULL or NUL-terminated; `buf` NULL or writable (a `struct stat`).
 unsafe fn at_stat(
     dirfd: c_int,
     path: *const c_char,
@@ -115,77 +115,218 @@ unsafe fn at_stat(
     Some(run("fstatat", || unsafe { stat_into(target, buf) }))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat`: the contract of stat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_stat(path: *const c_char, buf: *mut libc::stat) -> c_int {
-    path_stat(path, buf, true).unwrap_or_else(|| real!(stat)(path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s.
+    unsafe { path_stat(path, buf, true) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `stat`, under the contract this function was called with.
+        unsafe { real!(stat)(path, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat64`: the contract of stat64(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int {
-    path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(stat64)(path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
+    // the top).
+    unsafe { path_stat(path, buf.cast(), true) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `stat64`, under the contract this function was called with.
+        unsafe { real!(stat64)(path, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat`: the contract of lstat(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
-    path_stat(path, buf, false).unwrap_or_else(|| real!(lstat)(path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s.
+    unsafe { path_stat(path, buf, false) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `lstat`, under the contract this function was called with.
+        unsafe { real!(lstat)(path, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat64`: the contract of lstat64(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int {
-    path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(lstat64)(path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
+    // the top).
+    unsafe { path_stat(path, buf.cast(), false) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `lstat64`, under the contract this function was called with.
+        unsafe { real!(lstat64)(path, buf) }
+    })
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct stat`: the contract of
+/// fstat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
-    fd_stat(fd, buf).unwrap_or_else(|| real!(fstat)(fd, buf))
+    // SAFETY: `buf` as this function's contract says, which is `fd_stat`'s.
+    unsafe { fd_stat(fd, buf) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fstat`, under the contract this function was called with.
+        unsafe { real!(fstat)(fd, buf) }
+    })
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct stat64`: the contract of
+/// fstat64(2), whose arguments these are.
 pub(crate) unsafe fn sfs_fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int {
-    fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(fstat64)(fd, buf))
+    // SAFETY: `buf` as this function's contract says, which is `fd_stat`'s
+    // (`struct stat64` is `struct stat` here: the assertion at the top).
+    unsafe { fd_stat(fd, buf.cast()) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fstat64`, under the contract this function was called with.
+        unsafe { real!(fstat64)(fd, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat`: the contract of fstatat(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_fstatat(
     dirfd: c_int,
     path: *const c_char,
     buf: *mut libc::stat,
     flags: c_int,
 ) -> c_int {
-    at_stat(dirfd, path, buf, flags).unwrap_or_else(|| real!(fstatat)(dirfd, path, buf, flags))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `at_stat`'s.
+    unsafe { at_stat(dirfd, path, buf, flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fstatat`, under the contract this function was called with.
+        unsafe { real!(fstatat)(dirfd, path, buf, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat64`: the contract of fstatat64(2), whose arguments
+/// these are.
 pub(crate) unsafe fn sfs_fstatat64(
     dirfd: c_int,
     path: *const c_char,
     buf: *mut libc::stat64,
     flags: c_int,
 ) -> c_int {
-    at_stat(dirfd, path, buf.cast(), flags)
-        .unwrap_or_else(|| real!(fstatat64)(dirfd, path, buf, flags))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `at_stat`'s (`struct stat64` is `struct stat` here: the assertion at the
+    // top).
+    unsafe { at_stat(dirfd, path, buf.cast(), flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `fstatat64`, under the contract this function was called with.
+        unsafe { real!(fstatat64)(dirfd, path, buf, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat`: the contract of `__xstat` (stat(2) behind a version
+/// number), whose arguments these are.
 pub(crate) unsafe fn sfs_xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
-    path_stat(path, buf, true).unwrap_or_else(|| real!(__xstat)(ver, path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s.
+    unsafe { path_stat(path, buf, true) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__xstat`, under the contract this function was called with.
+        unsafe { real!(__xstat)(ver, path, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat64`: the contract of `__xstat64` (stat64 behind a
+/// version number), whose arguments these are.
 pub(crate) unsafe fn sfs_xstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int {
-    path_stat(path, buf.cast(), true).unwrap_or_else(|| real!(__xstat64)(ver, path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
+    // the top).
+    unsafe { path_stat(path, buf.cast(), true) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__xstat64`, under the contract this function was called with.
+        unsafe { real!(__xstat64)(ver, path, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat`: the contract of `__lxstat` (lstat(2) behind a
+/// version number), whose arguments these are.
 pub(crate) unsafe fn sfs_lxstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
-    path_stat(path, buf, false).unwrap_or_else(|| real!(__lxstat)(ver, path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s.
+    unsafe { path_stat(path, buf, false) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__lxstat`, under the contract this function was called with.
+        unsafe { real!(__lxstat)(ver, path, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat64`: the contract of `__lxstat64` (lstat64 behind a
+/// version number), whose arguments these are.
 pub(crate) unsafe fn sfs_lxstat64(
     ver: c_int,
     path: *const c_char,
     buf: *mut libc::stat64,
 ) -> c_int {
-    path_stat(path, buf.cast(), false).unwrap_or_else(|| real!(__lxstat64)(ver, path, buf))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
+    // the top).
+    unsafe { path_stat(path, buf.cast(), false) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__lxstat64`, under the contract this function was called with.
+        unsafe { real!(__lxstat64)(ver, path, buf) }
+    })
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct stat`: the contract of
+/// `__fxstat` (fstat(2) behind a version number), whose arguments these are.
 pub(crate) unsafe fn sfs_fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
-    fd_stat(fd, buf).unwrap_or_else(|| real!(__fxstat)(ver, fd, buf))
+    // SAFETY: `buf` as this function's contract says, which is `fd_stat`'s.
+    unsafe { fd_stat(fd, buf) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__fxstat`, under the contract this function was called with.
+        unsafe { real!(__fxstat)(ver, fd, buf) }
+    })
 }
 
+/// # Safety
+/// `buf` is NULL or valid for writing a `struct stat64`: the contract of
+/// `__fxstat64` (fstat64 behind a version number), whose arguments these are.
 pub(crate) unsafe fn sfs_fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int {
-    fd_stat(fd, buf.cast()).unwrap_or_else(|| real!(__fxstat64)(ver, fd, buf))
+    // SAFETY: `buf` as this function's contract says, which is `fd_stat`'s
+    // (`struct stat64` is `struct stat` here: the assertion at the top).
+    unsafe { fd_stat(fd, buf.cast()) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__fxstat64`, under the contract this function was called with.
+        unsafe { real!(__fxstat64)(ver, fd, buf) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat`: the contract of `__fxstatat` (fstatat(2) behind a
+/// version number), whose arguments these are.
 pub(crate) unsafe fn sfs_fxstatat(
     ver: c_int,
     dirfd: c_int,
@@ -193,10 +334,19 @@ pub(crate) unsafe fn sfs_fxstatat(
     buf: *mut libc::stat,
     flags: c_int,
 ) -> c_int {
-    at_stat(dirfd, path, buf, flags)
-        .unwrap_or_else(|| real!(__fxstatat)(ver, dirfd, path, buf, flags))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `at_stat`'s.
+    unsafe { at_stat(dirfd, path, buf, flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__fxstatat`, under the contract this function was called with.
+        unsafe { real!(__fxstatat)(ver, dirfd, path, buf, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct stat64`: the contract of `__fxstatat64` (fstatat64 behind
+/// a version number), whose arguments these are.
 pub(crate) unsafe fn sfs_fxstatat64(
     ver: c_int,
     dirfd: c_int,
@@ -204,8 +354,14 @@ pub(crate) unsafe fn sfs_fxstatat64(
     buf: *mut libc::stat64,
     flags: c_int,
 ) -> c_int {
-    at_stat(dirfd, path, buf.cast(), flags)
-        .unwrap_or_else(|| real!(__fxstatat64)(ver, dirfd, path, buf, flags))
+    // SAFETY: `path` and `buf` as this function's contract says, which is
+    // `at_stat`'s (`struct stat64` is `struct stat` here: the assertion at the
+    // top).
+    unsafe { at_stat(dirfd, path, buf.cast(), flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `__fxstatat64`, under the contract this function was called with.
+        unsafe { real!(__fxstatat64)(ver, dirfd, path, buf, flags) }
+    })
 }
 
 fn timestamp(ns: i64) -> libc::statx_timestamp {
@@ -248,6 +404,10 @@ unsafe fn statx_into(target: Target, buf: *mut libc::statx) -> SfsResult<c_int> 
     Ok(0)
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
+/// writing a `struct statx`: the contract of statx(2), whose arguments these
+/// are.
 pub(crate) unsafe fn sfs_statx(
     dirfd: c_int,
     path: *const c_char,
@@ -255,9 +415,17 @@ pub(crate) unsafe fn sfs_statx(
     mask: c_uint,
     buf: *mut libc::statx,
 ) -> c_int {
-    match at_target(dirfd, path, flags) {
-        Some((_inside, target)) => run("statx", || statx_into(target, buf)),
-        None => real!(statx)(dirfd, path, flags, mask, buf),
+    // SAFETY: `path` is NULL or NUL-terminated (this function's contract),
+    // which is `at_target`'s.
+    match unsafe { at_target(dirfd, path, flags) } {
+        Some((_inside, target)) => run("statx", || {
+            // SAFETY: `buf` is NULL or valid for writing a `struct statx` (this
+            // function's contract), which is `statx_into`'s.
+            unsafe { statx_into(target, buf) }
+        }),
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `statx`, under the contract this function was called with.
+        None => unsafe { real!(statx)(dirfd, path, flags, mask, buf) },
     }
 }
 
@@ -300,24 +468,59 @@ unsafe fn access_hook(
     }))
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of access(2), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_access(path: *const c_char, mode: c_int) -> c_int {
-    access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(access)(path, mode))
+    // SAFETY: `path` as this function's contract says, which is
+    // `access_hook`'s.
+    unsafe { access_hook(libc::AT_FDCWD, path, mode, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `access`, under the contract this function was called with.
+        unsafe { real!(access)(path, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of faccessat(2),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_faccessat(
     dirfd: c_int,
     path: *const c_char,
     mode: c_int,
     flags: c_int,
 ) -> c_int {
-    access_hook(dirfd, path, mode, flags)
-        .unwrap_or_else(|| real!(faccessat)(dirfd, path, mode, flags))
+    // SAFETY: `path` as this function's contract says, which is
+    // `access_hook`'s.
+    unsafe { access_hook(dirfd, path, mode, flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `faccessat`, under the contract this function was called with.
+        unsafe { real!(faccessat)(dirfd, path, mode, flags) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of euidaccess(3),
+/// whose arguments these are.
 pub(crate) unsafe fn sfs_euidaccess(path: *const c_char, mode: c_int) -> c_int {
-    access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(euidaccess)(path, mode))
+    // SAFETY: `path` as this function's contract says, which is
+    // `access_hook`'s.
+    unsafe { access_hook(libc::AT_FDCWD, path, mode, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `euidaccess`, under the contract this function was called with.
+        unsafe { real!(euidaccess)(path, mode) }
+    })
 }
 
+/// # Safety
+/// `path` is NULL or a NUL-terminated string: the contract of eaccess(3), whose
+/// arguments these are.
 pub(crate) unsafe fn sfs_eaccess(path: *const c_char, mode: c_int) -> c_int {
-    access_hook(libc::AT_FDCWD, path, mode, 0).unwrap_or_else(|| real!(eaccess)(path, mode))
+    // SAFETY: `path` as this function's contract says, which is
+    // `access_hook`'s.
+    unsafe { access_hook(libc::AT_FDCWD, path, mode, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's
+        // `eaccess`, under the contract this function was called with.
+        unsafe { real!(eaccess)(path, mode) }
+    })
 }

@@ -108,34 +108,78 @@ unsafe fn mkstemp_hook(template: *mut c_char, suffix_len: c_int, flags: c_int) -
     Some(run("mkstemp", || made))
 }
 
+/// # Safety
+/// `template` is NULL or a writable NUL-terminated string: the contract of
+/// mkstemp(3), whose argument this is.
 pub(crate) unsafe fn sfs_mkstemp(template: *mut c_char) -> c_int {
-    mkstemp_hook(template, 0, 0).unwrap_or_else(|| real!(mkstemp)(template))
+    // SAFETY: `template` is NULL or a writable NUL-terminated string (this
+    // function's contract).
+    unsafe { mkstemp_hook(template, 0, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkstemp`,
+        // under the contract this function was called with.
+        unsafe { real!(mkstemp)(template) }
+    })
 }
 
+/// # Safety
+/// `template` is NULL or a writable NUL-terminated string: the contract of
+/// mkostemp(3), whose arguments these are.
 pub(crate) unsafe fn sfs_mkostemp(template: *mut c_char, flags: c_int) -> c_int {
-    mkstemp_hook(template, 0, flags).unwrap_or_else(|| real!(mkostemp)(template, flags))
+    // SAFETY: `template` is NULL or a writable NUL-terminated string (this
+    // function's contract).
+    unsafe { mkstemp_hook(template, 0, flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkostemp`,
+        // under the contract this function was called with.
+        unsafe { real!(mkostemp)(template, flags) }
+    })
 }
 
+/// # Safety
+/// `template` is NULL or a writable NUL-terminated string: the contract of
+/// mkstemps(3), whose arguments these are.
 pub(crate) unsafe fn sfs_mkstemps(template: *mut c_char, suffix_len: c_int) -> c_int {
-    mkstemp_hook(template, suffix_len, 0).unwrap_or_else(|| real!(mkstemps)(template, suffix_len))
+    // SAFETY: `template` is NULL or a writable NUL-terminated string (this
+    // function's contract).
+    unsafe { mkstemp_hook(template, suffix_len, 0) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkstemps`,
+        // under the contract this function was called with.
+        unsafe { real!(mkstemps)(template, suffix_len) }
+    })
 }
 
+/// # Safety
+/// `template` is NULL or a writable NUL-terminated string: the contract of
+/// mkostemps(3), whose arguments these are.
 pub(crate) unsafe fn sfs_mkostemps(
     template: *mut c_char,
     suffix_len: c_int,
     flags: c_int,
 ) -> c_int {
-    mkstemp_hook(template, suffix_len, flags)
-        .unwrap_or_else(|| real!(mkostemps)(template, suffix_len, flags))
+    // SAFETY: `template` is NULL or a writable NUL-terminated string (this
+    // function's contract).
+    unsafe { mkstemp_hook(template, suffix_len, flags) }.unwrap_or_else(|| {
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkostemps`,
+        // under the contract this function was called with.
+        unsafe { real!(mkostemps)(template, suffix_len, flags) }
+    })
 }
 
+/// # Safety
+/// `template` is NULL or a writable NUL-terminated string: the contract of
+/// mkdtemp(3), whose argument this is.
 pub(crate) unsafe fn sfs_mkdtemp(template: *mut c_char) -> *mut c_char {
     let mode = 0o700 & !umask_value();
-    let made = make_temp(template, 0, "mkdtemp", |p| {
-        with_client(|c| c.mkdir(p, mode))
-    });
+    // SAFETY: `template` is NULL or a writable NUL-terminated string (this
+    // function's contract).
+    let made = unsafe {
+        make_temp(template, 0, "mkdtemp", |p| {
+            with_client(|c| c.mkdir(p, mode))
+        })
+    };
     match made {
         Some(made) => run("mkdtemp", || made.map(|()| template)),
-        None => real!(mkdtemp)(template),
+        // SAFETY: the caller's arguments go on unchanged to the next library's `mkdtemp`,
+        // under the contract this function was called with.
+        None => unsafe { real!(mkdtemp)(template) },
     }
 }
