@@ -309,3 +309,76 @@ fn a_killed_server_fails_writes_without_sigpipe_over_shared_memory() {
 fn a_killed_server_fails_writes_without_sigpipe_over_tcp() {
     a_dead_server_fails_writes_without_sigpipe(|c| c.shared_memory_data = false);
 }
+
+/// freopen onto an SFS file opens it at a new descriptor, copies that onto
+/// the stream's, and closes the new one; a stream of an SFS file that
+/// freopen replaces is closed too. Both closes happen inside the shim: the
+/// numbers must stop being SFS descriptors, or the next file the kernel
+/// hands that number out for is read from SFS instead.
+const FREOPEN_PROBE: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Opens the local file and reads it back; exits 1 if it reads otherwise. */
+static void read_local(const char *path, const char *when) {
+    char buf[64] = {0};
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) { perror("open local"); exit(1); }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    if (n != 11 || strcmp(buf, "local data\n") != 0) {
+        fprintf(stderr, "%s: fd %d read %zd bytes: \"%s\"\n", when, fd, n, buf);
+        exit(1);
+    }
+    close(fd);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    if (!freopen(argv[1], "w", stdout)) { perror("freopen stdout"); return 1; }
+    printf("to sfs\n");
+    fflush(stdout);
+    read_local(argv[2], "after freopen of stdout");
+    FILE *f = fopen(argv[3], "w");
+    if (!f) { perror("fopen"); return 1; }
+    FILE *g = freopen(argv[4], "w", f);
+    if (!g) { perror("freopen stream"); return 1; }
+    fputs("second\n", g);
+    fclose(g);
+    read_local(argv[2], "after freopen of an SFS stream");
+    return 0;
+}
+"#;
+
+#[test]
+fn descriptors_that_freopen_closes_are_not_sfs_descriptors_afterwards() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = compile_c(dir.path(), "freopen", FREOPEN_PROBE);
+    let local = dir.path().join("local.txt");
+    std::fs::write(&local, "local data\n").unwrap();
+    let mnt = &cluster.config.mountdir;
+    let out = under_shim(
+        &cluster,
+        r#"exec "$1" "$2/out" "$3" "$2/first" "$2/second""#,
+        &[
+            &binary.display().to_string(),
+            mnt,
+            &local.display().to_string(),
+        ],
+    );
+    assert_ok("freopen probe", &out);
+    let client = cluster.client();
+    let read = |path: &str| {
+        let fd = client.open(path, libc::O_RDONLY, 0).unwrap();
+        let mut buf = vec![0u8; 64];
+        let n = client.read(fd, &mut buf).unwrap();
+        client.close(fd).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(read("/out"), "to sfs\n");
+    assert_eq!(read("/second"), "second\n");
+    assert_eq!(read("/first"), "");
+}

@@ -137,7 +137,11 @@ unsafe extern "C" fn cookie_close(cookie: *mut c_void) -> c_int {
     // SAFETY: `cookie` came from `Box::into_raw` in `cookie_stream` and is
     // freed here only, once (this function's contract).
     let c = unsafe { Box::from_raw(cookie.cast::<Cookie>()) };
-    if c.owns_fd {
+    if c.owns_fd && state::inside_now() {
+        // Closed by the shim itself (freopen of this stream).
+        crate::hooks::fd::close_inside(c.fd);
+        0
+    } else if c.owns_fd {
         // SAFETY: close takes a number only: the stream's own descriptor.
         unsafe { libc::close(c.fd) }
     } else {
@@ -200,10 +204,7 @@ unsafe fn fopen_sfs(path: &str, mode: *const c_char) -> SfsResult<*mut FILE> {
     let text = unsafe { c_str(mode) }.ok_or_else(|| err(libc::EINVAL, "bad fopen mode"))?;
     let fd = open_sfs(path, mode_flags(&text)?, 0o666)?;
     // SAFETY: `mode` is a C string: `c_str` took it as one above.
-    unsafe { cookie_stream(fd, mode, true) }.inspect_err(|_| {
-        // SAFETY: close takes a number only: the descriptor just opened.
-        unsafe { libc::close(fd) };
-    })
+    unsafe { cookie_stream(fd, mode, true) }.inspect_err(|_| crate::hooks::fd::close_inside(fd))
 }
 
 /// # Safety
@@ -352,18 +353,15 @@ unsafe fn freopen_sfs(path: &str, mode: *const c_char, stream: *mut FILE) -> Sfs
             let r = unsafe { raw_syscall!(libc::SYS_dup3, fd, std_fd, 0) };
             if r < 0 {
                 let e = err(state::errno(), "freopen");
-                // SAFETY: close takes a number only: the descriptor just
-                // opened.
-                unsafe { libc::close(fd) };
+                crate::hooks::fd::close_inside(fd);
                 return Err(e);
             }
             if SFS_FDS.contains(std_fd) {
                 crate::hooks::fd::forget(std_fd);
             }
             sfs_client_dup(fd, std_fd)?;
-            // SAFETY: close takes a number only: the descriptor just opened,
-            // now copied to `std_fd`.
-            unsafe { libc::close(fd) };
+            // The descriptor just opened, now copied to `std_fd`.
+            crate::hooks::fd::close_inside(fd);
             after_std_fd_became_sfs(std_fd);
             // SAFETY: reads glibc's standard stream variable, a plain pointer,
             // as the C program itself would.

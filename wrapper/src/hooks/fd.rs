@@ -16,6 +16,16 @@ use crate::stdio;
 use libc::{c_int, c_uint, c_ulong, off_t};
 use sfs_global::SfsResult;
 
+/// Closes SFS descriptor `fd` from inside the shim: forgotten wherever SFS
+/// keeps it, then the kernel's placeholder closed with a raw system call.
+/// Not `libc::close`: from inside the shim that reaches the `close` hook,
+/// which passes a call made inside straight to the kernel, and the number
+/// would stay an SFS descriptor for the next file the kernel opens at it.
+pub fn close_inside(fd: c_int) {
+    forget(fd);
+    state::release_fd(fd);
+}
+
 /// Drops SFS descriptor `fd` from the shim (the kernel number stays until
 /// the caller closes or replaces it).
 pub fn forget(fd: c_int) {
