@@ -382,3 +382,75 @@ fn descriptors_that_freopen_closes_are_not_sfs_descriptors_afterwards() {
     assert_eq!(read("/second"), "second\n");
     assert_eq!(read("/first"), "");
 }
+
+/// scandir calls the program's filter and comparator while the shim handles
+/// the call; calls those make (a stat of each entry) must reach SFS too.
+const SCANDIR_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *dir;
+
+/* Keeps regular files, as a program that stats each entry would. */
+static int regular(const struct dirent *e) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    if (stat(path, &st) != 0) {
+        perror(path);
+        return 0;
+    }
+    return S_ISREG(st.st_mode);
+}
+
+/* Largest file first: the order needs a stat too. */
+static int by_size(const struct dirent **a, const struct dirent **b) {
+    char pa[4096], pb[4096];
+    struct stat sa, sb;
+    snprintf(pa, sizeof pa, "%s/%s", dir, (*a)->d_name);
+    snprintf(pb, sizeof pb, "%s/%s", dir, (*b)->d_name);
+    if (stat(pa, &sa) != 0 || stat(pb, &sb) != 0) {
+        perror("stat in compare");
+        exit(1);
+    }
+    return (sb.st_size > sa.st_size) - (sb.st_size < sa.st_size);
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
+    dir = argv[1];
+    struct dirent **names;
+    int n = scandir(dir, &names, regular, by_size);
+    if (n < 0) { perror("scandir"); return 1; }
+    for (int i = 0; i < n; i++) {
+        printf("%s\n", names[i]->d_name);
+        free(names[i]);
+    }
+    free(names);
+    return 0;
+}
+"#;
+
+#[test]
+fn scandir_filters_and_comparators_see_sfs_entries() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let binary = compile_c(dir.path(), "scandir", SCANDIR_PROBE);
+    let client = cluster.client();
+    client.mkdir("/d", 0o755).unwrap();
+    client.mkdir("/d/sub", 0o755).unwrap();
+    for (name, size) in [("small", 10), ("large", 3000), ("middle", 500)] {
+        common::write_at(&client, &format!("/d/{name}"), 0, &vec![b'x'; size]);
+    }
+    let out = under_shim(
+        &cluster,
+        r#"exec "$1" "$2/d""#,
+        &[&binary.display().to_string(), &cluster.config.mountdir],
+    );
+    assert_ok("scandir probe", &out);
+    assert_eq!(text(&out.stdout), "large\nmiddle\nsmall\n");
+}

@@ -86,6 +86,18 @@ pub fn enter() -> Option<Inside> {
         .flatten()
 }
 
+/// Runs `callback`, a function of the program's that the shim calls while
+/// it handles a call (scandir's filter and comparator), as the program's
+/// own code: the calls it makes are hooked like any other (a filter's
+/// `stat` of an SFS entry goes to SFS, not to the kernel). The thread is
+/// inside the shim again afterwards.
+pub fn as_program<T>(callback: impl FnOnce() -> T) -> T {
+    let was = INSIDE.try_with(|i| i.replace(false)).unwrap_or(true);
+    let out = callback();
+    let _ = INSIDE.try_with(|i| i.set(was));
+    out
+}
+
 /// Marks the current thread as the shim's own for its whole life.
 fn mark_thread_as_shim() {
     let _ = INSIDE.try_with(|i| i.set(true));

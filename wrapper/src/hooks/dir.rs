@@ -474,17 +474,26 @@ pub(crate) unsafe fn scandir_sfs(
 ) -> SfsResult<c_int> {
     let mut listing = Listing::open(path)?;
     let mut out: Vec<*mut dirent> = Vec::new();
+    // What a failure half-way gives back.
+    let free_all = |out: Vec<*mut dirent>| {
+        for p in out {
+            // SAFETY: each `p` is a calloc'ed entry not yet freed.
+            unsafe { libc::free(p.cast()) };
+        }
+    };
     for index in 0.. {
-        let Some(e) = listing.entry(index)? else {
-            break;
+        let e = match listing.entry(index) {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(e) => {
+                free_all(out);
+                return Err(e);
+            }
         };
         // SAFETY: calloc has no precondition; its NULL is checked below.
         let d = unsafe { libc::calloc(1, std::mem::size_of::<dirent>()) }.cast::<dirent>();
         if d.is_null() {
-            for p in out {
-                // SAFETY: each `p` is a calloc'ed entry not yet freed.
-                unsafe { libc::free(p.cast()) };
-            }
+            free_all(out);
             return Err(err(libc::ENOMEM, "scandir"));
         }
         // SAFETY: `d` is a non-NULL, zeroed allocation of one `dirent`
@@ -505,7 +514,7 @@ pub(crate) unsafe fn scandir_sfs(
         if let Some(f) = filter {
             // SAFETY: `f` is the caller's filter of scandir's type (this
             // function's contract), given a complete, NUL-terminated entry.
-            if unsafe { f(d) } == 0 {
+            if state::as_program(|| unsafe { f(d) }) == 0 {
                 // SAFETY: `d` is calloc'ed, not yet freed, and not kept.
                 unsafe { libc::free(d.cast()) };
                 continue;
@@ -517,10 +526,7 @@ pub(crate) unsafe fn scandir_sfs(
     let list = unsafe { libc::malloc(out.len().max(1) * std::mem::size_of::<*mut dirent>()) }
         .cast::<*mut dirent>();
     if list.is_null() {
-        for p in out {
-            // SAFETY: each `p` is a calloc'ed entry not yet freed.
-            unsafe { libc::free(p.cast()) };
-        }
+        free_all(out);
         return Err(err(libc::ENOMEM, "scandir"));
     }
     // SAFETY: `list` is a non-NULL allocation with room for `out.len()`
@@ -535,14 +541,14 @@ pub(crate) unsafe fn scandir_sfs(
         // SAFETY: `list` holds `out.len()` initialized elements of the size
         // given; `cmp` compares two of them (pointers to entries), as the
         // caller's comparator takes them (this function's contract).
-        unsafe {
+        state::as_program(|| unsafe {
             libc::qsort(
                 list.cast(),
                 out.len(),
                 std::mem::size_of::<*mut dirent>(),
                 Some(cmp),
             )
-        };
+        });
     }
     // SAFETY: `namelist` is valid for writing a pointer (this function's
     // contract).
