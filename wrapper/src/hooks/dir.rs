@@ -593,7 +593,11 @@ pub fn forget_fd(fd: c_int) {
     }
 }
 
-fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
+/// getdents64 of SFS directory descriptor `fd` into `buf`.
+///
+/// # Safety
+/// `buf` is valid for writing `len` bytes.
+unsafe fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
     let (pos, path) = with_client(|c| {
         if !c.fd_is_dir(fd)? {
             return Err(err(libc::ENOTDIR, "getdents on a non-directory"));
@@ -621,8 +625,9 @@ fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
             }
             break;
         }
-        // SAFETY: `buf` is valid for `len` bytes and `used + reclen <= len`;
-        // records are written field by field (unaligned-safe).
+        // SAFETY: `buf` is valid for `len` bytes (this function's contract)
+        // and `used + reclen <= len`; records are written field by field
+        // (unaligned-safe).
         unsafe {
             let rec = buf.add(used);
             std::ptr::write_bytes(rec, 0, reclen);
@@ -644,7 +649,11 @@ fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t> {
 /// whose arguments these are.
 pub(crate) unsafe fn sfs_getdents64(fd: c_int, buf: *mut c_void, len: size_t) -> ssize_t {
     match sfs_fd(fd) {
-        Some(_inside) => run("getdents64", || getdents_sfs(fd, buf.cast(), len)),
+        Some(_inside) => run("getdents64", || {
+            // SAFETY: `buf` is valid for writing `len` bytes (this function's
+            // contract).
+            unsafe { getdents_sfs(fd, buf.cast(), len) }
+        }),
         // SAFETY: the caller's arguments go on unchanged to the next
         // library's `getdents64`, under the contract this function was called
         // with.

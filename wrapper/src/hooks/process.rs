@@ -99,8 +99,12 @@ unsafe fn exec_search(
 }
 
 /// Whether an `execvp`-style call must search itself.
-fn needs_own_search(file: *const c_char) -> bool {
-    // SAFETY: NULL or NUL-terminated per the exec family's contract.
+///
+/// # Safety
+/// `file` is NULL or a NUL-terminated string.
+unsafe fn needs_own_search(file: *const c_char) -> bool {
+    // SAFETY: not NULL (checked first), so NUL-terminated (this function's
+    // contract).
     !file.is_null()
         && (unsafe { CStr::from_ptr(file) }.to_bytes().contains(&b'/')
             || program::path_var_names_the_mount())
@@ -156,7 +160,8 @@ pub(crate) unsafe fn sfs_execvp(file: *const c_char, argv: *const *const c_char)
     let env = unsafe { environment_for_exec(environ()) };
     let envp = env.as_ref().map(|e| pointers(e));
     let envp = envp.as_ref().map_or(environ(), |p| p.as_ptr());
-    if needs_own_search(file) {
+    // SAFETY: `file` is NULL or NUL-terminated (this function's contract).
+    if unsafe { needs_own_search(file) } {
         // SAFETY: `file` is not NULL (`needs_own_search`) and NUL-terminated,
         // `argv` as execvp takes it (this function's contract); `envp` is the
         // process's environment or a NULL-terminated vector over `env`, both
@@ -185,7 +190,8 @@ pub(crate) unsafe fn sfs_execvpe(
     let env = unsafe { environment_for_exec(envp) };
     let pointers_of_env = env.as_ref().map(|e| pointers(e));
     let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
-    if needs_own_search(file) {
+    // SAFETY: `file` is NULL or NUL-terminated (this function's contract).
+    if unsafe { needs_own_search(file) } {
         // SAFETY: `file` is not NULL (`needs_own_search`) and NUL-terminated,
         // `argv` as execvpe takes it (this function's contract); `envp` is the
         // caller's or a NULL-terminated vector over `env`, alive until the call
@@ -331,7 +337,8 @@ pub(crate) unsafe fn sfs_posix_spawnp(
     let env = unsafe { environment_for_exec(envp.cast()) };
     let pointers_of_env = env.as_ref().map(|e| pointers(e));
     let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr().cast());
-    if !needs_own_search(file) {
+    // SAFETY: `file` is NULL or NUL-terminated (this function's contract).
+    if !unsafe { needs_own_search(file) } {
         // SAFETY: the caller's arguments go on unchanged to the next library's
         // `posix_spawnp`, under the contract this function was called with, but
         // for `envp`: the caller's or a NULL-terminated vector over `env`,

@@ -63,16 +63,20 @@ unsafe fn make_temp<R>(
         )));
     }
     let start = len - 6 - suffix;
-    // SAFETY: `start..start + 6` lies inside the string.
-    let slot = unsafe { std::slice::from_raw_parts_mut(template.add(start).cast::<u8>(), 6) };
-    if slot != b"XXXXXX" {
+    // Written through the raw pointer each time, not through a slice held
+    // across the loop: the string is also read through `template` below.
+    // SAFETY: `start..start + 6` lies inside the string (`len` from strlen).
+    let slot = unsafe { template.add(start).cast::<u8>() };
+    // SAFETY: as above; the slice lives for this comparison only.
+    if unsafe { std::slice::from_raw_parts(slot, 6) } != b"XXXXXX" {
         return Some(Err(err(
             libc::EINVAL,
             format!("{what}: template must contain XXXXXX"),
         )));
     }
     for _ in 0..ATTEMPTS {
-        slot.copy_from_slice(&random_letters());
+        // SAFETY: `slot..slot + 6` lies inside the caller's writable template.
+        unsafe { std::ptr::copy_nonoverlapping(random_letters().as_ptr(), slot, 6) };
         // SAFETY: still a NUL-terminated string; the guard taken above makes
         // this lookup skip the re-entrancy check.
         let Some(path) = (unsafe { crate::paths::c_str(template.cast_const()) }).and_then(|t| {
