@@ -263,24 +263,6 @@ pub(crate) unsafe fn sfs_readdir(dir: *mut DIR) -> *mut dirent {
 
 /// # Safety
 /// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
-/// used by another thread during the call: the contract of readdir64(3), whose
-/// argument this is.
-pub(crate) unsafe fn sfs_readdir64(dir: *mut DIR) -> *mut dirent64 {
-    if is_shim_dir(dir) {
-        // SAFETY: `dir` is registered, so a shim stream not yet closed, and
-        // the caller does not share it during the call (this function's
-        // contract).
-        unsafe { next_entry(dir) }
-    } else {
-        // SAFETY: the caller's argument goes on unchanged to the next
-        // library's `readdir64`, under the contract this function was called
-        // with.
-        unsafe { real!(readdir64)(dir) }
-    }
-}
-
-/// # Safety
-/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
 /// used by another thread during the call; `entry` is valid for writing a
 /// `struct dirent` and `result` for writing a pointer: the contract of
 /// readdir_r(3), whose arguments these are.
@@ -309,42 +291,6 @@ pub(crate) unsafe fn sfs_readdir_r(
         // `result` for writing a pointer (this function's contract).
         unsafe {
             std::ptr::copy_nonoverlapping(next.cast::<dirent>(), entry, 1);
-            *result = entry;
-        }
-    }
-    0
-}
-
-/// # Safety
-/// `dir` is a stream opendir/fdopendir returned, not yet closed, and not
-/// used by another thread during the call; `entry` is valid for writing a
-/// `struct dirent64` and `result` for writing a pointer: the contract of
-/// readdir64_r(3), whose arguments these are.
-pub(crate) unsafe fn sfs_readdir64_r(
-    dir: *mut DIR,
-    entry: *mut dirent64,
-    result: *mut *mut dirent64,
-) -> c_int {
-    if !is_shim_dir(dir) {
-        // SAFETY: the caller's arguments go on unchanged to the next
-        // library's `readdir64_r`, under the contract this function was called
-        // with.
-        return unsafe { real!(readdir64_r)(dir, entry, result) };
-    }
-    // SAFETY: `dir` is registered, so a shim stream not yet closed, and the
-    // caller does not share it during the call (this function's contract).
-    let next = unsafe { next_entry(dir) };
-    if next.is_null() {
-        // SAFETY: `result` is valid for writing a pointer (this function's
-        // contract).
-        unsafe { *result = std::ptr::null_mut() };
-    } else {
-        // SAFETY: `next` is the stream's own `dirent64` slot (`dirent` has
-        // its size and layout on LP64 Linux, asserted at the top), not the
-        // caller's `entry`, which is valid for writing one entry, and
-        // `result` for writing a pointer (this function's contract).
-        unsafe {
-            std::ptr::copy_nonoverlapping(next, entry, 1);
             *result = entry;
         }
     }

@@ -103,26 +103,6 @@ pub(crate) unsafe fn sfs_statfs(path: *const c_char, buf: *mut libc::statfs) -> 
 }
 
 /// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct statfs64`: the contract of statfs64 (statfs(2)), whose arguments these
-/// are.
-pub(crate) unsafe fn sfs_statfs64(path: *const c_char, buf: *mut libc::statfs64) -> c_int {
-    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
-    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
-        Some((_inside, p)) => run("statfs", || {
-            exists(&p)?;
-            // SAFETY: `buf` is NULL or valid for writing a `statfs64` (this
-            // function's contract) (`statfs64` has `statfs`'s size and layout on LP64 Linux: asserted above).
-            unsafe { statfs_into(buf.cast()) }
-        }),
-        // SAFETY: the caller's arguments go on unchanged to the next
-        // library's `statfs64`, under the contract this function was called
-        // with.
-        None => unsafe { real!(statfs64)(path, buf) },
-    }
-}
-
-/// # Safety
 /// `buf` is NULL or valid for writing a `struct statfs`: the contract of
 /// fstatfs(2), whose arguments these are.
 pub(crate) unsafe fn sfs_fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int {
@@ -136,23 +116,6 @@ pub(crate) unsafe fn sfs_fstatfs(fd: c_int, buf: *mut libc::statfs) -> c_int {
         // library's `fstatfs`, under the contract this function was called
         // with.
         None => unsafe { real!(fstatfs)(fd, buf) },
-    }
-}
-
-/// # Safety
-/// `buf` is NULL or valid for writing a `struct statfs64`: the contract of
-/// fstatfs64 (fstatfs(2)), whose arguments these are.
-pub(crate) unsafe fn sfs_fstatfs64(fd: c_int, buf: *mut libc::statfs64) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run("fstatfs", || {
-            // SAFETY: `buf` is NULL or valid for writing a `statfs64` (this
-            // function's contract) (`statfs64` has `statfs`'s size and layout on LP64 Linux: asserted above).
-            unsafe { statfs_into(buf.cast()) }
-        }),
-        // SAFETY: the caller's arguments go on unchanged to the next
-        // library's `fstatfs64`, under the contract this function was called
-        // with.
-        None => unsafe { real!(fstatfs64)(fd, buf) },
     }
 }
 
@@ -177,26 +140,6 @@ pub(crate) unsafe fn sfs_statvfs(path: *const c_char, buf: *mut libc::statvfs) -
 }
 
 /// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct statvfs64`: the contract of statvfs64 (statvfs(3)), whose arguments these
-/// are.
-pub(crate) unsafe fn sfs_statvfs64(path: *const c_char, buf: *mut libc::statvfs64) -> c_int {
-    // SAFETY: `path` is NULL or NUL-terminated (this function's contract).
-    match unsafe { sfs_path(libc::AT_FDCWD, path) } {
-        Some((_inside, p)) => run("statvfs", || {
-            exists(&p)?;
-            // SAFETY: `buf` is NULL or valid for writing a `statvfs64` (this
-            // function's contract) (`statvfs64` has `statvfs`'s size and layout on LP64 Linux: asserted above).
-            unsafe { statvfs_into(buf.cast()) }
-        }),
-        // SAFETY: the caller's arguments go on unchanged to the next
-        // library's `statvfs64`, under the contract this function was called
-        // with.
-        None => unsafe { real!(statvfs64)(path, buf) },
-    }
-}
-
-/// # Safety
 /// `buf` is NULL or valid for writing a `struct statvfs`: the contract of
 /// fstatvfs(3), whose arguments these are.
 pub(crate) unsafe fn sfs_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int {
@@ -210,23 +153,6 @@ pub(crate) unsafe fn sfs_fstatvfs(fd: c_int, buf: *mut libc::statvfs) -> c_int {
         // library's `fstatvfs`, under the contract this function was called
         // with.
         None => unsafe { real!(fstatvfs)(fd, buf) },
-    }
-}
-
-/// # Safety
-/// `buf` is NULL or valid for writing a `struct statvfs64`: the contract of
-/// fstatvfs64 (fstatvfs(3)), whose arguments these are.
-pub(crate) unsafe fn sfs_fstatvfs64(fd: c_int, buf: *mut libc::statvfs64) -> c_int {
-    match sfs_fd(fd) {
-        Some(_inside) => run("fstatvfs", || {
-            // SAFETY: `buf` is NULL or valid for writing a `statvfs64` (this
-            // function's contract) (`statvfs64` has `statvfs`'s size and layout on LP64 Linux: asserted above).
-            unsafe { statvfs_into(buf.cast()) }
-        }),
-        // SAFETY: the caller's arguments go on unchanged to the next
-        // library's `fstatvfs64`, under the contract this function was called
-        // with.
-        None => unsafe { real!(fstatvfs64)(fd, buf) },
     }
 }
 

@@ -130,21 +130,6 @@ pub(crate) unsafe fn sfs_stat(path: *const c_char, buf: *mut libc::stat) -> c_in
 
 /// # Safety
 /// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct stat64`: the contract of stat64(2), whose arguments these
-/// are.
-pub(crate) unsafe fn sfs_stat64(path: *const c_char, buf: *mut libc::stat64) -> c_int {
-    // SAFETY: `path` and `buf` as this function's contract says, which is
-    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
-    // the top).
-    unsafe { path_stat(path, buf.cast(), true) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `stat64`, under the contract this function was called with.
-        unsafe { real!(stat64)(path, buf) }
-    })
-}
-
-/// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
 /// writing a `struct stat`: the contract of lstat(2), whose arguments these
 /// are.
 pub(crate) unsafe fn sfs_lstat(path: *const c_char, buf: *mut libc::stat) -> c_int {
@@ -158,21 +143,6 @@ pub(crate) unsafe fn sfs_lstat(path: *const c_char, buf: *mut libc::stat) -> c_i
 }
 
 /// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct stat64`: the contract of lstat64(2), whose arguments these
-/// are.
-pub(crate) unsafe fn sfs_lstat64(path: *const c_char, buf: *mut libc::stat64) -> c_int {
-    // SAFETY: `path` and `buf` as this function's contract says, which is
-    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
-    // the top).
-    unsafe { path_stat(path, buf.cast(), false) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `lstat64`, under the contract this function was called with.
-        unsafe { real!(lstat64)(path, buf) }
-    })
-}
-
-/// # Safety
 /// `buf` is NULL or valid for writing a `struct stat`: the contract of
 /// fstat(2), whose arguments these are.
 pub(crate) unsafe fn sfs_fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
@@ -181,19 +151,6 @@ pub(crate) unsafe fn sfs_fstat(fd: c_int, buf: *mut libc::stat) -> c_int {
         // SAFETY: the caller's arguments go on unchanged to the next library's
         // `fstat`, under the contract this function was called with.
         unsafe { real!(fstat)(fd, buf) }
-    })
-}
-
-/// # Safety
-/// `buf` is NULL or valid for writing a `struct stat64`: the contract of
-/// fstat64(2), whose arguments these are.
-pub(crate) unsafe fn sfs_fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int {
-    // SAFETY: `buf` as this function's contract says, which is `fd_stat`'s
-    // (`struct stat64` is `struct stat` here: the assertion at the top).
-    unsafe { fd_stat(fd, buf.cast()) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `fstat64`, under the contract this function was called with.
-        unsafe { real!(fstat64)(fd, buf) }
     })
 }
 
@@ -218,26 +175,6 @@ pub(crate) unsafe fn sfs_fstatat(
 
 /// # Safety
 /// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct stat64`: the contract of fstatat64(2), whose arguments
-/// these are.
-pub(crate) unsafe fn sfs_fstatat64(
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut libc::stat64,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: `path` and `buf` as this function's contract says, which is
-    // `at_stat`'s (`struct stat64` is `struct stat` here: the assertion at the
-    // top).
-    unsafe { at_stat(dirfd, path, buf.cast(), flags) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `fstatat64`, under the contract this function was called with.
-        unsafe { real!(fstatat64)(dirfd, path, buf, flags) }
-    })
-}
-
-/// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
 /// writing a `struct stat`: the contract of `__xstat` (stat(2) behind a version
 /// number), whose arguments these are.
 pub(crate) unsafe fn sfs_xstat(ver: c_int, path: *const c_char, buf: *mut libc::stat) -> c_int {
@@ -247,21 +184,6 @@ pub(crate) unsafe fn sfs_xstat(ver: c_int, path: *const c_char, buf: *mut libc::
         // SAFETY: the caller's arguments go on unchanged to the next library's
         // `__xstat`, under the contract this function was called with.
         unsafe { real!(__xstat)(ver, path, buf) }
-    })
-}
-
-/// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct stat64`: the contract of `__xstat64` (stat64 behind a
-/// version number), whose arguments these are.
-pub(crate) unsafe fn sfs_xstat64(ver: c_int, path: *const c_char, buf: *mut libc::stat64) -> c_int {
-    // SAFETY: `path` and `buf` as this function's contract says, which is
-    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
-    // the top).
-    unsafe { path_stat(path, buf.cast(), true) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `__xstat64`, under the contract this function was called with.
-        unsafe { real!(__xstat64)(ver, path, buf) }
     })
 }
 
@@ -280,25 +202,6 @@ pub(crate) unsafe fn sfs_lxstat(ver: c_int, path: *const c_char, buf: *mut libc:
 }
 
 /// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct stat64`: the contract of `__lxstat64` (lstat64 behind a
-/// version number), whose arguments these are.
-pub(crate) unsafe fn sfs_lxstat64(
-    ver: c_int,
-    path: *const c_char,
-    buf: *mut libc::stat64,
-) -> c_int {
-    // SAFETY: `path` and `buf` as this function's contract says, which is
-    // `path_stat`'s (`struct stat64` is `struct stat` here: the assertion at
-    // the top).
-    unsafe { path_stat(path, buf.cast(), false) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `__lxstat64`, under the contract this function was called with.
-        unsafe { real!(__lxstat64)(ver, path, buf) }
-    })
-}
-
-/// # Safety
 /// `buf` is NULL or valid for writing a `struct stat`: the contract of
 /// `__fxstat` (fstat(2) behind a version number), whose arguments these are.
 pub(crate) unsafe fn sfs_fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int {
@@ -307,19 +210,6 @@ pub(crate) unsafe fn sfs_fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> 
         // SAFETY: the caller's arguments go on unchanged to the next library's
         // `__fxstat`, under the contract this function was called with.
         unsafe { real!(__fxstat)(ver, fd, buf) }
-    })
-}
-
-/// # Safety
-/// `buf` is NULL or valid for writing a `struct stat64`: the contract of
-/// `__fxstat64` (fstat64 behind a version number), whose arguments these are.
-pub(crate) unsafe fn sfs_fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int {
-    // SAFETY: `buf` as this function's contract says, which is `fd_stat`'s
-    // (`struct stat64` is `struct stat` here: the assertion at the top).
-    unsafe { fd_stat(fd, buf.cast()) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `__fxstat64`, under the contract this function was called with.
-        unsafe { real!(__fxstat64)(ver, fd, buf) }
     })
 }
 
@@ -340,27 +230,6 @@ pub(crate) unsafe fn sfs_fxstatat(
         // SAFETY: the caller's arguments go on unchanged to the next library's
         // `__fxstatat`, under the contract this function was called with.
         unsafe { real!(__fxstatat)(ver, dirfd, path, buf, flags) }
-    })
-}
-
-/// # Safety
-/// `path` is NULL or a NUL-terminated string and `buf` is NULL or valid for
-/// writing a `struct stat64`: the contract of `__fxstatat64` (fstatat64 behind
-/// a version number), whose arguments these are.
-pub(crate) unsafe fn sfs_fxstatat64(
-    ver: c_int,
-    dirfd: c_int,
-    path: *const c_char,
-    buf: *mut libc::stat64,
-    flags: c_int,
-) -> c_int {
-    // SAFETY: `path` and `buf` as this function's contract says, which is
-    // `at_stat`'s (`struct stat64` is `struct stat` here: the assertion at the
-    // top).
-    unsafe { at_stat(dirfd, path, buf.cast(), flags) }.unwrap_or_else(|| {
-        // SAFETY: the caller's arguments go on unchanged to the next library's
-        // `__fxstatat64`, under the contract this function was called with.
-        unsafe { real!(__fxstatat64)(ver, dirfd, path, buf, flags) }
     })
 }
 
