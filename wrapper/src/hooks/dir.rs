@@ -12,7 +12,7 @@
 //! returned `dirent` lives in the stream until the next readdir or
 //! closedir.
 
-use crate::hooks::fd::forget;
+use crate::hooks::fd::{close_inside, forget};
 use crate::hooks::open::open_sfs;
 use crate::paths::sfs_path;
 use crate::state::{self, err, run, sfs_fd, with_client};
@@ -179,10 +179,7 @@ pub(crate) unsafe fn sfs_opendir(path: *const c_char) -> *mut DIR {
     match unsafe { sfs_path(libc::AT_FDCWD, path) } {
         Some((_inside, p)) => run("opendir", || {
             let fd = open_sfs(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC, 0)?;
-            new_stream(fd).inspect_err(|_| {
-                forget(fd);
-                state::release_fd(fd);
-            })
+            new_stream(fd).inspect_err(|_| close_inside(fd))
         }),
         // SAFETY: the caller's argument goes on unchanged to the next
         // library's `opendir`, under the contract this function was called
