@@ -4,7 +4,9 @@
 //! (`namespace`, `io`, `links`, `permissions`, `flush`, `inventory`) never
 //! spells a file id as two wire fields.
 
+use crate::flush::FlushStats;
 use crate::servers::ServerHandle;
+use sfs_global::holdings::Held;
 use sfs_global::{FileId, SfsResult};
 use sfs_rpc::pb;
 use std::ops::Range;
@@ -81,19 +83,6 @@ fn file(id: FileId) -> pb::FileRequest {
     }
 }
 
-/// What one server wrote to the object back end for a flush.
-pub(crate) struct Flushed {
-    pub chunks: u64,
-    pub bytes: u64,
-}
-
-/// A file the server holds chunks of (`fsck`).
-pub(crate) struct HeldPage {
-    /// (file, chunks held, whether the object back end has it).
-    pub files: Vec<(FileId, u64, bool)>,
-    pub more: bool,
-}
-
 impl ServerHandle {
     /// Drops every chunk of `id` this server holds (and its object, if
     /// this server wrote some of it back).
@@ -130,7 +119,7 @@ impl ServerHandle {
         &self,
         id: FileId,
         chunks: Option<Range<u64>>,
-    ) -> SfsResult<Flushed> {
+    ) -> SfsResult<FlushStats> {
         let answer = self
             .rpc
             .flush_chunks(pb::FlushChunksRequest {
@@ -141,7 +130,7 @@ impl ServerHandle {
                 chunk_count: chunks.as_ref().map_or(0, |r| r.end - r.start),
             })
             .await?;
-        Ok(Flushed {
+        Ok(FlushStats {
             chunks: answer.chunks,
             bytes: answer.bytes,
         })
@@ -183,8 +172,13 @@ impl ServerHandle {
     }
 
     /// One page (up to `limit` files) of the files this server holds
-    /// chunks of, in id order, after `after` (from the start: `None`).
-    pub(crate) async fn holdings(&self, after: Option<FileId>, limit: u32) -> SfsResult<HeldPage> {
+    /// chunks of, in id order, after `after` (from the start: `None`), and
+    /// whether more follow.
+    pub(crate) async fn holdings(
+        &self,
+        after: Option<FileId>,
+        limit: u32,
+    ) -> SfsResult<(Vec<Held>, bool)> {
         let page = self
             .rpc
             .holdings(pb::HoldingsRequest {
@@ -194,13 +188,15 @@ impl ServerHandle {
                 limit,
             })
             .await?;
-        Ok(HeldPage {
-            files: page
-                .files
-                .iter()
-                .map(|f| (FileId::from_parts(f.id_hi, f.id_lo), f.chunks, f.in_backend))
-                .collect(),
-            more: page.more,
-        })
+        let files = page
+            .files
+            .iter()
+            .map(|f| Held {
+                id: FileId::from_parts(f.id_hi, f.id_lo),
+                chunks: f.chunks,
+                in_backend: f.in_backend,
+            })
+            .collect();
+        Ok((files, page.more))
     }
 }

@@ -71,7 +71,7 @@ impl Client {
                 .await?;
             self.owner(&target).await?.sync_metadata().await?;
             Ok(answers
-                .iter()
+                .into_iter()
                 .fold(FlushStats::default(), |total, answer| FlushStats {
                     chunks: total.chunks + answer.chunks,
                     bytes: total.bytes + answer.bytes,

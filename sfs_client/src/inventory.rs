@@ -40,14 +40,10 @@ impl Client {
         let mut all: Vec<Held> = Vec::new();
         loop {
             let after = all.last().map(|h| h.id);
-            let page = handle.holdings(after, HOLDINGS_PAGE).await?;
+            let (page, more) = handle.holdings(after, HOLDINGS_PAGE).await?;
             let before = all.len();
-            all.extend(page.files.iter().map(|&(id, chunks, in_backend)| Held {
-                id,
-                chunks,
-                in_backend,
-            }));
-            if !page.more || all.len() == before {
+            all.extend(page);
+            if !more || all.len() == before {
                 return Ok(all);
             }
         }
