@@ -74,6 +74,54 @@ cat make.log
     assert!(out.contains("first\nsecond\nthird\n"), "{out}");
 }
 
+/// A lock taken through a descriptor holds other processes off until that
+/// descriptor closes, and is gone after it (the descriptor's record in the
+/// shim, `wrapper/src/descriptors.rs`); a number reused for another file
+/// carries nothing of it. fcntl locks, flock and lockf, as locally.
+#[test]
+fn a_lock_lasts_until_the_descriptor_that_took_it_closes() {
+    let cluster = Cluster::start(1);
+    let script = r#"
+set -euo pipefail
+cd "$1"
+python3 - <<'EOS'
+import fcntl, os, subprocess, sys
+probe = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+try:
+    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    print(sys.argv[2], "free")
+except OSError:
+    print(sys.argv[2], "held")
+"""
+def ask(name, when):
+    sys.stdout.flush()
+    subprocess.run([sys.executable, "-c", probe, name, when], check=True)
+for take in ("lockf", "flock", "fcntl"):
+    fd = os.open("f", os.O_RDWR | os.O_CREAT, 0o644)
+    if take == "lockf":
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+    elif take == "flock":
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    else:
+        fcntl.fcntl(fd, fcntl.F_SETLK, bytes(32))
+    if take != "fcntl":
+        ask("f", take + " while open")
+    os.close(fd)
+    # The number comes back for another file: nothing of the lock on it.
+    again = os.open("g", os.O_RDWR | os.O_CREAT, 0o644)
+    print("same number", again == fd)
+    ask("f", take + " after close")
+    ask("g", take + " other file")
+    os.close(again)
+EOS
+"#;
+    let out = same_on_sfs_and_local(&cluster, script, &[]);
+    assert!(out.contains("lockf while open held\n"), "{out}");
+    assert!(out.contains("lockf after close free\n"), "{out}");
+}
+
 /// The same from C: a forked child writes through the inherited descriptor,
 /// the parent goes on after it, and both see one offset (also after
 /// `lseek` in the child and through a `dup`).

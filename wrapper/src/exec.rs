@@ -11,8 +11,9 @@
 //! binaries) leave the placeholders without a description: reads then fail
 //! with EISDIR and writes with EBADF — never silently wrong data.
 
+use crate::descriptors::SFS_FDS;
 use crate::environment;
-use crate::state::{self, SFS_FDS};
+use crate::state;
 use sfs_client::embed::OpenFdInfo;
 use std::ffi::{c_char, CStr, CString};
 
@@ -276,7 +277,7 @@ pub fn restore_from_environment() {
     if let Some(text) = fds {
         let mut pending = state::PENDING.lock().unwrap_or_else(|p| p.into_inner());
         for info in decode(&text) {
-            if (info.fd as usize) < state::MAX_FDS && is_placeholder(info.fd) {
+            if (info.fd as usize) < crate::descriptors::MAX_FDS && is_placeholder(info.fd) {
                 SFS_FDS.insert(info.fd);
                 pending.push(info);
             }

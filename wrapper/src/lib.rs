@@ -10,7 +10,9 @@
 //! How it holds together:
 //!
 //! - [`state`]: settings from the environment, the lazily created client,
-//!   the re-entrancy guard, the table of SFS descriptors, fork handling.
+//!   the re-entrancy guard, fork handling.
+//! - [`descriptors`]: which numbers are SFS descriptors, their kernel
+//!   placeholders, and the one record the shim keeps per SFS descriptor.
 //! - [`paths`]: host path (+ dirfd, + the shim's working directory) → SFS path.
 //! - [`hooks`]: the interposed functions, one file per family.
 //! - [`stdio`]: `FILE*` streams on SFS files through `fopencookie`.
@@ -47,9 +49,11 @@ macro_rules! real {
 
 pub mod raw;
 
+pub mod descriptors;
 pub mod environment;
 pub mod exec;
 pub mod hooks;
+pub mod listing;
 pub mod paths;
 pub mod program;
 pub mod route;

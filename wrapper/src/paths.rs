@@ -71,7 +71,7 @@ fn base_dir(settings: &Settings, dirfd: c_int, path: &str) -> Option<String> {
             None
         };
     }
-    if state::SFS_FDS.contains(dirfd) {
+    if crate::descriptors::SFS_FDS.contains(dirfd) {
         let sfs = state::with_client(|c| c.fd_path(dirfd)).ok()?;
         return Some(state::host_path(settings, &sfs));
     }

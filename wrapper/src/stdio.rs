@@ -15,10 +15,11 @@
 //! stops being SFS. Code that copied the old pointer before the switch
 //! keeps writing to the old stream.
 
+use crate::descriptors::{sfs_fd, SFS_FDS};
 use crate::hooks::io::{lseek_sfs, read_sfs, write_sfs};
 use crate::hooks::open::open_sfs;
 use crate::paths::{c_str, sfs_path};
-use crate::state::{self, err, run, sfs_fd, SFS_FDS};
+use crate::state::{self, err, run};
 use libc::{c_char, c_int, c_void, size_t, ssize_t, FILE};
 use sfs_global::SfsResult;
 use std::sync::atomic::{AtomicPtr, Ordering};

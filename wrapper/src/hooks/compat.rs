@@ -10,10 +10,11 @@
 //! `sfs_cli/tests/shim_symbols.rs` checks that every file-API name of the
 //! system's libc is hooked or deliberately passed through.
 
+use crate::descriptors::sfs_fd;
 use crate::hooks::dir::{self, Compare, Filter};
 use crate::hooks::{cwd, fd, io, misc, namespace, open, process};
 use crate::paths::sfs_path;
-use crate::state::{self, err, run, sfs_fd, with_client};
+use crate::state::{self, err, run, with_client};
 use libc::{
     c_char, c_int, c_long, c_uint, c_ulong, c_void, dirent, mode_t, off_t, size_t, ssize_t,
 };

@@ -6,8 +6,9 @@
 //! AT_FDCWD resolve against it, getcwd reports it, and `exec` passes it on
 //! (`SFS_CWD`). The kernel's working directory stays where it was.
 
+use crate::descriptors::sfs_fd;
 use crate::paths::{c_str, sfs_path};
-use crate::state::{self, err, run, sfs_fd, with_client};
+use crate::state::{self, err, run, with_client};
 use libc::{c_char, c_int, size_t};
 use sfs_global::path::{normalize_host, split_parent, unescape};
 use sfs_global::SfsResult;

@@ -12,94 +12,20 @@
 //! returned `dirent` lives in the stream until the next readdir or
 //! closedir.
 
+use crate::descriptors::sfs_fd;
+use crate::descriptors::Records;
 use crate::hooks::fd::{close_inside, forget};
 use crate::hooks::open::open_sfs;
+use crate::listing::Listing;
 use crate::paths::sfs_path;
-use crate::state::{self, err, run, sfs_fd, with_client};
+use crate::state::{self, err, run, with_client};
 use libc::{c_char, c_int, c_long, c_void, dirent, dirent64, size_t, ssize_t, DIR};
-use sfs_client::dir::DirCursor;
-use sfs_global::path::split_parent;
-use sfs_global::{FileKind, Metadata, SfsResult};
-use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
+use sfs_global::SfsResult;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 const _: () = assert!(std::mem::size_of::<dirent>() == std::mem::size_of::<dirent64>());
-
-struct Entry {
-    name: CString,
-    ino: u64,
-    kind: u8,
-}
-
-/// One directory's entries, held a page at a time: `.` and `..` at indexes
-/// 0 and 1, then the listing's entries in order.
-struct Listing {
-    path: String,
-    /// Index of `window[0]`.
-    base: usize,
-    window: Vec<Entry>,
-    next: Option<DirCursor>,
-}
-
-impl Listing {
-    /// A listing of SFS directory `path`, at its start.
-    fn open(path: &str) -> SfsResult<Listing> {
-        with_client(|c| {
-            let this = c.stat(path)?;
-            if !this.is_dir() {
-                return Err(err(libc::ENOTDIR, format!("{path}: not a directory")));
-            }
-            let parent = split_parent(path).map_or(Ok(this.clone()), |(p, _)| c.stat(p))?;
-            Ok(Listing {
-                path: path.to_string(),
-                base: 0,
-                window: vec![
-                    Entry {
-                        name: c".".into(),
-                        ino: ino(&this),
-                        kind: libc::DT_DIR,
-                    },
-                    Entry {
-                        name: c"..".into(),
-                        ino: ino(&parent),
-                        kind: libc::DT_DIR,
-                    },
-                ],
-                next: Some(DirCursor::start()),
-            })
-        })
-    }
-
-    /// The entry at `index` (`None` past the end), fetching pages as
-    /// needed; an index before the page held lists again from the start.
-    fn entry(&mut self, index: usize) -> SfsResult<Option<&Entry>> {
-        if index < self.base {
-            *self = Listing::open(&self.path)?;
-        }
-        while index >= self.base + self.window.len() {
-            let Some(cursor) = self.next.take() else {
-                return Ok(None);
-            };
-            let (entries, next) = with_client(|c| c.read_dir_page(&self.path, &cursor))?;
-            self.base += self.window.len();
-            self.window = entries
-                .into_iter()
-                .filter_map(|e| {
-                    Some(Entry {
-                        name: CString::new(sfs_global::path::unescape(&e.name).into_owned())
-                            .ok()?,
-                        ino: ino(&e.metadata),
-                        kind: d_type(e.metadata.kind()),
-                    })
-                })
-                .collect();
-            self.next = next;
-        }
-        Ok(self.window.get(index - self.base))
-    }
-}
 
 struct ShimDir {
     fd: c_int,
@@ -110,22 +36,6 @@ struct ShimDir {
 
 static DIRS: Mutex<Option<HashSet<usize>>> = Mutex::new(None);
 static DIRS_OPEN: AtomicUsize = AtomicUsize::new(0);
-
-fn d_type(kind: FileKind) -> u8 {
-    match kind {
-        FileKind::File => libc::DT_REG,
-        FileKind::Directory => libc::DT_DIR,
-        FileKind::Symlink => libc::DT_LNK,
-        FileKind::Fifo => libc::DT_FIFO,
-        FileKind::Socket => libc::DT_SOCK,
-        FileKind::CharDevice => libc::DT_CHR,
-        FileKind::BlockDevice => libc::DT_BLK,
-    }
-}
-
-fn ino(md: &Metadata) -> u64 {
-    md.id.lo() ^ md.id.hi()
-}
 
 fn is_shim_dir(dir: *mut DIR) -> bool {
     if DIRS_OPEN.load(Ordering::Acquire) == 0 || dir.is_null() {
@@ -318,7 +228,7 @@ pub(crate) unsafe fn sfs_closedir(dir: *mut DIR) -> c_int {
     if let Some(_inside) = sfs_fd(d.fd) {
         forget(d.fd);
     }
-    state::release_fd(d.fd);
+    crate::descriptors::release_fd(d.fd);
     0
 }
 
@@ -524,19 +434,10 @@ pub(crate) unsafe fn sfs_scandir(
     }
 }
 
-/// Listings of directory descriptors read with getdents64, by descriptor.
-/// The position is the descriptor's file offset (an entry index), so
-/// `lseek(fd, 0, SEEK_SET)` rewinds as on a local file system.
-static GETDENTS: Mutex<Option<HashMap<c_int, Listing>>> = Mutex::new(None);
-
-pub fn forget_fd(fd: c_int) {
-    let mut cache = GETDENTS.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(m) = cache.as_mut() {
-        m.remove(&fd);
-    }
-}
-
-/// getdents64 of SFS directory descriptor `fd` into `buf`.
+/// getdents64 of SFS directory descriptor `fd` into `buf`. The listing is
+/// the descriptor's record's ([`Record::listing`]); the position is the
+/// descriptor's file offset (an entry index), so `lseek(fd, 0, SEEK_SET)`
+/// rewinds as on a local file system.
 ///
 /// # Safety
 /// `buf` is valid for writing `len` bytes.
@@ -550,12 +451,12 @@ unsafe fn getdents_sfs(fd: c_int, buf: *mut u8, len: usize) -> SfsResult<ssize_t
             c.fd_path(fd)?,
         ))
     })?;
-    let mut cache = GETDENTS.lock().unwrap_or_else(|p| p.into_inner());
-    let cache = cache.get_or_insert_with(HashMap::new);
-    if pos == 0 || !cache.contains_key(&fd) {
-        cache.insert(fd, Listing::open(&path)?);
+    let mut records = Records::lock();
+    let record = records.of(fd);
+    if pos == 0 || record.listing.is_none() {
+        record.listing = Some(Listing::open(&path)?);
     }
-    let listing = cache.get_mut(&fd).expect("inserted above");
+    let listing = record.listing.as_mut().expect("set above");
     let header = std::mem::offset_of!(dirent64, d_name);
     let mut used = 0usize;
     let mut next = pos;

@@ -5,13 +5,14 @@
 //! (FD_CLOEXEC), so `dup2` clearing it, `dup3(O_CLOEXEC)` setting it and
 //! `F_GETFD`/`F_SETFD` are the kernel's own behaviour. Every placeholder is
 //! an open file description of its own, which keeps the SFS offset
-//! (`state::KernelOffsets`), so duplicates made here, across `fork` and
+//! (`crate::descriptors::KernelOffsets`), so duplicates made here, across `fork` and
 //! across `exec` share the offset as the kernel's do; the rest of the open
 //! file (path, id, open flags) lives in the client's table, shared by all
 //! duplicates in this process.
 
+use crate::descriptors::{sfs_fd, SFS_FDS};
 use crate::hooks::lock;
-use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
+use crate::state::{self, err, run, with_client};
 use crate::stdio;
 use libc::{c_int, c_uint, c_ulong, off_t};
 use sfs_global::SfsResult;
@@ -23,16 +24,17 @@ use sfs_global::SfsResult;
 /// would stay an SFS descriptor for the next file the kernel opens at it.
 pub fn close_inside(fd: c_int) {
     forget(fd);
-    state::release_fd(fd);
+    crate::descriptors::release_fd(fd);
 }
 
-/// Drops SFS descriptor `fd` from the shim (the kernel number stays until
-/// the caller closes or replaces it).
+/// Drops SFS descriptor `fd` from the shim: its bit, its record (a lock
+/// taken through it released) and its open file in the client. The kernel
+/// number stays until the caller closes or replaces it.
 pub fn forget(fd: c_int) {
     stdio::before_std_fd_changes(fd);
-    SFS_FDS.remove(fd);
-    crate::hooks::dir::forget_fd(fd);
-    lock::on_close(fd);
+    if let Some(key) = crate::descriptors::take(fd).and_then(|record| record.lock_key) {
+        lock::on_close(key);
+    }
     let _ = with_client(|c| {
         c.forget_fd(fd);
         Ok(())
@@ -43,9 +45,9 @@ pub fn forget(fd: c_int) {
 /// Any arguments are sound: close(2), whose arguments these are, takes numbers
 /// only (the handler is `unsafe` by the hooks' shape).
 pub(crate) unsafe fn sfs_close(fd: c_int) -> c_int {
-    if state::INTERNAL_FDS.contains(fd) {
+    if crate::descriptors::INTERNAL_FDS.contains(fd) {
         if state::inside_now() {
-            state::INTERNAL_FDS.remove(fd);
+            crate::descriptors::INTERNAL_FDS.remove(fd);
         } else {
             // The shim's own descriptor: not the application's to close.
             state::set_errno(libc::EBADF);
@@ -81,7 +83,7 @@ fn forget_range(first: c_uint, last: c_uint) {
 /// descriptors are close-on-exec, so an exec still drops them.
 fn close_range_around_internal(first: c_uint, last: c_uint, flags: c_int) -> c_int {
     let mut from = first;
-    for own in state::INTERNAL_FDS.in_range(first, last) {
+    for own in crate::descriptors::INTERNAL_FDS.in_range(first, last) {
         let own = own as c_uint;
         if own > from {
             // SAFETY: close_range takes numbers only.
@@ -128,7 +130,7 @@ pub(crate) unsafe fn sfs_closefrom(low: c_int) {
             .flatten()
             .flatten();
         for fd in open.filter_map(|e| e.file_name().to_str()?.parse::<c_int>().ok()) {
-            if fd as c_uint >= low && !state::INTERNAL_FDS.contains(fd) {
+            if fd as c_uint >= low && !crate::descriptors::INTERNAL_FDS.contains(fd) {
                 // SAFETY: close takes a number only; closing the program's
                 // descriptors from `low` up is what closefrom was asked to do
                 // (the shim's own are spared above).
@@ -180,7 +182,7 @@ pub(crate) unsafe fn sfs_dup(fd: c_int) -> c_int {
 /// Any arguments are sound: numbers only (`unsafe` as the handlers that call
 /// it).
 unsafe fn dup_onto(oldfd: c_int, newfd: c_int, flags: Option<c_int>) -> Option<c_int> {
-    if state::INTERNAL_FDS.contains(newfd) && !state::inside_now() {
+    if crate::descriptors::INTERNAL_FDS.contains(newfd) && !state::inside_now() {
         // The number is one of the shim's own descriptors (a connection, the
         // runtime's epoll), whose owners hold it: replacing it would cut
         // them. Refused as a number beyond the program's range.
@@ -265,13 +267,13 @@ unsafe fn fcntl_sfs(fd: c_int, cmd: c_int, arg: c_ulong) -> SfsResult<c_int> {
             let open = with_client(|c| c.fd_flags(fd))? & OPEN_FLAGS;
             // SAFETY: F_GETFL takes no argument.
             let kernel = kernel_result(unsafe { real!(fcntl)(fd, libc::F_GETFL, 0) })?;
-            Ok(open | (kernel & state::KERNEL_STATUS_FLAGS))
+            Ok(open | (kernel & crate::descriptors::KERNEL_STATUS_FLAGS))
         }
         libc::F_SETFL => {
             // SAFETY: F_GETFL takes no argument.
             let kernel = kernel_result(unsafe { real!(fcntl)(fd, libc::F_GETFL, 0) })?;
-            let wanted = (kernel & !state::KERNEL_STATUS_FLAGS)
-                | (arg as c_int & state::KERNEL_STATUS_FLAGS);
+            let wanted = (kernel & !crate::descriptors::KERNEL_STATUS_FLAGS)
+                | (arg as c_int & crate::descriptors::KERNEL_STATUS_FLAGS);
             // O_ASYNC, O_NOATIME, O_DIRECT: no effect on SFS I/O.
             // SAFETY: F_SETFL takes a number (the flags) as `arg`.
             kernel_result(unsafe { real!(fcntl)(fd, libc::F_SETFL, wanted as c_ulong) }).map(|_| 0)
@@ -391,7 +393,7 @@ pub(crate) unsafe fn sfs_lockf(fd: c_int, cmd: c_int, len: off_t) -> c_int {
 }
 
 // The client's own descriptors are created inside the shim; they move to
-// high numbers (see `state::relocate_internal`).
+// high numbers (see `crate::descriptors::relocate_internal`).
 
 /// # Safety
 /// Any arguments are sound: socket(2), whose arguments these are, takes numbers
@@ -401,7 +403,7 @@ pub(crate) unsafe fn sfs_socket(domain: c_int, kind: c_int, protocol: c_int) -> 
     // `socket`, under the contract this function was called with.
     let fd = unsafe { real!(socket)(domain, kind, protocol) };
     if state::inside_now() {
-        state::relocate_internal(fd)
+        crate::descriptors::relocate_internal(fd)
     } else {
         fd
     }
@@ -415,7 +417,7 @@ pub(crate) unsafe fn sfs_epoll_create1(flags: c_int) -> c_int {
     // `epoll_create1`, under the contract this function was called with.
     let fd = unsafe { real!(epoll_create1)(flags) };
     if state::inside_now() {
-        state::relocate_internal(fd)
+        crate::descriptors::relocate_internal(fd)
     } else {
         fd
     }
@@ -429,7 +431,7 @@ pub(crate) unsafe fn sfs_eventfd(initval: c_uint, flags: c_int) -> c_int {
     // `eventfd`, under the contract this function was called with.
     let fd = unsafe { real!(eventfd)(initval, flags) };
     if state::inside_now() {
-        state::relocate_internal(fd)
+        crate::descriptors::relocate_internal(fd)
     } else {
         fd
     }
@@ -455,8 +457,8 @@ pub(crate) unsafe fn sfs_socketpair(
         // SAFETY: `sv` is valid for two `c_int`s (this function's contract),
         // which the successful call above has written.
         unsafe {
-            *sv = state::relocate_internal(*sv);
-            *sv.add(1) = state::relocate_internal(*sv.add(1));
+            *sv = crate::descriptors::relocate_internal(*sv);
+            *sv.add(1) = crate::descriptors::relocate_internal(*sv.add(1));
         }
     }
     r
@@ -473,8 +475,8 @@ pub(crate) unsafe fn sfs_pipe2(fds: *mut c_int, flags: c_int) -> c_int {
         // SAFETY: `fds` is valid for two `c_int`s (this function's contract),
         // which the successful call above has written.
         unsafe {
-            *fds = state::relocate_internal(*fds);
-            *fds.add(1) = state::relocate_internal(*fds.add(1));
+            *fds = crate::descriptors::relocate_internal(*fds);
+            *fds.add(1) = crate::descriptors::relocate_internal(*fds.add(1));
         }
     }
     r

@@ -1,7 +1,8 @@
 //! Data calls on SFS descriptors: read/write, positional and vectored
 //! variants, the fortified `_chk` variants, and lseek.
 
-use crate::state::{err, run, sfs_fd, with_client};
+use crate::descriptors::sfs_fd;
+use crate::state::{err, run, with_client};
 use libc::{c_int, c_void, iovec, off_t, size_t, ssize_t};
 use sfs_client::Whence;
 use sfs_global::SfsResult;

@@ -9,18 +9,15 @@
 //! ENOLCK — never a silent success. `SFS_LOCKS=local` forces node-local locks
 //! (the user promises all clients share this node), `SFS_LOCKS=off` refuses.
 
+use crate::descriptors::Records;
 use crate::state::{self, err, with_client};
 use libc::{c_int, off_t};
 use sfs_global::SfsResult;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Lock-file descriptor per file id (one per process, as POSIX locks are).
 static LOCK_FILES: Mutex<Option<HashMap<u64, c_int>>> = Mutex::new(None);
-/// SFS descriptors that took a lock, with their file's key.
-static LOCKED_FDS: Mutex<Option<HashMap<c_int, u64>>> = Mutex::new(None);
-static LOCKED_COUNT: AtomicUsize = AtomicUsize::new(0);
 static ENABLED: OnceLock<bool> = OnceLock::new();
 
 fn enabled() -> SfsResult<()> {
@@ -91,32 +88,15 @@ fn lock_file(key: u64) -> SfsResult<c_int> {
     Ok(fd as c_int)
 }
 
+/// Notes in `fd`'s record that a lock was taken through it.
 fn remember(fd: c_int, key: u64) {
-    let mut locked = LOCKED_FDS.lock().unwrap_or_else(|p| p.into_inner());
-    if locked
-        .get_or_insert_with(HashMap::new)
-        .insert(fd, key)
-        .is_none()
-    {
-        LOCKED_COUNT.fetch_add(1, Ordering::Relaxed);
-    }
+    Records::lock().of(fd).lock_key = Some(key);
 }
 
-/// On close of an SFS descriptor: POSIX drops all of this process's locks
-/// on the file when any of its descriptors closes.
-pub fn on_close(fd: c_int) {
-    if LOCKED_COUNT.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    let key = {
-        let mut locked = LOCKED_FDS.lock().unwrap_or_else(|p| p.into_inner());
-        let key = locked.as_mut().and_then(|m| m.remove(&fd));
-        if key.is_some() {
-            LOCKED_COUNT.fetch_sub(1, Ordering::Relaxed);
-        }
-        key
-    };
-    let Some(key) = key else { return };
+/// On close of an SFS descriptor whose record says a lock was taken
+/// through it on the file of `key`: POSIX drops all of this process's
+/// locks on the file when any of its descriptors closes.
+pub fn on_close(key: u64) {
     let files = LOCK_FILES.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(&lock_fd) = files.as_ref().and_then(|f| f.get(&key)) {
         let mut unlock: libc::flock = unsafe_zeroed_flock();

@@ -3,9 +3,10 @@
 //! writes), splice (refused), ioctl (FICLONE refused so `cp` falls back),
 //! extended attributes (none on SFS).
 
+use crate::descriptors::{sfs_fd, SFS_FDS};
 use crate::hooks::io::{read_sfs, write_sfs};
 use crate::paths::{c_bytes, sfs_path};
-use crate::state::{self, err, run, run_errno, sfs_fd, with_client, SFS_FDS};
+use crate::state::{self, err, run, run_errno, with_client};
 use libc::{c_char, c_int, c_uint, c_ulong, c_void, off_t, size_t, ssize_t};
 use sfs_client::FsStats;
 use sfs_global::SfsResult;

@@ -14,8 +14,9 @@
 //! a write-back of a mapping that did not store over it. Bytes past the end
 //! of the file read as zeros instead of raising SIGBUS.
 
+use crate::descriptors::{sfs_fd, SFS_FDS};
 use crate::hooks::io::{read_sfs, write_unlimited};
-use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
+use crate::state::{self, err, run, with_client};
 use libc::{c_int, c_void, off_t, size_t};
 use sfs_global::SfsResult;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,14 +46,14 @@ fn page_size() -> usize {
 
 /// A private SFS descriptor sharing `fd`'s file, on a reserved number.
 fn own_descriptor(fd: c_int) -> SfsResult<c_int> {
-    let own = state::reserve_fd(true, 0)?;
+    let own = crate::descriptors::reserve_fd(true, 0)?;
     match with_client(|c| c.dup_to(fd, own)) {
         Ok(()) => {
             SFS_FDS.insert(own);
             Ok(own)
         }
         Err(e) => {
-            state::release_fd(own);
+            crate::descriptors::release_fd(own);
             Err(e)
         }
     }
@@ -300,7 +301,7 @@ fn sync_range(addr: usize, len: usize, unmap: bool) -> SfsResult<()> {
                     Ok(())
                 });
                 SFS_FDS.remove(m.fd);
-                state::release_fd(m.fd);
+                crate::descriptors::release_fd(m.fd);
                 MAPPINGS_COUNT.fetch_sub(1, Ordering::AcqRel);
             }
             Some((a, l, o)) => {

@@ -1,13 +1,14 @@
 //! Calls that change the namespace or attributes: mkdir, rmdir, unlink,
 //! rename, truncate, chmod/chown, symlinks, hard links, times.
 
+use crate::descriptors::sfs_fd;
 use crate::hooks::open::umask_value;
 use crate::paths::{
     c_bytes, c_str, resolve_argument, sfs_path, sfs_path_pair_tail, sfs_path_tail, surely_invalid,
     Side, Tail,
 };
 use crate::state;
-use crate::state::{err, run, sfs_fd, with_client};
+use crate::state::{err, run, with_client};
 use libc::{c_char, c_int, c_uint, gid_t, mode_t, off_t, size_t, ssize_t, uid_t};
 use sfs_global::SfsResult;
 
@@ -870,7 +871,7 @@ pub(crate) unsafe fn sfs_utimensat(
     flags: c_int,
 ) -> c_int {
     // A NULL path means the descriptor itself (what futimens does).
-    if path.is_null() && crate::state::SFS_FDS.contains(dirfd) {
+    if path.is_null() && crate::descriptors::SFS_FDS.contains(dirfd) {
         if let Some(_inside) = sfs_fd(dirfd) {
             return run("futimens", || {
                 utimens_sfs(

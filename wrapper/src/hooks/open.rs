@@ -1,8 +1,9 @@
 //! The open family: open, open64, openat, openat64, creat, creat64 and the
 //! fortified `__open_2` variants.
 
+use crate::descriptors::SFS_FDS;
 use crate::paths::{follow_tail, sfs_path_tail};
-use crate::state::{self, run, with_client, SFS_FDS};
+use crate::state::{self, run, with_client};
 use libc::{c_char, c_int, mode_t};
 use sfs_global::SfsResult;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,7 +51,7 @@ pub fn open_sfs(path: &str, flags: c_int, mode: mode_t) -> SfsResult<c_int> {
     } else {
         flags
     };
-    let fd = state::reserve_fd(flags & libc::O_CLOEXEC != 0, flags)?;
+    let fd = crate::descriptors::reserve_fd(flags & libc::O_CLOEXEC != 0, flags)?;
     let sfs_flags = flags & !(libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK);
     match with_client(|c| c.open_at_fd(path, sfs_flags, mode, fd)) {
         Ok(()) => {
@@ -58,7 +59,7 @@ pub fn open_sfs(path: &str, flags: c_int, mode: mode_t) -> SfsResult<c_int> {
             Ok(fd)
         }
         Err(e) => {
-            state::release_fd(fd);
+            crate::descriptors::release_fd(fd);
             Err(e)
         }
     }

@@ -221,7 +221,7 @@ pub(crate) unsafe fn sfs_fexecve(
     let envp = pointers_of_env.as_ref().map_or(envp, |p| p.as_ptr());
     // An SFS descriptor's placeholder is a directory: exec the file it
     // stands for instead.
-    let sfs_file = state::sfs_fd(fd).and_then(|_inside| {
+    let sfs_file = crate::descriptors::sfs_fd(fd).and_then(|_inside| {
         let settings = state::settings()?;
         let path = state::with_client(|c| c.fd_path(fd)).ok()?;
         state::host_cpath(settings, &path)

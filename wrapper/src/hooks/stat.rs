@@ -2,8 +2,9 @@
 //! entry points that binaries built against glibc < 2.33 call, and statx;
 //! access/faccessat/euidaccess.
 
+use crate::descriptors::{sfs_fd, SFS_FDS};
 use crate::paths::{c_bytes, sfs_path};
-use crate::state::{self, err, run, sfs_fd, with_client, SFS_FDS};
+use crate::state::{self, err, run, with_client};
 use libc::{c_char, c_int, c_uint};
 use sfs_client::capi::{fill_stat, SFS_DEVICE};
 use sfs_global::{Metadata, SfsResult};
