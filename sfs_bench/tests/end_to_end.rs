@@ -1,11 +1,12 @@
-//! Runs `sfs_bench` end to end at a tiny scale against real servers (started
-//! with `sfs start` from a temp config and hostfile on ephemeral 127.0.0.1
-//! ports, stopped on drop, also when the test fails), through the shim and
+//! Runs `sfs_bench` end to end at a tiny scale against real servers (the
+//! test kit's cluster on 127.0.0.1, or servers the tool starts itself),
+//! through the shim and
 //! the client library, next to a tmpfs baseline, and checks the JSON report,
 //! including the tmpfs baseline's check against fio (installed by
 //! scripts/setup.sh) and the report of a run without fio.
 
 use serde_json::Value;
+use sfs_testkit::cluster::Cluster;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -15,97 +16,6 @@ const BENCH: &str = env!("CARGO_BIN_EXE_sfs_bench");
 fn artifacts() -> (PathBuf, PathBuf) {
     let built = sfs_testkit::artifacts();
     (built.sfs.clone(), built.preload.clone())
-}
-
-/// Servers started with `sfs start`; `sfs stop` (then SIGKILL) on drop.
-struct Servers {
-    dir: tempfile::TempDir,
-    sfs: PathBuf,
-}
-
-impl Servers {
-    fn start(sfs: &Path, n: usize) -> Servers {
-        let dir = tempfile::tempdir().unwrap();
-        let config = serde_json::json!({
-            "rootdir": dir.path().join("root"),
-            "mountdir": "/sfs_bench_test",
-            "data_port_offset": 0,
-        });
-        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-        let servers = Servers {
-            dir,
-            sfs: sfs.to_path_buf(),
-        };
-        // A port picked by binding 0 may be taken by another test before
-        // the server binds it: then try again with new ports.
-        for attempt in 1.. {
-            let hosts: String = (0..n)
-                .map(|i| format!("s{i} 127.0.0.1:{}\n", sfs_testkit::free_port()))
-                .collect();
-            std::fs::write(servers.hostfile(), hosts).unwrap();
-            let out = servers.sfs("start");
-            if out.status.success() {
-                break;
-            }
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            if attempt < 5 && said.contains("Address already in use") {
-                let _ = servers.sfs("stop");
-                continue;
-            }
-            panic!("sfs start: {said}");
-        }
-        servers
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("config.json")
-    }
-
-    fn hostfile(&self) -> PathBuf {
-        self.dir.path().join("hostfile")
-    }
-
-    fn sfs(&self, command: &str) -> std::process::Output {
-        Command::new(&self.sfs)
-            .arg("--config")
-            .arg(self.config())
-            .arg("--hostfile")
-            .arg(self.hostfile())
-            .arg(command)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running sfs")
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        let root = self.dir.path().join("root");
-        let mut pids = Vec::new();
-        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
-            let ready = entry.path().join("run/ready");
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                let json: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-                if let Some(pid) = json["pid"].as_i64() {
-                    pids.push(pid as i32);
-                }
-            }
-        }
-        pids
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        let pids = self.pids();
-        if !self.sfs("stop").status.success() {
-            for pid in pids {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
-        }
-    }
 }
 
 const TINY: &[&str] = &[
@@ -264,16 +174,16 @@ fn check_fio_rows(report: &Value) {
 
 #[test]
 fn tiny_run_against_running_servers_via_shim_and_library() {
-    let (sfs, shim) = artifacts();
-    let servers = Servers::start(&sfs, 1);
+    let (_, shim) = artifacts();
+    let servers = Cluster::start_with(1, |c| c.mountdir = "/sfs_bench_test".into());
     // The baseline and fio's files in a directory of our own on tmpfs, to
     // see that both are removed.
     let tmpfs = tempfile::tempdir_in("/dev/shm").unwrap();
     let report = run_bench(
         &["--via", "shim,lib", "--baselines", "tmpfs"],
         &[
-            ("--config", &servers.config()),
-            ("--hostfile", &servers.hostfile()),
+            ("--config", &servers.config_path),
+            ("--hostfile", &servers.hostfile_path),
             ("--preload", &shim),
             ("--tmpfs-dir", tmpfs.path()),
         ],

@@ -237,6 +237,12 @@ enum Command {
         /// Restore the namespace checkpoint before serving.
         #[arg(long)]
         restore: bool,
+        /// Serve RPC on the listening TCP socket inherited as descriptor
+        /// N, bound to this server's hostfile address by whoever started
+        /// the server (a supervisor, a test kit binding port 0), instead
+        /// of binding that address.
+        #[arg(long, value_name = "N")]
+        listen_fd: Option<i32>,
     },
 }
 
@@ -398,7 +404,11 @@ fn main() {
                 count,
                 ..
             } => status::watch(&setup, *seconds, *count),
-            Command::Server { id, restore } => servers::serve(setup, id.clone(), *restore),
+            Command::Server {
+                id,
+                restore,
+                listen_fd,
+            } => servers::serve(setup, id.clone(), *restore, *listen_fd),
             Command::Ls { long, path } => files::ls(&setup, path, *long),
             Command::Put { local, path } => files::put(&setup, local, path),
             Command::Get { path, local } => files::get(&setup, path, local),

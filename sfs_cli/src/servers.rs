@@ -478,7 +478,51 @@ pub fn stop(setup: &Setup) -> Result<()> {
     Ok(())
 }
 
-pub fn serve(setup: Setup, id: Option<String>, restore: bool) -> Result<()> {
+/// The listening socket inherited as descriptor `fd` (`sfs server
+/// --listen-fd`), owned by this process from here on and closed on exec.
+fn inherited_listener(fd: i32) -> Result<std::net::TcpListener> {
+    if fd < 3 {
+        bail!("--listen-fd {fd}: descriptors 0, 1 and 2 are the standard streams");
+    }
+    // SAFETY: fcntl with F_GETFD takes a number only and reads no memory.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        bail!("--listen-fd {fd}: no such descriptor was inherited");
+    }
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `listening` and `len` are valid for writes of the sizes given.
+    let asked = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if asked < 0 || listening == 0 {
+        bail!("--listen-fd {fd}: not a listening socket");
+    }
+    // SAFETY: `fd` is open (checked above) and was handed to this process to
+    // serve on: nothing else in it refers to that number (the number was
+    // taken before this process started, so nothing it opened since got
+    // it). The OwnedFd becomes the listener's and is closed with it.
+    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)
+        .with_context(|| format!("--listen-fd {fd}: cannot set close-on-exec"))?;
+    Ok(std::net::TcpListener::from(owned))
+}
+
+pub fn serve(
+    setup: Setup,
+    id: Option<String>,
+    restore: bool,
+    listen_fd: Option<i32>,
+) -> Result<()> {
+    let listener = listen_fd
+        .map(inherited_listener)
+        .transpose()?
+        .map(sfs_server::PreBound::new);
     let filter = std::env::var("SFS_LOG").unwrap_or_else(|_| setup.config.log_level.clone());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -496,6 +540,7 @@ pub fn serve(setup: Setup, id: Option<String>, restore: bool) -> Result<()> {
         server_name: id,
         secret: None,
         restore,
+        listener,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

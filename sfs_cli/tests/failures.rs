@@ -117,6 +117,43 @@ fn a_second_server_on_the_same_directories_is_refused() {
     assert!(err.contains("lock"), "{err}");
 }
 
+/// `sfs server --listen-fd N` serves only on a listening socket it was
+/// handed (the test kit's cluster starts every server that way): a
+/// standard stream, a number not inherited, or a descriptor that is not a
+/// listening socket is refused before anything starts.
+#[test]
+fn a_listener_that_is_not_one_is_refused() {
+    let cluster = Cluster::start(1);
+    let refused = |fd: &str, why: &str| {
+        let out = cluster.sfs(&["server", "--id", "s0", "--listen-fd", fd]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(why), "{fd}: {err}");
+    };
+    refused(
+        "1",
+        "--listen-fd 1: descriptors 0, 1 and 2 are the standard streams",
+    );
+    refused("987", "--listen-fd 987: no such descriptor was inherited");
+    // A file inherited at 5 (bash opens it there for the child): no socket.
+    let mut shell = std::process::Command::new("bash");
+    shell
+        .arg("-c")
+        .arg("exec 5</dev/null; exec \"$@\"")
+        .arg("bash")
+        .arg(common::SFS)
+        .arg("--config")
+        .arg(&cluster.config_path)
+        .arg("--hostfile")
+        .arg(&cluster.hostfile_path)
+        .args(["server", "--id", "s0", "--listen-fd", "5"]);
+    let out = shell.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--listen-fd 5: not a listening socket"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_config_and_hostfile_are_refused_with_the_cause() {
     let dir = tempfile::tempdir().unwrap();

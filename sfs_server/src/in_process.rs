@@ -3,7 +3,8 @@
 //! for embedding.
 //!
 //! Each server is [`run_until`] on a runtime of the cluster's own, on
-//! 127.0.0.1 at a port picked free just before it binds, with its
+//! 127.0.0.1 at a port the cluster bound (port 0: the system picks) and
+//! hands over ([`PreBound`]), so no other process can take it, with its
 //! `rootdir` under a directory the caller owns; the cluster is ready when
 //! every server wrote its ready file, and stops every server (and waits
 //! for each to finish cleanly) when stopped or dropped. What a server does
@@ -12,7 +13,7 @@
 //! and tunes the allocator ([`crate::server`]). Stop or drop it outside any
 //! tokio runtime (it waits for its servers).
 
-use crate::server::{run_until, ServerOptions};
+use crate::server::{run_until, PreBound, ServerOptions};
 use anyhow::{anyhow, bail, Context};
 use sfs_global::config::Config;
 use sfs_global::hostfile::Hostfile;
@@ -22,9 +23,6 @@ use std::time::{Duration, Instant};
 
 /// How long a cluster may take to become ready.
 const READY_WITHIN: Duration = Duration::from_secs(30);
-
-/// How often a start that lost a port to another process is tried again.
-const PORT_ATTEMPTS: usize = 5;
 
 /// N servers running in this process (see the module documentation).
 pub struct InProcessCluster {
@@ -43,31 +41,22 @@ impl InProcessCluster {
     /// Starts `n` servers with the default configuration, `rootdir` under
     /// `dir`, adjusted by `tune` (which must leave `rootdir` under `dir`
     /// or set another that the caller owns), and waits until all are
-    /// ready. A start whose port another process took meanwhile is tried
-    /// again with new ports.
-    pub fn start(dir: &Path, n: usize, tune: impl Fn(&mut Config)) -> anyhow::Result<Self> {
+    /// ready.
+    pub fn start(dir: &Path, n: usize, tune: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let secret = Secret::generate().context("a job secret")?;
-        let mut last = None;
-        for attempt in 0..PORT_ATTEMPTS {
-            let mut config = Config {
-                rootdir: dir.join(format!("root{attempt}")).display().to_string(),
-                data_port_offset: 0,
-                ..Config::default()
-            };
-            tune(&mut config);
-            match InProcessCluster::try_start(config, n, secret.clone()) {
-                Ok(cluster) => return Ok(cluster),
-                Err(e) if format!("{e:#}").contains("Address already in use") => last = Some(e),
-                Err(e) => return Err(e),
-            }
+        let mut config = Config {
+            rootdir: dir.join("root").display().to_string(),
+            data_port_offset: 0,
+            ..Config::default()
+        };
+        tune(&mut config);
+        let listeners = (0..n)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("binding a loopback port"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut hosts = String::new();
+        for (i, listener) in listeners.iter().enumerate() {
+            hosts.push_str(&format!("s{i} {}\n", listener.local_addr()?));
         }
-        Err(last.expect("at least one attempt"))
-    }
-
-    fn try_start(config: Config, n: usize, secret: Secret) -> anyhow::Result<Self> {
-        let hosts: String = (0..n)
-            .map(|i| Ok(format!("s{i} 127.0.0.1:{}\n", free_port()?)))
-            .collect::<anyhow::Result<_>>()?;
         let hostfile = Hostfile::parse(&hosts, "in-process cluster")?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -83,13 +72,14 @@ impl InProcessCluster {
             stops: Vec::new(),
             servers: Vec::new(),
         };
-        for host in &cluster.hostfile.hosts {
+        for (host, listener) in cluster.hostfile.hosts.iter().zip(listeners) {
             let options = ServerOptions {
                 config: cluster.config.clone(),
                 hostfile: cluster.hostfile.clone(),
                 server_name: Some(host.name.clone()),
                 secret: Some(cluster.secret.clone()),
                 restore: false,
+                listener: Some(PreBound::new(listener)),
             };
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             cluster.stops.push(stop);
@@ -172,11 +162,4 @@ impl Drop for InProcessCluster {
             tracing::warn!("in-process cluster: {e:#}");
         }
     }
-}
-
-/// A loopback port that was free a moment ago (the server binds it itself;
-/// [`InProcessCluster::start`] tries again if another process took it).
-fn free_port() -> anyhow::Result<u16> {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("probing for a free port")?;
-    Ok(probe.local_addr()?.port())
 }

@@ -29,4 +29,4 @@ pub mod service;
 pub mod shutdown;
 pub mod tier;
 
-pub use server::{run, run_blocking, run_until, ServerOptions};
+pub use server::{run, run_blocking, run_until, PreBound, ServerOptions};

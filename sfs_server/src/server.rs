@@ -67,6 +67,29 @@ pub struct ServerOptions {
     /// Fill the (empty) metadata store from the back end's committed
     /// namespace checkpoint before serving (`sfs start --restore`).
     pub restore: bool,
+    /// The RPC listener, bound already by whoever started the server
+    /// (`sfs server --listen-fd`, a test kit); `None` binds the hostfile's
+    /// address.
+    pub listener: Option<PreBound>,
+}
+
+/// An RPC listener bound before the server starts, on the server's
+/// hostfile address: by a supervisor that hands the socket over, or by a
+/// test kit that binds port 0 and writes the port it got into the
+/// hostfile, so that no other process can take the port in between. The
+/// first [`run_until`] of the options takes it; a second start of the same
+/// options fails rather than bind by itself.
+#[derive(Clone, Debug)]
+pub struct PreBound(Arc<std::sync::Mutex<Option<std::net::TcpListener>>>);
+
+impl PreBound {
+    pub fn new(listener: std::net::TcpListener) -> PreBound {
+        PreBound(Arc::new(std::sync::Mutex::new(Some(listener))))
+    }
+
+    fn take(&self) -> Option<std::net::TcpListener> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Runs a server until SIGTERM, SIGINT or a `Shutdown` RPC; `Ok` after a
@@ -96,6 +119,7 @@ pub async fn run_until(
         server_name,
         secret,
         restore,
+        listener,
     } = options;
     config.validate()?;
     sfs_global::hostfile::validate_with_config(&config, &hostfile)?;
@@ -161,7 +185,7 @@ pub async fn run_until(
         transport,
         shm_path,
         metrics: metrics_listener,
-    } = bind_listeners(&config, &entry, &run_dir, transport).await?;
+    } = bind_listeners(&config, &entry, &run_dir, transport, listener).await?;
 
     let shutdown = Shutdown::new();
     let metrics = Arc::new(Metrics::default());
@@ -396,20 +420,24 @@ struct Listeners {
     metrics: Option<TcpListener>,
 }
 
-/// Binds the RPC port, the data port (and RDMA on it when `transport`
-/// chose it), the node-local socket and the metrics port of the server
-/// `entry`.
+/// Binds the RPC port (or takes the one bound already, `pre_bound`), the
+/// data port (and RDMA on it when `transport` chose it), the node-local
+/// socket and the metrics port of the server `entry`.
 async fn bind_listeners(
     config: &Config,
     entry: &HostEntry,
     run_dir: &Path,
     transport: sfs_rdma::rdma::TransportChoice,
+    pre_bound: Option<PreBound>,
 ) -> anyhow::Result<Listeners> {
     let name = &entry.name;
     let grpc_addr = bind_address(config, entry)?;
-    let grpc_listener = TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("server {name}: cannot bind the gRPC address {grpc_addr}"))?;
+    let grpc_listener = match pre_bound {
+        None => TcpListener::bind(grpc_addr)
+            .await
+            .with_context(|| format!("server {name}: cannot bind the gRPC address {grpc_addr}"))?,
+        Some(pre_bound) => take_pre_bound(name, &pre_bound, grpc_addr)?,
+    };
     let data_port = entry.data_port(config.data_port_offset).ok_or_else(|| {
         anyhow!(
             "config: field `data_port_offset` {} plus port {} of server {name} exceeds 65535",
@@ -700,6 +728,30 @@ fn own_entry(
             )
         }
     }
+}
+
+/// The listener handed over in `pre_bound`, checked to be bound to the
+/// address the server would have bound (`grpc_addr`): a socket on another
+/// port would serve clients that look for the server elsewhere.
+fn take_pre_bound(
+    name: &str,
+    pre_bound: &PreBound,
+    grpc_addr: SocketAddr,
+) -> anyhow::Result<TcpListener> {
+    let listener = pre_bound.take().ok_or_else(|| {
+        anyhow!("server {name}: the listener handed over was taken by an earlier start")
+    })?;
+    let bound = listener
+        .local_addr()
+        .with_context(|| format!("server {name}: the listener handed over has no address"))?;
+    if bound != grpc_addr {
+        bail!("server {name}: the listener handed over is bound to {bound}, not to its RPC address {grpc_addr}");
+    }
+    listener.set_nonblocking(true).with_context(|| {
+        format!("server {name}: cannot make the listener handed over non-blocking")
+    })?;
+    TcpListener::from_std(listener)
+        .with_context(|| format!("server {name}: cannot serve on the listener handed over"))
 }
 
 /// The gRPC address: the hostfile's, or `config.listen` with its port.

@@ -1,5 +1,6 @@
 //! Test support shared by SFS's integration tests: [`artifacts`] (below),
-//! [`fuzz`], the decoders' fuzzer, [`ceph`], the Ceph cluster the
+//! [`cluster`], real `sfs server` processes on 127.0.0.1 (the system
+//! tests' one launcher), [`fuzz`], the decoders' fuzzer, [`ceph`], the Ceph cluster the
 //! `rados` and `s3` back ends are tested against, [`netns`], simulated
 //! nodes (network namespaces with their own sshd), and [`slurm`], a private
 //! Slurm cluster on 127.0.0.1.
@@ -19,6 +20,7 @@
 //! stamp file under a file lock so that parallel tests wait for one build.
 
 pub mod ceph;
+pub mod cluster;
 pub mod fuzz;
 pub mod netns;
 pub mod slurm;

@@ -1,6 +1,6 @@
 //! A whole server on loopback, driven through its real gRPC and data ports.
 
-use super::{own_entry, run_until, ServerOptions};
+use super::{own_entry, run_until, PreBound, ServerOptions};
 use sfs_global::config::{Config, TransportKind};
 use sfs_global::hostfile::Hostfile;
 use sfs_global::secret::Secret;
@@ -33,7 +33,8 @@ fn secret() -> Arc<Secret> {
 impl TestServer {
     async fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let port = sfs_testkit::free_port();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
         let hostfile = Hostfile::parse(&format!("s0 127.0.0.1:{port}\n"), "test hostfile").unwrap();
         let config = Config {
             rootdir: dir.path().join("root").display().to_string(),
@@ -48,6 +49,7 @@ impl TestServer {
             server_name: Some("s0".into()),
             secret: Some((*secret()).clone()),
             restore: false,
+            listener: Some(PreBound::new(listener)),
         };
         let task = tokio::spawn(run_until(options.clone(), std::future::pending()));
         let ready_file = sfs_global::ready::Ready::path(&config, "s0");
@@ -906,18 +908,16 @@ async fn nothing_is_served_without_the_job_secret() {
 async fn a_request_for_a_path_another_server_owns_is_refused() {
     // Server s0 of two; s1 is never started (its port only reserves a place).
     let dir = tempfile::tempdir().unwrap();
-    let (p0, p1) = (sfs_testkit::free_port(), sfs_testkit::free_port());
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (l0, l1) = (bind(), bind());
+    let port = |l: &std::net::TcpListener| l.local_addr().unwrap().port();
+    let (p0, p1) = (port(&l0), port(&l1));
     let hostfile = Hostfile::parse(
         &format!("s0 127.0.0.1:{p0}\ns1 127.0.0.1:{p1}\n"),
         "test hostfile",
     )
     .unwrap();
-    let config = Config {
-        rootdir: dir.path().join("root").display().to_string(),
-        transport: TransportKind::Tcp,
-        data_port_offset: 0,
-        ..Config::default()
-    };
+    let config = tcp_config(dir.path());
     let distributor = sfs_global::distributor::Distributor::new(2);
     let owned_by = |server: usize| {
         (0..)
@@ -932,6 +932,7 @@ async fn a_request_for_a_path_another_server_owns_is_refused() {
         server_name: Some("s0".into()),
         secret: Some((*secret()).clone()),
         restore: false,
+        listener: Some(PreBound::new(l0)),
     };
     let task = tokio::spawn(run_until(options, std::future::pending()));
     let ready = sfs_global::ready::Ready::path(&config, "s0");
@@ -972,4 +973,48 @@ async fn a_request_for_a_path_another_server_owns_is_refused() {
         .expect("server stops")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_handed_over_on_another_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (listed, other) = (bind(), bind());
+    let hostfile = Hostfile::parse(
+        &format!("s0 {}\n", listed.local_addr().unwrap()),
+        "test hostfile",
+    )
+    .unwrap();
+    let config = tcp_config(dir.path());
+    let other_addr = other.local_addr().unwrap();
+    let options = ServerOptions {
+        config,
+        hostfile,
+        server_name: Some("s0".into()),
+        secret: Some((*secret()).clone()),
+        restore: false,
+        listener: Some(PreBound::new(other)),
+    };
+    let refused = run_until(options, std::future::pending())
+        .await
+        .unwrap_err();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains(&format!(
+            "bound to {other_addr}, not to its RPC address {}",
+            listed.local_addr().unwrap()
+        )),
+        "{message}"
+    );
+}
+
+/// A server's configuration in `dir`: TCP data, the data port picked by
+/// the system.
+fn tcp_config(dir: &std::path::Path) -> Config {
+    Config {
+        rootdir: dir.join("root").display().to_string(),
+        transport: TransportKind::Tcp,
+        data_port_offset: 0,
+        ..Config::default()
+    }
 }
