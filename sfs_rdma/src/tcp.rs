@@ -15,7 +15,7 @@
 use crate::buffers::{BufferPool, PooledBuffer};
 use crate::nosignal::{send_frame, FrameError};
 use crate::wire::{
-    answered, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
+    answered, read_response_header, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN,
 };
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
@@ -273,14 +273,11 @@ async fn read_responses(
     pool: Arc<BufferPool>,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    let connection = format!("data connection to {peer}");
     let why = loop {
-        let mut raw = [0u8; RESPONSE_HEADER_LEN];
-        if let Err(e) = reader.read_exact(&mut raw).await {
-            break format!("data connection to {peer} lost: {e}");
-        }
-        let header = match ResponseHeader::decode(&raw) {
+        let header = match read_response_header(&mut reader, &connection).await {
             Ok(h) => h,
-            Err(e) => break format!("data connection to {peer}: {e}"),
+            Err(why) => break why,
         };
         let waiter = conn.mux.take(header.request_id);
         let max = waiter.as_ref().map_or(0, |(max, _)| *max);

@@ -105,6 +105,20 @@ pub async fn answered<T>(
     Ok((header, answer))
 }
 
+/// Reads the next answer's header off a data connection's byte stream
+/// (TCP or node-local); `Err` says why the connection ends, after
+/// `connection` ("data connection to HOST").
+pub async fn read_response_header<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    connection: &str,
+) -> Result<ResponseHeader, String> {
+    let mut raw = [0u8; RESPONSE_HEADER_LEN];
+    if let Err(e) = tokio::io::AsyncReadExt::read_exact(reader, &mut raw).await {
+        return Err(format!("{connection} lost: {e}"));
+    }
+    ResponseHeader::decode(&raw).map_err(|e| format!("{connection}: {e}"))
+}
+
 /// A decoded response header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ResponseHeader {

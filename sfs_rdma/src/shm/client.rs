@@ -94,14 +94,11 @@ impl ShmConnection {
 }
 
 async fn read_answers(conn: Arc<ShmConnection>, mut reader: OwnedReadHalf, server: String) {
+    let connection = format!("node-local data connection to {server}");
     let why = loop {
-        let mut raw = [0u8; RESPONSE_HEADER_LEN];
-        if let Err(e) = reader.read_exact(&mut raw).await {
-            break format!("node-local data connection to {server} lost: {e}");
-        }
-        let header = match ResponseHeader::decode(&raw) {
+        let header = match read_response_header(&mut reader, &connection).await {
             Ok(h) => h,
-            Err(e) => break format!("node-local data connection to {server}: {e}"),
+            Err(why) => break why,
         };
         // A waiter that gave up drops the answer, and the slot with it.
         if !conn

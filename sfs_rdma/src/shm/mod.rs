@@ -37,7 +37,7 @@
 
 use crate::nosignal::{send_frame, FrameError};
 use crate::wire::{
-    answered, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN,
+    answered, read_response_header, Op, RequestHeader, ResponseHeader, REQUEST_HEADER_LEN,
 };
 use crate::{ChunkHandler, ChunkRef, DataChannel};
 use futures::future::BoxFuture;
