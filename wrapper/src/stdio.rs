@@ -360,7 +360,13 @@ unsafe fn freopen_sfs(path: &str, mode: *const c_char, stream: *mut FILE) -> Sfs
             if SFS_FDS.contains(std_fd) {
                 crate::hooks::fd::forget(std_fd);
             }
-            sfs_client_dup(fd, std_fd)?;
+            if let Err(e) = sfs_client_dup(fd, std_fd) {
+                crate::hooks::fd::close_inside(fd);
+                // `std_fd` holds a copy of a placeholder that is no SFS
+                // descriptor: closed, as a failed freopen closes the stream.
+                crate::descriptors::release_fd(std_fd);
+                return Err(e);
+            }
             // The descriptor just opened, now copied to `std_fd`.
             crate::hooks::fd::close_inside(fd);
             after_std_fd_became_sfs(std_fd);

@@ -341,7 +341,11 @@ async fn two_requests_naming_one_slot_close_the_connection() {
         .expect("the server closes the connection")
         .unwrap();
     // At most the first request's answer arrived.
-    assert!(rest.len() <= crate::wire::RESPONSE_HEADER_LEN, "{} bytes", rest.len());
+    assert!(
+        rest.len() <= crate::wire::RESPONSE_HEADER_LEN,
+        "{} bytes",
+        rest.len()
+    );
     server.stop().await;
 }
 

@@ -9,6 +9,15 @@ use sfs_global::SfsResult;
 
 /// A C buffer as a slice (empty when `len` is 0, whatever the pointer).
 ///
+/// The program's read buffer may be uninitialised memory. The slice is
+/// only ever written (the client copies answers into it and never reads
+/// it), which Rust's rules allow through a `&mut [u8]`; whether merely
+/// making such a reference to uninitialised bytes is allowed is a question
+/// those rules leave open. Zeroing the buffer first would settle it for a
+/// `memset` of every read's length; `MaybeUninit` down to the transports
+/// would settle it for free, and is not done yet (docs/shim.md, "Known
+/// gaps"). `stdio`'s `cookie_read` is the same case.
+///
 /// # Safety
 /// `buf` is valid for `len` bytes of writes.
 unsafe fn out_buf<'a>(buf: *mut c_void, len: usize) -> &'a mut [u8] {

@@ -20,9 +20,9 @@ fn stats() -> SfsResult<FsStats> {
     with_client(|c| c.statfs())
 }
 
-fn fill_statfs(st: &mut libc::statfs, s: &FsStats) {
+fn statfs_of(s: &FsStats) -> libc::statfs {
     // SAFETY: all-zero is a valid statfs.
-    *st = unsafe { std::mem::zeroed() };
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     st.f_type = SFS_MAGIC as _;
     st.f_bsize = BLOCK as _;
     st.f_frsize = BLOCK as _;
@@ -32,11 +32,12 @@ fn fill_statfs(st: &mut libc::statfs, s: &FsStats) {
     st.f_files = s.entries + (1 << 32);
     st.f_ffree = 1 << 32;
     st.f_namelen = STATFS_NAME_MAX as _;
+    st
 }
 
-fn fill_statvfs(st: &mut libc::statvfs, s: &FsStats) {
+fn statvfs_of(s: &FsStats) -> libc::statvfs {
     // SAFETY: all-zero is a valid statvfs.
-    *st = unsafe { std::mem::zeroed() };
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     st.f_bsize = BLOCK as _;
     st.f_frsize = BLOCK as _;
     st.f_blocks = s.capacity_bytes / BLOCK;
@@ -47,6 +48,7 @@ fn fill_statvfs(st: &mut libc::statvfs, s: &FsStats) {
     st.f_favail = 1 << 32;
     st.f_fsid = SFS_MAGIC as _;
     st.f_namemax = STATFS_NAME_MAX as _;
+    st
 }
 
 /// # Safety
@@ -55,9 +57,11 @@ unsafe fn statfs_into(buf: *mut libc::statfs) -> SfsResult<c_int> {
     if buf.is_null() {
         return Err(err(libc::EFAULT, "NULL statfs buffer"));
     }
+    let st = statfs_of(&stats()?);
     // SAFETY: `buf` is non-NULL (checked above), so aligned and valid for
-    // writing a `statfs` (this function's contract); it is only written.
-    fill_statfs(unsafe { &mut *buf }, &stats()?);
+    // writing a `statfs` (this function's contract); `write` does not read
+    // what was there, which may be uninitialised.
+    unsafe { buf.write(st) };
     Ok(0)
 }
 
@@ -67,9 +71,11 @@ unsafe fn statvfs_into(buf: *mut libc::statvfs) -> SfsResult<c_int> {
     if buf.is_null() {
         return Err(err(libc::EFAULT, "NULL statvfs buffer"));
     }
+    let st = statvfs_of(&stats()?);
     // SAFETY: `buf` is non-NULL (checked above), so aligned and valid for
-    // writing a `statvfs` (this function's contract); it is only written.
-    fill_statvfs(unsafe { &mut *buf }, &stats()?);
+    // writing a `statvfs` (this function's contract); `write` does not read
+    // what was there, which may be uninitialised.
+    unsafe { buf.write(st) };
     Ok(0)
 }
 

@@ -40,10 +40,12 @@ unsafe fn stat_into(target: Target, buf: *mut libc::stat) -> SfsResult<c_int> {
         return Err(err(libc::EFAULT, "NULL stat buffer"));
     }
     let (md, chunk) = metadata(&target)?;
-    // SAFETY: checked non-NULL; the caller guarantees it is writable.
+    // SAFETY: checked non-NULL; the caller guarantees it is writable and
+    // aligned. `write` sets all of it (all-zero is a valid `struct stat`)
+    // without reading what was there, which may be uninitialised.
+    unsafe { buf.write(std::mem::zeroed()) };
+    // SAFETY: as above, and now initialised: a reference to it is sound.
     let st = unsafe { &mut *buf };
-    // SAFETY: all-zero is a valid `struct stat`.
-    *st = unsafe { std::mem::zeroed() };
     fill_stat(&md, chunk, st);
     Ok(0)
 }
@@ -249,8 +251,9 @@ unsafe fn statx_into(target: Target, buf: *mut libc::statx) -> SfsResult<c_int> 
         return Err(err(libc::EFAULT, "NULL statx buffer"));
     }
     let (md, chunk) = metadata(&target)?;
-    // SAFETY: checked non-NULL; the caller guarantees it is writable, and
-    // all-zero is a valid `struct statx`.
+    // SAFETY: checked non-NULL; the caller guarantees it is writable. The
+    // zeroes make it initialised (all-zero is a valid `struct statx`)
+    // before a reference to it is made.
     let stx = unsafe {
         std::ptr::write_bytes(buf, 0, 1);
         &mut *buf
