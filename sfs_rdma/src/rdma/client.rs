@@ -19,6 +19,7 @@
 //! gets nothing, EACCES); our proof is the connection's first SEND, and its
 //! completion is awaited before any request reuses the send buffer.
 
+use super::cm::{cm_event_name, reject_reason, CmId, EventChannel};
 use super::pool::SlotPool;
 use super::proto::{
     decode_response, Accept, ClientProof, Descriptor, Hello, MessageSizes, Payload, RdmaRequest,
@@ -26,7 +27,7 @@ use super::proto::{
     RDMA_RESPONSE_LEN,
 };
 use super::server::{WR_INDEX, WR_RECV, WR_SEND};
-use super::verbs::{cm_event_name, reject_reason, CmId, EventChannel, QueuePair, QueueSizes};
+use super::verbs::{QueuePair, QueueSizes};
 use crate::wire::{Op, RequestHeader, ResponseHeader};
 use crate::{ChunkRef, DataChannel};
 use futures::future::BoxFuture;

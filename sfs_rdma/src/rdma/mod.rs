@@ -3,8 +3,9 @@
 //!
 //! - [`proto`]: messages and the 21-byte buffer descriptor;
 //! - [`pool`]: queue-depth accounting over pre-registered buffers;
-//! - [`verbs`]: the FFI edge (owned verbs objects, `AsyncFd`-driven event
-//!   and completion channels);
+//! - [`cm`] and [`verbs`]: the FFI edge, rdmacm (`AsyncFd`-driven event
+//!   channel, connection ids) and ibverbs (owned verbs objects,
+//!   `AsyncFd`-driven completion channel);
 //! - [`server`]: [`RdmaListener`], the server pulling writes (RDMA READ) and
 //!   pushing reads (RDMA WRITE);
 //! - [`client`]: [`RdmaChannel`], the [`crate::DataChannel`] over RDMA.
@@ -16,6 +17,7 @@
 //! TCP as well, so a client without a device can still reach it.
 
 pub mod client;
+pub mod cm;
 pub mod pool;
 pub mod proto;
 pub mod server;

@@ -21,14 +21,13 @@
 //! (EINVAL otherwise, the QP is never pointed outside it), and a client that
 //! overruns its queue depth or sends a malformed message is disconnected.
 
+use super::cm::{cm_event_name, CmEvent, CmId, EventChannel};
 use super::pool::{Slot, SlotPool, Unanswered};
 use super::proto::{
     Accept, ClientProof, Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ,
     ACCESS_WRITE, RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN, SERVER_NONCE_LEN,
 };
-use super::verbs::{
-    cm_event_name, wc_status_errno, CmEvent, CmId, EventChannel, QueuePair, QueueSizes,
-};
+use super::verbs::{wc_status_errno, QueuePair, QueueSizes};
 use crate::wire::{Op, ResponseHeader};
 use crate::ChunkHandler;
 use rdma_sys::ibv_wr_opcode::{IBV_WR_RDMA_READ, IBV_WR_RDMA_WRITE, IBV_WR_SEND};
