@@ -8,7 +8,8 @@
 //! the config's timeouts, and fails with an [`SfsError`] whose errno is what
 //! the POSIX call would set.
 //!
-//! - [`io`]: open-file table, read/write/seek/sync.
+//! - [`io`]: open, read/write/seek/sync on descriptors, over the open-file
+//!   table (`files`) and the chunk data path (`data`).
 //! - [`namespace`]: stat, mkdir, unlink, rename, symlinks, attributes.
 //! - [`dir`]: streamed directory listings.
 //! - [`flush`]: copy a file's data to the object back end.
@@ -19,9 +20,11 @@
 
 mod calls;
 pub mod capi;
+mod data;
 pub mod dir;
 pub mod dir_times;
 pub mod embed;
+mod files;
 pub mod flush;
 pub mod inventory;
 pub mod io;
@@ -46,9 +49,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 pub use dir::{DirEntry, ReadDir};
+pub use files::{DescriptorOffsets, OpenFlags, Whence};
 pub use flush::{CheckpointStats, FlushStats};
 pub use inventory::Inventory;
-pub use io::{DescriptorOffsets, OpenFlags, Whence};
 pub use sfs_global::access::Caller;
 pub use sfs_global::holdings::Held;
 pub use sfs_global::{Errno, FileId, FileKind, Metadata, SfsError, SfsResult};
@@ -81,14 +84,14 @@ pub struct Client {
     pub(crate) distributor: Distributor,
     pub(crate) servers: Vec<ServerSlot>,
     pub(crate) options: ConnectOptions,
-    pub(crate) files: io::FileTable,
+    pub(crate) files: files::FileTable,
     pub(crate) orphans: orphans::Orphans,
     /// Parent directories' attributes a removal's permission check saw
     /// (reused briefly: [`permissions::ParentCache`]).
     pub(crate) parents: permissions::ParentCache,
     /// Where descriptor offsets live when an embedder keeps them
-    /// ([`io::DescriptorOffsets`]); `None`: in the open files.
-    pub(crate) descriptor_offsets: Option<std::sync::Arc<dyn io::DescriptorOffsets>>,
+    /// ([`DescriptorOffsets`]); `None`: in the open files.
+    pub(crate) descriptor_offsets: Option<std::sync::Arc<dyn DescriptorOffsets>>,
     /// Cache mode: files taken from the backing directory whose source this
     /// client told their chunks' servers ([`Client::tell_source`]).
     pub(crate) sourced: std::sync::Mutex<std::collections::HashSet<FileId>>,
@@ -174,7 +177,7 @@ impl Client {
             config,
             servers,
             options,
-            files: io::FileTable::default(),
+            files: files::FileTable::default(),
             orphans: orphans::Orphans::default(),
             parents: permissions::ParentCache::default(),
             descriptor_offsets: None,

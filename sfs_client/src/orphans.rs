@@ -23,7 +23,7 @@
 //! file or directory to the new path, and `O_TMPFILE` files are born as
 //! orphans.
 
-use crate::io::{OpenFile, OpenFlags};
+use crate::files::{OpenFile, OpenFlags};
 use crate::Client;
 use sfs_global::access::{MAY_EXEC, MAY_WRITE};
 use sfs_global::{FileId, FileKind, Metadata, SfsError, SfsResult};
