@@ -26,7 +26,7 @@ use super::proto::{
     Region, ACCESS_READ, ACCESS_WRITE, CLIENT_NONCE_LEN, CLIENT_PROOF_LEN, RDMA_REQUEST_LEN,
     RDMA_RESPONSE_LEN,
 };
-use super::server::{WR_INDEX, WR_RECV, WR_SEND};
+use super::proto::{take_message, DATA, RECV, SEND, WR_INDEX, WR_RECV, WR_SEND};
 use super::verbs::{QueuePair, QueueSizes};
 use crate::wire::{Op, RequestHeader, ResponseHeader};
 use crate::{ChunkRef, DataChannel};
@@ -42,10 +42,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-
-const DATA: usize = 0;
-const RECV: usize = 1;
-const SEND: usize = 2;
 
 /// A response: its header and the bytes of an eager answer.
 type Response = (ResponseHeader, Vec<u8>);
@@ -287,16 +283,7 @@ async fn poll_connection(conn: Arc<ClientConnection>) {
 fn deliver(conn: &ClientConnection, index: usize, len: usize) -> SfsResult<()> {
     // SAFETY: the device completed this receive; it is re-posted only after
     // the copy.
-    let msg = unsafe {
-        conn.qp.take_received(
-            RECV,
-            WR_RECV | index as u64,
-            index,
-            conn.slots.capacity(),
-            conn.recv_size,
-            len,
-        )
-    }?;
+    let msg = unsafe { take_message(&conn.qp, index, conn.slots.capacity(), conn.recv_size, len) }?;
     let header = decode_response(&msg)?;
     // Every request's entry stays until its response (or the connection's
     // failure): a response without one is the server's mistake.

@@ -24,8 +24,40 @@
 //! and be exactly as long as the chunk range; an eager message must hold
 //! exactly the bytes its header announces.
 
+use super::verbs::QueuePair;
 use crate::wire::{RequestHeader, ResponseHeader, REQUEST_HEADER_LEN, RESPONSE_HEADER_LEN};
 use sfs_global::{Errno, SfsError, SfsResult};
+
+/// The buffers each end of a connection registers, by role: the bulk data
+/// region, the receive slots and the send slots.
+pub(crate) const DATA: usize = 0;
+pub(crate) const RECV: usize = 1;
+pub(crate) const SEND: usize = 2;
+
+/// wr_id kinds (top byte); the low bits are the slot or receive index.
+pub(crate) const WR_RECV: u64 = 1 << 56;
+pub(crate) const WR_SEND: u64 = 2 << 56;
+pub(crate) const WR_READ: u64 = 3 << 56;
+pub(crate) const WR_WRITE: u64 = 4 << 56;
+pub(crate) const WR_INDEX: u64 = (1 << 56) - 1;
+
+/// Copies received message `index` (`len` bytes) out of its receive slot
+/// of `qp` (`slots` slots of `recv_size` bytes) and posts the slot again:
+/// how both ends take a message.
+///
+/// # Safety
+/// The device completed the receive posted into slot `index`, and nothing
+/// else writes that slot until it is posted again (after the copy).
+pub(crate) unsafe fn take_message(
+    qp: &QueuePair,
+    index: usize,
+    slots: usize,
+    recv_size: usize,
+    len: usize,
+) -> SfsResult<Vec<u8>> {
+    // SAFETY: forwarded contract: the slot is completed and idle.
+    unsafe { qp.take_received(RECV, WR_RECV | index as u64, index, slots, recv_size, len) }
+}
 
 pub const DESCRIPTOR_LEN: usize = 21;
 pub const RDMA_REQUEST_LEN: usize = REQUEST_HEADER_LEN + 8 + DESCRIPTOR_LEN + 3;

@@ -23,6 +23,7 @@
 
 use super::cm::{cm_event_name, CmEvent, CmId, EventChannel};
 use super::pool::{Slot, SlotPool, Unanswered};
+use super::proto::{self, DATA, RECV, SEND, WR_INDEX, WR_READ, WR_RECV, WR_SEND, WR_WRITE};
 use super::proto::{
     Accept, ClientProof, Hello, MessageSizes, Payload, RdmaRequest, Region, ACCESS_READ,
     ACCESS_WRITE, RDMA_REQUEST_LEN, RDMA_RESPONSE_LEN, SERVER_NONCE_LEN,
@@ -43,17 +44,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinSet;
-
-/// wr_id kinds (top byte); the low bits are the slot or receive index.
-pub(crate) const WR_RECV: u64 = 1 << 56;
-pub(crate) const WR_SEND: u64 = 2 << 56;
-pub(crate) const WR_READ: u64 = 3 << 56;
-pub(crate) const WR_WRITE: u64 = 4 << 56;
-pub(crate) const WR_INDEX: u64 = (1 << 56) - 1;
-
-const DATA: usize = 0;
-const RECV: usize = 1;
-const SEND: usize = 2;
 
 /// Completion waiters by slot; `dead` once the connection is torn down, so
 /// a late request fails at once instead of waiting for a completion that
@@ -438,21 +428,12 @@ async fn run_connection(conn: Arc<ServerConnection>, stop: Arc<Notify>) {
     while requests.join_next().await.is_some() {}
 }
 
-/// Copies received message `index` out of its receive buffer and re-posts
-/// the buffer.
+/// Copies received message `index` out of its receive slot and posts the
+/// slot again.
 fn take_message(conn: &ServerConnection, index: usize, len: usize) -> SfsResult<Vec<u8>> {
-    // SAFETY: receive buffer `index` was just completed by the device and is
-    // not re-posted until after this copy.
-    unsafe {
-        conn.qp.take_received(
-            RECV,
-            WR_RECV | index as u64,
-            index,
-            conn.slots.capacity(),
-            conn.recv_size,
-            len,
-        )
-    }
+    // SAFETY: receive slot `index` was just completed by the device and is
+    // not posted again until after this copy.
+    unsafe { proto::take_message(&conn.qp, index, conn.slots.capacity(), conn.recv_size, len) }
 }
 
 /// Checks the connection's first message, the client's proof.
