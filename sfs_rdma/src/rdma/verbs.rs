@@ -380,15 +380,21 @@ impl QueuePair {
         Ok(msg)
     }
 
-    /// Posts a receive into `[offset, offset + len)` of buffer `buf`.
-    pub fn post_recv(&self, wr_id: u64, buf: usize, offset: usize, len: usize) -> SfsResult<()> {
+    /// The scatter/gather entry of `[offset, offset + len)` of buffer `buf`
+    /// (panics when the range is not inside the buffer).
+    fn sge(&self, buf: usize, offset: usize, len: usize) -> ibv_sge {
         let b = &self.buffers[buf];
         assert!(offset + len <= b.len);
-        let mut sge = ibv_sge {
+        ibv_sge {
             addr: b.addr() + offset as u64,
             length: len as u32,
             lkey: b.lkey(),
-        };
+        }
+    }
+
+    /// Posts a receive into `[offset, offset + len)` of buffer `buf`.
+    pub fn post_recv(&self, wr_id: u64, buf: usize, offset: usize, len: usize) -> SfsResult<()> {
+        let mut sge = self.sge(buf, offset, len);
         let mut wr = ibv_recv_wr {
             wr_id,
             next: ptr::null_mut(),
@@ -418,13 +424,7 @@ impl QueuePair {
         remote: Option<(u64, u32)>,
         signaled: bool,
     ) -> SfsResult<()> {
-        let b = &self.buffers[buf];
-        assert!(offset + len <= b.len);
-        let mut sge = ibv_sge {
-            addr: b.addr() + offset as u64,
-            length: len as u32,
-            lkey: b.lkey(),
-        };
+        let mut sge = self.sge(buf, offset, len);
         let mut flags = 0;
         if signaled {
             flags |= ibv_send_flags::IBV_SEND_SIGNALED.0;
