@@ -77,8 +77,8 @@ cat make.log
 /// A lock taken through a descriptor holds other processes off until that
 /// descriptor closes, and is gone after it (the descriptor's record in the
 /// shim, `wrapper/src/descriptors.rs`); a number reused for another file
-/// carries nothing of it. fcntl locks, flock and lockf, as locally (but
-/// for a flock lock after its close: see docs/shim.md, "Known gaps").
+/// carries nothing of it. fcntl locks, flock and lockf, as locally; a
+/// flock lock lasts while a duplicate or a forked child's copy is open.
 #[test]
 fn a_lock_lasts_until_the_descriptor_that_took_it_closes() {
     let cluster = Cluster::start(1);
@@ -116,18 +116,39 @@ for take in ("lockf", "flock", "fcntl"):
     # The number comes back for another file: nothing of the lock on it.
     again = os.open("g", os.O_RDWR | os.O_CREAT, 0o644)
     print("same number", again == fd)
-    # A flock lock outlives its SFS descriptor (docs/shim.md, "Known
-    # gaps"): not asked after the close.
-    if take != "flock":
-        ask("f", take + " after close", take)
+    ask("f", take + " after close", take)
     ask("g", take + " other file", take)
     os.close(again)
+# A flock lock belongs to the open file description: it lasts while a
+# duplicate, or a forked child's copy, is open.
+fd = os.open("f", os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+twin = os.dup(fd)
+os.close(fd)
+ask("f", "flock with a dup open", "flock")
+go, wait = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(wait)
+    os.read(go, 1)
+    os._exit(0)
+os.close(go)
+os.close(twin)
+ask("f", "flock with a child's copy open", "flock")
+os.close(wait)
+os.waitpid(child, 0)
+ask("f", "flock after the child's exit", "flock")
 EOS
 "#;
     let out = same_on_sfs_and_local(&cluster, script, &[]);
     assert!(out.contains("lockf while open held\n"), "{out}");
     assert!(out.contains("lockf after close free\n"), "{out}");
     assert!(out.contains("flock while open held\n"), "{out}");
+    assert!(out.contains("flock after close free\n"), "{out}");
+    assert!(
+        out.contains("flock with a child's copy open held\n"),
+        "{out}"
+    );
 }
 
 /// The same from C: a forked child writes through the inherited descriptor,

@@ -10,8 +10,9 @@
 //!   never hands its number to anyone else while it is open, and its file
 //!   position is the SFS offset ([`KernelOffsets`]).
 //! - **The record** ([`Record`]): what the shim itself knows about an SFS
-//!   descriptor beyond its bit — the getdents listing read through it and
-//!   the lock file key of a lock taken through it. One table, created on
+//!   descriptor beyond its bit — the getdents listing read through it, the
+//!   lock file key of a lock taken through it, and the lock-file
+//!   descriptor its `flock` locks live on. One table, created on
 //!   first need (most descriptors never get one) and dropped with the bit
 //!   by [`take`], which every way a descriptor ends goes through
 //!   (`hooks::fd::forget`). The open file itself (path, id, open flags) is
@@ -22,7 +23,7 @@ use crate::state::{enter, err, errno, Inside};
 use sfs_global::SfsResult;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 // ---------------------------------------------------------------------------
 // The descriptor set
@@ -292,6 +293,35 @@ pub struct Record {
     /// The lock file key of a lock taken through this descriptor
     /// (`hooks::lock`): closing it drops the process's locks on the file.
     pub lock_key: Option<u64>,
+    /// The lock-file descriptor `flock` locks through this descriptor are
+    /// taken on: one per SFS open file description (shared by its
+    /// duplicates here and, through `fork`, by its copies in children), so
+    /// a `flock` lock lasts until the last of them closes, as the kernel
+    /// keeps one.
+    pub flock: Option<Arc<InternalFd>>,
+}
+
+/// A descriptor the shim opened for itself ([`relocate_internal`]d), closed
+/// when dropped.
+pub struct InternalFd(i32);
+
+impl InternalFd {
+    /// Takes `fd`, a descriptor just opened by the shim: moved up and
+    /// recorded as internal.
+    pub fn adopt(fd: i32) -> InternalFd {
+        InternalFd(relocate_internal(fd))
+    }
+
+    pub fn raw(&self) -> i32 {
+        self.0
+    }
+}
+
+impl Drop for InternalFd {
+    fn drop(&mut self) {
+        INTERNAL_FDS.remove(self.0);
+        release_fd(self.0);
+    }
 }
 
 /// The records, by descriptor number; `RECORDED` counts them so that a
@@ -317,6 +347,22 @@ impl Records {
             Record::default()
         })
     }
+}
+
+/// Gives `to`, a new duplicate of SFS descriptor `from` (one open file
+/// description), what `from`'s record holds.
+pub fn share_record(from: i32, to: i32) {
+    if RECORDED.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut records = Records::lock();
+    let Some(record) = records.0.as_ref().and_then(|t| t.get(&from)) else {
+        return;
+    };
+    let (lock_key, flock) = (record.lock_key, record.flock.clone());
+    let shared = records.of(to);
+    shared.lock_key = lock_key;
+    shared.flock = flock;
 }
 
 /// Ends SFS descriptor `fd` in the shim: its bit cleared and its record,

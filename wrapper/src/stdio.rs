@@ -387,6 +387,7 @@ unsafe fn freopen_sfs(path: &str, mode: *const c_char, stream: *mut FILE) -> Sfs
 fn sfs_client_dup(fd: c_int, newfd: c_int) -> SfsResult<()> {
     state::with_client(|c| c.dup_to(fd, newfd))?;
     SFS_FDS.insert(newfd);
+    crate::descriptors::share_record(fd, newfd);
     Ok(())
 }
 

@@ -148,6 +148,7 @@ fn adopt_duplicate(fd: c_int, newfd: c_int) -> SfsResult<c_int> {
     }
     with_client(|c| c.dup_to(fd, newfd))?;
     SFS_FDS.insert(newfd);
+    crate::descriptors::share_record(fd, newfd);
     stdio::after_std_fd_became_sfs(newfd);
     Ok(newfd)
 }

@@ -9,12 +9,12 @@
 //! ENOLCK — never a silent success. `SFS_LOCKS=local` forces node-local locks
 //! (the user promises all clients share this node), `SFS_LOCKS=off` refuses.
 
-use crate::descriptors::Records;
+use crate::descriptors::{InternalFd, Records};
 use crate::state::{self, err, with_client};
 use libc::{c_int, off_t};
 use sfs_global::SfsResult;
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Lock-file descriptor per file id (one per process, as POSIX locks are).
 static LOCK_FILES: Mutex<Option<HashMap<u64, c_int>>> = Mutex::new(None);
@@ -53,13 +53,21 @@ fn file_key(fd: c_int) -> SfsResult<u64> {
     with_client(|c| c.fstat(fd)).map(|md| md.id.lo() ^ md.id.hi())
 }
 
-/// This process's lock-file descriptor for `key`, opened on first use.
+/// This process's lock-file descriptor for `key`, opened on first use
+/// (record locks: one per process, as POSIX keeps them).
 fn lock_file(key: u64) -> SfsResult<c_int> {
     let mut files = LOCK_FILES.lock().unwrap_or_else(|p| p.into_inner());
     let files = files.get_or_insert_with(HashMap::new);
     if let Some(&fd) = files.get(&key) {
         return Ok(fd);
     }
+    let fd = open_lock_file(key)?;
+    files.insert(key, fd);
+    Ok(fd)
+}
+
+/// A new open file description of the lock file of `key`.
+fn open_lock_file(key: u64) -> SfsResult<c_int> {
     let dir = lock_dir();
     let _ = std::fs::create_dir_all(&dir);
     {
@@ -84,7 +92,6 @@ fn lock_file(key: u64) -> SfsResult<c_int> {
             format!("cannot open the lock file {path:?}"),
         ));
     }
-    files.insert(key, fd as c_int);
     Ok(fd as c_int)
 }
 
@@ -177,14 +184,27 @@ pub unsafe fn fcntl_lock(fd: c_int, cmd: c_int, lock: *mut libc::flock) -> SfsRe
     Ok(r)
 }
 
+/// `flock` on SFS descriptor `fd`: on the lock-file descriptor of its
+/// record (`descriptors::Record::flock`, opened on first use), so the lock
+/// belongs to the SFS open file description and goes with its last close.
 pub fn flock(fd: c_int, op: c_int) -> SfsResult<c_int> {
     enabled()?;
     let key = file_key(fd)?;
-    let lock_fd = lock_file(key)?;
-    remember(fd, key);
+    let lock_fd = {
+        let mut records = Records::lock();
+        let record = records.of(fd);
+        match &record.flock {
+            Some(lock_fd) => lock_fd.clone(),
+            None => {
+                let lock_fd = Arc::new(InternalFd::adopt(open_lock_file(key)?));
+                record.flock = Some(lock_fd.clone());
+                lock_fd
+            }
+        }
+    };
     // SAFETY: flock has no memory effects.
     kernel(
-        unsafe { raw_syscall!(libc::SYS_flock, lock_fd, op) } as c_int,
+        unsafe { raw_syscall!(libc::SYS_flock, lock_fd.raw(), op) } as c_int,
         "flock",
     )
 }
