@@ -119,6 +119,15 @@ for take in ("lockf", "flock", "fcntl"):
     ask("f", take + " after close", take)
     ask("g", take + " other file", take)
     os.close(again)
+# POSIX: a record lock goes at the close of *any* descriptor of the file
+# (not of another file's).
+fd = os.open("f", os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+os.close(os.open("g", os.O_RDONLY))
+ask("f", "lockf after another file's close", "lockf")
+os.close(os.open("f", os.O_RDONLY))
+ask("f", "lockf after another descriptor's close", "lockf")
+os.close(fd)
 # A flock lock belongs to the open file description: it lasts while a
 # duplicate, or a forked child's copy, is open.
 fd = os.open("f", os.O_RDWR)
@@ -143,6 +152,14 @@ EOS
     let out = same_on_sfs_and_local(&cluster, script, &[]);
     assert!(out.contains("lockf while open held\n"), "{out}");
     assert!(out.contains("lockf after close free\n"), "{out}");
+    assert!(
+        out.contains("lockf after another file's close held\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("lockf after another descriptor's close free\n"),
+        "{out}"
+    );
     assert!(out.contains("flock while open held\n"), "{out}");
     assert!(out.contains("flock after close free\n"), "{out}");
     assert!(

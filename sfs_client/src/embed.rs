@@ -128,6 +128,11 @@ impl Client {
         Ok(self.files.get(fd)?.kind == FileKind::Directory)
     }
 
+    /// The id of the file open at `fd` (no server asked).
+    pub fn fd_id(&self, fd: i32) -> SfsResult<sfs_global::FileId> {
+        Ok(self.files.get(fd)?.id)
+    }
+
     /// One open descriptor's state, as [`OpenFdInfo`].
     pub fn fd_info(&self, fd: i32) -> SfsResult<OpenFdInfo> {
         let file = self.files.get(fd)?;

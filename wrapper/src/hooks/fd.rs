@@ -32,13 +32,17 @@ pub fn close_inside(fd: c_int) {
 /// number stays until the caller closes or replaces it.
 pub fn forget(fd: c_int) {
     stdio::before_std_fd_changes(fd);
-    if let Some(key) = crate::descriptors::take(fd).and_then(|record| record.lock_key) {
-        lock::on_close(key);
-    }
+    let mut locked = crate::descriptors::take(fd).and_then(|record| record.lock_key);
     let _ = with_client(|c| {
+        // Another descriptor of a file this process locked: POSIX drops
+        // the locks at any close of the file.
+        locked = locked.or_else(|| lock::locked_key(c, fd));
         c.forget_fd(fd);
         Ok(())
     });
+    if let Some(key) = locked {
+        lock::on_close(key);
+    }
 }
 
 /// # Safety

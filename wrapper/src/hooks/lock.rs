@@ -14,11 +14,14 @@ use crate::state::{self, err, with_client};
 use libc::{c_int, off_t};
 use sfs_global::SfsResult;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// Lock-file descriptor per file id (one per process, as POSIX locks are).
 static LOCK_FILES: Mutex<Option<HashMap<u64, c_int>>> = Mutex::new(None);
 static ENABLED: OnceLock<bool> = OnceLock::new();
+/// Set once this process took a record lock (it has a lock file open).
+static RECORD_LOCKS_USED: AtomicBool = AtomicBool::new(false);
 
 fn enabled() -> SfsResult<()> {
     let on = *ENABLED.get_or_init(
@@ -50,7 +53,25 @@ fn lock_dir() -> String {
 
 /// The key of an SFS descriptor's file (its inode number, from the id).
 fn file_key(fd: c_int) -> SfsResult<u64> {
-    with_client(|c| c.fstat(fd)).map(|md| md.id.lo() ^ md.id.hi())
+    with_client(|c| c.fstat(fd)).map(|md| key_of(md.id))
+}
+
+fn key_of(id: sfs_global::FileId) -> u64 {
+    id.lo() ^ id.hi()
+}
+
+/// The key of the file open at SFS descriptor `fd` when this process holds
+/// a lock file for it (it took record locks on it): POSIX drops a
+/// process's record locks on a file when *any* of its descriptors of the
+/// file closes. Asks no server; nothing at all until the process took a
+/// record lock.
+pub fn locked_key(client: &sfs_client::Client, fd: c_int) -> Option<u64> {
+    if !RECORD_LOCKS_USED.load(Ordering::Acquire) {
+        return None;
+    }
+    let key = key_of(client.fd_id(fd).ok()?);
+    let files = LOCK_FILES.lock().unwrap_or_else(|p| p.into_inner());
+    files.as_ref()?.contains_key(&key).then_some(key)
 }
 
 /// This process's lock-file descriptor for `key`, opened on first use
@@ -63,6 +84,7 @@ fn lock_file(key: u64) -> SfsResult<c_int> {
     }
     let fd = open_lock_file(key)?;
     files.insert(key, fd);
+    RECORD_LOCKS_USED.store(true, Ordering::Release);
     Ok(fd)
 }
 
