@@ -47,6 +47,13 @@ impl Cluster {
     /// [`Cluster::start_with`], with `server_args` added to every server's
     /// first start; `Err` with the log of a server that exited during
     /// start-up.
+    ///
+    /// The RPC ports cannot be lost (the kit hands the listeners over), but
+    /// a port a server binds itself at its RPC port plus an offset (the
+    /// metrics port, `metrics_port_offset`; a data port with a
+    /// `data_port_offset`) can already be taken, by another test or by a
+    /// port the system picked: a start that fails with "Address already in
+    /// use" is tried again with new ports (up to five times).
     pub fn try_start_with(
         n: usize,
         server_args: &[&str],
@@ -62,7 +69,24 @@ impl Cluster {
             ..Config::default()
         };
         tune(&mut config);
-        Cluster::try_start(dir, config, n, server_args)
+        let default_root = config.rootdir == dir.path().join("root").display().to_string();
+        let mut dir = Some(dir);
+        for attempt in 1.. {
+            // A failed attempt's directory went with it: a new one, and the
+            // root inside it unless `tune` chose another.
+            let dir = dir
+                .take()
+                .unwrap_or_else(|| tempfile::tempdir().expect("temp dir"));
+            let mut config = config.clone();
+            if default_root {
+                config.rootdir = dir.path().join("root").display().to_string();
+            }
+            match Cluster::try_start(dir, config, n, server_args) {
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                started => return started,
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     fn try_start(
