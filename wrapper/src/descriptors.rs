@@ -10,9 +10,8 @@
 //!   never hands its number to anyone else while it is open, and its file
 //!   position is the SFS offset ([`KernelOffsets`]).
 //! - **The record** ([`Record`]): what the shim itself knows about an SFS
-//!   descriptor beyond its bit — the getdents listing read through it, the
-//!   lock file key of a lock taken through it, and the lock-file
-//!   descriptor its `flock` locks live on. One table, created on
+//!   descriptor beyond its bit — the getdents listing read through it and
+//!   the lock-file descriptor its `flock` locks live on. One table, created on
 //!   first need (most descriptors never get one) and dropped with the bit
 //!   by [`take`], which every way a descriptor ends goes through
 //!   (`hooks::fd::forget`). The open file itself (path, id, open flags) is
@@ -290,9 +289,6 @@ pub struct Record {
     /// The listing `getdents64` reads through this descriptor (its position
     /// is the descriptor's offset, an entry index).
     pub listing: Option<Listing>,
-    /// The lock file key of a lock taken through this descriptor
-    /// (`hooks::lock`): closing it drops the process's locks on the file.
-    pub lock_key: Option<u64>,
     /// The lock-file descriptor `flock` locks through this descriptor are
     /// taken on: one per SFS open file description (shared by its
     /// duplicates here and, through `fork`, by its copies in children), so
@@ -359,10 +355,8 @@ pub fn share_record(from: i32, to: i32) {
     let Some(record) = records.0.as_ref().and_then(|t| t.get(&from)) else {
         return;
     };
-    let (lock_key, flock) = (record.lock_key, record.flock.clone());
-    let shared = records.of(to);
-    shared.lock_key = lock_key;
-    shared.flock = flock;
+    let flock = record.flock.clone();
+    records.of(to).flock = flock;
 }
 
 /// Ends SFS descriptor `fd` in the shim: its bit cleared and its record,

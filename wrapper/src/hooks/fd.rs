@@ -27,20 +27,21 @@ pub fn close_inside(fd: c_int) {
     crate::descriptors::release_fd(fd);
 }
 
-/// Drops SFS descriptor `fd` from the shim: its bit, its record (a lock
-/// taken through it released) and its open file in the client. The kernel
+/// Drops SFS descriptor `fd` from the shim: its bit, its record, the
+/// process's record locks on its file, and its open file in the client. The kernel
 /// number stays until the caller closes or replaces it.
 pub fn forget(fd: c_int) {
     stdio::before_std_fd_changes(fd);
-    let mut locked = crate::descriptors::take(fd).and_then(|record| record.lock_key);
-    let _ = with_client(|c| {
-        // Another descriptor of a file this process locked: POSIX drops
-        // the locks at any close of the file.
-        locked = locked.or_else(|| lock::locked_key(c, fd));
+    // The record goes here (a flock lock with its last holder).
+    drop(crate::descriptors::take(fd));
+    let locked = with_client(|c| {
+        // A descriptor of a file this process took record locks on: POSIX
+        // drops them at any close of the file.
+        let locked = lock::locked_key(c, fd);
         c.forget_fd(fd);
-        Ok(())
+        Ok(locked)
     });
-    if let Some(key) = locked {
+    if let Ok(Some(key)) = locked {
         lock::on_close(key);
     }
 }

@@ -117,14 +117,9 @@ fn open_lock_file(key: u64) -> SfsResult<c_int> {
     Ok(fd as c_int)
 }
 
-/// Notes in `fd`'s record that a lock was taken through it.
-fn remember(fd: c_int, key: u64) {
-    Records::lock().of(fd).lock_key = Some(key);
-}
-
-/// On close of an SFS descriptor whose record says a lock was taken
-/// through it on the file of `key`: POSIX drops all of this process's
-/// locks on the file when any of its descriptors closes.
+/// On close of an SFS descriptor of the file of `key`, which this process
+/// took record locks on ([`locked_key`]): POSIX drops all of them when any
+/// of its descriptors of the file closes.
 pub fn on_close(key: u64) {
     let files = LOCK_FILES.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(&lock_fd) = files.as_ref().and_then(|f| f.get(&key)) {
@@ -188,7 +183,6 @@ pub unsafe fn fcntl_lock(fd: c_int, cmd: c_int, lock: *mut libc::flock) -> SfsRe
     // SAFETY: checked non-NULL; valid per the contract.
     let mut local = unsafe { *lock };
     absolute(fd, &mut local)?;
-    remember(fd, key);
     // SAFETY: `local` is a valid flock for the call.
     let r = unsafe {
         raw_syscall!(
