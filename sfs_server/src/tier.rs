@@ -118,6 +118,9 @@ struct State {
     /// (bounds the window; forgotten when a write-back, truncate or removal
     /// changes the object).
     object_sizes: HashMap<FileId, u64>,
+    /// Counts the times a remembered object size was forgotten: a
+    /// read-ahead that asked the back end before one keeps no answer.
+    size_changes: u64,
 }
 
 impl State {
@@ -169,6 +172,13 @@ impl State {
         }
     }
 
+    /// Forgets the size of `id`'s object a read-ahead remembered (the
+    /// object changed), also one being asked for right now.
+    fn forget_object_size(&mut self, id: FileId) {
+        self.object_sizes.remove(&id);
+        self.size_changes += 1;
+    }
+
     /// Drops the recency and the read-ahead marks of every chunk of `id`
     /// with an index of at least `from`, and the object size a read-ahead
     /// remembered (the file was cut or removed).
@@ -176,7 +186,7 @@ impl State {
         if !self.ahead.is_empty() {
             self.ahead.retain(|&(f, i)| f != id || i < from);
         }
-        self.object_sizes.remove(&id);
+        self.forget_object_size(id);
         let cut: Vec<u64> = self
             .access
             .get(&id)
@@ -259,6 +269,8 @@ pub struct TieredStore {
     /// Set once anything was read ahead: until then a read of a chunk held
     /// here does not look for a read-ahead mark.
     read_ahead_used: std::sync::atomic::AtomicBool,
+    /// Read-aheads started and not yet done.
+    read_aheads: std::sync::atomic::AtomicUsize,
 }
 
 /// Chunks that a read of one not held here also brings in, in the
@@ -406,6 +418,7 @@ impl TieredStore {
             placement: std::sync::OnceLock::new(),
             cache_mode: std::sync::atomic::AtomicBool::new(false),
             read_ahead_used: std::sync::atomic::AtomicBool::new(false),
+            read_aheads: std::sync::atomic::AtomicUsize::new(0),
             buffers,
             store,
             backend,
@@ -462,8 +475,17 @@ impl TieredStore {
         if self.placement.get().is_none() || self.under_pressure() || self.stopping() {
             return;
         }
-        self.rt()
-            .spawn_blocking(move || tier.fetch_ahead(id, index));
+        self.read_aheads.fetch_add(1, Ordering::AcqRel);
+        self.rt().spawn_blocking(move || {
+            tier.fetch_ahead(id, index);
+            tier.read_aheads.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    /// Whether no read-ahead is under way.
+    #[cfg(test)]
+    fn read_ahead_idle(&self) -> bool {
+        self.read_aheads.load(Ordering::Acquire) == 0 && lock(&self.state).ahead.is_empty()
     }
 
     /// [`TieredStore::read_ahead`]'s work, on a blocking thread.
@@ -515,7 +537,7 @@ impl TieredStore {
     /// `None` when neither exists.
     fn read_ahead_end(&self, id: FileId) -> Option<u64> {
         let chunk_size = self.store.chunk_size();
-        {
+        let changes = {
             let state = lock(&self.state);
             if let Some((_, len)) = state.sources.get(&id) {
                 return Some(len.div_ceil(chunk_size));
@@ -526,7 +548,8 @@ impl TieredStore {
             if let Some(size) = state.object_sizes.get(&id) {
                 return Some(size.div_ceil(chunk_size));
             }
-        }
+            state.size_changes
+        };
         let backend = self.backend.clone();
         let size = match self.wait_for(async move { backend.stat(id).await }) {
             Ok(Some(stat)) => stat.size,
@@ -537,8 +560,9 @@ impl TieredStore {
             }
         };
         let mut state = lock(&self.state);
-        // Not if the object went meanwhile (its removal forgot the size).
-        if state.in_backend.contains(&id) {
+        // Not if the object changed or went meanwhile (that forgot the
+        // size, or would have).
+        if state.size_changes == changes && state.in_backend.contains(&id) {
             state.object_sizes.insert(id, size);
         }
         Some(size.div_ceil(chunk_size))

@@ -543,9 +543,7 @@ fn a_sequential_read_of_an_object_reads_this_servers_next_chunks_ahead() {
     for &i in &mine[2..] {
         assert_eq!(read_whole(&tier, id, i), chunk_bytes(id, i), "chunk {i}");
     }
-    wait_until("the read-ahead settled", || {
-        lock(&tier.state).ahead.is_empty()
-    });
+    wait_until("the read-ahead settled", || tier.read_ahead_idle());
     assert_eq!(tier.status().fetched_bytes, mine.len() as u64 * CHUNK);
     // A cut forgets the remembered object size.
     tier.truncate_chunks(id, CHUNK).unwrap();

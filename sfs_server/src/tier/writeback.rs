@@ -257,7 +257,7 @@ async fn copy_chunks(tier: &Arc<TieredStore>, id: FileId, which: Which) -> SfsRe
     if flushed.chunks > 0 {
         tier.backend.persist(id).await?;
         // The object may have grown: a read-ahead asks its size again.
-        lock(&tier.state).object_sizes.remove(&id);
+        lock(&tier.state).forget_object_size(id);
         let new_object = !lock(&tier.state).in_backend.contains(&id);
         if new_object {
             // Durable before any chunk of the file can be evicted: after a
