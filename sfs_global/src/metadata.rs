@@ -258,6 +258,18 @@ impl Metadata {
         }
     }
 
+    /// This entry without its extended attributes, link target and
+    /// source: what a permission check of an entry below it needs, small
+    /// enough to keep many of.
+    pub fn without_contents(self) -> Self {
+        Metadata {
+            link_target: String::new(),
+            source: String::new(),
+            xattrs: Vec::new(),
+            ..self
+        }
+    }
+
     /// The value of extended attribute `name`, if set.
     pub fn xattr(&self, name: &[u8]) -> Option<&[u8]> {
         self.xattrs

@@ -286,6 +286,13 @@ impl MetadataStore for BackedStore {
         }
     }
 
+    fn parent_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        match self.inner.parent_entry(path)? {
+            Some(md) => Ok(Some(md)),
+            None => Ok(self.take_in(path)?.map(Metadata::without_contents)),
+        }
+    }
+
     fn create(&self, path: &str, entry: Metadata, exclusive: bool) -> SfsResult<(Metadata, bool)> {
         // A name the backing directory has exists already (EEXIST for an
         // exclusive create, found for any other).

@@ -42,6 +42,10 @@ const MERGE_OPERATOR_NAME: &str = "sfs_metadata_update_v1";
 pub struct RocksMetadataStore {
     db: DB,
     stripes: Box<[Mutex<()>]>,
+    /// Directory entries permission checks read ([`parents`]); every
+    /// write of an entry key below goes through [`Self::put`],
+    /// [`Self::merge`] or [`Self::delete`], which drop its copy.
+    parents: parents::ParentCache,
 }
 
 fn db_error(what: &str, e: rocksdb::Error) -> SfsError {
@@ -99,7 +103,11 @@ impl RocksMetadataStore {
             ))
         })?;
         let stripes = (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect();
-        Ok(RocksMetadataStore { db, stripes })
+        Ok(RocksMetadataStore {
+            db,
+            stripes,
+            parents: parents::ParentCache::new(),
+        })
     }
 
     /// Locks the stripe of `key`. The guarded data is `()`, so a poisoned
@@ -145,15 +153,21 @@ impl RocksMetadataStore {
     }
 
     fn put(&self, key: &[u8], entry: &Metadata, path: &str) -> SfsResult<()> {
-        self.db
-            .put(key, entry.encode())
-            .map_err(|e| db_error(path, e))
+        let written = self.db.put(key, entry.encode());
+        self.parents.forget(key);
+        written.map_err(|e| db_error(path, e))
     }
 
     fn merge(&self, key: &[u8], update: &MetaUpdate, path: &str) -> SfsResult<()> {
-        self.db
-            .merge(key, update.encode())
-            .map_err(|e| db_error(path, e))
+        let written = self.db.merge(key, update.encode());
+        self.parents.forget(key);
+        written.map_err(|e| db_error(path, e))
+    }
+
+    fn delete(&self, key: &[u8], path: &str) -> SfsResult<()> {
+        let written = self.db.delete(key);
+        self.parents.forget(key);
+        written.map_err(|e| db_error(path, e))
     }
 
     /// Appends to `out` the live entries whose keys start with `prefix`,
@@ -206,6 +220,19 @@ impl MetadataStore for RocksMetadataStore {
         self.get_key(&entry_key(path), path)
     }
 
+    fn parent_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        let key = entry_key(path);
+        let miss = match self.parents.lookup(&key) {
+            Ok(kept) => return Ok(Some(kept)),
+            Err(miss) => miss,
+        };
+        let found = self.get_key(&key, path)?.map(Metadata::without_contents);
+        if let Some(md) = found.as_ref().filter(|md| md.is_dir()) {
+            self.parents.keep(&key, miss, md);
+        }
+        Ok(found)
+    }
+
     fn create(&self, path: &str, entry: Metadata, exclusive: bool) -> SfsResult<(Metadata, bool)> {
         let key = entry_key(path);
         let _guard = self.lock(&key);
@@ -245,7 +272,7 @@ impl MetadataStore for RocksMetadataStore {
             }
             _ => {}
         }
-        self.db.delete(&key).map_err(|e| db_error(path, e))?;
+        self.delete(&key, path)?;
         Ok(old)
     }
 
@@ -410,7 +437,7 @@ impl MetadataStore for RocksMetadataStore {
         md.nlink = u32::try_from(count.max(0)).unwrap_or(0);
         md.ctime_ns = md.ctime_ns.max(time_ns);
         if md.nlink == 0 {
-            self.db.delete(&key).map_err(|e| db_error(path, e))?;
+            self.delete(&key, path)?;
         } else {
             self.put(&key, &md, path)?;
         }
@@ -524,6 +551,7 @@ impl MetadataStore for RocksMetadataStore {
     }
 }
 
+mod parents;
 #[cfg(test)]
 mod tests;
 

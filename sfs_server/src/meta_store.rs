@@ -29,6 +29,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The entry at `path`, if any.
     fn get(&self, path: &str) -> SfsResult<Option<Metadata>>;
 
+    /// The entry at `path` as a permission check of an entry in it reads
+    /// it (its kind, mode, owner and group): without its extended
+    /// attributes, link target and source. A store may answer from a cache
+    /// that its own writes keep exact; the default reads the entry.
+    fn parent_entry(&self, path: &str) -> SfsResult<Option<Metadata>> {
+        Ok(self.get(path)?.map(Metadata::without_contents))
+    }
+
     /// Creates `path` with `entry` unless it exists. Returns the entry now at
     /// `path` and whether this call created it. With `exclusive` (O_EXCL) an
     /// existing entry is EEXIST. Atomic per path.

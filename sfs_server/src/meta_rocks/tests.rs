@@ -437,3 +437,106 @@ fn extended_attributes_follow_their_flags_and_limits_and_keep_sizes_merged_meanw
         Errno::ENOENT
     );
 }
+
+fn chmod(mode: u32, uid: u32, time_ns: i64) -> MetaUpdate {
+    MetaUpdate::SetAttr {
+        mode: Some(mode),
+        uid: Some(uid),
+        gid: None,
+        atime_ns: None,
+        mtime_ns: None,
+        ctime_ns: time_ns,
+    }
+}
+
+/// What `parent_entry` must answer: the entry as `get` reads it, without
+/// its contents.
+fn expected_parent(store: &dyn MetadataStore, path: &str) -> Option<Metadata> {
+    store.get(path).unwrap().map(Metadata::without_contents)
+}
+
+/// The parent entry a permission check reads (kept in memory after the
+/// first read) follows every change of the directory: chmod/chown, its
+/// times, an extended attribute, its removal and a rename onto its name.
+#[test]
+fn a_parent_entry_follows_every_change_of_the_directory() {
+    let (_dir, store) = open();
+    store.create("/d", dir_entry(), true).unwrap();
+    store
+        .set_xattr("/d", b"user.big", Some(&[7; 1000]), XattrSet::Either, 2)
+        .unwrap();
+    let first = store.parent_entry("/d").unwrap().unwrap();
+    assert!(first.xattrs.is_empty(), "kept without its attributes");
+    assert_eq!(Some(first), expected_parent(&*store, "/d"));
+    let check = |what: &str| {
+        // Twice: the read that fills the cache, then the one it answers.
+        for _ in 0..2 {
+            assert_eq!(
+                store.parent_entry("/d").unwrap(),
+                expected_parent(&*store, "/d"),
+                "after {what}"
+            );
+        }
+    };
+    store.set_attr("/d", chmod(0o700, 5, 3)).unwrap();
+    check("chmod");
+    assert_eq!(
+        store.parent_entry("/d").unwrap().unwrap().mode & 0o7777,
+        0o700
+    );
+    store
+        .update("/d", MetaUpdate::GrowSize { end: 0, time_ns: 9 }, None)
+        .unwrap();
+    check("new times");
+    store
+        .set_xattr("/d", b"user.big", None, XattrSet::Either, 11)
+        .unwrap();
+    check("an attribute removed");
+    store.remove("/d", RemoveKind::Directory, None).unwrap();
+    assert_eq!(store.parent_entry("/d").unwrap(), None, "removed");
+    let mut other = dir_entry();
+    other.uid = 77;
+    other.mode = libc::S_IFDIR | 0o1777;
+    store.put_entry("/d", other, true).unwrap();
+    check("a directory renamed onto it");
+    assert_eq!(store.parent_entry("/d").unwrap().unwrap().uid, 77);
+    // A file or a symlink there is answered, not kept.
+    store.remove("/d", RemoveKind::Directory, None).unwrap();
+    store.create("/d", file(3), true).unwrap();
+    check("a file in its place");
+}
+
+/// Readers of a parent entry racing with its changes: once the changes
+/// stop, every read answers the last one (a value read before a change
+/// is never kept after it).
+#[test]
+fn parent_entries_read_during_changes_end_exact() {
+    let (_dir, store) = open();
+    store.create("/d", dir_entry(), true).unwrap();
+    for round in 0..20u32 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (store, stop) = (store.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        store.parent_entry("/d").unwrap().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for i in 0..200u32 {
+            let mode = 0o700 | ((round * 200 + i) % 0o100);
+            store.set_attr("/d", chmod(mode, i, i64::from(i))).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            reader.join().unwrap();
+        }
+        assert_eq!(
+            store.parent_entry("/d").unwrap(),
+            expected_parent(&*store, "/d"),
+            "round {round}"
+        );
+    }
+}

@@ -127,7 +127,7 @@ impl MetadataService {
             )));
         }
         let meta = self.state.meta.clone();
-        let found = quick(move || meta.get(parent))?;
+        let found = quick(move || meta.parent_entry(parent))?;
         match found {
             Some(md) if md.is_dir() => Ok(ParentCheck::Directory(md)),
             Some(md) if md.kind() == FileKind::Symlink => Ok(ParentCheck::Symlink),
