@@ -224,8 +224,10 @@ impl Client {
     /// a broadcast to all servers) has sent its request before anyone
     /// waits.
     pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        // On the heap: the runtime moves what it is given several times on
+        // its way in, and a call's future is kilobytes.
+        let mut future = Box::pin(future);
         self.runtime.block_on(async {
-            let mut future = std::pin::pin!(future);
             std::future::poll_fn(|cx| loop {
                 if let Poll::Ready(output) = future.as_mut().poll(cx) {
                     return Poll::Ready(output);
