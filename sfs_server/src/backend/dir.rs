@@ -82,6 +82,36 @@ fn open_object(objects: &Path, id: FileId, create: bool) -> SfsResult<File> {
 
 /// Copies `source` from its byte 0 to its end (at most `max_len` bytes)
 /// into `object` at `offset`, inside the kernel; returns the bytes copied.
+/// Asks the kernel to start writing the pages of `ranges` (offset,
+/// length) of `object` to the device now, without waiting: the
+/// `persist` that ends a write-back then finds most of them written
+/// instead of starting all of them at once, and the device works while the
+/// next batch is copied. Only a hint: a failure changes nothing (`persist`
+/// writes what is left).
+fn start_writeback(object: &File, ranges: impl Iterator<Item = (u64, u64)>) {
+    let (mut start, mut end) = (u64::MAX, 0);
+    for (offset, len) in ranges.filter(|&(_, len)| len > 0) {
+        start = start.min(offset);
+        end = end.max(offset.saturating_add(len));
+    }
+    if start >= end {
+        return;
+    }
+    let (Ok(offset), Ok(len)) = (i64::try_from(start), i64::try_from(end - start)) else {
+        return;
+    };
+    // SAFETY: the descriptor is `object`'s, open for as long as the
+    // borrow; the call reads no memory of ours.
+    unsafe {
+        libc::sync_file_range(
+            std::os::fd::AsRawFd::as_raw_fd(object),
+            offset,
+            len,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
 /// `copy_file_range` first (one call between files of one file system);
 /// between file systems, where it fails with EXDEV, `sendfile` (page to
 /// page, still without a user-space buffer) into the object positioned at
@@ -175,6 +205,7 @@ impl ObjectBackend for DirBackend {
                 file.write_all_at(data, *offset)
                     .map_err(|e| failed("writing", id, e))?;
             }
+            start_writeback(&file, pieces.iter().map(|(o, d)| (*o, d.len() as u64)));
             Ok(())
         })
         .await
@@ -191,12 +222,17 @@ impl ObjectBackend for DirBackend {
         max_len: u64,
     ) -> SfsResult<Vec<u64>> {
         let object = open_object(&self.objects, id, true)?;
-        pieces
+        let copied = pieces
             .iter()
             .map(|(offset, source)| {
                 copy_into(source, &object, *offset, max_len).map_err(|e| failed("writing", id, e))
             })
-            .collect()
+            .collect::<SfsResult<Vec<u64>>>()?;
+        start_writeback(
+            &object,
+            pieces.iter().zip(&copied).map(|((o, _), n)| (*o, *n)),
+        );
+        Ok(copied)
     }
 
     async fn read(&self, id: FileId, offset: u64, len: usize) -> SfsResult<Vec<u8>> {
