@@ -10,6 +10,7 @@
 #
 #   scripts/cache-read.sh [ROUNDS]      # SFS_BIN: directory of a release `sfs`
 set -euo pipefail
+. "$(dirname "$0")/local-cluster.sh"
 rounds=${1:-3}
 bin=${SFS_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/sfs/target}/release}
 size=${SIZE_MIB:-1024}
@@ -20,11 +21,7 @@ backing=$(mktemp -d -p "$parent" sfs-cache-read.XXXXXX)
 state=$(mktemp -d -p /dev/shm sfs-cache-state.XXXXXX)
 sfs() { "$bin/sfs" --config "$work/config.json" --hostfile "$work/hostfile" "$@"; }
 trap 'sfs stop >/dev/null 2>&1 || true; rm -rf "$work" "$backing" "$state"' EXIT
-: >"$work/hostfile"
-for i in $(seq 0 $((servers - 1))); do
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    echo "s$i 127.0.0.1:$port" >>"$work/hostfile"
-done
+local_hostfile "$work/hostfile" "$servers"
 echo "{\"rootdir\": \"$state\", \"backing_dir\": \"$backing\", \"mountdir\": \"$work/mnt\"}" >"$work/config.json"
 head -c $((size << 20)) /dev/urandom >"$backing/big"
 sync

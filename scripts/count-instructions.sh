@@ -12,17 +12,17 @@
 #
 #   scripts/count-instructions.sh PATH/TO/sfs OUT [FILES]
 set -euo pipefail
+. "$(dirname "$0")/local-cluster.sh"
 bin=$1
 out=$2
 files=${3:-3000}
 command -v callgrind_control >/dev/null || { echo "needs valgrind: apt-get install valgrind" >&2; exit 1; }
 work=$(mktemp -d)
 state=$(mktemp -d -p /dev/shm sfs-count.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 sfs() { "$bin" --config "$work/config.json" --hostfile "$work/hostfile" "$@"; }
 vpid=""
 trap 'sfs stop >/dev/null 2>&1 || true; [ -n "$vpid" ] && wait "$vpid"; rm -rf "$work" "$state"' EXIT
-echo "s0 127.0.0.1:$port" >"$work/hostfile"
+local_hostfile "$work/hostfile" 1
 echo "{\"rootdir\": \"$state\", \"mountdir\": \"$work/mnt\"}" >"$work/config.json"
 rm -f "$out" "$out".*
 valgrind --tool=callgrind --callgrind-out-file="$out" --instr-atstart=no \

@@ -9,6 +9,7 @@
 #
 #   scripts/flush-bench.sh ROUNDS LABEL=PATH/TO/sfs ...   # as root
 set -euo pipefail
+. "$(dirname "$0")/local-cluster.sh"
 rounds=$1
 shift
 files=${FILES:-16}
@@ -39,11 +40,7 @@ for round in $(seq "$rounds"); do
         current=${build#*=}
         state=$(mktemp -d -p /dev/shm sfs-flush-state.XXXXXX)
         backend=$(mktemp -d -p "$parent" sfs-flush-backend.XXXXXX)
-        : >"$work/hostfile"
-        for i in $(seq 0 $((servers - 1))); do
-            port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-            echo "s$i 127.0.0.1:$port" >>"$work/hostfile"
-        done
+        local_hostfile "$work/hostfile" "$servers"
         echo "{\"rootdir\": \"$state\", \"mountdir\": \"$work/mnt\", \"backend\": {\"kind\": \"dir\", \"path\": \"$backend\", \"writeback\": \"explicit\"}}" >"$work/config.json"
         sync
         echo 3 >/proc/sys/vm/drop_caches
