@@ -515,7 +515,7 @@ impl TieredStore {
                 if self.store.has_chunk(id, next) || self.stopping() {
                     false
                 } else {
-                    match self.fetch_locked(id, next) {
+                    match self.fetch_locked(id, next, None) {
                         Ok(found) => found.is_some(),
                         Err(e) => {
                             tracing::debug!("read-ahead of chunk {next} of {id}: {e}");
@@ -738,9 +738,18 @@ impl TieredStore {
     /// Brings evicted chunk `(id, index)` back from the object, whole; the
     /// caller holds the chunk's lock. Returns the chunk's bytes as
     /// installed, or `None` when nothing came back (a hole in the object
-    /// too is nothing).
-    fn fetch_locked(&self, id: FileId, index: u64) -> SfsResult<Option<Fetched>> {
+    /// too is nothing). With `into` (exactly a chunk long: a read of the
+    /// whole chunk) a chunk read on this thread — from the file's source or
+    /// from a store of plain files — is read straight into it, and the
+    /// answer is [`Fetched::Into`]: the bytes are there, not copied again.
+    fn fetch_locked(
+        &self,
+        id: FileId,
+        index: u64,
+        mut into: Option<&mut [u8]>,
+    ) -> SfsResult<Option<Fetched>> {
         let chunk_size = self.store.chunk_size();
+        debug_assert!(into.as_ref().is_none_or(|b| b.len() as u64 == chunk_size));
         loop {
             // A chunk of a file with a source, below its length, never
             // written in SFS (a truncate lowers the length): the source has
@@ -770,16 +779,33 @@ impl TieredStore {
             let mut data = Fetched::Object(Vec::new());
             if object && !from_source {
                 let offset = index * chunk_size;
-                let mut buf = self.buffers.take(chunk_size as usize);
-                data = match self.backend.read_now(id, offset, &mut buf) {
-                    // A store of plain files: read here, into a pooled buffer.
+                let mut pooled = None;
+                let dest = match into.as_deref_mut() {
+                    Some(dest) => dest,
+                    None => &mut pooled.insert(self.buffers.take(chunk_size as usize))[..],
+                };
+                let read = self
+                    .backend
+                    .read_now(id, offset, dest)
+                    .map(|read| match read {
+                        Err(e) if e.errno == Errno::ENOENT => Ok(0),
+                        other => other,
+                    });
+                data = match read {
+                    // A store of plain files: read here, into the caller's
+                    // buffer or a pooled one.
                     Some(read) => {
-                        let n = match read {
-                            Err(e) if e.errno == Errno::ENOENT => 0,
-                            other => other?,
-                        };
-                        buf.truncate(n);
-                        Fetched::Pooled(buf)
+                        let n = read?;
+                        match pooled {
+                            Some(mut buf) => {
+                                buf.truncate(n);
+                                Fetched::Pooled(buf)
+                            }
+                            None => Fetched::Into {
+                                len: n,
+                                from_source: false,
+                            },
+                        }
                     }
                     None => {
                         let backend = self.backend.clone();
@@ -794,10 +820,17 @@ impl TieredStore {
             }
             if from_source {
                 if let Some((source, len)) = &source {
-                    data = Fetched::Source(read_source(source, *len, index, &self.buffers)?);
+                    data = match into.as_deref_mut() {
+                        Some(dest) => Fetched::Into {
+                            len: read_source_into(source, *len, index, dest)?,
+                            from_source: true,
+                        },
+                        None => Fetched::Source(read_source(source, *len, index, &self.buffers)?),
+                    };
                 }
             }
-            if data.is_empty() {
+            let bytes = data.bytes(into.as_deref());
+            if bytes.is_empty() {
                 return Ok(None);
             }
             loop {
@@ -807,22 +840,28 @@ impl TieredStore {
                 }
                 // Installed under the state lock: a truncate starting now
                 // sees the chunk and cuts it.
-                match self.store.install_locked(id, index, &data) {
+                match self.store.install_locked(id, index, bytes) {
                     Ok(()) => {
                         if self.evicts() {
                             // Read-ahead's chunks too: all are evictable.
                             state.touch(id, index);
                         }
                         let counter = match data {
-                            Fetched::Object(_) | Fetched::Pooled(_) => &self.counters.fetched_bytes,
-                            Fetched::Source(_) => &self.counters.sourced_bytes,
+                            Fetched::Object(_)
+                            | Fetched::Pooled(_)
+                            | Fetched::Into {
+                                from_source: false, ..
+                            } => &self.counters.fetched_bytes,
+                            Fetched::Source(_) | Fetched::Into { .. } => {
+                                &self.counters.sourced_bytes
+                            }
                         };
-                        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                         return Ok(Some(data));
                     }
                     Err(e) if e.errno == Errno::ENOSPC => {
                         drop(state);
-                        self.wait_for_room(data.len() as u64, &e)?;
+                        self.wait_for_room(bytes.len() as u64, &e)?;
                     }
                     Err(e) => return Err(e),
                 }
@@ -1182,7 +1221,7 @@ impl ChunkHandler for TieredStore {
             {
                 // A partial write into an evicted chunk, or one still in its
                 // source: the rest of it comes first.
-                self.fetch_locked(chunk.id, chunk.index)?;
+                self.fetch_locked(chunk.id, chunk.index, None)?;
             }
             self.mark_dirty(chunk.id, chunk.index, None)?;
             match self.store.write_locked(chunk, data) {
@@ -1225,11 +1264,19 @@ impl ChunkHandler for TieredStore {
         let _guard = self.store.lock(chunk.id, chunk.index);
         // Another reader may have brought it back while this one waited.
         if !self.store.has_chunk(chunk.id, chunk.index) {
-            if let Some(data) = self.fetch_locked(chunk.id, chunk.index)? {
+            // A read of the whole chunk has it read into the answer.
+            let chunk_size = self.store.chunk_size() as usize;
+            let whole = chunk.offset == 0 && buf.len() == chunk_size;
+            let into = whole.then_some(&mut buf[..]);
+            if let Some(data) = self.fetch_locked(chunk.id, chunk.index, into)? {
                 touch();
                 self.read_ahead(chunk.id, chunk.index);
                 // Answered from the fetched bytes (what the store now
                 // holds, installed under this lock): no second read.
+                if let Fetched::Into { len, .. } = data {
+                    return Ok(len);
+                }
+                let data = data.bytes(None);
                 let from = (chunk.offset as usize).min(data.len());
                 let n = (data.len() - from).min(buf.len());
                 buf[..n].copy_from_slice(&data[from..from + n]);
@@ -1255,14 +1302,22 @@ enum Fetched {
     /// ([`ObjectBackend::read_now`]).
     Pooled(sfs_rdma::buffers::PooledBuffer),
     Source(sfs_rdma::buffers::PooledBuffer),
+    /// Read into the buffer the caller passed: its first `len` bytes, from
+    /// the file's source or from its object.
+    Into {
+        len: usize,
+        from_source: bool,
+    },
 }
 
-impl std::ops::Deref for Fetched {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
+impl Fetched {
+    /// The chunk's bytes; those of [`Fetched::Into`] are in `into`, the
+    /// buffer they were read into (none: empty).
+    fn bytes<'a>(&'a self, into: Option<&'a [u8]>) -> &'a [u8] {
         match self {
             Fetched::Object(data) => data,
             Fetched::Pooled(data) | Fetched::Source(data) => data,
+            Fetched::Into { len, .. } => into.map_or(&[], |b| &b[..*len]),
         }
     }
 }
@@ -1276,12 +1331,19 @@ fn read_source(
     index: u64,
     buffers: &Arc<sfs_rdma::buffers::BufferPool>,
 ) -> SfsResult<sfs_rdma::buffers::PooledBuffer> {
-    let chunk_size = buffers.size() as u64;
+    let mut data = buffers.take(buffers.size());
+    let got = read_source_into(source, len, index, &mut data)?;
+    data.truncate(got);
+    Ok(data)
+}
+
+/// [`read_source`] into `dest` (a chunk long): how many bytes it read.
+fn read_source_into(source: &Path, len: u64, index: u64, dest: &mut [u8]) -> SfsResult<usize> {
+    let chunk_size = dest.len() as u64;
     let start = index * chunk_size;
     let want = len.saturating_sub(start).min(chunk_size) as usize;
-    let mut data = buffers.take(want);
     if want == 0 {
-        return Ok(data);
+        return Ok(0);
     }
     let failed = |e: std::io::Error| {
         SfsError::new(
@@ -1290,9 +1352,7 @@ fn read_source(
         )
     };
     let file = std::fs::File::open(source).map_err(failed)?;
-    let got = crate::backend::dir::read_into(&file, start, &mut data).map_err(failed)?;
-    data.truncate(got);
-    Ok(data)
+    crate::backend::dir::read_into(&file, start, &mut dest[..want]).map_err(failed)
 }
 
 #[cfg(test)]
