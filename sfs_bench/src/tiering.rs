@@ -157,6 +157,8 @@ pub struct Measured {
     pub restored: RestoredStep,
     pub warm_up: String,
     pub load_start: String,
+    /// Whether the page cache was dropped before each timed phase.
+    pub page_cache_dropped: bool,
 }
 
 /// What every step needs: the binaries, the sizes, where things go.
@@ -171,6 +173,8 @@ struct Bench<'a> {
     state: PathBuf,
     /// Worker stderr and histograms.
     scratch: PathBuf,
+    /// Whether every [`Bench::settle`] could drop the page cache.
+    dropped: std::cell::Cell<bool>,
     pid: u32,
 }
 
@@ -210,13 +214,14 @@ impl Bench<'_> {
         let instance = self.start("explicit", backend, WritebackPolicy::Explicit, false)?;
         let target = lib_target(&instance, "sfs-explicit", self.pid);
         self.phase(&target, Phase::Prepare)?;
+        self.settle();
         let write = self.phase(&target, Phase::Write)?;
         let verified = self.phase(&target, Phase::Verify)?.verified;
         let leaked = counters(&instance)?.written_back;
         if leaked != 0 {
             bail!("the explicit policy wrote {leaked} bytes back before the flush");
         }
-        sync_all();
+        self.settle();
         let cpu_before = servers_cpu_seconds(&instance)?;
         let started = Instant::now();
         let out = instance.sfs_checked(&["flush", "-r", &target.root])?;
@@ -246,6 +251,7 @@ impl Bench<'_> {
         let instance = self.start("flusher", backend, policy, false)?;
         let target = lib_target(&instance, "sfs-flusher", self.pid);
         self.phase(&target, Phase::Prepare)?;
+        self.settle();
         let before = counters(&instance)?;
         let write = self.phase(&target, Phase::Write)?;
         let written_back_during_write = counters(&instance)?.written_back - before.written_back;
@@ -268,7 +274,7 @@ impl Bench<'_> {
     fn restored(&self, backend: &Path) -> Result<RestoredStep> {
         let instance = self.start("restored", backend, WritebackPolicy::Explicit, true)?;
         let target = lib_target(&instance, "sfs-restored", self.pid);
-        sync_all();
+        self.settle();
         let cold_files = drop_cached_pages(backend)?;
         let read = self.phase(&target, Phase::Read)?;
         let fetched = counters(&instance)?.fetched;
@@ -332,6 +338,7 @@ pub fn run(args: &TieringArgs, common: &CommonArgs) -> Result<()> {
         state: absolute(&common.state_dir)?,
         scratch,
         pid,
+        dropped: std::cell::Cell::new(true),
     };
     let say = |what: &str| eprintln!("sfs_bench tiering: {what}");
 
@@ -346,7 +353,7 @@ pub fn run(args: &TieringArgs, common: &CommonArgs) -> Result<()> {
         cold_read: true,
     };
     say(&format!("{fio_version} on {} (before)", work.display()));
-    sync_all();
+    bench.settle();
     let native_before = fio::run_write_then_read(&common.fio, "backend", &work, &shape)?;
 
     say("explicit: write, verify, flush, checkpoint");
@@ -367,7 +374,7 @@ pub fn run(args: &TieringArgs, common: &CommonArgs) -> Result<()> {
     let restored = bench.restored(&explicit_backend)?;
 
     say(&format!("{fio_version} on {} (after)", work.display()));
-    sync_all();
+    bench.settle();
     let native_after = fio::run_write_then_read(&common.fio, "backend", &work, &shape)?;
     let measured = Measured {
         native: fio::FioRun::mean(&native_before, &native_after),
@@ -384,6 +391,7 @@ pub fn run(args: &TieringArgs, common: &CommonArgs) -> Result<()> {
         restored,
         warm_up,
         load_start,
+        page_cache_dropped: bench.dropped.get(),
     };
     let report = report::build(&measured);
     if common.json {
@@ -471,6 +479,22 @@ fn flushed_bytes(out: &str) -> Result<u64> {
             after_files.split_whitespace().next()?.parse().ok()
         })
         .with_context(|| format!("no total in sfs flush's output:\n{out}"))
+}
+
+impl Bench<'_> {
+    /// Before a timed phase: every dirty page written ([`sync_all`]), then
+    /// the page cache dropped if this process may (root), so that fio's
+    /// runs and SFS's phases all start from the same memory. On this
+    /// project's VM, memory that a full page cache leaves to be found anew
+    /// is first touched at a tenth of the speed (docs/performance.md,
+    /// "Write-back: each batch handed to the device at once"), which
+    /// otherwise falls on whichever phase comes after a large one.
+    fn settle(&self) {
+        sync_all();
+        if std::fs::write("/proc/sys/vm/drop_caches", "3").is_err() {
+            self.dropped.set(false);
+        }
+    }
 }
 
 /// Writes every dirty page of the machine to its device, so that a timed

@@ -56,6 +56,8 @@ pub struct TieringReport {
     pub warm_up: String,
     /// How the reads were made cold.
     pub cold_reads: String,
+    /// What each timed phase started from.
+    pub page_cache: String,
     pub figures: Vec<Figure>,
     pub targets: Vec<TargetCheck>,
     /// fio's write job on the back end (the read: `--rw=read --invalidate=1`).
@@ -238,6 +240,11 @@ pub fn build(m: &Measured) -> TieringReport {
             "page cache of the back end's files dropped before each cold read (posix_fadvise DONTNEED: fio --invalidate=1 for fio's, sfs_bench for the {} files of SFS's back end)",
             m.restored.cold_files
         ),
+        page_cache: if m.page_cache_dropped {
+            "synced and dropped (drop_caches) before each timed phase: fio's runs and SFS's start from the same memory".into()
+        } else {
+            "synced before each timed phase, NOT dropped (drop_caches needs root): on a VM that hands freed memory back to its host, phases after large ones may run slower for it".into()
+        },
         figures,
         targets,
         fio_command: m.native.command.clone(),
@@ -278,6 +285,7 @@ pub fn print_text(r: &TieringReport) {
     );
     println!("memory warm-up: {}", r.warm_up);
     println!("cold reads: {}", r.cold_reads);
+    println!("page cache: {}", r.page_cache);
     println!("fio: {}", r.fio_command);
     println!();
     println!(
