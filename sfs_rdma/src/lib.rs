@@ -79,7 +79,9 @@ pub trait ChunkHandler: Send + Sync + 'static {
     /// Reads up to `chunk.len` bytes at `chunk.offset` into `buf`
     /// (`buf.len() == chunk.len`); returns how many bytes the chunk holds there
     /// (fewer when the chunk is shorter or absent: the caller treats the rest
-    /// as a hole of zeros).
+    /// as a hole of zeros). Bytes of `buf` past that count may have been
+    /// written (a chunk read into `buf` whole, then found cut) and are not
+    /// part of the answer: transports send only the count.
     fn read_chunk(&self, chunk: &ChunkRef, buf: &mut [u8]) -> SfsResult<usize>;
 
     /// A data connection was accepted and proved the job secret (the

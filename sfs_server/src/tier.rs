@@ -476,9 +476,15 @@ impl TieredStore {
             return;
         }
         self.read_aheads.fetch_add(1, Ordering::AcqRel);
+        let counted = tier.clone();
+        // Counted down however the task ends (run, panicked, or dropped
+        // unrun by a runtime shutting down).
+        let done = scopeguard(move || {
+            counted.read_aheads.fetch_sub(1, Ordering::AcqRel);
+        });
         self.rt().spawn_blocking(move || {
+            let _done = done;
             tier.fetch_ahead(id, index);
-            tier.read_aheads.fetch_sub(1, Ordering::AcqRel);
         });
     }
 
@@ -1000,7 +1006,12 @@ impl TieredStore {
             }
             Ok(())
         })();
-        *lock(&self.state).epochs.entry(id).or_insert(0) += 1;
+        let mut state = lock(&self.state);
+        *state.epochs.entry(id).or_insert(0) += 1;
+        // Again after the object was cut: a read-ahead that asked its size
+        // between the forgetting above and the cut keeps no old size.
+        state.forget_object_size(id);
+        drop(state);
         result
     }
 

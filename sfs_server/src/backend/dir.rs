@@ -80,8 +80,6 @@ fn open_object(objects: &Path, id: FileId, create: bool) -> SfsResult<File> {
     }
 }
 
-/// Copies `source` from its byte 0 to its end (at most `max_len` bytes)
-/// into `object` at `offset`, inside the kernel; returns the bytes copied.
 /// Asks the kernel to start writing the pages of `ranges` (offset,
 /// length) of `object` to the device now, without waiting: the
 /// `persist` that ends a write-back then finds most of them written
@@ -112,6 +110,8 @@ fn start_writeback(object: &File, ranges: impl Iterator<Item = (u64, u64)>) {
     }
 }
 
+/// Copies `source` from its byte 0 to its end (at most `max_len` bytes)
+/// into `object` at `offset`, inside the kernel; returns the bytes copied.
 /// `copy_file_range` first (one call between files of one file system);
 /// between file systems, where it fails with EXDEV, `sendfile` (page to
 /// page, still without a user-space buffer) into the object positioned at
