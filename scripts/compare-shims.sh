@@ -12,6 +12,7 @@
 #
 # FILES (10000) per round and build.
 set -euo pipefail
+. "$(dirname "$0")/local-cluster.sh"
 rounds=$1 sfs=$2 first=$3 second=$4
 files=${FILES:-10000}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,8 +20,7 @@ work=$(mktemp -d)
 state=$(mktemp -d -p /dev/shm sfs-shims.XXXXXX)
 trap '"$sfs" --config "$work/config.json" --hostfile "$work/hostfile" stop >/dev/null 2>&1 || true; rm -rf "$work" "$state"' EXIT
 gcc -O2 -o "$work/meta-loop" "$here/meta-loop.c"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-echo "s0 127.0.0.1:$port" > "$work/hostfile"
+local_hostfile "$work/hostfile" 1
 printf '{"rootdir": "%s/root", "mountdir": "/sfs-shims", "data_port_offset": 0}\n' "$state" > "$work/config.json"
 "$sfs" --config "$work/config.json" --hostfile "$work/hostfile" start > /dev/null
 for round in $(seq "$rounds"); do

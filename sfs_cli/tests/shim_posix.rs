@@ -150,22 +150,17 @@ ask("f", "flock after the child's exit", "flock")
 EOS
 "#;
     let out = same_on_sfs_and_local(&cluster, script, &[]);
-    assert!(out.contains("lockf while open held\n"), "{out}");
-    assert!(out.contains("lockf after close free\n"), "{out}");
-    assert!(
-        out.contains("lockf after another file's close held\n"),
-        "{out}"
-    );
-    assert!(
-        out.contains("lockf after another descriptor's close free\n"),
-        "{out}"
-    );
-    assert!(out.contains("flock while open held\n"), "{out}");
-    assert!(out.contains("flock after close free\n"), "{out}");
-    assert!(
-        out.contains("flock with a child's copy open held\n"),
-        "{out}"
-    );
+    for line in [
+        "lockf while open held\n",
+        "lockf after close free\n",
+        "lockf after another file's close held\n",
+        "lockf after another descriptor's close free\n",
+        "flock while open held\n",
+        "flock after close free\n",
+        "flock with a child's copy open held\n",
+    ] {
+        assert!(out.contains(line), "{line:?} missing: {out}");
+    }
 }
 
 /// The same from C: a forked child writes through the inherited descriptor,

@@ -51,9 +51,10 @@ fn lock_dir() -> String {
     format!("{base}/sfs-locks")
 }
 
-/// The key of an SFS descriptor's file (its inode number, from the id).
+/// The key of an SFS descriptor's file (its inode number, from the id the
+/// open file holds: no server asked).
 fn file_key(fd: c_int) -> SfsResult<u64> {
-    with_client(|c| c.fstat(fd)).map(|md| key_of(md.id))
+    with_client(|c| c.fd_id(fd)).map(key_of)
 }
 
 fn key_of(id: sfs_global::FileId) -> u64 {
@@ -205,13 +206,13 @@ pub unsafe fn fcntl_lock(fd: c_int, cmd: c_int, lock: *mut libc::flock) -> SfsRe
 /// belongs to the SFS open file description and goes with its last close.
 pub fn flock(fd: c_int, op: c_int) -> SfsResult<c_int> {
     enabled()?;
-    let key = file_key(fd)?;
     let lock_fd = {
         let mut records = Records::lock();
         let record = records.of(fd);
         match &record.flock {
             Some(lock_fd) => lock_fd.clone(),
             None => {
+                let key = file_key(fd)?;
                 let lock_fd = Arc::new(InternalFd::adopt(open_lock_file(key)?));
                 record.flock = Some(lock_fd.clone());
                 lock_fd
