@@ -77,6 +77,20 @@ wait_for() {
             tail -n 5 "$dir/log/last-probe.out" >&2 || true
             echo "ceph.sh: last lines of $log:" >&2
             tail -n 20 "$log" >&2 || true
+            # A daemon that exits before it opens its log (a full disk, a
+            # port taken) says why on its own output.
+            local out
+            for out in "$dir"/log/*.out; do
+                [[ $out == */last-probe.out ]] && continue
+                echo "ceph.sh: last lines of $out:" >&2
+                tail -n 5 "$out" >&2 || true
+            done
+            echo "ceph.sh: daemons still running:" >&2
+            local pid name
+            while read -r pid name; do
+                kill -0 "$pid" 2>/dev/null && echo "  $name (pid $pid)" >&2
+            done <"$dir/pids"
+            df -h "$dir" >&2 || true
             return 1
         fi
         sleep 0.2
