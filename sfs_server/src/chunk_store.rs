@@ -60,6 +60,21 @@ const SOURCE_FILE: &str = ".source";
 /// one little-endian `u64` index per record, appended.
 const WRITTEN_FILE: &str = ".written";
 
+/// One chunk file of a file's directory.
+struct ChunkFile {
+    id: FileId,
+    index: u64,
+    path: PathBuf,
+}
+
+/// What a file's chunk directory holds: its chunk files and which of the
+/// cache-mode records ([`SOURCE_FILE`], [`WRITTEN_FILE`]) exist.
+#[derive(Default)]
+struct Listing {
+    chunks: Vec<ChunkFile>,
+    records: Vec<PathBuf>,
+}
+
 /// Size of every file in `dir` (one file's chunks), for the start-up scan;
 /// removes what a fetch from the back end left half-written in a crash.
 fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
@@ -181,12 +196,16 @@ impl ChunkStore {
             });
     }
 
-    /// Removes every chunk of `id` held here.
+    /// Removes every chunk of `id` held here, its cache-mode records and
+    /// its directory. The directory is listed once: a client asks every
+    /// server, and on those without a directory for `id` that listing is
+    /// the only system call; a record is removed only if it was listed.
     pub fn remove_chunks(&self, id: FileId) -> SfsResult<()> {
-        self.drop_chunks_from(id, 0, None)?;
-        let dir = self.file_dir(id);
-        for record in [SOURCE_FILE, WRITTEN_FILE] {
-            let path = dir.join(record);
+        let Some(listing) = self.listing(id)? else {
+            return Ok(()); // nothing of `id` here
+        };
+        self.drop_chunks(listing.chunks, 0, None)?;
+        for path in listing.records {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
                     return Err(io_error(e, "remove", &path))
@@ -194,6 +213,7 @@ impl ChunkStore {
                 _ => {}
             }
         }
+        let dir = self.file_dir(id);
         match std::fs::remove_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -207,18 +227,19 @@ impl ChunkStore {
     /// Cuts the chunks of `id` held here to a file size of `size`.
     pub fn truncate_chunks(&self, id: FileId, size: u64) -> SfsResult<()> {
         let (first_removed, partial) = truncation_point(size, self.chunk_size);
-        self.drop_chunks_from(id, first_removed, partial)
+        self.drop_chunks(self.chunk_files(id)?, first_removed, partial)
     }
 
-    /// Removes chunk files with index >= `first_removed` and shortens the
-    /// `partial` chunk `(index, length)` if it is longer.
-    fn drop_chunks_from(
+    /// Of `files` (chunk files of one file, as [`ChunkStore::chunk_files`]
+    /// lists them), removes those with index >= `first_removed` and shortens
+    /// the `partial` chunk `(index, length)` if it is longer.
+    fn drop_chunks(
         &self,
-        id: FileId,
+        files: Vec<ChunkFile>,
         first_removed: u64,
         partial: Option<(u64, u64)>,
     ) -> SfsResult<()> {
-        for (index, path) in self.chunk_files(id)? {
+        for ChunkFile { id, index, path } in files {
             let _guard = self.lock(id, index);
             let len = match std::fs::metadata(&path) {
                 Ok(m) => m.len(),
@@ -244,27 +265,35 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// The chunk files of `id` held here, as (index, path); foreign names
-    /// in the directory are ignored.
-    fn chunk_files(&self, id: FileId) -> SfsResult<Vec<(u64, PathBuf)>> {
+    /// The chunk files of `id` held here; foreign names in the directory
+    /// are ignored.
+    fn chunk_files(&self, id: FileId) -> SfsResult<Vec<ChunkFile>> {
+        Ok(self.listing(id)?.map(|l| l.chunks).unwrap_or_default())
+    }
+
+    /// What `id`'s directory holds, or `None` when there is none.
+    fn listing(&self, id: FileId) -> SfsResult<Option<Listing>> {
         let dir = self.file_dir(id);
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(e, "list", &dir)),
         };
-        let mut files = Vec::new();
+        let mut listing = Listing::default();
         for entry in entries {
             let entry = entry.map_err(|e| io_error(e, "list", &dir))?;
-            if let Some(index) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            {
-                files.push((index, entry.path()));
+            let name = entry.file_name();
+            if name == SOURCE_FILE || name == WRITTEN_FILE {
+                listing.records.push(entry.path());
+            } else if let Some(index) = name.to_str().and_then(|n| n.parse::<u64>().ok()) {
+                listing.chunks.push(ChunkFile {
+                    id,
+                    index,
+                    path: entry.path(),
+                });
             }
         }
-        Ok(files)
+        Ok(Some(listing))
     }
 
     /// Cache mode: records that the bytes of `id` below `len` that no
@@ -378,7 +407,7 @@ impl ChunkStore {
         let mut indexes: Vec<u64> = self
             .chunk_files(id)?
             .into_iter()
-            .map(|(index, _)| index)
+            .map(|file| file.index)
             .collect();
         indexes.sort_unstable();
         Ok(indexes)
@@ -396,7 +425,7 @@ impl ChunkStore {
         if files.is_empty() {
             return Ok(());
         }
-        for (_, path) in &files {
+        for ChunkFile { path, .. } in &files {
             match File::open(path) {
                 Ok(f) => f.sync_all().map_err(|e| io_error(e, "sync", path))?,
                 Err(e) if e.kind() == ErrorKind::NotFound => {}

@@ -172,3 +172,31 @@ fn chunk_indexes_lists_the_chunks_held_in_order() {
     store.remove_chunks(FileId(7)).unwrap();
     assert!(store.chunk_indexes(FileId(7)).unwrap().is_empty());
 }
+
+#[test]
+fn a_removal_takes_the_cache_mode_records_and_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ChunkStore::open(dir.path(), CHUNK, 0).unwrap();
+    let source = dir.path().join("backing-file");
+    // A file with chunks, a source and a written-chunk record; one with
+    // the records only (nothing read or written yet); one with chunks only.
+    store.write_chunk(&at(20, 1, 0, 5), b"hello").unwrap();
+    store.set_source(FileId(20), &source, 3 * CHUNK).unwrap();
+    store.add_written(FileId(20), 1).unwrap();
+    store.set_source(FileId(21), &source, CHUNK).unwrap();
+    store.add_written(FileId(21), 0).unwrap();
+    store.write_chunk(&at(22, 0, 0, 1), b"x").unwrap();
+    for id in [20, 21, 22] {
+        assert!(dir.path().join(FileId(id).to_hex()).is_dir());
+        store.remove_chunks(FileId(id)).unwrap();
+        assert!(
+            !dir.path().join(FileId(id).to_hex()).exists(),
+            "file {id}: its directory is gone"
+        );
+        assert!(store.written(FileId(id)).unwrap().is_empty());
+    }
+    assert!(store.sources().unwrap().is_empty(), "no source left");
+    assert_eq!(store.usage(), 0);
+    // A file never held here: nothing to do, no error.
+    store.remove_chunks(FileId(23)).unwrap();
+}
