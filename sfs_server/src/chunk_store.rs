@@ -62,7 +62,6 @@ const WRITTEN_FILE: &str = ".written";
 
 /// One chunk file of a file's directory.
 struct ChunkFile {
-    id: FileId,
     index: u64,
     path: PathBuf,
 }
@@ -204,7 +203,7 @@ impl ChunkStore {
         let Some(listing) = self.listing(id)? else {
             return Ok(()); // nothing of `id` here
         };
-        self.drop_chunks(listing.chunks, 0, None)?;
+        self.drop_chunks(id, listing.chunks, 0, None)?;
         for path in listing.records {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -227,19 +226,20 @@ impl ChunkStore {
     /// Cuts the chunks of `id` held here to a file size of `size`.
     pub fn truncate_chunks(&self, id: FileId, size: u64) -> SfsResult<()> {
         let (first_removed, partial) = truncation_point(size, self.chunk_size);
-        self.drop_chunks(self.chunk_files(id)?, first_removed, partial)
+        self.drop_chunks(id, self.chunk_files(id)?, first_removed, partial)
     }
 
-    /// Of `files` (chunk files of one file, as [`ChunkStore::chunk_files`]
+    /// Of `files` (chunk files of `id`, as [`ChunkStore::chunk_files`]
     /// lists them), removes those with index >= `first_removed` and shortens
     /// the `partial` chunk `(index, length)` if it is longer.
     fn drop_chunks(
         &self,
+        id: FileId,
         files: Vec<ChunkFile>,
         first_removed: u64,
         partial: Option<(u64, u64)>,
     ) -> SfsResult<()> {
-        for ChunkFile { id, index, path } in files {
+        for ChunkFile { index, path } in files {
             let _guard = self.lock(id, index);
             let len = match std::fs::metadata(&path) {
                 Ok(m) => m.len(),
@@ -287,7 +287,6 @@ impl ChunkStore {
                 listing.records.push(entry.path());
             } else if let Some(index) = name.to_str().and_then(|n| n.parse::<u64>().ok()) {
                 listing.chunks.push(ChunkFile {
-                    id,
                     index,
                     path: entry.path(),
                 });
