@@ -297,6 +297,9 @@ mod tests {
         for name in ["open/shared", "open/private", "open/closed/inside"] {
             std::fs::write(root.join(name), b"x").unwrap();
         }
+        // Set, not left to the umask: a server started by another test in
+        // this process sets the process's umask to 077.
+        mode(&root.join("open"), 0o755);
         mode(&root.join("open/shared"), 0o644);
         mode(&root.join("open/private"), 0o600);
         mode(&root.join("open/closed"), 0o700);
