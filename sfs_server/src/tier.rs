@@ -88,6 +88,10 @@ struct State {
     lru: BTreeMap<u64, (FileId, u64)>,
     /// Files being written back, truncated or removed (one at a time).
     gate: HashSet<FileId>,
+    /// Threads waiting in [`TieredStore::enter_gate`] for a gate to open:
+    /// a gate that opens with none (and no writer waiting for room) skips
+    /// the wake-up, a system call on every unlink and truncate otherwise.
+    gate_waiters: usize,
     /// Per-file truncation epoch: odd while a truncate runs.
     epochs: HashMap<FileId, u64>,
     /// When a file whose write-back failed may be tried again, and the
@@ -921,7 +925,9 @@ impl TieredStore {
     fn enter_gate(&self, id: FileId) -> Gate<'_> {
         let mut state = lock(&self.state);
         while state.gate.contains(&id) {
+            state.gate_waiters += 1;
             state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.gate_waiters -= 1;
         }
         state.gate.insert(id);
         Gate { tier: self, id }
@@ -1216,8 +1222,17 @@ struct Gate<'a> {
 
 impl Drop for Gate<'_> {
     fn drop(&mut self) {
-        lock(&self.tier.state).gate.remove(&self.id);
-        self.tier.changed.notify_all();
+        let waiters = {
+            let mut state = lock(&self.tier.state);
+            state.gate.remove(&self.id);
+            state.gate_waiters
+        };
+        // Someone in `enter_gate` registered under the lock held above, so
+        // no wake-up is lost; a writer waiting for room (an unlink frees
+        // some) rechecks within 50 ms anyway, but is told at once.
+        if waiters > 0 || self.tier.waiting_for_room.load(Ordering::Acquire) > 0 {
+            self.tier.changed.notify_all();
+        }
     }
 }
 

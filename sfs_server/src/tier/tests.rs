@@ -581,6 +581,36 @@ fn truncate_and_unlink_follow_into_the_back_end() {
 }
 
 #[test]
+fn a_truncate_waiting_at_a_gate_goes_on_when_the_gate_opens() {
+    // The gate wakes waiters only when one is counted: a lost count would
+    // leave this truncate waiting for ever.
+    let f = Fixture::new();
+    let tier = f.open(0, BackendConfig::default());
+    let id = FileId(0x410);
+    tier.write_chunk(&at(id, 0, 0, CHUNK), &chunk_bytes(id, 0))
+        .unwrap();
+    let held = tier.enter_gate(id);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let result = tier.truncate_chunks(id, 10);
+            done_tx.send(result).unwrap();
+        });
+        wait_until("the truncate waits at the gate", || {
+            lock(&tier.state).gate_waiters == 1
+        });
+        assert!(done_rx.try_recv().is_err(), "went past a closed gate");
+        drop(held);
+        let result = done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the truncate was not woken when the gate opened");
+        result.unwrap();
+    });
+    assert_eq!(lock(&tier.state).gate_waiters, 0);
+    assert_eq!(read_whole(&tier, id, 0), chunk_bytes(id, 0)[..10].to_vec());
+}
+
+#[test]
 fn a_back_end_that_fails_keeps_data_dirty_and_a_full_store_fails_with_enospc() {
     let f = Fixture::new();
     let settings = BackendConfig {
