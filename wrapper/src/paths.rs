@@ -9,7 +9,8 @@
 //! by one prefix comparison, without allocating.
 
 use crate::route::{
-    could_be_inside, has_dot_components, kernel_cwd, kernel_fd_path, may_descend_into,
+    could_be_inside, has_dot_components, has_dotdot_component, kernel_cwd, kernel_fd_path,
+    may_descend_into,
 };
 use crate::state::{self, Inside, Settings};
 use sfs_global::path::{escape_bytes, program_len, strip_mount};
@@ -155,7 +156,7 @@ pub fn through_dotdots(
     dirfd: c_int,
     text: &str,
 ) -> Option<sfs_global::SfsResult<String>> {
-    if !text.split('/').any(|c| c == "..") {
+    if !has_dotdot_component(text) {
         return None;
     }
     let host = if text.starts_with('/') {
